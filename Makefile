@@ -1,0 +1,39 @@
+# One virtualenv for everything; created on first use from pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test lint check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: inject sidecars into the quickstart manifests and print the result and the report
+run: $(STAMP)
+	$(BIN)/sidecarkit inject -f examples/quickstart/app.yaml \
+		--config examples/quickstart/sidecarkit.yaml --namespace-labels sidecarkit.io/inject=true
+
+## test: the whole test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## lint: ruff, formatting, mypy --strict and the import-layer contracts
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## check: everything CI checks
+check: lint test
+
+## bench: every benchmark; each prints ratios against a peer run in the same run
+bench: $(STAMP)
+	$(BIN)/python bench/inject.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

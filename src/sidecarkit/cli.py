@@ -1,0 +1,234 @@
+"""The ``sidecarkit`` command. Thin: parse options, call the core, print.
+
+Exit codes: 0 done; 1 other failure; 2 a manifest is wrong (malformed YAML, a bad
+``sidecarkit.io/`` annotation, a conflict); 3 the config or facts are wrong. On any error
+nothing is written to stdout, so ``sidecarkit inject -f x | kubectl apply -f -`` never applies
+half a stream.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+import click
+import orjson
+
+from sidecarkit import __version__, awaiting, configfiles, errors
+from sidecarkit.injection import configs, facts, injecting, profiles, reports, settings
+from sidecarkit.k8s import manifests
+
+__all__ = ["main"]
+
+
+def _fail(exc: errors.SidecarkitError) -> NoReturn:
+    click.echo(f"sidecarkit: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _read(path: str) -> tuple[str, str]:
+    """(source name, text) of ``-`` (stdin) or a file."""
+    if path == "-":
+        return "<stdin>", sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return path, f.read()
+    except OSError as exc:
+        raise errors.InputError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise errors.ManifestError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
+
+
+def _labels(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    labels: dict[str, str] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise errors.ConfigError(
+                f"--namespace-labels {text!r}: {part!r} is not key=value; "
+                "write them as sidecarkit.io/inject=true,team=a"
+            )
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _config(config_path: str | None, mode: str | None) -> configs.Config:
+    config = configfiles.load_config(config_path) if config_path else configs.Config()
+    if mode:
+        config = replace(config, mode=profiles.Mode(mode))
+    return config
+
+
+def _facts(
+    facts_path: str | None, namespace_labels: str | None, version: str | None
+) -> facts.Facts:
+    cluster = configfiles.load_facts(facts_path) if facts_path else facts.Facts()
+    labels = {**cluster.namespace_labels, **_labels(namespace_labels)}
+    return facts.Facts(
+        kubernetes_version=facts.parse_version(version) if version else cluster.kubernetes_version,
+        namespace_labels=MappingProxyType(labels),
+    )
+
+
+Transform = Callable[[Any, str], tuple[Any, reports.Report]]
+
+
+def _rewrite(files: Sequence[str], transform: Transform, report_format: str) -> None:
+    """Run ``transform`` on every document of every file; print all or nothing."""
+    inputs = [_read(f) for f in files or ("-",)]
+    parsed = [(source, manifests.load_stream(text, source=source)) for source, text in inputs]
+    output: list[str] = []
+    report = reports.Report()
+    for source, documents in parsed:
+        for doc in documents:
+            where = f"{source} document {doc.index}"
+            new, sub = transform(doc.data, where)
+            report += sub
+            text = manifests.dump(doc, new)
+            if output and output[-1] and not output[-1].endswith("\n"):
+                output.append("\n")
+            if output and not text.startswith(("---", "%")) and doc.index == 1:
+                output.append("---\n")
+            output.append(text)
+    sys.stdout.write("".join(output))
+    sys.stdout.flush()
+    if report_format == "json":
+        click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode(), err=True)
+    elif report_format == "text":
+        for line in report.lines():
+            click.echo(line, err=True)
+
+
+_files = click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    metavar="FILE|-",
+    help="Manifest to read; repeatable; '-' or nothing reads stdin.",
+)
+_report = click.option(
+    "--report",
+    "report_format",
+    type=click.Choice(["text", "json", "none"]),
+    default="text",
+    show_default=True,
+    help="How to print the decisions on stderr.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sidecarkit")
+def cli() -> None:
+    """The Kubernetes sidecar pattern end to end: inject, run and be the sidecars."""
+
+
+@cli.command()
+@_files
+@click.option("--config", "config_path", metavar="FILE", help="Injection config (profiles).")
+@click.option(
+    "--facts",
+    "facts_path",
+    metavar="FILE",
+    help="Facts about the cluster: kubernetesVersion, namespaceLabels.",
+)
+@click.option(
+    "--namespace-labels",
+    metavar="K=V,...",
+    help="Labels of the namespace, e.g. sidecarkit.io/inject=true.",
+)
+@click.option(
+    "--kubernetes-version",
+    metavar="VERSION",
+    help="Version of the cluster's kubelets; decides mode auto.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice([m.value for m in profiles.Mode]),
+    help="Default mode for profiles and pods that don't choose one.",
+)
+@_report
+def inject(
+    files: tuple[str, ...],
+    config_path: str | None,
+    facts_path: str | None,
+    namespace_labels: str | None,
+    kubernetes_version: str | None,
+    mode: str | None,
+    report_format: str,
+) -> None:
+    """Add sidecars to the opted-in workloads of manifests; print the result on stdout.
+
+    Documents that need no change come out byte for byte as they went in.
+    """
+    try:
+        config = _config(config_path, mode)
+        cluster = _facts(facts_path, namespace_labels, kubernetes_version)
+
+        def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
+            return injecting.inject(data, config, cluster, location=where)
+
+        _rewrite(files, transform, report_format)
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+
+
+@cli.command()
+@_files
+@_report
+def uninject(files: tuple[str, ...], report_format: str) -> None:
+    """Remove exactly what sidecarkit injected, as its status annotations record."""
+    try:
+
+        def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
+            return injecting.uninject(data, location=where)
+
+        _rewrite(files, transform, report_format)
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+
+
+@cli.command("profiles")
+@click.option("--config", "config_path", metavar="FILE", help="Injection config (profiles).")
+def list_profiles(config_path: str | None) -> None:
+    """List the profiles a pod may ask for, with every annotation each one reads."""
+    try:
+        config = _config(config_path, None)
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+    defaults = set(config.default_profiles)
+    for profile in config.profiles.values():
+        mark = " (default)" if profile.name in defaults else ""
+        click.echo(f"{profile.name}{mark}: {profile.description}")
+        for s in profile.settings:
+            default = "required" if s.required else f"default {s.default}" if s.default else "unset"
+            click.echo(f"  sidecarkit.io/{profile.name}.{s.name}  {s.expected()}; {default}")
+            if s.description:
+                click.echo(f"      {s.description}")
+
+
+@cli.command("await")
+@click.argument("url")
+@click.option("--timeout", default="120s", show_default=True, help="Give up after this long.")
+def await_ready(url: str, timeout: str) -> None:
+    """Wait until URL answers 2xx (the legacy-mode postStart hold)."""
+    try:
+        limit = settings.seconds(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
+    ready, outcome = awaiting.wait_ready(url, timeout=limit)
+    if not ready:
+        click.echo(f"sidecarkit: {url} not ready after {timeout} (last: {outcome})", err=True)
+        sys.exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``sidecarkit`` console script."""
+    cli(prog_name="sidecarkit")

@@ -1,0 +1,139 @@
+"""Conflicts between what profiles add and what the pod already has, or between profiles.
+
+A conflict is always an error: overwriting a user's container, port, volume, mount or env var
+silently is the one thing an injector must never do. Two profiles may declare the same volume,
+app mount or app env var if they declare it identically (they share it); anything else with the
+same name is a conflict. Every conflict found is reported at once, so one run shows them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sidecarkit import errors
+from sidecarkit.injection import profiles
+
+__all__ = ["Rendered", "check"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """One profile's parts, rendered for one pod in one mode."""
+
+    profile: str
+    mode: profiles.Mode
+    parts: profiles.Parts
+
+
+def _items(value: object) -> list[Mapping[str, Any]]:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [v for v in value if isinstance(v, Mapping)]
+    return []
+
+
+def _running(spec: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    """Containers of the pod that run at the same time as sidecars: they share ports."""
+    yield from _items(spec.get("containers"))
+    yield from (c for c in _items(spec.get("initContainers")) if c.get("restartPolicy") == "Always")
+
+
+def check(spec: Mapping[str, Any], rendered: Sequence[Rendered], *, target: str) -> None:
+    """Raise ConflictError listing every conflict, or return."""
+    problems: list[str] = []
+    pod_names = {
+        c.get("name")
+        for key in ("containers", "initContainers", "ephemeralContainers")
+        for c in _items(spec.get(key))
+    }
+    pod_ports = {
+        (p.get("containerPort"), p.get("protocol") or "TCP"): c.get("name")
+        for c in _running(spec)
+        for p in _items(c.get("ports"))
+    }
+    pod_volumes = {v.get("name") for v in _items(spec.get("volumes"))}
+
+    names: dict[str, str] = {}
+    ports: dict[tuple[object, object], str] = {}
+    volumes: dict[str, tuple[str, Any]] = {}
+    for r in rendered:
+        for c in (*r.parts.init_containers, *r.parts.sidecars):
+            name = c.get("name")
+            if name in pod_names:
+                problems.append(f"profile {r.profile} adds container {name!r}, which the pod has")
+            elif name in names:
+                problems.append(
+                    f"profiles {names[name]} and {r.profile} both add container {name!r}"
+                )
+            names[name] = r.profile
+        for c in r.parts.sidecars:
+            for p in _items(c.get("ports")):
+                port = (p.get("containerPort"), p.get("protocol") or "TCP")
+                what = f"port {port[0]}/{port[1]}"
+                if port in pod_ports:
+                    problems.append(
+                        f"profile {r.profile} listens on {what}, which container "
+                        f"{pod_ports[port]!r} declares"
+                    )
+                elif port in ports:
+                    problems.append(f"profiles {ports[port]} and {r.profile} both use {what}")
+                ports[port] = r.profile
+        for v in r.parts.volumes:
+            name = v.get("name")
+            if name in pod_volumes:
+                problems.append(f"profile {r.profile} adds volume {name!r}, which the pod has")
+            elif name in volumes and volumes[name][1] != v:
+                problems.append(
+                    f"profiles {volumes[name][0]} and {r.profile} define volume {name!r} "
+                    "differently"
+                )
+            volumes.setdefault(name, (r.profile, v))
+        known = pod_volumes | set(volumes)
+        for c in (*r.parts.init_containers, *r.parts.sidecars):
+            for m in _items(c.get("volumeMounts")):
+                if m.get("name") not in known:
+                    problems.append(
+                        f"profile {r.profile} mounts volume {m.get('name')!r} into "
+                        f"{c.get('name')!r}, but neither the profile nor the pod defines it"
+                    )
+
+    problems += _app_conflicts(
+        spec, rendered, "app_mounts", "volumeMounts", "mountPath", "mount at"
+    )
+    problems += _app_conflicts(spec, rendered, "app_env", "env", "name", "env var")
+    if problems:
+        raise errors.ConflictError(
+            f"{target}: injection would overwrite what is there: "
+            + "; ".join(problems)
+            + ". Rename the pod's item, or change the profile's setting with a "
+            "sidecarkit.io/<profile>.<key> annotation"
+        )
+
+
+def _app_conflicts(
+    spec: Mapping[str, Any],
+    rendered: Sequence[Rendered],
+    part: str,
+    field: str,
+    key: str,
+    noun: str,
+) -> list[str]:
+    problems: list[str] = []
+    added: dict[object, tuple[str, Mapping[str, Any]]] = {}
+    for r in rendered:
+        for item in getattr(r.parts, part):
+            ident = item.get(key)
+            if ident in added and added[ident][1] != item:
+                problems.append(
+                    f"profiles {added[ident][0]} and {r.profile} both add {noun} {ident!r}"
+                )
+            added.setdefault(ident, (r.profile, item))
+    for c in _items(spec.get("containers")):
+        have = {i.get(key) for i in _items(c.get(field))}
+        for ident in sorted(added.keys() & have, key=str):
+            problems.append(
+                f"profile {added[ident][0]} adds {noun} {ident!r} to container "
+                f"{c.get('name')!r}, which has one"
+            )
+    return problems

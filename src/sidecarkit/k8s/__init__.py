@@ -1,0 +1,1 @@
+"""Kubernetes object handling: where workloads keep their pods, and YAML streams kept verbatim."""

@@ -1,0 +1,175 @@
+"""Multi-document YAML streams, read and written so that GitOps diffs stay small.
+
+The stream is cut into documents at the ``---`` and ``...`` marker lines (YAML forbids those
+at column 0 inside any content, so the cut is exact), and each document is parsed on its own
+with ruamel's round-trip loader. A document the caller does not change is written back as its
+original text, byte for byte; a changed one is dumped by ruamel, which keeps its comments, key
+order and quoting, with the indentation style detected from its own text.
+
+Every document is parsed before anything is written, so malformed YAML produces an error with
+``file:line:column`` and no partial output.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from sidecarkit import errors
+
+__all__ = ["Document", "dump", "load_data", "load_stream", "to_plain"]
+
+_MARKER: Final = re.compile(r"^(---|\.\.\.)(?=[ \t\r\n]|$)")
+_CONTENT: Final = re.compile(r"^[ \t]*[^ \t\r\n#%]")
+_KEY_LINE: Final = re.compile(r"^( *)[^ #-][^#]*:[ \t]*(#.*)?$")
+_DASH_LINE: Final = re.compile(r"^( *)- ")
+_ANY_LINE: Final = re.compile(r"^( *)\S")
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One document of a stream: its exact source text and its round-trip data."""
+
+    text: str
+    data: Any
+    line: int
+    """0-based line of the file where ``text`` begins."""
+    index: int
+    """1-based position in the stream, as used in reports (``document 2``)."""
+
+
+def _split(text: str) -> list[tuple[int, str]]:
+    """Cut a stream into (first line, text) chunks, one per YAML document.
+
+    Comments and directives before the first ``---`` belong to the document that follows
+    (YAML does not make a document of them), and a ``...`` ends the chunk it is in.
+    """
+    chunks: list[tuple[int, str]] = []
+    lines = text.splitlines(keepends=True)
+    current: list[str] = []
+    start, has_content, has_marker = 0, False, False
+    for number, line in enumerate(lines):
+        marker = _MARKER.match(line)
+        if marker and marker.group(1) == "---" and (has_content or has_marker):
+            chunks.append((start, "".join(current)))
+            start, current, has_content = number, [], False
+        current.append(line)
+        if marker:
+            has_marker = marker.group(1) == "---"
+            rest = line[3:].strip()
+            if has_marker and rest and not rest.startswith("#"):
+                has_content = True
+            if marker.group(1) == "...":
+                chunks.append((start, "".join(current)))
+                start, current, has_content, has_marker = number + 1, [], False, False
+        elif _CONTENT.match(line):
+            has_content = True
+    if current or not chunks:
+        chunks.append((start, "".join(current)))
+    return chunks
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
+
+
+def load_stream(text: str, *, source: str) -> list[Document]:
+    """Parse every document of ``text``; ManifestError names ``source:line:column`` on failure."""
+    yaml = _yaml()
+    documents: list[Document] = []
+    for line, chunk in _split(text):
+        if not chunk.strip() and documents:
+            # Whitespace after a ``...`` belongs to the document it ended.
+            last = documents[-1]
+            documents[-1] = Document(last.text + chunk, last.data, last.line, last.index)
+            continue
+        if not chunk:
+            continue
+        try:
+            data = yaml.load(chunk)
+        except MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f"{source}:{line + mark.line + 1}:{mark.column + 1}" if mark else source
+            problem = exc.problem or exc.context or "malformed YAML"
+            raise errors.ManifestError(f"{where}: {problem}; fix the YAML") from exc
+        except YAMLError as exc:
+            raise errors.ManifestError(f"{source}:{line + 1}: {exc}; fix the YAML") from exc
+        documents.append(Document(chunk, data, line, len(documents) + 1))
+    return documents
+
+
+def load_data(text: str, *, source: str) -> Any:
+    """Parse a single-document YAML file (configs, facts) with round-trip positions."""
+    documents = load_stream(text, source=source)
+    if len(documents) > 1:
+        raise errors.ManifestError(
+            f"{source}:{documents[1].line + 1}: expected one YAML document, found "
+            f"{len(documents)}; keep one"
+        )
+    return documents[0].data if documents else None
+
+
+def _indentation(text: str) -> tuple[int, int, int]:
+    """(mapping, sequence, offset) as ruamel wants them, read off the document's own lines."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    mapping, offset = 0, None
+    for before, after in itertools.pairwise(lines):
+        key = _KEY_LINE.match(before)
+        if not key:
+            continue
+        base = len(key.group(1))
+        dash = _DASH_LINE.match(after)
+        if dash and offset is None and len(dash.group(1)) >= base:
+            offset = len(dash.group(1)) - base
+        nested = _ANY_LINE.match(after)
+        if not dash and nested and not mapping and len(nested.group(1)) > base:
+            mapping = len(nested.group(1)) - base
+        if mapping and offset is not None:
+            break
+    mapping = mapping or 2
+    offset = offset if offset is not None else 0
+    return mapping, offset + 2, offset
+
+
+def dump(document: Document, data: Any) -> str:
+    """The text of ``document`` with ``data`` in place of what it held."""
+    if data is document.data:
+        return document.text
+    yaml = _yaml()
+    mapping, sequence, offset = _indentation(document.text)
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+    out = io.StringIO()
+    first = document.text.split("\n", 1)[0]
+    marker = _MARKER.match(first)
+    if marker and marker.group(1) == "---" and not first[3:].strip():
+        out.write(first.rstrip("\r") + "\n")
+    elif marker:
+        yaml.explicit_start = True
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def to_plain(data: Any) -> Any:
+    """ruamel's round-trip types as plain dicts, lists and scalars (for JSON and for diffs)."""
+    if isinstance(data, dict):
+        return {str(k): to_plain(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [to_plain(v) for v in data]
+    if isinstance(data, bool) or data is None:
+        return data
+    if isinstance(data, str):
+        return str(data)
+    if isinstance(data, int):
+        return int(data)
+    if isinstance(data, float):
+        return float(data)
+    return data
