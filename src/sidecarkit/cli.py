@@ -89,7 +89,10 @@ def _rewrite(files: Sequence[str], transform: Transform, report_format: str) -> 
     for source, documents in parsed:
         for doc in documents:
             where = f"{source} document {doc.index}"
-            new, sub = transform(doc.data, where)
+            try:
+                new, sub = transform(doc.data, where)
+            except errors.InputError as exc:
+                raise type(exc)(f"{where}: {exc}") from exc
             report += sub
             text = manifests.dump(doc, new)
             if output and output[-1] and not output[-1].endswith("\n"):

@@ -30,5 +30,5 @@ class Config:
     mode: _profiles.Mode = _profiles.Mode.NATIVE
     """Placement when neither the pod nor the profile says: native sidecars, the Kubernetes
     default since 1.29; ``auto`` asks the facts about the cluster version."""
-    source: str = "built-in defaults"
+    source: str = "the built-in config"
     """Where this config came from, for messages."""
