@@ -72,7 +72,9 @@ def test_no_golden_file_is_stale() -> None:
 
 
 def test_failing_cases_print_nothing_on_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
-    failing = [c for c in _cases() if not (GOLDEN / f"{c}.report").read_text().startswith("exit: 0")]
+    failing = [
+        c for c in _cases() if not (GOLDEN / f"{c}.report").read_text().startswith("exit: 0")
+    ]
     assert failing, "the golden set has error cases"
     for case in failing:
         stdout, _ = _run(case, monkeypatch)
