@@ -1,0 +1,101 @@
+"""The installed ``sidecarkit`` command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+GOLDEN = Path(__file__).parent / "golden"
+SIDECARKIT = [sys.executable, "-m", "sidecarkit"]
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SIDECARKIT, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_inject_reads_stdin_and_writes_stdout() -> None:
+    result = run("inject", stdin=(GOLDEN / "pod.yaml").read_text())
+    assert result.returncode == 0
+    assert result.stdout == (GOLDEN / "pod.injected.yaml").read_text()
+    assert "<stdin> document 1 Pod/web: injected: added logs (native), metrics (native)" in (
+        result.stderr
+    )
+
+
+def test_several_files_are_concatenated_as_one_stream() -> None:
+    result = run("inject", "-f", str(GOLDEN / "pod.yaml"), "-f", str(GOLDEN / "not-opted-in.yaml"))
+    assert result.returncode == 0
+    pod = (GOLDEN / "pod.injected.yaml").read_text()
+    plain = (GOLDEN / "not-opted-in.yaml").read_text()
+    assert result.stdout == pod + "---\n" + plain
+
+
+def test_malformed_input_anywhere_means_exit_2_and_no_output() -> None:
+    result = run("inject", "-f", str(GOLDEN / "pod.yaml"), "-f", str(GOLDEN / "malformed.yaml"))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "malformed.yaml:14:5" in result.stderr
+
+
+def test_a_conflict_in_the_second_document_means_no_output_at_all() -> None:
+    stream = (
+        (GOLDEN / "pod.yaml").read_text() + "---\n" + (GOLDEN / "conflict-port.yaml").read_text()
+    )
+    result = run("inject", stdin=stream)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "<stdin> document 2: Pod/port-clash: injection would overwrite" in result.stderr
+
+
+def test_report_json_is_machine_readable() -> None:
+    result = run("inject", "--report", "json", "-f", str(GOLDEN / "list.yaml"))
+    assert result.returncode == 0
+    report = json.loads(result.stderr)
+    assert [d["target"] for d in report] == ["Service/web", "Deployment/web", "-"]
+    assert report[1]["changed"] is True
+    assert report[1]["reasons"][-1]["code"] == "injected"
+
+
+def test_a_bad_config_exits_3() -> None:
+    result = run("inject", "--config", str(GOLDEN / "pod.yaml"), stdin="")
+    assert result.returncode == 3
+    assert "unknown key" in result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_namespace_labels_say_how_to_write_them() -> None:
+    result = run("inject", "--namespace-labels", "sidecarkit.io/inject", stdin="")
+    assert result.returncode == 3
+    assert "key=value" in result.stderr
+
+
+def test_a_missing_file_is_named() -> None:
+    result = run("inject", "-f", "/nonexistent/x.yaml")
+    assert result.returncode == 2
+    assert "cannot read /nonexistent/x.yaml" in result.stderr
+
+
+def test_uninject_round_trip_through_the_command() -> None:
+    injected = run("inject", "-f", str(GOLDEN / "existing-init.yaml"), "--report", "none")
+    back = run("uninject", "--report", "none", stdin=injected.stdout)
+    assert back.returncode == 0
+    assert back.stdout == (GOLDEN / "existing-init.yaml").read_text()
+
+
+def test_profiles_lists_every_annotation() -> None:
+    result = run("profiles", "--config", str(GOLDEN / "configs" / "secrets.yaml"))
+    assert result.returncode == 0
+    assert "secrets: Renders secrets from the vault into /secrets." in result.stdout
+    assert "sidecarkit.io/secrets.role  a DNS-1123 label" in result.stdout
+    assert "required" in result.stdout
+    assert "logs (default)" in result.stdout
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert "0.1.0" in result.stdout
