@@ -12,12 +12,15 @@ Every document is parsed before anything is written, so malformed YAML produces 
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -141,12 +144,18 @@ def _indentation(text: str) -> tuple[int, int, int]:
 
 
 def dump(document: Document, data: Any) -> str:
-    """The text of ``document`` with ``data`` in place of what it held."""
+    """The text of ``document`` with ``data`` in place of what it held.
+
+    Objects added to the tree as plain dicts inside lists (injected containers, volumes,
+    mounts, env entries) are rendered on their own, once per distinct content and indentation,
+    and spliced into ruamel's output: an injected sidecar is the same in every workload of a
+    stream, and emitting it node by node each time would cost more than the rest of the dump.
+    """
     if data is document.data:
         return document.text
     yaml = _yaml()
-    mapping, sequence, offset = _indentation(document.text)
-    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+    indent = _indentation(document.text)
+    yaml.indent(mapping=indent[0], sequence=indent[1], offset=indent[2])
     out = io.StringIO()
     first = document.text.split("\n", 1)[0]
     marker = _MARKER.match(first)
@@ -154,7 +163,55 @@ def dump(document: Document, data: Any) -> str:
         out.write(first.rstrip("\r") + "\n")
     elif marker:
         yaml.explicit_start = True
-    yaml.dump(data, out)
+    swapped: list[tuple[list[Any], int, Any]] = []
+    _swap_plain_items(data, swapped)
+    try:
+        yaml.dump(data, out)
+    finally:
+        for items, index, item in swapped:
+            items[index] = item
+    text = out.getvalue()
+    if not swapped:
+        return text
+
+    def block(match: re.Match[str]) -> str:
+        item = swapped[int(match.group(3))][2]
+        rendered = _render_item(orjson.dumps(item), indent)
+        pad = " " * (len(match.group(1)) - indent[2])
+        return "".join(pad + line for line in rendered.splitlines(keepends=True)).rstrip("\n")
+
+    text = _BLOCK_TOKEN.sub(block, text)
+    # Whatever is left sits in a flow collection, where JSON is valid YAML.
+    return _TOKEN.sub(lambda m: orjson.dumps(swapped[int(m.group(1))][2]).decode(), text)
+
+
+_NONCE: Final = secrets.token_hex(4)
+_TOKEN: Final = re.compile(rf"__sidecarkit_{_NONCE}_(\d+)__")
+_BLOCK_TOKEN: Final = re.compile(rf"^( *)- (__sidecarkit_{_NONCE}_(\d+)__)$", re.MULTILINE)
+
+
+def _swap_plain_items(node: Any, swapped: list[tuple[list[Any], int, Any]]) -> None:
+    """Replace plain-dict list items by tokens, in place, noting what to put back."""
+    if isinstance(node, dict):
+        for value in node.values():
+            if isinstance(value, dict | list):
+                _swap_plain_items(value, swapped)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            if type(item) is dict:
+                node[index] = f"__sidecarkit_{_NONCE}_{len(swapped)}__"
+                swapped.append((node, index, item))
+            elif isinstance(item, dict | list):
+                _swap_plain_items(item, swapped)
+
+
+@functools.lru_cache(maxsize=512)
+def _render_item(item: bytes, indent: tuple[int, int, int]) -> str:
+    """One list item as block YAML at the top level, with the document's indentation."""
+    yaml = _yaml()
+    yaml.indent(mapping=indent[0], sequence=indent[1], offset=indent[2])
+    out = io.StringIO()
+    yaml.dump([orjson.loads(item)], out)
     return out.getvalue()
 
 
