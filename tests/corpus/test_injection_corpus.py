@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 from sidecarkit.injection import Facts, inject, uninject
@@ -107,3 +108,4 @@ def test_outputs_of_valid_inputs_validate_against_the_1_33_schema(entry: dict[st
                 continue
             if not schema.errors(pods.plain(before)):
                 schema.validate(pods.plain(after))
+                kubernetes_validate.validate(pods.plain(after), schema.VERSION, strict=True)
