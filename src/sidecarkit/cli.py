@@ -8,6 +8,7 @@ half a stream.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -230,6 +231,237 @@ def await_ready(url: str, timeout: str) -> None:
     if not ready:
         click.echo(f"sidecarkit: {url} not ready after {timeout} (last: {outcome})", err=True)
         sys.exit(1)
+
+
+def _seconds(value: str, option: str) -> float:
+    try:
+        return settings.seconds(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
+
+
+@cli.command()
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Serving certificate (PEM); reloaded when it changes.",
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False), required=True, help="Its private key (PEM)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Injection config; reloaded when it changes.",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--reload-interval",
+    default="2s",
+    show_default=True,
+    help="How often to check the config and certificate files.",
+)
+@click.option(
+    "--shutdown-delay",
+    default="0s",
+    show_default=True,
+    help="Keep serving this long after SIGTERM while not ready.",
+)
+@click.option(
+    "--grace",
+    default="15s",
+    show_default=True,
+    help="How long in-flight admissions may take to finish at shutdown.",
+)
+@click.option("--kubernetes-version", metavar="VERSION", help="Decides mode auto.")
+@click.option(
+    "--namespace-lookup",
+    is_flag=True,
+    help="Read namespace labels from the API server (needs RBAC).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def webhook(
+    tls_cert: str,
+    tls_key: str,
+    config_path: str | None,
+    host: str,
+    port: int,
+    reload_interval: str,
+    shutdown_delay: str,
+    grace: str,
+    kubernetes_version: str | None,
+    namespace_lookup: bool,
+    log_level: str,
+) -> None:
+    """Serve the mutating admission webhook over HTTPS."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from sidecarkit.webhook import serving  # noqa: PLC0415 - aiohttp only when serving
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        serving.serve(
+            serving.Settings(
+                tls_cert=Path(tls_cert),
+                tls_key=Path(tls_key),
+                config=Path(config_path) if config_path else None,
+                host=host,
+                port=port,
+                reload_interval=_seconds(reload_interval, "--reload-interval"),
+                shutdown_delay=_seconds(shutdown_delay, "--shutdown-delay"),
+                grace=_seconds(grace, "--grace"),
+                kubernetes_version=facts.parse_version(kubernetes_version)
+                if kubernetes_version
+                else None,
+                namespace_lookup=namespace_lookup,
+            )
+        )
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for ca.crt, ca.key, tls.crt and tls.key.",
+)
+@click.option("--service", default="sidecarkit-webhook", show_default=True)
+@click.option("--namespace", default="sidecarkit-system", show_default=True)
+@click.option(
+    "--name",
+    "extra_names",
+    multiple=True,
+    metavar="NAME",
+    help="Another DNS name or IP address for the serving certificate; repeatable.",
+)
+@click.option(
+    "--ca-dir",
+    type=click.Path(file_okay=False),
+    help="Reuse the CA in this directory (rotation: caBundle stays valid).",
+)
+@click.option(
+    "--days",
+    default=365,
+    show_default=True,
+    type=click.IntRange(1, 3650),
+    help="Validity of the serving certificate.",
+)
+def certs(
+    out_dir: str,
+    service: str,
+    namespace: str,
+    extra_names: tuple[str, ...],
+    ca_dir: str | None,
+    days: int,
+) -> None:
+    """Make a CA and a serving certificate for the webhook's Service (or rotate the latter)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from sidecarkit.webhook import certificates  # noqa: PLC0415
+
+    try:
+        out = Path(out_dir)
+        if ca_dir:
+            ca = certificates.read_pair(Path(ca_dir), stem="ca")
+        else:
+            ca = certificates.new_ca()
+            certificates.write_pair(ca, out, stem="ca")
+        names = [*certificates.dns_names(service, namespace), *extra_names]
+        certificates.write_pair(certificates.issue(ca, names=names, days=days), out, stem="tls")
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+    click.echo(f"wrote {out}/tls.crt and tls.key for {', '.join(names)}", err=True)
+
+
+@cli.command()
+@click.option("--namespace", default="sidecarkit-system", show_default=True)
+@click.option("--image", default=profiles.DEFAULT_IMAGE, show_default=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Injection config to ship in the ConfigMap (checked first).",
+)
+@click.option(
+    "--cert-manager",
+    is_flag=True,
+    help="Let cert-manager issue the certificate and inject the CA bundle.",
+)
+@click.option(
+    "--tls-dir",
+    type=click.Path(file_okay=False),
+    help="Use ca.crt, tls.crt and tls.key from here instead of making new ones.",
+)
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--namespace-lookup",
+    is_flag=True,
+    help="Let the webhook read namespace labels (adds the RBAC for it).",
+)
+def install(
+    namespace: str,
+    image: str,
+    config_path: str | None,
+    cert_manager: bool,
+    tls_dir: str | None,
+    replicas: int,
+    namespace_lookup: bool,
+) -> None:
+    """Print the manifests that deploy the webhook; pipe them to `kubectl apply -f -`."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from sidecarkit.webhook import certificates, installing  # noqa: PLC0415
+
+    try:
+        config_yaml = ""
+        if config_path:
+            configfiles.load_config(config_path)
+            config_yaml = Path(config_path).read_text(encoding="utf-8")
+        ca = tls = certificates.Pair(b"", b"")
+        if not cert_manager:
+            if tls_dir:
+                tls = certificates.read_pair(Path(tls_dir), stem="tls")
+                ca = certificates.Pair(_read_bytes(Path(tls_dir) / "ca.crt"), b"")
+            else:
+                ca = certificates.new_ca()
+                names = certificates.dns_names(installing.NAME, namespace)
+                tls = certificates.issue(ca, names=names)
+        objects = installing.render(
+            installing.Install(
+                image=image,
+                namespace=namespace,
+                config_yaml=config_yaml,
+                cert_manager=cert_manager,
+                ca_pem=ca.cert,
+                tls_cert_pem=tls.cert,
+                tls_key_pem=tls.key,
+                replicas=replicas,
+                namespace_lookup=namespace_lookup,
+            )
+        )
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+    sys.stdout.write(manifests.dump_objects(objects))
+
+
+def _read_bytes(path: Any) -> bytes:
+    try:
+        return bytes(path.read_bytes())
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def main() -> None:

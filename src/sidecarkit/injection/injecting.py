@@ -20,6 +20,8 @@ import copy
 from collections.abc import Callable, MutableMapping, MutableSequence
 from typing import Any
 
+import orjson
+
 from sidecarkit import errors
 from sidecarkit.injection import (
     configs,
@@ -152,7 +154,7 @@ def _inject_object(
         if policy.STATUS_ANNOTATION in annotations
         else None
     )
-    result = copy.deepcopy(obj)
+    result = _copy(obj)
     new_template = workloads.pod_template(result)
     assert new_template is not None
     _check_shape(new_template["spec"], target)
@@ -236,13 +238,23 @@ def _uninject_object(obj: MutableMapping[str, Any], location: str) -> tuple[Any,
             ),
         )
     status = statuses.decode(annotations[policy.STATUS_ANNOTATION], target=target)
-    result = copy.deepcopy(obj)
+    result = _copy(obj)
     new_template = workloads.pod_template(result)
     assert new_template is not None
     statuses.strip(new_template, status)
     names = ", ".join(p.name for p in status.profiles if p.name != placing.LIFECYCLE)
     reason = Reason(Code.UNINJECTED, f"removed {names or 'the injected parts'}")
     return result, reports.Decision(location, target, (reason,), True)
+
+
+def _copy(obj: MutableMapping[str, Any]) -> Any:
+    """A deep copy; plain JSON data (the webhook's) goes through orjson, many times faster."""
+    if type(obj) is dict:
+        try:
+            return orjson.loads(orjson.dumps(obj))
+        except TypeError:
+            pass  # not plain JSON after all (a YAML timestamp, say): copy it the slow way
+    return copy.deepcopy(obj)
 
 
 def _mapping(template: MutableMapping[str, Any], key: str, target: str) -> MutableMapping[str, Any]:

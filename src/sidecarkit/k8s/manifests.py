@@ -26,7 +26,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from sidecarkit import errors
 
-__all__ = ["Document", "dump", "load_data", "load_stream", "to_plain"]
+__all__ = ["Document", "dump", "dump_objects", "load_data", "load_stream", "to_plain"]
 
 _MARKER: Final = re.compile(r"^(---|\.\.\.)(?=[ \t\r\n]|$)")
 _CONTENT: Final = re.compile(r"^[ \t]*[^ \t\r\n#%]")
@@ -230,3 +230,15 @@ def to_plain(data: Any) -> Any:
     if isinstance(data, float):
         return float(data)
     return data
+
+
+def dump_objects(objects: list[Any]) -> str:
+    """Plain Kubernetes objects as one YAML stream, ``---`` between documents."""
+    yaml = _yaml()
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    out = io.StringIO()
+    for index, obj in enumerate(objects):
+        if index:
+            out.write("---\n")
+        yaml.dump(obj, out)
+    return out.getvalue()

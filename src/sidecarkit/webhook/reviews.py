@@ -1,0 +1,165 @@
+"""AdmissionReview on the wire: typed, checked, and answered in the version it came in.
+
+The API server sends ``admission.k8s.io/v1`` (and, from older configurations,
+``v1beta1``, which has the same shape); the answer must carry the same apiVersion and echo the
+request's ``uid``. A body we cannot read as a review at all gets HTTP 400 with what was wrong;
+everything after that is answered with a review, allowed or not.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NotRequired, TypedDict
+
+import orjson
+
+from sidecarkit.webhook import patches
+
+__all__ = [
+    "API_VERSIONS",
+    "MAX_DEPTH",
+    "AdmissionRequest",
+    "AdmissionResponse",
+    "AdmissionReview",
+    "BadReview",
+    "Review",
+    "allow",
+    "deny",
+    "parse",
+]
+
+API_VERSIONS: Final = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+#: Kubernetes objects nest a dozen levels or so; anything near this is hostile, and refusing it
+#: up front keeps every later recursive step far from Python's recursion limit.
+MAX_DEPTH: Final = 64
+#: Warnings past 4096 characters in total are dropped by the API server; each is kept short.
+_WARNING_CHARS: Final = 240
+
+
+class GroupVersionKind(TypedDict):
+    group: str
+    version: str
+    kind: str
+
+
+class AdmissionRequest(TypedDict, total=False):
+    uid: str
+    kind: GroupVersionKind
+    namespace: str
+    name: str
+    operation: str
+    object: dict[str, Any]
+    oldObject: dict[str, Any] | None
+    dryRun: bool
+
+
+class Status(TypedDict, total=False):
+    code: int
+    message: str
+    reason: str
+
+
+class AdmissionResponse(TypedDict):
+    uid: str
+    allowed: bool
+    patchType: NotRequired[str]
+    patch: NotRequired[str]
+    status: NotRequired[Status]
+    warnings: NotRequired[list[str]]
+
+
+class AdmissionReview(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    request: AdmissionRequest
+    response: AdmissionResponse
+
+
+class BadReview(ValueError):
+    """The body is not an AdmissionReview we can answer; the message says why (HTTP 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """A request we can answer: at least an apiVersion we speak and a uid to echo."""
+
+    api_version: str
+    uid: str
+    request: dict[str, Any]
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+    return False
+
+
+def parse(body: bytes) -> Review:
+    """Check the envelope of an AdmissionReview; raise BadReview saying what is wrong."""
+    if not body:
+        raise BadReview("empty body; send an AdmissionReview as JSON")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadReview(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadReview(f"body is a JSON {type(data).__name__}, not an AdmissionReview object")
+    api_version, kind = data.get("apiVersion"), data.get("kind")
+    if kind != "AdmissionReview":
+        raise BadReview(f"kind is {kind!r}; expected 'AdmissionReview'")
+    if api_version not in API_VERSIONS:
+        raise BadReview(f"apiVersion is {api_version!r}; expected one of {', '.join(API_VERSIONS)}")
+    request = data.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("request is missing or not an object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid or len(uid) > 128:
+        raise BadReview("request.uid is missing, empty, not a string or longer than 128")
+    if _depth_exceeds(request, MAX_DEPTH):
+        raise BadReview(f"request nests deeper than {MAX_DEPTH} levels")
+    return Review(api_version=str(api_version), uid=uid, request=request)
+
+
+def _envelope(review: Review, response: AdmissionResponse) -> bytes:
+    out: AdmissionReview = {
+        "apiVersion": review.api_version,
+        "kind": "AdmissionReview",
+        "response": response,
+    }
+    return orjson.dumps(out)
+
+
+def _warnings(warnings: Sequence[str]) -> list[str]:
+    return [w if len(w) <= _WARNING_CHARS else w[: _WARNING_CHARS - 1] + "…" for w in warnings]
+
+
+def allow(
+    review: Review, ops: Sequence[patches.Operation] = (), *, warnings: Sequence[str] = ()
+) -> bytes:
+    """An allowed response, with a base64 JSONPatch when there is anything to change."""
+    response: AdmissionResponse = {"uid": review.uid, "allowed": True}
+    if ops:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(list(ops))).decode()
+    if warnings:
+        response["warnings"] = _warnings(warnings)
+    return _envelope(review, response)
+
+
+def deny(review: Review, *, code: int, message: str) -> bytes:
+    """A refusal; the API server shows ``message`` to whoever created the object."""
+    response: AdmissionResponse = {
+        "uid": review.uid,
+        "allowed": False,
+        "status": {"code": code, "message": message},
+    }
+    return _envelope(review, response)

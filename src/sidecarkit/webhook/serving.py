@@ -1,0 +1,363 @@
+"""``sidecarkit webhook``: the HTTPS server around ``admitting.admit``.
+
+Routes:
+
+==========================  ==============================================================
+``POST /inject``            the pod's own label opted it in (the ``object`` webhook)
+``POST /inject/namespace``  its namespace's label opted it in (the ``namespace`` webhook)
+``GET /healthz``            the process is alive
+``GET /readyz``             config and certificate loaded, not shutting down
+``GET /metrics``            Prometheus text: admissions, latency, reloads, certificate expiry
+==========================  ==============================================================
+
+Shutdown order, on SIGTERM or SIGINT: mark not ready; keep serving for ``shutdown_delay`` so
+load balancers notice; stop accepting connections; let in-flight admissions finish until
+``grace`` runs out; cancel the rest and say how many; exit.
+
+Every ``reload_interval`` the config file and the certificate files are checked. A new config
+that fails to load is refused with a log line and the old one keeps serving; a new certificate
+pair is checked in a scratch context before the live one takes it, so a half-written rotation
+(new certificate, old key) is simply tried again on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from aiohttp import web
+
+from sidecarkit import configfiles, errors, metering, watching
+from sidecarkit.injection import configs, facts, policy
+from sidecarkit.webhook import admitting, certificates, namespaces, reviews
+
+__all__ = ["Server", "Settings", "serve"]
+
+log = logging.getLogger("sidecarkit.webhook")
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How the webhook server runs; the CLI maps its options one to one onto these."""
+
+    tls_cert: Path
+    """Serving certificate (PEM, chain allowed); reloaded when it changes."""
+    tls_key: Path
+    """Its private key (PEM); reloaded with it."""
+    config: Path | None = None
+    """Injection config; None means the built-in profiles. Reloaded when it changes."""
+    host: str = "0.0.0.0"
+    """Address to listen on; every interface by default, as a Service needs."""
+    port: int = 8443
+    """Port to listen on; the Service maps 443 to it. Above 1024 so no privilege is needed."""
+    reload_interval: float = 2.0
+    """Seconds between checks of the config and certificate files."""
+    shutdown_delay: float = 0.0
+    """Seconds to keep serving after SIGTERM while reporting not ready, so endpoints update."""
+    grace: float = 15.0
+    """Seconds in-flight admissions get to finish once accepting stopped."""
+    max_body: int = 4 * 1024 * 1024
+    """Largest request body in bytes; an AdmissionReview carries at most two ~1.5 MB objects."""
+    kubernetes_version: tuple[int, int] | None = None
+    """The cluster's version, for profiles in mode auto."""
+    namespace_lookup: bool = False
+    """Whether to read namespace labels from the API server (needs RBAC get on namespaces)."""
+    lookup: namespaces.NamespaceLookup | None = field(default=None, compare=False)
+    """The lookup to use when ``namespace_lookup`` is on; None means the in-cluster one."""
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = metering.Registry()
+        r = self.registry
+        self.admissions = r.add(
+            metering.Counter(
+                "sidecarkit_webhook_admissions_total",
+                "Admission reviews answered, by decision and deciding reason.",
+                ("decision", "reason"),
+            )
+        )
+        self.latency = r.add(
+            metering.Histogram(
+                "sidecarkit_webhook_admission_duration_seconds",
+                "Time from a review's body being read to its answer being ready.",
+                _LATENCY_BUCKETS,
+            )
+        )
+        self.reloads = r.add(
+            metering.Counter(
+                "sidecarkit_webhook_reloads_total",
+                "Reloads of the config and the certificate, by what and result.",
+                ("what", "result"),
+            )
+        )
+        self.expiry = r.add(
+            metering.Gauge(
+                "sidecarkit_webhook_certificate_expiry_timestamp_seconds",
+                "When the serving certificate in use expires (Unix time).",
+            )
+        )
+        self.in_flight = r.add(
+            metering.Gauge(
+                "sidecarkit_webhook_in_flight_requests", "Admission requests being handled."
+            )
+        )
+
+
+class Server:
+    """One webhook server: its state, its handlers, and its lifecycle."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = _Metrics()
+        self.config = configs.Config()
+        self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.ssl.set_alpn_protocols(["http/1.1"])
+        self.stopping = asyncio.Event()
+        self.draining = False
+        self.in_flight = 0
+        self.port: int | None = None
+        self._config_watch = watching.FileWatch((settings.config,)) if settings.config else None
+        self._cert_watch = watching.FileWatch((settings.tls_cert, settings.tls_key))
+        self.lookup: namespaces.NamespaceLookup | None = None
+        if settings.namespace_lookup:
+            self.lookup = settings.lookup or namespaces.NamespaceLookup.in_cluster()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load_initial(self) -> None:
+        """Load config and certificate before serving; errors here stop the start."""
+        if not self._reload_certificate(initial=True):
+            raise errors.ConfigError(
+                f"cannot load the TLS certificate {self.settings.tls_cert} and key "
+                f"{self.settings.tls_key}; make them with `sidecarkit certs`"
+            )
+        if self._config_watch is not None and not self._reload_config(initial=True):
+            raise errors.ConfigError(f"cannot load the config {self.settings.config}")
+
+    def _reload_config(self, *, initial: bool = False) -> bool:
+        assert self._config_watch is not None
+        assert self.settings.config is not None
+        try:
+            contents = self._config_watch.changed()
+        except OSError as exc:
+            log.error(
+                "config %s unreadable (%s); keeping the config in use",
+                self.settings.config,
+                exc.strerror,
+            )
+            self.metrics.reloads.inc("config", "error")
+            return False
+        if contents is None:
+            return True
+        try:
+            config = configfiles.parse_config(
+                contents[0].decode("utf-8", "replace"), source=str(self.settings.config)
+            )
+        except errors.ConfigError as exc:
+            self._config_watch.accept(contents)  # the same bad file is not worth a line a tick
+            log.error("new config refused, the old one keeps serving: %s", exc)
+            self.metrics.reloads.inc("config", "error")
+            return False
+        self._config_watch.accept(contents)
+        self.config = config
+        if not initial:
+            log.info(
+                "config reloaded from %s: profiles %s",
+                self.settings.config,
+                ", ".join(config.profiles),
+            )
+        self.metrics.reloads.inc("config", "ok")
+        return True
+
+    def _reload_certificate(self, *, initial: bool = False) -> bool:
+        try:
+            contents = self._cert_watch.changed()
+        except OSError as exc:
+            log.error("certificate files unreadable (%s); keeping the ones in use", exc.strerror)
+            return False
+        if contents is None:
+            return True
+        cert, key = self.settings.tls_cert, self.settings.tls_key
+        try:
+            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            scratch.load_cert_chain(cert, key)
+            self.ssl.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            # Most often a rotation caught half way (new certificate, old key): try next tick.
+            log.warning("certificate not (yet) loadable, keeping the one in use: %s", exc)
+            self.metrics.reloads.inc("certificate", "error")
+            return False
+        self._cert_watch.accept(contents)
+        try:
+            self.metrics.expiry.set(certificates.expiry(contents[0]))
+        except ValueError:
+            log.warning("cannot read the expiry of %s", cert)
+        if not initial:
+            log.info("certificate reloaded from %s", cert)
+        self.metrics.reloads.inc("certificate", "ok")
+        return True
+
+    async def _reload_loop(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.settings.reload_interval)
+            if self._config_watch is not None:
+                self._reload_config()
+            self._reload_certificate()
+
+    # -- handlers --------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body, middlewares=[self._count])
+        app.router.add_post("/inject", self._inject)
+        app.router.add_post("/inject/namespace", self._inject_namespace)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    @web.middleware
+    async def _count(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.in_flight += 1
+        self.metrics.in_flight.set(self.in_flight)
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.set(self.in_flight)
+
+    async def _inject(self, request: web.Request) -> web.Response:
+        return await self._admit(request, namespace_opted_in=False)
+
+    async def _inject_namespace(self, request: web.Request) -> web.Response:
+        return await self._admit(request, namespace_opted_in=True)
+
+    async def _admit(self, request: web.Request, *, namespace_opted_in: bool) -> web.Response:
+        body = await request.read()
+        started = time.perf_counter()
+        try:
+            review = reviews.parse(body)
+        except reviews.BadReview as exc:
+            self.metrics.admissions.inc("invalid", "bad-review")
+            return web.Response(status=400, text=f"sidecarkit: not an AdmissionReview: {exc}\n")
+        cluster = await self._facts(review, namespace_opted_in=namespace_opted_in)
+        outcome = admitting.admit(review, self.config, cluster)
+        if outcome.error is not None:
+            log.error("admission %s failed: %s", review.uid, outcome.error, exc_info=outcome.error)
+        self.metrics.admissions.inc(outcome.decision, outcome.reason)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return web.Response(body=outcome.body, content_type="application/json")
+
+    async def _facts(self, review: reviews.Review, *, namespace_opted_in: bool) -> facts.Facts:
+        labels: dict[str, str] = {}
+        namespace = review.request.get("namespace")
+        if self.lookup is not None and isinstance(namespace, str) and namespace:
+            found = await self.lookup.labels(namespace)
+            labels.update(found or {})
+        if namespace_opted_in:
+            labels[policy.INJECT_LABEL] = "true"
+        return facts.Facts(
+            kubernetes_version=self.settings.kubernetes_version,
+            namespace_labels=MappingProxyType(labels),
+        )
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="shutting down\n")
+        return web.Response(text="ready\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.registry.render(), headers={"Content-Type": metering.CONTENT_TYPE}
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, *, started: Callable[[int], None] | None = None) -> None:
+        """Serve until ``stopping`` is set, then shut down in the documented order."""
+        self.load_initial()
+        runner = web.AppRunner(
+            self.app(),
+            shutdown_timeout=self.settings.grace,
+            access_log=None,
+            handle_signals=False,
+        )
+        await runner.setup()
+        site = web.TCPSite(
+            runner,
+            self.settings.host,
+            self.settings.port,
+            ssl_context=self.ssl,
+            reuse_address=True,
+        )
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        log.info("serving admission reviews on https://%s:%s", self.settings.host, self.port)
+        if started is not None:
+            started(self.port)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._reload_loop(), name="webhook-reload")
+                await self.stopping.wait()
+        finally:
+            self.draining = True
+            if self.settings.shutdown_delay > 0:
+                log.info(
+                    "not ready; serving %.1fs more before closing", self.settings.shutdown_delay
+                )
+                await asyncio.sleep(self.settings.shutdown_delay)
+            pending = self.in_flight
+            log.info(
+                "stopped accepting; draining %d in-flight admission(s) for up to %.1fs",
+                pending,
+                self.settings.grace,
+            )
+            await runner.cleanup()
+            if self.in_flight:
+                log.warning(
+                    "cancelled %d admission(s) still running at the deadline", self.in_flight
+                )
+            if self.lookup is not None:
+                await self.lookup.close()
+            log.info("webhook stopped")
+
+    def stop(self) -> None:
+        """Begin shutdown; safe to call from a signal handler."""
+        self.stopping.set()
+
+
+def serve(settings: Settings) -> None:
+    """Run a webhook server in this process until SIGTERM or SIGINT (on uvloop if installed)."""
+
+    async def main() -> None:
+        server = Server(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stop)
+        await server.run()
+
+    try:
+        import uvloop  # noqa: PLC0415 - optional, faster event loop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
