@@ -235,7 +235,10 @@ class Server:
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
         try:
-            return await handler(request)
+            response = await handler(request)
+            if self.draining:
+                response.force_close()  # keep-alive clients should go to another replica
+            return response
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.set(self.in_flight)
@@ -293,11 +296,10 @@ class Server:
     async def run(self, *, started: Callable[[int], None] | None = None) -> None:
         """Serve until ``stopping`` is set, then shut down in the documented order."""
         self.load_initial()
+        # Draining is ours (below); aiohttp's own shutdown only closes what is left, because it
+        # stops reading at once and so would cut off a request whose body is still arriving.
         runner = web.AppRunner(
-            self.app(),
-            shutdown_timeout=self.settings.grace,
-            access_log=None,
-            handle_signals=False,
+            self.app(), shutdown_timeout=1.0, access_log=None, handle_signals=False
         )
         await runner.setup()
         site = web.TCPSite(
@@ -325,17 +327,21 @@ class Server:
                     "not ready; serving %.1fs more before closing", self.settings.shutdown_delay
                 )
                 await asyncio.sleep(self.settings.shutdown_delay)
-            pending = self.in_flight
+            await site.stop()
             log.info(
                 "stopped accepting; draining %d in-flight admission(s) for up to %.1fs",
-                pending,
+                self.in_flight,
                 self.settings.grace,
             )
-            await runner.cleanup()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.grace
+            while self.in_flight and loop.time() < deadline:
+                await asyncio.sleep(0.02)
             if self.in_flight:
                 log.warning(
-                    "cancelled %d admission(s) still running at the deadline", self.in_flight
+                    "cancelling %d admission(s) still running at the deadline", self.in_flight
                 )
+            await runner.cleanup()
             if self.lookup is not None:
                 await self.lookup.close()
             log.info("webhook stopped")
