@@ -116,40 +116,32 @@ def wait_ready(port: int, tls: Tls, *, timeout: float = 20.0) -> None:
 
 @contextmanager
 def process(tls: Tls, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``sidecarkit webhook`` as a real process on a free loopback port."""
+    """``sidecarkit webhook`` as a real process on a free loopback port.
+
+    Its output goes to ``log_path(tls, port)``: a file, because nobody reads a pipe while the
+    test runs, and a full pipe would block the server.
+    """
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sidecarkit",
-            "webhook",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(tls.cert),
-            "--tls-key",
-            str(tls.key),
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_ready(port, tls)
-        yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    command = [sys.executable, "-m", "sidecarkit", "webhook", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    with log_path(tls, port).open("wb") as log:
+        proc = subprocess.Popen([*command, *args], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(port, tls)
+            yield proc, port
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def log_path(tls: Tls, port: int) -> Path:
+    """Where the server on ``port`` writes its log."""
+    return tls.directory / f"webhook-{port}.log"
 
 
 def rss_kib(pid: int) -> int:

@@ -150,8 +150,7 @@ def test_sigterm_drains_in_flight_requests_and_stops_accepting(tls: webhooks.Tls
         assert response.startswith(b"HTTP/1.1 200")
         assert b'"patch"' in response
         assert proc.wait(timeout=15) == 0
-        assert proc.stdout is not None
-        log = proc.stdout.read().decode()
+        log = webhooks.log_path(tls, port).read_text()
     assert "draining 1 in-flight admission(s)" in log
     assert "webhook stopped" in log
 
@@ -268,3 +267,26 @@ def test_namespace_lookup_reads_labels_caches_and_survives_failure(
         client.review(webhooks.review_for(POD, namespace="other"))
         assert "HTTP 401" in caplog.text
         client.close()
+
+
+def test_identical_pods_are_decided_once_and_the_cache_stays_bounded() -> None:
+    from sidecarkit.injection import Config, Facts  # noqa: PLC0415
+
+    verdicts = serving._Verdicts(size=2, max_object=4096)
+    config, cluster = Config(), Facts(namespace_labels={"sidecarkit.io/inject": "true"})
+    request = webhooks.review_for(POD)["request"]
+    first = verdicts.get(request, config, cluster)
+    assert first.decision == "patched"
+    assert verdicts.get(json.loads(json.dumps(request)), config, cluster) is first
+    assert verdicts.get(request, Config(), cluster) is not first, "a new config starts afresh"
+    for i in range(5):
+        other = json.loads(json.dumps(request))
+        other["object"]["metadata"]["generateName"] = f"web-{i}-"
+        verdicts.get(other, config, cluster)
+    assert len(verdicts.entries) <= 2
+    big = json.loads(json.dumps(request))
+    big["object"]["metadata"]["annotations"] = {"note": "x" * 5000}
+    verdicts.get(big, config, cluster)
+    assert all(len(key[-1]) <= 4096 for key in verdicts.entries)  # type: ignore[arg-type]
+    odd = dict(request, operation={"not": "hashable"})
+    assert verdicts.get(odd, config, cluster).decision == "allowed"

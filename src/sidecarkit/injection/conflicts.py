@@ -28,8 +28,9 @@ class Rendered:
 
 
 def _items(value: object) -> list[Mapping[str, Any]]:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [v for v in value if isinstance(v, Mapping)]
+    # dict and list, not the ABCs: ruamel's round-trip types subclass them, and this is hot.
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, dict)]
     return []
 
 

@@ -17,7 +17,8 @@ subclasses; only the mapping and sequence protocols are used, so comments surviv
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, MutableMapping, MutableSequence
+import functools
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -76,13 +77,13 @@ def _walk(document: Document, handle: _Handler, location: str) -> tuple[Document
     if document is None:
         reason = Reason(Code.EMPTY_DOCUMENT, "the document is empty")
         return document, reports.Report((reports.Decision(location, "-", (reason,), False),))
-    if not isinstance(document, MutableMapping):
+    if not isinstance(document, dict):
         reason = Reason(
             Code.UNSUPPORTED_KIND,
             f"a {type(document).__name__} is not a Kubernetes object; passed through",
         )
         return document, reports.Report((reports.Decision(location, "-", (reason,), False),))
-    if document.get("kind") == "List" and isinstance(document.get("items"), MutableSequence):
+    if document.get("kind") == "List" and isinstance(document.get("items"), list):
         return _walk_list(document, handle, location)
     new, decision = handle(document, location)
     return new, reports.Report((decision,))
@@ -179,11 +180,12 @@ def _inject_object(
             continue
         mode = selection.modes[profile.name]
         ctx = profiles.Context(mode=mode, run_to_completion=run_to_completion)
-        rendered.append(
-            conflicts.Rendered(
-                profile.name, mode, profile.render(selection.values[profile.name], ctx)
-            )
-        )
+        values = tuple(selection.values[profile.name].items())
+        if sum(len(v) for _, v in values) <= _CACHEABLE_SETTINGS:
+            parts = _render(profile.render, values, ctx)
+        else:  # huge annotation values: render, but don't keep them alive in the cache
+            parts = profile.render(dict(values), ctx)
+        rendered.append(conflicts.Rendered(profile.name, mode, parts))
     if run_to_completion and any(
         r.mode is profiles.Mode.LEGACY and r.parts.sidecars for r in rendered
     ):
@@ -247,6 +249,22 @@ def _uninject_object(obj: MutableMapping[str, Any], location: str) -> tuple[Any,
     return result, reports.Decision(location, target, (reason,), True)
 
 
+#: Settings longer than this in total are rendered but not cached (memory stays bounded).
+_CACHEABLE_SETTINGS = 4096
+
+
+@functools.lru_cache(maxsize=512)
+def _render(
+    render: profiles.Renderer, values: tuple[tuple[str, str], ...], ctx: profiles.Context
+) -> profiles.Parts:
+    """Rendering is pure, and the same few settings come back for every pod of a workload.
+
+    Keyed by the render function itself, which is new for every loaded config, so a reloaded
+    profile never gets an old profile's parts. The parts are shared: nobody may mutate them.
+    """
+    return render(dict(values), ctx)
+
+
 def _copy(obj: MutableMapping[str, Any]) -> Any:
     """A deep copy; plain JSON data (the webhook's) goes through orjson, many times faster."""
     if type(obj) is dict:
@@ -261,12 +279,12 @@ def _mapping(template: MutableMapping[str, Any], key: str, target: str) -> Mutab
     metadata = template.get("metadata")
     if metadata is None:
         return {}
-    if not isinstance(metadata, MutableMapping):
+    if not isinstance(metadata, dict):
         raise errors.ManifestError(f"{target}: the pod template's metadata must be a mapping")
     value = metadata.get(key)
     if value is None:
         return {}
-    if not isinstance(value, MutableMapping):
+    if not isinstance(value, dict):
         raise errors.ManifestError(
             f"{target}: the pod template's metadata.{key} must be a mapping of strings"
         )
@@ -279,9 +297,7 @@ def _check_shape(spec: MutableMapping[str, Any], target: str) -> None:
         value = spec.get(key)
         if value is None:
             continue
-        if not isinstance(value, MutableSequence) or not all(
-            isinstance(i, MutableMapping) for i in value
-        ):
+        if not isinstance(value, list) or not all(isinstance(i, dict) for i in value):
             raise errors.ManifestError(
                 f"{target}: spec.{key} of the pod template must be a list of objects; "
                 "fix the manifest"
@@ -289,7 +305,7 @@ def _check_shape(spec: MutableMapping[str, Any], target: str) -> None:
     for c in spec.get("containers") or ():
         for key in ("env", "volumeMounts", "command"):
             value = c.get(key)
-            if value is not None and not isinstance(value, MutableSequence):
+            if value is not None and not isinstance(value, list):
                 raise errors.ManifestError(
                     f"{target}: spec.containers[{c.get('name')}].{key} must be a list; "
                     "fix the manifest"

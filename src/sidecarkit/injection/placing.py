@@ -66,7 +66,7 @@ def _list(
     maps can), so that YAML output reads in the conventional order: initContainers, containers.
     """
     value = mapping.get(key)
-    if isinstance(value, MutableSequence):
+    if isinstance(value, list):
         return value
     new: list[Any] = []
     insert = getattr(mapping, "insert", None)
@@ -91,7 +91,7 @@ def place(
     spec = template["spec"]
     created: list[str] = []
     reasons: list[reports.Reason] = []
-    app = [c for c in spec.get("containers") or () if isinstance(c, MutableMapping)]
+    app = [c for c in spec.get("containers") or () if isinstance(c, dict)]
     app_names = [str(c.get("name")) for c in app]
     legacy_exit = run_to_completion and any(
         r.mode is profiles.Mode.LEGACY and r.parts.sidecars for r in rendered
@@ -142,7 +142,7 @@ def place(
     wrapped: set[str] = set()
     if legacy_exit:
         for c in app:
-            if isinstance(c.get("command"), MutableSequence) and c["command"]:
+            if isinstance(c.get("command"), list) and c["command"]:
                 wrapped.add(str(c["name"]))
             else:
                 reasons.append(
@@ -156,11 +156,11 @@ def place(
 
     added_annotations: list[str] = []
     metadata = template.get("metadata")
-    if not isinstance(metadata, MutableMapping):
+    if not isinstance(metadata, dict):
         metadata = template["metadata"] = {}
         created.append("metadata")
     annotations = metadata.get("annotations")
-    if not isinstance(annotations, MutableMapping):
+    if not isinstance(annotations, dict):
         annotations = metadata["annotations"] = {}
         created.append("metadata.annotations")
     if new_legacy and app_names and DEFAULT_CONTAINER_ANNOTATION not in annotations:

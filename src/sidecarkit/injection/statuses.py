@@ -21,7 +21,7 @@ when they end up empty and ``uninject(inject(pod))`` equals the pod.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping, MutableSequence
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -174,37 +174,35 @@ def strip(template: MutableMapping[str, Any], status: Status) -> None:
         if record is None:
             continue
         mounts = container.get("volumeMounts")
-        if isinstance(mounts, MutableSequence):
+        if isinstance(mounts, list):
             mounts[:] = [
                 m
                 for m in mounts
-                if not (isinstance(m, MutableMapping) and m.get("mountPath") in record.mounts)
+                if not (isinstance(m, dict) and m.get("mountPath") in record.mounts)
             ]
         _remove_named(container.get("env"), set(record.env))
         command = container.get("command")
-        if record.wrapped and isinstance(command, MutableSequence):
+        if record.wrapped and isinstance(command, list):
             prefix = wrapper(container["name"])
             if list(command[: len(prefix)]) == prefix:
                 del command[: len(prefix)]
 
     metadata = template.get("metadata") or {}
     annotations = metadata.get("annotations")
-    if isinstance(annotations, MutableMapping):
+    if isinstance(annotations, dict):
         for key in (*status.annotations, policy.STATUS_ANNOTATION):
             annotations.pop(key, None)
     _drop_created(template, status.created)
 
 
 def _containers(items: object) -> Iterable[MutableMapping[str, Any]]:
-    if isinstance(items, MutableSequence):
-        yield from (c for c in items if isinstance(c, MutableMapping))
+    if isinstance(items, list):
+        yield from (c for c in items if isinstance(c, dict))
 
 
 def _remove_named(items: object, names: set[str]) -> None:
-    if isinstance(items, MutableSequence) and names:
-        items[:] = [
-            i for i in items if not (isinstance(i, MutableMapping) and i.get("name") in names)
-        ]
+    if isinstance(items, list) and names:
+        items[:] = [i for i in items if not (isinstance(i, dict) and i.get("name") in names)]
 
 
 def _drop_created(template: MutableMapping[str, Any], created: Iterable[str]) -> None:
@@ -228,5 +226,5 @@ def _drop_created(template: MutableMapping[str, Any], created: Iterable[str]) ->
         else:
             head, _, key = path.rpartition(".")
             parent = template.get(head) if head else template
-        if isinstance(parent, MutableMapping) and key in parent and not parent[key]:
+        if isinstance(parent, dict) and key in parent and not parent[key]:
             del parent[key]

@@ -37,12 +37,12 @@ def template_path(kind: object) -> tuple[str, ...] | None:
 
 def describe(obj: object) -> str:
     """``Kind/name`` for messages; ``generateName`` stands in for a missing name."""
-    if not isinstance(obj, MutableMapping):
+    if not isinstance(obj, dict):
         return "<not an object>"
     kind = obj.get("kind") or "<no kind>"
     meta = obj.get("metadata")
     name = None
-    if isinstance(meta, MutableMapping):
+    if isinstance(meta, dict):
         name = meta.get("name") or (
             f"{meta['generateName']}*" if meta.get("generateName") else None
         )
@@ -65,7 +65,7 @@ def pod_template(obj: MutableMapping[str, Any]) -> MutableMapping[str, Any] | No
         node = node.get(key)
         if node is None:
             return None
-        if not isinstance(node, MutableMapping):
+        if not isinstance(node, dict):
             raise errors.ManifestError(
                 f"{describe(obj)}: {'.'.join(walked)} must be a mapping, "
                 f"got {type(node).__name__}; fix the manifest"
@@ -73,7 +73,7 @@ def pod_template(obj: MutableMapping[str, Any]) -> MutableMapping[str, Any] | No
     spec = node.get("spec")
     if spec is None:
         return None
-    if not isinstance(spec, MutableMapping):
+    if not isinstance(spec, dict):
         where = ".".join([*path, "spec"])
         raise errors.ManifestError(
             f"{describe(obj)}: {where} must be a mapping, got {type(spec).__name__}; "

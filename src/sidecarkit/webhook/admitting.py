@@ -4,56 +4,91 @@ The object is injected exactly as ``sidecarkit inject`` would inject it, and the
 JSONPatch from the original to the result. Only CREATE is handled: the webhook is registered for
 it alone, and anything else is allowed unchanged. ``dryRun`` needs nothing special, because
 answering has no side effects.
+
+Deciding (``decide``) does not depend on the review's uid, so the server may reuse a verdict
+for a byte-identical object under the same config and facts; ``answer`` renders a verdict for
+one review.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sidecarkit import errors
 from sidecarkit.injection import configs, facts, injecting, reports
 from sidecarkit.webhook import patches, reviews
 
-__all__ = ["Outcome", "admit"]
+__all__ = ["Outcome", "Verdict", "admit", "answer", "decide"]
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """The answer, and how to count it."""
+class Verdict:
+    """What to answer, whoever asked."""
 
-    body: bytes
     decision: str
     """``patched``, ``allowed`` (nothing to change) or ``denied``."""
     reason: str
     """The deciding reason code, for metrics and logs."""
+    ops: tuple[patches.Operation, ...] = ()
+    warnings: tuple[str, ...] = ()
+    status: tuple[int, str] | None = None
+    """(HTTP-like code, message) of a denial."""
     error: BaseException | None = None
     """An unexpected exception that led to a denial, for the server to log."""
 
 
-def admit(review: reviews.Review, config: configs.Config, cluster: facts.Facts) -> Outcome:
-    """Answer ``review``; never raises."""
-    request = review.request
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A verdict rendered for one review."""
+
+    body: bytes
+    verdict: Verdict
+
+
+def _deny(code: int, message: str, reason: str, error: BaseException | None = None) -> Verdict:
+    return Verdict("denied", reason, status=(code, message), error=error)
+
+
+def decide(request: Mapping[str, Any], config: configs.Config, cluster: facts.Facts) -> Verdict:
+    """Decide on ``request``; never raises."""
     if request.get("operation") != "CREATE":
-        return Outcome(reviews.allow(review), "allowed", "not-create")
+        return Verdict("allowed", "not-create")
     obj = request.get("object")
     if not isinstance(obj, dict):
-        message = "request.object is missing or not an object; nothing to admit"
-        return Outcome(reviews.deny(review, code=400, message=message), "denied", "bad-object")
+        return _deny(
+            400, "request.object is missing or not an object; nothing to admit", "bad-object"
+        )
     try:
         new, report = injecting.inject(obj, config, cluster, location="request.object")
         ops = patches.diff(obj, new) if new is not obj else []
+    except RecursionError:
+        # orjson accepts 1,024 levels; no Kubernetes object comes near, Python's stack does.
+        message = "sidecarkit: request.object nests too deeply to be a Kubernetes object"
+        return _deny(400, message, "bad-object")
     except errors.InputError as exc:
-        message = f"sidecarkit: {exc}"
-        return Outcome(reviews.deny(review, code=400, message=message), "denied", "bad-input")
+        return _deny(400, f"sidecarkit: {exc}", "bad-input")
     except Exception as exc:
         message = f"sidecarkit: internal error while injecting: {type(exc).__name__}: {exc}"
-        return Outcome(
-            reviews.deny(review, code=500, message=message), "denied", "internal-error", exc
-        )
-    warnings = [f"sidecarkit: {r.code}: {r.message}" for r in _reasons(report) if r.code.is_warning]
-    reason = str(_reasons(report)[-1].code) if _reasons(report) else "none"
-    body = reviews.allow(review, ops, warnings=warnings)
-    return Outcome(body, "patched" if ops else "allowed", reason)
+        return _deny(500, message, "internal-error", exc)
+    reasons = _reasons(report)
+    warnings = tuple(f"sidecarkit: {r.code}: {r.message}" for r in reasons if r.code.is_warning)
+    reason = str(reasons[-1].code) if reasons else "none"
+    return Verdict("patched" if ops else "allowed", reason, tuple(ops), warnings)
+
+
+def answer(review: reviews.Review, verdict: Verdict) -> bytes:
+    """The response body for ``review``."""
+    if verdict.status is not None:
+        return reviews.deny(review, code=verdict.status[0], message=verdict.status[1])
+    return reviews.allow(review, verdict.ops, warnings=verdict.warnings)
+
+
+def admit(review: reviews.Review, config: configs.Config, cluster: facts.Facts) -> Outcome:
+    """Decide on ``review`` and render the answer; never raises."""
+    verdict = decide(review.request, config, cluster)
+    return Outcome(answer(review, verdict), verdict)
 
 
 def _reasons(report: reports.Report) -> tuple[reports.Reason, ...]:

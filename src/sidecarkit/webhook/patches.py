@@ -28,8 +28,12 @@ def pointer(parts: list[str | int]) -> str:
 def diff(old: Any, new: Any) -> list[Operation]:
     """The operations that turn ``old`` into ``new``."""
     ops: list[Operation] = []
-    _diff(old, new, [], ops)
+    _diff(old, new, "", ops)
     return ops
+
+
+def _key(key: object) -> str:
+    return "/" + str(key).replace("~", "~0").replace("/", "~1")
 
 
 def _same_type(a: Any, b: Any) -> bool:
@@ -42,25 +46,29 @@ def _same_type(a: Any, b: Any) -> bool:
     )
 
 
-def _diff(old: Any, new: Any, path: list[str | int], ops: list[Operation]) -> None:
+def _diff(old: Any, new: Any, path: str, ops: list[Operation]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in old:
             if key not in new:
-                ops.append({"op": "remove", "path": pointer([*path, key])})
+                ops.append({"op": "remove", "path": path + _key(key)})
         for key, value in new.items():
             if key not in old:
-                ops.append({"op": "add", "path": pointer([*path, key]), "value": value})
-            else:
-                _diff(old[key], value, [*path, key], ops)
+                ops.append({"op": "add", "path": path + _key(key), "value": value})
+                continue
+            before = old[key]
+            # Most of a pod is unchanged: one comparison in C skips the whole subtree.
+            if before is value or (type(before) is type(value) and before == value):
+                continue
+            _diff(before, value, path + _key(key), ops)
         return
     if isinstance(old, list) and isinstance(new, list):
         _diff_list(old, new, path, ops)
         return
     if not _same_type(old, new) or old != new:
-        ops.append({"op": "replace", "path": pointer(path), "value": new})
+        ops.append({"op": "replace", "path": path, "value": new})
 
 
-def _diff_list(old: list[Any], new: list[Any], path: list[str | int], ops: list[Operation]) -> None:
+def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Operation]) -> None:
     prefix = 0
     limit = min(len(old), len(new))
     while prefix < limit and _equal(old[prefix], new[prefix]):
@@ -72,11 +80,11 @@ def _diff_list(old: list[Any], new: list[Any], path: list[str | int], ops: list[
     new_mid = new[prefix : len(new) - suffix]
     common = min(len(old_mid), len(new_mid))
     for i in range(common):
-        _diff(old_mid[i], new_mid[i], [*path, prefix + i], ops)
+        _diff(old_mid[i], new_mid[i], f"{path}/{prefix + i}", ops)
     for i in reversed(range(common, len(old_mid))):
-        ops.append({"op": "remove", "path": pointer([*path, prefix + i])})
+        ops.append({"op": "remove", "path": f"{path}/{prefix + i}"})
     for i in range(common, len(new_mid)):
-        ops.append({"op": "add", "path": pointer([*path, prefix + i]), "value": new_mid[i]})
+        ops.append({"op": "add", "path": f"{path}/{prefix + i}", "value": new_mid[i]})
 
 
 def _equal(a: Any, b: Any) -> bool:

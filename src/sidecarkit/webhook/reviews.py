@@ -19,7 +19,6 @@ from sidecarkit.webhook import patches
 
 __all__ = [
     "API_VERSIONS",
-    "MAX_DEPTH",
     "AdmissionRequest",
     "AdmissionResponse",
     "AdmissionReview",
@@ -31,9 +30,6 @@ __all__ = [
 ]
 
 API_VERSIONS: Final = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-#: Kubernetes objects nest a dozen levels or so; anything near this is hostile, and refusing it
-#: up front keeps every later recursive step far from Python's recursion limit.
-MAX_DEPTH: Final = 64
 #: Warnings past 4096 characters in total are dropped by the API server; each is kept short.
 _WARNING_CHARS: Final = 240
 
@@ -90,19 +86,6 @@ class Review:
     request: dict[str, Any]
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
-    return False
-
-
 def parse(body: bytes) -> Review:
     """Check the envelope of an AdmissionReview; raise BadReview saying what is wrong."""
     if not body:
@@ -124,8 +107,6 @@ def parse(body: bytes) -> Review:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid or len(uid) > 128:
         raise BadReview("request.uid is missing, empty, not a string or longer than 128")
-    if _depth_exceeds(request, MAX_DEPTH):
-        raise BadReview(f"request nests deeper than {MAX_DEPTH} levels")
     return Review(api_version=str(api_version), uid=uid, request=request)
 
 

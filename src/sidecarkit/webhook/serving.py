@@ -28,11 +28,14 @@ import logging
 import signal
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from sidecarkit import configfiles, errors, metering, watching
@@ -114,6 +117,54 @@ class _Metrics:
         )
 
 
+class _Verdicts:
+    """Recent verdicts by (config, facts, operation, object bytes): a bounded LRU.
+
+    The pods of one ReplicaSet are created from one template, so a rollout or a scale-up sends
+    byte-identical objects (no name yet, same generateName); each is decided once. The config
+    is part of the key by identity, so a reload starts afresh. Verdicts with an unexpected
+    error are not kept, nor objects over ``max_object`` bytes, so the cache stays a few MiB.
+    """
+
+    def __init__(self, size: int = 128, max_object: int = 32 * 1024) -> None:
+        self.size = size
+        self.max_object = max_object
+        self.entries: OrderedDict[tuple[object, ...], admitting.Verdict] = OrderedDict()
+        self.config: configs.Config | None = None
+
+    def get(
+        self, request: dict[str, Any], config: configs.Config, cluster: facts.Facts
+    ) -> admitting.Verdict:
+        if config is not self.config:
+            self.entries.clear()
+            self.config = config
+        operation = request.get("operation")
+        if not isinstance(operation, str):  # the key must hash; decide() answers it anyway
+            return admitting.decide(request, config, cluster)
+        try:
+            obj = orjson.dumps(request.get("object"))
+        except TypeError:  # not JSON-encodable after all: decide without caching
+            return admitting.decide(request, config, cluster)
+        if len(obj) > self.max_object:  # pods are a few KiB; keep memory bounded
+            return admitting.decide(request, config, cluster)
+        key = (
+            operation,
+            cluster.kubernetes_version,
+            tuple(sorted(cluster.namespace_labels.items())),
+            obj,
+        )
+        verdict = self.entries.get(key)
+        if verdict is not None:
+            self.entries.move_to_end(key)
+            return verdict
+        verdict = admitting.decide(request, config, cluster)
+        if verdict.error is None:
+            self.entries[key] = verdict
+            if len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return verdict
+
+
 class Server:
     """One webhook server: its state, its handlers, and its lifecycle."""
 
@@ -130,6 +181,7 @@ class Server:
         self.port: int | None = None
         self._config_watch = watching.FileWatch((settings.config,)) if settings.config else None
         self._cert_watch = watching.FileWatch((settings.tls_cert, settings.tls_key))
+        self._verdicts = _Verdicts()
         self.lookup: namespaces.NamespaceLookup | None = None
         if settings.namespace_lookup:
             self.lookup = settings.lookup or namespaces.NamespaceLookup.in_cluster()
@@ -258,12 +310,13 @@ class Server:
             self.metrics.admissions.inc("invalid", "bad-review")
             return web.Response(status=400, text=f"sidecarkit: not an AdmissionReview: {exc}\n")
         cluster = await self._facts(review, namespace_opted_in=namespace_opted_in)
-        outcome = admitting.admit(review, self.config, cluster)
-        if outcome.error is not None:
-            log.error("admission %s failed: %s", review.uid, outcome.error, exc_info=outcome.error)
-        self.metrics.admissions.inc(outcome.decision, outcome.reason)
+        verdict = self._verdicts.get(review.request, self.config, cluster)
+        if verdict.error is not None:
+            log.error("admission %s failed: %s", review.uid, verdict.error, exc_info=verdict.error)
+        body = admitting.answer(review, verdict)
+        self.metrics.admissions.inc(verdict.decision, verdict.reason)
         self.metrics.latency.observe(time.perf_counter() - started)
-        return web.Response(body=outcome.body, content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
 
     async def _facts(self, review: reviews.Review, *, namespace_opted_in: bool) -> facts.Facts:
         labels: dict[str, str] = {}
