@@ -34,6 +34,7 @@ check: lint test
 ## bench: every benchmark; each prints ratios against a peer run in the same run
 bench: $(STAMP)
 	$(BIN)/python bench/inject.py
+	$(BIN)/python bench/webhook.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
