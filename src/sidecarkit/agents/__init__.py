@@ -1,0 +1,1 @@
+"""The sidecar roles: ``sidecarkit agent ROLE``. Roles never import one another."""

@@ -1,0 +1,1 @@
+"""The metrics sidecar: scrape, receive, enrich, expose, push."""

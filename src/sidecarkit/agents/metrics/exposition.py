@@ -1,0 +1,264 @@
+"""Metric families and samples, and the lexing both text formats share.
+
+Sans-I/O and allocation-light: a sample is a small slotted object, labels a tuple of pairs.
+Lexing works on one line (a ``str``) at a time with ``str.find`` and precompiled token
+patterns anchored at a position, never a regular expression over a whole line, and it takes a
+fast path for the common case of label values without backslashes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "Exemplar",
+    "Family",
+    "ParseError",
+    "Sample",
+    "parse_float",
+    "read_labels",
+    "read_quoted",
+]
+
+LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+METRIC_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_SPACE: Final = " \t"
+
+
+class ParseError(ValueError):
+    """Input that is not valid exposition text, with the line and column (both 1-based)."""
+
+    def __init__(self, message: str, line: int, column: int = 0) -> None:
+        where = f"line {line}" + (f", column {column}" if column else "")
+        super().__init__(f"{where}: {message}")
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+@dataclass(slots=True)
+class Exemplar:
+    labels: tuple[tuple[str, str], ...]
+    value: float
+    timestamp: float | None = None
+
+
+@dataclass(slots=True)
+class Sample:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+    timestamp: float | None = None
+    """Seconds since the epoch, in both formats (Prometheus text gives milliseconds)."""
+    exemplar: Exemplar | None = None
+
+
+@dataclass(slots=True)
+class Family:
+    name: str
+    type: str
+    help: str | None = None
+    unit: str | None = None
+    samples: list[Sample] = field(default_factory=list)
+
+
+def parse_float(text: str) -> float:
+    """A sample value: decimal, exponent, ``NaN``, ``+Inf``, ``-Inf`` (as Go and Prometheus read
+    them); no underscores and no hex, which Python's ``float`` would otherwise let through."""
+    if not text or "_" in text or "x" in text or "X" in text or text != text.strip():
+        raise ValueError(text)
+    return float(text)
+
+
+def _unescape(raw: str, *, line: int, column: int, strict: bool) -> str:
+    """Undo ``\\\\``, ``\\"`` and ``\\n``. Another escape is an error in Prometheus text
+    (``strict``) and kept as written in OpenMetrics, as their reference parsers do."""
+    out: list[str] = []
+    i = 0
+    while True:
+        j = raw.find("\\", i)
+        if j < 0:
+            out.append(raw[i:])
+            return "".join(out)
+        out.append(raw[i:j])
+        escaped = raw[j + 1 : j + 2]
+        if escaped == "\\":
+            out.append("\\")
+        elif escaped == '"':
+            out.append('"')
+        elif escaped == "n":
+            out.append("\n")
+        elif not strict:
+            out.append("\\" + escaped)
+        else:
+            raise ParseError(f"invalid escape sequence \\{escaped}", line, column + j)
+        i = j + 2
+
+
+def read_quoted(text: str, pos: int, *, line: int, strict: bool = True) -> tuple[str, int]:
+    """The string starting at the quote at ``pos``, unescaped, and the position after it."""
+    end = text.find('"', pos + 1)
+    if end < 0:
+        raise ParseError("unterminated quoted string", line, pos + 1)
+    raw = text[pos + 1 : end]
+    if "\\" not in raw:
+        return raw, end + 1
+    # A quote preceded by an odd number of backslashes is part of the string.
+    while True:
+        backslashes = 0
+        k = end - 1
+        while k > pos and text[k] == "\\":
+            backslashes += 1
+            k -= 1
+        if backslashes % 2 == 0:
+            break
+        end = text.find('"', end + 1)
+        if end < 0:
+            raise ParseError("unterminated quoted string", line, pos + 1)
+    return _unescape(text[pos + 1 : end], line=line, column=pos + 2, strict=strict), end + 1
+
+
+def _skip(text: str, pos: int) -> int:
+    n = len(text)
+    while pos < n and text[pos] in _SPACE:
+        pos += 1
+    return pos
+
+
+def read_labels(
+    text: str, pos: int, *, line: int, strict: bool
+) -> tuple[list[tuple[str, str]], int, str | None]:
+    """Labels from the ``{`` at ``pos``: (pairs, position after ``}``, quoted metric name).
+
+    ``strict`` is Prometheus text: blanks between tokens, a trailing comma, quoted names
+    (``{"metric.name", "label.name"="v"}``, the UTF-8 extension) and only the three escapes.
+    Otherwise OpenMetrics: none of the first three, and other escapes kept as written.
+    """
+    fast = _fast_labels(text, pos, strict)
+    if fast is not None:
+        return fast[0], fast[1], None
+    spaces = quoted_names = trailing_comma = strict
+    labels: list[tuple[str, str]] = []
+    metric: str | None = None
+    pos += 1
+    n = len(text)
+    expect_name = True
+    while True:
+        if spaces:
+            pos = _skip(text, pos)
+        if pos >= n:
+            raise ParseError("unterminated label set", line, pos)
+        char = text[pos]
+        if char == "}":
+            return labels, pos + 1, metric
+        if not expect_name:
+            raise ParseError(f"expected ',' or '}}' in label set, got {char!r}", line, pos + 1)
+        if char == '"' and quoted_names:
+            name, pos = read_quoted(text, pos, line=line)
+            if spaces:
+                pos = _skip(text, pos)
+            if pos < n and text[pos] in ",}":
+                if metric is not None:
+                    raise ParseError("two quoted metric names in one label set", line, pos)
+                metric = name
+                if text[pos] == ",":
+                    pos += 1
+                continue
+        else:
+            match = LABEL_NAME.match(text, pos)
+            if match is None:
+                raise ParseError(f"invalid label name at {text[pos : pos + 12]!r}", line, pos + 1)
+            name = match.group()
+            pos = match.end()
+        if spaces:
+            pos = _skip(text, pos)
+        if pos >= n or text[pos] != "=":
+            raise ParseError(f"expected '=' after label name {name!r}", line, pos + 1)
+        pos += 1
+        if spaces:
+            pos = _skip(text, pos)
+        if pos >= n or text[pos] != '"':
+            raise ParseError(f"expected a quoted value for label {name!r}", line, pos + 1)
+        value, pos = read_quoted(text, pos, line=line, strict=strict)
+        labels.append((name, value))
+        if spaces:
+            pos = _skip(text, pos)
+        if pos < n and text[pos] == ",":
+            pos += 1
+            expect_name = True
+            if not trailing_comma and text[pos : pos + 1] == "}":
+                raise ParseError("a comma before '}'", line, pos)
+        else:
+            expect_name = False
+
+
+#: Label names seen valid; they repeat on almost every line (bounded: see _fast_labels).
+_KNOWN_LABEL_NAMES: set[str] = set()
+
+
+def _fast_labels(text: str, pos: int, strict: bool) -> tuple[list[tuple[str, str]], int] | None:
+    """The common case in a few ``str`` calls: no backslash and no ``}`` inside a value.
+
+    With no backslash, every quote is a delimiter, so splitting on quotes gives names and values
+    in turn. Anything unusual (quoted names, escapes, errors) returns None for the full scanner,
+    which also produces the error messages.
+    """
+    end = text.find("}", pos)
+    if end < 0:
+        return None
+    segment = text[pos + 1 : end]
+    if "\\" in segment:
+        return None
+    parts = segment.split('"')
+    last = len(parts) - 1
+    if last % 2:  # an odd number of quotes: that "}" is inside a value
+        return None
+    labels: list[tuple[str, str]] = []
+    known = _KNOWN_LABEL_NAMES
+    if not strict or (" " not in segment and "\t" not in segment):
+        # No blanks anywhere: every name token is exactly "name=" or ",name=".
+        for i in range(0, last, 2):
+            token = parts[i]
+            if i:
+                if token[:1] != ",":
+                    return None
+                token = token[1:]
+            if token[-1:] != "=":
+                return None
+            name = token[:-1]
+            if name not in known:
+                if not (name.isidentifier() and name.isascii()) or len(known) > 4096:
+                    return None
+                known.add(name)
+            labels.append((name, parts[i + 1]))
+        tail = parts[last]
+        if tail and (not strict or tail != "," or not labels):
+            return None
+        return labels, end + 1
+    for i in range(0, last, 2):
+        token = parts[i].strip(" \t")
+        if i:
+            if token[:1] != ",":
+                return None
+            token = token[1:].lstrip(" \t")
+        if token[-1:] != "=":
+            return None
+        name = token[:-1].rstrip(" \t")
+        if not (name.isidentifier() and name.isascii()):
+            return None
+        labels.append((name, parts[i + 1]))
+    tail = parts[last]
+    if strict:
+        tail = tail.strip(" \t")
+        if tail and (tail != "," or not labels):
+            return None
+    elif tail:
+        return None
+    return labels, end + 1
+
+
+def is_integer(value: float) -> bool:
+    return not math.isinf(value) and not math.isnan(value) and value == int(value)
