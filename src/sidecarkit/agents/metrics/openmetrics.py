@@ -59,10 +59,10 @@ class _Open:
         self.family = family
         self.allowed: tuple[str, ...] = (family.name,)
         self.started = False
-        self.group: tuple[tuple[str, str], ...] | None = None
+        self.group: frozenset[tuple[str, str]] | None = None
         self.group_timestamp: float | None = None
-        self.group_series: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
-        self.seen_groups: set[tuple[tuple[str, str], ...]] = set()
+        self.group_series: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+        self.seen_groups: set[frozenset[tuple[str, str]]] = set()
 
 
 class OpenMetricsParser:
@@ -78,14 +78,19 @@ class OpenMetricsParser:
 
     def feed(self, data: bytes) -> None:
         data = self._buffer + data
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                break
-            self._line_bytes(data[start:end])
-            start = end + 1
-        self._buffer = data[start:]
+        cut = data.rfind(b"\n") + 1
+        self._buffer = data[cut:]
+        if not cut:
+            return
+        try:
+            text = data[:cut].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            number = self._line + data.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise ParseError("not UTF-8", number, column) from exc
+        for line in text.split("\n")[:-1]:
+            self._line += 1
+            self._text_line(line)
 
     def close(self) -> list[exposition.Family]:
         if self._buffer:
@@ -105,6 +110,9 @@ class OpenMetricsParser:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ParseError("not UTF-8", self._line, exc.start + 1) from exc
+        self._text_line(line)
+
+    def _text_line(self, line: str) -> None:
         if self._eof:
             raise ParseError("text after '# EOF'", self._line)
         if not line:
@@ -242,19 +250,18 @@ class OpenMetricsParser:
         kind: str,
         suffix: str,
     ) -> None:
+        pairs = frozenset(sample.labels)
         if kind == "info":
-            group: tuple[tuple[str, str], ...] = ()
+            group: frozenset[tuple[str, str]] = frozenset()
+        elif kind == "summary" and suffix == "":
+            group = pairs - {("quantile", labels.get("quantile", ""))}
+        elif kind == "stateset":
+            name = current.family.name
+            group = pairs - {(name, labels.get(name, ""))}
+        elif suffix == "_bucket" and kind in ("histogram", "gaugehistogram"):
+            group = pairs - {("le", labels.get("le", ""))}
         else:
-            drop = (
-                "quantile"
-                if kind == "summary" and suffix == ""
-                else current.family.name
-                if kind == "stateset"
-                else "le"
-                if suffix == "_bucket" and kind in ("histogram", "gaugehistogram")
-                else None
-            )
-            group = tuple(sorted((k, v) for k, v in labels.items() if k != drop))
+            group = pairs
         if current.group is not None and group != current.group and group in current.seen_groups:
             raise ParseError("samples of one series group are not together", self._line)
         if current.group is not None and group == current.group:
@@ -269,7 +276,7 @@ class OpenMetricsParser:
                 raise ParseError("timestamps went backwards", self._line)
         else:
             current.group_series = set()
-        series = (sample.name, tuple(sorted(labels.items())))
+        series = (sample.name, pairs)
         if sample.timestamp != current.group_timestamp or series not in current.group_series:
             current.family.samples.append(sample)
         current.group_series.add(series)
