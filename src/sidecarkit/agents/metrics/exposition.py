@@ -18,6 +18,7 @@ __all__ = [
     "Family",
     "ParseError",
     "Sample",
+    "complete_lines",
     "parse_float",
     "read_labels",
     "read_quoted",
@@ -73,7 +74,7 @@ def parse_float(text: str) -> float:
     return float(text)
 
 
-def _unescape(raw: str, *, line: int, column: int, strict: bool) -> str:
+def unescape(raw: str, *, line: int, column: int, strict: bool, quote: bool = True) -> str:
     """Undo ``\\\\``, ``\\"`` and ``\\n``. Another escape is an error in Prometheus text
     (``strict``) and kept as written in OpenMetrics, as their reference parsers do."""
     out: list[str] = []
@@ -87,7 +88,7 @@ def _unescape(raw: str, *, line: int, column: int, strict: bool) -> str:
         escaped = raw[j + 1 : j + 2]
         if escaped == "\\":
             out.append("\\")
-        elif escaped == '"':
+        elif escaped == '"' and quote:
             out.append('"')
         elif escaped == "n":
             out.append("\n")
@@ -118,7 +119,7 @@ def read_quoted(text: str, pos: int, *, line: int, strict: bool = True) -> tuple
         end = text.find('"', end + 1)
         if end < 0:
             raise ParseError("unterminated quoted string", line, pos + 1)
-    return _unescape(text[pos + 1 : end], line=line, column=pos + 2, strict=strict), end + 1
+    return unescape(text[pos + 1 : end], line=line, column=pos + 2, strict=strict), end + 1
 
 
 def _skip(text: str, pos: int) -> int:
@@ -258,6 +259,23 @@ def _fast_labels(text: str, pos: int, strict: bool) -> tuple[list[tuple[str, str
     elif tail:
         return None
     return labels, end + 1
+
+
+def complete_lines(data: bytes, *, first_line: int) -> tuple[list[str], bytes]:
+    """The whole lines of ``data``, decoded as UTF-8, and the incomplete rest.
+
+    ``first_line`` is the number of the first line, for the error when the bytes are not UTF-8.
+    """
+    cut = data.rfind(b"\n") + 1
+    if not cut:
+        return [], data
+    try:
+        text = data[:cut].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        number = first_line + data.count(b"\n", 0, exc.start)
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ParseError("not UTF-8", number, column) from exc
+    return text.split("\n")[:-1], data[cut:]
 
 
 def is_integer(value: float) -> bool:

@@ -77,18 +77,10 @@ class OpenMetricsParser:
         self._seen_names: set[str] = set()
 
     def feed(self, data: bytes) -> None:
-        data = self._buffer + data
-        cut = data.rfind(b"\n") + 1
-        self._buffer = data[cut:]
-        if not cut:
-            return
-        try:
-            text = data[:cut].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            number = self._line + data.count(b"\n", 0, exc.start) + 1
-            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-            raise ParseError("not UTF-8", number, column) from exc
-        for line in text.split("\n")[:-1]:
+        lines, self._buffer = exposition.complete_lines(
+            self._buffer + data, first_line=self._line + 1
+        )
+        for line in lines:
             self._line += 1
             self._text_line(line)
 

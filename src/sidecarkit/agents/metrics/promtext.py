@@ -47,18 +47,10 @@ class PrometheusTextParser:
         self._label_names: set[str] = set()
 
     def feed(self, data: bytes) -> None:
-        data = self._buffer + data
-        cut = data.rfind(b"\n") + 1
-        self._buffer = data[cut:]
-        if not cut:
-            return
-        try:
-            text = data[:cut].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            number = self._line + data.count(b"\n", 0, exc.start) + 1
-            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-            raise ParseError("not UTF-8", number, column) from exc
-        for raw in text.split("\n")[:-1]:
+        lines, self._buffer = exposition.complete_lines(
+            self._buffer + data, first_line=self._line + 1
+        )
+        for raw in lines:
             self._line += 1
             line = raw.lstrip(_BLANKS)
             if not line:
@@ -304,24 +296,10 @@ def _number_label(labels: list[tuple[str, str]], key: str, number: int) -> None:
 
 
 def _unescape_help(text: str) -> str:
+    """Only ``\\\\`` and ``\\n`` are escapes in HELP; anything else stays as written."""
     if "\\" not in text:
         return text
-    out: list[str] = []
-    i = 0
-    while True:
-        j = text.find("\\", i)
-        if j < 0:
-            out.append(text[i:])
-            return "".join(out)
-        out.append(text[i:j])
-        escaped = text[j + 1 : j + 2]
-        if escaped == "\\":
-            out.append("\\")
-        elif escaped == "n":
-            out.append("\n")
-        else:  # only \\ and \n are escapes in HELP; anything else stays as written
-            out.append("\\" + escaped)
-        i = j + 2
+    return exposition.unescape(text, line=0, column=0, strict=False, quote=False)
 
 
 def parse(data: bytes) -> list[exposition.Family]:
