@@ -35,6 +35,7 @@ check: lint test
 bench: $(STAMP)
 	$(BIN)/python bench/inject.py
 	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/metrics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
