@@ -464,6 +464,125 @@ def _read_bytes(path: Any) -> bytes:
         raise errors.ConfigError(f"cannot read {path}: {exc.strerror}") from exc
 
 
+@cli.group()
+def agent() -> None:
+    """Be a sidecar: run one of the agent roles."""
+
+
+@agent.command("metrics")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="SIDECARKIT_METRICS_CONFIG",
+    help="YAML settings (flags and env win).",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="URL",
+    help="App endpoint to scrape; repeatable. Env: SIDECARKIT_METRICS_TARGETS (a,b).",
+)
+@click.option("--interval", envvar="SIDECARKIT_METRICS_INTERVAL", help="Scrape interval, 15s.")
+@click.option("--timeout", envvar="SIDECARKIT_METRICS_TIMEOUT", help="Scrape timeout, 10s.")
+@click.option("--port", envvar="SIDECARKIT_ADMIN_PORT", help="Port of /metrics, 15101.")
+@click.option(
+    "--statsd-port",
+    envvar="SIDECARKIT_METRICS_STATSD_PORT",
+    help="StatsD UDP port, 8125; 0 turns it off.",
+)
+@click.option(
+    "--statsd-socket",
+    envvar="SIDECARKIT_METRICS_STATSD_SOCKET",
+    help="Also receive StatsD on this Unix datagram socket.",
+)
+@click.option("--buckets", envvar="SIDECARKIT_METRICS_BUCKETS", help="Histogram buckets, a,b,c.")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="K=V",
+    help="Static label for every series; repeatable. Env: SIDECARKIT_METRICS_LABELS.",
+)
+@click.option(
+    "--series-limit",
+    envvar="SIDECARKIT_METRICS_SERIES_LIMIT",
+    help="Most series one target may expose, 50000.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def agent_metrics(
+    config_path: str | None,
+    targets: tuple[str, ...],
+    interval: str | None,
+    timeout: str | None,
+    port: str | None,
+    statsd_port: str | None,
+    statsd_socket: str | None,
+    buckets: str | None,
+    labels: tuple[str, ...],
+    series_limit: str | None,
+    log_level: str,
+) -> None:
+    """Scrape the app, receive StatsD, serve one merged /metrics with the pod's labels."""
+    import os  # noqa: PLC0415
+
+    from sidecarkit.agents.metrics import running  # noqa: PLC0415 - aiohttp only when running
+    from sidecarkit.agents.metrics import settings as metrics_settings  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = metrics_settings.Settings(labels=metrics_settings.identity_labels())
+        if config_path:
+            data = configfiles.load_mapping(config_path)
+            config = metrics_settings.from_mapping(data, source=config_path, base=config)
+        given: dict[str, Any] = {
+            "targets": ",".join(targets) or os.environ.get("SIDECARKIT_METRICS_TARGETS"),
+            "interval": interval,
+            "timeout": timeout,
+            "port": port,
+            "statsd_port": statsd_port,
+            "statsd_socket": statsd_socket,
+            "buckets": buckets,
+            "labels": ",".join(labels) or os.environ.get("SIDECARKIT_METRICS_LABELS"),
+            "series_limit": series_limit,
+        }
+        config = metrics_settings.from_mapping(
+            {k: v for k, v in given.items() if v}, source="options", base=config
+        )
+    except ValueError as exc:
+        _fail(errors.ConfigError(str(exc)))
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+    _run_agent(running.Agent(config))
+
+
+def _run_agent(instance: Any) -> None:
+    """Run an agent until SIGTERM or SIGINT, on uvloop when it is installed."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, instance.stop)
+        await instance.run()
+
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
 def main() -> None:
     """Entry point of the ``sidecarkit`` console script."""
     cli(prog_name="sidecarkit")

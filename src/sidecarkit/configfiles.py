@@ -36,7 +36,7 @@ from sidecarkit import errors
 from sidecarkit.injection import configs, facts, profiles, settings
 from sidecarkit.k8s import manifests
 
-__all__ = ["load_config", "load_facts", "parse_config"]
+__all__ = ["load_config", "load_facts", "load_mapping", "parse_config"]
 
 API_VERSION: Final = "sidecarkit.io/v1alpha1"
 _TOP_KEYS: Final = ("apiVersion", "kind", "image", "mode", "defaultProfiles", "profiles")
@@ -378,6 +378,24 @@ def _mount_list(r: _Reader, body: Any, key: str, path: str) -> tuple[Any, ...]:
 
 def _mounts(r: _Reader, body: Any, path: str) -> tuple[Any, ...]:
     return _mount_list(r, body, "appVolumeMounts", f"{path}.appVolumeMounts")
+
+
+def load_mapping(path: str) -> dict[str, Any]:
+    """A YAML file holding one mapping, as plain data (for agent settings)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = manifests.to_plain(manifests.load_data(text, source=path))
+    except errors.ManifestError as exc:
+        raise errors.ConfigError(str(exc)) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise errors.ConfigError(f"{path}: expected a mapping of settings at the top")
+    return data
 
 
 def load_facts(path: str) -> facts.Facts:

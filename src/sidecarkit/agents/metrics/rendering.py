@@ -104,16 +104,34 @@ def render_text(families: Iterable[exposition.Family]) -> bytes:
     return ("\n".join(out) + "\n").encode() if out else b""
 
 
+def _openmetrics_shape(family: exposition.Family) -> tuple[str, str]:
+    """(name, type) under which a family parsed from either format is valid OpenMetrics.
+
+    The text format names a counter's family after its samples (``x_total``); OpenMetrics
+    names it ``x``. A counter whose samples lack ``_total``, and anything untyped, goes out as
+    ``unknown``, which keeps every sample name as it was.
+    """
+    name, kind = family.name, family.type
+    if kind == "untyped":
+        return name, "unknown"
+    if kind == "counter":
+        base = name[: -len("_total")] if name.endswith("_total") else name
+        if all(s.name in (base + "_total", base + "_created") for s in family.samples):
+            return base, "counter"
+        return name, "unknown"
+    return name, kind
+
+
 def render_openmetrics(families: Iterable[exposition.Family]) -> bytes:
     """OpenMetrics 1.0, ending in ``# EOF``. Timestamps in seconds; exemplars kept."""
     out: list[str] = []
     for family in families:
-        kind = family.type if family.type != "untyped" else "unknown"
-        out.append(f"# TYPE {family.name} {kind}")
+        name, kind = _openmetrics_shape(family)
+        out.append(f"# TYPE {name} {kind}")
         if family.unit is not None:
-            out.append(f"# UNIT {family.name} {family.unit}")
+            out.append(f"# UNIT {name} {family.unit}")
         if family.help is not None:
-            out.append(f"# HELP {family.name} {_escape_help(family.help, quote=True)}")
+            out.append(f"# HELP {name} {_escape_help(family.help, quote=True)}")
         for s in family.samples:
             line = f"{s.name}{_labels(s.labels)} {number(s.value)}"
             if s.timestamp is not None:

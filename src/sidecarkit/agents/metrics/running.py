@@ -1,0 +1,264 @@
+"""``sidecarkit agent metrics``: scrape the app, receive StatsD, serve one merged endpoint.
+
+Tasks, all owned by one task group: one scrape loop per target; the StatsD datagram endpoints
+(UDP, and a Unix socket if asked); the HTTP server with ``/metrics``, ``/healthz`` and
+``/ready``. ``/ready`` answers 200 as soon as the endpoints listen, not after a first scrape: as
+a native sidecar the agent starts before the app, and waiting for the app would deadlock.
+
+A scrape asks for OpenMetrics first, as Prometheus does, picks the parser from the response's
+Content-Type, and parses while the body streams in. The result is relabelled, enriched with the
+pod's identity and kept until the next scrape replaces it; a failed scrape drops the target's
+series (as Prometheus marks them stale) and sets ``up`` to 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from sidecarkit.agents.metrics import (
+    exposition,
+    openmetrics,
+    promtext,
+    relabeling,
+    rendering,
+    settings,
+    statsd,
+)
+
+__all__ = ["ACCEPT", "Agent"]
+
+log = logging.getLogger("sidecarkit.agent.metrics")
+
+#: What Prometheus 2.42 sends: OpenMetrics 1.0 first, then 0.0.1, then text 0.0.4.
+ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+@dataclass(slots=True)
+class _Target:
+    url: str
+    families: list[exposition.Family] = field(default_factory=list)
+    up: float = 0.0
+    duration: float = 0.0
+    samples: int = 0
+    limited: int = 0
+    error: str = "not scraped yet"
+
+
+class _Statsd(asyncio.DatagramProtocol):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.agent.statsd_packets += 1
+        self.agent.aggregator.add_packet(data)
+
+
+def _grow_receive_buffer(sock: socket.socket | None, size: int = 8 << 20) -> None:
+    """Ask for a large UDP receive buffer (the kernel caps it at net.core.rmem_max): StatsD
+    comes in bursts, and a burst that overflows the buffer is lost without a trace."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+class Agent:
+    """One metrics agent: its state, its endpoints, and its lifecycle."""
+
+    def __init__(self, config: settings.Settings) -> None:
+        self.settings = config
+        self.targets = [_Target(url) for url in config.targets]
+        self.aggregator = statsd.Aggregator(
+            buckets=config.buckets, max_series=config.statsd_series_limit
+        )
+        self.statsd_packets = 0
+        self.stopping = asyncio.Event()
+        self.port: int | None = None
+        self.statsd_port: int | None = None
+
+    # -- scraping --------------------------------------------------------------------------
+
+    async def scrape(self, session: aiohttp.ClientSession, target: _Target) -> None:
+        started = time.perf_counter()
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+            async with session.get(target.url, headers={"Accept": ACCEPT}, timeout=timeout) as r:
+                if r.status != 200:
+                    raise ValueError(f"HTTP {r.status}")
+                content_type = r.headers.get("Content-Type", "")
+                parser: openmetrics.OpenMetricsParser | promtext.PrometheusTextParser
+                if content_type.startswith("application/openmetrics-text"):
+                    parser = openmetrics.OpenMetricsParser()
+                else:
+                    parser = promtext.PrometheusTextParser()
+                async for chunk in r.content.iter_chunked(1 << 16):
+                    parser.feed(chunk)
+                families = parser.close()
+            samples = sum(len(f.samples) for f in families)
+            if samples > self.settings.series_limit:
+                target.limited += 1
+                raise ValueError(
+                    f"{samples} series, over the limit of {self.settings.series_limit}"
+                )
+            families = relabeling.apply(families, self.settings.rules)
+            target.families = relabeling.enrich(families, self.settings.labels)
+            target.up, target.samples, target.error = 1.0, samples, ""
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            if target.up or target.error != str(exc):
+                log.warning("scrape of %s failed: %s", target.url, exc or type(exc).__name__)
+            target.families, target.up, target.samples = [], 0.0, 0
+            target.error = str(exc) or type(exc).__name__
+        target.duration = time.perf_counter() - started
+
+    async def _scrape_loop(self, session: aiohttp.ClientSession, target: _Target) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not self.stopping.is_set():
+            await self.scrape(session, target)
+            next_at += self.settings.interval
+            delay = max(0.0, next_at - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+
+    # -- exposing --------------------------------------------------------------------------
+
+    def families(self) -> list[exposition.Family]:
+        """Every target's families, StatsD's, and the agent's own, merged by name."""
+        merged: dict[str, exposition.Family] = {}
+        sources = [f for t in self.targets for f in t.families]
+        received = relabeling.apply(self.aggregator.families(), self.settings.rules)
+        sources += relabeling.enrich(received, self.settings.labels)
+        sources += relabeling.enrich(self._own(), self.settings.labels)
+        for family in sources:
+            known = merged.get(family.name)
+            if known is None:
+                merged[family.name] = exposition.Family(
+                    family.name, family.type, family.help, family.unit, list(family.samples)
+                )
+            elif known.type == family.type:
+                known.samples.extend(family.samples)
+        return list(merged.values())
+
+    def _own(self) -> list[exposition.Family]:
+        def family(name: str, kind: str, help_text: str) -> exposition.Family:
+            return exposition.Family(name, kind, help_text)
+
+        up = family("up", "gauge", "1 if the last scrape of the target succeeded.")
+        duration = family("scrape_duration_seconds", "gauge", "How long the last scrape took.")
+        scraped = family("scrape_samples_scraped", "gauge", "Samples in the last scrape.")
+        limited = family(
+            "sidecarkit_metrics_series_limit_exceeded",
+            "counter",
+            "Scrapes refused because the target exposed too many series.",
+        )
+        for t in self.targets:
+            labels = (("target", t.url),)
+            up.samples.append(exposition.Sample("up", labels, t.up))
+            duration.samples.append(
+                exposition.Sample("scrape_duration_seconds", labels, t.duration)
+            )
+            scraped.samples.append(exposition.Sample("scrape_samples_scraped", labels, t.samples))
+            limited.samples.append(
+                exposition.Sample(
+                    "sidecarkit_metrics_series_limit_exceeded_total", labels, t.limited
+                )
+            )
+        agg = self.aggregator
+        own = [up, duration, scraped, limited] if self.targets else []
+        for name, value, help_text in (
+            ("sidecarkit_metrics_statsd_packets", self.statsd_packets, "StatsD packets received."),
+            ("sidecarkit_metrics_statsd_malformed", agg.malformed, "Malformed StatsD lines."),
+            (
+                "sidecarkit_metrics_statsd_dropped",
+                agg.dropped,
+                "StatsD lines dropped at the series limit.",
+            ),
+        ):
+            f = family(name, "counter", help_text)
+            f.samples.append(exposition.Sample(name + "_total", (), float(value)))
+            own.append(f)
+        return own
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._ok)
+        app.router.add_get("/ready", self._ready)
+        return app
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        content_type = rendering.negotiate(request.headers.get("Accept"))
+        body = rendering.render(self.families(), content_type)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _ok(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        if self.stopping.is_set():
+            return web.Response(status=503, text="stopping\n")
+        return web.Response(text="ready\n")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, *, started: Callable[[Agent], None] | None = None) -> None:
+        """Serve until ``stopping`` is set."""
+        loop = asyncio.get_running_loop()
+        transports: list[asyncio.BaseTransport] = []
+        if self.settings.statsd_port:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Statsd(self),
+                local_addr=(self.settings.statsd_host, self.settings.statsd_port),
+            )
+            transports.append(transport)
+            self.statsd_port = transport.get_extra_info("sockname")[1]
+            _grow_receive_buffer(transport.get_extra_info("socket"))
+        if self.settings.statsd_socket:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.settings.statsd_socket)
+            unix, _ = await loop.create_datagram_endpoint(
+                lambda: _Statsd(self), local_addr=self.settings.statsd_socket, family=socket.AF_UNIX
+            )
+            transports.append(unix)
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        log.info(
+            "metrics agent on :%s, scraping %s, StatsD on %s",
+            self.port,
+            ", ".join(self.settings.targets) or "nothing",
+            self.statsd_port or "no port",
+        )
+        if started is not None:
+            started(self)
+        try:
+            async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
+                for target in self.targets:
+                    tasks.create_task(
+                        self._scrape_loop(session, target), name=f"scrape {target.url}"
+                    )
+                await self.stopping.wait()
+        finally:
+            for endpoint in transports:
+                endpoint.close()
+            await runner.cleanup()
+            log.info("metrics agent stopped")
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -1,0 +1,90 @@
+"""StatsD and DogStatsD parsing and aggregation."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecarkit.agents.metrics import openmetrics, rendering, statsd
+
+
+def _samples(agg: statsd.Aggregator) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, s.labels): s.value for f in agg.families() for s in f.samples}
+
+
+def test_counters_gauges_sets_with_rates_and_tags() -> None:
+    agg = statsd.Aggregator()
+    agg.add_packet(b"api.requests:1|c\napi.requests:1|c|@0.5\napi.requests:2|c|#route:/a,env:prod")
+    agg.add_packet(b"queue:10|g\nqueue:+5|g\nqueue:-3|g\nusers:alice|s\nusers:bob|s\nusers:alice|s")
+    got = _samples(agg)
+    assert got[("api_requests_total", ())] == 3.0
+    assert got[("api_requests_total", (("env", "prod"), ("route", "/a")))] == 2.0
+    assert got[("queue", ())] == 12.0
+    assert got[("users", ())] == 2.0
+
+
+def test_timers_are_seconds_histograms_and_packed_values_count_each() -> None:
+    agg = statsd.Aggregator(buckets=(0.01, 0.1, 1.0))
+    agg.add_packet(b"db.query:5|ms\ndb.query:50|ms|@0.5\nsize:1:2:300|h")
+    got = _samples(agg)
+    assert got[("db_query_seconds_bucket", (("le", "0.01"),))] == 1.0
+    assert got[("db_query_seconds_bucket", (("le", "0.1"),))] == 3.0
+    assert got[("db_query_seconds_count", ())] == 3.0
+    assert got[("db_query_seconds_sum", ())] == pytest.approx(0.005 + 2 * 0.05)
+    assert got[("size_count", ())] == 3.0
+    assert got[("size_bucket", (("le", "1.0"),))] == 1.0
+    assert got[("size_bucket", (("le", "+Inf"),))] == 3.0
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"nocolon|c",
+        b"a:1",
+        b"a:1|x",
+        b"a:x|c",
+        b"a:1|c|@2",
+        b"a:1|c|@0",
+        b"a:1|c|junk",
+        b":1|c",
+        b"a:NaN|g",
+        b"a:inf|c",
+        b"\xff\xfe",
+        b"a:|c",
+        b"a:1|c|@x",
+    ],
+)
+def test_malformed_lines_are_counted_not_fatal(packet: bytes) -> None:
+    agg = statsd.Aggregator()
+    agg.add_packet(packet + b"\nok:1|c")
+    assert agg.malformed == 1
+    assert _samples(agg)[("ok_total", ())] == 1.0
+
+
+def test_names_are_sanitised_and_one_name_keeps_one_type() -> None:
+    agg = statsd.Aggregator()
+    agg.add_packet(b"9lives.x-y:1|c\n9lives.x-y:1|g")
+    assert set(_samples(agg)) == {("_9lives_x_y_total", ())}
+    assert agg.malformed == 1
+
+
+def test_the_series_limit_bounds_memory() -> None:
+    agg = statsd.Aggregator(max_series=10)
+    for i in range(100):
+        agg.add_packet(f"m:1|c|#id:{i}".encode())
+    assert len(agg.counters) == 10
+    assert agg.dropped == 90
+
+
+def test_what_it_renders_is_valid_openmetrics() -> None:
+    agg = statsd.Aggregator()
+    agg.add_packet(b"a:1|c\nb:2|g\nc:3|ms\nd:4|h\ne:x|s")
+    families = openmetrics.parse(rendering.render_openmetrics(agg.families()))
+    assert [f.name for f in families] == ["a", "b", "c_seconds", "d", "e"]
+
+
+def test_bucket_settings_are_checked() -> None:
+    assert statsd.parse_buckets("0.1, 1,10") == (0.1, 1.0, 10.0)
+    with pytest.raises(ValueError, match="must increase"):
+        statsd.parse_buckets("1,0.5")
+    with pytest.raises(ValueError, match="finite"):
+        statsd.parse_buckets("1,inf")
