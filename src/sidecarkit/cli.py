@@ -511,6 +511,21 @@ def agent() -> None:
     help="Most series one target may expose, 50000.",
 )
 @click.option(
+    "--remote-write-url",
+    envvar="SIDECARKIT_METRICS_REMOTE_WRITE_URL",
+    help="Push with Prometheus remote_write 1.0 to this URL.",
+)
+@click.option(
+    "--pushgateway-url",
+    envvar="SIDECARKIT_METRICS_PUSHGATEWAY_URL",
+    help="Push to this Pushgateway, grouped by the pod's identity.",
+)
+@click.option(
+    "--push-interval",
+    envvar="SIDECARKIT_METRICS_PUSH_INTERVAL",
+    help="Time between pushes; the scrape interval by default.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -527,6 +542,9 @@ def agent_metrics(
     buckets: str | None,
     labels: tuple[str, ...],
     series_limit: str | None,
+    remote_write_url: str | None,
+    pushgateway_url: str | None,
+    push_interval: str | None,
     log_level: str,
 ) -> None:
     """Scrape the app, receive StatsD, serve one merged /metrics with the pod's labels."""
@@ -553,6 +571,9 @@ def agent_metrics(
             "buckets": buckets,
             "labels": ",".join(labels) or os.environ.get("SIDECARKIT_METRICS_LABELS"),
             "series_limit": series_limit,
+            "remote_write_url": remote_write_url,
+            "pushgateway_url": pushgateway_url,
+            "push_interval": push_interval,
         }
         config = metrics_settings.from_mapping(
             {k: v for k, v in given.items() if v}, source="options", base=config

@@ -29,6 +29,7 @@ from sidecarkit.agents.metrics import (
     exposition,
     openmetrics,
     promtext,
+    pushing,
     relabeling,
     rendering,
     settings,
@@ -84,6 +85,10 @@ class Agent:
             buckets=config.buckets, max_series=config.statsd_series_limit
         )
         self.statsd_packets = 0
+        self.writer = (
+            pushing.RemoteWriter(config.remote_write_url) if config.remote_write_url else None
+        )
+        self.pushes: dict[tuple[str, str], int] = {}
         self.stopping = asyncio.Event()
         self.port: int | None = None
         self.statsd_port: int | None = None
@@ -132,6 +137,40 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
 
+    # -- pushing ---------------------------------------------------------------------------
+
+    async def _push_loop(self, session: aiohttp.ClientSession) -> None:
+        interval = self.settings.push_interval or self.settings.interval
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + interval
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), max(0.0, next_at - loop.time()))
+            if self.stopping.is_set():
+                break
+            next_at += interval
+            await self.push(session, deadline=time.monotonic() + interval)
+        if self.writer is not None:  # leaving: end every series at once, not in five minutes
+            await self.writer.push(session, [], deadline=time.monotonic() + 2)
+
+    async def push(self, session: aiohttp.ClientSession, *, deadline: float) -> None:
+        families = self.families()
+        if self.writer is not None:
+            result = await self.writer.push(session, families, deadline=deadline)
+            key = ("remote_write", "ok" if result.ok else "failed")
+            self.pushes[key] = self.pushes.get(key, 0) + 1
+        if self.settings.pushgateway_url:
+            grouping = [(k, v) for k, v in self.settings.labels if k in ("namespace", "pod")]
+            result = await pushing.push_gateway(
+                session,
+                self.settings.pushgateway_url,
+                self.settings.push_job,
+                grouping or [("instance", socket.gethostname())],
+                families,
+            )
+            key = ("pushgateway", "ok" if result.ok else "failed")
+            self.pushes[key] = self.pushes.get(key, 0) + 1
+
     # -- exposing --------------------------------------------------------------------------
 
     def families(self) -> list[exposition.Family]:
@@ -177,6 +216,15 @@ class Agent:
             )
         agg = self.aggregator
         own = [up, duration, scraped, limited] if self.targets else []
+        if self.pushes:
+            pushes = family("sidecarkit_metrics_pushes", "counter", "Pushes, by where and result.")
+            for (to, result), count in sorted(self.pushes.items()):
+                pushes.samples.append(
+                    exposition.Sample(
+                        "sidecarkit_metrics_pushes_total", (("to", to), ("result", result)), count
+                    )
+                )
+            own.append(pushes)
         for name, value, help_text in (
             ("sidecarkit_metrics_statsd_packets", self.statsd_packets, "StatsD packets received."),
             ("sidecarkit_metrics_statsd_malformed", agg.malformed, "Malformed StatsD lines."),
@@ -253,6 +301,8 @@ class Agent:
                     tasks.create_task(
                         self._scrape_loop(session, target), name=f"scrape {target.url}"
                     )
+                if self.writer is not None or self.settings.pushgateway_url:
+                    tasks.create_task(self._push_loop(session), name="push")
                 await self.stopping.wait()
         finally:
             for endpoint in transports:

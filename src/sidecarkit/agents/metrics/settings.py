@@ -56,6 +56,14 @@ class Settings:
     """Most series one target may expose; past it the scrape fails with a clear metric."""
     statsd_series_limit: int = 10_000
     """Most series StatsD may create; past it new series are dropped and counted."""
+    remote_write_url: str | None = None
+    """Prometheus remote_write 1.0 endpoint to push to, e.g. http://prometheus:9090/api/v1/write."""
+    pushgateway_url: str | None = None
+    """Pushgateway to push to, e.g. http://pushgateway:9091; the pod's identity is the group."""
+    push_interval: float | None = None
+    """Seconds between pushes; unset means the scrape interval."""
+    push_job: str = "sidecarkit"
+    """The Pushgateway ``job`` of this pod's group."""
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -93,6 +101,10 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         "relabel",
         "series_limit",
         "statsd_series_limit",
+        "remote_write_url",
+        "pushgateway_url",
+        "push_interval",
+        "push_job",
     }
     unknown = set(data) - allowed
     if unknown:
@@ -110,7 +122,15 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
                 f"{source}: targets must be http(s) URLs, e.g. http://127.0.0.1:8080/metrics"
             )
         changes["targets"] = tuple(targets)
-    for key in ("interval", "timeout"):
+    for key in ("remote_write_url", "pushgateway_url"):
+        if data.get(key):
+            url = str(data[key])
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{source}: {key} must be an http(s) URL")
+            changes[key] = url
+    if "push_job" in data:
+        changes["push_job"] = str(data["push_job"])
+    for key in ("interval", "timeout", "push_interval"):
         if key in data:
             value = _seconds(data[key], f"{source}: {key}")
             if value <= 0:
