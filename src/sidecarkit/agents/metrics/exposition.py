@@ -68,9 +68,10 @@ class Family:
 
 def parse_float(text: str) -> float:
     """A sample value: decimal, exponent, ``NaN``, ``+Inf``, ``-Inf`` (as Go and Prometheus read
-    them); no underscores and no hex, which Python's ``float`` would otherwise let through."""
-    if not text or "_" in text or "x" in text or "X" in text or text != text.strip():
-        raise ValueError(text)
+    them); no underscores or blanks, which Python's ``float`` would otherwise let through (it
+    refuses hex on its own)."""
+    if not text or "_" in text or text != text.strip():
+        raise ValueError(text)  # float() takes "1_000" and blanks; Go and Prometheus do not
     return float(text)
 
 
@@ -196,8 +197,21 @@ def read_labels(
             expect_name = False
 
 
-#: Label names seen valid; they repeat on almost every line (bounded: see _fast_labels).
-_KNOWN_LABEL_NAMES: set[str] = set()
+#: Canonical label-name head strings ("a=,b=") already checked, and their names; they repeat
+#: on almost every line. Bounded, so hostile input cannot grow it without end.
+_LABEL_SETS: dict[str, tuple[str, ...]] = {}
+
+
+def _label_set(heads: str) -> tuple[str, ...] | None:
+    names = tuple(heads[:-1].split("=,"))
+    if heads != "=,".join(names) + "=" or len(set(names)) != len(names):
+        return None
+    for label in names:
+        if not (label.isidentifier() and label.isascii()):
+            return None
+    if len(_LABEL_SETS) < 4096:
+        _LABEL_SETS[heads] = names
+    return names
 
 
 def _fast_labels(text: str, pos: int, strict: bool) -> tuple[list[tuple[str, str]], int] | None:
@@ -217,28 +231,21 @@ def _fast_labels(text: str, pos: int, strict: bool) -> tuple[list[tuple[str, str
     last = len(parts) - 1
     if last % 2:  # an odd number of quotes: that "}" is inside a value
         return None
-    labels: list[tuple[str, str]] = []
-    known = _KNOWN_LABEL_NAMES
     if not strict or (" " not in segment and "\t" not in segment):
-        # No blanks anywhere: every name token is exactly "name=" or ",name=".
-        for i in range(0, last, 2):
-            token = parts[i]
-            if i:
-                if token[:1] != ",":
-                    return None
-                token = token[1:]
-            if token[-1:] != "=":
+        # No blanks anywhere: the name parts joined read exactly "a=,b=,c=" (cached).
+        if not last:
+            return None if parts[0] else ([], end + 1)
+        heads = "".join(parts[0:last:2])
+        names = _LABEL_SETS.get(heads)
+        if names is None:
+            names = _label_set(heads)
+            if names is None:
                 return None
-            name = token[:-1]
-            if name not in known:
-                if not (name.isidentifier() and name.isascii()) or len(known) > 4096:
-                    return None
-                known.add(name)
-            labels.append((name, parts[i + 1]))
         tail = parts[last]
-        if tail and (not strict or tail != "," or not labels):
+        if tail and (not strict or tail != ","):
             return None
-        return labels, end + 1
+        return list(zip(names, parts[1:last:2], strict=True)), end + 1
+    labels: list[tuple[str, str]] = []
     for i in range(0, last, 2):
         token = parts[i].strip(" \t")
         if i:

@@ -283,12 +283,23 @@ def _unescape_help(text: str) -> str:
     return text.replace("\\\\", "\0").replace("\\n", "\n").replace('\\"', '"').replace("\0", "\\")
 
 
+#: Metric names already seen valid (bounded): names repeat on every line of a family.
+_KNOWN_NAMES: set[str] = set()
+
+
 def _read_sample(line: str, number: int) -> exposition.Sample:
-    match = exposition.METRIC_NAME.match(line)
-    if match is None:
-        raise ParseError(f"invalid metric name at {line[:20]!r}", number, 1)
-    name = match.group()
-    pos = match.end()
+    end = line.find(" ")
+    brace = line.find("{", 0, end if end >= 0 else len(line))
+    pos = brace if brace >= 0 else end
+    name = line[:pos] if pos > 0 else ""
+    if name not in _KNOWN_NAMES:
+        match = exposition.METRIC_NAME.match(line)
+        if match is None:
+            raise ParseError(f"invalid metric name at {line[:20]!r}", number, 1)
+        name = match.group()
+        pos = match.end()
+        if len(_KNOWN_NAMES) < 4096:
+            _KNOWN_NAMES.add(name)
     labels: list[tuple[str, str]] = []
     if pos < len(line) and line[pos] == "{":
         labels, pos, _ = exposition.read_labels(line, pos, line=number, strict=False)

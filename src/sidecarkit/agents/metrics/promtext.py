@@ -44,7 +44,7 @@ class PrometheusTextParser:
         self._typed: set[str] = set()
         # Sample name -> (family, label to check); forgotten whenever a TYPE changes routing.
         self._routes: dict[str, tuple[exposition.Family, str | None]] = {}
-        self._label_names: set[str] = set()
+        self._label_sets: dict[str, tuple[str, ...]] = {}
 
     def feed(self, data: bytes) -> None:
         lines, self._buffer = exposition.complete_lines(
@@ -131,26 +131,16 @@ class PrometheusTextParser:
             last = len(parts) - 1
             if last % 2:
                 return False
-            labels = []
-            seen = set()
-            for i in range(0, last, 2):
-                token = parts[i]
-                if i:
-                    if token[:1] != ",":
+            if last:
+                heads = "".join(parts[0:last:2])
+                names = self._label_sets.get(heads)
+                if names is None:
+                    names = self._label_set(heads)
+                    if names is None:
                         return False
-                    token = token[1:]
-                if token[-1:] != "=":
-                    return False
-                label = token[:-1]
-                if label not in self._label_names:
-                    if not (label.isidentifier() and label.isascii()) or label == "__name__":
-                        return False
-                    if len(self._label_names) < 4096:
-                        self._label_names.add(label)
-                if label in seen:
-                    return False
-                seen.add(label)
-                labels.append((label, parts[i + 1]))
+                labels = tuple(zip(names, parts[1:last:2], strict=True))
+            else:
+                labels = ()
             if parts[last] not in ("", ","):
                 return False
             rest = line[close + 1 :]
@@ -159,7 +149,7 @@ class PrometheusTextParser:
             if space <= 0:
                 return False
             name = line[:space]
-            labels = []
+            labels = ()
             rest = line[space:]
         route = self._routes.get(name)
         if route is None:
@@ -172,7 +162,7 @@ class PrometheusTextParser:
         else:
             return False
         text = fields[0]
-        if "_" in text or "x" in text or "X" in text:
+        if "_" in text:  # float() takes 1_000 and Go does not; it already refuses hex
             return False
         try:
             value = float(text)
@@ -191,8 +181,21 @@ class PrometheusTextParser:
                 return False
         if value < 0 and family.type in ("histogram", "gaugehistogram"):
             return False
-        family.samples.append(exposition.Sample(name, tuple(labels), value, timestamp))
+        family.samples.append(exposition.Sample(name, labels, value, timestamp))
         return True
+
+    def _label_set(self, heads: str) -> tuple[str, ...] | None:
+        """The label names of a canonical ``a=,b=,c=`` head string, checked once and cached:
+        the same label names come back on almost every line of a family."""
+        names = tuple(heads[:-1].split("=,"))
+        if heads != "=,".join(names) + "=" or len(set(names)) != len(names):
+            return None
+        for label in names:
+            if not (label.isidentifier() and label.isascii()) or label == "__name__":
+                return None
+        if len(self._label_sets) < 4096:
+            self._label_sets[heads] = names
+        return names
 
     def _sample(self, line: str) -> None:
         number = self._line
