@@ -142,22 +142,38 @@ def apply(families: Iterable[exposition.Family], rules: Sequence[Rule]) -> list[
 
 
 def enrich(
-    families: Iterable[exposition.Family], extra: Sequence[tuple[str, str]]
+    families: Iterable[exposition.Family],
+    extra: Sequence[tuple[str, str]],
+    *,
+    in_place: bool = False,
 ) -> list[exposition.Family]:
-    """Add ``extra`` labels to every sample; clashing app labels become ``exported_<name>``."""
+    """Add ``extra`` labels to every sample; clashing app labels become ``exported_<name>``.
+
+    ``in_place`` changes the given samples instead of copying them: for families the caller
+    has just parsed and owns, it saves an object per sample.
+    """
     if not extra:
         return list(families)
     names = {k for k, _ in extra}
+    tail = tuple(extra)
     out = []
     for family in families:
-        samples = []
+        samples = family.samples if in_place else []
         for s in family.samples:
-            if any(k in names for k, _ in s.labels):
-                own = tuple((f"exported_{k}" if k in names else k, v) for k, v in s.labels)
+            own = s.labels
+            for k, _ in own:
+                if k in names:
+                    own = tuple((f"exported_{k}" if k in names else k, v) for k, v in own)
+                    break
+            if in_place:
+                s.labels = own + tail
             else:
-                own = s.labels
-            samples.append(
-                exposition.Sample(s.name, (*own, *extra), s.value, s.timestamp, s.exemplar)
-            )
-        out.append(exposition.Family(family.name, family.type, family.help, family.unit, samples))
+                samples.append(
+                    exposition.Sample(s.name, own + tail, s.value, s.timestamp, s.exemplar)
+                )
+        out.append(
+            family
+            if in_place
+            else exposition.Family(family.name, family.type, family.help, family.unit, samples)
+        )
     return out

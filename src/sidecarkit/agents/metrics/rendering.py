@@ -10,6 +10,7 @@ and parse again is the same.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Final
 
@@ -54,20 +55,35 @@ def _escape_help(text: str, *, quote: bool) -> str:
     return text.replace('"', '\\"') if quote else text
 
 
+#: Names already known to need no quoting; they repeat on every line (bounded).
+_PLAIN_LABELS: set[str] = set()
+_PLAIN_METRICS: set[str] = set()
+
+
+def _plain(name: str, known: set[str], pattern: re.Pattern[str]) -> bool:
+    if name in known:
+        return True
+    if pattern.fullmatch(name) is None:
+        return False
+    if len(known) < 4096:
+        known.add(name)
+    return True
+
+
 def _label_name(name: str) -> str:
-    if exposition.LABEL_NAME.fullmatch(name):
+    if _plain(name, _PLAIN_LABELS, exposition.LABEL_NAME):
         return name
     return f'"{_escape_value(name)}"'  # the UTF-8 extension: quoted names
 
 
 def _labels(labels: Iterable[tuple[str, str]]) -> str:
-    inner = ",".join(f'{_label_name(k)}="{_escape_value(v)}"' for k, v in labels)
+    inner = ",".join([f'{_label_name(k)}="{_escape_value(v)}"' for k, v in labels])
     return "{" + inner + "}" if inner else ""
 
 
 def _series(name: str, labels: tuple[tuple[str, str], ...]) -> str:
     """``name{labels}``, or ``{"name",labels}`` for a name only the UTF-8 extension allows."""
-    if exposition.METRIC_NAME.fullmatch(name):
+    if _plain(name, _PLAIN_METRICS, exposition.METRIC_NAME):
         return name + _labels(labels)
     inner = _labels(labels)[1:-1]
     quoted = f'"{_escape_value(name)}"'
@@ -133,7 +149,7 @@ def render_openmetrics(families: Iterable[exposition.Family]) -> bytes:
         if family.help is not None:
             out.append(f"# HELP {name} {_escape_help(family.help, quote=True)}")
         for s in family.samples:
-            line = f"{s.name}{_labels(s.labels)} {number(s.value)}"
+            line = f"{_series(s.name, s.labels)} {number(s.value)}"
             if s.timestamp is not None:
                 line += f" {number(s.timestamp)}"
             if s.exemplar is not None:

@@ -118,7 +118,7 @@ class Agent:
                     f"{samples} series, over the limit of {self.settings.series_limit}"
                 )
             families = relabeling.apply(families, self.settings.rules)
-            target.families = relabeling.enrich(families, self.settings.labels)
+            target.families = relabeling.enrich(families, self.settings.labels, in_place=True)
             target.up, target.samples, target.error = 1.0, samples, ""
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             if target.up or target.error != str(exc):
