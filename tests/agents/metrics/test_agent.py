@@ -317,3 +317,14 @@ def test_a_real_prometheus_scrapes_the_agent(app: str, tmp_path: Path) -> None:
         assert _query(base, 'up{job="sidecar"}')[0]["value"][1] == "1"  # type: ignore[index]
         assert _wait(lambda: bool(_query(base, "jobs_done_total")), timeout=30)
         assert _query(base, "app_latency_seconds_count")[0]["value"][1] == "5"  # type: ignore[index]
+
+
+def test_statsd_over_a_unix_datagram_socket(tmp_path: Path) -> None:
+    path = tmp_path / "statsd.sock"
+    with agent("--statsd-socket", str(path), tmp=tmp_path) as (port, _):
+        assert _wait(path.exists)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"uploads:3|c|#kind:image", str(path))
+            sender.sendto(b"uploads:4|c|#kind:image", str(path))
+        key = ("uploads_total", frozenset({("kind", "image"), *IDENTITY}))
+        assert _wait(lambda: _samples(port).get(key) == 7)
