@@ -276,9 +276,12 @@ class Agent:
         if self.settings.statsd_socket:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.settings.statsd_socket)
-            unix, _ = await loop.create_datagram_endpoint(
-                lambda: _Statsd(self), local_addr=self.settings.statsd_socket, family=socket.AF_UNIX
-            )
+            # A bound socket of our own: uvloop takes only (host, port) as local_addr.
+            unix_socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            unix_socket.bind(self.settings.statsd_socket)
+            unix_socket.setblocking(False)
+            _grow_receive_buffer(unix_socket)
+            unix, _ = await loop.create_datagram_endpoint(lambda: _Statsd(self), sock=unix_socket)
             transports.append(unix)
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
