@@ -105,6 +105,8 @@ class ContainerSpec:
     working_dir: str = ""
     ports: tuple[tuple[int, str], ...] = ()
     """(containerPort, protocol) pairs."""
+    port_names: Mapping[str, int] = field(default_factory=dict)
+    """Named ports, for probes and hooks that name theirs."""
     mounts: tuple[Mount, ...] = ()
     sidecar: bool = False
     """An init container with ``restartPolicy: Always``."""
@@ -275,12 +277,15 @@ class _Reader:
             value = e.get("value")
             env.append(EnvVar(e["name"], None if value is None else str(value), e.get("valueFrom")))
         ports = []
+        port_names: dict[str, int] = {}
         for i, p in enumerate(data.get("ports") or ()):
             number = p.get("containerPort") if isinstance(p, dict) else None
             if not isinstance(number, int) or not 1 <= number <= 65535:
                 self.fail(f"{path}.ports[{i}].containerPort", "must be a port from 1 to 65535")
                 continue
             ports.append((number, str(p.get("protocol") or "TCP")))
+            if p.get("name"):
+                port_names[str(p["name"])] = number
         mounts = []
         for i, m in enumerate(data.get("volumeMounts") or ()):
             if not isinstance(m, dict) or not m.get("name") or not m.get("mountPath"):
@@ -316,6 +321,7 @@ class _Reader:
             env_from=tuple(e for e in data.get("envFrom") or () if isinstance(e, dict)),
             working_dir=str(data.get("workingDir") or ""),
             ports=tuple(ports),
+            port_names=port_names,
             mounts=tuple(mounts),
             sidecar=sidecar,
             startup=probes["startupProbe"],

@@ -1,0 +1,115 @@
+"""``sidecarkit run``: plan the pod, run it, show its output and events, clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from sidecarkit.runner import expanding, planning, processes, running
+
+__all__ = ["launch"]
+
+_COLOURS: Final = (36, 33, 35, 32, 34, 31, 96, 93)
+
+
+def _sink(names: Sequence[str]) -> processes.Sink:
+    width = max((len(n) for n in names), default=4)
+    colour = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
+    tty = sys.stdout.isatty()
+
+    def write(name: str, stream: str, line: str) -> None:
+        label = f"{name:<{width}} |"
+        if tty:
+            label = f"\033[{colour.get(name, 37)}m{label}\033[0m"
+        sys.stdout.write(f"{label} {line}\n")
+        sys.stdout.flush()
+
+    return write
+
+
+def _events(fmt: str) -> running.Events:
+    def emit(event: Mapping[str, Any]) -> None:
+        if fmt == "json":
+            sys.stderr.write(json.dumps(dict(event)) + "\n")
+        elif fmt == "text":
+            details = " ".join(
+                f"{k}={v}" for k, v in event.items() if k not in ("t", "container", "event")
+            )
+            sys.stderr.write(
+                f"[{event['t']:8.3f}] {event['container']}: {event['event']}"
+                f"{' ' + details if details else ''}\n"
+            )
+        sys.stderr.flush()
+
+    return emit
+
+
+def _host() -> expanding.Host:
+    memory = 1 << 30
+    with contextlib.suppress(ValueError, OSError):
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return expanding.Host(
+        node_name=socket.gethostname(), cpus=float(os.cpu_count() or 1), memory=memory
+    )
+
+
+def launch(
+    documents: Sequence[Any],
+    *,
+    commands: Mapping[str, Sequence[str]],
+    backoff_scale: float,
+    grace: float | None,
+    events_format: str,
+    keep: bool,
+) -> int:
+    """Run the pod in ``documents`` to its end; the runner's exit code."""
+    root = Path(tempfile.mkdtemp(prefix="sidecarkit-pod-"))
+    try:
+        plan = planning.plan(documents, root=root, commands=commands, host=_host())
+        names = [c.name for c in (*plan.pod.init_containers, *plan.pod.containers)]
+        watchdog = processes.Watchdog()
+        try:
+            pod = running.PodRun(
+                plan.pod,
+                plan.launches,
+                sink=_sink(names),
+                events=_events(events_format),
+                backoff_scale=backoff_scale,
+                grace=grace,
+                watchdog=watchdog,
+            )
+            return asyncio.run(_main(pod))
+        finally:
+            watchdog.close()
+    finally:
+        if keep:
+            sys.stderr.write(f"volumes kept in {root}\n")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def _main(pod: running.PodRun) -> int:
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            pod.stop()
+        else:
+            pod.force()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
+    return await pod.run()

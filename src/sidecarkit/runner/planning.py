@@ -1,0 +1,233 @@
+"""From manifests to what the runner starts: the pod, its volumes, each container's launch.
+
+Volumes. ``emptyDir`` is a directory per pod (kept across container restarts, removed at the
+end unless kept); ``hostPath`` is the path itself; ``configMap`` and ``secret`` are directories
+of files from the objects of the same manifest stream; ``downwardAPI`` writes its items
+(``metadata.labels`` and ``metadata.annotations`` as ``key="value"`` lines, or single fields).
+
+Mount paths. All containers share this machine's filesystem, so each container's mount paths
+are mapped to the volume's directory and rewritten in that container's command, args, env
+values and working directory. The exact rule: an occurrence of a mount path is replaced when
+it starts the string or follows ``=``, ``:``, ``,``, a blank or a quote, and is followed by the
+end of the string, ``/``, a blank, a quote, ``:`` or ``,``; longer mount paths are tried first;
+a ``subPath`` mount maps to that path inside the volume. Anything else (a path a program builds
+at run time from pieces) is not seen, which is the limit of running without mount namespaces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from sidecarkit.k8s import workloads
+from sidecarkit.runner import expanding, running, specs
+
+__all__ = ["OWN_IMAGES", "Plan", "plan"]
+
+#: Images that are this project's own: their containers run this installation of sidecarkit.
+OWN_IMAGES: Final = ("ghcr.io/sidecarkit/sidecarkit", "sidecarkit")
+
+
+class Plan:
+    """Everything needed to start the pod."""
+
+    def __init__(
+        self, pod: specs.PodSpec, launches: dict[str, running.Launch], volumes: dict[str, Path]
+    ) -> None:
+        self.pod = pod
+        self.launches = launches
+        self.volumes = volumes
+
+
+def _own(image: str) -> bool:
+    name = image.split("@", 1)[0]
+    repository = name.rsplit(":", 1)[0] if "/" in name else name.split(":", maxsplit=1)[0]
+    return repository in OWN_IMAGES or repository.endswith("/sidecarkit")
+
+
+def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str]:
+    for _index, doc in enumerate(documents, start=1):
+        if isinstance(doc, dict) and workloads.template_path(doc.get("kind")) is not None:
+            template = workloads.pod_template(doc)
+            if template is not None:
+                where = (
+                    "spec"
+                    if doc.get("kind") == "Pod"
+                    else ".".join(workloads.template_path(doc.get("kind")) or ()) + ".spec"
+                )
+                metadata = dict(template.get("metadata") or {})
+                if doc.get("kind") != "Pod":
+                    metadata.setdefault("name", (doc.get("metadata") or {}).get("name"))
+                metadata.setdefault("namespace", (doc.get("metadata") or {}).get("namespace"))
+                return {"metadata": metadata, "spec": template["spec"]}, where
+    raise specs.SpecError(["no Pod or workload with a pod template in the manifests"])
+
+
+def _write_files(directory: Path, files: Mapping[str, str], *, mode: int = 0o644) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        path.chmod(mode)
+
+
+def _volumes(
+    pod: specs.PodSpec,
+    root: Path,
+    objects: expanding.Objects,
+    where: str,
+) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+    problems: list[str] = []
+    for i, volume in enumerate(pod.volumes):
+        path = root / "volumes" / volume.name
+        source = volume.source
+        if volume.kind == "emptyDir":
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o777)
+        elif volume.kind == "hostPath":
+            path = Path(str(source.get("path") or "/"))
+        elif volume.kind in ("configMap", "secret"):
+            name = str(source.get("name") or source.get("secretName") or "")
+            table = objects.config_maps if volume.kind == "configMap" else objects.secrets
+            data = table.get(name)
+            if data is None and not source.get("optional"):
+                problems.append(
+                    f"{where}.volumes[{i}].{volume.kind}: no {volume.kind} {name!r} "
+                    "in the manifests; add it or mark it optional"
+                )
+                continue
+            items = source.get("items")
+            files = dict(data or {})
+            if isinstance(items, list):
+                files = {
+                    str(it.get("path")): files.get(str(it.get("key")), "")
+                    for it in items
+                    if isinstance(it, dict)
+                }
+            _write_files(path, files, mode=0o600 if volume.kind == "secret" else 0o644)
+        elif volume.kind == "downwardAPI":
+            files = {}
+            for item in source.get("items") or ():
+                field = str((item.get("fieldRef") or {}).get("fieldPath") or "")
+                if field in ("metadata.labels", "metadata.annotations"):
+                    pairs = pod.labels if field == "metadata.labels" else pod.annotations
+                    files[str(item.get("path"))] = "".join(
+                        f'{k}="{v}"\n' for k, v in sorted(pairs.items())
+                    )
+                else:
+                    files[str(item.get("path"))] = {
+                        "metadata.name": pod.name,
+                        "metadata.namespace": pod.namespace,
+                    }.get(field, "")
+            _write_files(path, files)
+        else:
+            path.mkdir(parents=True, exist_ok=True)  # projected and others: an empty directory
+        paths[volume.name] = path
+    if problems:
+        raise specs.SpecError(problems)
+    return paths
+
+
+def _rewriter(mounts: Sequence[tuple[str, str]]) -> Any:
+    if not mounts:
+        return lambda text: text
+    ordered = sorted(mounts, key=lambda m: -len(m[0]))
+    pattern = re.compile(
+        r"(?:^|(?<=[=:, \t'\"]))("
+        + "|".join(re.escape(m) for m, _ in ordered)
+        + r")(?=$|[/ \t'\":,])"
+    )
+    table = dict(ordered)
+    return lambda text: pattern.sub(lambda m: table[m.group(1)], text)
+
+
+def plan(
+    documents: Sequence[Any],
+    *,
+    root: Path,
+    commands: Mapping[str, Sequence[str]],
+    host: expanding.Host,
+) -> Plan:
+    """The runnable plan of the first pod template in ``documents``; SpecError if none."""
+    template, where = _template(documents)
+    pod = specs.read_pod(template, where=where)
+    objects = expanding.Objects.from_documents(documents)
+    volumes = _volumes(pod, root, objects, where)
+    own = [sys.executable, "-m", "sidecarkit"]
+    launches: dict[str, running.Launch] = {}
+    problems: list[str] = []
+    rewritten: dict[str, specs.ContainerSpec] = {}
+    for key, group in (("initContainers", pod.init_containers), ("containers", pod.containers)):
+        for i, container in enumerate(group):
+            path = f"{where}.{key}[{i}]"
+            mounts = [
+                (
+                    m.path.rstrip("/") or "/",
+                    str(volumes[m.name] / m.sub_path) if m.sub_path else str(volumes[m.name]),
+                )
+                for m in container.mounts
+                if m.name in volumes
+            ]
+            rewrite = _rewriter(mounts)
+            try:
+                env = expanding.environment(container, pod, where=path, objects=objects, host=host)
+                argv = expanding.command_line(
+                    container,
+                    env,
+                    where=path,
+                    override=commands.get(container.name),
+                    own_image=_own(container.image),
+                    own_command=["sidecarkit"],
+                )
+            except specs.SpecError as exc:
+                problems.extend(exc.problems)
+                continue
+            if argv and argv[0] == "sidecarkit" and _own(container.image):
+                argv = [*own, *argv[1:]]
+            env = {k: rewrite(v) for k, v in env.items()}
+            base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TZ", "TMPDIR")}
+            base.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+            full_env = {**base, "HOSTNAME": pod.name, **env}
+            cwd = rewrite(container.working_dir) if container.working_dir else None
+            launches[container.name] = running.Launch([rewrite(a) for a in argv], full_env, cwd)
+            rewritten[container.name] = _handlers_rewritten(container, rewrite)
+    if problems:
+        raise specs.SpecError(problems)
+    pod = dataclasses.replace(
+        pod,
+        init_containers=tuple(rewritten[c.name] for c in pod.init_containers),
+        containers=tuple(rewritten[c.name] for c in pod.containers),
+    )
+    return Plan(pod, launches, volumes)
+
+
+def _handlers_rewritten(container: specs.ContainerSpec, rewrite: Any) -> specs.ContainerSpec:
+    """Exec probes and hooks run "inside" the container: their commands see its mounts too."""
+
+    def handler(h: specs.Handler | None) -> specs.Handler | None:
+        if h is None or h.kind != "exec":
+            return h
+        return dataclasses.replace(h, command=tuple(rewrite(part) for part in h.command))
+
+    def probe(p: specs.Probe | None) -> specs.Probe | None:
+        if p is None:
+            return None
+        new = handler(p.handler)
+        assert new is not None
+        return dataclasses.replace(p, handler=new)
+
+    return dataclasses.replace(
+        container,
+        startup=probe(container.startup),
+        liveness=probe(container.liveness),
+        readiness=probe(container.readiness),
+        post_start=handler(container.post_start),
+        pre_stop=handler(container.pre_stop),
+    )
