@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -271,3 +274,44 @@ def test_unresolvable_references_and_missing_commands_are_errors() -> None:
 )
 def test_quantities(text: str, value: float) -> None:
     assert expanding.quantity(text) == value
+
+
+def test_the_run_command_refuses_a_bad_pod_before_starting_anything(tmp_path: Any) -> None:
+    marker = tmp_path / "started"
+    bad = _pod(
+        initContainers=[
+            {
+                "name": "init",
+                "image": "i",
+                "command": ["touch", str(marker)],
+                "livenessProbe": {"exec": {"command": ["true"]}},
+            }
+        ],
+        containers=[{"name": "app", "image": "example/app:1"}],
+    )
+    path = tmp_path / "pod.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "Pod", **bad}))
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "spec.initContainers[0].livenessProbe: is only allowed on sidecars" in result.stderr
+    assert not marker.exists()
+    missing = _pod(containers=[{"name": "app", "image": "example/app:1"}])
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "Pod", **missing}))
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert (
+        "spec.containers[0].command: image 'example/app:1' cannot be pulled here" in result.stderr
+    )
+    assert "--command app='program args'" in result.stderr

@@ -116,6 +116,7 @@ class PodRun:
     async def _spawn(self, state: _State) -> bool:
         """Start the container's process; False when it cannot be started at all."""
         launch = state.launch
+        state.last_start = time.monotonic()  # also for a failed start: backoff counts from it
         try:
             state.process = await processes.Process.start(
                 state.spec.name,
@@ -129,7 +130,6 @@ class PodRun:
             self.emit(state.spec.name, "failed-to-start", reason=str(exc))
             state.process = None
             return False
-        state.last_start = time.monotonic()
         self.emit(state.spec.name, "started", pid=state.process.pid, restarts=state.restarts)
         return True
 
@@ -321,12 +321,15 @@ class PodRun:
             else:
                 assert state.process is not None
                 post_start = await self._post_start(state)
-                first.set()
+                first.set()  # R11: the next main container waits for this postStart only
                 if not post_start and state.process.running:
                     await self._kill(state, deadline=asyncio.get_running_loop().time() + 2)
-                else:
+                elif await self._startup_probe(state):
                     state.started.set()
                     self._start_probes(state)
+                elif state.process.running and not self.terminating:
+                    # A failed startup probe: preStop, stop, then the pod's policy decides.
+                    await self._kill(state, deadline=asyncio.get_running_loop().time() + self.grace)
                 code = await state.process.wait()
                 self._stop_probes(state)
                 self.emit(state.spec.name, "exited", code=code)
