@@ -133,27 +133,24 @@ class PodRun:
         self.emit(state.spec.name, "started", pid=state.process.pid, restarts=state.restarts)
         return True
 
-    async def _handler(self, state: _State, handler: specs.Handler, timeout: float) -> bool:
-        ok, _detail = await probing.run_handler(
+    async def _handler(
+        self, state: _State, handler: specs.Handler, timeout: float
+    ) -> tuple[bool, str]:
+        """Run a probe or hook handler as if inside ``state``'s container."""
+        return await probing.run_handler(
             handler,
             env=state.launch.env,
             cwd=state.launch.cwd,
             ports=state.spec.port_names,
             timeout=timeout,
         )
-        return ok
 
     async def _post_start(self, state: _State) -> bool:
         hook = state.spec.post_start
         if hook is None:
             return True
-        ok, detail = await probing.run_handler(
-            hook,
-            env=state.launch.env,
-            cwd=state.launch.cwd,
-            ports=state.spec.port_names,
-            timeout=max(self.grace, 1.0) * 10,
-        )
+        # Kubernetes gives postStart no timeout; ten grace periods keep a stuck hook finite.
+        ok, detail = await self._handler(state, hook, max(self.grace, 1.0) * 10)
         self.emit(state.spec.name, "post-start-done" if ok else "post-start-failed", detail=detail)
         return ok
 
@@ -167,13 +164,7 @@ class PodRun:
             assert state.process is not None
             if not state.process.running:
                 return False
-            ok, detail = await probing.run_handler(
-                probe.handler,
-                env=state.launch.env,
-                cwd=state.launch.cwd,
-                ports=state.spec.port_names,
-                timeout=probe.timeout,
-            )
+            ok, detail = await self._handler(state, probe.handler, probe.timeout)
             if ok:
                 self.emit(state.spec.name, "startup-probe-passed")
                 return True
@@ -188,13 +179,7 @@ class PodRun:
         await asyncio.sleep(probe.initial_delay)
         successes = failures = 0
         while not self.terminating and state.process is not None and state.process.running:
-            ok, detail = await probing.run_handler(
-                probe.handler,
-                env=state.launch.env,
-                cwd=state.launch.cwd,
-                ports=state.spec.port_names,
-                timeout=probe.timeout,
-            )
+            ok, detail = await self._handler(state, probe.handler, probe.timeout)
             if ok:
                 successes, failures = successes + 1, 0
             else:
@@ -376,13 +361,7 @@ class PodRun:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             return
-        ok, detail = await probing.run_handler(
-            hook,
-            env=state.launch.env,
-            cwd=state.launch.cwd,
-            ports=state.spec.port_names,
-            timeout=remaining,
-        )
+        ok, detail = await self._handler(state, hook, remaining)
         self.emit(state.spec.name, "pre-stop-done" if ok else "pre-stop-failed", detail=detail)
 
     async def _signal_and_wait(self, state: _State, deadline: float) -> None:
