@@ -367,3 +367,336 @@ def test_p_http_and_tcp_probes_on_a_sidecar(pod: Pod) -> None:
     assert r.code == 0
     assert r.event("web", "startup-probe-passed")
     assert r.event("web", "ready")
+
+
+# -- more lifecycle scenarios ------------------------------------------------------------------
+
+
+def test_s26_under_always_the_main_restarts_and_the_sidecar_keeps_running(pod: Pod) -> None:
+    pod.restart_policy = "Always"
+    pod.sidecar("sidecar-1")
+    pod.main("main-1", f"sleep 0.1; {done()}")
+    r = pod.run(stop_after=2.5)
+    assert r.count("main-1", "start") >= 2
+    assert r.count("sidecar-1", "start") == 1
+
+
+def test_s34_pre_stop_hooks_that_never_end_are_cut_off_together(pod: Pod) -> None:
+    pod.grace = 2
+    for i in (1, 2, 3):
+        pod.sidecar(
+            f"sidecar-{i}",
+            "trap '' TERM; while :; do sleep 0.05; done",
+            lifecycle={"preStop": pod.hook(f"sidecar-{i}", "while :; do sleep 0.1; done")},
+        )
+    pod.main("main-1", f"sleep 0.2; {done()}")
+    r = pod.run(timeout=30)
+    assert r.code == 0
+    codes = [r.event(f"sidecar-{i}", "exited")[-1]["code"] for i in (1, 2, 3)]
+    assert codes == [137, 137, 137]
+    kills = [r.event(f"sidecar-{i}", "sigkill")[-1]["t"] for i in (1, 2, 3)]
+    assert max(kills) - min(kills) < 1.0, "stopped together once the budget ran out"
+
+
+def test_s37_a_sidecar_that_never_started_is_stopped_promptly(pod: Pod) -> None:
+    pod.grace = 30
+    pod.init("init-1", done())
+    pod.sidecar(
+        "sidecar-2",
+        startupProbe={"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 600},
+    )
+    pod.sidecar("sidecar-3")
+    pod.main("main-1", done())
+    r = pod.run(stop_after=1.5, timeout=30)
+    assert r.first("sidecar-2", "term")
+    assert r.count("sidecar-3", "start") == 0
+    assert r.event("pod", "stopped")[0]["t"] < 10
+
+
+def test_s42_a_main_pre_stop_past_the_grace_period_fails_the_pod(pod: Pod) -> None:
+    pod.grace = 1
+    pod.sidecar("sidecar-1")
+    pod.main(
+        "main-1",
+        "trap '' TERM; while :; do sleep 0.05; done",
+        lifecycle={"preStop": pod.hook("main-1", "L prestop; sleep 20")},
+    )
+    r = pod.run(stop_after=1.0, timeout=30)
+    assert r.event("main-1", "exited")[-1]["code"] == 137
+    assert r.event("sidecar-1", "exited")[-1]["code"] == 0
+    assert r.code != 0
+
+
+def test_s43_a_sidecar_pre_stop_past_the_grace_period_leaves_the_pod_succeeded(
+    pod: Pod,
+) -> None:
+    pod.grace = 1
+    pod.sidecar("sidecar-1")
+    pod.sidecar(
+        "sidecar-2",
+        "trap '' TERM; while :; do sleep 0.05; done",
+        lifecycle={"preStop": pod.hook("sidecar-2", "sleep 20")},
+    )
+    pod.sidecar("sidecar-3")
+    pod.main("main-1", f"sleep 0.2; {done()}")
+    r = pod.run(timeout=30)
+    assert r.code == 0
+    assert r.event("sidecar-2", "exited")[-1]["code"] == 137
+    assert r.event("sidecar-1", "exited")[-1]["code"] == 0
+    assert r.event("sidecar-3", "exited")[-1]["code"] == 0
+
+
+def test_s44_a_sidecar_that_fails_at_first_then_recovers_lets_the_main_start(pod: Pod) -> None:
+    marker = pod.tmp / "first-run"
+    pod.sidecar(
+        "sidecar-1",
+        f"if [ ! -f {marker} ]; then touch {marker}; {done(1)}; fi; {FOREVER}",
+        startupProbe={
+            "exec": {"command": ["true"]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 10,
+        },
+    )
+    pod.main("main-1", f"sleep 0.2; {done()}")
+    r = pod.run(timeout=30)
+    assert r.code == 0
+    assert r.count("sidecar-1", "start") >= 2
+    assert r.first("main-1", "start") > r.times("sidecar-1", "start")[1]
+
+
+# -- probe scenarios on a sidecar (P*) ---------------------------------------------------------
+
+
+def _with_probe(pod: Pod, body: str = FOREVER, **probes: object) -> None:
+    pod.sidecar("sidecar-1", body, **probes)
+
+
+def test_p1_readiness_waits_for_the_initial_delay_and_never_restarts(pod: Pod) -> None:
+    _with_probe(
+        pod,
+        readinessProbe={
+            "exec": {"command": ["true"]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+        },
+    )
+    pod.main("main-1", f"sleep 2; {done()}")
+    r = pod.run(timeout=30)
+    ready = r.event("sidecar-1", "ready")[0]["t"]
+    started = r.event("sidecar-1", "started")[0]["t"]
+    assert ready - started >= 1.0
+    assert r.count("sidecar-1", "start") == 1
+
+
+def test_p2_a_failing_readiness_probe_never_makes_it_ready_nor_restarts_it(pod: Pod) -> None:
+    _with_probe(pod, readinessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1})
+    pod.main("main-1", f"sleep 1.5; {done()}")
+    r = pod.run(timeout=30)
+    assert not r.event("sidecar-1", "ready")
+    assert r.count("sidecar-1", "start") == 1
+
+
+def test_p3_p4_exec_liveness_restarts_only_when_the_file_goes(pod: Pod) -> None:
+    health = pod.tmp / "health"
+    pod.sidecar(
+        "sidecar-1",
+        f"touch {health}; {FOREVER}",
+        livenessProbe={
+            "exec": {"command": ["cat", str(health)]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    keep = pod.tmp / "health-keep"
+    pod.sidecar(
+        "sidecar-2",
+        f"touch {keep}; {FOREVER}",
+        livenessProbe={
+            "exec": {"command": ["cat", str(keep)]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    pod.main("main-1", f"sleep 1; rm {health}; sleep 2.5; {done()}")
+    r = pod.run(timeout=30)
+    assert r.count("sidecar-1", "start") >= 2
+    assert r.count("sidecar-2", "start") == 1
+
+
+def _server(port: int, *, fail_after: float | None = None) -> str:
+    fail = f"time.time() - t0 > {fail_after}" if fail_after is not None else "False"
+    return (
+        'python3 -c "import http.server, time\n'
+        "t0 = time.time()\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        f"        self.send_response(500 if {fail} else 200)\n"
+        "        self.end_headers()\n"
+        "    def log_message(self, *a): pass\n"
+        f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\""
+    )
+
+
+def test_p5_p6_http_liveness_restarts_when_it_fails_and_tcp_does_not(pod: Pod) -> None:
+    pod.sidecar(
+        "sidecar-1",
+        _server(18781, fail_after=1.0),
+        livenessProbe={
+            "httpGet": {"path": "/healthz", "port": 18781},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    pod.sidecar(
+        "sidecar-2",
+        _server(18782, fail_after=0.0),
+        livenessProbe={
+            "tcpSocket": {"port": 18782},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    pod.main("main-1", f"sleep 3.5; {done()}")
+    r = pod.run(timeout=30)
+    assert r.event("sidecar-1", "liveness-probe-failed")
+    assert r.count("sidecar-1", "start") >= 2
+    assert r.count("sidecar-2", "start") == 1
+
+
+def test_p9_p10_probes_that_time_out_fail(pod: Pod) -> None:
+    pod.sidecar(
+        "sidecar-1",
+        livenessProbe={
+            "exec": {"command": ["sleep", "5"]},
+            "timeoutSeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    pod.sidecar(
+        "sidecar-2",
+        readinessProbe={
+            "exec": {"command": ["sleep", "5"]},
+            "timeoutSeconds": 1,
+            "periodSeconds": 1,
+        },
+    )
+    pod.main("main-1", f"sleep 3; {done()}")
+    r = pod.run(timeout=30)
+    assert "timed out" in r.event("sidecar-1", "liveness-probe-failed")[0]["detail"]
+    assert not r.event("sidecar-2", "ready")
+
+
+def test_p14_a_failing_startup_probe_restarts_the_sidecar(pod: Pod) -> None:
+    _with_probe(
+        pod,
+        startupProbe={"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2},
+        livenessProbe={"exec": {"command": ["true"]}, "periodSeconds": 1},
+    )
+    pod.main("main-1", done())
+    r = pod.run(stop_after=3.0, timeout=30)
+    assert r.count("sidecar-1", "start") >= 2
+
+
+def test_p15_p16_liveness_waits_for_the_startup_probe(pod: Pod) -> None:
+    gate = pod.tmp / "started"
+    pod.sidecar(
+        "sidecar-1",
+        f"sleep 1; touch {gate}; {FOREVER}",
+        startupProbe={
+            "exec": {"command": ["test", "-f", str(gate)]},
+            "periodSeconds": 1,
+            "failureThreshold": 10,
+        },
+        livenessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1},
+    )
+    pod.main("main-1", f"sleep 0.5; {done()}")
+    r = pod.run(timeout=30)
+    passed = r.event("sidecar-1", "startup-probe-passed")[0]["t"]
+    failed = r.event("sidecar-1", "liveness-probe-failed")[0]["t"]
+    assert failed >= passed, "no liveness before startup succeeded (P15), then it acts (P16)"
+
+
+def test_p17_ready_right_after_the_startup_probe(pod: Pod) -> None:
+    _with_probe(
+        pod,
+        startupProbe={"exec": {"command": ["true"]}, "periodSeconds": 1},
+        readinessProbe={"exec": {"command": ["true"]}, "periodSeconds": 30},
+    )
+    pod.main("main-1", f"sleep 0.5; {done()}")
+    r = pod.run(timeout=30)
+    passed = r.event("sidecar-1", "startup-probe-passed")[0]["t"]
+    ready = r.event("sidecar-1", "ready")[0]["t"]
+    assert ready - passed < 1.0
+
+
+def test_p18_the_probe_grace_period_overrides_the_pods(pod: Pod) -> None:
+    pod.grace = 60
+    stubborn = pod.tmp / "stubborn-once"
+    # Ignores SIGTERM on its first run only, so the pod's own 60 s grace never comes into play.
+    pod.sidecar(
+        "sidecar-1",
+        f"if [ -f {stubborn} ]; then {FOREVER}; fi; touch {stubborn}; "
+        "trap '' TERM; while :; do sleep 0.05; done",
+        livenessProbe={
+            "exec": {"command": ["false"]},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+            "terminationGracePeriodSeconds": 1,
+        },
+    )
+    pod.main("main-1", f"sleep 5; {done()}")
+    r = pod.run(timeout=60)
+    failed = r.event("sidecar-1", "liveness-probe-failed")[0]["t"]
+    killed = r.event("sidecar-1", "sigkill")[0]["t"]
+    assert killed - failed < 4, "killed after the probe's grace, not the pod's 60 s"
+
+
+# -- hook scenarios (H*) -------------------------------------------------------------------------
+
+
+def test_h2_pre_stop_exec_hook_runs(pod: Pod) -> None:
+    pod.sidecar("sidecar-1", lifecycle={"preStop": pod.hook("hook", "L prestop")})
+    pod.main("main-1", f"sleep 0.2; {done()}")
+    r = pod.run()
+    assert r.first("hook", "prestop") <= r.first("sidecar-1", "term")
+
+
+def test_h3_h5_http_hooks_reach_their_handler(pod: Pod, tmp_path: Path) -> None:
+    import http.server  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    seen: list[str] = []
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        pod.sidecar(
+            "sidecar-1",
+            lifecycle={
+                "postStart": {"httpGet": {"path": "/echo?msg=poststart", "port": port}},
+                "preStop": {"httpGet": {"path": "/echo?msg=prestop", "port": port}},
+            },
+        )
+        pod.main("main-1", f"sleep 0.2; {done()}")
+        r = pod.run()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.code == 0
+    assert seen == ["/echo?msg=poststart", "/echo?msg=prestop"]

@@ -402,12 +402,17 @@ class PodRun:
         await asyncio.gather(*(stop(s) for s in firsts))
         sidecars = [s for s in reversed(running) if s.kind == "sidecar"]
         for index, state in enumerate(sidecars):
+            remaining = deadline - loop.time()
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(hooks[id(state)]), remaining)
             if loop.time() >= deadline:
-                # R40: the budget is spent; everything left goes at once.
+                # R40: the budget is spent: every sidecar left, this one included, gets SIGTERM
+                # together and SIGKILL 2 s later.
                 rest = [s for s in sidecars[index:] if s.process and s.process.running]
-                await asyncio.gather(*(self._signal_and_wait(s, loop.time()) for s in rest))
+                await asyncio.gather(*(self._signal_and_wait(s, deadline) for s in rest))
                 break
-            await stop(state)
+            await self._signal_and_wait(state, deadline)
         for hook in hooks.values():
             hook.cancel()
         await asyncio.gather(*self._supervisors, return_exceptions=True)
