@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/inject.py
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/runner.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
