@@ -12,10 +12,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: inject sidecars into the quickstart manifests and print the result and the report
+## run: the quickstart: a demo app with logs and metrics sidecars injected, run here as processes
 run: $(STAMP)
-	$(BIN)/sidecarkit inject -f examples/quickstart/app.yaml \
-		--config examples/quickstart/sidecarkit.yaml --namespace-labels sidecarkit.io/inject=true
+	$(BIN)/sidecarkit run examples/quickstart/pod.yaml --inject --events none
+	@echo
+	@echo "That was examples/quickstart/pod.yaml with the logs and metrics sidecars injected and run"
+	@echo "by 'sidecarkit run'. See the injected pod with:"
+	@echo "  .venv/bin/sidecarkit inject -f examples/quickstart/pod.yaml"
+	@echo "Lifecycle events: add '--events text'. Guides: docs/runner.md, docs/injection.md."
 
 ## test: the whole test suite
 test: $(STAMP)

@@ -585,6 +585,61 @@ def agent_metrics(
     _run_agent(running.Agent(config))
 
 
+@agent.command("logs")
+@click.option("--paths", envvar="SIDECARKIT_LOGS_PATHS", help="Glob of the files to ship.")
+@click.option(
+    "--sink",
+    envvar="SIDECARKIT_LOGS_SINK",
+    default="stdout",
+    show_default=True,
+    help="Where records go; this version ships to stdout only.",
+)
+@click.option(
+    "--offsets-dir",
+    envvar="SIDECARKIT_LOGS_OFFSETS_DIR",
+    help="Where to save offsets (in the shared volume, to survive restarts).",
+)
+@click.option(
+    "--port",
+    envvar="SIDECARKIT_ADMIN_PORT",
+    type=int,
+    help="Port of /healthz, /ready and /metrics, 15100.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def agent_logs(
+    paths: str | None, sink: str, offsets_dir: str | None, port: int | None, log_level: str
+) -> None:
+    """Ship the app's log files, at least once, with the pod's identity."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from sidecarkit.agents.logs import running  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if sink != "stdout":
+        _fail(
+            errors.ConfigError(
+                f"sink {sink!r} is not available in this version; use stdout (the default)"
+            )
+        )
+    config = running.from_env()
+    if paths:
+        config = replace(config, paths=paths)
+    if offsets_dir:
+        config = replace(config, offsets_dir=offsets_dir)
+    if port is not None:
+        config = replace(config, port=port)
+    _run_agent(running.Agent(config))
+
+
 def _run_agent(instance: Any) -> None:
     """Run an agent until SIGTERM or SIGINT, on uvloop when it is installed."""
     import asyncio  # noqa: PLC0415

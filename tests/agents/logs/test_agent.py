@@ -1,0 +1,85 @@
+"""``sidecarkit agent logs`` as a real process: ships lines, resumes, drains on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.webhooks import free_port
+
+
+def _start(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sidecarkit",
+            "agent",
+            "logs",
+            "--paths",
+            str(tmp / "logs" / "*.log"),
+            "--offsets-dir",
+            str(tmp / "logs" / ".sidecarkit"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, SIDECARKIT_POD_NAME="web-1", SIDECARKIT_POD_NAMESPACE="shop", **env),
+    )
+
+
+def _records(proc: subprocess.Popen[bytes]) -> list[dict[str, object]]:
+    out, _ = proc.communicate(timeout=30)
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_ships_every_line_with_identity_and_resumes_after_a_restart(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    app.write_text("".join(f"line {i}\n" for i in range(100)))
+    proc = _start(tmp_path, free_port())
+    time.sleep(1.0)
+    with app.open("a") as f:
+        f.write("".join(f"line {i}\n" for i in range(100, 150)) + "last without newline")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    first = _records(proc)
+    assert proc.returncode == 0
+    assert [r["log"] for r in first] == [f"line {i}" for i in range(150)] + ["last without newline"]
+    assert first[0]["pod"] == "web-1"
+    assert first[0]["namespace"] == "shop"
+    with app.open("a") as f:
+        f.write("\nafter restart\n")
+    proc = _start(tmp_path, free_port())
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    second = _records(proc)
+    assert [r["log"] for r in second] == ["", "after restart"], "nothing shipped twice"
+
+
+def test_exits_by_itself_when_the_app_is_done(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lifecycle = tmp_path / "lifecycle"
+    lifecycle.mkdir()
+    (logs / "job.log").write_text("working\n")
+    proc = _start(
+        tmp_path,
+        free_port(),
+        SIDECARKIT_EXIT_WHEN_DONE="work",
+        SIDECARKIT_LIFECYCLE_DIR=str(lifecycle),
+    )
+    time.sleep(0.8)
+    with (logs / "job.log").open("a") as f:
+        f.write("finished\n")
+    (lifecycle / "work.done").write_text("0\n")
+    records = _records(proc)
+    assert proc.returncode == 0
+    assert [r["log"] for r in records] == ["working", "finished"]
