@@ -689,6 +689,13 @@ def _run_agent(instance: Any) -> None:
     help="Lifecycle events on stderr.",
 )
 @click.option("--keep", is_flag=True, help="Keep the pod's emptyDir volumes afterwards.")
+@click.option(
+    "--status",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="A live status table on a terminal (auto: when stderr is one).",
+)
 def run_pod(
     manifest: str,
     inject: bool,
@@ -698,6 +705,7 @@ def run_pod(
     backoff_scale: float,
     events_format: str,
     keep: bool,
+    status: str,
 ) -> None:
     """Run a Pod (or a workload's pod template) here, as processes, with sidecar lifecycle."""
     import shlex  # noqa: PLC0415
@@ -728,6 +736,7 @@ def run_pod(
             grace=_seconds(grace, "--grace") if grace else None,
             events_format=events_format,
             keep=keep,
+            status=status,
         )
     except errors.SidecarkitError as exc:
         _fail(exc)

@@ -22,12 +22,15 @@ __all__ = ["launch"]
 _COLOURS: Final = (36, 33, 35, 32, 34, 31, 96, 93)
 
 
-def _sink(names: Sequence[str]) -> processes.Sink:
+def _sink(names: Sequence[str], view: list[Any]) -> processes.Sink:
     width = max((len(n) for n in names), default=4)
     colour = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
     tty = sys.stdout.isatty()
 
     def write(name: str, stream: str, line: str) -> None:
+        if view:  # the live status view owns the terminal: print above its table
+            view[0].print(f"{name:<{width}} | {line}")
+            return
         label = f"{name:<{width}} |"
         if tty:
             label = f"\033[{colour.get(name, 37)}m{label}\033[0m"
@@ -71,24 +74,35 @@ def launch(
     grace: float | None,
     events_format: str,
     keep: bool,
+    status: str = "auto",
 ) -> int:
     """Run the pod in ``documents`` to its end; the runner's exit code."""
     root = Path(tempfile.mkdtemp(prefix="sidecarkit-pod-"))
     try:
         plan = planning.plan(documents, root=root, commands=commands, host=_host())
         names = [c.name for c in (*plan.pod.init_containers, *plan.pod.containers)]
+        view: list[Any] = []
+        show = status == "on" or (
+            status == "auto" and sys.stderr.isatty() and events_format != "json"
+        )
         watchdog = processes.Watchdog()
         try:
             pod = running.PodRun(
                 plan.pod,
                 plan.launches,
-                sink=_sink(names),
-                events=_events(events_format),
+                sink=_sink(names, view),
+                events=_events("none" if show else events_format),
                 backoff_scale=backoff_scale,
                 grace=grace,
                 watchdog=watchdog,
             )
-            return asyncio.run(_main(pod))
+            if not show:
+                return asyncio.run(_main(pod))
+            from sidecarkit.runner import viewing  # noqa: PLC0415 - rich only for terminals
+
+            with viewing.StatusView(pod.snapshot, f"pod {plan.pod.name}") as live:
+                view.append(live)
+                return asyncio.run(_main(pod))
         finally:
             watchdog.close()
     finally:

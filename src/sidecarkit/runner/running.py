@@ -458,6 +458,32 @@ class PodRun:
         self.emit("pod", "failed", codes={s.spec.name: s.exit_code for s in mains})
         return first or 1
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Each container's state now, for a status view."""
+        now = time.monotonic()
+        rows = []
+        for state in self.states:
+            process = state.process
+            if process is not None and process.running:
+                what = "running" if state.started.is_set() or state.kind == "init" else "starting"
+            elif state.finished:
+                what = "completed" if state.exit_code == 0 else f"error ({state.exit_code})"
+            elif state.exit_code is not None:
+                what = "terminated" if self.terminating else f"exited ({state.exit_code})"
+            else:
+                what = "waiting"
+            rows.append(
+                {
+                    "name": state.spec.name,
+                    "kind": state.kind,
+                    "state": what,
+                    "ready": state.ready and process is not None and process.running,
+                    "restarts": state.restarts,
+                    "age": now - state.last_start if state.last_start else 0.0,
+                }
+            )
+        return rows
+
     def stop(self) -> None:
         """Begin termination (a signal handler calls this)."""
         self.interrupted = True
