@@ -700,3 +700,53 @@ def test_h3_h5_http_hooks_reach_their_handler(pod: Pod, tmp_path: Path) -> None:
         server.server_close()
     assert r.code == 0
     assert seen == ["/echo?msg=poststart", "/echo?msg=prestop"]
+
+
+GRPC_SERVER = (
+    "import sys, grpc\n"
+    "from concurrent import futures\n"
+    "from grpc_health.v1 import health, health_pb2, health_pb2_grpc\n"
+    "server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))\n"
+    "servicer = health.HealthServicer()\n"
+    "servicer.set('', health_pb2.HealthCheckResponse.SERVING)\n"
+    "health_pb2_grpc.add_HealthServicer_to_server(servicer, server)\n"
+    "server.add_insecure_port('127.0.0.1:' + sys.argv[1])\n"
+    "server.start()\n"
+    "server.wait_for_termination()\n"
+)
+
+
+def test_p20_p21_grpc_liveness_passes_on_serving_and_restarts_on_a_wrong_port(
+    pod: Pod,
+) -> None:
+    pytest.importorskip("grpc_health.v1.health")
+    script = pod.tmp / "grpc_server.py"
+    script.write_text(GRPC_SERVER)
+    import sys  # noqa: PLC0415
+
+    server = f"exec {sys.executable} {script} 18791"
+    pod.sidecar(
+        "good",
+        server,
+        livenessProbe={
+            "grpc": {"port": 18791},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    pod.sidecar(
+        "wrong",
+        f"exec {sys.executable} {script} 18792",
+        livenessProbe={
+            "grpc": {"port": 18799},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    pod.main("main-1", f"sleep 3.5; {done()}")
+    r = pod.run(timeout=60)
+    assert r.code == 0
+    assert not r.event("good", "liveness-probe-failed")
+    assert r.event("wrong", "liveness-probe-failed")

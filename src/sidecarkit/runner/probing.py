@@ -42,6 +42,8 @@ async def run_handler(
         return False, f"timed out after {timeout:g}s"
     except (OSError, ValueError) as exc:
         return False, str(exc) or type(exc).__name__
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
 
 
 async def _run(
@@ -118,8 +120,11 @@ async def _grpc(handler: specs.Handler, port: int, timeout: float) -> tuple[bool
         return False, "grpc probes need the grpcio and grpcio-health-checking packages"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        reply = await stub.Check(
-            health_pb2.HealthCheckRequest(service=handler.service), timeout=timeout
-        )
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=handler.service), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            return False, f"gRPC {exc.code().name}"
         serving = reply.status == health_pb2.HealthCheckResponse.SERVING
         return serving, "SERVING" if serving else f"status {reply.status}"
