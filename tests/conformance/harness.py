@@ -124,6 +124,12 @@ class Pod:
             text=True,
         )
         if stop_after is not None:
+            # Count from the first container's start, not from launch: by then the runner's signal
+            # handlers are installed, however slow the interpreter was to start. A pod whose
+            # containers never start (S20) falls back after a few seconds.
+            deadline = time.monotonic() + 5
+            while not self.log_path.stat().st_size and time.monotonic() < deadline:
+                time.sleep(0.02)
             time.sleep(stop_after)
             proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=timeout)

@@ -77,6 +77,7 @@ def test_config_map_secret_and_downward_api_volumes_are_files(tmp_path: Path) ->
 
 
 def test_a_second_interrupt_kills_everything_at_once(tmp_path: Path) -> None:
+    up = tmp_path / "up"
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -87,7 +88,11 @@ def test_a_second_interrupt_kills_everything_at_once(tmp_path: Path) -> None:
                 {
                     "name": "app",
                     "image": "busybox",
-                    "command": ["sh", "-c", "trap '' TERM INT; while :; do sleep 0.05; done"],
+                    "command": [
+                        "sh",
+                        "-c",
+                        f"trap '' TERM INT; touch {up}; while :; do sleep 0.05; done",
+                    ],
                 }
             ],
         },
@@ -99,7 +104,11 @@ def test_a_second_interrupt_kills_everything_at_once(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(1.5)
+    # Interrupt only once the container runs: by then the runner's signal handlers are in place.
+    deadline = time.monotonic() + 30
+    while not up.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert up.exists(), "the container never started"
     runner.send_signal(signal.SIGINT)
     time.sleep(0.5)
     assert runner.poll() is None, "the first interrupt waits for the 60 s grace period"

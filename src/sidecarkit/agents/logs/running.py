@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -47,7 +47,6 @@ class Settings:
     exit_when_done: tuple[str, ...] = ()
     """App containers whose ``<name>.done`` file ends the agent (legacy Job pods)."""
     lifecycle_dir: str = "/run/sidecarkit"
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class Agent:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from sidecarkit.agents.metrics import relabeling, statsd
@@ -64,7 +64,6 @@ class Settings:
     """Seconds between pushes; unset means the scrape interval."""
     push_job: str = "sidecarkit"
     """The Pushgateway ``job`` of this pod's group."""
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 def identity_labels(env: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:

@@ -217,18 +217,13 @@ class Aggregator:
             running = 0.0
             for bound, count in zip([*self.buckets, math.inf], h.counts, strict=True):
                 running += count
-                le = "+Inf" if math.isinf(bound) else _le(bound)
+                le = "+Inf" if math.isinf(bound) else repr(float(bound))
                 f.samples.append(
                     exposition.Sample(name + "_bucket", (*labels, ("le", le)), running)
                 )
             f.samples.append(exposition.Sample(name + "_count", labels, h.count))
             f.samples.append(exposition.Sample(name + "_sum", labels, h.total))
         return [by_name[n] for n in sorted(by_name)]
-
-
-def _le(bound: float) -> str:
-    text = repr(float(bound))
-    return text
 
 
 def parse_buckets(text: str | Iterable[float]) -> tuple[float, ...]:
