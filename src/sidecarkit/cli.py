@@ -586,25 +586,54 @@ def agent_metrics(
 
 
 @agent.command("logs")
-@click.option("--paths", envvar="SIDECARKIT_LOGS_PATHS", help="Glob of the files to ship.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="SIDECARKIT_LOGS_CONFIG",
+    help="YAML settings (flags and env win).",
+)
+@click.option(
+    "--paths",
+    multiple=True,
+    metavar="GLOB",
+    help="Files to follow; repeatable. Env: SIDECARKIT_LOGS_PATHS (a,b).",
+)
+@click.option(
+    "--parser",
+    help="raw, json, cri, docker, container or regex. Env: SIDECARKIT_LOGS_PARSER.",
+)
+@click.option(
+    "--multiline",
+    help="Join stack traces: java, python, go, ruby, backslash. Env: SIDECARKIT_LOGS_MULTILINE.",
+)
 @click.option(
     "--sink",
-    envvar="SIDECARKIT_LOGS_SINK",
-    default="stdout",
-    show_default=True,
-    help="Where records go; this version ships to stdout only.",
+    "sink_args",
+    multiple=True,
+    metavar="KIND[=ENDPOINT]",
+    help="Where records go, e.g. stdout, stdout=json, loki=http://loki:3100, "
+    "syslog=tcp://host:514; repeatable. Env: SIDECARKIT_LOGS_SINK and SIDECARKIT_LOGS_ENDPOINT.",
 )
 @click.option(
     "--offsets-dir",
-    envvar="SIDECARKIT_LOGS_OFFSETS_DIR",
     help="Where to save offsets (in the shared volume, to survive restarts).",
 )
+@click.option("--port", help="Port of /healthz, /ready and /metrics, 15100; 0 picks one.")
 @click.option(
-    "--port",
-    envvar="SIDECARKIT_ADMIN_PORT",
-    type=int,
-    help="Port of /healthz, /ready and /metrics, 15100.",
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="K=V",
+    help="Static label for every record; repeatable. Env: SIDECARKIT_LOGS_LABELS.",
 )
+@click.option("--max-line", help="Longest line in bytes; longer ones are split or truncated.")
+@click.option("--long-lines", type=click.Choice(["split", "truncate"]))
+@click.option("--batch-bytes", help="Bytes of input per request, 1048576.")
+@click.option("--batch-wait", help="Longest wait before a partial batch is sent, 1s.")
+@click.option("--max-inflight", help="Bytes read but unconfirmed before reading pauses, 8 MiB.")
+@click.option("--max-retries", help="Give up on a batch after this many retries; default never.")
+@click.option("--drain-timeout", help="On SIGTERM, how long to wait for the sinks, 25s.")
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -612,32 +641,65 @@ def agent_metrics(
     show_default=True,
 )
 def agent_logs(
-    paths: str | None, sink: str, offsets_dir: str | None, port: int | None, log_level: str
+    config_path: str | None,
+    paths: tuple[str, ...],
+    parser: str | None,
+    multiline: str | None,
+    sink_args: tuple[str, ...],
+    offsets_dir: str | None,
+    port: str | None,
+    labels: tuple[str, ...],
+    max_line: str | None,
+    long_lines: str | None,
+    batch_bytes: str | None,
+    batch_wait: str | None,
+    max_inflight: str | None,
+    max_retries: str | None,
+    drain_timeout: str | None,
+    log_level: str,
 ) -> None:
-    """Ship the app's log files, at least once, with the pod's identity."""
-    from dataclasses import replace  # noqa: PLC0415
-
-    from sidecarkit.agents.logs import running  # noqa: PLC0415
+    """Follow the app's log files and ship every line, at least once, with the pod's identity."""
+    from sidecarkit.agents.logs import running  # noqa: PLC0415 - aiohttp only when running
+    from sidecarkit.agents.logs import settings as logs_settings  # noqa: PLC0415
 
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if sink != "stdout":
-        _fail(
-            errors.ConfigError(
-                f"sink {sink!r} is not available in this version; use stdout (the default)"
-            )
+    try:
+        config = logs_settings.Settings()
+        if config_path:
+            data = configfiles.load_mapping(config_path)
+            config = logs_settings.from_mapping(data, source=config_path, base=config)
+        config = logs_settings.from_env(base=config)
+        parser_spec: Any = None
+        if parser or multiline:
+            parser_spec = {"format": parser or "raw", "multiline": multiline}
+        given: dict[str, Any] = {
+            "paths": ",".join(paths),
+            "parser": parser_spec,
+            "sinks": list(sink_args),
+            "offsets_dir": offsets_dir,
+            "port": port,
+            "labels": ",".join(labels),
+            "max_line": max_line,
+            "long_lines": long_lines,
+            "batch_bytes": batch_bytes,
+            "batch_wait": batch_wait,
+            "max_inflight": max_inflight,
+            "max_retries": max_retries,
+            "drain_timeout": drain_timeout,
+        }
+        config = logs_settings.from_mapping(
+            {k: v for k, v in given.items() if v}, source="options", base=config
         )
-    config = running.from_env()
-    if paths:
-        config = replace(config, paths=paths)
-    if offsets_dir:
-        config = replace(config, offsets_dir=offsets_dir)
-    if port is not None:
-        config = replace(config, port=port)
-    _run_agent(running.Agent(config))
+        instance = running.Agent(config)
+    except ValueError as exc:
+        _fail(errors.ConfigError(str(exc)))
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+    _run_agent(instance)
 
 
 def _run_agent(instance: Any) -> None:

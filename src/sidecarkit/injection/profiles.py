@@ -232,6 +232,10 @@ def _render_logs(values: Mapping[str, str], ctx: Context) -> Parts:
     ]
     if values.get("endpoint"):
         env.append({"name": "SIDECARKIT_LOGS_ENDPOINT", "value": values["endpoint"]})
+    if values.get("parser", "raw") != "raw":
+        env.append({"name": "SIDECARKIT_LOGS_PARSER", "value": values["parser"]})
+    if values.get("multiline", "none") != "none":
+        env.append({"name": "SIDECARKIT_LOGS_MULTILINE", "value": values["multiline"]})
     container = _agent_container("logs", values, ctx, env=env, ports=[], mounts=[mount])
     return Parts(
         sidecars=(container,),
@@ -284,6 +288,20 @@ def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
                 ("stdout", "loki", "elasticsearch", "otlp", "syslog", "http"),
             ),
             _settings.Setting("endpoint", K.STRING, None, "URL or address of the sink."),
+            _settings.Setting(
+                "parser",
+                K.CHOICE,
+                "raw",
+                "How lines are read: as they are, JSON, or container runtime formats.",
+                ("raw", "json", "cri", "docker", "container"),
+            ),
+            _settings.Setting(
+                "multiline",
+                K.CHOICE,
+                "none",
+                "Join multi-line records such as stack traces.",
+                ("none", "java", "python", "go", "ruby", "backslash"),
+            ),
             _settings.Setting(
                 "admin-port", K.PORT, "15100", "Port of /healthz, /ready and /metrics of the agent."
             ),

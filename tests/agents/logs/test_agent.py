@@ -27,6 +27,10 @@ def _start(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
             str(tmp / "logs" / ".sidecarkit"),
             "--port",
             str(port),
+            "--sink",
+            "stdout=json",
+            "--batch-wait",
+            "0.05",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -52,7 +56,9 @@ def test_ships_every_line_with_identity_and_resumes_after_a_restart(tmp_path: Pa
     proc.send_signal(signal.SIGTERM)
     first = _records(proc)
     assert proc.returncode == 0
-    assert [r["log"] for r in first] == [f"line {i}" for i in range(150)] + ["last without newline"]
+    assert [r["message"] for r in first] == [f"line {i}" for i in range(150)] + [
+        "last without newline"
+    ]
     assert first[0]["pod"] == "web-1"
     assert first[0]["namespace"] == "shop"
     with app.open("a") as f:
@@ -61,7 +67,7 @@ def test_ships_every_line_with_identity_and_resumes_after_a_restart(tmp_path: Pa
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     second = _records(proc)
-    assert [r["log"] for r in second] == ["", "after restart"], "nothing shipped twice"
+    assert [r["message"] for r in second] == ["", "after restart"], "nothing shipped twice"
 
 
 def test_exits_by_itself_when_the_app_is_done(tmp_path: Path) -> None:
@@ -82,4 +88,4 @@ def test_exits_by_itself_when_the_app_is_done(tmp_path: Path) -> None:
     (lifecycle / "work.done").write_text("0\n")
     records = _records(proc)
     assert proc.returncode == 0
-    assert [r["log"] for r in records] == ["working", "finished"]
+    assert [r["message"] for r in records] == ["working", "finished"]

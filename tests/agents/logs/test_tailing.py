@@ -1,4 +1,4 @@
-"""Following files across appends, partial lines, rotation and restarts."""
+"""Following files across appends, partial lines, rotation, truncation, long lines and restarts."""
 
 from __future__ import annotations
 
@@ -8,59 +8,184 @@ from pathlib import Path
 from sidecarkit.agents.logs import tailing
 
 
-def _texts(lines: list[tailing.Line]) -> list[str]:
-    return [line.text for line in lines]
+def _lines(chunks: list[tailing.Chunk]) -> list[str]:
+    return [line for c in chunks for line in c.data.decode().split("\n")[:-1]]
+
+
+def _commit_all(t: tailing.Tailer, chunks: list[tailing.Chunk]) -> None:
+    for c in chunks:
+        t.commit(c.file.identity, c.generation, c.end, c.first + c.lines)
 
 
 def test_complete_lines_only_and_partials_at_the_end(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("one\ntwo\nthr")
     t = tailing.Tailer(str(tmp_path / "*.log"))
-    assert _texts(t.poll()) == ["one", "two"]
+    first = t.poll()
+    assert _lines(first) == ["one", "two"]
+    assert (first[0].first, first[0].lines, first[0].end) == (0, 2, 8)
     with log.open("a") as f:
         f.write("ee\nfour")
-    assert _texts(t.poll()) == ["three"]
-    assert _texts(t.poll(final=True)) == ["four"]
+    second = t.poll()
+    assert _lines(second) == ["three"]
+    assert (second[0].first, second[0].end) == (2, 14)
+    assert _lines(t.poll(final=True)) == ["four"]
 
 
 def test_offsets_resume_without_loss_or_duplicates(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
-    offsets = tmp_path / "state" / "offsets.json"
+    store = tailing.OffsetStore(tmp_path / "state" / "offsets.json")
     log.write_text("a\nb\n")
-    t = tailing.Tailer(str(tmp_path / "*.log"), offsets)
-    lines = t.poll()
-    t.commit(lines[:1])  # only "a" was delivered before the crash
-    t.save()
+    t = tailing.Tailer(str(tmp_path / "*.log"), read_size=2)  # one line per poll
+    chunks = t.poll()
+    assert _lines(chunks) == ["a"]
+    _commit_all(t, chunks)  # only "a" was delivered before the crash
+    store.save({"app": t.snapshot()})
     t.close()
     with log.open("a") as f:
         f.write("c\n")
-    again = tailing.Tailer(str(tmp_path / "*.log"), offsets)
-    again.load()
-    assert _texts(again.poll()) == ["b", "c"]
+    again = tailing.Tailer(str(tmp_path / "*.log"))
+    again.restore(store.load()["app"])
+    chunks = again.poll()
+    assert _lines(chunks) == ["b", "c"]
+    assert chunks[0].first == 1, "line numbers continue where the delivered ones ended"
+
+
+def test_a_recycled_inode_with_other_content_is_read_from_the_start(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("old first line\nold second\n")
+    t = tailing.Tailer(str(tmp_path / "*.log"))
+    chunks = t.poll()
+    _commit_all(t, chunks)
+    saved = t.snapshot()
+    t.close()
+    # Same inode, different content (what a recycled inode or a truncation while away looks like).
+    with log.open("r+") as f:
+        f.truncate(0)
+        f.write("new content that is longer than before, entirely\n")
+    again = tailing.Tailer(str(tmp_path / "*.log"))
+    again.restore(saved)
+    chunks = again.poll()
+    assert _lines(chunks) == ["new content that is longer than before, entirely"]
+    assert chunks[0].generation == saved[0]["generation"] + 1, "new key: ids do not collide"
 
 
 def test_rename_rotation_reads_the_old_file_to_its_end_then_the_new(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("1\n")
-    t = tailing.Tailer(str(tmp_path / "*.log"))
-    t.commit(t.poll())
+    t = tailing.Tailer(str(tmp_path / "app.log*"))
+    _commit_all(t, t.poll())
     with log.open("a") as f:
         f.write("2\n")
     os.rename(log, tmp_path / "app.log.1")
     log.write_text("3\n")
-    lines = t.poll()
-    assert _texts(lines) == ["2", "3"]
-    t.commit(lines)
+    chunks = t.poll()
+    assert sorted(_lines(chunks)) == ["2", "3"]
+    _commit_all(t, chunks)
+    t.poll()
     assert len(t.files) == 1, "the rotated file is let go once read and delivered"
+    assert _lines(t.poll()) == [], "the rotated copy the glob still matches is not read again"
+    assert any(e["path"].endswith("app.log") for e in t.snapshot())
+
+
+def test_a_deleted_file_is_drained_before_it_is_forgotten(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("1\n")
+    t = tailing.Tailer(str(tmp_path / "*.log"))
+    _commit_all(t, t.poll())
+    with log.open("a") as f:
+        f.write("2\nlast without newline")
+    log.unlink()
+    chunks = t.poll()
+    assert _lines(chunks) == ["2", "last without newline"]
+    _commit_all(t, chunks)
+    t.poll()
+    assert t.files == {}
 
 
 def test_copytruncate_restarts_from_zero_and_counts_the_risk(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("1\n2\n")
     t = tailing.Tailer(str(tmp_path / "*.log"))
-    t.commit(t.poll())
+    before = t.poll()
+    _commit_all(t, before)
     with log.open("r+") as f:
         f.truncate(0)
     log.write_text("3\n")
-    assert _texts(t.poll()) == ["3"]
-    assert t.possibly_lost == 1
+    after = t.poll()
+    assert _lines(after) == ["3"]
+    assert after[0].first == 0
+    assert after[0].generation == before[0].generation + 1
+    assert t.truncations == 1
+    # A commit from before the truncation must not move the new generation's offset.
+    t.commit(before[0].file.identity, before[0].generation, 4, 2)
+    assert t.snapshot()[0]["offset"] == 0
+
+
+def test_long_lines_are_split_or_truncated_never_stalled(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("short\n" + "x" * 25 + "\nend\n")
+    split = tailing.Tailer(str(log), max_line=10)
+    chunks = split.poll()
+    assert _lines(chunks) == ["short", "x" * 10, "x" * 10, "x" * 5, "end"]
+    assert chunks[-1].end == log.stat().st_size, "offsets stay file offsets"
+    assert split.long_lines_seen == 1
+    cut = tailing.Tailer(str(log), max_line=10, long_lines="truncate")
+    assert _lines(cut.poll()) == ["short", "x" * 10, "end"]
+    assert cut.truncated_bytes == 15
+
+
+def test_an_unfinished_long_line_is_handed_out_in_pieces(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("y" * 35)
+    t = tailing.Tailer(str(log), max_line=10)
+    assert _lines(t.poll()) == ["y" * 10] * 3
+    with log.open("a") as f:
+        f.write("yy\n")
+    assert _lines(t.poll()) == ["y" * 7]
+    cut = tailing.Tailer(str(log), max_line=10, long_lines="truncate", read_size=16)
+    assert _lines(cut.poll()) == ["y" * 10]
+    assert _lines(cut.poll()) == []
+    assert _lines(cut.poll()) == []
+    assert cut.truncated_bytes == 27
+
+
+def test_reads_are_bounded_by_the_budget(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"{i:04d}\n" for i in range(1000)))
+    t = tailing.Tailer(str(log))
+    chunks = t.poll(budget=100)
+    assert sum(len(c.data) for c in chunks) <= 100
+    assert _lines(chunks)[0] == "0000"
+
+
+def test_the_copy_copytruncate_made_continues_where_delivery_stopped(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    t = tailing.Tailer(str(tmp_path / "app.log*"))
+    chunks = t.poll()
+    _commit_all(t, chunks)
+    with log.open("a") as f:
+        f.write("line 10\nline 11\n")  # written, then rotated away before the agent read it
+    (tmp_path / "app.log.1").write_bytes(log.read_bytes())  # copy ...
+    with log.open("r+") as f:  # ... then truncate
+        f.truncate(0)
+    log.write_text("new 0\n")
+    lines = _lines(t.poll())
+    assert sorted(lines) == ["line 10", "line 11", "new 0"], "nothing lost, nothing read twice"
+    assert t.truncations == 1
+
+
+def test_a_copy_seen_before_the_truncation_waits_for_it(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    t = tailing.Tailer(str(tmp_path / "app.log*"))
+    read = t.poll()  # read, not yet delivered
+    (tmp_path / "app.log.1").write_bytes(log.read_bytes())
+    assert _lines(t.poll()) == [], "the copy is not read while its original is not truncated"
+    with log.open("r+") as f:
+        f.truncate(0)
+    assert _lines(t.poll()) == [], "the copy continues where reading had got to"
+    _commit_all(t, read)  # the batch in flight is confirmed: its commit lands on the copy
+    copy = next(e for e in t.snapshot() if e["path"].endswith("app.log.1"))
+    assert copy["offset"] == (tmp_path / "app.log.1").stat().st_size == 70

@@ -1,103 +1,122 @@
-"""``sidecarkit agent logs``: tail the app's log files and ship every line, at least once.
+"""``sidecarkit agent logs``: follow the app's log files and deliver every line, at least once.
 
-This first version ships to stdout, one JSON record per line (``time``, ``file``, ``log``, and
-the pod's identity), which the container runtime collects like any container's output. Offsets
-are saved only after a batch was written and flushed; on SIGTERM the agent reads to the end of
-what the app wrote, ships it, saves offsets and exits. With ``SIDECARKIT_EXIT_WHEN_DONE`` (legacy
-Job pods) it also exits once every named app container has written its ``.done`` file into
-``SIDECARKIT_LIFECYCLE_DIR``, after shipping everything.
+The agent builds one ``shipping.Shipper`` from its settings: a tailer and a parser per source,
+the sinks, and the offsets file. It serves ``/healthz``, ``/ready`` (once the sources are open
+and the saved offsets loaded) and ``/metrics``. On SIGTERM it reads to the end of what the app
+wrote, ships it, waits for the sinks up to ``drain_timeout``, saves the offsets of what was
+confirmed and exits; whatever a sink did not confirm by then is read again by the next start.
+With ``SIDECARKIT_EXIT_WHEN_DONE`` (legacy Job pods) it also exits once every named app
+container has written its ``.done`` file into ``SIDECARKIT_LIFECYCLE_DIR``, after shipping
+everything.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-from aiohttp import web
-
 from sidecarkit import metering
-from sidecarkit.agents.logs import tailing
+from sidecarkit.agents.logs import admin, parsing, shipping, sinks, tailing
+from sidecarkit.agents.logs.settings import Settings, pod_labels
 
-__all__ = ["Agent", "Settings"]
+__all__ = ["Agent"]
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    paths: str
-    """Glob of the files to ship, e.g. ``/var/log/app/*.log``."""
-    offsets_dir: str | None = None
-    """Where offsets are saved; in the shared volume, so they survive agent restarts."""
-    host: str = "0.0.0.0"
-    port: int = 15100
-    """Port of ``/healthz``, ``/ready`` and ``/metrics``."""
-    poll: float = 0.2
-    """Seconds between looks at the files."""
-    identity: tuple[tuple[str, str], ...] = ()
-    """Labels added to every record: the pod's identity."""
-    exit_when_done: tuple[str, ...] = ()
-    """App containers whose ``<name>.done`` file ends the agent (legacy Job pods)."""
-    lifecycle_dir: str = "/run/sidecarkit"
+def _is_raw(spec: parsing.ParserSpec) -> bool:
+    return spec.format == "raw" and not spec.multiline and not spec.multiline_start
 
 
 class Agent:
-    def __init__(self, settings: Settings, *, out: Callable[[bytes], None] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        offsets = Path(settings.offsets_dir) / "offsets.json" if settings.offsets_dir else None
-        self.tailer = tailing.Tailer(settings.paths, offsets)
-        self.out = out or self._stdout
         self.stopping = asyncio.Event()
+        self.ready = False
         self.port: int | None = None
         self.metrics = metering.Registry()
-        self.lines = self.metrics.add(
-            metering.Counter("sidecarkit_logs_lines_shipped_total", "Lines shipped.")
+        sources = [
+            shipping.Source(
+                s.name,
+                tailing.Tailer(
+                    s.paths,
+                    read_size=settings.read_size,
+                    max_line=settings.max_line,
+                    long_lines=settings.long_lines,
+                ),
+                parsing.compile(s.parser),
+                raw=_is_raw(s.parser),
+            )
+            for s in settings.sources
+        ]
+        labels = dict(settings.labels)
+        labels.update(pod_labels(settings.podinfo_dir, settings.pod_labels))
+        store = (
+            tailing.OffsetStore(Path(settings.offsets_dir) / "offsets.json")
+            if settings.offsets_dir
+            else None
         )
-        self.read_bytes = self.metrics.add(
-            metering.Gauge("sidecarkit_logs_bytes_read", "Bytes read from the log files.")
+        self.shipper = shipping.Shipper(
+            sources,
+            [sinks.create(spec) for spec in settings.sinks],
+            labels=labels,
+            store=store,
+            tuning=settings.tuning,
+            metrics=self.metrics,
         )
-        self.lag = self.metrics.add(
+        m = self.metrics
+        self.m_lag = m.add(
             metering.Gauge(
-                "sidecarkit_logs_lag_bytes",
-                "Bytes written but not yet shipped, per file.",
-                ("file",),
+                "sidecarkit_logs_lag_bytes", "Bytes written but not yet delivered.", ("file",)
             )
         )
-        self.lost = self.metrics.add(
+        self.m_truncations = m.add(
             metering.Gauge(
-                "sidecarkit_logs_truncations_possibly_lost",
-                "Truncations (copytruncate) that may have dropped unread lines.",
+                "sidecarkit_logs_truncations",
+                "Files truncated in place (copytruncate); lines written just before may be lost.",
+                ("source",),
             )
         )
-
-    @staticmethod
-    def _stdout(data: bytes) -> None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-
-    def ship(self, *, final: bool = False) -> int:
-        lines = self.tailer.poll(final=final)
-        if not lines:
-            return 0
-        identity = dict(self.settings.identity)
-        now = time.time()
-        batch = b"".join(
-            orjson.dumps({"time": now, "file": line.path, "log": line.text, **identity}) + b"\n"
-            for line in lines
+        self.m_long = m.add(
+            metering.Gauge(
+                "sidecarkit_logs_long_lines",
+                "Lines longer than max_line (split or truncated).",
+                ("source",),
+            )
         )
-        self.out(batch)  # written and flushed: now, and only now, the offsets may move
-        self.tailer.commit(lines)
-        self.tailer.save()
-        self.lines.inc(amount=len(lines))
-        return len(lines)
+        self.m_cut = m.add(
+            metering.Gauge(
+                "sidecarkit_logs_truncated_bytes",
+                "Bytes dropped from too-long lines (long_lines: truncate).",
+                ("source",),
+            )
+        )
+        self.m_files = m.add(
+            metering.Gauge("sidecarkit_logs_files", "Files being followed.", ("source",))
+        )
+
+    async def _metrics(self) -> tuple[int, str, bytes]:
+        self.m_lag.values.clear()
+        for path, lag in self.shipper.lag().items():
+            self.m_lag.set(lag, path)
+        for source in self.shipper.sources:
+            t = source.tailer
+            self.m_truncations.set(t.truncations, source.name)
+            self.m_long.set(t.long_lines_seen, source.name)
+            self.m_cut.set(t.truncated_bytes, source.name)
+            self.m_files.set(len(t.files), source.name)
+        return 200, metering.CONTENT_TYPE, self.metrics.render()
+
+    async def _healthz(self) -> tuple[int, str, bytes]:
+        return 200, "text/plain", b"ok\n"
+
+    async def _ready(self) -> tuple[int, str, bytes]:
+        if not self.ready:
+            return 503, "text/plain", b"starting\n"
+        return 200, "text/plain", b"ok\n"
 
     def _done(self) -> bool:
         names = self.settings.exit_when_done
@@ -105,69 +124,43 @@ class Agent:
             (Path(self.settings.lifecycle_dir) / f"{name}.done").exists() for name in names
         )
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        self.read_bytes.set(self.tailer.bytes_read)
-        self.lost.set(self.tailer.possibly_lost)
-        self.lag.values.clear()
-        for path, lag in self.tailer.lag().items():
-            self.lag.set(lag, path)
-        return web.Response(
-            body=self.metrics.render(), headers={"Content-Type": metering.CONTENT_TYPE}
-        )
-
-    async def _ok(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
     async def run(self, *, started: Callable[[Agent], None] | None = None) -> None:
-        self.tailer.load()
-        app = web.Application()
-        app.router.add_get("/healthz", self._ok)
-        app.router.add_get("/ready", self._ok)
-        app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
-        log.info("logs agent on :%s, shipping %s to stdout", self.port, self.settings.paths)
+        server = await admin.serve(
+            self.settings.host,
+            self.settings.port,
+            {"/healthz": self._healthz, "/ready": self._ready, "/metrics": self._metrics},
+        )
+        self.port = server.sockets[0].getsockname()[1] if server.sockets else self.settings.port
+        shipper = self.shipper
+        shipper.restore()
+        for source in shipper.sources:
+            source.tailer.discover()
+        shipper.start()
+        self.ready = True
+        log.info(
+            "logs agent on :%s, shipping %s to %s",
+            self.port,
+            ", ".join(s.paths for s in self.settings.sources),
+            ", ".join(s.name or s.kind for s in self.settings.sinks),
+        )
         if started is not None:
             started(self)
         try:
-            while not self.stopping.is_set():
-                self.ship()
-                if self._done():
-                    log.info("every app container is done; shipping the rest and exiting")
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self.settings.poll)
+            await shipper.run(self.stopping, self._done)
+            deadline = time.monotonic() + self.settings.drain_timeout
+            if not await shipper.drain(deadline):
+                log.warning(
+                    "sinks did not confirm %d bytes within %.0f s; they will be sent again "
+                    "on the next start",
+                    shipper.inflight,
+                    self.settings.drain_timeout,
+                )
         finally:
-            while self.ship(final=True):  # read to the end of what the app wrote
-                pass
-            self.tailer.close()
-            await runner.cleanup()
+            shipper.checkpoint(force=True)
+            await shipper.close()
+            server.close()
+            await server.wait_closed()
             log.info("logs agent stopped")
 
     def stop(self) -> None:
         self.stopping.set()
-
-
-def from_env(env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ) if env is None else env
-    identity = tuple(
-        (label, env[var])
-        for label, var in (
-            ("pod", "SIDECARKIT_POD_NAME"),
-            ("namespace", "SIDECARKIT_POD_NAMESPACE"),
-            ("node", "SIDECARKIT_NODE_NAME"),
-        )
-        if env.get(var)
-    )
-    return Settings(
-        paths=env.get("SIDECARKIT_LOGS_PATHS", "/var/log/app/*.log"),
-        offsets_dir=env.get("SIDECARKIT_LOGS_OFFSETS_DIR"),
-        port=int(env.get("SIDECARKIT_ADMIN_PORT", "15100")),
-        identity=identity,
-        exit_when_done=tuple(n for n in env.get("SIDECARKIT_EXIT_WHEN_DONE", "").split(",") if n),
-        lifecycle_dir=env.get("SIDECARKIT_LIFECYCLE_DIR", "/run/sidecarkit"),
-    )

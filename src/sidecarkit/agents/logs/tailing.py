@@ -1,165 +1,496 @@
 """Following log files: new complete lines, in order, across rotation, from saved offsets.
 
-A ``Tailer`` watches a glob. Each file is identified by its inode. On each ``poll`` it reads
-what was appended since the last position, hands out complete lines (a partial last line waits
-for its newline, or for the end), and notices rotation:
+A ``Tailer`` follows the files one glob matches. Files are told apart by device and inode plus
+a fingerprint of their first bytes, so a recycled inode is not mistaken for the file it replaced.
+Each ``poll`` reads what was appended since the last read, in chunks that end at a newline, and
+notices what happened to each file:
 
-- **rename** (the path now names another inode): the old file is read to its end through the
-  descriptor already open, then the new file is read from its start;
-- **copytruncate** (the same inode became shorter than the position): reading restarts at 0;
-  what was written between the last read and the truncation cannot be known, and is counted as
-  possibly lost rather than hidden.
+- **rename** (the path now names another file, or nothing): the old file is read to its end
+  through the descriptor already open, then forgotten once everything read was committed; the
+  new file is picked up from its start. A file deleted before it was finished is drained the same
+  way, since the open descriptor keeps its data.
+- **copytruncate** (the file became shorter than what was read): reading restarts at 0 under a
+  new generation of the file's key. What was written between the last read and the truncation
+  cannot be known; the truncation is counted as possibly lossy rather than hidden.
 
-Positions are only *proposed* by ``poll``; the caller ``commit``s them once the lines were
-delivered, and ``save`` writes committed positions atomically, so a crash replays at most the
-undelivered lines (at least once, never lost).
+Lines longer than ``max_line`` bytes are split into pieces of that size, or truncated, by
+choice; either way they are counted and never stall the file.
+
+Positions are only *proposed* by ``poll``; the caller ``commit``s (offset, line number) pairs
+once what came before was delivered, and ``save`` writes committed positions atomically (write,
+fsync, rename), so a crash replays at most what was not yet delivered: at least once, never lost.
 """
 
 from __future__ import annotations
 
 import glob as globbing
+import hashlib
 import json
+import logging
 import os
+import stat as stats
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final
 
-__all__ = ["Line", "Tailer"]
+__all__ = ["Chunk", "OffsetStore", "TailedFile", "Tailer"]
 
-_MAX_READ = 1 << 20  # bytes per file per poll: bounds memory whatever the writer does
+log = logging.getLogger("sidecarkit.agent.logs")
+
+FINGERPRINT_BYTES: Final = 256
+"""How many first bytes of a file make its fingerprint (fewer while the file is shorter)."""
+COPY_WAIT: Final = 10.0
+"""Seconds a file that starts like a followed one waits for that one to be truncated."""
+COPY_WINDOW: Final = 300.0
+"""Seconds a truncated file's fingerprint is remembered, to recognise the copy made of it."""
 
 
 @dataclass(slots=True)
-class Line:
-    path: str
-    text: str
-    inode: int
+class Chunk:
+    file: TailedFile
+    data: bytes
+    """Complete lines, each ending in ``\\n`` (a final partial line gets one added)."""
+    first: int
+    """Line number of the first line of ``data`` in the file (0-based)."""
     end: int
-    """Offset just after this line: committing it means everything before is delivered."""
+    """File offset just after ``data``."""
+    lines: int
+    """Number of lines in ``data``."""
+    generation: int
+    """The file's generation (truncations) when ``data`` was read."""
 
 
 @dataclass(slots=True)
-class _File:
+class TailedFile:
     path: str
+    dev: int
     inode: int
     fd: int
-    position: int
-    committed: int
+    fingerprint: str
+    fingerprint_len: int
+    generation: int = 0
+    position: int = 0
+    """Offset read up to (the end of the last complete line handed out)."""
+    line: int = 0
+    """Number of lines handed out."""
+    committed: int = 0
+    committed_line: int = 0
     partial: bytes = b""
+    """Bytes after the last newline read, waiting for it."""
+    skipping: bool = False
+    """Inside a too-long line that was truncated: drop bytes up to the next newline."""
     gone: bool = False
-    """Renamed away and read to its end: dropped once its last line is committed."""
+    """Renamed away or deleted; forgotten once read to its end and committed."""
+
+    @property
+    def key(self) -> str:
+        """The file's identity for records: stable across restarts, new after a truncation."""
+        return f"{self.dev:x}:{self.inode:x}:{self.fingerprint[:16]}:{self.generation}"
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return (self.dev, self.inode)
+
+
+def _fingerprint(fd: int, size: int) -> tuple[str, int]:
+    length = min(size, FINGERPRINT_BYTES)
+    head = os.pread(fd, length, 0) if length else b""
+    return hashlib.blake2b(head, digest_size=16).hexdigest(), len(head)
+
+
+def _head_hash(fd: int, length: int) -> str:
+    return hashlib.blake2b(os.pread(fd, length, 0), digest_size=16).hexdigest()
+
+
+def _long_line_at(data: bytes | bytearray, limit: int) -> int:
+    """Where the first line longer than ``limit`` bytes starts in ``data``, or -1.
+
+    Jumps from newline to newline ``limit`` bytes at a time, so the cost is a handful of scans
+    per chunk instead of one step per line.
+    """
+    pos, size = 0, len(data)
+    while size - pos > limit:
+        newline = data.rfind(b"\n", pos, pos + limit + 1)
+        if newline < 0:
+            return pos
+        pos = newline + 1
+    return -1
 
 
 @dataclass(slots=True)
 class Tailer:
     pattern: str
-    offsets_path: Path | None = None
-    files: dict[int, _File] = field(default_factory=dict)
-    possibly_lost: int = 0
-    """Truncations that may have dropped unread lines (copytruncate's known race)."""
+    read_size: int = 1 << 20
+    """Most bytes read from one file per ``poll``: bounds memory whatever the writer does."""
+    max_line: int = 256 << 10
+    """Longest line handed out as is, in bytes."""
+    long_lines: str = "split"
+    """``split`` a longer line into pieces, or ``truncate`` it (the rest is dropped, counted)."""
+    files: dict[tuple[int, int], TailedFile] = field(default_factory=dict)
+    truncations: int = 0
+    """Truncations (copytruncate) seen: each may have dropped lines written just before it."""
+    long_lines_seen: int = 0
+    truncated_bytes: int = 0
+    """Bytes dropped from too-long lines in ``truncate`` mode."""
     bytes_read: int = 0
+    lines_read: int = 0
+    _saved: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    _finished: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    _deferred: dict[tuple[int, int], float] = field(default_factory=dict)
+    _aliases: dict[tuple[tuple[int, int], int], tuple[int, int]] = field(default_factory=dict)
+    """(file, generation) truncated in place -> the copy made of it, where its commits go."""
+    _copies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Files truncated in place, by the fingerprint they had: a new file starting with the same
+    bytes is the copy ``copytruncate`` made, and is read from where the original was delivered
+    up to, instead of from its start."""
+    """Files read to their end and let go, still matched by the glob (rotated copies): they are
+    not read again, and stay in the saved state so a restart does not read them again either."""
 
-    def load(self) -> None:
-        """Resume from saved offsets, for files that still have the same inode."""
-        if self.offsets_path is None or not self.offsets_path.exists():
-            return
-        try:
-            saved = json.loads(self.offsets_path.read_text())
-        except (OSError, ValueError):
-            return
-        for entry in saved.get("files", []):
+    # --- state -------------------------------------------------------------------------------
+
+    def restore(self, entries: list[dict[str, Any]]) -> None:
+        """Resume from saved positions; applied when each file is next seen."""
+        for entry in entries:
             try:
-                stat = os.stat(entry["path"])
-            except OSError:
+                self._saved[(int(entry["dev"]), int(entry["inode"]))] = entry
+            except (KeyError, TypeError, ValueError):
                 continue
-            if stat.st_ino == entry["inode"]:
-                fd = os.open(entry["path"], os.O_RDONLY)
-                offset = min(int(entry["offset"]), stat.st_size)
-                self.files[stat.st_ino] = _File(entry["path"], stat.st_ino, fd, offset, offset)
 
-    def _discover(self) -> None:
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Committed positions, to be saved."""
+        return [*(self._entry(f) for f in self.files.values()), *self._finished.values()]
+
+    @staticmethod
+    def _entry(f: TailedFile) -> dict[str, Any]:
+        return {
+            "path": f.path,
+            "dev": f.dev,
+            "inode": f.inode,
+            "fingerprint": f.fingerprint,
+            "fingerprint_len": f.fingerprint_len,
+            "generation": f.generation,
+            "offset": f.committed,
+            "line": f.committed_line,
+        }
+
+    def _open(self, path: str) -> TailedFile | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if not stats.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self.files:
+            os.close(fd)
+            return None
+        fingerprint, length = _fingerprint(fd, st.st_size)
+        f = TailedFile(path, st.st_dev, st.st_ino, fd, fingerprint, length)
+        saved = self._saved.pop(f.identity, None)
+        if saved is not None:
+            self._resume(f, saved, st.st_size)
+        else:
+            if self._copies:
+                self._resume_copy(f, st.st_size)
+            if not f.position and self._is_copy_in_progress(fd, st.st_size):
+                first = self._deferred.setdefault(f.identity, time.monotonic())
+                if time.monotonic() - first < COPY_WAIT:
+                    os.close(fd)
+                    return None
+                # No truncation came: a copy someone made on purpose; it is a file like any.
+            self._deferred.pop(f.identity, None)
+        self.files[f.identity] = f
+        return f
+
+    def _resume_copy(self, f: TailedFile, size: int) -> None:
+        now = time.monotonic()
+        for fingerprint, original in list(self._copies.items()):
+            if now - original["at"] > COPY_WINDOW:
+                del self._copies[fingerprint]
+                continue
+            length, position = original["fingerprint_len"], original["position"]
+            if size < length or size < position:
+                continue
+            if _head_hash(f.fd, length) != fingerprint:
+                continue
+            del self._copies[fingerprint]
+            # Read on from where the original was read up to; what was read but not yet
+            # delivered is still in flight, and its commits now land on the copy.
+            f.position, f.line = position, original["line"]
+            f.committed, f.committed_line = original["committed"], original["committed_line"]
+            if original["identity"] is not None:
+                self._aliases[original["identity"]] = f.identity
+                while len(self._aliases) > 64:
+                    del self._aliases[next(iter(self._aliases))]
+            log.info(
+                "%s is the copy of %s made before it was truncated; reading it from offset %d",
+                f.path,
+                original["path"],
+                position,
+            )
+            return
+
+    def _remember_copy_source(
+        self,
+        f: TailedFile | None,
+        saved: dict[str, Any] | None = None,
+    ) -> None:
+        entry: dict[str, Any]
+        if f is not None:
+            entry = {
+                "path": f.path,
+                "fingerprint": f.fingerprint,
+                "fingerprint_len": f.fingerprint_len,
+                "position": f.position,
+                "line": f.line,
+                "committed": f.committed,
+                "committed_line": f.committed_line,
+                "identity": (f.identity, f.generation),
+            }
+        elif saved is not None:
+            entry = {
+                "path": saved.get("path"),
+                "fingerprint": str(saved.get("fingerprint")),
+                "fingerprint_len": int(saved["fingerprint_len"]),
+                "position": int(saved["offset"]),
+                "line": int(saved["line"]),
+                "committed": int(saved["offset"]),
+                "committed_line": int(saved["line"]),
+                "identity": None,
+            }
+        else:
+            return
+        if entry["position"] <= 0:
+            return
+        entry["at"] = time.monotonic()
+        self._copies[entry["fingerprint"]] = entry
+        while len(self._copies) > 16:
+            del self._copies[next(iter(self._copies))]
+
+    def _is_copy_in_progress(self, fd: int, size: int) -> bool:
+        """A new file that starts like a file being followed: a copy whose original may be
+        about to be truncated (``copytruncate`` copies first). Wait for the truncation."""
+        for f in self.files.values():
+            if f.gone or not f.fingerprint_len or size < f.fingerprint_len:
+                continue
+            if _head_hash(fd, f.fingerprint_len) == f.fingerprint:
+                return True
+        return False
+
+    def _resume(self, f: TailedFile, saved: dict[str, Any], size: int) -> None:
+        try:
+            offset, line = int(saved["offset"]), int(saved["line"])
+            length = int(saved["fingerprint_len"])
+            generation = int(saved.get("generation", 0))
+        except (KeyError, TypeError, ValueError):
+            return
+        head = os.pread(f.fd, length, 0) if length else b""
+        same = (
+            len(head) == length
+            and hashlib.blake2b(head, digest_size=16).hexdigest() == saved.get("fingerprint")
+            and offset <= size
+        )
+        if same:
+            f.position = f.committed = offset
+            f.line = f.committed_line = line
+            f.generation = generation
+        else:
+            # Recycled inode, or truncated while we were away: a new file as far as we know.
+            f.generation = generation + 1
+            if offset > size or len(head) < length:
+                self.truncations += 1
+                self._remember_copy_source(None, saved)
+            log.info("%s changed while the agent was away; reading it from the start", f.path)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def discover(self) -> None:
+        """Open files the glob matches that are not followed yet."""
+        seen = set()
         for path in sorted(globbing.glob(self.pattern)):
             try:
-                stat = os.stat(path)
+                st = os.stat(path)
             except OSError:
                 continue
-            if stat.st_ino in self.files or not os.path.isfile(path):
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            self.files[stat.st_ino] = _File(path, stat.st_ino, fd, 0, 0)
+            identity = (st.st_dev, st.st_ino)
+            seen.add(identity)
+            done = self._finished.get(identity)
+            if done is not None and st.st_size >= done["offset"]:
+                if st.st_size == done["offset"]:
+                    continue
+                # Written to again after it was let go (a writer kept it open): follow it again.
+                self._saved[identity] = self._finished.pop(identity)
+            if identity not in self.files and stats.S_ISREG(st.st_mode):
+                self._open(path)
+        for identity in [i for i in self._finished if i not in seen]:
+            del self._finished[identity]
+        for identity in [i for i in self._deferred if i not in seen]:
+            del self._deferred[identity]
 
-    def poll(self, *, final: bool = False) -> list[Line]:
-        """New complete lines from every file; ``final`` also hands out partial last lines."""
-        self._discover()
-        lines: list[Line] = []
+    def poll(self, budget: int | None = None, *, final: bool = False) -> list[Chunk]:
+        """New complete lines from every file, at most about ``budget`` bytes in all.
+
+        ``final`` also hands out partial last lines (on shutdown, when no more will come).
+        """
+        for f in self.files.values():
+            self._check_truncated(f)
+        self.discover()
+        chunks: list[Chunk] = []
+        left = self.read_size * max(1, len(self.files)) if budget is None else budget
         for f in list(self.files.values()):
+            if left <= 0:
+                break
+            chunk = self._read(f, min(self.read_size, left), final=final)
+            if chunk is not None:
+                chunks.append(chunk)
+                left -= len(chunk.data)
+            last = self._check_rotated(f)
+            if last is not None:
+                chunks.append(last)
+        return chunks
+
+    def _read(self, f: TailedFile, limit: int, *, final: bool) -> Chunk | None:
+        try:
             size = os.fstat(f.fd).st_size
-            if size < f.position:  # copytruncate
-                self.possibly_lost += 1
-                f.position = f.committed = 0
-                f.partial = b""
-            while f.position < size:
-                chunk = os.pread(f.fd, min(_MAX_READ, size - f.position), f.position)
-                if not chunk:
-                    break
-                self.bytes_read += len(chunk)
-                data = f.partial + chunk
-                start = f.position - len(f.partial)
-                f.position += len(chunk)
-                cut = data.rfind(b"\n") + 1
-                for raw in data[:cut].split(b"\n")[:-1]:
-                    start += len(raw) + 1
-                    lines.append(Line(f.path, raw.decode("utf-8", "replace"), f.inode, start))
-                f.partial = data[cut:]
-                if len(lines) > 10_000:
-                    break
-            if final and f.partial:
-                lines.append(
-                    Line(f.path, f.partial.decode("utf-8", "replace"), f.inode, f.position)
-                )
-                f.partial = b""
-            try:
-                current = os.stat(f.path).st_ino
-            except OSError:
-                current = -1
-            if current != f.inode and f.position >= size and not f.partial:
-                f.gone = True
-                self._drop_if_done(f)
-        return lines
+        except OSError:
+            return None
+        if size < f.position:
+            self._check_truncated(f)
+        elif f.fingerprint_len < FINGERPRINT_BYTES and size > f.fingerprint_len:
+            f.fingerprint, f.fingerprint_len = _fingerprint(f.fd, size)
+        start = f.position + len(f.partial)
+        if start >= size:
+            if final and (f.partial or f.skipping):
+                return self._emit(f, b"", final=True)
+            return None
+        data = os.pread(f.fd, min(limit, size - start), start)
+        if not data:
+            return None
+        self.bytes_read += len(data)
+        return self._emit(f, data, final=final and start + len(data) >= size)
 
-    def _drop_if_done(self, f: _File) -> None:
-        if f.gone and f.committed >= f.position:
-            os.close(f.fd)
-            self.files.pop(f.inode, None)
-
-    def commit(self, lines: list[Line]) -> None:
-        """Mark ``lines`` (and everything before them in their files) delivered."""
-        for line in lines:
-            f = self.files.get(line.inode)
-            if f is not None and line.end > f.committed:
-                f.committed = line.end
-        for f in list(self.files.values()):
-            self._drop_if_done(f)
-
-    def save(self) -> None:
-        """Write the committed offsets atomically (write, fsync, rename)."""
-        if self.offsets_path is None:
+    def _check_truncated(self, f: TailedFile) -> None:
+        """``copytruncate``: the file got shorter than what was read; read it again from 0."""
+        try:
+            size = os.fstat(f.fd).st_size
+        except OSError:
             return
-        self.offsets_path.parent.mkdir(parents=True, exist_ok=True)
-        data = {
-            "files": [
-                {"path": f.path, "inode": f.inode, "offset": f.committed}
-                for f in self.files.values()
-            ]
-        }
-        temp = self.offsets_path.with_suffix(".tmp")
-        with open(temp, "w") as out:
-            json.dump(data, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, self.offsets_path)
+        if size >= f.position:
+            return
+        self.truncations += 1
+        self._remember_copy_source(f)
+        f.generation += 1
+        f.position = f.committed = f.line = f.committed_line = 0
+        f.partial = b""
+        f.skipping = False
+        f.fingerprint, f.fingerprint_len = _fingerprint(f.fd, size)
+        log.warning("%s was truncated; reading it again from the start", f.path)
+
+    def _emit(self, f: TailedFile, data: bytes, *, final: bool) -> Chunk | None:
+        if f.partial:
+            data = f.partial + data
+        consumed = len(data)  # bytes of the file this call accounts for, from f.position
+        cut = data.rfind(b"\n") + 1
+        if final and cut < len(data):
+            body = data + b"\n"
+            rest = b""
+        else:
+            body, rest = data[:cut], data[cut:]
+        if f.skipping or _long_line_at(body, self.max_line) >= 0 or len(rest) > self.max_line:
+            body, rest = self._long(f, body, rest)
+        f.partial = rest
+        advance = consumed - len(rest)
+        if not body:
+            f.position += advance
+            return None
+        lines = body.count(b"\n")
+        chunk = Chunk(f, body, f.line, f.position + advance, lines, f.generation)
+        f.position += advance
+        f.line += lines
+        self.lines_read += lines
+        return chunk
+
+    def _long(self, f: TailedFile, body: bytes, rest: bytes) -> tuple[bytes, bytes]:
+        """Cut or split lines over ``max_line``; a too-long unfinished line is handled too."""
+        limit = self.max_line
+        out = bytearray()
+        pieces = body.split(b"\n")[:-1]
+        if len(rest) > limit:
+            pieces.append(rest)
+            rest = b""
+            trailing = True
+        else:
+            trailing = False
+        for index, piece in enumerate(pieces):
+            unfinished = trailing and index == len(pieces) - 1
+            if f.skipping:
+                if unfinished:
+                    self.truncated_bytes += len(piece)
+                    continue
+                self.truncated_bytes += len(piece)
+                f.skipping = False
+                continue
+            if len(piece) <= limit:
+                if unfinished:
+                    rest = piece
+                else:
+                    out += piece + b"\n"
+                continue
+            self.long_lines_seen += 1
+            if self.long_lines == "truncate":
+                out += piece[:limit] + b"\n"
+                self.truncated_bytes += len(piece) - limit
+                f.skipping = unfinished
+            else:
+                whole = len(piece) - len(piece) % limit if unfinished else len(piece)
+                for at in range(0, whole, limit):
+                    out += piece[at : at + limit] + b"\n"
+                if unfinished:
+                    rest = piece[whole:]
+        return bytes(out), rest
+
+    def _check_rotated(self, f: TailedFile) -> Chunk | None:
+        """Notice that ``f`` was renamed away or deleted; hand out its unfinished last line."""
+        if not f.gone:
+            try:
+                st = os.stat(f.path)
+                moved = (st.st_dev, st.st_ino) != f.identity
+            except OSError:
+                moved = True
+            if not moved:
+                return None
+            try:
+                size = os.fstat(f.fd).st_size
+            except OSError:
+                size = f.position
+            if f.position + len(f.partial) < size:
+                return None  # still draining what was written before the rename
+            f.gone = True
+        chunk = self._emit(f, b"", final=True) if f.partial or f.skipping else None
+        self._forget_if_done(f)
+        return chunk
+
+    def _forget_if_done(self, f: TailedFile) -> None:
+        if f.gone and f.committed >= f.position and not f.partial:
+            os.close(f.fd)
+            self.files.pop(f.identity, None)
+            self._finished[f.identity] = {
+                **self._entry(f),
+                "offset": f.position,
+                "line": f.line,
+            }
+
+    def commit(self, identity: tuple[int, int], generation: int, offset: int, line: int) -> None:
+        """Everything in the file before ``offset`` (``line`` lines) was delivered."""
+        f = self.files.get(identity)
+        if f is None or f.generation != generation:
+            alias = self._aliases.get((identity, generation))
+            f = self.files.get(alias) if alias is not None else None
+            if f is None:
+                return
+        if offset <= f.committed:
+            return
+        f.committed, f.committed_line = offset, line
+        self._forget_if_done(f)
 
     def lag(self) -> dict[str, int]:
         """Bytes written but not yet delivered, per file."""
@@ -175,3 +506,41 @@ class Tailer:
         for f in self.files.values():
             os.close(f.fd)
         self.files.clear()
+
+
+@dataclass(slots=True)
+class OffsetStore:
+    """Committed positions of every source, in one JSON file written atomically."""
+
+    path: Path
+
+    def load(self) -> dict[str, list[dict[str, Any]]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "offsets in %s unreadable (%s); starting from the beginning", self.path, exc
+            )
+            return {}
+        sources = data.get("sources") if isinstance(data, dict) else None
+        if not isinstance(sources, dict):
+            return {}
+        return {str(k): v for k, v in sources.items() if isinstance(v, list)}
+
+    def save(self, sources: dict[str, list[dict[str, Any]]], *, sync: bool = True) -> None:
+        """Write, then rename over the old file: a reader sees the old or the new, never half.
+
+        Without ``sync`` the data survives the agent being killed (the kernel has it) but not
+        the node crashing; the shipper syncs every ``checkpoint_interval``.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_name(self.path.name + ".tmp")
+        body = json.dumps({"version": 1, "sources": sources}, separators=(",", ":"))
+        with open(temp, "w") as out:
+            out.write(body)
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(temp, self.path)

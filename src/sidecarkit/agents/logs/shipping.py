@@ -1,0 +1,467 @@
+"""From files to sinks, at least once: read, parse, batch, deliver, then commit offsets.
+
+The log file is the buffer. The ``Shipper`` reads only while the bytes in flight (sealed batches
+not yet confirmed plus the batch being filled) stay under ``max_inflight``; when a sink stalls it
+stops reading, memory stays flat, and the unread lines wait in the file.
+
+Every sealed batch goes to every sink, each sink taking its batches in order, one request at a
+time. A sink answers per batch (``records.Outcome``): delivered, some events refused for good
+(counted by reason, never retried), or a smaller batch to retry. Retries back off exponentially
+with jitter and go on forever unless ``max_retries`` is set (then what is given up is counted as
+dropped). Once *every* sink is done with a batch, and with every batch before it, the offsets
+of the lines it carried are committed; committed offsets are saved atomically at most every
+``checkpoint_interval`` seconds and on exit. After a crash the agent resumes from there, so what
+it replays is at most what was not yet confirmed.
+
+Lines a parser holds (an unfinished multiline record, a partial CRI line) are not committed
+until the record they belong to is shipped: the commit point of a chunk is its end minus the
+parser's ``held_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from sidecarkit import metering
+from sidecarkit.agents.logs import records, tailing
+
+__all__ = ["Shipper", "Source", "Tuning"]
+
+log = logging.getLogger("sidecarkit.agent.logs")
+
+
+class Parser(Protocol):
+    held_bytes: int
+
+    @property
+    def held_lines(self) -> int: ...
+
+    def feed(self, lines: list[str], first: int, now: float) -> list[records.Event]: ...
+
+    def flush(self, now: float, *, force: bool = False) -> list[records.Event]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    batch_bytes: int = 1 << 20
+    """A batch is sent once it carries this many bytes of input..."""
+    batch_wait: float = 1.0
+    """...or once its first line waited this many seconds."""
+    max_inflight: int = 8 << 20
+    """Bytes read but not yet confirmed by every sink; reading pauses above it."""
+    poll: float = 0.25
+    """Seconds between looks at the files when there was nothing new."""
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+    max_retries: int | None = None
+    """Give up on a batch after this many retries (counted as dropped); ``None``: never."""
+    checkpoint_interval: float = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class Source:
+    name: str
+    tailer: tailing.Tailer
+    make_parser: Callable[[], Parser]
+    raw: bool = False
+    """The parser keeps lines as they are: a chunk can travel as its bytes."""
+    parsers: dict[tuple[int, int, int], Parser] = field(default_factory=dict)
+
+
+Mark = tuple[Source, tuple[int, int], int, int, int]
+"""A commit point: source, file identity, generation, offset, line number."""
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    batch: records.Batch
+    marks: list[Mark]
+    size: int
+    waiting: int
+    done: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Lane:
+    sink: records.Sink
+    queue: asyncio.Queue[_Pending | None]
+    task: asyncio.Task[None] | None = None
+    busy_since: float | None = None
+
+
+class Shipper:
+    def __init__(
+        self,
+        sources: list[Source],
+        sinks: list[records.Sink],
+        *,
+        labels: dict[str, str],
+        store: tailing.OffsetStore | None = None,
+        tuning: Tuning | None = None,
+        metrics: metering.Registry | None = None,
+    ) -> None:
+        self.sources = sources
+        self.labels = labels
+        self.store = store
+        self.tuning = tuning or Tuning()
+        self.lanes = [_Lane(sink, asyncio.Queue()) for sink in sinks]
+        self.events_wanted = any(not getattr(sink, "raw", False) for sink in sinks)
+        self.pending: deque[_Pending] = deque()
+        self.inflight = 0
+        self.seq = 0
+        self._groups: list[records.Group] = []
+        self._marks: list[Mark] = []
+        self._size = 0
+        self._events = 0
+        self._since: float | None = None
+        self._saved_at = time.monotonic()
+        self._dirty = False
+        self._unsynced = False
+        self.progress = asyncio.Event()
+        self.metrics = metrics or metering.Registry()
+        m = self.metrics
+        self.m_read = m.add(
+            metering.Counter("sidecarkit_logs_lines_read_total", "Lines read.", ("source",))
+        )
+        self.m_bytes = m.add(
+            metering.Counter("sidecarkit_logs_bytes_read_total", "Bytes read.", ("source",))
+        )
+        self.m_shipped = m.add(
+            metering.Counter(
+                "sidecarkit_logs_events_shipped_total", "Events a sink confirmed.", ("sink",)
+            )
+        )
+        self.m_bytes_shipped = m.add(
+            metering.Counter(
+                "sidecarkit_logs_bytes_shipped_total",
+                "Bytes of input whose events a sink confirmed.",
+                ("sink",),
+            )
+        )
+        self.m_retries = m.add(
+            metering.Counter(
+                "sidecarkit_logs_retries_total", "Requests sent again after a failure.", ("sink",)
+            )
+        )
+        self.m_errors = m.add(
+            metering.Counter(
+                "sidecarkit_logs_sink_errors_total",
+                "Failed requests, by sink and kind of failure.",
+                ("sink", "error"),
+            )
+        )
+        self.m_rejected = m.add(
+            metering.Counter(
+                "sidecarkit_logs_events_rejected_total",
+                "Events a sink refused for good (bad data), by reason.",
+                ("sink", "reason"),
+            )
+        )
+        self.m_dropped = m.add(
+            metering.Counter(
+                "sidecarkit_logs_events_dropped_total",
+                "Events given up: retries exhausted (max_retries), by sink.",
+                ("sink",),
+            )
+        )
+        self.m_inflight = m.add(
+            metering.Gauge("sidecarkit_logs_inflight_bytes", "Bytes read, not yet confirmed.")
+        )
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def read(self, *, final: bool = False) -> int:
+        """Read what the budget allows, parse it into the open batch; bytes read."""
+        now = time.monotonic()
+        room = max(self.tuning.batch_bytes - self._size, min(self.tuning.batch_bytes, 64 << 10))
+        budget = min(self.tuning.max_inflight - self.inflight - self._size, room)
+        total = 0
+        for source in self.sources:
+            if budget <= 0:
+                break
+            before = source.tailer.bytes_read
+            for chunk in source.tailer.poll(budget, final=final):
+                self._take(source, chunk, now)
+                total += len(chunk.data)
+            read = source.tailer.bytes_read - before
+            budget -= read
+            if read:
+                self.m_bytes.inc(source.name, amount=read)
+        self._flush_parsers(now, force=final)
+        return total
+
+    def _take(self, source: Source, chunk: tailing.Chunk, now: float) -> None:
+        f = chunk.file
+        key = (f.dev, f.inode, chunk.generation)
+        self.m_read.inc(source.name, amount=chunk.lines)
+        wall = time.time_ns()
+        if source.raw and not self.events_wanted:
+            group = records.Group(f.path, f.key, [], wall, chunk.data)
+            self._add(group, chunk.lines, len(chunk.data))
+            self._marks.append(
+                (source, f.identity, chunk.generation, chunk.end, chunk.first + chunk.lines)
+            )
+            return
+        parser = source.parsers.get(key)
+        if parser is None:
+            parser = source.parsers[key] = source.make_parser()
+        text = chunk.data.decode("utf-8", "surrogateescape")
+        lines = text.split("\n")
+        lines.pop()
+        events = parser.feed(lines, chunk.first, now)
+        if events:
+            group = records.Group(f.path, f.key, events, wall, chunk.data if source.raw else None)
+            self._add(group, len(events), len(chunk.data))
+        else:
+            self._size += len(chunk.data)
+        held_lines = parser.held_lines
+        self._marks.append(
+            (
+                source,
+                f.identity,
+                chunk.generation,
+                chunk.end - parser.held_bytes,
+                chunk.first + chunk.lines - held_lines,
+            )
+        )
+
+    def _flush_parsers(self, now: float, *, force: bool) -> None:
+        for source in self.sources:
+            for key, parser in list(source.parsers.items()):
+                if not parser.held_bytes and not force:
+                    continue
+                events = parser.flush(now, force=force)
+                f = source.tailer.files.get((key[0], key[1]))
+                if f is None or f.generation != key[2]:
+                    if events:
+                        log.debug("flushing records of a file that is gone")
+                    if not parser.held_bytes:
+                        del source.parsers[key]
+                    if not events:
+                        continue
+                    path, file_key = "?", f"{key[0]:x}:{key[1]:x}:gone:{key[2]}"
+                else:
+                    path, file_key = f.path, f.key
+                if not events:
+                    continue
+                self._add(records.Group(path, file_key, events, time.time_ns()), len(events), 0)
+                if f is not None and f.generation == key[2]:
+                    held_lines = parser.held_lines
+                    self._marks.append(
+                        (
+                            source,
+                            f.identity,
+                            key[2],
+                            f.position - parser.held_bytes,
+                            f.line - held_lines,
+                        )
+                    )
+
+    def _add(self, group: records.Group, events: int, size: int) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+        self._groups.append(group)
+        self._events += events
+        self._size += size
+
+    # --- batching and delivery ----------------------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        if not self._marks and not self._groups:
+            return False
+        if self._size >= self.tuning.batch_bytes:
+            return True
+        return self._since is None or now - self._since >= self.tuning.batch_wait
+
+    def seal(self) -> None:
+        """Send the open batch to every sink (or, if it has no events, just commit its marks)."""
+        if not self._marks and not self._groups:
+            return
+        self.seq += 1
+        batch = records.Batch(self._groups, self.labels, self._events, self._size, self.seq)
+        pending = _Pending(batch, self._marks, self._size, len(self.lanes) if self._groups else 0)
+        self._groups, self._marks, self._size, self._events, self._since = [], [], 0, 0, None
+        self.pending.append(pending)
+        self.inflight += pending.size
+        if pending.waiting == 0:
+            pending.done = True
+            self._advance()
+            return
+        for lane in self.lanes:
+            lane.queue.put_nowait(pending)
+
+    def _advance(self) -> None:
+        """Commit the offsets of every batch at the front that all sinks are done with."""
+        while self.pending and self.pending[0].done:
+            pending = self.pending.popleft()
+            self.inflight -= pending.size
+            for source, identity, generation, offset, line in pending.marks:
+                source.tailer.commit(identity, generation, offset, line)
+            self._dirty = True
+        self.checkpoint()
+        self.m_inflight.set(self.inflight + self._size)
+        self.progress.set()
+
+    def checkpoint(self, *, force: bool = False) -> None:
+        """Save committed offsets: after every confirmed batch (so a killed agent replays at
+        most the batch in flight), synced to disk every ``checkpoint_interval``."""
+        if self.store is None:
+            return
+        now = time.monotonic()
+        sync = force or now - self._saved_at >= self.tuning.checkpoint_interval
+        if not self._dirty and not (sync and self._unsynced):
+            return
+        self.store.save({s.name: s.tailer.snapshot() for s in self.sources}, sync=sync)
+        if sync:
+            self._saved_at = now
+        self._unsynced = not sync
+        self._dirty = False
+
+    def restore(self) -> None:
+        if self.store is None:
+            return
+        saved = self.store.load()
+        for source in self.sources:
+            source.tailer.restore(saved.get(source.name, []))
+
+    def start(self) -> None:
+        for lane in self.lanes:
+            lane.task = asyncio.create_task(self._lane(lane), name=f"sink {lane.sink.name}")
+
+    async def _lane(self, lane: _Lane) -> None:
+        while True:
+            pending = await lane.queue.get()
+            if pending is None:
+                return
+            lane.busy_since = time.monotonic()
+            try:
+                await self._deliver(lane.sink, pending.batch)
+            finally:
+                lane.busy_since = None
+            pending.waiting -= 1
+            if pending.waiting == 0:
+                pending.done = True
+                self._advance()
+
+    async def _deliver(self, sink: records.Sink, batch: records.Batch) -> None:
+        attempt = 0
+        current: records.Batch | None = batch
+        while current is not None:
+            try:
+                outcome = await sink.send(current)
+            except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+                self.m_errors.inc(sink.name, type(exc).__name__)
+                if attempt == 0:
+                    log.warning("sink %s: %s; retrying", sink.name, exc or type(exc).__name__)
+                outcome = records.Outcome(retry=current)
+            except Exception:
+                # A bug must not lose lines: the batch is kept and retried like any failure.
+                self.m_errors.inc(sink.name, "internal")
+                log.exception("sink %s failed unexpectedly; retrying", sink.name)
+                outcome = records.Outcome(retry=current)
+            retry = outcome.retry
+            settled = current.events - (retry.events if retry is not None else 0)
+            if outcome.rejected:
+                for reason, count in (outcome.reasons or {"rejected": outcome.rejected}).items():
+                    self.m_rejected.inc(sink.name, reason, amount=count)
+                log.warning(
+                    "sink %s refused %d events: %s", sink.name, outcome.rejected, outcome.reasons
+                )
+            if settled - outcome.rejected > 0:
+                self.m_shipped.inc(sink.name, amount=settled - outcome.rejected)
+            if retry is None:
+                self.m_bytes_shipped.inc(sink.name, amount=batch.size)
+                return
+            attempt += 1
+            if self.tuning.max_retries is not None and attempt > self.tuning.max_retries:
+                self.m_dropped.inc(sink.name, amount=retry.events)
+                log.error(
+                    "sink %s: giving up on %d events after %d retries (max_retries)",
+                    sink.name,
+                    retry.events,
+                    attempt - 1,
+                )
+                return
+            self.m_retries.inc(sink.name)
+            delay = min(self.tuning.retry_max, self.tuning.retry_initial * 2 ** (attempt - 1))
+            delay = delay / 2 + random.uniform(0, delay / 2)
+            if outcome.retry_after is not None:
+                delay = max(delay, min(outcome.retry_after, 300.0))
+            await asyncio.sleep(delay)
+            current = retry
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event, done: Callable[[], bool] | None = None) -> None:
+        """Ship until ``stopping`` is set (or ``done()`` says the app is gone)."""
+        tuning = self.tuning
+        while not stopping.is_set():
+            read = self.read()
+            now = time.monotonic()
+            if self.due(now):
+                self.seal()
+            self.checkpoint()
+            if done is not None and done():
+                log.info("every app container is done; shipping the rest and exiting")
+                break
+            if read and self.inflight + self._size < tuning.max_inflight:
+                await asyncio.sleep(0)
+                continue
+            self.progress.clear()
+            wait = tuning.poll
+            if self._since is not None:
+                wait = max(0.0, min(wait, self._since + tuning.batch_wait - now))
+            waiters: list[asyncio.Future[Any]] = [
+                asyncio.ensure_future(stopping.wait()),
+                asyncio.ensure_future(self.progress.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def drain(self, deadline: float) -> bool:
+        """Read to the end of what was written, ship it, and wait for the sinks until
+        ``deadline`` (monotonic); True when everything read was confirmed."""
+        while time.monotonic() < deadline:
+            read = self.read(final=True)
+            self.seal()
+            if not read and not self.pending:
+                break
+            if self.inflight >= self.tuning.max_inflight or not read:
+                self.progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.progress.wait(), max(0.0, deadline - time.monotonic())
+                    )
+        self.checkpoint(force=True)
+        return not self.pending
+
+    async def close(self) -> None:
+        for lane in self.lanes:
+            if lane.task is not None:
+                lane.task.cancel()
+        for lane in self.lanes:
+            if lane.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.task
+            await lane.sink.close()
+        for source in self.sources:
+            source.tailer.close()
+
+    def lag(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for source in self.sources:
+            out.update(source.tailer.lag())
+        return out

@@ -1,0 +1,300 @@
+"""Elasticsearch and OpenSearch: the ``_bulk`` API with ``create`` and deterministic ids.
+
+``POST <endpoint>/_bulk`` with ``Content-Type: application/x-ndjson``, two lines per event and a
+final newline::
+
+    {"create":{"_index":"logs-sidecarkit","_id":"1f4c9a0e7b2d3c58-17"}}
+    {"@timestamp":"2026-08-21T10:11:12.123456789Z","message":"GET / 200",
+     "log":{"file":{"path":"/var/log/app/app.log"}},"pod":"web-1","namespace":"shop"}
+
+The document holds ``@timestamp`` (RFC 3339, UTC, nanoseconds), ``message``, ``log.file.path``,
+the batch's labels and the event's fields; on a name clash the shipper's keys win, so every
+document has the same core shape. ``create`` (not ``index``) is what data streams accept, and with
+an ``_id`` made from the file's identity and the event's line number it makes replays harmless: a
+document sent twice is refused the second time with 409, which counts as delivered.
+
+Answers: the request is 200 even when items fail, so each item is read in order. 2xx and 409 are
+delivered; 429 and 5xx items come back in ``Outcome.retry`` (only those events); other 4xx items
+(mapping errors, bad documents) are rejected for good, counted by the error type Elasticsearch
+names. A whole request answered 429 or 5xx is retried; 413 (body too large) and other statuses
+are refused for good with the reason Elasticsearch gives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import replace
+from typing import Any, Final
+
+import orjson
+
+from sidecarkit.agents.logs import records, sinks
+from sidecarkit.agents.logs.sinks import _http
+
+__all__ = ["ElasticsearchSink", "create", "document_id", "id_prefix"]
+
+log = logging.getLogger("sidecarkit.agent.logs.sinks")
+
+OPTIONS: Final = {
+    "index": "the index or data stream, optionally with %Y %m %d %y %j from the event's UTC date",
+    "api_key": "an Elasticsearch API key (base64 'id:key'), sent as Authorization: ApiKey",
+}
+DEFAULT_INDEX: Final = "logs-sidecarkit"
+
+_DATE_DIRECTIVES: Final = frozenset("Ymdyj")
+_BAD_INDEX: Final = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+_OURS: Final = frozenset({"@timestamp", "message", "log"})
+
+
+def create(spec: sinks.Spec) -> ElasticsearchSink:
+    common, own = _http.settings(spec, path=None, own=OPTIONS, example="http://elasticsearch:9200")
+    common = _bulk_url(common)
+    options = _http.Options(common.name, own)
+    index = options.text("index") or DEFAULT_INDEX
+    _check_index(common.name, index)
+    api_key = options.text("api_key")
+    headers = None
+    if api_key is not None:
+        if common.authorization or common.bearer_token_file:
+            raise ValueError(
+                f"sink {common.name!r}: set one of 'api_key', 'username'/'password' and "
+                f"'bearer_token_file', not several"
+            )
+        headers = {"Authorization": f"ApiKey {api_key}"}
+    client = _http.Client(
+        common, content_type="application/x-ndjson", headers=headers, limit=64 << 20
+    )
+    return ElasticsearchSink(common.name, client, index=index)
+
+
+def _bulk_url(common: _http.Settings) -> _http.Settings:
+    base, _, query = common.url.partition("?")
+    if not base.rstrip("/").endswith("/_bulk"):
+        base = base.rstrip("/") + "/_bulk"
+    return replace(common, url=f"{base}?{query}" if query else base)
+
+
+def _check_index(name: str, index: str) -> None:
+    directives = set(re.findall(r"%(.)", index))
+    if directives - _DATE_DIRECTIVES - {"%"}:
+        raise ValueError(
+            f"sink {name!r}: option 'index' {index!r} uses "
+            f"{', '.join('%' + d for d in sorted(directives - _DATE_DIRECTIVES))}; "
+            f"only %Y %m %d %y %j (the event's UTC date) are allowed"
+        )
+    sample = time.strftime(index, time.gmtime(0))
+    if _BAD_INDEX.search(sample) or sample[:1] in ("-", "_", "+") or sample in (".", ".."):
+        raise ValueError(
+            f"sink {name!r}: option 'index' {index!r} is not a valid index name: use lowercase, "
+            f'no spaces or any of \\ / * ? " < > | , # :, and do not start with - _ +'
+        )
+
+
+def id_prefix(key: str) -> str:
+    """The part of ``_id`` shared by the events of the file whose identity is ``key``."""
+    return hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest() + "-"
+
+
+def document_id(key: str, line: int) -> str:
+    """The ``_id`` of the event at ``line`` of the file whose identity is ``key``.
+
+    ``<16 hex digits of BLAKE2b of key>-<line>``: the same on every replay, distinct for every
+    line of a file, and distinct across files unless two of a few billion file identities share
+    64 bits of hash. Hashing once per file rather than per event keeps the hot loop cheap, and
+    ids of one file sharing a prefix suit Lucene's term dictionary.
+    """
+    return f"{id_prefix(key)}{line}"
+
+
+class ElasticsearchSink:
+    """Bulk-indexes batches into one Elasticsearch or OpenSearch cluster."""
+
+    __slots__ = ("_actions", "_days", "_tails", "client", "index", "name")
+
+    def __init__(self, name: str, client: _http.Client, *, index: str = DEFAULT_INDEX) -> None:
+        self.name = name
+        self.client = client
+        self.index = index
+        self._days: dict[int, bytes] = {}
+        self._actions: bytes | None = None if "%" in index else self._action(index)
+        self._tails: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+
+    @staticmethod
+    def _action(index: str) -> bytes:
+        return b'{"create":{"_index":' + orjson.dumps(index) + b',"_id":"'
+
+    def _action_for(self, time_ns: int) -> bytes:
+        day = time_ns // 86_400_000_000_000
+        action = self._days.get(day)
+        if action is None:
+            if len(self._days) > 16:
+                self._days.clear()
+            name = time.strftime(self.index, time.gmtime(day * 86_400))
+            action = self._days[day] = self._action(name)
+        return action
+
+    def _tail(self, source: str, labels: dict[str, str]) -> bytes:
+        """The constant end of a document without fields: ``,"log":...,<labels>}``."""
+        key = (source, tuple(labels.items()))
+        tail = self._tails.get(key)
+        if tail is None:
+            if len(self._tails) > 256:
+                self._tails.clear()
+            rest: dict[str, Any] = {"log": {"file": {"path": source}}}
+            rest.update((k, v) for k, v in labels.items() if k not in _OURS)
+            tail = self._tails[key] = b"," + orjson.dumps(rest)[1:]
+        return tail
+
+    def body(self, batch: records.Batch) -> bytes:
+        """The ``_bulk`` body for ``batch``: action and document lines, ending in a newline.
+
+        Per event: one ``orjson.dumps`` of the message and one bytes formatting; the action's
+        index and id prefix, the document's end (file and labels) and the second of the
+        timestamp are made once per group or second.
+        """
+        parts: list[bytes] = []
+        add = parts.append
+        fixed = self._actions
+        labels = {k: v for k, v in batch.labels.items() if k not in _OURS}
+        dumps, second = orjson.dumps, _http.second
+        last, stamp = -1, b""
+        for group in batch.groups:
+            start, source = group.time_ns, group.source
+            tail = self._tail(source, labels)
+            prefix = id_prefix(group.key).encode()
+            head = None if fixed is None else fixed + prefix
+            for index, (line, message, fields, time_ns) in enumerate(group.events):
+                when = start + index if time_ns is None else time_ns
+                seconds, fraction = divmod(when, 1_000_000_000)
+                if seconds != last:
+                    last, stamp = seconds, second(seconds)
+                action = head if head is not None else self._action_for(when) + prefix
+                if fields:
+                    doc: dict[str, Any] = {
+                        "@timestamp": (b"%b.%09dZ" % (stamp, fraction)).decode(),
+                        "message": message,
+                        "log": {"file": {"path": source}},
+                        **labels,
+                    }
+                    add(b'%b%d"}}\n%b\n' % (action, line, dumps({**doc, **fields, **doc})))
+                else:
+                    add(
+                        b'%b%d"}}\n{"@timestamp":"%b.%09dZ","message":%b%b\n'
+                        % (action, line, stamp, fraction, dumps(message), tail)
+                    )
+        return b"".join(parts)
+
+    async def send(self, batch: records.Batch) -> records.Outcome:
+        reply = await self.client.post(_http.encode(self.body, batch))
+        status = reply.status
+        if status == 429 or status >= 500:
+            return records.Outcome(retry=batch, retry_after=reply.retry_after)
+        if not reply.ok:
+            kind, reason = _error(reply.body)
+            if status == 413:
+                why = "http 413: request too large"
+                detail = (
+                    "HTTP 413: the bulk request is larger than the cluster's "
+                    "http.max_content_length; lower the agent's batch size or raise that limit"
+                )
+            else:
+                why = f"http {status}: {kind}" if kind else f"http {status}"
+                detail = f"HTTP {status}: {kind or ''} {reason or _http.short(reply.text())}"
+            return _http.refuse(self.name, batch, why, detail)
+        try:
+            answer = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            log.warning(
+                "sink %s: HTTP %d from %s is not a bulk answer (%s); sending batch %d again",
+                self.name,
+                status,
+                self.client.settings.url,
+                _http.short(reply.text()),
+                batch.seq,
+            )
+            return records.Outcome(retry=batch, retry_after=reply.retry_after)
+        if answer.get("errors") is False:
+            return records.Outcome()
+        return self._items(batch, answer.get("items"), reply)
+
+    def _items(self, batch: records.Batch, items: Any, reply: _http.Reply) -> records.Outcome:
+        total = _http.count(batch)
+        if not isinstance(items, list) or len(items) != total:
+            got = len(items) if isinstance(items, list) else "no"
+            log.warning(
+                "sink %s: bulk answer has %s items for %d events; sending batch %d again",
+                self.name,
+                got,
+                total,
+                batch.seq,
+            )
+            return records.Outcome(retry=batch, retry_after=reply.retry_after)
+        reasons: Counter[str] = Counter()
+        keep: list[list[bool]] = []
+        again = 0
+        example = ""
+        position = 0
+        for group in batch.groups:
+            flags = []
+            for _ in group.events:
+                item = items[position]
+                position += 1
+                result: Any = next(iter(item.values()), None) if isinstance(item, dict) else None
+                code = result.get("status") if isinstance(result, dict) else None
+                if isinstance(code, bool) or not isinstance(code, int):
+                    code = 500  # an item without a status: unknown, so sent again
+                retry = code == 429 or code >= 500
+                flags.append(retry)
+                if retry:
+                    again += 1
+                elif not (200 <= code < 300 or code == 409):
+                    kind, why = _item_error(result)
+                    reasons[kind] += 1
+                    example = example or f"{kind}: {why}"
+            keep.append(flags)
+        rejected = sum(reasons.values())
+        if rejected:
+            log.warning(
+                "sink %s: %d event(s) of batch %d refused by Elasticsearch (not retried), e.g. %s",
+                self.name,
+                rejected,
+                batch.seq,
+                _http.short(example, 300),
+            )
+        return records.Outcome(
+            rejected=rejected,
+            reasons=dict(reasons),
+            retry=batch.subset(keep) if again else None,
+            retry_after=reply.retry_after if again else None,
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _error(body: bytes) -> tuple[str | None, str | None]:
+    """``(type, reason)`` of an Elasticsearch error answer, when it is one."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if isinstance(error, dict):
+        kind, reason = error.get("type"), error.get("reason")
+        return (str(kind) if kind else None), (str(reason) if reason else None)
+    if isinstance(error, str):
+        return None, error
+    return None, None
+
+
+def _item_error(result: Any) -> tuple[str, str]:
+    error = result.get("error") if isinstance(result, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("type") or "error"), str(error.get("reason") or "")
+    return f"http {result.get('status')}" if isinstance(result, dict) else "error", str(error or "")

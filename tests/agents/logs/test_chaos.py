@@ -1,0 +1,173 @@
+"""At least once under chaos: rotations both ways, SIGKILLs, and a receiver that goes away.
+
+A writer process appends 1,000,000 numbered lines, rotating every 50,000 (rename and
+copytruncate, alternately). The agent follows ``app.log*`` and ships to an HTTP NDJSON receiver
+over loopback. Meanwhile it is SIGKILLed three times at random points and restarted, and the
+receiver stops listening for several seconds, twice. At the end every number must have arrived,
+the first arrival of each number must be in order within the file it was written to, and the
+duplicates must stay within one request per crash or outage.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from array import array
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from tests.support.logreceivers import Receiver
+
+TOTAL = 1_000_000
+EVERY = 50_000
+RATE = 60_000.0
+KILLS = 3
+OUTAGES = 2
+
+
+class _SequenceReceiver(Receiver):
+    """An NDJSON endpoint that keeps, per line number, how often it arrived, and checks that
+    first arrivals come in order within each writer segment (one file's worth of lines)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = array("I", bytes(4 * TOTAL))
+        self.last_first = [-1] * (TOTAL // EVERY + 1)
+        self.out_of_order = 0
+        self.received = 0
+        self.unique = 0
+        self.largest_request = 0
+        self.bad = 0
+
+    def routes(self) -> list[tuple[str, Any]]:
+        return [("/ingest", self._ingest)]
+
+    async def _ingest(self, request: web.Request, body: bytes) -> web.Response:
+        marker = b'"message":"seq='
+        numbers = []
+        for line in body.split(b"\n"):
+            if not line:
+                continue
+            at = line.find(marker)
+            if at < 0:
+                self.bad += 1
+                continue
+            start = at + len(marker)
+            numbers.append(int(line[start : start + 7]))
+        with self.lock:
+            self.largest_request = max(self.largest_request, len(numbers))
+            for n in numbers:
+                self.received += 1
+                if self.counts[n] == 0:
+                    self.unique += 1
+                    segment = n // EVERY
+                    if n < self.last_first[segment]:
+                        self.out_of_order += 1
+                    self.last_first[segment] = n
+                self.counts[n] += 1
+        return web.Response(status=204)
+
+
+def _agent(folder: Path, url: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sidecarkit",
+            "agent",
+            "logs",
+            "--paths",
+            str(folder / "app.log*"),
+            "--sink",
+            f"http={url}/ingest",
+            "--offsets-dir",
+            str(folder / ".state"),
+            "--port",
+            "0",
+            "--batch-bytes",
+            "65536",
+            "--batch-wait",
+            "0.2",
+            "--max-inflight",
+            "1048576",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
+def test_every_line_arrives_through_rotations_kills_and_outages(tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    rng = random.Random(2026)
+    with _SequenceReceiver() as receiver, (tmp_path / "agent.log").open("ab") as log:
+        agent = _agent(folder, receiver.url, log)
+        writer = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("writer.py")),
+                str(folder),
+                str(TOTAL),
+                str(EVERY),
+                str(RATE),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        span = TOTAL / RATE
+        events = sorted(
+            [(rng.uniform(1.0, span - 1.0), "kill") for _ in range(KILLS)]
+            + [(span * (i + 1) / (OUTAGES + 2), "outage") for i in range(OUTAGES)]
+        )
+        began = time.monotonic()
+        kills = outages = 0
+        restore: threading.Timer | None = None
+        try:
+            for at, what in events:
+                time.sleep(max(0.0, began + at - time.monotonic()))
+                if what == "kill":
+                    agent.send_signal(signal.SIGKILL)
+                    agent.wait(10)
+                    kills += 1
+                    agent = _agent(folder, receiver.url, log)
+                else:
+                    receiver.down()
+                    outages += 1
+                    restore = threading.Timer(4.0, receiver.up)
+                    restore.start()
+                    restore.join()
+            assert writer.wait(120) == 0
+            deadline = time.monotonic() + 120
+            while receiver.unique < TOTAL and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            if restore is not None:
+                restore.cancel()
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(60)
+            writer.kill()
+            writer.wait()
+        missing = [n for n in range(TOTAL) if receiver.counts[n] == 0]
+        duplicates = receiver.received - receiver.unique
+        print(
+            f"received {receiver.received}, unique {receiver.unique}, duplicates {duplicates}, "
+            f"largest request {receiver.largest_request} lines, kills {kills}, "
+            f"outages {outages}, rotated files {len(os.listdir(folder)) - 2}"
+        )
+        assert kills == KILLS
+        assert outages == OUTAGES
+        assert not missing, f"{len(missing)} lines never arrived, first {missing[:5]}"
+        assert receiver.bad == 0
+        assert receiver.out_of_order == 0, "first arrivals out of order within a file"
+        assert duplicates <= (kills + outages) * receiver.largest_request, (
+            f"{duplicates} duplicates: more than one request per crash or outage"
+        )
+        assert agent.returncode == 0
