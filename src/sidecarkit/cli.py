@@ -629,9 +629,9 @@ def agent_metrics(
 )
 @click.option("--max-line", help="Longest line in bytes; longer ones are split or truncated.")
 @click.option("--long-lines", type=click.Choice(["split", "truncate"]))
-@click.option("--batch-bytes", help="Bytes of input per request, 1048576.")
+@click.option("--batch-bytes", help="Bytes of input per request, 524288.")
 @click.option("--batch-wait", help="Longest wait before a partial batch is sent, 1s.")
-@click.option("--max-inflight", help="Bytes read but unconfirmed before reading pauses, 8 MiB.")
+@click.option("--max-inflight", help="Bytes read but unconfirmed before reading pauses, 2 MiB.")
 @click.option("--max-retries", help="Give up on a batch after this many retries; default never.")
 @click.option("--drain-timeout", help="On SIGTERM, how long to wait for the sinks, 25s.")
 @click.option(

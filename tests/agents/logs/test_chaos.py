@@ -17,62 +17,16 @@ import subprocess
 import sys
 import threading
 import time
-from array import array
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from aiohttp import web
-
-from tests.support.logreceivers import Receiver
+from tests.agents.logs.sequences import SequenceReceiver
 
 TOTAL = 1_000_000
 EVERY = 50_000
 RATE = 60_000.0
 KILLS = 3
 OUTAGES = 2
-
-
-class _SequenceReceiver(Receiver):
-    """An NDJSON endpoint that keeps, per line number, how often it arrived, and checks that
-    first arrivals come in order within each writer segment (one file's worth of lines)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts = array("I", bytes(4 * TOTAL))
-        self.last_first = [-1] * (TOTAL // EVERY + 1)
-        self.out_of_order = 0
-        self.received = 0
-        self.unique = 0
-        self.largest_request = 0
-        self.bad = 0
-
-    def routes(self) -> list[tuple[str, Any]]:
-        return [("/ingest", self._ingest)]
-
-    async def _ingest(self, request: web.Request, body: bytes) -> web.Response:
-        marker = b'"message":"seq='
-        numbers = []
-        for line in body.split(b"\n"):
-            if not line:
-                continue
-            at = line.find(marker)
-            if at < 0:
-                self.bad += 1
-                continue
-            start = at + len(marker)
-            numbers.append(int(line[start : start + 7]))
-        with self.lock:
-            self.largest_request = max(self.largest_request, len(numbers))
-            for n in numbers:
-                self.received += 1
-                if self.counts[n] == 0:
-                    self.unique += 1
-                    segment = n // EVERY
-                    if n < self.last_first[segment]:
-                        self.out_of_order += 1
-                    self.last_first[segment] = n
-                self.counts[n] += 1
-        return web.Response(status=204)
 
 
 def _agent(folder: Path, url: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
@@ -109,7 +63,7 @@ def test_every_line_arrives_through_rotations_kills_and_outages(tmp_path: Path) 
     folder = tmp_path / "logs"
     folder.mkdir()
     rng = random.Random(2026)
-    with _SequenceReceiver() as receiver, (tmp_path / "agent.log").open("ab") as log:
+    with SequenceReceiver(TOTAL, EVERY) as receiver, (tmp_path / "agent.log").open("ab") as log:
         agent = _agent(folder, receiver.url, log)
         writer = subprocess.Popen(
             [

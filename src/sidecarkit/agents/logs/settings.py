@@ -15,9 +15,9 @@ looks like this (every key optional)::
     labels: {team: payments}            # static labels on every record
     pod_labels: [app, version]          # pod labels copied from the Downward API volume ("*": all)
     offsets_dir: /var/log/app/.sidecarkit
-    batch_bytes: 1048576
+    batch_bytes: 524288
     batch_wait: 1s
-    max_inflight: 8388608               # bytes read but not yet confirmed; reading pauses above
+    max_inflight: 2097152               # bytes read but not yet confirmed; reading pauses above
     max_line: 262144
     long_lines: split                   # or truncate
     retry_initial: 500ms

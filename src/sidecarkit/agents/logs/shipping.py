@@ -30,8 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
-
 from sidecarkit import metering
 from sidecarkit.agents.logs import records, tailing
 
@@ -53,12 +51,14 @@ class Parser(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Tuning:
-    batch_bytes: int = 1 << 20
+    batch_bytes: int = 512 << 10
     """A batch is sent once it carries this many bytes of input..."""
     batch_wait: float = 1.0
     """...or once its first line waited this many seconds."""
-    max_inflight: int = 8 << 20
-    """Bytes read but not yet confirmed by every sink; reading pauses above it."""
+    max_inflight: int = 2 << 20
+    """Bytes read but not yet confirmed by every sink; reading pauses above it. Four batches:
+    one being sent, the next ones ready; more only costs memory (about 2.5 times the bytes, as
+    Python objects)."""
     poll: float = 0.25
     """Seconds between looks at the files when there was nothing new."""
     retry_initial: float = 0.5
@@ -76,6 +76,12 @@ class Source:
     raw: bool = False
     """The parser keeps lines as they are: a chunk can travel as its bytes."""
     parsers: dict[tuple[int, int, int], Parser] = field(default_factory=dict)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Network trouble (refused, reset, timed out, or an HTTP client's own errors): expected
+    and retried quietly, unlike a failure that points at a bug."""
+    return isinstance(exc, OSError | TimeoutError) or type(exc).__module__.startswith("aiohttp")
 
 
 Mark = tuple[Source, tuple[int, int], int, int, int]
@@ -359,16 +365,16 @@ class Shipper:
         while current is not None:
             try:
                 outcome = await sink.send(current)
-            except (OSError, aiohttp.ClientError, TimeoutError) as exc:
-                self.m_errors.inc(sink.name, type(exc).__name__)
-                if attempt == 0:
-                    log.warning("sink %s: %s; retrying", sink.name, exc or type(exc).__name__)
+            except Exception as exc:  # whatever it is, the batch is kept
                 outcome = records.Outcome(retry=current)
-            except Exception:
-                # A bug must not lose lines: the batch is kept and retried like any failure.
-                self.m_errors.inc(sink.name, "internal")
-                log.exception("sink %s failed unexpectedly; retrying", sink.name)
-                outcome = records.Outcome(retry=current)
+                if _transient(exc):
+                    self.m_errors.inc(sink.name, type(exc).__name__)
+                    if attempt == 0:
+                        log.warning("sink %s: %s; retrying", sink.name, exc or type(exc).__name__)
+                else:
+                    # A bug must not lose lines: the batch is retried like any failure.
+                    self.m_errors.inc(sink.name, "internal")
+                    log.exception("sink %s failed unexpectedly; retrying", sink.name)
             retry = outcome.retry
             settled = current.events - (retry.events if retry is not None else 0)
             if outcome.rejected:
