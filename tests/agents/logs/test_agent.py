@@ -89,3 +89,16 @@ def test_exits_by_itself_when_the_app_is_done(tmp_path: Path) -> None:
     records = _records(proc)
     assert proc.returncode == 0
     assert [r["message"] for r in records] == ["working", "finished"]
+
+
+def test_reads_stdin_and_exits_at_the_end_of_input() -> None:
+    lines = "".join(f"piped {i}\n" for i in range(5000)) + "last"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", "agent", "logs", "--paths", "-", "--port", "0"],
+        input=lines.encode(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split("\n") == [f"piped {i}" for i in range(5000)] + ["last", ""]

@@ -38,15 +38,25 @@ class Agent:
         self.ready = False
         self.port: int | None = None
         self.metrics = metering.Registry()
-        sources = [
-            shipping.Source(
-                s.name,
-                tailing.Tailer(
-                    s.paths,
+
+        def tailer(paths: str) -> tailing.Tailer:
+            if paths == "-":
+                return tailing.StdinTailer(
                     read_size=settings.read_size,
                     max_line=settings.max_line,
                     long_lines=settings.long_lines,
-                ),
+                )
+            return tailing.Tailer(
+                paths,
+                read_size=settings.read_size,
+                max_line=settings.max_line,
+                long_lines=settings.long_lines,
+            )
+
+        sources = [
+            shipping.Source(
+                s.name,
+                tailer(s.paths),
                 parsing.compile(s.parser),
                 raw=_is_raw(s.parser),
             )
@@ -119,6 +129,10 @@ class Agent:
         return 200, "text/plain", b"ok\n"
 
     def _done(self) -> bool:
+        tailers = [source.tailer for source in self.shipper.sources]
+        if all(isinstance(t, tailing.StdinTailer) and t.ended for t in tailers):
+            log.info("end of input")
+            return True
         names = self.settings.exit_when_done
         return bool(names) and all(
             (Path(self.settings.lifecycle_dir) / f"{name}.done").exists() for name in names

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["Chunk", "OffsetStore", "TailedFile", "Tailer"]
+__all__ = ["Chunk", "OffsetStore", "StdinTailer", "TailedFile", "Tailer"]
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
@@ -544,3 +544,54 @@ class OffsetStore:
                 out.flush()
                 os.fsync(out.fileno())
         os.replace(temp, self.path)
+
+
+class StdinTailer(Tailer):
+    """Lines from a pipe (stdin by default) instead of files: ``app | sidecarkit agent logs``.
+
+    A pipe cannot be read again, so there are no offsets to save: what was read is in flight
+    until the sinks confirm it, and a crash loses that much. ``ended`` turns true at end of
+    input; the agent then ships what is left and exits.
+    """
+
+    def __init__(self, fd: int = 0, **kwargs: Any) -> None:
+        super().__init__("-", **kwargs)
+        self.fd = fd
+        self.ended = False
+        os.set_blocking(fd, False)
+        self.file = TailedFile("-", 0, 0, fd, "", 0)
+
+    def discover(self) -> None:
+        return None
+
+    def restore(self, entries: list[dict[str, Any]]) -> None:
+        return None
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return []
+
+    def poll(self, budget: int | None = None, *, final: bool = False) -> list[Chunk]:
+        f = self.file
+        limit = self.read_size if budget is None else min(self.read_size, budget)
+        data = b""
+        if not self.ended and limit > 0:
+            try:
+                data = os.read(self.fd, limit)
+                if not data:
+                    self.ended = True
+            except BlockingIOError:
+                data = b""
+        self.bytes_read += len(data)
+        if not data and not ((final or self.ended) and (f.partial or f.skipping)):
+            return []
+        chunk = self._emit(f, data, final=final or self.ended)
+        return [chunk] if chunk is not None else []
+
+    def commit(self, identity: tuple[int, int], generation: int, offset: int, line: int) -> None:
+        return None
+
+    def lag(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        return None
