@@ -39,6 +39,7 @@ def test_offsets_resume_without_loss_or_duplicates(tmp_path: Path) -> None:
     t = tailing.Tailer(str(tmp_path / "*.log"), read_size=2)  # one line per poll
     chunks = t.poll()
     assert _lines(chunks) == ["a"]
+    key = chunks[0].file.key
     _commit_all(t, chunks)  # only "a" was delivered before the crash
     store.save({"app": t.snapshot()})
     t.close()
@@ -49,6 +50,7 @@ def test_offsets_resume_without_loss_or_duplicates(tmp_path: Path) -> None:
     chunks = again.poll()
     assert _lines(chunks) == ["b", "c"]
     assert chunks[0].first == 1, "line numbers continue where the delivered ones ended"
+    assert chunks[0].file.key == key, "the same file keeps its key: replays get the same ids"
 
 
 def test_a_recycled_inode_with_other_content_is_read_from_the_start(tmp_path: Path) -> None:
@@ -57,6 +59,7 @@ def test_a_recycled_inode_with_other_content_is_read_from_the_start(tmp_path: Pa
     t = tailing.Tailer(str(tmp_path / "*.log"))
     chunks = t.poll()
     _commit_all(t, chunks)
+    old_key = chunks[0].file.key
     saved = t.snapshot()
     t.close()
     # Same inode, different content (what a recycled inode or a truncation while away looks like).
@@ -67,7 +70,8 @@ def test_a_recycled_inode_with_other_content_is_read_from_the_start(tmp_path: Pa
     again.restore(saved)
     chunks = again.poll()
     assert _lines(chunks) == ["new content that is longer than before, entirely"]
-    assert chunks[0].generation == saved[0]["generation"] + 1, "new key: ids do not collide"
+    assert chunks[0].generation == saved[0]["generation"] + 1
+    assert chunks[0].file.key != old_key, "new key: ids of the old and new content never collide"
 
 
 def test_rename_rotation_reads_the_old_file_to_its_end_then_the_new(tmp_path: Path) -> None:

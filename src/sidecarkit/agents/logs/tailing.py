@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import stat as stats
 import time
 from dataclasses import dataclass, field
@@ -70,6 +71,10 @@ class TailedFile:
     fingerprint: str
     fingerprint_len: int
     generation: int = 0
+    nonce: str = field(default_factory=lambda: secrets.token_hex(6))
+    """Drawn when the agent first meets this content (a new file, a truncation) and saved with
+    the offsets, so records of different files never share a key even if an inode and the
+    first bytes are recycled."""
     position: int = 0
     """Offset read up to (the end of the last complete line handed out)."""
     line: int = 0
@@ -86,7 +91,7 @@ class TailedFile:
     @property
     def key(self) -> str:
         """The file's identity for records: stable across restarts, new after a truncation."""
-        return f"{self.dev:x}:{self.inode:x}:{self.fingerprint[:16]}:{self.generation}"
+        return f"{self.dev:x}:{self.inode:x}:{self.nonce}:{self.generation}"
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -170,6 +175,7 @@ class Tailer:
             "fingerprint": f.fingerprint,
             "fingerprint_len": f.fingerprint_len,
             "generation": f.generation,
+            "nonce": f.nonce,
             "offset": f.committed,
             "line": f.committed_line,
         }
@@ -293,6 +299,8 @@ class Tailer:
             f.position = f.committed = offset
             f.line = f.committed_line = line
             f.generation = generation
+            if isinstance(saved.get("nonce"), str):
+                f.nonce = saved["nonce"]
         else:
             # Recycled inode, or truncated while we were away: a new file as far as we know.
             f.generation = generation + 1
@@ -379,6 +387,7 @@ class Tailer:
         self.truncations += 1
         self._remember_copy_source(f)
         f.generation += 1
+        f.nonce = secrets.token_hex(6)
         f.position = f.committed = f.line = f.committed_line = 0
         f.partial = b""
         f.skipping = False
