@@ -34,10 +34,12 @@ def test_the_quickstart_runs_with_logs_and_metrics_sidecars() -> None:
     shipped = [
         json.loads(line.split("| ", 1)[1])
         for line in out.splitlines()
-        if line.startswith("sidecarkit-logs") and '"log":' in line
+        if line.startswith("sidecarkit-logs") and '"message":' in line
     ]
     assert len(shipped) >= 10
     assert all(record["pod"] == "quickstart" for record in shipped)
-    assert [json.loads(str(r["log"]))["n"] for r in shipped] == list(range(len(shipped)))
+    assert all(record["message"] == "handled request" for record in shipped)
+    assert all(record["level"] == "info" for record in shipped), "parsed JSON fields"
+    assert [r["n"] for r in shipped] == list(range(len(shipped)))
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert {"container": "pod", "event": "succeeded"}.items() <= events[-1].items()

@@ -1,5 +1,5 @@
 """``python -m sidecarkit``: the same as the ``sidecarkit`` command."""
 
-from sidecarkit.cli import main
+from sidecarkit.entry import main
 
 main()

@@ -19,6 +19,8 @@ import click
 import orjson
 
 from sidecarkit import __version__, awaiting, configfiles, errors
+from sidecarkit.agents import process
+from sidecarkit.agents.logs.command import logs as logs_command
 from sidecarkit.injection import configs, facts, injecting, profiles, reports, settings
 from sidecarkit.k8s import manifests
 
@@ -469,6 +471,9 @@ def agent() -> None:
     """Be a sidecar: run one of the agent roles."""
 
 
+agent.add_command(logs_command, "logs")
+
+
 @agent.command("metrics")
 @click.option(
     "--config",
@@ -582,143 +587,7 @@ def agent_metrics(
         _fail(errors.ConfigError(str(exc)))
     except errors.SidecarkitError as exc:
         _fail(exc)
-    _run_agent(running.Agent(config))
-
-
-@agent.command("logs")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="SIDECARKIT_LOGS_CONFIG",
-    help="YAML settings (flags and env win).",
-)
-@click.option(
-    "--paths",
-    multiple=True,
-    metavar="GLOB",
-    help="Files to follow; repeatable. Env: SIDECARKIT_LOGS_PATHS (a,b).",
-)
-@click.option(
-    "--parser",
-    help="raw, json, cri, docker, container or regex. Env: SIDECARKIT_LOGS_PARSER.",
-)
-@click.option(
-    "--multiline",
-    help="Join stack traces: java, python, go, ruby, backslash. Env: SIDECARKIT_LOGS_MULTILINE.",
-)
-@click.option(
-    "--sink",
-    "sink_args",
-    multiple=True,
-    metavar="KIND[=ENDPOINT]",
-    help="Where records go, e.g. stdout, stdout=json, loki=http://loki:3100, "
-    "syslog=tcp://host:514; repeatable. Env: SIDECARKIT_LOGS_SINK and SIDECARKIT_LOGS_ENDPOINT.",
-)
-@click.option(
-    "--offsets-dir",
-    help="Where to save offsets (in the shared volume, to survive restarts).",
-)
-@click.option("--port", help="Port of /healthz, /ready and /metrics, 15100; 0 picks one.")
-@click.option(
-    "--label",
-    "labels",
-    multiple=True,
-    metavar="K=V",
-    help="Static label for every record; repeatable. Env: SIDECARKIT_LOGS_LABELS.",
-)
-@click.option("--max-line", help="Longest line in bytes; longer ones are split or truncated.")
-@click.option("--long-lines", type=click.Choice(["split", "truncate"]))
-@click.option("--batch-bytes", help="Bytes of input per request, 524288.")
-@click.option("--batch-wait", help="Longest wait before a partial batch is sent, 1s.")
-@click.option("--max-inflight", help="Bytes read but unconfirmed before reading pauses, 2 MiB.")
-@click.option("--max-retries", help="Give up on a batch after this many retries; default never.")
-@click.option("--drain-timeout", help="On SIGTERM, how long to wait for the sinks, 25s.")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
-def agent_logs(
-    config_path: str | None,
-    paths: tuple[str, ...],
-    parser: str | None,
-    multiline: str | None,
-    sink_args: tuple[str, ...],
-    offsets_dir: str | None,
-    port: str | None,
-    labels: tuple[str, ...],
-    max_line: str | None,
-    long_lines: str | None,
-    batch_bytes: str | None,
-    batch_wait: str | None,
-    max_inflight: str | None,
-    max_retries: str | None,
-    drain_timeout: str | None,
-    log_level: str,
-) -> None:
-    """Follow the app's log files and ship every line, at least once, with the pod's identity."""
-    from sidecarkit.agents.logs import running  # noqa: PLC0415 - aiohttp only when running
-    from sidecarkit.agents.logs import settings as logs_settings  # noqa: PLC0415
-
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        config = logs_settings.Settings()
-        if config_path:
-            data = configfiles.load_mapping(config_path)
-            config = logs_settings.from_mapping(data, source=config_path, base=config)
-        config = logs_settings.from_env(base=config)
-        parser_spec: Any = None
-        if parser or multiline:
-            parser_spec = {"format": parser or "raw", "multiline": multiline}
-        given: dict[str, Any] = {
-            "paths": ",".join(paths),
-            "parser": parser_spec,
-            "sinks": list(sink_args),
-            "offsets_dir": offsets_dir,
-            "port": port,
-            "labels": ",".join(labels),
-            "max_line": max_line,
-            "long_lines": long_lines,
-            "batch_bytes": batch_bytes,
-            "batch_wait": batch_wait,
-            "max_inflight": max_inflight,
-            "max_retries": max_retries,
-            "drain_timeout": drain_timeout,
-        }
-        config = logs_settings.from_mapping(
-            {k: v for k, v in given.items() if v}, source="options", base=config
-        )
-        instance = running.Agent(config)
-    except ValueError as exc:
-        _fail(errors.ConfigError(str(exc)))
-    except errors.SidecarkitError as exc:
-        _fail(exc)
-    _run_agent(instance)
-
-
-def _run_agent(instance: Any) -> None:
-    """Run an agent until SIGTERM or SIGINT, on uvloop when it is installed."""
-    import asyncio  # noqa: PLC0415
-    import signal  # noqa: PLC0415
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, instance.stop)
-        await instance.run()
-
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    process.run_agent(running.Agent(config))
 
 
 @cli.command("run")

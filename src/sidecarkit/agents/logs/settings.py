@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from sidecarkit import durations
 from sidecarkit.agents.logs import parsing, shipping, sinks
 
 __all__ = ["Settings", "SourceSettings", "from_mapping", "identity_labels", "parse_sink"]
@@ -121,15 +122,13 @@ def parse_sink(text: str, where: str) -> sinks.Spec:
 
 
 def _seconds(value: Any, where: str) -> float:
-    from sidecarkit.injection import settings as typed  # noqa: PLC0415 - the shared parser
-
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and value.replace(".", "", 1).isdigit():
         seconds = float(value)  # a bare number means seconds
     else:
         try:
-            seconds = typed.seconds(str(value))
+            seconds = durations.seconds(str(value))
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from exc
     if seconds < 0:

@@ -1,0 +1,23 @@
+"""Durations as people write them in YAML and flags: ``500ms``, ``15s``, ``1m30s``, ``2h``."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["is_duration", "seconds"]
+
+_DURATION: Final = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
+_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def is_duration(text: str) -> bool:
+    return _DURATION.match(text) is not None
+
+
+def seconds(text: str) -> float:
+    """A duration such as ``1m30s`` in seconds; ValueError when it is not one."""
+    if _DURATION.match(text) is None:
+        raise ValueError(f"{text!r} is not a duration such as 500ms, 15s or 1m30s")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))

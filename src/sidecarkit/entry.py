@@ -1,0 +1,23 @@
+"""The ``sidecarkit`` console script.
+
+``sidecarkit agent logs`` is dispatched before the rest of the command line is imported: the
+log sidecar runs in every pod that opts in, and the injection core, the YAML round-tripper and
+the HTTP client it would otherwise load cost it memory and start-up time for nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    if sys.argv[1:3] == ["agent", "logs"]:
+        from sidecarkit.agents.logs.command import logs  # noqa: PLC0415
+
+        logs.main(args=sys.argv[3:], prog_name="sidecarkit agent logs")
+        return
+    from sidecarkit.cli import main as everything  # noqa: PLC0415
+
+    everything()
