@@ -90,6 +90,7 @@ def test_pod_labels_come_from_the_downward_api_volume(tmp_path: Path) -> None:
         ({"long_lines": "wrap"}, "long_lines must be split or truncate"),
         ({"port": 70000}, "port must be a port number"),
         ({"colour": "blue"}, "unknown setting 'colour'"),
+        ({"batch_bytes": 4194304}, "max_inflight (2097152) must be at least batch_bytes"),
     ],
 )
 def test_bad_settings_say_where_and_what(data: dict[str, object], message: str) -> None:

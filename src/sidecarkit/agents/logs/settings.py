@@ -347,6 +347,13 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
             tuning[key] = _count(value, where)
     if tuning:
         changes["tuning"] = replace(settings.tuning, **tuning)
+        final = changes["tuning"]
+        if final.max_inflight < final.batch_bytes:
+            raise ValueError(
+                f"{source}: max_inflight ({final.max_inflight}) must be at least batch_bytes "
+                f"({final.batch_bytes}), or no batch could fill up; twice or more keeps a sink "
+                "busy while the next batch is read"
+            )
     return replace(settings, **changes)
 
 

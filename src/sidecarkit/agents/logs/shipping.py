@@ -122,6 +122,9 @@ class Shipper:
         self.tuning = tuning or Tuning()
         self.lanes = [_Lane(sink, asyncio.Queue()) for sink in sinks]
         self.events_wanted = any(not getattr(sink, "raw", False) for sink in sinks)
+        self.local = bool(sinks) and all(getattr(sink, "local", False) for sink in sinks)
+        """Every sink writes locally (stdout, a file): a request costs nothing, so what was read
+        is sent as soon as the files are caught up with, not after ``batch_wait``."""
         self.pending: deque[_Pending] = deque()
         self.inflight = 0
         self.seq = 0
@@ -285,8 +288,8 @@ class Shipper:
     def due(self, now: float) -> bool:
         if not self._marks and not self._groups:
             return False
-        if self._size >= self.tuning.batch_bytes:
-            return True
+        if self._size >= min(self.tuning.batch_bytes, self.tuning.max_inflight - self.inflight):
+            return True  # full, or as full as the in-flight bound lets it get
         return self._since is None or now - self._since >= self.tuning.batch_wait
 
     def seal(self) -> None:
@@ -319,15 +322,19 @@ class Shipper:
         self.progress.set()
 
     def checkpoint(self, *, force: bool = False) -> None:
-        """Save committed offsets: after every confirmed batch (so a killed agent replays at
-        most the batch in flight), synced to disk every ``checkpoint_interval``."""
+        """Save committed offsets after every confirmed batch (so a killed agent replays at
+        most the batch in flight), synced to disk every ``checkpoint_interval`` and on exit."""
         if self.store is None:
             return
         now = time.monotonic()
         sync = force or now - self._saved_at >= self.tuning.checkpoint_interval
-        if not self._dirty and not (sync and self._unsynced):
+        if not self._dirty and not (sync and self._unsynced) and not force:
             return
-        self.store.save({s.name: s.tailer.snapshot() for s in self.sources}, sync=sync)
+        try:
+            self.store.save({s.name: s.tailer.snapshot() for s in self.sources}, sync=sync)
+        except OSError as exc:
+            log.error("cannot save offsets to %s: %s", self.store.path, exc)
+            return
         if sync:
             self._saved_at = now
         self._unsynced = not sync
@@ -414,7 +421,7 @@ class Shipper:
         while not stopping.is_set():
             read = self.read()
             now = time.monotonic()
-            if self.due(now):
+            if self.due(now) or (not read and self.local):
                 self.seal()
             self.checkpoint()
             if done is not None and done():
@@ -463,6 +470,8 @@ class Shipper:
                 with contextlib.suppress(asyncio.CancelledError):
                     await lane.task
             await lane.sink.close()
+        if self.store is not None:
+            self.store.close()
         for source in self.sources:
             source.tailer.close()
 

@@ -28,6 +28,7 @@ class FileSink:
         self.fsync = fsync
         self.name = name
         self.raw = not json
+        self.local = True
         self.fd: int | None = None
 
     def _write(self, data: bytes) -> None:

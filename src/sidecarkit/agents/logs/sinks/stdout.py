@@ -10,7 +10,9 @@ identity and the parsed fields (see ``json_lines``). A batch counts as delivered
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import stat
 from datetime import UTC, datetime
 
 import orjson
@@ -27,6 +29,8 @@ def _iso(ns: int) -> str:
 
 def raw_lines(batch: records.Batch) -> bytes:
     """The batch's lines as they were read (messages joined back when parsed)."""
+    if len(batch.groups) == 1 and batch.groups[0].raw is not None:
+        return batch.groups[0].raw
     parts = []
     for group in batch.groups:
         if group.raw is not None:
@@ -69,13 +73,29 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _widen_pipe(fd: int) -> None:
+    """Give a pipe on ``fd`` 1 MiB of buffer instead of 64 KiB (Linux), so a batch goes out in
+    a few writes instead of sixteen wake-ups of the reader; anything else is left alone."""
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
+    except OSError:
+        pass  # not allowed (pipe-max-size) or not Linux: the default works, only slower
+
+
+_F_SETPIPE_SZ = 1031
+
+
 class StdoutSink:
     def __init__(self, fd: int, mode: str, name: str) -> None:
+        _widen_pipe(fd)
         self.fd = fd
         self.mode = mode
         self.name = name
         self.raw = mode == "raw"
         """Raw mode needs no parsed events: sources may hand over bytes untouched."""
+        self.local = True
+        """Writing costs no request: no reason to wait for a batch to fill."""
 
     def encode(self, batch: records.Batch) -> bytes:
         return raw_lines(batch) if self.raw else json_lines(batch)

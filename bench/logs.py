@@ -1,0 +1,719 @@
+"""Benchmark: the logs agent shipping a file over syslog TCP, against rsyslog and syslog-ng.
+
+One file of realistic log lines (``--lines``, 2,000,000 by default, ~170 bytes on average:
+JSON app logs in three shapes, plain-text logger lines, access-log lines and long JSON lines
+carrying a Java stack trace; every line numbered and unique) is shipped from the page cache to
+the same octet-counting receiver on 127.0.0.1 by each subject, interleaved round-robin,
+``--repeat`` times:
+
+- **agent**: ``sidecarkit agent logs --paths FILE --sink syslog=tcp://... --offsets-dir DIR``,
+  following the file and saving offsets after each confirmed batch, as in production;
+- **rsyslog** with one queue worker (imfile, omfwd octet-counted);
+- **syslog-ng** with ``flags(flow-control)`` (lossless; without it syslog-ng drops lines);
+- **python**: a bare Python sender that reads 1 MiB chunks and frames lines with a fixed header
+  and a table of prefixes (the language's floor: no following, offsets, reconnects, times);
+- **stdout**: the agent with ``--sink stdout`` into a pipe, for MB/s.
+
+For each: wall seconds (start to the receiver counting the last line), CPU seconds (user+sys
+of the subject's process tree when the last line arrived), lines/s, lines per CPU-second, peak
+RSS, and a check, after each timed run, that every line arrived intact exactly once (each
+frame's MSG is matched by its number and CRC-32 to the file's line). Medians are printed, then
+the ratios the agent is held to: lines per CPU-second >= 4x the best peer and >= 0.5x the bare
+sender, peak RSS <= 50 MB, stdout >= 500 MB/s. rsyslog and syslog-ng come from ``PATH`` or
+``/opt/sidecarkit-peers`` (``.ci/run`` unpacks them there); a missing one is left out.
+
+    .venv/bin/python bench/logs.py [--lines 2000000] [--repeat 3] [--quick] [--only agent,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import functools
+import json
+import os
+import queue
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import timeit
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import syslogd  # noqa: E402
+
+AGENT = Path(sys.executable).parent / "sidecarkit"
+TICK = os.sysconf("SC_CLK_TCK")
+
+# -- the input ---------------------------------------------------------------------------------
+
+_SERVICES = ["checkout", "cart", "payments", "search", "auth", "inventory", "shipping", "frontend"]
+_ROUTES = [
+    ("GET", "/api/v1/items/{n}"),
+    ("GET", "/api/v1/cart"),
+    ("POST", "/api/v2/checkout"),
+    ("GET", "/api/v1/users/{n}/orders"),
+    ("PUT", "/api/v1/cart/items/{n}"),
+    ("GET", "/api/v1/search?q=shoes&page={n}"),
+]
+_DONE = ["request done", "served from cache", "upstream ok"]
+_EVENTS = ["user logged in", "password reset", "session refreshed", "token issued"]
+_DEBUG = ["cache miss", "cache hit", "connection reused", "pool checkout"]
+_CLASSES = [
+    "com.example.shop.OrderService",
+    "com.example.shop.PaymentGateway",
+    "com.example.shop.InventoryClient",
+    "org.springframework.web.servlet.DispatcherServlet",
+]
+_EXCEPTIONS = [
+    "java.lang.IllegalStateException: order already settled",
+    "java.net.SocketTimeoutException: Read timed out",
+    'java.lang.NullPointerException: Cannot invoke \\"String.length()\\" because \\"s\\" is null',
+]
+
+
+def generate(path: Path, lines: int, *, seed: int = 20261129) -> array.array[int]:
+    """Write ``lines`` numbered lines to ``path``; the CRC-32 of each line, by number."""
+    rng = random.Random(seed)
+    crcs = array.array("I", bytes(4 * lines))
+    start = 1_795_973_184.0  # 2026-11-29T17:26:24Z
+    ms = 0
+    with path.open("wb") as out:
+        chunk: list[bytes] = []
+        for seq in range(lines):
+            ms += rng.randint(0, 3)
+            seconds, milli = divmod(ms, 1000)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + seconds))
+            ts = f"{stamp}.{milli:03d}Z"
+            svc = rng.choice(_SERVICES)
+            rid = f"{rng.getrandbits(48):012x}"
+            pick = rng.random()
+            if pick < 0.40:
+                method, route = rng.choice(_ROUTES)
+                status = rng.choice((200, 200, 200, 201, 204, 304, 404, 500))
+                line = (
+                    f'{{"ts":"{ts}","level":"info","svc":"{svc}","rid":"{rid}",'
+                    f'"msg":"{rng.choice(_DONE)}",'
+                    f'"route":"{method} {route.format(n=rng.randint(1, 99999))}","status":{status},'
+                    f'"dur_ms":{rng.randint(1, 900)},"seq":{seq}}}'
+                )
+            elif pick < 0.65:
+                line = (
+                    f'{{"ts":"{ts}","level":"info","svc":"{svc}","rid":"{rid}",'
+                    f'"msg":"{rng.choice(_EVENTS)}","user":"u-{rng.randint(1, 999999)}",'
+                    f'"ip":"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",'
+                    f'"seq":{seq}}}'
+                )
+            elif pick < 0.85:
+                level = rng.choice(("debug", "debug", "warn"))
+                line = (
+                    f'{{"ts":"{ts}","level":"{level}","svc":"{svc}","rid":"{rid}",'
+                    f'"msg":"{rng.choice(_DEBUG)}","key":"{svc}:{rng.randint(1, 99999)}",'
+                    f'"dur_ms":{rng.randint(0, 9)},"seq":{seq}}}'
+                )
+            elif pick < 0.90:
+                clock = ts[:10] + " " + ts[11:19] + "," + ts[20:23]
+                level = rng.choice(("INFO ", "INFO ", "WARN ", "ERROR"))
+                line = (
+                    f"{clock} {level} [worker-{rng.randint(1, 16)}] {rng.choice(_CLASSES)} - "
+                    f"order {rng.randint(1, 999999)} placed for user u-{rng.randint(1, 99999)} "
+                    f"total={rng.randint(1, 999)}.{rng.randint(0, 99):02d} EUR seq={seq}"
+                )
+            elif pick < 0.97:
+                day = time.strftime("%d/%b/%Y:%H:%M:%S", time.gmtime(start + seconds))
+                method, route = rng.choice(_ROUTES)
+                line = (
+                    f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)} - - "
+                    f'[{day} +0000] "{method} {route.format(n=rng.randint(1, 999))} HTTP/1.1" '
+                    f"{rng.choice((200, 200, 304, 404))} {rng.randint(0, 99999)} seq={seq}"
+                )
+            else:
+                frames = "".join(
+                    f"\\n\\tat {rng.choice(_CLASSES)}.m{rng.randint(1, 99)}"
+                    f"(S{rng.randint(1, 9)}.java:{rng.randint(10, 999)})"
+                    for _ in range(rng.randint(2, 11))
+                )
+                line = (
+                    f'{{"ts":"{ts}","level":"error","svc":"{svc}","rid":"{rid}",'
+                    f'"msg":"unhandled exception","stack":"{rng.choice(_EXCEPTIONS)}{frames}",'
+                    f'"seq":{seq}}}'
+                )
+            data = line.encode()
+            crcs[seq] = zlib.crc32(data)
+            chunk.append(data)
+            if len(chunk) == 10_000:
+                out.write(b"\n".join(chunk) + b"\n")
+                chunk.clear()
+        if chunk:
+            out.write(b"\n".join(chunk) + b"\n")
+    return crcs
+
+
+def warm(path: Path) -> None:
+    """Read ``path`` once so that every subject starts from the page cache."""
+    with path.open("rb", buffering=0) as f:
+        while f.read(8 << 20):
+            pass
+
+
+# -- measuring processes -----------------------------------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with contextlib.suppress(OSError):
+                    text = Path(f"/proc/{current}/task/{task}/children").read_text()
+                    todo.extend(int(c) for c in text.split())
+    return found
+
+
+def tree_cpu(pid: int) -> float | None:
+    """User+system CPU seconds of ``pid`` and its descendants, or ``None`` once it is gone."""
+    total = 0
+    try:
+        for member in _tree(pid):
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+    except (OSError, IndexError):
+        return None
+    return total / TICK
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child ``pid`` exited, leaving it to be reaped by ``reap``."""
+    flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+    return os.waitid(os.P_PID, pid, flags) is not None
+
+
+def reap(process: subprocess.Popen[bytes], *, grace: float = 30.0) -> tuple[float, float]:
+    """SIGTERM ``process`` if it runs, reap it: its (CPU seconds, peak RSS MB) from ``wait4``."""
+    if not _exited(process.pid):
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+        if time.monotonic() > deadline:
+            process.kill()
+            deadline = time.monotonic() + 5
+        time.sleep(0.02)
+
+
+# -- subjects ----------------------------------------------------------------------------------
+
+_SENDER = r"""
+import os, socket, sys
+path, port = sys.argv[1], int(sys.argv[2])
+head = b"<14>1 2026-11-29T00:00:00Z host app - - - "
+prefix = [b"%d %s" % (len(head) + n, head) for n in range(65536)]
+sock = socket.create_connection(("127.0.0.1", port))
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+fd = os.open(path, os.O_RDONLY)
+rest = b""
+while True:
+    chunk = os.read(fd, 1 << 20)
+    if not chunk:
+        break
+    block = rest + chunk
+    cut = block.rfind(b"\n")
+    if cut < 0:
+        rest = block
+        continue
+    rest = block[cut + 1 :]
+    lines = block[:cut].split(b"\n")
+    parts = [b""] * (2 * len(lines))
+    parts[0::2] = map(prefix.__getitem__, map(len, lines))
+    parts[1::2] = lines
+    sock.sendall(b"".join(parts))
+sock.close()
+# Its own peak RSS: a child's ru_maxrss also counts the parent's RSS at fork.
+status = open("/proc/self/status").read()
+print(int(status.split("VmHWM:")[1].split()[0]))
+"""
+
+
+def start_agent(path: Path, port: int, run: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, SIDECARKIT_POD_NAME="bench-0", SIDECARKIT_POD_NAMESPACE="bench")
+    with (run / "agent.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                str(AGENT),
+                "agent",
+                "logs",
+                "--paths",
+                str(path),
+                "--sink",
+                f"syslog=tcp://127.0.0.1:{port}",
+                "--offsets-dir",
+                str(run / "offsets"),
+                "--port",
+                "0",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+        )
+
+
+def _daemon_starter(daemon: syslogd.Daemon) -> Callable[[Path, int, Path], subprocess.Popen[bytes]]:
+    def start(path: Path, port: int, run: Path) -> subprocess.Popen[bytes]:
+        return daemon.start(syslogd.shipping_config(daemon, path, port, run), run)
+
+    return start
+
+
+def start_sender(path: Path, port: int, run: Path) -> subprocess.Popen[bytes]:
+    script = run / "sender.py"
+    script.write_text(_SENDER)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(path), str(port)], stdout=subprocess.PIPE
+    )
+
+
+@dataclass
+class Subject:
+    name: str
+    start: Callable[[Path, int, Path], subprocess.Popen[bytes]]
+    exits: bool = False
+    """Exits by itself once everything was sent (the bare sender)."""
+
+
+@dataclass
+class Result:
+    ok: bool
+    wall: float = 0.0
+    cpu: float = 0.0
+    rss: float = 0.0
+    frame_bytes: float = 0.0
+    note: str = ""
+
+    def rate(self, lines: int) -> float:
+        return lines / self.wall if self.wall else 0.0
+
+    def per_cpu(self, lines: int) -> float:
+        return lines / self.cpu if self.cpu else 0.0
+
+
+@dataclass
+class Verdict:
+    frames: int = 0
+    good: int = 0
+    duplicates: int = 0
+    damaged: int = 0
+    bytes: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+def verify(dumps: list[Path], crcs: array.array[int]) -> Verdict:
+    """Match every frame in ``dumps`` to its line: by number, then by CRC-32 of the MSG."""
+    verdict = Verdict()
+    seen = bytearray(len(crcs))
+    for dump in dumps:
+        data = dump.read_bytes()
+        verdict.bytes += len(data)
+        for message in syslogd.frames(data):
+            verdict.frames += 1
+            try:
+                msg = syslogd.split(message)[2]
+                if msg.endswith(b"\n"):  # rsyslog's template ends the message with LF
+                    msg = msg[:-1]
+                number = int(msg[msg.rindex(b"seq") + 3 :].strip(b'":=}'))
+                intact = 0 <= number < len(crcs) and zlib.crc32(msg) == crcs[number]
+            except ValueError:
+                intact, number = False, -1
+            if not intact:
+                verdict.damaged += 1
+                if len(verdict.examples) < 3:
+                    verdict.examples.append(repr(message[:120]))
+            elif seen[number]:
+                verdict.duplicates += 1
+            else:
+                seen[number] = 1
+                verdict.good += 1
+    return verdict
+
+
+class Lines:
+    """The lines a child process prints, read by one thread, handed out with a timeout."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.queue: queue.Queue[str] = queue.Queue()
+        stream = process.stdout
+        assert stream is not None
+
+        def read() -> None:
+            for line in stream:
+                self.queue.put(line)
+
+        threading.Thread(target=read, name="receiver-output", daemon=True).start()
+
+    def json(self, timeout: float) -> dict[str, Any] | None:
+        """The next line as JSON, or ``None`` if none came within ``timeout``."""
+        try:
+            line = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+
+def run_once(
+    subject: Subject, path: Path, crcs: array.array[int], work: Path, timeout: float
+) -> Result:
+    """One timed run of ``subject`` against a fresh receiver, then the untimed check."""
+    lines = len(crcs)
+    run = Path(tempfile.mkdtemp(prefix=f"{subject.name}-", dir=work))
+    dumps = run / "streams"
+    dumps.mkdir()
+    receiver = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tests.support.syslogd", "receive"),
+            *("--expect", str(lines), "--dump", str(dumps)),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert receiver.stdout is not None
+        port = int(receiver.stdout.readline().split()[1])
+        output = Lines(receiver)
+        warm(path)
+        started = time.monotonic()
+        process = subject.start(path, port, run)
+        try:
+            done, at_done, note = _wait_done(subject, process, output, started + timeout)
+        finally:
+            cpu, rss = reap(process)
+            if process.stdout is not None:  # the bare sender says its peak RSS (in KiB)
+                rss = int(process.stdout.read() or 0) / 1024
+                process.stdout.close()
+        receiver.send_signal(signal.SIGTERM)
+        final = output.json(30) or {}
+        if done is None:
+            note = note or f"timed out after {timeout:.0f} s"
+            frames = f"{final.get('frames')} of {lines} frames arrived"
+            return Result(False, note=f"{note}; {frames}; {_tail(run, subject.name)}")
+        verdict = verify(sorted(dumps.iterdir()), crcs)
+    finally:
+        if receiver.poll() is None:
+            receiver.send_signal(signal.SIGTERM)
+        receiver.wait(30)
+        shutil.rmtree(run, ignore_errors=True)
+    ok = verdict.good == lines and not verdict.duplicates and not verdict.damaged
+    if not ok:
+        note = (
+            f"{verdict.good} of {lines} lines intact, {verdict.duplicates} duplicates, "
+            f"{verdict.damaged} damaged {verdict.examples}"
+        )
+    if at_done is not None:
+        cpu, rss = at_done
+    return Result(
+        ok,
+        wall=float(done["done_at"]) - started,
+        cpu=cpu,
+        rss=rss,
+        frame_bytes=verdict.bytes / max(verdict.frames, 1),
+        note=note,
+    )
+
+
+def _wait_done(
+    subject: Subject, process: subprocess.Popen[bytes], output: Lines, deadline: float
+) -> tuple[dict[str, Any] | None, tuple[float, float] | None, str]:
+    """The receiver's "done" line, the subject's (CPU s, peak RSS MB) at that moment if it
+    still ran, and why there is no "done" line if there is none."""
+    while time.monotonic() < deadline:
+        done = output.json(0.2)
+        if done is not None:
+            return done, _usage(process.pid), ""
+        if not subject.exits and _exited(process.pid):
+            return None, None, f"{subject.name} exited before every line arrived"
+    return None, None, ""
+
+
+def _usage(pid: int) -> tuple[float, float] | None:
+    """CPU seconds and peak RSS (VmHWM, MB) of ``pid``'s tree now, or ``None`` if it exited."""
+    if _exited(pid):
+        return None
+    cpu = tree_cpu(pid)
+    peak = 0
+    for member in _tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak += int(line.split()[1])
+    return (cpu, peak / 1024) if cpu is not None and peak else None
+
+
+def _tail(run: Path, name: str) -> str:
+    for log in sorted(run.glob("*.log")):
+        text = log.read_text(errors="replace").strip().splitlines()[-5:]
+        if text:
+            return f"{log.name}: " + " | ".join(text)
+    return f"no output from {name}"
+
+
+def run_stdout(path: Path, lines: int, work: Path, timeout: float) -> Result:
+    """The agent with ``--sink stdout`` into a pipe that this process drains."""
+    run = Path(tempfile.mkdtemp(prefix="stdout-", dir=work))
+    expected_size = path.stat().st_size
+    expected_crc = 0
+    with path.open("rb") as f:
+        while block := f.read(8 << 20):
+            expected_crc = zlib.crc32(block, expected_crc)
+    warm(path)
+    env = dict(os.environ, SIDECARKIT_POD_NAME="bench-0", SIDECARKIT_POD_NAMESPACE="bench")
+    with (run / "agent.log").open("wb") as log:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [
+                *(str(AGENT), "agent", "logs", "--paths", str(path), "--sink", "stdout"),
+                *("--offsets-dir", str(run / "offsets"), "--port", "0"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+        )
+    assert process.stdout is not None
+    state = {"lines": 0, "bytes": 0, "crc": 0, "done_at": 0.0}
+    finished = threading.Event()
+    fd = process.stdout.fileno()
+
+    def drain() -> None:
+        # One reused buffer: the reader must not be what limits the agent.
+        buffer = bytearray(4 << 20)
+        view = memoryview(buffer)
+        pipe = os.fdopen(fd, "rb", buffering=0, closefd=False)
+        while n := pipe.readinto(buffer):
+            state["lines"] += buffer.count(b"\n", 0, n)
+            state["bytes"] += n
+            state["crc"] = zlib.crc32(view[:n], int(state["crc"]))
+            if state["lines"] >= lines and not finished.is_set():
+                state["done_at"] = time.monotonic()
+                finished.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    finished.wait(timeout)
+    at_done = _usage(process.pid) if finished.is_set() else None
+    cpu, rss = reap(process)
+    reader.join(10)
+    process.stdout.close()
+    tail = _tail(run, "agent")
+    shutil.rmtree(run, ignore_errors=True)
+    if not finished.is_set():
+        return Result(False, note=f"{state['lines']} of {lines} lines in {timeout:.0f} s; {tail}")
+    raw = state["bytes"] == expected_size and state["crc"] == expected_crc
+    note = "" if raw else f"output is not the input byte for byte ({state['bytes']} bytes)"
+    return Result(
+        raw,
+        wall=state["done_at"] - started,
+        cpu=cpu if at_done is None else at_done[0],
+        rss=rss if at_done is None else at_done[1],
+        frame_bytes=state["bytes"] / lines,
+        note=note,
+    )
+
+
+# -- the encoder alone -------------------------------------------------------------------------
+
+
+def encoder_rates(path: Path) -> list[tuple[str, float]]:
+    """Events per second through the syslog sink's encoder on one core (median of 15 timeit
+    repeats), for batches of about 1 MiB of input, as the agent makes them."""
+    from sidecarkit.agents.logs import records  # noqa: PLC0415 - only this part needs it
+    from sidecarkit.agents.logs.sinks import syslog  # noqa: PLC0415
+
+    encoder = syslog.Encoder(syslog.Options())
+    labels = {"pod": "bench-0", "namespace": "bench"}
+    with path.open("rb") as f:
+        raw = f.read(1 << 20)
+    raw = raw[: raw.rfind(b"\n") + 1]
+    lines = raw.decode().split("\n")[:-1]
+    short = [f"GET /healthz 200 {n:08d} ok {'x' * 24}" for n in range(6000)]
+    now = time.time_ns()
+
+    def events(texts: list[str]) -> records.Batch:
+        group = records.Group(
+            "app.log", "k", [(n, t, None, None) for n, t in enumerate(texts)], now
+        )
+        return records.Batch([group], labels, len(texts))
+
+    cases = [
+        ("short (60 B) lines as events", events(short)),
+        ("benchmark lines as events", events(lines)),
+        (
+            "benchmark lines as bytes (raw)",
+            records.Batch([records.Group("app.log", "k", [], now, raw)], labels, len(lines)),
+        ),
+    ]
+    rates = []
+    for name, batch in cases:
+        times = timeit.repeat(functools.partial(encoder.encode, batch), number=10, repeat=15)
+        rates.append((name, batch.events * 10 / statistics.median(times)))
+    return rates
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _spread(values: list[float], fmt: str, unit: str = "") -> str:
+    """Median (min-max)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:{fmt}}{unit}"
+    mid = statistics.median(values)
+    return f"{mid:{fmt}}{unit} ({min(values):{fmt}}-{max(values):{fmt}}{unit})"
+
+
+def report(results: dict[str, list[Result]], lines: int, size: int) -> None:
+    header = (
+        f"{'subject':<10} {'ok':>4}  {'wall s':<20} {'CPU s':<20} {'lines/s':<22} "
+        f"{'lines/CPU-s':<22} {'peak RSS MB':<20} {'B/frame':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    medians: dict[str, dict[str, float]] = {}
+    for name, runs in results.items():
+        good = [r for r in runs if r.ok]
+        rates = [r.rate(lines) / 1000 for r in good]
+        per_cpu = [r.per_cpu(lines) / 1000 for r in good]
+        print(
+            f"{name:<10} {len(good)}/{len(runs):<2}  "
+            f"{_spread([r.wall for r in good], '.2f'):<20} "
+            f"{_spread([r.cpu for r in good], '.2f'):<20} "
+            f"{_spread(rates, '.0f', 'k'):<22} {_spread(per_cpu, '.0f', 'k'):<22} "
+            f"{_spread([r.rss for r in good], '.1f'):<20} "
+            f"{statistics.median([r.frame_bytes for r in good]) if good else 0:>7.1f}"
+        )
+        for r in runs:
+            if r.note:
+                print(f"{'':<10} ! {r.note}")
+        if good:
+            medians[name] = {
+                "per_cpu": statistics.median(r.per_cpu(lines) for r in good),
+                "rss": statistics.median(r.rss for r in good),
+                "wall": statistics.median(r.wall for r in good),
+                "cpu": statistics.median(r.cpu for r in good),
+            }
+    print()
+    agent = medians.get("agent")
+    peers = {k: v["per_cpu"] for k, v in medians.items() if k in ("rsyslog", "syslog-ng")}
+    if agent and peers:
+        best = max(peers, key=lambda k: peers[k])
+        print(
+            f"agent lines/CPU-s / best peer ({best}): "
+            f"{agent['per_cpu'] / peers[best]:.2f}x (target >= 4x)"
+        )
+    if agent and "python" in medians:
+        print(
+            f"agent lines/CPU-s / bare Python sender: "
+            f"{agent['per_cpu'] / medians['python']['per_cpu']:.2f}x (target >= 0.5x)"
+        )
+    if agent:
+        print(f"agent peak RSS: {agent['rss']:.1f} MB (target <= 50 MB)")
+    if "stdout" in medians:
+        rate = size / medians["stdout"]["wall"] / 1e6
+        stdout_per_cpu = size / medians["stdout"]["cpu"] / 1e6
+        print(
+            f"agent --sink stdout: {rate:.0f} MB/s into a pipe (target >= 500 MB/s); "
+            f"{stdout_per_cpu:.0f} MB per CPU-second"
+        )
+
+
+def _steal() -> tuple[int, int]:
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[7], sum(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=2_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="100,000 lines, once: a smoke run")
+    parser.add_argument(
+        "--only", default="", help="comma-separated subjects: agent,rsyslog,syslog-ng,python,stdout"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.lines, args.repeat = 100_000, 1
+    subjects = [Subject("agent", start_agent)]
+    for find in (syslogd.rsyslog, syslogd.syslog_ng):
+        daemon = find()
+        if daemon is None:
+            print(f"(no {find.__name__.replace('_', '-')}: left out; {syslogd.INSTALL_HINT})")
+        else:
+            subjects.append(Subject(daemon.kind, _daemon_starter(daemon)))
+    subjects.append(Subject("python", start_sender, exits=True))
+    wanted = set(filter(None, args.only.split(",")))
+    subjects = [s for s in subjects if not wanted or s.name in wanted]
+    with_stdout = not wanted or "stdout" in wanted
+    timeout = max(60.0, args.lines / 20_000 * 3)
+    with tempfile.TemporaryDirectory(prefix="sidecarkit-bench-logs-") as tmp:
+        work = Path(tmp)
+        path = work / "app.log"
+        began = time.monotonic()
+        crcs = generate(path, args.lines)
+        size = path.stat().st_size
+        print(
+            f"{args.lines:,} lines, {size / 1e6:.1f} MB ({size / args.lines:.0f} B/line), "
+            f"generated in {time.monotonic() - began:.1f} s; {args.repeat} round(s), interleaved"
+        )
+        for name, rate in encoder_rates(path):
+            print(f"encoder, {name}: {rate / 1e6:.2f} M events/s on one core (target >= 1.5 M)")
+        results: dict[str, list[Result]] = {s.name: [] for s in subjects}
+        if with_stdout:
+            results["stdout"] = []
+        steal_start = _steal()
+        for round_ in range(args.repeat):
+            for subject in subjects:
+                result = run_once(subject, path, crcs, work, timeout)
+                results[subject.name].append(result)
+                state = "ok" if result.ok else "FAILED"
+                print(
+                    f"  round {round_ + 1} {subject.name:<10} {state:<6} wall {result.wall:6.2f} s"
+                    f"  CPU {result.cpu:6.2f} s  RSS {result.rss:5.1f} MB",
+                    flush=True,
+                )
+            if with_stdout:
+                result = run_stdout(path, args.lines, work, timeout)
+                results["stdout"].append(result)
+                print(
+                    f"  round {round_ + 1} {'stdout':<10} {'ok' if result.ok else 'FAILED':<6} "
+                    f"wall {result.wall:6.2f} s  CPU {result.cpu:6.2f} s",
+                    flush=True,
+                )
+        steal_end = _steal()
+        steal = 100 * (steal_end[0] - steal_start[0]) / max(steal_end[1] - steal_start[1], 1)
+        print(
+            f"\nmachine: {os.cpu_count()} cores; steal {steal:.1f} % of CPU time during the runs\n"
+        )
+        report(results, args.lines, size)
+
+
+if __name__ == "__main__":
+    main()
