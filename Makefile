@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/runner.py
+	$(BIN)/python bench/logs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
