@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from sidecarkit.agents.logs import tailing
 
 
@@ -220,3 +222,23 @@ def test_offsets_survive_a_torn_write_and_grow_as_needed(tmp_path: Path) -> None
     assert len(tailing.OffsetStore(path).load()["app"]) == 200
     path.write_text('{"version":1,"sources":{"app":[{"offset":7}]}}')
     assert tailing.OffsetStore(path).load()["app"][0]["offset"] == 7, "plain JSON still reads"
+
+
+def test_unread_bytes_of_a_truncated_file_without_a_copy_are_counted_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tailing, "COPY_WINDOW", 0.0)
+    log = tmp_path / "app.log"
+    log.write_text("a\n")
+    t = tailing.Tailer(str(log), read_size=2)  # one line per poll: the rest stays unread
+    _commit_all(t, t.poll())
+    with log.open("a") as f:
+        f.write("b\nc\n")
+    t.poll()  # reads "b", sees the file is 6 bytes long
+    (tmp_path / "elsewhere.1").write_bytes(log.read_bytes())  # the glob does not match it
+    with log.open("r+") as f:
+        f.truncate(0)
+    t.poll()
+    t.poll()
+    assert t.truncations == 1
+    assert t.lost_bytes == 2, "'c\\n' was written, never read, and no copy was followed"

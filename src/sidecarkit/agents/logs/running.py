@@ -104,6 +104,13 @@ class Agent:
                 ("source",),
             )
         )
+        self.m_lost = m.add(
+            metering.Gauge(
+                "sidecarkit_logs_lost_bytes",
+                "Bytes written before a copytruncate, never read and found in no copy.",
+                ("source",),
+            )
+        )
         self.m_files = m.add(
             metering.Gauge("sidecarkit_logs_files", "Files being followed.", ("source",))
         )
@@ -118,6 +125,7 @@ class Agent:
             self.m_long.set(t.long_lines_seen, source.name)
             self.m_cut.set(t.truncated_bytes, source.name)
             self.m_files.set(len(t.files), source.name)
+            self.m_lost.set(t.lost_bytes, source.name)
         return 200, metering.CONTENT_TYPE, self.metrics.render()
 
     async def _healthz(self) -> tuple[int, str, bytes]:

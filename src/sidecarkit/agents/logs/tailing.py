@@ -47,7 +47,7 @@ _REREAD: Final = 64 << 10
 """An unfinished line up to this long is read again from the file rather than kept and joined."""
 COPY_WAIT: Final = 10.0
 """Seconds a file that starts like a followed one waits for that one to be truncated."""
-COPY_WINDOW: Final = 300.0
+COPY_WINDOW: Final = 30.0
 """Seconds a truncated file's fingerprint is remembered, to recognise the copy made of it."""
 
 
@@ -87,6 +87,8 @@ class TailedFile:
     committed_line: int = 0
     partial: bytes = b""
     """Bytes after the last newline read, waiting for it."""
+    size_seen: int = 0
+    """The file's size at the last look: what was known to be written."""
     skipping: bool = False
     """Inside a too-long line that was truncated: drop bytes up to the next newline."""
     gone: bool = False
@@ -142,6 +144,8 @@ class Tailer:
     long_lines_seen: int = 0
     truncated_bytes: int = 0
     """Bytes dropped from too-long lines in ``truncate`` mode."""
+    lost_bytes: int = 0
+    """Bytes written before a copytruncate, not read, and not found in a copy: lost."""
     bytes_read: int = 0
     lines_read: int = 0
     _saved: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
@@ -215,7 +219,6 @@ class Tailer:
         now = time.monotonic()
         for fingerprint, original in list(self._copies.items()):
             if now - original["at"] > COPY_WINDOW:
-                del self._copies[fingerprint]
                 continue
             length, position = original["fingerprint_len"], original["position"]
             if size < length or size < position:
@@ -255,6 +258,7 @@ class Tailer:
                 "committed": f.committed,
                 "committed_line": f.committed_line,
                 "identity": (f.identity, f.generation),
+                "unread": max(0, f.size_seen - f.position),
             }
         elif saved is not None:
             entry = {
@@ -266,6 +270,7 @@ class Tailer:
                 "committed": int(saved["offset"]),
                 "committed_line": int(saved["line"]),
                 "identity": None,
+                "unread": 0,  # unknown: the agent was not running when it happened
             }
         else:
             return
@@ -274,7 +279,25 @@ class Tailer:
         entry["at"] = time.monotonic()
         self._copies[entry["fingerprint"]] = entry
         while len(self._copies) > 16:
-            del self._copies[next(iter(self._copies))]
+            self._lose(self._copies.pop(next(iter(self._copies))))
+
+    def _lose(self, original: dict[str, Any]) -> None:
+        """No copy of a truncated file turned up: what it held unread is gone."""
+        if original["unread"]:
+            self.lost_bytes += original["unread"]
+            log.warning(
+                "%s was truncated with %d bytes not yet read, and no copy of it was found: "
+                "they are lost (include the rotated name in the glob to keep them)",
+                original["path"],
+                original["unread"],
+            )
+
+    def _expire_copies(self) -> None:
+        now = time.monotonic()
+        for fingerprint, original in list(self._copies.items()):
+            if now - original["at"] > COPY_WINDOW:
+                del self._copies[fingerprint]
+                self._lose(original)
 
     def _is_copy_in_progress(self, fd: int, size: int) -> bool:
         """A new file that starts like a file being followed: a copy whose original may be
@@ -346,6 +369,8 @@ class Tailer:
         for f in self.files.values():
             self._check_truncated(f)
         self.discover()
+        if self._copies:
+            self._expire_copies()
         chunks: list[Chunk] = []
         left = self.read_size * max(1, len(self.files)) if budget is None else budget
         for f in list(self.files.values()):
@@ -367,7 +392,9 @@ class Tailer:
             return None
         if size < f.position:
             self._check_truncated(f)
-        elif f.fingerprint_len < FINGERPRINT_BYTES and size > f.fingerprint_len:
+        else:
+            f.size_seen = size
+        if f.fingerprint_len < FINGERPRINT_BYTES and size > f.fingerprint_len:
             f.fingerprint, f.fingerprint_len = _fingerprint(f.fd, size)
         start = f.position + len(f.partial)
         if start >= size:
