@@ -2,8 +2,9 @@
 
 Sans-I/O and allocation-light: a sample is a small slotted object, labels a tuple of pairs.
 Lexing works on one line (a ``str``) at a time with ``str.find`` and precompiled token
-patterns anchored at a position, never a regular expression over a whole line, and it takes a
-fast path for the common case of label values without backslashes.
+patterns anchored at a position, never a regular expression over a whole line. Label sets
+without backslashes take a quicker way: split on quotes, their values drop out, and what is
+left (the skeleton, ``{a="",b=""}``) is checked by the lexer once and remembered.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "ParseError",
     "Sample",
     "complete_lines",
+    "label_names",
     "parse_float",
     "read_labels",
     "read_quoted",
@@ -139,9 +141,22 @@ def read_labels(
     (``{"metric.name", "label.name"="v"}``, the UTF-8 extension) and only the three escapes.
     Otherwise OpenMetrics: none of the first three, and other escapes kept as written.
     """
-    fast = _fast_labels(text, pos, strict)
-    if fast is not None:
-        return fast[0], fast[1], None
+    end = text.find("}", pos)
+    if end >= 0:
+        segment = text[pos : end + 1]
+        if "\\" not in segment:
+            parts = segment.split('"')
+            if len(parts) % 2:  # else that "}" is inside a value
+                names = label_names('""'.join(parts[0::2]), strict=strict)
+                if names is not None:
+                    return list(zip(names, parts[1::2], strict=True)), end + 1, None
+    return _scan_labels(text, pos, line=line, strict=strict)
+
+
+def _scan_labels(
+    text: str, pos: int, *, line: int, strict: bool
+) -> tuple[list[tuple[str, str]], int, str | None]:
+    """``read_labels`` token by token: every shape, and the error messages."""
     spaces = quoted_names = trailing_comma = strict
     labels: list[tuple[str, str]] = []
     metric: str | None = None
@@ -197,75 +212,32 @@ def read_labels(
             expect_name = False
 
 
-#: Canonical label-name head strings ("a=,b=") already checked, and their names; they repeat
-#: on almost every line. Bounded, so hostile input cannot grow it without end.
-_LABEL_SETS: dict[str, tuple[str, ...]] = {}
+#: Label-set skeletons already read, per strictness, and their names: the same few shapes
+#: come back on almost every line. Bounded, so hostile input cannot grow them without end.
+_SHAPES: Final[dict[bool, dict[str, tuple[str, ...]]]] = {True: {}, False: {}}
 
 
-def _label_set(heads: str) -> tuple[str, ...] | None:
-    names = tuple(heads[:-1].split("=,"))
-    if heads != "=,".join(names) + "=" or len(set(names)) != len(names):
-        return None
-    for label in names:
-        if not (label.isidentifier() and label.isascii()):
-            return None
-    if len(_LABEL_SETS) < 4096:
-        _LABEL_SETS[heads] = names
-    return names
+def label_names(skeleton: str, *, strict: bool) -> tuple[str, ...] | None:
+    """The label names of ``skeleton``, a whole label set with every value emptied
+    (``{a="",b=""}``), if it is valid with plain (unquoted) names; None otherwise.
 
-
-def _fast_labels(text: str, pos: int, strict: bool) -> tuple[list[tuple[str, str]], int] | None:
-    """The common case in a few ``str`` calls: no backslash and no ``}`` inside a value.
-
-    With no backslash, every quote is a delimiter, so splitting on quotes gives names and values
-    in turn. Anything unusual (quoted names, escapes, errors) returns None for the full scanner,
-    which also produces the error messages.
+    Without backslashes every quote in a label set delimits a value, so splitting it on quotes
+    gives the skeleton's pieces and the values in turn, and the label set is valid exactly when
+    its skeleton is. Each skeleton is read once by the full lexer.
     """
-    end = text.find("}", pos)
-    if end < 0:
-        return None
-    segment = text[pos + 1 : end]
-    if "\\" in segment:
-        return None
-    parts = segment.split('"')
-    last = len(parts) - 1
-    if last % 2:  # an odd number of quotes: that "}" is inside a value
-        return None
-    if not strict or (" " not in segment and "\t" not in segment):
-        # No blanks anywhere: the name parts joined read exactly "a=,b=,c=" (cached).
-        if not last:
-            return None if parts[0] else ([], end + 1)
-        heads = "".join(parts[0:last:2])
-        names = _LABEL_SETS.get(heads)
-        if names is None:
-            names = _label_set(heads)
-            if names is None:
-                return None
-        tail = parts[last]
-        if tail and (not strict or tail != ","):
+    shapes = _SHAPES[strict]
+    names = shapes.get(skeleton)
+    if names is None:
+        try:
+            labels, end, metric = _scan_labels(skeleton, 0, line=0, strict=strict)
+        except ParseError:
             return None
-        return list(zip(names, parts[1:last:2], strict=True)), end + 1
-    labels: list[tuple[str, str]] = []
-    for i in range(0, last, 2):
-        token = parts[i].strip(" \t")
-        if i:
-            if token[:1] != ",":
-                return None
-            token = token[1:].lstrip(" \t")
-        if token[-1:] != "=":
+        if metric is not None or end != len(skeleton) or skeleton.count('"') != 2 * len(labels):
             return None
-        name = token[:-1].rstrip(" \t")
-        if not (name.isidentifier() and name.isascii()):
-            return None
-        labels.append((name, parts[i + 1]))
-    tail = parts[last]
-    if strict:
-        tail = tail.strip(" \t")
-        if tail and (tail != "," or not labels):
-            return None
-    elif tail:
-        return None
-    return labels, end + 1
+        names = tuple(name for name, _ in labels)
+        if len(shapes) < 4096:
+            shapes[skeleton] = names
+    return names
 
 
 def complete_lines(data: bytes, *, first_line: int) -> tuple[list[str], bytes]:

@@ -42,15 +42,48 @@ _NON_NEGATIVE: Final = frozenset({"_total", "_sum", "_count", "_bucket", "_gcoun
 _MAX_EXEMPLAR_CHARS: Final = 128
 
 
+#: What the quick path checks for a sample name of the open family, by type and suffix:
+#: nothing, a value that is neither negative nor NaN, a whole non-negative count, a bucket
+#: (with a valid ``le``), a summary quantile (with a valid ``quantile``).
+_PLAIN: Final = 1
+_TOTAL: Final = 2
+_COUNT: Final = 3
+_BUCKET: Final = 4
+_QUANTILE: Final = 5
+_QUICK: Final[dict[str, dict[str, int]]] = {
+    "counter": {"_total": _TOTAL, "_created": _PLAIN},
+    "summary": {"": _QUANTILE, "_sum": _TOTAL, "_count": _COUNT, "_created": _PLAIN},
+    "histogram": {"_count": _COUNT, "_sum": _TOTAL, "_bucket": _BUCKET, "_created": _PLAIN},
+    "gauge": {"": _PLAIN},
+    "unknown": {"": _PLAIN},
+}
+
+#: A label set read once per parser: (labels, their pairs as a set, the pairs without ``le``
+#: when ``le`` is a valid bucket bound, that bound, the pairs without ``quantile`` when it is a
+#: valid quantile). The sets are the series groups the grouping rules compare.
+_LabelSet = tuple[
+    tuple[tuple[str, str], ...],
+    frozenset[tuple[str, str]],
+    frozenset[tuple[str, str]] | None,
+    float,
+    frozenset[tuple[str, str]] | None,
+]
+_NO_LABELS: Final[_LabelSet] = ((), frozenset(), None, 0.0, None)
+#: Entries per cache: label sets repeat, and hostile input cannot grow the caches further.
+_CACHED: Final = 16384
+
+
 class _Open:
     """The family being read, and what its samples so far imply."""
 
     __slots__ = (
         "allowed",
+        "buckets",
         "family",
         "group",
         "group_series",
         "group_timestamp",
+        "quick",
         "seen_groups",
         "started",
     )
@@ -63,10 +96,44 @@ class _Open:
         self.group_timestamp: float | None = None
         self.group_series: set[tuple[str, frozenset[tuple[str, str]]]] = set()
         self.seen_groups: set[frozenset[tuple[str, str]]] = set()
+        # Sample name -> (what the quick path checks, suffix); names not here take the full path.
+        self.quick: dict[str, tuple[int, str]] = {family.name: (_PLAIN, "")}
+        self.buckets: _Buckets | None = None
+
+    def set_type(self, kind: str) -> None:
+        name = self.family.name
+        self.family.type = kind
+        self.allowed = tuple(name + s for s in _SUFFIXES[kind])
+        self.quick = {name + s: (code, s) for s, code in _QUICK.get(kind, {}).items()}
+        if kind in ("histogram", "gaugehistogram"):
+            self.buckets = _Buckets(name)
+
+    def appended(
+        self,
+        suffix: str,
+        group: frozenset[tuple[str, str]],
+        timestamp: float | None,
+        value: float,
+        labels: tuple[tuple[str, str], ...],
+    ) -> None:
+        """Keep the running (gauge)histogram check up to date with a sample just kept."""
+        buckets = self.buckets
+        if buckets is not None and buckets.error is None and suffix:
+            bound = 0.0
+            if suffix == "_bucket":
+                bound = exposition.parse_float(dict(labels)["le"])
+            buckets.add(suffix, group, timestamp, value, bound)
 
 
 class OpenMetricsParser:
-    """Incremental parser: ``feed`` chunks, then ``close``."""
+    """Incremental parser: ``feed`` chunks, then ``close``.
+
+    Each sample line first tries the quick path: a sample name the open family allows, a label
+    set read once per parser, ``name{...} value`` with single spaces, and the checks and
+    grouping rules its kind needs. Whatever the quick path does not recognise (metadata,
+    timestamps, exemplars, stateset and info families, and every error) goes to the full path,
+    which accepts exactly the same lines and explains the rest.
+    """
 
     def __init__(self) -> None:
         self.families: list[exposition.Family] = []
@@ -75,14 +142,140 @@ class OpenMetricsParser:
         self._eof = False
         self._open: _Open | None = None
         self._seen_names: set[str] = set()
+        # The exact text of a label set that reads without errors, braces included.
+        self._label_sets: dict[str, _LabelSet] = {}
+        # Label-set skeletons ({a="",b=""}) with distinct names, with where "le" and
+        # "quantile" are (-1 when absent).
+        self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
 
     def feed(self, data: bytes) -> None:
         lines, self._buffer = exposition.complete_lines(
             self._buffer + data, first_line=self._line + 1
         )
+        label_sets = self._label_sets
+        sample = exposition.Sample
+        number = self._line
+        current = self._open
+        quick = current.quick if current is not None and not self._eof else {}
+        group: frozenset[tuple[str, str]] | None
+        entry: _LabelSet | None
         for line in lines:
-            self._line += 1
+            number += 1
+            brace = line.find("{")
+            if brace < 0:
+                name, _, body = line.partition(" ")
+                route = quick.get(name)
+                entry = _NO_LABELS
+            else:
+                name = line[:brace]
+                route = quick.get(name)
+                if route is not None:
+                    close = line.find("}", brace)
+                    text = line[brace : close + 1]
+                    entry = label_sets.get(text) or self._label_set(text)
+                    if line.startswith(" ", close + 1):
+                        body = line[close + 2 :]
+                    else:
+                        route = None
+            # Quick when the value stands alone after one space: no timestamp, no exemplar.
+            if (
+                route is not None
+                and entry is not None
+                and current is not None
+                and "_" not in body
+                and body == body.strip()
+            ):
+                try:
+                    value = float(body)
+                except ValueError:
+                    pass  # the full path says why
+                else:
+                    kind, suffix = route
+                    if kind == _PLAIN:
+                        group = entry[1]
+                    elif kind == _BUCKET:
+                        group = entry[2] if value >= 0 and value.is_integer() else None
+                    elif kind == _QUANTILE:
+                        group = entry[4] if value >= 0 else None
+                    elif value >= 0 and (kind == _TOTAL or value.is_integer()):
+                        group = entry[1]
+                    else:
+                        group = None
+                    # The grouping rules of ``_group``, for a sample without a timestamp.
+                    if group is not None and current.group_timestamp is None:
+                        if group is current.group or group == current.group:
+                            series = (name, entry[1])
+                            if series in current.group_series:
+                                current.started = True
+                                continue  # the same sample again: kept once, as in ``_group``
+                            current.group_series.add(series)
+                        elif group in current.seen_groups:
+                            group = None  # the full path explains
+                        else:
+                            current.group_series = {(name, entry[1])}
+                            current.group = group
+                            current.seen_groups.add(group)
+                        if group is not None:
+                            current.started = True
+                            current.family.samples.append(sample(name, entry[0], value))
+                            if current.buckets is not None:
+                                current.buckets.add(suffix, group, None, value, entry[3])
+                            continue
+            self._line = number
             self._text_line(line)
+            current = self._open
+            quick = current.quick if current is not None and not self._eof else {}
+        self._line = number
+
+    def _label_set(self, text: str) -> _LabelSet | None:
+        """The labels of ``{...}`` when they read without errors and their names are
+        distinct; None for anything else, which the full path then reads (or explains).
+
+        Without a backslash, splitting on quotes gives the skeleton's pieces and the values in
+        turn (see ``exposition.label_names``); the skeleton is checked once per parser.
+        """
+        if "\\" in text:
+            return self._lexed_label_set(text)
+        parts = text.split('"')
+        if not len(parts) % 2:  # an odd number of quotes: not a label set
+            return None
+        skeleton = '""'.join(parts[0::2])
+        shape = self._shapes.get(skeleton)
+        if shape is None:
+            names = exposition.label_names(skeleton, strict=False)
+            if names is None or len(set(names)) != len(names):
+                return None
+            shape = (
+                names,
+                names.index("le") if "le" in names else -1,
+                names.index("quantile") if "quantile" in names else -1,
+            )
+            if len(self._shapes) < _CACHED:
+                self._shapes[skeleton] = shape
+        names, le, quantile = shape
+        values = parts[1::2]
+        entry = _label_set_entry(
+            (*zip(names, values),),  # noqa: B905 (as many values as names, by the skeleton)
+            values[le] if le >= 0 else None,
+            values[quantile] if quantile >= 0 else None,
+        )
+        if len(self._label_sets) < _CACHED:
+            self._label_sets[text] = entry
+        return entry
+
+    def _lexed_label_set(self, text: str) -> _LabelSet | None:
+        """``_label_set`` for label sets with escapes, by the full lexer."""
+        try:
+            labels, end, _ = exposition.read_labels(text, 0, line=0, strict=False)
+        except ParseError:
+            return None
+        values = dict(labels)
+        if end != len(text) or len(values) != len(labels):
+            return None
+        entry = _label_set_entry(tuple(labels), values.get("le"), values.get("quantile"))
+        if len(self._label_sets) < _CACHED:
+            self._label_sets[text] = entry
+        return entry
 
     def close(self) -> list[exposition.Family]:
         if self._buffer:
@@ -144,8 +337,7 @@ class OpenMetricsParser:
                 raise ParseError(
                     f"unknown type {text!r}; expected one of {', '.join(_SUFFIXES)}", self._line
                 )
-            family.type = text
-            current.allowed = tuple(name + s for s in _SUFFIXES[text])
+            current.set_type(text)
         elif kind == "UNIT":
             if family.unit is not None:
                 raise ParseError(f"second UNIT for {name}", self._line)
@@ -173,8 +365,8 @@ class OpenMetricsParser:
                 )
             if family.type in ("info", "stateset"):
                 raise ParseError(f"{family.type} metrics have no unit", self._line)
-        if family.type in ("histogram", "gaugehistogram"):
-            _check_histogram(family, self._line)
+        if current.buckets is not None:
+            current.buckets.finish(self._line)
         self.families.append(family)
 
     def _sample(self, line: str) -> None:
@@ -183,7 +375,6 @@ class OpenMetricsParser:
         if current is None or sample.name not in current.allowed:
             self._finish()
             current = self._open = _Open(exposition.Family(sample.name, "unknown"))
-            current.allowed = (sample.name,)
         current.started = True
         family = current.family
         name, kind = family.name, family.type or "unknown"
@@ -271,10 +462,38 @@ class OpenMetricsParser:
         series = (sample.name, pairs)
         if sample.timestamp != current.group_timestamp or series not in current.group_series:
             current.family.samples.append(sample)
+            current.appended(suffix, group, sample.timestamp, sample.value, sample.labels)
         current.group_series.add(series)
         current.group = group
         current.group_timestamp = sample.timestamp
         current.seen_groups.add(group)
+
+
+def _label_set_entry(
+    labels: tuple[tuple[str, str], ...], le: str | None, quantile: str | None
+) -> _LabelSet:
+    """What the quick path needs of a label set, with ``le`` and ``quantile`` checked as
+    ``_sample`` checks them for buckets and summary quantiles."""
+    pairs = frozenset(labels)
+    without_le = None
+    bound = 0.0
+    if le is not None and le != "NaN":
+        try:
+            bound = exposition.parse_float(le)
+        except ValueError:
+            pass
+        else:
+            if not (math.isinf(bound) and bound > 0 and le != "+Inf"):
+                without_le = pairs - {("le", le)}
+    without_quantile = None
+    if quantile is not None:
+        try:
+            q = exposition.parse_float(quantile)
+        except ValueError:
+            q = -1.0
+        if 0.0 <= q <= 1.0:
+            without_quantile = pairs - {("quantile", quantile)}
+    return labels, pairs, without_le, bound, without_quantile
 
 
 def _unescape_help(text: str) -> str:
@@ -355,70 +574,109 @@ def _read_exemplar(text: str, number: int, column: int) -> exposition.Exemplar:
     return exposition.Exemplar(tuple(labels), value, timestamp)
 
 
-def _check_histogram(family: exposition.Family, number: int) -> None:
-    """Per group of a (gauge)histogram: buckets ordered and cumulative, +Inf last, counts and
-    sums consistent."""
-    name = family.name
-    state: dict[str, object] = {}
-    group: tuple[tuple[str, str], ...] | None = None
-    timestamp: float | None = None
+class _Buckets:
+    """The per-group checks of a (gauge)histogram, run as its samples are kept: buckets
+    ordered and cumulative, +Inf last, counts and sums consistent.
 
-    def check() -> None:
-        if state["bucket"] != math.inf:
-            raise ParseError(f"{name}: the +Inf bucket is missing", number)
-        count = state["count"]
-        if count is not None and state["value"] != count:
-            raise ParseError(f"{name}: _count differs from the +Inf bucket", number)
-        if state["sum"] and count is None:
-            raise ParseError(f"{name}: _sum without _count", number)
-        if state["gsum"] and count is None:
-            raise ParseError(f"{name}: _gsum without _gcount", number)
-        if not (state["sum"] or state["gsum"]) and count is not None:
-            raise ParseError(f"{name}: _count without _sum", number)
-        if state["negative"] and state["sum"]:
-            raise ParseError(f"{name}: _sum with negative buckets", number)
-        if not state["negative"] and state["negative_gsum"]:
-            raise ParseError(f"{name}: negative _gsum without negative buckets", number)
+    The first failure is kept and reported when the family ends, as if all its samples were
+    checked then (a group is the labels without ``le``, and the timestamp).
+    """
 
-    for sample in family.samples:
-        suffix = sample.name[len(name) :]
-        if not suffix:
-            continue
-        g = tuple(sorted((k, v) for k, v in sample.labels if k != "le" or suffix != "_bucket"))
-        if g != group or sample.timestamp != timestamp:
-            if group is not None:
-                check()
-            state = {
-                "count": None,
-                "bucket": None,
-                "negative": False,
-                "sum": False,
-                "gsum": False,
-                "negative_gsum": False,
-                "value": 0.0,
-            }
-        group, timestamp = g, sample.timestamp
+    __slots__ = (
+        "bucket",
+        "count",
+        "error",
+        "group",
+        "gsum",
+        "name",
+        "negative",
+        "negative_gsum",
+        "sum",
+        "timestamp",
+        "value",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.error: str | None = None
+        self.group: frozenset[tuple[str, str]] | None = None
+        self.timestamp: float | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.count: float | None = None
+        self.bucket: float | None = None
+        self.negative = False
+        self.sum = False
+        self.gsum = False
+        self.negative_gsum = False
+        self.value = 0.0
+
+    def add(
+        self,
+        suffix: str,
+        group: frozenset[tuple[str, str]],
+        timestamp: float | None,
+        value: float,
+        bound: float,
+    ) -> None:
+        """One kept sample; ``bound`` is its ``le`` as a number when it is a bucket."""
+        if self.error is not None:
+            return
+        if group != self.group or timestamp != self.timestamp:
+            if self.group is not None:
+                self.error = self._check()
+                if self.error is not None:
+                    return
+            self._reset()
+        self.group, self.timestamp = group, timestamp
         if suffix == "_bucket":
-            bound = exposition.parse_float(dict(sample.labels)["le"])
             if bound < 0:
-                state["negative"] = True
-            previous = state["bucket"]
-            if isinstance(previous, float) and bound <= previous:
-                raise ParseError(f"{name}: buckets out of order", number)
-            if sample.value < float(state["value"]):  # type: ignore[arg-type]
-                raise ParseError(f"{name}: bucket values not cumulative", number)
-            state["bucket"] = bound
-            state["value"] = sample.value
+                self.negative = True
+            previous = self.bucket
+            if previous is not None and bound <= previous:
+                self.error = f"{self.name}: buckets out of order"
+                return
+            if value < self.value:
+                self.error = f"{self.name}: bucket values not cumulative"
+                return
+            self.bucket = bound
+            self.value = value
         elif suffix in ("_count", "_gcount"):
-            state["count"] = sample.value
+            self.count = value
         elif suffix == "_sum":
-            state["sum"] = True
+            self.sum = True
         elif suffix == "_gsum":
-            state["gsum"] = True
-            if sample.value < 0:
-                state["negative_gsum"] = True
-    if group is not None:
-        check()
+            self.gsum = True
+            if value < 0:
+                self.negative_gsum = True
+
+    def finish(self, number: int) -> None:
+        """Raise the first failure, the last group's included, at line ``number``."""
+        error = self.error
+        if error is None and self.group is not None:
+            error = self._check()
+        if error is not None:
+            raise ParseError(error, number)
+
+    def _check(self) -> str | None:
+        name = self.name
+        if self.bucket != math.inf:
+            return f"{name}: the +Inf bucket is missing"
+        count = self.count
+        if count is not None and self.value != count:
+            return f"{name}: _count differs from the +Inf bucket"
+        if self.sum and count is None:
+            return f"{name}: _sum without _count"
+        if self.gsum and count is None:
+            return f"{name}: _gsum without _gcount"
+        if not (self.sum or self.gsum) and count is not None:
+            return f"{name}: _count without _sum"
+        if self.negative and self.sum:
+            return f"{name}: _sum with negative buckets"
+        if not self.negative and self.negative_gsum:
+            return f"{name}: negative _gsum without negative buckets"
+        return None
 
 
 def parse(data: bytes) -> list[exposition.Family]:

@@ -31,34 +31,128 @@ _TYPES: Final = {
     "gaugehistogram": "gaugehistogram",
 }
 _BLANKS: Final = " \t"
+_PARTS: Final = ("_bucket", "_sum", "_count")
+
+#: A sample name's route: its family's samples, which entry of a label set must be true for
+#: the quick path (one of the three below), and whether a negative value needs the full path.
+_Route = tuple[list[exposition.Sample], int, bool]
+#: A checked label set: (labels, True, has a numeric "le", has a numeric "quantile").
+_LabelSet = tuple[tuple[tuple[str, str], ...], bool, bool, bool]
+#: The text of a label set up to its last value, read: (the labels before, the last name,
+#: whether "le" and "quantile" are there as numbers, or None when the last label is it).
+_Head = tuple[tuple[tuple[str, str], ...], str, bool | None, bool | None]
+_NO_CHECK: Final = 1
+_LE: Final = 2
+_QUANTILE: Final = 3
+_NO_LABELS: Final[_LabelSet] = ((), True, False, False)
+#: Entries per cache: routes and label sets repeat, and hostile input cannot grow them further.
+_CACHED: Final = 16384
 
 
 class PrometheusTextParser:
-    """Incremental parser: ``feed`` chunks, then ``close``."""
+    """Incremental parser: ``feed`` chunks, then ``close``.
+
+    Each line first tries the quick path: a cached route for the sample name, a cached label
+    set for the exact ``{...}`` text, and ``float`` over what follows. Whatever the quick path
+    does not recognise (comments, blank lines, signed timestamps, anything unusual and every
+    error) goes to the full lexer, which accepts exactly the same lines and explains the rest.
+    """
 
     def __init__(self) -> None:
         self.families: dict[str, exposition.Family] = {}
         self._buffer = b""
         self._line = 0
-        self._helped: set[str] = set()
         self._typed: set[str] = set()
-        # Sample name -> (family, label to check); forgotten whenever a TYPE changes routing.
-        self._routes: dict[str, tuple[exposition.Family, str | None]] = {}
-        self._label_sets: dict[str, tuple[str, ...]] = {}
+        # Bare sample name -> where its samples go. TYPE forgets the names it reroutes. "#"
+        # and "" map to the empty tuple, so comments and blank lines leave the quick path at
+        # once.
+        self._routes: dict[str, _Route | tuple[()]] = {"#": (), "": ()}
+        # The exact text inside the braces of a label set that passed every check.
+        self._label_sets: dict[str, _LabelSet] = {}
+        # Label-set skeletons (a="",b="") checked, with where "le" and "quantile" are.
+        self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
+        self._numbers: dict[str, bool] = {}
+        self._heads: dict[str, _Head] = {}
+        self._last_head = ""
+        # What follows a label set (or a name): " 1.5" -> 1.5; sample values repeat.
+        self._values: dict[str, float] = {}
 
     def feed(self, data: bytes) -> None:
         lines, self._buffer = exposition.complete_lines(
             self._buffer + data, first_line=self._line + 1
         )
-        for raw in lines:
-            self._line += 1
-            line = raw.lstrip(_BLANKS)
-            if not line:
-                continue
-            if line[0] == "#":
+        routes = self._routes
+        label_sets = self._label_sets
+        values = self._values
+        heads = self._heads
+        numbers = self._numbers
+        sample = exposition.Sample
+        number = self._line
+        for line in lines:
+            number += 1
+            entry: _LabelSet | None
+            head, close, rest = line.rpartition("}")
+            if close:
+                # From the first "{" to the last "}": the label set of any valid line.
+                name, brace, inner = head.partition("{")
+                entry = label_sets.get(inner) if brace else None
+                route = routes.get(name)
+                if route is None:
+                    route = self._new_route(name)
+                if entry is None and route and brace:
+                    # A new label set: its head known, append the last value (``_label_set``).
+                    cut = inner.rfind('="') + 2
+                    known = heads.get(inner[:cut])
+                    last = inner[cut:-1]
+                    if (
+                        known is not None
+                        and cut < len(inner)
+                        and inner[-1] == '"'
+                        and '"' not in last
+                        and "\\" not in inner
+                    ):
+                        labels, label, le, quantile = known
+                        if le is None:
+                            le = numbers.get(last)
+                            if le is None:
+                                le = self._is_number(last)
+                        if quantile is None:
+                            quantile = numbers.get(last)
+                            if quantile is None:
+                                quantile = self._is_number(last)
+                        entry = ((*labels, (label, last)), True, le, quantile)
+                        if len(label_sets) < _CACHED:
+                            label_sets[inner] = entry
+                    else:
+                        entry = self._label_set(inner)
+            else:
+                name, _, rest = line.partition(" ")
+                route = routes.get(name)
+                if route is None:
+                    route = self._new_route(name)
+                entry = _NO_LABELS
+            if route and entry is not None:
+                samples, check, nonnegative = route
+                timestamp = None
+                value = values.get(rest)
+                if value is None:
+                    quick = _value_and_timestamp(rest)
+                    if quick is None:
+                        self._line = number
+                        self._general(line)
+                        continue
+                    value, timestamp = quick
+                    if timestamp is None and len(values) < _CACHED:
+                        values[rest] = value
+                if entry[check] and (value >= 0 or not nonnegative):
+                    samples.append(sample(name, entry[0], value, timestamp))
+                    continue
+            self._line = number
+            if name == "#":
                 self._comment(line)
-            elif not self._fast_sample(line):
-                self._sample(line)
+            else:
+                self._general(line)
+        self._line = number
 
     def close(self) -> list[exposition.Family]:
         if self._buffer.strip(b" \t"):
@@ -67,7 +161,152 @@ class PrometheusTextParser:
             )
         return list(self.families.values())
 
+    def _new_route(self, name: str) -> _Route | tuple[()]:
+        """Where samples named ``name`` go, cached; ``()`` for what is not a bare name."""
+        if not (name.isascii() and name.replace(":", "_").isidentifier()):
+            return ()  # not a bare metric name: [a-zA-Z_:][a-zA-Z0-9_:]*
+        family, label = self._route(name)
+        route = (
+            family.samples,
+            _NO_CHECK if label is None else _LE if label == "le" else _QUANTILE,
+            family.type in ("histogram", "gaugehistogram"),
+        )
+        if len(self._routes) < _CACHED:
+            self._routes[name] = route
+        return route
+
+    def _label_set(self, inner: str) -> _LabelSet | None:
+        """The labels of ``{inner}`` when they pass every check a sample's labels get; None
+        for anything else, which the full path then reads (or explains).
+
+        Label sets in a row often differ in their last value only (``le``, ``quantile``, or
+        the one label that varies), so the text up to that value, the head, is remembered
+        and then only the value is appended.
+        """
+        if "\\" in inner:
+            return self._lexed_label_set(inner)
+        cut = inner.rfind('="') + 2
+        value = inner[cut:-1]
+        headed = 2 <= cut < len(inner) and inner.endswith('"') and '"' not in value
+        if headed:
+            head = self._heads.get(inner[:cut])
+            if head is not None:
+                labels, last, le, quantile = head
+                if le is None:
+                    le = self._is_number(value)
+                if quantile is None:
+                    quantile = self._is_number(value)
+                entry = ((*labels, (last, value)), True, le, quantile)
+                if len(self._label_sets) < _CACHED:
+                    self._label_sets[inner] = entry
+                return entry
+        split = self._split_label_set(inner)
+        if split is None:
+            return self._lexed_label_set(inner)
+        names, values, le_at, quantile_at = split
+        labels = (*zip(names, values),)  # noqa: B905 (as many values as names, by the skeleton)
+        le_ok = le_at >= 0 and self._is_number(values[le_at])
+        quantile_ok = quantile_at >= 0 and self._is_number(values[quantile_at])
+        entry = (labels, True, le_ok, quantile_ok)
+        if len(self._label_sets) < _CACHED:
+            self._label_sets[inner] = entry
+        if headed:
+            # The value after the head is this label set's last (no quote in it), so the
+            # head passes every check whatever its value. Kept when the last label is a
+            # bucket bound or a quantile (a run of them follows), or the second time in a row.
+            head_text = inner[:cut]
+            at = len(labels) - 1
+            if (at in (le_at, quantile_at) or head_text == self._last_head) and len(
+                self._heads
+            ) < _CACHED:
+                self._heads[head_text] = (
+                    labels[:at],
+                    names[at],
+                    None if le_at == at else le_ok,
+                    None if quantile_at == at else quantile_ok,
+                )
+            self._last_head = head_text
+        return entry
+
+    def _split_label_set(self, inner: str) -> tuple[tuple[str, ...], list[str], int, int] | None:
+        """Names, values and where ``le`` and ``quantile`` are (-1 when absent) of the label
+        set ``{inner}`` without backslashes, if it is valid with distinct plain names.
+
+        Without a backslash every quote delimits a value, so splitting on quotes gives the
+        skeleton's pieces and the values in turn (see ``exposition.label_names``); the
+        skeleton is checked once per parser.
+        """
+        parts = inner.split('"')
+        if not len(parts) % 2:  # an odd number of quotes: not a label set
+            return None
+        skeleton = '""'.join(parts[0::2])
+        shape = self._shapes.get(skeleton) or self._shape(skeleton)
+        if shape is None or not shape[0]:
+            return None
+        return shape[0], parts[1::2], shape[1], shape[2]
+
+    def _is_number(self, text: str) -> bool:
+        """Whether a label value reads as a sample value does; bucket bounds and quantiles
+        repeat, so the answer is cached."""
+        known = self._numbers.get(text)
+        if known is None:
+            known = _is_float(text)
+            if len(self._numbers) < _CACHED:
+                self._numbers[text] = known
+        return known
+
+    def _shape(self, skeleton: str) -> tuple[tuple[str, ...], int, int] | None:
+        """The label names of a skeleton inside its braces (``a="",b=""``) with the positions
+        of ``le`` and ``quantile`` (-1 when absent), if it is valid and its names distinct."""
+        names = exposition.label_names("{" + skeleton + "}", strict=True)
+        if names is None or len(set(names)) != len(names) or "__name__" in names:
+            return None
+        shape = (
+            names,
+            names.index("le") if "le" in names else -1,
+            names.index("quantile") if "quantile" in names else -1,
+        )
+        if len(self._shapes) < _CACHED:
+            self._shapes[skeleton] = shape
+        return shape
+
+    def _lexed_label_set(self, inner: str) -> _LabelSet | None:
+        """``_label_set`` for the unusual shapes (escapes, blanks, quoted names), by the full
+        lexer."""
+        text = "{" + inner + "}"
+        try:
+            labels, end, quoted = exposition.read_labels(text, 0, line=0, strict=True)
+        except ParseError:
+            return None
+        if quoted is not None or end != len(text):
+            return None
+        names = {label for label, _ in labels}
+        if len(names) != len(labels) or "__name__" in names:
+            return None
+        entry = (tuple(labels), True, _is_number(labels, "le"), _is_number(labels, "quantile"))
+        if len(self._label_sets) < _CACHED:
+            self._label_sets[inner] = entry
+        return entry
+
+    def _general(self, raw: str) -> None:
+        line = raw.lstrip(_BLANKS)
+        if not line:
+            return
+        if line[0] == "#":
+            self._comment(line)
+        else:
+            self._sample(line)
+
     def _comment(self, line: str) -> None:
+        if line.startswith(("# HELP ", "# TYPE ")):
+            # The usual shape: one blank on each side of a bare name.
+            name, blank, text = line[7:].partition(" ")
+            if blank and name.isascii() and name.replace(":", "_").isidentifier():  # a bare name
+                if line[2] == "H":
+                    self._help(name, text.lstrip(_BLANKS))
+                else:
+                    self._type(name, text.lstrip(_BLANKS))
+                return
         parts = line[1:].lstrip(_BLANKS).split(None, 1)
         if not parts or parts[0] not in ("HELP", "TYPE"):
             return  # an ordinary comment
@@ -78,9 +317,11 @@ class PrometheusTextParser:
         if rest.startswith('"'):
             name, end = exposition.read_quoted(rest, 0, line=self._line)
         else:
-            end = 0
-            while end < len(rest) and rest[end] not in _BLANKS:
-                end += 1
+            end = len(rest)
+            for blank in _BLANKS:
+                found = rest.find(blank, 0, end)
+                if found >= 0:
+                    end = found
             name = rest[:end]
             if exposition.METRIC_NAME.fullmatch(name) is None:
                 raise ParseError(f"invalid metric name {name!r}", self._line)
@@ -89,16 +330,22 @@ class PrometheusTextParser:
             return  # "# HELP name" with nothing after the name is a comment to expfmt too
         if text and text[0] not in _BLANKS:
             raise ParseError(f"expected a blank after the name in {keyword}", self._line)
-        text = text.lstrip(_BLANKS)
-        family = self.families.get(name)
         if keyword == "HELP":
-            if name in self._helped:
-                raise ParseError(f"second HELP for {name}", self._line)
-            self._helped.add(name)
-            if family is None:
-                family = self.families[name] = exposition.Family(name, "untyped")
+            self._help(name, text.lstrip(_BLANKS))
+        else:
+            self._type(name, text.lstrip(_BLANKS))
+
+    def _help(self, name: str, text: str) -> None:
+        family = self.families.get(name)
+        if family is None:
+            self.families[name] = exposition.Family(name, "untyped", _unescape_help(text))
+        elif family.help is not None:  # only HELP sets it
+            raise ParseError(f"second HELP for {name}", self._line)
+        else:
             family.help = _unescape_help(text)
-            return
+
+    def _type(self, name: str, text: str) -> None:
+        family = self.families.get(name)
         kind = _TYPES.get(text.rstrip(_BLANKS).lower())
         if kind is None:
             raise ParseError(
@@ -109,93 +356,16 @@ class PrometheusTextParser:
         if family is not None and family.samples:
             raise ParseError(f"TYPE for {name} after its samples", self._line)
         self._typed.add(name)
-        self._routes.clear()
+        # The sample names whose family or checked label depend on this family's type.
+        routes = self._routes
+        routes.pop(name, None)
+        routes.pop(name + "_bucket", None)
+        routes.pop(name + "_sum", None)
+        routes.pop(name + "_count", None)
         if family is None:
-            family = self.families[name] = exposition.Family(name, kind)
-        family.type = kind
-
-    def _fast_sample(self, line: str) -> bool:
-        """The usual line (``name{a="b",c="d"} value [timestamp]`` with no blanks, escapes or
-        surprises) in as few steps as possible. False means: take the full path, which also
-        explains any error."""
-        brace = line.find("{")
-        if brace > 0:
-            name = line[:brace]
-            close = line.find("}", brace)
-            if close < 0:
-                return False
-            segment = line[brace + 1 : close]
-            if "\\" in segment or " " in segment or "\t" in segment:
-                return False
-            parts = segment.split('"')
-            last = len(parts) - 1
-            if last % 2:
-                return False
-            if last:
-                heads = "".join(parts[0:last:2])
-                names = self._label_sets.get(heads)
-                if names is None:
-                    names = self._label_set(heads)
-                    if names is None:
-                        return False
-                labels = tuple(zip(names, parts[1:last:2], strict=True))
-            else:
-                labels = ()
-            if parts[last] not in ("", ","):
-                return False
-            rest = line[close + 1 :]
+            self.families[name] = exposition.Family(name, kind)
         else:
-            space = line.find(" ")
-            if space <= 0:
-                return False
-            name = line[:space]
-            labels = ()
-            rest = line[space:]
-        route = self._routes.get(name)
-        if route is None:
-            return False
-        fields = rest.split()
-        if len(fields) == 1:
-            timestamp = None
-        elif len(fields) == 2 and fields[1].isdigit() and fields[1].isascii():
-            timestamp = int(fields[1]) / 1000.0
-        else:
-            return False
-        text = fields[0]
-        if "_" in text:  # float() takes 1_000 and Go does not; it already refuses hex
-            return False
-        try:
-            value = float(text)
-        except ValueError:
-            return False
-        family, checked = route
-        if checked is not None:
-            for label, label_value in labels:
-                if label == checked:
-                    try:
-                        exposition.parse_float(label_value)
-                    except ValueError:
-                        return False
-                    break
-            else:
-                return False
-        if value < 0 and family.type in ("histogram", "gaugehistogram"):
-            return False
-        family.samples.append(exposition.Sample(name, labels, value, timestamp))
-        return True
-
-    def _label_set(self, heads: str) -> tuple[str, ...] | None:
-        """The label names of a canonical ``a=,b=,c=`` head string, checked once and cached:
-        the same label names come back on almost every line of a family."""
-        names = tuple(heads[:-1].split("=,"))
-        if heads != "=,".join(names) + "=" or len(set(names)) != len(names):
-            return None
-        for label in names:
-            if not (label.isidentifier() and label.isascii()) or label == "__name__":
-                return None
-        if len(self._label_sets) < 4096:
-            self._label_sets[heads] = names
-        return names
+            family.type = kind
 
     def _sample(self, line: str) -> None:
         number = self._line
@@ -236,9 +406,14 @@ class PrometheusTextParser:
         if len(parts) == 2:
             text = parts[1]
             digits = text[1:] if text[:1] in "+-" else text
-            if not digits.isdigit() or not digits.isascii():
-                raise ParseError(f"invalid timestamp {text!r}: milliseconds as an integer", number)
-            timestamp = int(text) / 1000.0
+            try:
+                if not digits.isdigit() or not digits.isascii():
+                    raise ValueError(text)
+                timestamp = int(text) / 1000.0  # too many digits: ValueError or OverflowError
+            except (ValueError, OverflowError):
+                raise ParseError(
+                    f"invalid timestamp {text!r}: milliseconds as an integer", number
+                ) from None
         family = self._family_of(name, labels, number)
         if (
             family.type in ("histogram", "gaugehistogram")
@@ -251,30 +426,23 @@ class PrometheusTextParser:
     def _family_of(
         self, name: str, labels: list[tuple[str, str]], number: int
     ) -> exposition.Family:
-        route = self._routes.get(name)
-        if route is not None:
-            family, label = route
-            if label is not None:
-                _number_label(labels, label, number)
-            return family
         family, label = self._route(name)
-        if family.type in ("summary", "histogram", "gaugehistogram", "counter", "gauge", "untyped"):
-            self._routes[name] = (family, label)
         if label is not None:
             _number_label(labels, label, number)
         return family
 
     def _route(self, name: str) -> tuple[exposition.Family, str | None]:
         """The family a sample name belongs to and the label that must be a number."""
-        for suffix, kinds in (
-            ("_bucket", ("histogram", "gaugehistogram")),
-            ("_sum", ("summary", "histogram")),
-            ("_count", ("summary", "histogram")),
-        ):
-            if name.endswith(suffix):
-                base = self.families.get(name[: -len(suffix)])
-                if base is not None and base.type in kinds:
-                    return base, "le" if suffix == "_bucket" else None
+        if name.endswith(_PARTS):
+            for suffix, kinds in (
+                ("_bucket", ("histogram", "gaugehistogram")),
+                ("_sum", ("summary", "histogram")),
+                ("_count", ("summary", "histogram")),
+            ):
+                if name.endswith(suffix):
+                    base = self.families.get(name[: -len(suffix)])
+                    if base is not None and base.type in kinds:
+                        return base, "le" if suffix == "_bucket" else None
         family = self.families.get(name)
         if family is None:
             family = self.families[name] = exposition.Family(name, "untyped")
@@ -285,6 +453,49 @@ def _skip(text: str, pos: int) -> int:
     while pos < len(text) and text[pos] in _BLANKS:
         pos += 1
     return pos
+
+
+def _is_float(text: str) -> bool:
+    """Whether ``exposition.parse_float`` takes ``text``."""
+    if not text or "_" in text or text != text.strip():
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number(labels: list[tuple[str, str]], key: str) -> bool:
+    for label, value in labels:
+        if label == key:
+            try:
+                exposition.parse_float(value)
+            except ValueError:
+                return False
+            return True
+    return False
+
+
+def _value_and_timestamp(rest: str) -> tuple[float, float | None] | None:
+    """``value`` or ``value timestamp`` (an unsigned one) after a name or label set; None for
+    anything else, which the full path then reads (or explains)."""
+    if "_" in rest:
+        return None  # float() takes 1_000, Go does not
+    try:
+        return float(rest), None  # float() skips the blanks around the value
+    except ValueError:
+        pass
+    fields = rest.split()
+    if len(fields) != 2 or not (fields[1].isdigit() and fields[1].isascii()):
+        return None
+    if len(fields[1]) > 18:
+        return None  # the full path says whether a float holds it
+    try:
+        value = float(fields[0])
+    except ValueError:
+        return None
+    return value, int(fields[1]) / 1000.0
 
 
 def _number_label(labels: list[tuple[str, str]], key: str, number: int) -> None:
