@@ -206,3 +206,18 @@ def test_a_clash_with_what_sidecarkit_adds_is_an_error_not_an_overwrite(
     with pytest.raises(errors.ConflictError, match="would overwrite"):
         inject(workload, CONFIG, OPTED_IN)
     assert workload == before
+
+
+@common
+@given(workloads_())
+def test_the_webhooks_sharing_path_gives_the_same_result_and_leaves_the_input(
+    workload: Any,
+) -> None:
+    original = copy.deepcopy(workload)
+    expected, report = inject(copy.deepcopy(workload), CONFIG, OPTED_IN)
+    shared, shared_report = inject(workload, CONFIG, OPTED_IN, plain=True)
+    assert workload == original, "plain=True modified its input"
+    assert shared == expected
+    assert shared_report == report
+    again, _ = inject(workload, CONFIG, OPTED_IN, plain=True)
+    assert again == expected, "a cached plan gives the same answer the second time"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import orjson
 import pytest
 
-from sidecarkit.webhook import reviews
+from sidecarkit.injection import Config, Facts
+from sidecarkit.webhook import admitting, reviews
 
 
 @pytest.mark.parametrize(
@@ -54,3 +56,26 @@ def test_answers_echo_version_and_uid() -> None:
         "allowed": False,
         "status": {"code": 400, "message": "no"},
     }
+
+
+@pytest.mark.parametrize("depth", [100, 500, 950])
+def test_a_deeply_nested_pod_is_refused_with_400_or_admitted_never_crashes(depth: int) -> None:
+    nested: Any = "leaf"
+    for _ in range(depth):
+        nested = {"x": nested}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"labels": {"sidecarkit.io/inject": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "app"}]},
+        "deep": nested,
+    }
+    request = {"uid": "u", "operation": "CREATE", "namespace": "shop", "object": pod}
+    verdict = admitting.decide(request, Config(), Facts())
+    if depth >= 500:
+        assert verdict.decision == "denied"
+        assert verdict.status is not None
+        assert verdict.status[0] == 400
+        assert "nests too deeply" in verdict.status[1]
+    else:
+        assert verdict.decision == "patched"

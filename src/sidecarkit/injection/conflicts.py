@@ -4,6 +4,10 @@ A conflict is always an error: overwriting a user's container, port, volume, mou
 silently is the one thing an injector must never do. Two profiles may declare the same volume,
 app mount or app env var if they declare it identically (they share it); anything else with the
 same name is a conflict. Every conflict found is reported at once, so one run shows them all.
+
+Most pods conflict with nothing. ``summarize`` turns what a set of rendered profiles adds into
+sets once, and ``clashes`` then tells in one pass over the pod whether ``check`` can find
+anything; only then does the full check run, to name every conflict.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from sidecarkit import errors
 from sidecarkit.injection import profiles
 
-__all__ = ["Rendered", "check"]
+__all__ = ["Added", "Rendered", "check", "clashes", "summarize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +142,84 @@ def _app_conflicts(
                 f"{c.get('name')!r}, which has one"
             )
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What rendered profiles add that a pod could already have, by identifying value.
+
+    Mappings rather than sets: ``x in set`` quietly accepts a set ``x``, which ``check``
+    cannot hash, and the two must agree on every pod.
+    """
+
+    names: Mapping[object, None]
+    """Names of the containers added, init and sidecar."""
+    ports: Mapping[tuple[object, object], None]
+    """(containerPort, protocol) of the sidecars."""
+    volumes: Mapping[object, None]
+    """Names of the volumes added."""
+    mounts: Mapping[object, None]
+    """mountPaths of the volumeMounts added to the app's containers."""
+    env: Mapping[object, None]
+    """Names of the env entries added to the app's containers."""
+
+
+def summarize(rendered: Sequence[Rendered]) -> Added | None:
+    """The sets ``clashes`` checks pods against, or None when every pod needs the full check.
+
+    That is when the profiles conflict among themselves, or mount a volume that none of them
+    defines (only the pod can tell whether it has it): then ``check`` finds problems that do
+    not show as an overlap of two sets.
+    """
+    try:
+        check({}, rendered, target="")
+        return Added(
+            names=dict.fromkeys(
+                c.get("name")
+                for r in rendered
+                for c in (*r.parts.init_containers, *r.parts.sidecars)
+            ),
+            ports=dict.fromkeys(
+                (p.get("containerPort"), p.get("protocol") or "TCP")
+                for r in rendered
+                for c in r.parts.sidecars
+                for p in _items(c.get("ports"))
+            ),
+            volumes=dict.fromkeys(v.get("name") for r in rendered for v in r.parts.volumes),
+            mounts=dict.fromkeys(m.get("mountPath") for r in rendered for m in r.parts.app_mounts),
+            env=dict.fromkeys(e.get("name") for r in rendered for e in r.parts.app_env),
+        )
+    except Exception:  # whatever it is, the full check meets it again and says it
+        return None
+
+
+def clashes(spec: Mapping[str, Any], added: Added) -> bool:
+    """Whether ``check`` on ``spec`` may find a conflict with the profiles ``added`` sums up.
+
+    False means it finds none. The pod's values are hashed here as ``check`` hashes them, so a
+    pod whose values ``check`` cannot handle is sent to it too (True), and fails there as it
+    always has.
+    """
+    try:
+        containers = _items(spec.get("containers"))
+        init_containers = _items(spec.get("initContainers"))
+        for c in (*containers, *init_containers, *_items(spec.get("ephemeralContainers"))):
+            if c.get("name") in added.names:
+                return True
+        for c in (*containers, *(c for c in init_containers if c.get("restartPolicy") == "Always")):
+            for p in _items(c.get("ports")):
+                if (p.get("containerPort"), p.get("protocol") or "TCP") in added.ports:
+                    return True
+        for v in _items(spec.get("volumes")):
+            if v.get("name") in added.volumes:
+                return True
+        for c in containers:
+            for i in _items(c.get("volumeMounts")):
+                if i.get("mountPath") in added.mounts:
+                    return True
+            for i in _items(c.get("env")):
+                if i.get("name") in added.env:
+                    return True
+    except TypeError:  # an unhashable value: let check meet it
+        return True
+    return False

@@ -9,6 +9,10 @@ Theory of operation, for one object:
    profile, check conflicts (``conflicts.check``), place the parts (``placing.place``).
 5. If the new content hash equals the recorded one, return the *original* object: nothing to do.
 
+Steps 3 and 4 are mostly the same for every pod that asks for the same profiles with the same
+settings: selection, rendering, the sets conflicts are checked against and what placement
+inserts come from a cached ``plans.Plan``, and only what depends on the pod is done per pod.
+
 The input is never modified. An unchanged object is returned as the same object, which lets the
 YAML shell write it back byte for byte. Objects may be plain dicts or ruamel's round-trip
 subclasses; only the mapping and sequence protocols are used, so comments survive the copy.
@@ -29,8 +33,8 @@ from sidecarkit.injection import (
     conflicts,
     facts,
     placing,
+    plans,
     policy,
-    profiles,
     reports,
     statuses,
 )
@@ -50,18 +54,26 @@ def inject(
     cluster: facts.Facts | None = None,
     *,
     location: str = "document 1",
+    plain: bool = False,
 ) -> tuple[Document, reports.Report]:
     """Return ``document`` with sidecars injected where it asks for them, and the report.
 
     ``document`` is one Kubernetes object (a ``kind: List`` is handled item by item), or None
     for an empty YAML document. Raises an InputError subclass for pods that cannot be injected
     as asked, naming the object and the fix.
+
+    ``plain`` says that ``document`` is plain JSON data (dicts, lists, str, int, float, bool,
+    None, as a JSON parser returns it) and that neither it nor the result will be modified
+    afterwards: instead of copies, the result then holds the parts injection leaves alone
+    (shared with ``document``) and the parts it inserts (shared with other results). The
+    webhook, which only diffs the two, saves the copies and most of the diff that way; the
+    result is equal either way.
     """
-    config = config or configs.Config()
+    config = config or _default_config()
     cluster = cluster or facts.Facts()
 
     def handle(obj: MutableMapping[str, Any], where: str) -> tuple[Any, reports.Decision]:
-        return _inject_object(obj, config, cluster, where)
+        return _inject_object(obj, config, cluster, where, plain=plain)
 
     return _walk(document, handle, location)
 
@@ -116,6 +128,8 @@ def _inject_object(
     config: configs.Config,
     cluster: facts.Facts,
     location: str,
+    *,
+    plain: bool,
 ) -> tuple[Any, reports.Decision]:
     target = workloads.describe(obj)
     if workloads.template_path(obj.get("kind")) is None:
@@ -149,47 +163,44 @@ def _inject_object(
             )
         return obj, _skip(location, obj, skipped)
 
-    selection = policy.select(annotations, config, cluster, target=target)
+    # Stripping an earlier injection cannot change what these two say (it deletes only
+    # collections it left empty), so the original pod tells.
+    host_network = template["spec"].get("hostNetwork") is True
+    run_to_completion = template["spec"].get("restartPolicy") in ("Never", "OnFailure")
+    plan = plans.find(
+        annotations,
+        config,
+        cluster,
+        host_network=host_network,
+        run_to_completion=run_to_completion,
+    )
+    selection = (
+        plan.selection
+        if plan is not None
+        else policy.select(annotations, config, cluster, target=target)
+    )
     old = (
         statuses.decode(annotations[policy.STATUS_ANNOTATION], target=target)
         if policy.STATUS_ANNOTATION in annotations
         else None
     )
-    result = _copy(obj)
+    if plain and old is None and isinstance(obj, dict) and _writable(obj):
+        result = _copy_for_placing(obj)
+    else:
+        result = _copy(obj)
     new_template = workloads.pod_template(result)
     assert new_template is not None
     _check_shape(new_template["spec"], target)
     if old is not None:
         statuses.strip(new_template, old)
+    if plan is None:
+        plan = plans.build(
+            selection, host_network=host_network, run_to_completion=run_to_completion
+        )
 
-    reasons = list(selection.reasons)
+    reasons = list(plan.reasons)
     spec = new_template["spec"]
-    host_network = spec.get("hostNetwork") is True
-    run_to_completion = spec.get("restartPolicy") in ("Never", "OnFailure")
-    rendered: list[conflicts.Rendered] = []
-    for profile in selection.chosen:
-        if host_network and not profile.allow_host_network:
-            reasons.append(
-                Reason(
-                    Code.SKIPPED_HOST_NETWORK,
-                    f"profile {profile.name} does not work in a hostNetwork pod: its ports would "
-                    "be the node's; skipped",
-                    profile.name,
-                )
-            )
-            continue
-        mode = selection.modes[profile.name]
-        ctx = profiles.Context(mode=mode, run_to_completion=run_to_completion)
-        values = tuple(selection.values[profile.name].items())
-        if sum(len(v) for _, v in values) <= _CACHEABLE_SETTINGS:
-            parts = _render(profile.render, values, ctx)
-        else:  # huge annotation values: render, but don't keep them alive in the cache
-            parts = profile.render(dict(values), ctx)
-        rendered.append(conflicts.Rendered(profile.name, mode, parts))
-    if run_to_completion and any(
-        r.mode is profiles.Mode.LEGACY and r.parts.sidecars for r in rendered
-    ):
-        rendered.append(placing.lifecycle_parts())
+    rendered = plan.rendered
 
     if not rendered:
         if not selection.chosen:
@@ -204,12 +215,17 @@ def _inject_object(
         reasons.append(Reason(Code.UNINJECTED, "removed the sidecars of an earlier injection"))
         return result, reports.Decision(location, target, tuple(reasons), True)
 
-    conflicts.check(spec, rendered, target=target)
-    status, warnings = placing.place(new_template, rendered, run_to_completion=run_to_completion)
-    reasons.extend(warnings)
-    summary = ", ".join(
-        f"{r.profile} ({r.mode})" for r in rendered if r.profile != placing.LIFECYCLE
+    if plan.added is None or conflicts.clashes(spec, plan.added):
+        conflicts.check(spec, rendered, target=target)
+    status, warnings = placing.place(
+        new_template,
+        rendered,
+        run_to_completion=run_to_completion,
+        prepared=plan.placement,
+        share=plain,
     )
+    reasons.extend(warnings)
+    summary = plan.summary
     if old is not None and old.hash == status.hash:
         reasons.append(Reason(Code.UP_TO_DATE, f"already has {summary}; nothing to do"))
         return obj, reports.Decision(location, target, tuple(reasons), False)
@@ -249,20 +265,62 @@ def _uninject_object(obj: MutableMapping[str, Any], location: str) -> tuple[Any,
     return result, reports.Decision(location, target, (reason,), True)
 
 
-#: Settings longer than this in total are rendered but not cached (memory stays bounded).
-_CACHEABLE_SETTINGS = 4096
+@functools.cache
+def _default_config() -> configs.Config:
+    """The built-in config, made once: a Config never changes, and plans are cached per config."""
+    return configs.Config()
 
 
-@functools.lru_cache(maxsize=512)
-def _render(
-    render: profiles.Renderer, values: tuple[tuple[str, str], ...], ctx: profiles.Context
-) -> profiles.Parts:
-    """Rendering is pure, and the same few settings come back for every pod of a workload.
+def _writable(obj: dict[str, Any]) -> bool:
+    """Whether orjson can write ``obj``, so that ``_copy`` would copy it without recursing.
 
-    Keyed by the render function itself, which is new for every loaded config, so a reloaded
-    profile never gets an old profile's parts. The parts are shared: nobody may mutate them.
+    What it cannot write (nesting past 255 levels, integers past 64 bits) keeps taking the full
+    copy, whose deep recursion is how a pod nested deeper than the stack has always been
+    refused; sharing would accept it.
     """
-    return render(dict(values), ctx)
+    try:
+        orjson.dumps(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _copy_for_placing(obj: dict[str, Any]) -> Any:
+    """A copy of plain JSON ``obj`` that placing may modify, sharing everything else with it.
+
+    Copied: the path to the pod template, the template, its metadata and annotations, its spec,
+    the spec's lists of containers, init containers and volumes, and each container of
+    ``containers`` with its volumeMounts, env and command. That is everything ``placing.place``
+    changes; a pod that still carries an earlier injection is copied whole, for stripping.
+    """
+    result = dict(obj)
+    node = result
+    for key in workloads.template_path(obj.get("kind")) or ():
+        child = dict(node[key])
+        node[key] = child
+        node = child
+    metadata = node.get("metadata")
+    if isinstance(metadata, dict):
+        node["metadata"] = metadata = dict(metadata)
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, dict):
+            metadata["annotations"] = dict(annotations)
+    node["spec"] = spec = dict(node["spec"])
+    for key in ("initContainers", "volumes"):
+        if isinstance(spec.get(key), list):
+            spec[key] = list(spec[key])
+    containers = spec.get("containers")
+    if isinstance(containers, list):
+        spec["containers"] = [_copy_container(c) if isinstance(c, dict) else c for c in containers]
+    return result
+
+
+def _copy_container(container: dict[str, Any]) -> dict[str, Any]:
+    copied = dict(container)
+    for key in ("volumeMounts", "env", "command"):
+        if isinstance(copied.get(key), list):
+            copied[key] = list(copied[key])
+    return copied
 
 
 def _copy(obj: MutableMapping[str, Any]) -> Any:

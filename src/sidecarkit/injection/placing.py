@@ -27,7 +27,7 @@ import orjson
 
 from sidecarkit.injection import conflicts, policy, profiles, reports, statuses
 
-__all__ = ["LIFECYCLE", "LIFECYCLE_DIR", "lifecycle_parts", "place"]
+__all__ = ["LIFECYCLE", "LIFECYCLE_DIR", "Placement", "lifecycle_parts", "place", "prepare"]
 
 LIFECYCLE: Final = "@lifecycle"
 """The name under which the status records the run-to-completion plumbing."""
@@ -78,25 +78,108 @@ def _list(
     return new
 
 
-def place(
-    template: MutableMapping[str, Any],
+class Placement:
+    """The half of placing that does not depend on the pod: what goes in, and its records.
+
+    For most pods it depends only on the rendered profiles, so a plan computes it once and
+    every pod shares it; only legacy sidecars in a run-to-completion pod carry the names of the
+    app's containers, and there it is computed per pod. The content hash and the serialized
+    form of what is inserted are kept once known. Nothing here may be mutated: every pod gets
+    its own copies, unless its caller promises that nobody edits the result (``share``).
+    """
+
+    __slots__ = (
+        "_digests",
+        "_json",
+        "env",
+        "legacy_exit",
+        "mounts",
+        "new_init",
+        "new_legacy",
+        "records",
+        "volumes",
+    )
+
+    def __init__(
+        self,
+        *,
+        legacy_exit: bool,
+        new_init: list[Json],
+        new_legacy: list[Json],
+        records: tuple[statuses.ProfileRecord, ...],
+        volumes: dict[str, Json],
+        mounts: dict[str, Json],
+        env: dict[str, Json],
+    ) -> None:
+        self.legacy_exit = legacy_exit
+        """Whether legacy sidecars must learn when the app's containers are done."""
+        self.new_init = new_init
+        """Init containers to insert at the front, native sidecars included."""
+        self.new_legacy = new_legacy
+        """Legacy sidecars to insert at the front of ``containers``."""
+        self.records = records
+        """The status records of the profiles."""
+        self.volumes = volumes
+        """Volumes to append, by name (shared ones once)."""
+        self.mounts = mounts
+        """volumeMounts for each app container, by mountPath."""
+        self.env = env
+        """env entries for each app container, by name."""
+        self._digests: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self._json: dict[str, bytes] = {}
+
+    def digest(self, wrapped: set[str], added_annotations: list[str]) -> str:
+        """The content hash of an injection of these parts: equal hashes mean nothing to do."""
+        key = (tuple(sorted(wrapped)), tuple(added_annotations))
+        found = self._digests.get(key)
+        if found is None:
+            found = self._digests[key] = hashlib.sha256(
+                orjson.dumps(
+                    [
+                        self.new_init,
+                        self.new_legacy,
+                        list(self.volumes.values()),
+                        list(self.mounts.values()),
+                        list(self.env.values()),
+                        sorted(wrapped),
+                        added_annotations,
+                    ],
+                    option=orjson.OPT_SORT_KEYS,
+                )
+            ).hexdigest()[:16]
+        return found
+
+    def fresh(self, what: str, items: list[Json], *, share: bool = False) -> list[Json]:
+        """A plain copy of ``items`` (the part called ``what``) for one insertion.
+
+        Every insertion gets its own objects: shared ones would come out as YAML anchors, and
+        whoever edits the result must not edit the next pod's. With ``share``, for a result
+        that nobody edits or writes as YAML, ``items`` themselves.
+        """
+        if share:
+            return items
+        data = self._json.get(what)
+        if data is None:
+            data = self._json[what] = orjson.dumps(items)
+        return orjson.loads(data)  # type: ignore[no-any-return]
+
+
+def prepare(
     rendered: Sequence[conflicts.Rendered],
     *,
     run_to_completion: bool,
-) -> tuple[statuses.Status, list[reports.Reason]]:
-    """Add ``rendered`` to ``template`` in place; return the status record and any warnings.
+    app_names: Sequence[str] | None,
+) -> Placement | None:
+    """The pod-independent half of placing ``rendered``.
 
-    ``template`` has been stripped of earlier injections and checked for conflicts.
+    None when it depends on the pod after all (legacy sidecars in a run-to-completion pod
+    carry the names of the app's containers) and ``app_names`` is None.
     """
-    spec = template["spec"]
-    created: list[str] = []
-    reasons: list[reports.Reason] = []
-    app = [c for c in spec.get("containers") or () if isinstance(c, dict)]
-    app_names = [str(c.get("name")) for c in app]
     legacy_exit = run_to_completion and any(
         r.mode is profiles.Mode.LEGACY and r.parts.sidecars for r in rendered
     )
-
+    if legacy_exit and app_names is None:
+        return None
     new_init: list[Json] = []
     new_legacy: list[Json] = []
     records: list[statuses.ProfileRecord] = []
@@ -115,6 +198,7 @@ def place(
                 new_init.append(sidecar)
                 continue
             if legacy_exit:
+                assert app_names is not None
                 sidecar["env"] = [
                     *sidecar.get("env", ()),
                     {"name": "SIDECARKIT_EXIT_WHEN_DONE", "value": ",".join(app_names)},
@@ -138,9 +222,44 @@ def place(
             mounts.setdefault(m["mountPath"], m)
         for e in r.parts.app_env:
             env.setdefault(e["name"], e)
+    return Placement(
+        legacy_exit=legacy_exit,
+        new_init=new_init,
+        new_legacy=new_legacy,
+        records=tuple(records),
+        volumes=volumes,
+        mounts=mounts,
+        env=env,
+    )
+
+
+def place(
+    template: MutableMapping[str, Any],
+    rendered: Sequence[conflicts.Rendered],
+    *,
+    run_to_completion: bool,
+    prepared: Placement | None = None,
+    share: bool = False,
+) -> tuple[statuses.Status, list[reports.Reason]]:
+    """Add ``rendered`` to ``template`` in place; return the status record and any warnings.
+
+    ``template`` has been stripped of earlier injections and checked for conflicts.
+    ``prepared`` is ``prepare(rendered, ...)`` when the caller has it already. With ``share``,
+    the parts are inserted themselves rather than copies: only for a result nobody modifies.
+    """
+    spec = template["spec"]
+    created: list[str] = []
+    reasons: list[reports.Reason] = []
+    app = [c for c in spec.get("containers") or () if isinstance(c, dict)]
+    app_names = [str(c.get("name")) for c in app]
+    placement = prepared
+    if placement is None:
+        placement = prepare(rendered, run_to_completion=run_to_completion, app_names=app_names)
+        assert placement is not None
+    mounts, env = placement.mounts, placement.env
 
     wrapped: set[str] = set()
-    if legacy_exit:
+    if placement.legacy_exit:
         for c in app:
             if isinstance(c.get("command"), list) and c["command"]:
                 wrapped.add(str(c["name"]))
@@ -163,55 +282,47 @@ def place(
     if not isinstance(annotations, dict):
         annotations = metadata["annotations"] = {}
         created.append("metadata.annotations")
-    if new_legacy and app_names and DEFAULT_CONTAINER_ANNOTATION not in annotations:
+    if placement.new_legacy and app_names and DEFAULT_CONTAINER_ANNOTATION not in annotations:
         # Legacy sidecars come first, and kubectl logs/exec would otherwise pick them.
         annotations[DEFAULT_CONTAINER_ANNOTATION] = app_names[0]
         added_annotations.append(DEFAULT_CONTAINER_ANNOTATION)
 
-    digest = hashlib.sha256(
-        orjson.dumps(
-            [
-                new_init,
-                new_legacy,
-                list(volumes.values()),
-                list(mounts.values()),
-                list(env.values()),
-                sorted(wrapped),
-                added_annotations,
-            ],
-            option=orjson.OPT_SORT_KEYS,
-        )
-    ).hexdigest()[:16]
+    digest = placement.digest(wrapped, added_annotations)
 
-    def fresh(items: list[Json]) -> list[Json]:
-        # Every insertion gets its own plain copy: shared objects would come out as YAML anchors.
-        return orjson.loads(orjson.dumps(items))  # type: ignore[no-any-return]
-
-    if new_init:
+    if placement.new_init:
         _list(spec, "initContainers", created, "spec.initContainers", before="containers")[:0] = (
-            fresh(new_init)
+            placement.fresh("init", placement.new_init, share=share)
         )
-    if new_legacy:
-        _list(spec, "containers", created, "spec.containers")[:0] = fresh(new_legacy)
-    if volumes:
-        _list(spec, "volumes", created, "spec.volumes").extend(fresh(list(volumes.values())))
+    if placement.new_legacy:
+        _list(spec, "containers", created, "spec.containers")[:0] = placement.fresh(
+            "legacy", placement.new_legacy, share=share
+        )
+    if placement.volumes:
+        _list(spec, "volumes", created, "spec.volumes").extend(
+            placement.fresh("volumes", list(placement.volumes.values()), share=share)
+        )
     app_records: list[tuple[str, statuses.AppRecord]] = []
+    app_record = statuses.AppRecord(tuple(mounts), tuple(env), False)
     for c in app:
         name = str(c.get("name"))
         path = f"spec.containers[{name}]"
         if mounts:
             _list(c, "volumeMounts", created, f"{path}.volumeMounts").extend(
-                fresh(list(mounts.values()))
+                placement.fresh("mounts", list(mounts.values()), share=share)
             )
         if env:
-            _list(c, "env", created, f"{path}.env").extend(fresh(list(env.values())))
+            _list(c, "env", created, f"{path}.env").extend(
+                placement.fresh("env", list(env.values()), share=share)
+            )
         if name in wrapped:
             c["command"][:0] = statuses.wrapper(name)
-        app_records.append((name, statuses.AppRecord(tuple(mounts), tuple(env), name in wrapped)))
+            app_records.append((name, statuses.AppRecord(tuple(mounts), tuple(env), True)))
+        else:
+            app_records.append((name, app_record))
 
     status = statuses.Status(
         hash=digest,
-        profiles=tuple(records),
+        profiles=placement.records,
         app=tuple(app_records),
         annotations=tuple(added_annotations),
         created=tuple(created),

@@ -61,7 +61,7 @@ def decide(request: Mapping[str, Any], config: configs.Config, cluster: facts.Fa
             400, "request.object is missing or not an object; nothing to admit", "bad-object"
         )
     try:
-        new, report = injecting.inject(obj, config, cluster, location="request.object")
+        new, report = injecting.inject(obj, config, cluster, location="request.object", plain=True)
         ops = patches.diff(obj, new) if new is not obj else []
     except RecursionError:
         # orjson accepts 1,024 levels; no Kubernetes object comes near, Python's stack does.

@@ -33,7 +33,10 @@ def diff(old: Any, new: Any) -> list[Operation]:
 
 
 def _key(key: object) -> str:
-    return "/" + str(key).replace("~", "~0").replace("/", "~1")
+    text = str(key)
+    if "~" in text or "/" in text:
+        text = text.replace("~", "~0").replace("/", "~1")
+    return "/" + text
 
 
 def _same_type(a: Any, b: Any) -> bool:
@@ -46,20 +49,22 @@ def _same_type(a: Any, b: Any) -> bool:
     )
 
 
+_ABSENT: Any = object()
+
+
 def _diff(old: Any, new: Any, path: str, ops: list[Operation]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
-        for key in old:
-            if key not in new:
-                ops.append({"op": "remove", "path": path + _key(key)})
+        if not old.keys() <= new.keys():
+            for key in old:
+                if key not in new:
+                    ops.append({"op": "remove", "path": path + _key(key)})
         for key, value in new.items():
-            if key not in old:
+            before = old.get(key, _ABSENT)
+            if before is _ABSENT:
                 ops.append({"op": "add", "path": path + _key(key), "value": value})
-                continue
-            before = old[key]
             # Most of a pod is unchanged: one comparison in C skips the whole subtree.
-            if before is value or (type(before) is type(value) and before == value):
-                continue
-            _diff(before, value, path + _key(key), ops)
+            elif before is not value and (type(before) is not type(value) or before != value):
+                _diff(before, value, path + _key(key), ops)
         return
     if isinstance(old, list) and isinstance(new, list):
         _diff_list(old, new, path, ops)
@@ -76,16 +81,18 @@ def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Operation]) 
     suffix = 0
     while suffix < limit - prefix and _equal(old[-1 - suffix], new[-1 - suffix]):
         suffix += 1
-    old_mid = old[prefix : len(old) - suffix]
-    new_mid = new[prefix : len(new) - suffix]
-    common = min(len(old_mid), len(new_mid))
-    for i in range(common):
-        _diff(old_mid[i], new_mid[i], f"{path}/{prefix + i}", ops)
-    for i in reversed(range(common, len(old_mid))):
-        ops.append({"op": "remove", "path": f"{path}/{prefix + i}"})
-    for i in range(common, len(new_mid)):
-        ops.append({"op": "add", "path": f"{path}/{prefix + i}", "value": new_mid[i]})
+    old_mid = len(old) - suffix - prefix
+    new_mid = len(new) - suffix - prefix
+    common = min(old_mid, new_mid)
+    for i in range(prefix, prefix + common):
+        _diff(old[i], new[i], f"{path}/{i}", ops)
+    for i in reversed(range(prefix + common, prefix + old_mid)):
+        ops.append({"op": "remove", "path": f"{path}/{i}"})
+    for i in range(prefix + common, prefix + new_mid):
+        ops.append({"op": "add", "path": f"{path}/{i}", "value": new[i]})
 
 
 def _equal(a: Any, b: Any) -> bool:
+    if type(a) is type(b):
+        return bool(a == b)
     return _same_type(a, b) and a == b
