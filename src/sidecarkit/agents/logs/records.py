@@ -43,6 +43,8 @@ class Group:
     raw: bytes | None = None
     """The group's bytes exactly as read (complete lines), when the parser kept them as they are:
     sinks that write raw lines use this and skip per-event work."""
+    raw_lines: list[bytes] | None = None
+    """``raw`` already split into lines (without newlines), when a sink asked for that."""
 
 
 @dataclass(slots=True)

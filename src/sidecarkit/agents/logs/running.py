@@ -51,6 +51,7 @@ class Agent:
                 read_size=settings.read_size,
                 max_line=settings.max_line,
                 long_lines=settings.long_lines,
+                count_lines=False,  # the shipper counts while it splits
             )
 
         sources = [

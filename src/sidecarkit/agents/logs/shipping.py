@@ -122,6 +122,8 @@ class Shipper:
         self.tuning = tuning or Tuning()
         self.lanes = [_Lane(sink, asyncio.Queue()) for sink in sinks]
         self.events_wanted = any(not getattr(sink, "raw", False) for sink in sinks)
+        self.lines_wanted = any(getattr(sink, "wants_lines", False) for sink in sinks)
+        """A sink frames raw groups line by line: split them once here, counting them too."""
         self.local = bool(sinks) and all(getattr(sink, "local", False) for sink in sinks)
         """Every sink writes locally (stdout, a file): a request costs nothing, so what was read
         is sent as soon as the files are caught up with, not after ``batch_wait``."""
@@ -216,6 +218,13 @@ class Shipper:
         wall = time.time_ns()
         if source.raw and not self.events_wanted:
             group = records.Group(f.path, f.key, [], wall, chunk.data)
+            if self.lines_wanted:
+                group.raw_lines = parts = chunk.data.split(b"\n")
+                parts.pop()
+                if chunk.lines < 0:
+                    source.tailer.counted(chunk, len(parts))
+            elif chunk.lines < 0:
+                source.tailer.counted(chunk, chunk.data.count(b"\n"))
             self._add(group, chunk.lines, len(chunk.data))
             self._marks.append(
                 (source, f.identity, chunk.generation, chunk.end, chunk.first + chunk.lines)
@@ -227,6 +236,8 @@ class Shipper:
         text = chunk.data.decode("utf-8", "surrogateescape")
         lines = text.split("\n")
         lines.pop()
+        if chunk.lines < 0:
+            source.tailer.counted(chunk, len(lines))
         events = parser.feed(lines, chunk.first, now)
         if events:
             group = records.Group(f.path, f.key, events, wall, chunk.data if source.raw else None)

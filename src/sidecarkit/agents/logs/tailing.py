@@ -138,6 +138,9 @@ class Tailer:
     """Longest line handed out as is, in bytes."""
     long_lines: str = "split"
     """``split`` a longer line into pieces, or ``truncate`` it (the rest is dropped, counted)."""
+    count_lines: bool = True
+    """Count each chunk's lines here; ``False`` leaves ``Chunk.lines`` at -1 for the caller,
+    who splits the chunk anyway, to report with ``counted`` before the next ``poll``."""
     files: dict[tuple[int, int], TailedFile] = field(default_factory=dict)
     truncations: int = 0
     """Truncations (copytruncate) seen: each may have dropped lines written just before it."""
@@ -380,6 +383,7 @@ class Tailer:
             if chunk is not None:
                 chunks.append(chunk)
                 left -= len(chunk.data)
+                continue  # a file that had data is looked at for rotation at the next poll
             last = self._check_rotated(f)
             if last is not None:
                 chunks.append(last)
@@ -451,12 +455,17 @@ class Tailer:
         if not body:
             f.position += advance
             return None
-        lines = body.count(b"\n")
-        chunk = Chunk(f, body, f.line, f.position + advance, lines, f.generation)
+        chunk = Chunk(f, body, f.line, f.position + advance, -1, f.generation)
         f.position += advance
-        f.line += lines
-        self.lines_read += lines
+        if self.count_lines or final:
+            self.counted(chunk, body.count(b"\n"))
         return chunk
+
+    def counted(self, chunk: Chunk, lines: int) -> None:
+        """``chunk`` holds ``lines`` lines (with ``count_lines`` off, the caller counts)."""
+        chunk.lines = lines
+        chunk.file.line += lines
+        self.lines_read += lines
 
     def _long(self, f: TailedFile, body: bytes, rest: bytes) -> tuple[bytes, bytes]:
         """Cut or split lines over ``max_line``; a too-long unfinished line is handled too."""

@@ -180,7 +180,7 @@ class Encoder:
             if group.events:
                 self._encode_group(group, heads, out)
             elif group.raw:
-                self._encode_raw(group.raw, group.time_ns, heads, out)
+                self._encode_raw(group.raw, group.time_ns, heads, out, group.raw_lines)
         if len(self._prefixes) > 4096:
             self._prefixes.clear()
         return b"".join(out)
@@ -219,9 +219,23 @@ class Encoder:
         heads[key] = head
         return head
 
-    def _encode_raw(self, raw: bytes, base: int, heads: dict[int, bytes], out: list[bytes]) -> None:
+    def _encode_raw(
+        self,
+        raw: bytes,
+        base: int,
+        heads: dict[int, bytes],
+        out: list[bytes],
+        split: list[bytes] | None = None,
+    ) -> None:
         """A group that travels as its bytes (complete lines, one event each): framed from
-        ``bytes.split``, with no ``str`` in between, as the raw parser would see the lines."""
+        ``bytes.split`` (done already by the shipper when ``split`` is given), with no ``str``
+        in between, as the raw parser would see the lines."""
+        if split is not None and raw.isascii() and b"\r" not in raw:
+            parts: list[bytes] = [b""] * (3 * len(split))
+            parts[2::3] = split
+            self._frame_runs(base, split, None, heads, parts)
+            out += parts
+            return
         if b"\r" in raw:
             raw = raw.replace(b"\r\n", b"\n")
         if not raw.isascii():
@@ -233,7 +247,7 @@ class Encoder:
         bodies = raw.split(b"\n")
         if raw.endswith(b"\n"):
             bodies.pop()
-        parts: list[bytes] = [b""] * (3 * len(bodies))
+        parts = [b""] * (3 * len(bodies))
         parts[2::3] = bodies
         self._frame_runs(base, bodies, None, heads, parts)
         out += parts
@@ -483,6 +497,8 @@ class SyslogSink:
         self.raw = True
         """Groups of a ``raw`` source may come as their bytes alone (``Group.raw``, no events):
         the sink frames those lines without per-line ``str`` objects."""
+        self.wants_lines = True
+        """...and may come split into lines already (``Group.raw_lines``)."""
         self._connection: _Connection | None = None
 
     async def send(self, batch: records.Batch) -> records.Outcome:
