@@ -38,16 +38,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from sidecarkit import durations
+from sidecarkit.agents.identity import identity_labels, parse_labels
 from sidecarkit.agents.logs import parsing, shipping, sinks
 
 __all__ = ["Settings", "SourceSettings", "from_mapping", "identity_labels", "parse_sink"]
-
-IDENTITY_ENV: Final = (
-    ("pod", "SIDECARKIT_POD_NAME"),
-    ("namespace", "SIDECARKIT_POD_NAMESPACE"),
-    ("node", "SIDECARKIT_NODE_NAME"),
-    ("container", "SIDECARKIT_APP_CONTAINER"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +75,6 @@ class Settings:
     exit_when_done: tuple[str, ...] = ()
     """App containers whose ``<name>.done`` file ends the agent (legacy Job pods)."""
     lifecycle_dir: str = "/run/sidecarkit"
-
-
-def identity_labels(env: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
-    env = os.environ if env is None else env
-    return tuple((label, env[var]) for label, var in IDENTITY_ENV if env.get(var))
 
 
 def pod_labels(podinfo_dir: str | None, wanted: tuple[str, ...]) -> dict[str, str]:
@@ -308,15 +297,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
             raise ValueError(f"{source}: port must be a port number from 0 to 65535")
         changes["port"] = port
     if "labels" in data:
-        labels = data["labels"]
-        if isinstance(labels, str):
-            pairs = [p.partition("=") for p in labels.split(",") if p.strip()]
-            if any(not sep for _, sep, _ in pairs):
-                raise ValueError(f"{source}: labels are key=value,key=value")
-            labels = {k.strip(): v.strip() for k, _, v in pairs}
-        if not isinstance(labels, Mapping):
-            raise ValueError(f"{source}: labels must be a mapping of names to values")
-        changes["labels"] = (*settings.labels, *((str(k), str(v)) for k, v in labels.items()))
+        changes["labels"] = (*settings.labels, *parse_labels(data["labels"], source))
     if "pod_labels" in data:
         wanted = data["pod_labels"]
         if isinstance(wanted, str):

@@ -8,21 +8,14 @@ the labels ``pod``, ``namespace`` and ``node``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any
 
+from sidecarkit.agents.identity import IDENTITY_ENV, identity_labels, parse_labels
 from sidecarkit.agents.metrics import relabeling, statsd
 
 __all__ = ["IDENTITY_ENV", "Settings", "from_mapping", "identity_labels"]
-
-IDENTITY_ENV: Final = (
-    ("pod", "SIDECARKIT_POD_NAME"),
-    ("namespace", "SIDECARKIT_POD_NAMESPACE"),
-    ("node", "SIDECARKIT_NODE_NAME"),
-    ("container", "SIDECARKIT_APP_CONTAINER"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +57,6 @@ class Settings:
     """Seconds between pushes; unset means the scrape interval."""
     push_job: str = "sidecarkit"
     """The Pushgateway ``job`` of this pod's group."""
-
-
-def identity_labels(env: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
-    """The pod's identity from the Downward API env, as labels."""
-    env = os.environ if env is None else env
-    return tuple((label, env[var]) for label, var in IDENTITY_ENV if env.get(var))
 
 
 def _seconds(value: Any, where: str) -> float:
@@ -168,15 +155,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: buckets: {exc}") from exc
     if "labels" in data:
-        labels = data["labels"]
-        if isinstance(labels, str):
-            pairs = [p.partition("=") for p in labels.split(",") if p.strip()]
-            if any(not sep for _, sep, _ in pairs):
-                raise ValueError(f"{source}: labels are key=value,key=value")
-            labels = {k.strip(): v.strip() for k, _, v in pairs}
-        if not isinstance(labels, dict):
-            raise ValueError(f"{source}: labels must be a mapping of names to values")
-        changes["labels"] = (*settings.labels, *((str(k), str(v)) for k, v in labels.items()))
+        changes["labels"] = (*settings.labels, *parse_labels(data["labels"], source))
     if "relabel" in data:
         rules = data["relabel"]
         if not isinstance(rules, list):
