@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["is_duration", "seconds"]
+__all__ = ["is_duration", "seconds", "setting"]
 
 _DURATION: Final = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
 _PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -21,3 +21,19 @@ def seconds(text: str) -> float:
     if _DURATION.match(text) is None:
         raise ValueError(f"{text!r} is not a duration such as 500ms, 15s or 1m30s")
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+
+
+def setting(value: Any, where: str) -> float:
+    """A duration setting from YAML, a flag or env: a number of seconds (``15``, ``0.5``, as
+    number or text) or a duration (``500ms``); never negative. ValueError says ``where``."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number or (isinstance(value, str) and value.replace(".", "", 1).isdigit()):
+        result = float(value)
+    else:
+        try:
+            result = seconds(str(value))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+    if result < 0:
+        raise ValueError(f"{where}: must not be negative")
+    return result

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from sidecarkit import durations
+from sidecarkit.durations import seconds
+
 __all__ = ["Kind", "Setting", "check", "is_dns_label", "seconds"]
 
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -20,7 +23,6 @@ _QUANTITY: Final = re.compile(
     r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+)?$"
 )
 # A Go-style duration such as 15s, 1m30s or 500ms, the form every agent flag takes.
-_DURATION: Final = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
 _IMAGE: Final = re.compile(r"^[^\s]+$")
 
 
@@ -107,7 +109,7 @@ def _valid(setting: Setting, text: str) -> bool:
     if kind is Kind.QUANTITY:
         return _QUANTITY.match(text) is not None
     if kind is Kind.DURATION:
-        return _DURATION.match(text) is not None
+        return durations.is_duration(text)
     if kind is Kind.IMAGE:
         return _IMAGE.match(text) is not None
     if kind is Kind.NAME:
@@ -118,14 +120,3 @@ def _valid(setting: Setting, text: str) -> bool:
 def is_dns_label(text: object) -> bool:
     """True when ``text`` is a valid Kubernetes name for a container, port or volume."""
     return isinstance(text, str) and _DNS_LABEL.match(text) is not None
-
-
-_DURATION_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def seconds(text: str) -> float:
-    """A duration such as ``1m30s`` in seconds; ValueError when it is not one."""
-    if _DURATION.match(text) is None:
-        raise ValueError(f"{text!r} is not a duration such as 500ms, 15s or 1m30s")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))

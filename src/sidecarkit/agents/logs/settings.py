@@ -110,21 +110,6 @@ def parse_sink(text: str, where: str) -> sinks.Spec:
     return sinks.Spec(kind, endpoint.strip() or None)
 
 
-def _seconds(value: Any, where: str) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and value.replace(".", "", 1).isdigit():
-        seconds = float(value)  # a bare number means seconds
-    else:
-        try:
-            seconds = durations.seconds(str(value))
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from exc
-    if seconds < 0:
-        raise ValueError(f"{where}: must not be negative")
-    return seconds
-
-
 def _count(value: Any, where: str, *, low: int = 1) -> int:
     try:
         number = int(str(value).replace("_", ""))
@@ -164,7 +149,7 @@ def _parser(data: Any, where: str) -> parsing.ParserSpec:
         if value is None:
             continue
         if key == "flush_timeout":
-            values[key] = _seconds(value, f"{where}.flush_timeout")
+            values[key] = durations.setting(value, f"{where}.flush_timeout")
         elif key == "max_lines":
             values[key] = _count(value, f"{where}.max_lines")
         else:
@@ -313,7 +298,9 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
             raise ValueError(f"{source}: long_lines must be split or truncate")
         changes["long_lines"] = data["long_lines"]
     if "drain_timeout" in data:
-        changes["drain_timeout"] = _seconds(data["drain_timeout"], f"{source}: drain_timeout")
+        changes["drain_timeout"] = durations.setting(
+            data["drain_timeout"], f"{source}: drain_timeout"
+        )
     tuning: dict[str, Any] = {}
     for key, kind in _TUNING.items():
         if key not in data:
@@ -321,7 +308,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         value = data[key]
         where = f"{source}: {key}"
         if kind == "seconds":
-            tuning[key] = _seconds(value, where)
+            tuning[key] = durations.setting(value, where)
         elif kind == "count0":
             tuning[key] = None if value is None else _count(value, where, low=0)
         else:

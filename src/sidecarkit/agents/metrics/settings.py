@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sidecarkit import durations
 from sidecarkit.agents.identity import IDENTITY_ENV, identity_labels, parse_labels
 from sidecarkit.agents.metrics import relabeling, statsd
 
@@ -57,17 +58,6 @@ class Settings:
     """Seconds between pushes; unset means the scrape interval."""
     push_job: str = "sidecarkit"
     """The Pushgateway ``job`` of this pod's group."""
-
-
-def _seconds(value: Any, where: str) -> float:
-    from sidecarkit.injection import settings as typed  # noqa: PLC0415 - the shared parser
-
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    try:
-        return typed.seconds(str(value))
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from exc
 
 
 def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None = None) -> Settings:
@@ -118,7 +108,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         changes["push_job"] = str(data["push_job"])
     for key in ("interval", "timeout", "push_interval"):
         if key in data:
-            value = _seconds(data[key], f"{source}: {key}")
+            value = durations.setting(data[key], f"{source}: {key}")
             if value <= 0:
                 raise ValueError(f"{source}: {key} must be positive")
             changes[key] = value
