@@ -147,7 +147,8 @@ def test_s17_sidecars_run_alongside_later_init_containers_and_stop_after_the_mai
     r = pod.run()
     assert r.code == 0
     assert r.first("init-1", "exit 0") <= r.first("sidecar-1", "start")
-    assert r.first("sidecar-1", "start") <= r.first("init-2", "start")
+    # Runner events, not self-written times: a started sidecar and the next init container race.
+    assert r.event("sidecar-1", "started")[0]["t"] <= r.event("init-2", "started")[0]["t"]
     assert r.first("init-2", "exit 0") <= r.first("sidecar-2", "start")
     assert r.first("init-3", "exit 0") <= r.first("main-1", "start")
     assert r.first("main-1", "exit 0") <= r.first("sidecar-2", "term")
@@ -179,9 +180,12 @@ def test_s21_s22_a_sidecar_exiting_is_restarted_and_the_pod_still_succeeds(
     pod.main("main-1", f"sleep 1; {done()}")
     r = pod.run()
     assert r.code == 0, "sidecar exit codes never decide the phase (R42)"
-    starts = r.times("sidecar-1", "start")
-    assert len(starts) >= 2
-    assert starts[0] < r.first("main-1", "start") < starts[-1], "restarted before and after"
+    assert r.count("sidecar-1", "start") >= 2
+    # The order of starts comes from the runner's own events: the containers' self-written
+    # timestamps race each other (two shells started a few microseconds apart, as on a node).
+    starts = [e["t"] for e in r.event("sidecar-1", "started")]
+    main_started = r.event("main-1", "started")[0]["t"]
+    assert starts[0] <= main_started < starts[-1], "restarted before and after"
 
 
 def test_s23_an_init_container_before_a_sidecar_fails(pod: Pod) -> None:
@@ -256,7 +260,7 @@ def test_s30_a_sidecar_failing_liveness_is_restarted_but_does_not_block(pod: Pod
         livenessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1},
         lifecycle={"preStop": pod.hook("sidecar-1", "L prestop")},
     )
-    pod.main("main-1", f"sleep 2.5; {done()}")
+    pod.main("main-1", f"sleep 4; {done()}")
     r = pod.run(timeout=30)
     assert r.code == 0
     assert r.first("main-1", "start") < r.first("sidecar-1", "prestop")

@@ -59,6 +59,14 @@ def _agent(folder: Path, url: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
     )
 
 
+def _duplicates_by_segment(receiver: SequenceReceiver) -> dict[int, int]:
+    found: dict[int, int] = {}
+    for n, count in enumerate(receiver.counts):
+        if count > 1:
+            found[n // EVERY] = found.get(n // EVERY, 0) + count - 1
+    return found
+
+
 def test_every_line_arrives_through_rotations_kills_and_outages(tmp_path: Path) -> None:
     folder = tmp_path / "logs"
     folder.mkdir()
@@ -122,6 +130,7 @@ def test_every_line_arrives_through_rotations_kills_and_outages(tmp_path: Path) 
         assert receiver.bad == 0
         assert receiver.out_of_order == 0, "first arrivals out of order within a file"
         assert duplicates <= (kills + outages) * receiver.largest_request, (
-            f"{duplicates} duplicates: more than one request per crash or outage"
+            f"{duplicates} duplicates: more than one request per crash or outage; "
+            f"by file segment: {_duplicates_by_segment(receiver)}"
         )
         assert agent.returncode == 0

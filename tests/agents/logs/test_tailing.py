@@ -183,6 +183,33 @@ def test_the_copy_copytruncate_made_continues_where_delivery_stopped(tmp_path: P
     assert t.truncations == 1
 
 
+@pytest.mark.parametrize("copy_name", ["app.log.1", "app-1.log"])
+def test_a_copytruncate_while_away_resumes_the_copy_even_if_the_file_grew_back(
+    tmp_path: Path,
+    copy_name: str,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    t = tailing.Tailer(str(tmp_path / "app*"))
+    _commit_all(t, t.poll())
+    saved = t.snapshot()
+    t.close()
+    # While the agent is down: two more lines, copytruncate, and the app writes more than the
+    # saved offset again, so the truncation cannot be seen from the size alone.
+    with log.open("a") as f:
+        f.write("line 10\nline 11\n")
+    (tmp_path / copy_name).write_bytes(log.read_bytes())  # sorts after, or before, the original
+    with log.open("r+") as f:
+        f.truncate(0)
+    log.write_text("".join(f"new {i}\n" for i in range(20)))
+    again = tailing.Tailer(str(tmp_path / "app*"))
+    again.restore(saved)
+    lines = _lines(again.poll())
+    assert sorted(lines) == sorted(["line 10", "line 11", *(f"new {i}" for i in range(20))]), (
+        "the copy goes on from the saved offset: nothing delivered before is read again"
+    )
+
+
 def test_a_copy_seen_before_the_truncation_waits_for_it(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("".join(f"line {i}\n" for i in range(10)))

@@ -332,11 +332,13 @@ class Tailer:
             if isinstance(saved.get("nonce"), str):
                 f.nonce = saved["nonce"]
         else:
-            # Recycled inode, or truncated while we were away: a new file as far as we know.
+            # Recycled inode, or truncated while we were away (perhaps written past the saved
+            # offset again since): a new file as far as we know. Either way a file that starts
+            # as the saved one did is its copy, and goes on from the saved offset.
             f.generation = generation + 1
             if offset > size or len(head) < length:
                 self.truncations += 1
-                self._remember_copy_source(None, saved)
+            self._remember_copy_source(None, saved)
             log.info("%s changed while the agent was away; reading it from the start", f.path)
 
     # --- reading -----------------------------------------------------------------------------
@@ -344,11 +346,17 @@ class Tailer:
     def discover(self) -> None:
         """Open files the glob matches that are not followed yet."""
         seen = set()
+        found = []
         for path in sorted(globbing.glob(self.pattern)):
             try:
                 st = os.stat(path)
             except OSError:
                 continue
+            found.append((path, st))
+        # Files with a saved position first: one truncated while the agent was away must be
+        # known as such before its copy is opened, whatever the copy is named.
+        found.sort(key=lambda item: (item[1].st_dev, item[1].st_ino) not in self._saved)
+        for path, st in found:
             identity = (st.st_dev, st.st_ino)
             seen.add(identity)
             done = self._finished.get(identity)
