@@ -545,9 +545,9 @@ def encoder_rates(path: Path) -> list[tuple[str, float]]:
     """Events per second through the syslog sink's encoder on one core (median of 15 timeit
     repeats), for batches of about 1 MiB of input, as the agent makes them."""
     from sidecarkit.agents.logs import records  # noqa: PLC0415 - only this part needs it
-    from sidecarkit.agents.logs.sinks import syslog  # noqa: PLC0415
+    from sidecarkit.agents.logs.sinks import rfc5424  # noqa: PLC0415
 
-    encoder = syslog.Encoder(syslog.Options())
+    encoder = rfc5424.Encoder(rfc5424.Options())
     labels = {"pod": "bench-0", "namespace": "bench"}
     with path.open("rb") as f:
         raw = f.read(1 << 20)

@@ -40,7 +40,7 @@ def _container(name: str, log: Path, body: str, **extra: Any) -> dict[str, Any]:
 
 
 def _first_to_last(log: Path, names: list[str]) -> float:
-    stamps = {}
+    stamps: dict[str, float] = {}
     for line in log.read_text().splitlines():
         stamp, name = line.split()
         stamps.setdefault(name, int(stamp) / 1e9)

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.logreceivers import Receiver
+from tests.support.receivers.base import Receiver
 
 
 class SequenceReceiver(Receiver):

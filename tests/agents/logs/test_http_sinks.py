@@ -1,6 +1,6 @@
 """The HTTP sinks against local receivers that implement each documented API, over real sockets.
 
-Each receiver in ``tests.support.logreceivers`` is a local server implementing the API as its
+Each receiver in ``tests.support.receivers`` is a local server implementing the API as its
 documentation describes it (Loki push, Elasticsearch ``_bulk``, OTLP/HTTP logs, NDJSON), not the
 product itself, and validates strictly; the last tests here prove that it refuses malformed
 bodies, so a sink passing against it is not passing against a pushover.
@@ -28,7 +28,11 @@ import uvloop
 from sidecarkit.agents.logs import records, sinks
 from sidecarkit.agents.logs.sinks import _http, elasticsearch, loki, otlp
 from sidecarkit.agents.logs.sinks import http as http_sink
-from tests.support import logreceivers
+from tests.support.receivers.base import Receiver
+from tests.support.receivers.elasticsearch import ElasticsearchReceiver
+from tests.support.receivers.loki import LokiReceiver
+from tests.support.receivers.ndjson import NdjsonReceiver
+from tests.support.receivers.otlp import LogRecord, OtlpReceiver
 from tests.support.webhooks import make_tls
 
 T = TypeVar("T")
@@ -119,7 +123,7 @@ def loki_key(source: str) -> tuple[tuple[str, str], ...]:
 
 
 def test_loki_stores_every_line_with_its_timestamp_labels_and_metadata(loop: Loop) -> None:
-    with logreceivers.LokiReceiver() as loki:
+    with LokiReceiver() as loki:
         sink = sinks.create(spec("loki", loki.url, tenant="team-a"))
         (outcome,) = loop.run(send_all(sink, make_batch()))
         assert outcome == records.Outcome()
@@ -145,7 +149,7 @@ def test_loki_stores_every_line_with_its_timestamp_labels_and_metadata(loop: Loo
 
 
 def test_loki_replay_of_the_same_batch_is_deduplicated_by_the_receiver() -> None:
-    with logreceivers.LokiReceiver() as loki:
+    with LokiReceiver() as loki:
         sink = sinks.create(spec("loki", loki.url))
         outcomes = run(send_all(sink, make_batch(), make_batch()))
         assert outcomes == [records.Outcome(), records.Outcome()]
@@ -155,7 +159,7 @@ def test_loki_replay_of_the_same_batch_is_deduplicated_by_the_receiver() -> None
 
 def test_loki_identical_lines_in_a_group_get_distinct_timestamps_and_are_all_kept() -> None:
     heartbeat = records.Group(APP, "k", [(n, "ping", None, None) for n in range(3)], NOW)
-    with logreceivers.LokiReceiver() as loki:
+    with LokiReceiver() as loki:
         sink = sinks.create(spec("loki", loki.url))
         run(send_all(sink, records.Batch([heartbeat], {"pod": "p"})))
         (entries,) = loki.entries().values()
@@ -163,7 +167,7 @@ def test_loki_identical_lines_in_a_group_get_distinct_timestamps_and_are_all_kep
 
 
 def test_loki_gzip_body_is_decoded_by_the_receiver() -> None:
-    with logreceivers.LokiReceiver() as loki:
+    with LokiReceiver() as loki:
         sink = sinks.create(spec("loki", loki.url, gzip=True))
         run(send_all(sink, make_batch()))
         assert loki.gzipped == 1
@@ -176,7 +180,7 @@ def test_loki_label_names_are_mended_and_metadata_can_be_turned_off() -> None:
         [records.Group(APP, "k", [(0, "x", {"level": "warn"}, None)], NOW)],
         {"app.kubernetes.io/name": "shop", "9lives": "cat", "empty": ""},
     )
-    with logreceivers.LokiReceiver() as loki:
+    with LokiReceiver() as loki:
         sink = sinks.create(spec("loki", loki.url, structured_metadata=False))
         run(send_all(sink, batch))
         (key,) = loki.entries()
@@ -190,7 +194,7 @@ def test_loki_too_old_entries_are_refused_with_lokis_reason_and_the_rest_kept() 
         [records.Group(APP, "k", [(0, "old", None, week_ago), (1, "new", None, None)], NOW)],
         dict(LABELS),
     )
-    with logreceivers.LokiReceiver() as loki:
+    with LokiReceiver() as loki:
         sink = sinks.create(spec("loki", loki.url))
         (outcome,) = run(send_all(sink, batch))
         assert outcome.retry is None
@@ -205,7 +209,7 @@ def test_loki_counts_only_what_its_message_says_was_ignored() -> None:
         b"entry with timestamp 2026-08-21 10:00:00 +0000 UTC ignored, reason: 'entry out of "
         b'order\' for stream: {pod="web-1"},\ntotal ignored: 2 out of 5'
     )
-    with logreceivers.LokiReceiver() as loki:
+    with LokiReceiver() as loki:
         loki.fail_next(1, 400, body=body)
         sink = sinks.create(spec("loki", loki.url))
         (outcome,) = run(send_all(sink, make_batch()))
@@ -235,7 +239,7 @@ def es_ids(batch: records.Batch) -> list[str]:
 
 def test_elasticsearch_creates_each_document_under_its_deterministic_id(loop: Loop) -> None:
     batch = make_batch()
-    with logreceivers.ElasticsearchReceiver() as es:
+    with ElasticsearchReceiver() as es:
         sink = sinks.create(spec("elasticsearch", es.url))
         (outcome,) = loop.run(send_all(sink, batch))
         assert outcome == records.Outcome()
@@ -245,7 +249,7 @@ def test_elasticsearch_creates_each_document_under_its_deterministic_id(loop: Lo
 
 
 def test_elasticsearch_replay_is_409_counted_as_delivered_without_duplicates() -> None:
-    with logreceivers.ElasticsearchReceiver() as es:
+    with ElasticsearchReceiver() as es:
         sink = sinks.create(spec("elasticsearch", es.url, gzip=True))
         outcomes = run(send_all(sink, make_batch(), make_batch()))
         assert outcomes == [records.Outcome(), records.Outcome()]
@@ -257,7 +261,7 @@ def test_elasticsearch_replay_is_409_counted_as_delivered_without_duplicates() -
 def test_elasticsearch_partial_failure_returns_only_the_failed_items() -> None:
     batch = make_batch()
     ids = es_ids(batch)
-    with logreceivers.ElasticsearchReceiver() as es:
+    with ElasticsearchReceiver() as es:
         es.fail_items({ids[1], ids[4]}, 429, "es_rejected_execution_exception")
         es.fail_items({ids[2]}, 400, "mapper_parsing_exception", requests=None)
         sink = sinks.create(spec("elasticsearch", es.url))
@@ -286,7 +290,7 @@ def test_elasticsearch_index_may_carry_the_events_utc_date() -> None:
         [records.Group(APP, "k", [(0, "late", None, day - 1), (1, "early", None, day)], day)],
         {},
     )
-    with logreceivers.ElasticsearchReceiver() as es:
+    with ElasticsearchReceiver() as es:
         sink = sinks.create(spec("elasticsearch", es.url, index="app-%Y.%m.%d"))
         run(send_all(sink, batch))
         assert [d["message"] for d in es.docs("app-2025.08.20").values()] == ["late"]
@@ -296,7 +300,7 @@ def test_elasticsearch_index_may_carry_the_events_utc_date() -> None:
 def test_elasticsearch_fields_never_replace_the_shippers_keys() -> None:
     fields = {"message": "spoof", "@timestamp": "yesterday", "user": "ann"}
     batch = records.Batch([records.Group(APP, "k", [(0, "real", fields, None)], NOW)], {})
-    with logreceivers.ElasticsearchReceiver() as es:
+    with ElasticsearchReceiver() as es:
         sink = sinks.create(spec("elasticsearch", es.url + "/_bulk"))
         (outcome,) = run(send_all(sink, batch))
         assert outcome == records.Outcome()
@@ -321,15 +325,13 @@ RESOURCE = {
 
 
 def test_otlp_exports_records_with_resource_severity_and_typed_attributes(loop: Loop) -> None:
-    with logreceivers.OtlpReceiver() as collector:
+    with OtlpReceiver() as collector:
         sink = sinks.create(spec("otlp", collector.url))
         (outcome,) = loop.run(send_all(sink, make_batch()))
         assert outcome == records.Outcome()
         scope = {"name": "sidecarkit", "version": "0.1.0", "attributes": {}}
 
-        def record(
-            source: str, body: str, ns: int, observed: int, **extra: Any
-        ) -> logreceivers.LogRecord:
+        def record(source: str, body: str, ns: int, observed: int, **extra: Any) -> LogRecord:
             values: dict[str, Any] = {
                 "severity_number": None,
                 "severity_text": None,
@@ -338,7 +340,7 @@ def test_otlp_exports_records_with_resource_severity_and_typed_attributes(loop: 
                 "attributes": {"log.file.path": source},
             }
             values.update(extra)
-            return logreceivers.LogRecord(
+            return LogRecord(
                 resource=RESOURCE,
                 scope=scope,
                 time_unix_nano=ns,
@@ -374,7 +376,7 @@ def test_otlp_exports_records_with_resource_severity_and_typed_attributes(loop: 
 
 
 def test_otlp_partial_success_is_counted_and_not_retried() -> None:
-    with logreceivers.OtlpReceiver() as collector:
+    with OtlpReceiver() as collector:
         collector.reject_next(2)
         sink = sinks.create(spec("otlp", collector.url, gzip=True))
         (outcome,) = run(send_all(sink, make_batch()))
@@ -390,7 +392,7 @@ def test_otlp_severity_names_map_to_numbers() -> None:
     assert otlp.SEVERITY["WARNING"] == otlp.SEVERITY["warn"] == 13
     assert otlp.SEVERITY["Critical"] == 22
     batch = records.Batch([records.Group(APP, "k", [(0, "m", {"level": "NoTiCe"}, None)], NOW)], {})
-    with logreceivers.OtlpReceiver() as collector:
+    with OtlpReceiver() as collector:
         run(send_all(sinks.create(spec("otlp", collector.url, service_name="shop")), batch))
         (stored,) = collector.stored()
         assert (stored.severity_number, stored.severity_text) == (10, "NoTiCe")
@@ -408,7 +410,7 @@ def http_object(source: str, message: str, fields: dict[str, Any] | None, ns: in
     ("form", "content_type"), [("ndjson", "application/x-ndjson"), ("json", "application/json")]
 )
 def test_http_posts_one_object_per_event(loop: Loop, form: str, content_type: str) -> None:
-    with logreceivers.NdjsonReceiver() as receiver:
+    with NdjsonReceiver() as receiver:
         sink = sinks.create(spec("http", receiver.url + "/ingest", format=form))
         (outcome,) = loop.run(send_all(sink, make_batch()))
         assert outcome == records.Outcome()
@@ -420,19 +422,19 @@ def test_http_posts_one_object_per_event(loop: Loop, form: str, content_type: st
 
 
 @contextmanager
-def receiving(kind: str) -> Iterator[tuple[logreceivers.Receiver, str, Callable[[], int]]]:
+def receiving(kind: str) -> Iterator[tuple[Receiver, str, Callable[[], int]]]:
     """A receiver for ``kind``, the sink endpoint for it, and a count of what it stored."""
     if kind == "loki":
-        with logreceivers.LokiReceiver() as loki:
+        with LokiReceiver() as loki:
             yield loki, loki.url, lambda: sum(map(len, loki.entries().values()))
     elif kind == "elasticsearch":
-        with logreceivers.ElasticsearchReceiver() as es:
+        with ElasticsearchReceiver() as es:
             yield es, es.url, lambda: len(es.docs("logs-sidecarkit"))
     elif kind == "otlp":
-        with logreceivers.OtlpReceiver() as collector:
+        with OtlpReceiver() as collector:
             yield collector, collector.url, lambda: len(collector.stored())
     else:
-        with logreceivers.NdjsonReceiver() as receiver:
+        with NdjsonReceiver() as receiver:
             yield receiver, receiver.url + "/ingest", lambda: len(receiver.stored())
 
 
@@ -539,7 +541,7 @@ def test_https_with_ca_file_verifies_and_without_it_fails(tmp_path: Path) -> Non
     tls = make_tls(tmp_path)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(str(tls.cert), str(tls.key))
-    with logreceivers.LokiReceiver(ssl_context=server) as loki:
+    with LokiReceiver(ssl_context=server) as loki:
         assert loki.url.startswith("https://")
         trusted = sinks.create(spec("loki", loki.url, ca_file=str(tls.ca_file)))
         assert run(send_all(trusted, make_batch())) == [records.Outcome()]
@@ -554,7 +556,7 @@ def test_https_with_ca_file_verifies_and_without_it_fails(tmp_path: Path) -> Non
 def test_basic_auth_bearer_token_and_headers_reach_the_receiver(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("first\n")
-    with logreceivers.NdjsonReceiver() as receiver:
+    with NdjsonReceiver() as receiver:
         endpoint = receiver.url + "/ingest"
         basic = sinks.create(
             spec("http", endpoint, username="ann", password="s3cret", headers={"X-Team": "a"})
@@ -576,7 +578,7 @@ def test_basic_auth_bearer_token_and_headers_reach_the_receiver(tmp_path: Path) 
 
 
 def test_elasticsearch_api_key_header() -> None:
-    with logreceivers.ElasticsearchReceiver() as es:
+    with ElasticsearchReceiver() as es:
         run(send_all(sinks.create(spec("elasticsearch", es.url, api_key="aWQ6a2V5")), make_batch()))
         assert es.last_headers["Authorization"] == "ApiKey aWQ6a2V5"
 
@@ -722,7 +724,7 @@ def test_retry_after_takes_seconds_or_a_date_capped_and_never_negative() -> None
 def test_gzip_of_a_large_body_is_made_off_the_loop_and_still_decoded() -> None:
     lines: list[records.Event] = [(n, f"line {n} " + "x" * 100, None, None) for n in range(2000)]
     batch = records.Batch([records.Group(APP, "k", lines, NOW)], {})
-    with logreceivers.NdjsonReceiver() as receiver:
+    with NdjsonReceiver() as receiver:
         sink = sinks.create(spec("http", receiver.url + "/ingest", gzip=True))
         run(send_all(sink, batch))
         assert receiver.gzipped == 1
@@ -750,7 +752,7 @@ def post(
 
 def test_loki_receiver_refuses_malformed_pushes() -> None:
     push = "/loki/api/v1/push"
-    with logreceivers.LokiReceiver() as loki:
+    with LokiReceiver() as loki:
         numeric = orjson.dumps({"streams": [{"stream": {"a": "b"}, "values": [[NOW, "x"]]}]})
         status, text = post(loki.url, push, numeric, "application/json")
         assert status == 400
@@ -774,7 +776,7 @@ def test_loki_receiver_refuses_malformed_pushes() -> None:
 
 def test_elasticsearch_receiver_refuses_malformed_bulk_bodies() -> None:
     create = b'{"create":{"_index":"i","_id":"1"}}\n{"message":"x"}'
-    with logreceivers.ElasticsearchReceiver() as es:
+    with ElasticsearchReceiver() as es:
         status, text = post(es.url, "/_bulk", create, "application/x-ndjson")
         assert status == 400
         assert (
@@ -809,7 +811,7 @@ def test_otlp_receiver_refuses_malformed_exports() -> None:
     def export(record: dict[str, Any]) -> bytes:
         return orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]})
 
-    with logreceivers.OtlpReceiver() as collector:
+    with OtlpReceiver() as collector:
         base64_trace = export({"traceId": "W47/95gDgQPSabYzgT/GDA==", "body": {"stringValue": "x"}})
         status, text = post(collector.url, "/v1/logs", base64_trace, "application/json")
         assert status == 400
@@ -826,7 +828,7 @@ def test_otlp_receiver_refuses_malformed_exports() -> None:
 
 
 def test_ndjson_receiver_refuses_malformed_lines() -> None:
-    with logreceivers.NdjsonReceiver() as receiver:
+    with NdjsonReceiver() as receiver:
         assert post(receiver.url, "/ingest", b'{"a":1}', "application/x-ndjson")[0] == 400
         assert post(receiver.url, "/ingest", b'{"a":1}\n[1]\n', "application/x-ndjson")[0] == 400
         assert post(receiver.url, "/ingest", b'{"a":1}\nnope\n', "application/x-ndjson")[0] == 400
@@ -837,7 +839,7 @@ def test_ndjson_receiver_refuses_malformed_lines() -> None:
 
 
 def test_receivers_bound_the_body_size_after_gzip() -> None:
-    with logreceivers.NdjsonReceiver(max_body=1000) as receiver:
+    with NdjsonReceiver(max_body=1000) as receiver:
         bomb = zlib.compressobj(9, zlib.DEFLATED, 31)
         body = bomb.compress(b'{"a":"' + b"x" * 100_000 + b'"}\n') + bomb.flush()
         assert len(body) < 1000
@@ -848,7 +850,7 @@ def test_receivers_bound_the_body_size_after_gzip() -> None:
 
 
 def test_down_refuses_connections_until_up() -> None:
-    with logreceivers.NdjsonReceiver() as receiver:
+    with NdjsonReceiver() as receiver:
         receiver.down()
         with pytest.raises(ConnectionRefusedError):
             post(receiver.url, "/ingest", b'{"a":1}\n', "application/x-ndjson")

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from sidecarkit.agents.logs import parsing, records, shipping, tailing
+from sidecarkit.agents.logs import offsets, parsing, records, shipping, tailing
 
 
 class _Lines:
@@ -48,8 +48,8 @@ class _Sink:
 
 def _shipper(
     tmp: Path, sinks: list[records.Sink], **tuning: float | int
-) -> tuple[shipping.Shipper, tailing.OffsetStore]:
-    store = tailing.OffsetStore(tmp / "state" / "offsets.json")
+) -> tuple[shipping.Shipper, offsets.OffsetStore]:
+    store = offsets.OffsetStore(tmp / "state" / "offsets.json")
     source = shipping.Source("app", tailing.Tailer(str(tmp / "*.log"), read_size=4096), _Lines)
     params: dict[str, float | int] = {"batch_wait": 0.01, "poll": 0.01, "retry_initial": 0.01}
     params.update(tuning)
@@ -70,7 +70,7 @@ async def _until(condition: object, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def _offset(store: tailing.OffsetStore) -> int:
+def _offset(store: offsets.OffsetStore) -> int:
     saved = store.load().get("app", [])
     return int(saved[0]["offset"]) if saved else 0
 
@@ -218,7 +218,7 @@ def test_held_multiline_lines_are_committed_with_their_record(tmp_path: Path) ->
         "\tat com.example.App.run(App.java:10)\n"
     )
 
-    def shipper_with(sink: _Sink) -> tuple[shipping.Shipper, tailing.OffsetStore]:
+    def shipper_with(sink: _Sink) -> tuple[shipping.Shipper, offsets.OffsetStore]:
         shipper, store = _shipper(tmp_path, [sink])
         shipper.sources[0].make_parser = parsing.compile(
             parsing.ParserSpec(multiline="java", flush_timeout=60.0)

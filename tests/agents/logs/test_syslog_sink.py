@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sidecarkit.agents.logs import records
-from sidecarkit.agents.logs.sinks import Spec, create, syslog
+from sidecarkit.agents.logs.sinks import Spec, create, rfc5424, syslog
 from tests.support import syslogd
 from tests.support.webhooks import make_tls
 
@@ -153,7 +153,7 @@ def test_a_real_daemon_receives_every_message_intact(
 
 def test_frames_parse_back_to_every_field() -> None:
     batch, want = _expected()
-    encoder = syslog.Encoder(syslog.Options(facility=FACILITY, severity=4))
+    encoder = rfc5424.Encoder(rfc5424.Options(facility=FACILITY, severity=4))
     messages = [syslogd.parse(m) for m in syslogd.frames(encoder.encode(batch))]
     assert len(messages) == len(want)
     for message, (severity, when, text) in zip(messages, want, strict=True):
@@ -166,13 +166,13 @@ def test_frames_parse_back_to_every_field() -> None:
             "-",
             "-",
         )
-        assert message.sd == [(syslog.SD_ID, list(SD_PARAMS.items()))]
+        assert message.sd == [(rfc5424.SD_ID, list(SD_PARAMS.items()))]
         assert message.msg.decode("utf-8") == text
 
 
 def test_events_in_one_microsecond_share_a_timestamp_and_the_next_one_moves_on() -> None:
     group = records.Group("f", "k", _many(1500, 0), time_ns=1_000_000_000_000_000_999)
-    encoded = syslog.Encoder(syslog.Options()).encode(records.Batch([group], {}, 1500))
+    encoded = rfc5424.Encoder(rfc5424.Options()).encode(records.Batch([group], {}, 1500))
     stamps = [syslogd.parse(m).timestamp for m in syslogd.frames(encoded)]
     assert stamps[0] == "2001-09-09T01:46:40.000000Z"  # ...999 ns
     assert stamps[1] == stamps[1000] == "2001-09-09T01:46:40.000001Z"
@@ -182,7 +182,7 @@ def test_events_in_one_microsecond_share_a_timestamp_and_the_next_one_moves_on()
 
 def test_without_labels_there_is_no_structured_data_and_the_defaults_name_the_sender() -> None:
     group = records.Group("f", "k", [_event(0, "hello")], time_ns=BASE_NS)
-    encoded = syslog.Encoder(syslog.Options()).encode(records.Batch([group], {}, 1))
+    encoded = rfc5424.Encoder(rfc5424.Options()).encode(records.Batch([group], {}, 1))
     assert encoded == b"58 <14>1 2025-11-29T17:26:24.123456Z - sidecarkit - - - hello"
 
 
@@ -190,7 +190,7 @@ def test_options_name_host_and_app_and_mostly_distinct_own_times_are_kept() -> N
     events = [_event(i, f"m{i}", time_ns=BASE_NS + i * 1_000_001) for i in range(20)]
     events.append(_event(20, "far future", time_ns=10**21))
     group = records.Group("f", "k", events, time_ns=0)
-    encoder = syslog.Encoder(syslog.Options(hostname="node-7", app_name="payments"))
+    encoder = rfc5424.Encoder(rfc5424.Options(hostname="node-7", app_name="payments"))
     messages = [
         syslogd.parse(m)
         for m in syslogd.frames(encoder.encode(records.Batch([group], {"pod": "p"}, 21)))
@@ -208,7 +208,7 @@ def test_a_group_that_travels_as_bytes_is_framed_like_its_lines() -> None:
     raw = b'plain\r\nnon-ASCII gr\xc3\xbc\xc3\x9fe\nbad \xff byte\n\n{"level":"error"}\n'
     texts = ["plain", "non-ASCII grüße", "bad \udcff byte", "", '{"level":"error"}']
     events = [_event(i, text) for i, text in enumerate(texts)]
-    encoder = syslog.Encoder(syslog.Options())
+    encoder = rfc5424.Encoder(rfc5424.Options())
     as_bytes = records.Group("f", "k", [], BASE_NS, raw)
     as_events = records.Group("f", "k", events, BASE_NS)
     framed = encoder.encode(records.Batch([as_bytes], LABELS, 5))
@@ -226,13 +226,13 @@ def test_length_prefixes_are_right_for_every_size(labels: dict[str, str]) -> Non
         records.Group("f", "k", events, BASE_NS),
         records.Group("f", "k", [], BASE_NS, b"".join(e[1].encode() + b"\n" for e in events)),
     ]
-    encoded = syslog.Encoder(syslog.Options()).encode(records.Batch(groups, labels, 22))
+    encoded = rfc5424.Encoder(rfc5424.Options()).encode(records.Batch(groups, labels, 22))
     messages = [syslogd.parse(m).msg for m in syslogd.frames(encoded)]
     assert messages == [e[1].encode() for e in events] * 2
 
 
 def test_bad_label_names_and_values_are_made_valid() -> None:
-    sd = syslog.structured_data({"a" * 40: "v", "": "empty", "k": "\udcff]"})
+    sd = rfc5424.structured_data({"a" * 40: "v", "": "empty", "k": "\udcff]"})
     assert sd == f'[sidecarkit@32473 {"a" * 32}="v" _="empty" k="\ufffd\\]"]'
 
 

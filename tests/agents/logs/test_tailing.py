@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecarkit.agents.logs import tailing
+from sidecarkit.agents.logs import offsets, tailing
 
 
 def _lines(chunks: list[tailing.Chunk]) -> list[str]:
@@ -36,7 +36,7 @@ def test_complete_lines_only_and_partials_at_the_end(tmp_path: Path) -> None:
 
 def test_offsets_resume_without_loss_or_duplicates(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
-    store = tailing.OffsetStore(tmp_path / "state" / "offsets.json")
+    store = offsets.OffsetStore(tmp_path / "state" / "offsets.json")
     log.write_text("a\nb\n")
     t = tailing.Tailer(str(tmp_path / "*.log"), read_size=2)  # one line per poll
     chunks = t.poll()
@@ -223,33 +223,6 @@ def test_a_copy_seen_before_the_truncation_waits_for_it(tmp_path: Path) -> None:
     _commit_all(t, read)  # the batch in flight is confirmed: its commit lands on the copy
     copy = next(e for e in t.snapshot() if e["path"].endswith("app.log.1"))
     assert copy["offset"] == (tmp_path / "app.log.1").stat().st_size == 70
-
-
-def _entries(offset: int) -> dict[str, list[dict[str, object]]]:
-    return {"app": [{"path": "/x.log", "dev": 1, "inode": 2, "offset": offset, "line": 1}]}
-
-
-def test_offsets_survive_a_torn_write_and_grow_as_needed(tmp_path: Path) -> None:
-    path = tmp_path / "offsets.json"
-    store = tailing.OffsetStore(path)
-    for offset in range(1, 6):
-        store.save(_entries(offset), sync=False)
-    assert tailing.OffsetStore(path).load()["app"][0]["offset"] == 5
-    # A crash in the middle of the next save tears the slot being written (the older one).
-    raw = bytearray(path.read_bytes())
-    half = len(raw) // 2
-    torn = 0 if raw[:half].split(b" ")[1] < raw[half:].split(b" ")[1] else half
-    raw[torn + 30 : torn + 40] = b"XXXXXXXXXX"
-    path.write_bytes(bytes(raw))
-    assert tailing.OffsetStore(path).load()["app"][0]["offset"] == 5, "the intact slot wins"
-    raw[(half - torn) + 30 : (half - torn) + 40] = b"XXXXXXXXXX"
-    path.write_bytes(bytes(raw))
-    assert tailing.OffsetStore(path).load() == {}, "both torn: start over, never garbage"
-    big = {"app": [_entries(n)["app"][0] for n in range(200)]}
-    store.save(big)
-    assert len(tailing.OffsetStore(path).load()["app"]) == 200
-    path.write_text('{"version":1,"sources":{"app":[{"offset":7}]}}')
-    assert tailing.OffsetStore(path).load()["app"][0]["offset"] == 7, "plain JSON still reads"
 
 
 def test_unread_bytes_of_a_truncated_file_without_a_copy_are_counted_lost(

@@ -17,11 +17,9 @@ Theory of operation, per line, in three stages:
 2. **Partials** (container formats). CRI ``P`` pieces, and docker ``log`` values without a
    final ``\\n``, are held per stream and joined (with nothing between) up to the piece that
    completes them.
-3. **Multiline** (when configured). Messages of one stream are joined with ``\\n`` by a small
-   state machine: a record begins at a line the rules call a start, takes the lines the rules of
-   its current state accept, and ends at the first line they do not. Some rules are
-   *tentative* (blank lines inside Go and Python traces): the lines they match join only if a
-   later line confirms the record, otherwise they are released as lines of their own.
+3. **Multiline** (when configured). Messages of one stream are joined with ``\\n`` by the
+   state machine in ``multiline`` (start, continuation and tentative lines), one joiner per
+   stream.
 
 Held records leave when the next record starts, when they reach ``max_lines``, on ``flush``
 after ``flush_timeout`` seconds without a new line, and on ``flush(force=True)``. Events come out
@@ -37,16 +35,14 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import orjson
 
-from sidecarkit.agents.logs import records
+from sidecarkit.agents.logs import multiline, records, timestamps
 
 __all__ = ["FORMATS", "PRESETS", "Parser", "ParserSpec", "compile"]
 
@@ -185,117 +181,6 @@ def compile(spec: ParserSpec) -> Callable[[], Parser]:
     return functools.partial(_Pipeline, config)
 
 
-# --- time -------------------------------------------------------------------------------------
-
-
-_SECONDS: dict[str, int] = {}
-"""Nanoseconds since the epoch of recent ``YYYY-MM-DDTHH:MM:SS`` prefixes: they change once a
-second at most, so parsing each only once keeps timestamps off the hot path's cost."""
-_ZONES: dict[str, int] = {}
-"""Offsets in seconds of the ``±HH:MM`` zones seen."""
-_CACHED: Final = 4096
-
-
-def _epoch_seconds(prefix: str) -> int | None:
-    """``YYYY-MM-DDTHH:MM:SS`` (UTC) as seconds since the epoch, or None."""
-    if len(prefix) != 19 or prefix[10] not in "Tt " or prefix[4] + prefix[7] != "--":
-        return None
-    if prefix[13] + prefix[16] != "::":
-        return None
-    digits = prefix[0:4] + prefix[5:7] + prefix[8:10] + prefix[11:13] + prefix[14:16] + prefix[17:]
-    if not digits.isdecimal():
-        return None
-    try:
-        moment = datetime(
-            int(digits[0:4]),
-            int(digits[4:6]),
-            int(digits[6:8]),
-            int(digits[8:10]),
-            int(digits[10:12]),
-            int(digits[12:14]),
-            tzinfo=UTC,
-        )
-    except ValueError:
-        return None
-    return int(moment.timestamp())
-
-
-def _zone(zone: str) -> int | None:
-    """``±HH:MM`` as seconds east of UTC, or None."""
-    hours, minutes = zone[1:3], zone[4:6]
-    if len(zone) != 6 or zone[0] not in "+-" or zone[3] != ":":
-        return None
-    if not (hours + minutes).isdecimal():
-        return None
-    offset = int(hours) * 3600 + int(minutes) * 60
-    return -offset if zone[0] == "-" else offset
-
-
-def _rfc3339_ns(text: str) -> int | None:
-    """An RFC 3339 time (any number of fraction digits, ``Z`` or ``±HH:MM``) in ns, or None."""
-    prefix = text[:19]
-    seconds = _SECONDS.get(prefix)
-    if seconds is None:
-        seconds = _epoch_seconds(prefix)
-        if seconds is None:
-            return None
-        seconds *= 1_000_000_000
-        if len(_SECONDS) >= _CACHED:
-            _SECONDS.clear()
-        _SECONDS[prefix] = seconds
-    rest = text[19:]
-    if rest[-1:] in ("Z", "z"):
-        fraction = rest[:-1]
-    else:
-        zone = rest[-6:]
-        offset = _ZONES.get(zone)
-        if offset is None:
-            offset = _zone(zone)
-            if offset is None:
-                return None
-            if len(_ZONES) >= _CACHED:
-                _ZONES.clear()
-            _ZONES[zone] = offset
-        seconds -= offset * 1_000_000_000
-        fraction = rest[:-6]
-    if not fraction:
-        return seconds
-    digits = fraction[1:]
-    if fraction[0] != "." or not digits.isdecimal():
-        return None
-    return seconds + int(digits[:9].ljust(9, "0"))
-
-
-def _epoch_ns(value: float) -> int | None:
-    """Epoch seconds, ms, µs or ns (told apart by size) in ns; None for NaN and infinities."""
-    if not math.isfinite(value):
-        return None
-    size = abs(value)
-    scale = 10**9 if size < 1e11 else 10**6 if size < 1e14 else 10**3 if size < 1e17 else 1
-    if isinstance(value, int):
-        return value * scale
-    whole = math.floor(value)  # apart, so that the fraction keeps the precision it has
-    return whole * scale + round((value - whole) * scale)
-
-
-def _time_ns(value: object) -> int | None:
-    """A time field (RFC 3339 string, or epoch number, possibly as a string) in ns, or None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return _epoch_ns(value)
-    if isinstance(value, str):
-        found = _rfc3339_ns(value)
-        if found is not None:
-            return found
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return _epoch_ns(int(value) if value.isdecimal() else number)
-    return None
-
-
 # --- compiled configuration ---------------------------------------------------------------------
 
 _NAMED_GROUP = re.compile(r"(?<!\\)((?:\\\\)*)\(\?<([A-Za-z_]\w*)>")
@@ -312,126 +197,16 @@ def _regex(field: str, pattern: str) -> re.Pattern[str]:
         ) from exc
 
 
-_Test = Callable[[str], object]
-
-
-@dataclass(frozen=True, slots=True)
-class _Rules:
-    """A multiline state machine.
-
-    A message with no record held begins one in the state of the first ``begin`` test it
-    passes, or in ``otherwise`` (None: it stands alone). A held record takes a message when a
-    rule of its state accepts it and moves to that rule's state; a state without rules means
-    the record is complete. A ``tentative`` rule's lines join only once a later line is taken.
-    """
-
-    begin: tuple[tuple[_Test, str], ...]
-    otherwise: str | None
-    states: dict[str, tuple[tuple[_Test, str, bool], ...]]
-
-
-def _search(pattern: str, flags: int = 0) -> _Test:
-    return re.compile(pattern, flags).search
-
-
-def _presets() -> dict[str, _Rules]:
-    blank = _search(r"^\s*$")
-    java = _search(
-        r"""^\s+at\s | ^\s*(?:Caused\ by|Suppressed): | ^\s*nested\ exception\ is:
-        | ^\s+\.\.\.\ \d+\ (?:more|common\ frames\ omitted)\s*$
-        # Logback and Log4j print the message, then the exception on a line of its own.
-        | ^(?:[A-Za-z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)(?::.*)?$""",
-        re.VERBOSE,
-    )
-    traceback = _search(r"^Traceback \(most recent call last\):$")
-    chained = _search(
-        r"^(?:During handling of the above exception, another exception occurred"
-        r"|The above exception was the direct cause of the following exception):$"
-    )
-    python = {
-        "python": ((traceback, "frames", False),),
-        "frames": (
-            (_search(r"^\s"), "frames", False),
-            (_search(r"^[A-Za-z_][\w.]*(?::.*)?$"), "raised", False),
-        ),
-        "raised": ((blank, "gap", True), (chained, "chained", False)),
-        "gap": ((chained, "chained", False),),
-        "chained": ((blank, "chained", True), (traceback, "frames", False)),
-    }
-    goroutine = _search(r"^goroutine \d+ .*\]:$")
-    go = {
-        "panic": (
-            (blank, "panic", True),
-            (goroutine, "frames", False),
-            (_search(r"^\s+panic: |^\[signal |^PC=0x"), "panic", False),
-        ),
-        "frames": (
-            (_search(r"^\t"), "frames", False),
-            (_search(r"^created by |^\.\.\.additional frames elided\.\.\.$"), "frames", False),
-            (_search(r"^[^\s(]+\(.*\)$"), "frames", False),
-            (blank, "gap", True),
-        ),
-        "gap": ((blank, "gap", True), (goroutine, "frames", False)),
-    }
-    ruby_frame = _search(r"^\s+(?:from \S.*:\d+:in |\.\.\. \d+ levels\.\.\.$)")
-
-    def ends_in_backslash(text: str) -> bool:
-        return text.endswith("\\")
-
-    def anything(text: str) -> bool:
-        return True
-
-    return {
-        "java": _Rules((), "java", {"java": ((java, "java", False),)}),
-        "python": _Rules(((traceback, "frames"),), "python", python),
-        "go": _Rules(
-            (
-                (_search(r"^(?:panic: |fatal error: |SIGQUIT: quit$)"), "panic"),
-                (goroutine, "frames"),
-            ),
-            None,
-            go,
-        ),
-        "ruby": _Rules((), "ruby", {"ruby": ((ruby_frame, "ruby", False),)}),
-        "backslash": _Rules(
-            ((ends_in_backslash, "open"),),
-            None,
-            {"open": ((ends_in_backslash, "open", False), (anything, "done", False)), "done": ()},
-        ),
-    }
-
-
-_PRESETS: Final = _presets()
-
-
-def _rules(spec: ParserSpec) -> _Rules | None:
+def _rules(spec: ParserSpec) -> multiline.Rules | None:
     if spec.multiline is not None:
-        return _PRESETS[spec.multiline]
+        return multiline.preset(spec.multiline)
     start = _regex("multiline_start", spec.multiline_start).search if spec.multiline_start else None
     more = (
         _regex("multiline_continue", spec.multiline_continue).search
         if spec.multiline_continue
         else None
     )
-    if start is None:
-        if more is None:
-            return None
-        return _Rules((), "record", {"record": ((more, "record", False),)})
-    begins = start
-
-    def not_a_start(text: str) -> bool:
-        return begins(text) is None
-
-    joins = more or not_a_start
-    return _Rules(((start, "record"),), None, {"record": ((joins, "record", False),)})
-
-
-def _accepted(rules: tuple[tuple[_Test, str, bool], ...], text: str) -> tuple[str, bool] | None:
-    """The next state and tentativeness of the first rule accepting ``text``, or None."""
-    for test, after, tentative in rules:
-        if test(text):
-            return after, tentative
-    return None
+    return multiline.custom(start, more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +216,7 @@ class _Config:
     message_key: str | None
     time_key: str | None
     level_key: str | None
-    rules: _Rules | None
+    rules: multiline.Rules | None
     flush_timeout: float
     max_lines: int
 
@@ -483,116 +258,6 @@ class _RawParser:
         return []
 
 
-class _Joiner:
-    """The multiline state of one stream: the record held, its state, its tentative lines."""
-
-    __slots__ = (
-        "fields",
-        "first",
-        "last",
-        "lines",
-        "max_lines",
-        "pending",
-        "rules",
-        "state",
-        "time_ns",
-    )
-
-    def __init__(self, rules: _Rules, max_lines: int) -> None:
-        self.rules = rules
-        self.max_lines = max_lines
-        self.state: str | None = None
-        self.lines: list[str] = []
-        self.pending: list[records.Event] = []
-        self.first = 0
-        self.fields: dict[str, Any] | None = None
-        self.time_ns: int | None = None
-        self.last = 0.0
-
-    def held_from(self) -> int | None:
-        if self.lines:
-            return self.first
-        if self.pending:
-            return self.pending[0][0]
-        return None
-
-    def push(self, event: records.Event, now: float, out: list[records.Event]) -> None:
-        """Take one message; append to ``out`` what it completes."""
-        todo = self._step(event, now, out)
-        while todo:
-            todo[0:1] = self._step(todo[0], now, out) or ()
-
-    def _step(
-        self, event: records.Event, now: float, out: list[records.Event]
-    ) -> list[records.Event] | None:
-        """Take ``event``, or return the lines to take again first (released tentative lines,
-        then ``event``) when it ended a record that had some."""
-        states = self.rules.states
-        if self.state is not None:
-            taken = _accepted(states[self.state], event[1])
-            if taken is None:
-                released = self._end(out)
-                if released:
-                    released.append(event)
-                    return released
-            else:
-                after, tentative = taken
-                if tentative:
-                    self.pending.append(event)
-                else:
-                    if self.pending:
-                        self._take(self.pending)
-                        self.pending = []
-                    self._take((event,))
-                self.state = after
-                self.last = now
-                if not states[after]:
-                    self._end(out)
-                elif len(self.lines) + len(self.pending) >= self.max_lines:
-                    self._cut(out)
-                return None
-        text = event[1]
-        state = next((to for test, to in self.rules.begin if test(text)), self.rules.otherwise)
-        if state is None:
-            out.append(event)
-            return None
-        self.state = state
-        self._take((event,))
-        self.last = now
-        if not states[state]:
-            self._end(out)
-        elif self.max_lines == 1:
-            self._cut(out)
-        return None
-
-    def flush(self, now: float, timeout: float, out: list[records.Event], *, force: bool) -> None:
-        if self.state is not None and (force or now - self.last >= timeout):
-            out.extend(self._end(out))
-
-    def _take(self, events: tuple[records.Event, ...] | list[records.Event]) -> None:
-        if not self.lines:
-            self.first, _, self.fields, self.time_ns = events[0]
-        self.lines.extend(event[1] for event in events)
-
-    def _cut(self, out: list[records.Event]) -> None:
-        """Emit the record at ``max_lines``, tentative lines included; later lines go on in a
-        new record in the same state."""
-        if self.pending:
-            self._take(self.pending)
-            self.pending = []
-        out.append((self.first, "\n".join(self.lines), self.fields, self.time_ns))
-        self.lines = []
-
-    def _end(self, out: list[records.Event]) -> list[records.Event]:
-        """Emit the record; return its unconfirmed tentative lines."""
-        if self.lines:
-            out.append((self.first, "\n".join(self.lines), self.fields, self.time_ns))
-            self.lines = []
-        released, self.pending = self.pending, []
-        self.state = None
-        return released
-
-
 @dataclass(slots=True)
 class _Pieces:
     """Partial pieces of one stream waiting for the piece that completes them."""
@@ -620,7 +285,7 @@ class _Pipeline:
     def __init__(self, config: _Config) -> None:
         self._config = config
         self._partials: dict[tuple[str, Any], _Pieces] = {}
-        self._joiners: dict[Any, _Joiner] | None = {} if config.rules is not None else None
+        self._joiners: dict[Any, multiline.Joiner] | None = {} if config.rules is not None else None
         self._sizes: list[int] = []
         """Byte sizes of the lines from ``_sizes_from`` to the end of what was fed."""
         self._sizes_from = 0
@@ -672,7 +337,7 @@ class _Pipeline:
         partials = self._partials
         plain = self._joiners is None
         append = out.append
-        seconds = _SECONDS
+        seconds = timestamps.SECONDS
         for n, line in enumerate(lines, first):
             parts = line.split(" ", 3)
             if len(parts) == 3:
@@ -687,7 +352,7 @@ class _Pipeline:
             if base is not None and len(stamp) == 30 and stamp[29] == "Z" and stamp[19] == ".":
                 time_ns = base + int(fraction) if fraction.isdecimal() else None
             else:
-                time_ns = _rfc3339_ns(stamp)
+                time_ns = timestamps.rfc3339_ns(stamp)
             if time_ns is None:
                 self._unframed(n, line, now, out)
             elif plain and not partials and parts[2] == "F":
@@ -733,7 +398,11 @@ class _Pipeline:
             if final:
                 text = text[:-2] if text.endswith("\r\n") else text[:-1]
             stamp = obj.get("time")
-            time_ns = _rfc3339_ns(stamp) if isinstance(stamp, str) else _time_ns(stamp)
+            time_ns = (
+                timestamps.rfc3339_ns(stamp)
+                if isinstance(stamp, str)
+                else timestamps.time_ns(stamp)
+            )
             if time_ns is not None:
                 del obj["time"]
             if final and plain and not partials:
@@ -758,9 +427,9 @@ class _Pipeline:
         key = _present(obj, config.time_key, _TIME_KEYS)
         if key is not None:
             value = obj[key]
-            time_ns = _rfc3339_ns(value) if isinstance(value, str) else None
+            time_ns = timestamps.rfc3339_ns(value) if isinstance(value, str) else None
             if time_ns is None:
-                time_ns = _time_ns(value)
+                time_ns = timestamps.time_ns(value)
             if time_ns is not None:
                 del obj[key]
         key = _present(obj, config.level_key, _LEVEL_KEYS)
@@ -779,7 +448,7 @@ class _Pipeline:
             message = fields.pop("log", line)
         time_ns = None
         if "time" in fields:
-            time_ns = _time_ns(fields["time"])
+            time_ns = timestamps.time_ns(fields["time"])
             if time_ns is not None:
                 del fields["time"]
         return (n, message, fields or None, time_ns)
@@ -816,7 +485,7 @@ class _Pipeline:
         joiner = joiners.get(stream)
         if joiner is None:
             assert self._config.rules is not None
-            joiner = joiners[stream] = _Joiner(self._config.rules, self._config.max_lines)
+            joiner = joiners[stream] = multiline.Joiner(self._config.rules, self._config.max_lines)
         joiner.push(event, now, out)
 
     def _unframed(self, n: int, line: str, now: float, out: list[records.Event]) -> None:
@@ -878,7 +547,7 @@ def _joined(pieces: _Pieces) -> records.Event:
     return (pieces.first, "".join(pieces.texts), pieces.fields, pieces.time_ns)
 
 
-def _held_order(joiner: _Joiner) -> int:
+def _held_order(joiner: multiline.Joiner) -> int:
     held = joiner.held_from()
     return -1 if held is None else held
 

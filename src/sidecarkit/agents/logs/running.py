@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sidecarkit import metering
-from sidecarkit.agents.logs import admin, parsing, shipping, sinks, tailing
+from sidecarkit.agents.logs import admin, offsets, parsing, shipping, sinks, tailing
 from sidecarkit.agents.logs.settings import Settings, pod_labels
 
 __all__ = ["Agent"]
@@ -66,7 +66,7 @@ class Agent:
         labels = dict(settings.labels)
         labels.update(pod_labels(settings.podinfo_dir, settings.pod_labels))
         store = (
-            tailing.OffsetStore(Path(settings.offsets_dir) / "offsets.json")
+            offsets.OffsetStore(Path(settings.offsets_dir) / "offsets.json")
             if settings.offsets_dir
             else None
         )

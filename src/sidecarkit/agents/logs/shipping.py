@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecarkit import metering
-from sidecarkit.agents.logs import records, tailing
+from sidecarkit.agents.logs import offsets, records, tailing
 
 __all__ = ["Shipper", "Source", "Tuning"]
 
@@ -112,7 +112,7 @@ class Shipper:
         sinks: list[records.Sink],
         *,
         labels: dict[str, str],
-        store: tailing.OffsetStore | None = None,
+        store: offsets.OffsetStore | None = None,
         tuning: Tuning | None = None,
         metrics: metering.Registry | None = None,
     ) -> None:

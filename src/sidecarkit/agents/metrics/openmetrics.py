@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from sidecarkit.agents.metrics import exposition
+from sidecarkit.agents.metrics import exposition, histograms, lexing
 from sidecarkit.agents.metrics.exposition import ParseError
 
 __all__ = ["CONTENT_TYPE", "OpenMetricsParser", "parse"]
@@ -39,7 +39,6 @@ _SUFFIXES: Final[dict[str, tuple[str, ...]]] = {
 }
 _COUNTER_LIKE: Final = frozenset({"_total", "_sum", "_count", "_bucket", "_gcount", "_gsum"})
 _NON_NEGATIVE: Final = frozenset({"_total", "_sum", "_count", "_bucket", "_gcount"})
-_MAX_EXEMPLAR_CHARS: Final = 128
 
 
 #: What the quick path checks for a sample name of the open family, by type and suffix:
@@ -98,7 +97,7 @@ class _Open:
         self.seen_groups: set[frozenset[tuple[str, str]]] = set()
         # Sample name -> (what the quick path checks, suffix); names not here take the full path.
         self.quick: dict[str, tuple[int, str]] = {family.name: (_PLAIN, "")}
-        self.buckets: _Buckets | None = None
+        self.buckets: histograms.Buckets | None = None
 
     def set_type(self, kind: str) -> None:
         name = self.family.name
@@ -106,7 +105,7 @@ class _Open:
         self.allowed = tuple(name + s for s in _SUFFIXES[kind])
         self.quick = {name + s: (code, s) for s, code in _QUICK.get(kind, {}).items()}
         if kind in ("histogram", "gaugehistogram"):
-            self.buckets = _Buckets(name)
+            self.buckets = histograms.Buckets(name)
 
     def appended(
         self,
@@ -329,7 +328,7 @@ class OpenMetricsParser:
         if kind == "HELP":
             if family.help is not None:
                 raise ParseError(f"second HELP for {name}", self._line)
-            family.help = _unescape_help(text)
+            family.help = lexing.unescape_openmetrics_help(text)
         elif kind == "TYPE":
             if family.type:
                 raise ParseError(f"second TYPE for {name}", self._line)
@@ -370,7 +369,7 @@ class OpenMetricsParser:
         self.families.append(family)
 
     def _sample(self, line: str) -> None:
-        sample = _read_sample(line, self._line)
+        sample = lexing.read_openmetrics_sample(line, self._line)
         current = self._open
         if current is None or sample.name not in current.allowed:
             self._finish()
@@ -494,189 +493,6 @@ def _label_set_entry(
         if 0.0 <= q <= 1.0:
             without_quantile = pairs - {("quantile", quantile)}
     return labels, pairs, without_le, bound, without_quantile
-
-
-def _unescape_help(text: str) -> str:
-    if "\\" not in text:
-        return text
-    return text.replace("\\\\", "\0").replace("\\n", "\n").replace('\\"', '"').replace("\0", "\\")
-
-
-#: Metric names already seen valid (bounded): names repeat on every line of a family.
-_KNOWN_NAMES: set[str] = set()
-
-
-def _read_sample(line: str, number: int) -> exposition.Sample:
-    end = line.find(" ")
-    brace = line.find("{", 0, end if end >= 0 else len(line))
-    pos = brace if brace >= 0 else end
-    name = line[:pos] if pos > 0 else ""
-    if name not in _KNOWN_NAMES:
-        match = exposition.METRIC_NAME.match(line)
-        if match is None:
-            raise ParseError(f"invalid metric name at {line[:20]!r}", number, 1)
-        name = match.group()
-        pos = match.end()
-        if len(_KNOWN_NAMES) < 4096:
-            _KNOWN_NAMES.add(name)
-    labels: list[tuple[str, str]] = []
-    if pos < len(line) and line[pos] == "{":
-        labels, pos, _ = exposition.read_labels(line, pos, line=number, strict=False)
-    rest = line[pos:]
-    if not rest.startswith(" "):
-        raise ParseError("expected a space and a value after the name and labels", number, pos + 1)
-    body = rest[1:]
-    exemplar = None
-    cut = body.find(" # ")
-    if cut >= 0:
-        exemplar = _read_exemplar(body[cut + 3 :], number, pos + cut + 5)
-        body = body[:cut]
-    parts = body.split(" ")
-    if len(parts) > 2 or "" in parts:
-        raise ParseError(
-            "expected 'value' or 'value timestamp' separated by one space", number, pos + 2
-        )
-    try:
-        value = exposition.parse_float(parts[0])
-    except ValueError:
-        raise ParseError(f"invalid value {parts[0]!r}", number, pos + 2) from None
-    timestamp = _timestamp(parts[1], number) if len(parts) == 2 else None
-    return exposition.Sample(name, tuple(labels), value, timestamp, exemplar)
-
-
-def _timestamp(text: str, number: int) -> float:
-    try:
-        value = exposition.parse_float(text)
-    except ValueError:
-        raise ParseError(f"invalid timestamp {text!r}", number) from None
-    if math.isnan(value) or math.isinf(value):
-        raise ParseError(f"invalid timestamp {text!r}", number)
-    return value
-
-
-def _read_exemplar(text: str, number: int, column: int) -> exposition.Exemplar:
-    if not text.startswith("{"):
-        raise ParseError("an exemplar starts with '{'", number, column)
-    labels, pos, _ = exposition.read_labels(text, 0, line=number, strict=False)
-    if sum(len(k) + len(v) for k, v in labels) > _MAX_EXEMPLAR_CHARS:
-        raise ParseError("exemplar labels longer than 128 characters", number, column)
-    rest = text[pos:]
-    if not rest.startswith(" "):
-        raise ParseError("expected a space and a value after exemplar labels", number, column + pos)
-    parts = rest[1:].split(" ")
-    if len(parts) > 2 or "" in parts:
-        raise ParseError("expected exemplar 'value' or 'value timestamp'", number, column + pos)
-    try:
-        value = exposition.parse_float(parts[0])
-    except ValueError:
-        raise ParseError(f"invalid exemplar value {parts[0]!r}", number, column + pos) from None
-    timestamp = _timestamp(parts[1], number) if len(parts) == 2 else None
-    return exposition.Exemplar(tuple(labels), value, timestamp)
-
-
-class _Buckets:
-    """The per-group checks of a (gauge)histogram, run as its samples are kept: buckets
-    ordered and cumulative, +Inf last, counts and sums consistent.
-
-    The first failure is kept and reported when the family ends, as if all its samples were
-    checked then (a group is the labels without ``le``, and the timestamp).
-    """
-
-    __slots__ = (
-        "bucket",
-        "count",
-        "error",
-        "group",
-        "gsum",
-        "name",
-        "negative",
-        "negative_gsum",
-        "sum",
-        "timestamp",
-        "value",
-    )
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.error: str | None = None
-        self.group: frozenset[tuple[str, str]] | None = None
-        self.timestamp: float | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self.count: float | None = None
-        self.bucket: float | None = None
-        self.negative = False
-        self.sum = False
-        self.gsum = False
-        self.negative_gsum = False
-        self.value = 0.0
-
-    def add(
-        self,
-        suffix: str,
-        group: frozenset[tuple[str, str]],
-        timestamp: float | None,
-        value: float,
-        bound: float,
-    ) -> None:
-        """One kept sample; ``bound`` is its ``le`` as a number when it is a bucket."""
-        if self.error is not None:
-            return
-        if group != self.group or timestamp != self.timestamp:
-            if self.group is not None:
-                self.error = self._check()
-                if self.error is not None:
-                    return
-            self._reset()
-        self.group, self.timestamp = group, timestamp
-        if suffix == "_bucket":
-            if bound < 0:
-                self.negative = True
-            previous = self.bucket
-            if previous is not None and bound <= previous:
-                self.error = f"{self.name}: buckets out of order"
-                return
-            if value < self.value:
-                self.error = f"{self.name}: bucket values not cumulative"
-                return
-            self.bucket = bound
-            self.value = value
-        elif suffix in ("_count", "_gcount"):
-            self.count = value
-        elif suffix == "_sum":
-            self.sum = True
-        elif suffix == "_gsum":
-            self.gsum = True
-            if value < 0:
-                self.negative_gsum = True
-
-    def finish(self, number: int) -> None:
-        """Raise the first failure, the last group's included, at line ``number``."""
-        error = self.error
-        if error is None and self.group is not None:
-            error = self._check()
-        if error is not None:
-            raise ParseError(error, number)
-
-    def _check(self) -> str | None:
-        name = self.name
-        if self.bucket != math.inf:
-            return f"{name}: the +Inf bucket is missing"
-        count = self.count
-        if count is not None and self.value != count:
-            return f"{name}: _count differs from the +Inf bucket"
-        if self.sum and count is None:
-            return f"{name}: _sum without _count"
-        if self.gsum and count is None:
-            return f"{name}: _gsum without _gcount"
-        if not (self.sum or self.gsum) and count is not None:
-            return f"{name}: _count without _sum"
-        if self.negative and self.sum:
-            return f"{name}: _sum with negative buckets"
-        if not self.negative and self.negative_gsum:
-            return f"{name}: negative _gsum without negative buckets"
-        return None
 
 
 def parse(data: bytes) -> list[exposition.Family]:

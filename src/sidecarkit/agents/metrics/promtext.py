@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from sidecarkit.agents.metrics import exposition
+from sidecarkit.agents.metrics import exposition, lexing
 from sidecarkit.agents.metrics.exposition import ParseError
 
 __all__ = ["CONTENT_TYPE", "PrometheusTextParser", "parse"]
@@ -87,6 +87,7 @@ class PrometheusTextParser:
         heads = self._heads
         numbers = self._numbers
         sample = exposition.Sample
+        value_and_timestamp = lexing.prometheus_value_and_timestamp
         number = self._line
         for line in lines:
             number += 1
@@ -136,7 +137,7 @@ class PrometheusTextParser:
                 timestamp = None
                 value = values.get(rest)
                 if value is None:
-                    quick = _value_and_timestamp(rest)
+                    quick = value_and_timestamp(rest)
                     if quick is None:
                         self._line = number
                         self._general(line)
@@ -250,7 +251,7 @@ class PrometheusTextParser:
         repeat, so the answer is cached."""
         known = self._numbers.get(text)
         if known is None:
-            known = _is_float(text)
+            known = lexing.is_float(text)
             if len(self._numbers) < _CACHED:
                 self._numbers[text] = known
         return known
@@ -283,7 +284,12 @@ class PrometheusTextParser:
         names = {label for label, _ in labels}
         if len(names) != len(labels) or "__name__" in names:
             return None
-        entry = (tuple(labels), True, _is_number(labels, "le"), _is_number(labels, "quantile"))
+        entry = (
+            tuple(labels),
+            True,
+            lexing.has_number_label(labels, "le"),
+            lexing.has_number_label(labels, "quantile"),
+        )
         if len(self._label_sets) < _CACHED:
             self._label_sets[inner] = entry
         return entry
@@ -338,11 +344,13 @@ class PrometheusTextParser:
     def _help(self, name: str, text: str) -> None:
         family = self.families.get(name)
         if family is None:
-            self.families[name] = exposition.Family(name, "untyped", _unescape_help(text))
+            self.families[name] = exposition.Family(
+                name, "untyped", lexing.unescape_prometheus_help(text)
+            )
         elif family.help is not None:  # only HELP sets it
             raise ParseError(f"second HELP for {name}", self._line)
         else:
-            family.help = _unescape_help(text)
+            family.help = lexing.unescape_prometheus_help(text)
 
     def _type(self, name: str, text: str) -> None:
         family = self.families.get(name)
@@ -428,7 +436,7 @@ class PrometheusTextParser:
     ) -> exposition.Family:
         family, label = self._route(name)
         if label is not None:
-            _number_label(labels, label, number)
+            lexing.require_number_label(labels, label, number)
         return family
 
     def _route(self, name: str) -> tuple[exposition.Family, str | None]:
@@ -453,67 +461,6 @@ def _skip(text: str, pos: int) -> int:
     while pos < len(text) and text[pos] in _BLANKS:
         pos += 1
     return pos
-
-
-def _is_float(text: str) -> bool:
-    """Whether ``exposition.parse_float`` takes ``text``."""
-    if not text or "_" in text or text != text.strip():
-        return False
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_number(labels: list[tuple[str, str]], key: str) -> bool:
-    for label, value in labels:
-        if label == key:
-            try:
-                exposition.parse_float(value)
-            except ValueError:
-                return False
-            return True
-    return False
-
-
-def _value_and_timestamp(rest: str) -> tuple[float, float | None] | None:
-    """``value`` or ``value timestamp`` (an unsigned one) after a name or label set; None for
-    anything else, which the full path then reads (or explains)."""
-    if "_" in rest:
-        return None  # float() takes 1_000, Go does not
-    try:
-        return float(rest), None  # float() skips the blanks around the value
-    except ValueError:
-        pass
-    fields = rest.split()
-    if len(fields) != 2 or not (fields[1].isdigit() and fields[1].isascii()):
-        return None
-    if len(fields[1]) > 18:
-        return None  # the full path says whether a float holds it
-    try:
-        value = float(fields[0])
-    except ValueError:
-        return None
-    return value, int(fields[1]) / 1000.0
-
-
-def _number_label(labels: list[tuple[str, str]], key: str, number: int) -> None:
-    for label, value in labels:
-        if label == key:
-            try:
-                exposition.parse_float(value)
-            except ValueError:
-                raise ParseError(f"{key} label {value!r} is not a number", number) from None
-            return
-    raise ParseError(f"missing {key} label", number)
-
-
-def _unescape_help(text: str) -> str:
-    """Only ``\\\\`` and ``\\n`` are escapes in HELP; anything else stays as written."""
-    if "\\" not in text:
-        return text
-    return exposition.unescape(text, line=0, column=0, strict=False, quote=False)
 
 
 def parse(data: bytes) -> list[exposition.Family]:
