@@ -37,8 +37,9 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    took = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    return mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and took
+    mmap_took: int = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    trim_took: int = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    return mmap_took == 1 and trim_took == 1
 
 
 def run_agent(instance: Any) -> None:
