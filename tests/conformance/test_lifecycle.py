@@ -115,7 +115,12 @@ def test_s9_a_failing_startup_probe_runs_pre_stop_and_stops_the_main(pod: Pod) -
     pod.main(
         "main-1",
         "trap 'L term; exit 0' TERM; while :; do sleep 0.05; done",
-        startupProbe={"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1},
+        startupProbe={
+            "exec": {"command": ["false"]},
+            "initialDelaySeconds": 1,  # the first probe comes at once; let the trap be set
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
         lifecycle={"preStop": pod.hook("main-1", "L prestop")},
     )
     r = pod.run(timeout=20)
@@ -127,7 +132,14 @@ def test_s10_a_failing_liveness_probe_runs_pre_stop_and_stops_the_main(pod: Pod)
     pod.main(
         "main-1",
         "trap 'L term; exit 0' TERM; while :; do sleep 0.05; done",
-        livenessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1},
+        # A first probe comes at once, as the kubelet's does: give the shell time to set
+        # its trap.
+        livenessProbe={
+            "exec": {"command": ["false"]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
         lifecycle={"preStop": pod.hook("main-1", "L prestop")},
     )
     r = pod.run(timeout=20)
@@ -202,7 +214,7 @@ def test_s24_an_init_container_after_a_sidecar_fails_and_the_sidecar_stops_after
     pod: Pod,
 ) -> None:
     pod.sidecar("sidecar-1")
-    pod.init("init-1", f"sleep 0.1; {done(1)}")
+    pod.init("init-1", f"sleep 0.5; {done(1)}")  # time for the sidecar to set its trap
     pod.main("main-1", done())
     r = pod.run()
     assert r.code == 1
@@ -257,7 +269,14 @@ def test_s29_a_sidecar_failing_its_startup_probe_is_restarted_and_blocks_the_pod
 def test_s30_a_sidecar_failing_liveness_is_restarted_but_does_not_block(pod: Pod) -> None:
     pod.sidecar(
         "sidecar-1",
-        livenessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1},
+        # A first probe comes at once, as the kubelet's does: give the shell time to set
+        # its trap.
+        livenessProbe={
+            "exec": {"command": ["false"]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
         lifecycle={"preStop": pod.hook("sidecar-1", "L prestop")},
     )
     pod.main("main-1", f"sleep 4; {done()}")
@@ -649,6 +668,7 @@ def test_p18_the_probe_grace_period_overrides_the_pods(pod: Pod) -> None:
         "trap '' TERM; while :; do sleep 0.05; done",
         livenessProbe={
             "exec": {"command": ["false"]},
+            "initialDelaySeconds": 1,  # the first probe comes at once; let the trap be set
             "periodSeconds": 1,
             "failureThreshold": 1,
             "terminationGracePeriodSeconds": 1,
