@@ -52,11 +52,17 @@ def _agent(folder: Path, url: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
             "--max-inflight",
             "1048576",
             "--log-level",
-            "warning",
+            "info",
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
+
+
+def _agent_notes(path: Path) -> str:
+    """What the agents said about rotations, restarts and sinks: the story behind a failure."""
+    said = [line for line in path.read_text().splitlines() if "logs agent" not in line]
+    return "\nagent log:\n" + "\n".join(said[-40:])
 
 
 def _duplicates_by_segment(receiver: SequenceReceiver) -> dict[int, int]:
@@ -126,11 +132,12 @@ def test_every_line_arrives_through_rotations_kills_and_outages(tmp_path: Path) 
         )
         assert kills == KILLS
         assert outages == OUTAGES
-        assert not missing, f"{len(missing)} lines never arrived, first {missing[:5]}"
+        notes = _agent_notes(tmp_path / "agent.log")
+        assert not missing, f"{len(missing)} lines never arrived, first {missing[:5]}{notes}"
         assert receiver.bad == 0
         assert receiver.out_of_order == 0, "first arrivals out of order within a file"
         assert duplicates <= (kills + outages) * receiver.largest_request, (
             f"{duplicates} duplicates: more than one request per crash or outage; "
-            f"by file segment: {_duplicates_by_segment(receiver)}"
+            f"by file segment: {_duplicates_by_segment(receiver)}{notes}"
         )
         assert agent.returncode == 0

@@ -210,6 +210,43 @@ def test_a_copytruncate_while_away_resumes_the_copy_even_if_the_file_grew_back(
     )
 
 
+def test_a_truncation_is_seen_even_after_the_file_grew_past_the_read_position(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    t = tailing.Tailer(str(tmp_path / "app.log*"))
+    _commit_all(t, t.poll())
+    # copytruncate, then the app writes more than had been read, all between two looks.
+    (tmp_path / "app.log.1").write_bytes(log.read_bytes())
+    with log.open("r+") as f:
+        f.truncate(0)
+    log.write_text("".join(f"new {i}\n" for i in range(20)))
+    lines = _lines(t.poll()) + _lines(t.poll())
+    assert sorted(lines) == sorted(f"new {i}" for i in range(20)), (
+        "the new content is read from its start, and the copy is not read again"
+    )
+    assert t.truncations == 1
+
+
+def test_a_copy_caught_while_still_empty_waits_like_any_copy(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    t = tailing.Tailer(str(tmp_path / "app.log*"))
+    _commit_all(t, t.poll())
+    copy = tmp_path / "app.log.1"
+    copy.touch()  # copytruncate has created the copy and not written to it yet
+    assert _lines(t.poll()) == []
+    copy.write_bytes(log.read_bytes()[:40])  # half-way through the copy
+    assert _lines(t.poll()) == []
+    copy.write_bytes(log.read_bytes())
+    with log.open("r+") as f:
+        f.truncate(0)
+    log.write_text("new 0\n")
+    lines = _lines(t.poll()) + _lines(t.poll())
+    assert lines == ["new 0"], "nothing of the copy is read again"
+
+
 def test_a_copy_seen_before_the_truncation_waits_for_it(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("".join(f"line {i}\n" for i in range(10)))

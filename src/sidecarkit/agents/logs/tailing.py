@@ -71,6 +71,8 @@ class TailedFile:
     fd: int
     fingerprint: str
     fingerprint_len: int
+    head: bytes = b""
+    """The first ``fingerprint_len`` bytes, as they were when the fingerprint was taken."""
     generation: int = 0
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
     """Drawn when the agent first meets this content (a new file, a truncation) and saved with
@@ -101,10 +103,15 @@ class TailedFile:
         return (self.dev, self.inode)
 
 
-def _fingerprint(fd: int, size: int) -> tuple[str, int]:
+def _read_head(fd: int, size: int) -> bytes:
     length = min(size, FINGERPRINT_BYTES)
-    head = os.pread(fd, length, 0) if length else b""
-    return hashlib.blake2b(head, digest_size=16).hexdigest(), len(head)
+    return os.pread(fd, length, 0) if length else b""
+
+
+def _take_fingerprint(f: TailedFile, size: int) -> None:
+    f.head = _read_head(f.fd, size)
+    f.fingerprint = hashlib.blake2b(f.head, digest_size=16).hexdigest()
+    f.fingerprint_len = len(f.head)
 
 
 def _head_hash(fd: int, length: int) -> str:
@@ -197,8 +204,8 @@ class Tailer:
         if not stats.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self.files:
             os.close(fd)
             return None
-        fingerprint, length = _fingerprint(fd, st.st_size)
-        f = TailedFile(path, st.st_dev, st.st_ino, fd, fingerprint, length)
+        f = TailedFile(path, st.st_dev, st.st_ino, fd, "", 0)
+        _take_fingerprint(f, st.st_size)
         saved = self._saved.pop(f.identity, None)
         if saved is not None:
             self._resume(f, saved, st.st_size)
@@ -300,12 +307,15 @@ class Tailer:
                 self._lose(original)
 
     def _is_copy_in_progress(self, fd: int, size: int) -> bool:
-        """A new file that starts like a file being followed: a copy whose original may be
+        """A new file that starts like a file being followed (or is still too short to tell,
+        empty even: ``copytruncate`` may have just created it): a copy whose original may be
         about to be truncated (``copytruncate`` copies first). Wait for the truncation."""
+        head = _read_head(fd, size)
         for f in self.files.values():
-            if f.gone or not f.fingerprint_len or size < f.fingerprint_len:
+            if f.gone or not f.head:
                 continue
-            if _head_hash(fd, f.fingerprint_len) == f.fingerprint:
+            common = min(len(head), len(f.head))
+            if head[:common] == f.head[:common]:
                 return True
         return False
 
@@ -404,7 +414,7 @@ class Tailer:
         else:
             f.size_seen = size
         if f.fingerprint_len < FINGERPRINT_BYTES and size > f.fingerprint_len:
-            f.fingerprint, f.fingerprint_len = _fingerprint(f.fd, size)
+            _take_fingerprint(f, size)
         start = f.position + len(f.partial)
         if start >= size:
             if final and (f.partial or f.skipping):
@@ -426,12 +436,16 @@ class Tailer:
         return self._emit(f, data, final=final and start + len(data) >= size)
 
     def _check_truncated(self, f: TailedFile) -> None:
-        """``copytruncate``: the file got shorter than what was read; read it again from 0."""
+        """``copytruncate``: the file got shorter than what was read, or no longer starts as it
+        did (truncated, then written past where reading had got to before this look); read it
+        again from 0."""
         try:
             size = os.fstat(f.fd).st_size
+            if size >= f.position and (
+                not f.position or not f.head or os.pread(f.fd, len(f.head), 0) == f.head
+            ):
+                return
         except OSError:
-            return
-        if size >= f.position:
             return
         self.truncations += 1
         self._remember_copy_source(f)
@@ -440,7 +454,7 @@ class Tailer:
         f.position = f.committed = f.line = f.committed_line = 0
         f.partial = b""
         f.skipping = False
-        f.fingerprint, f.fingerprint_len = _fingerprint(f.fd, size)
+        _take_fingerprint(f, size)
         log.warning("%s was truncated; reading it again from the start", f.path)
 
     def _emit(self, f: TailedFile, data: bytes, *, final: bool) -> Chunk | None:
