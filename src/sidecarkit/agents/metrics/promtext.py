@@ -32,6 +32,12 @@ _TYPES: Final = {
 }
 _BLANKS: Final = " \t"
 _PARTS: Final = ("_bucket", "_sum", "_count")
+#: The suffixes of ``_PARTS`` without their "_", with the family types they belong to.
+_PART_KINDS: Final = {
+    "bucket": ("histogram", "gaugehistogram"),
+    "sum": ("summary", "histogram"),
+    "count": ("summary", "histogram"),
+}
 
 #: A sample name's route: its family's samples, which entry of a label set must be true for
 #: the quick path (one of the three below), and whether a negative value needs the full path.
@@ -67,6 +73,9 @@ class PrometheusTextParser:
         # and "" map to the empty tuple, so comments and blank lines leave the quick path at
         # once.
         self._routes: dict[str, _Route | tuple[()]] = {"#": (), "": ()}
+        # The names a TYPE may reroute: every cached sample name, and the family it would
+        # belong to as a part (x for x_sum).
+        self._stems: set[str] = set()
         # The exact text inside the braces of a label set that passed every check.
         self._label_sets: dict[str, _LabelSet] = {}
         # Label-set skeletons (a="",b="") checked, with where "le" and "quantile" are.
@@ -88,6 +97,8 @@ class PrometheusTextParser:
         numbers = self._numbers
         sample = exposition.Sample
         value_and_timestamp = lexing.prometheus_value_and_timestamp
+        families = self.families
+        unescape_help = lexing.unescape_prometheus_help
         number = self._line
         for line in lines:
             number += 1
@@ -137,19 +148,46 @@ class PrometheusTextParser:
                 timestamp = None
                 value = values.get(rest)
                 if value is None:
-                    quick = value_and_timestamp(rest)
-                    if quick is None:
-                        self._line = number
-                        self._general(line)
-                        continue
-                    value, timestamp = quick
-                    if timestamp is None and len(values) < _CACHED:
-                        values[rest] = value
+                    # ``value_and_timestamp`` with its usual case, a lone value, in line.
+                    quick = None
+                    if "_" not in rest:  # float() takes 1_000, Go does not
+                        try:
+                            value = float(rest)  # float() skips the blanks around the value
+                        except ValueError:
+                            quick = value_and_timestamp(rest)
+                        else:
+                            if len(values) < _CACHED:
+                                values[rest] = value
+                    if value is None:
+                        if quick is None:
+                            self._line = number
+                            self._general(line)
+                            continue
+                        value, timestamp = quick
                 if entry[check] and (value >= 0 or not nonnegative):
                     samples.append(sample(name, entry[0], value, timestamp))
                     continue
             self._line = number
-            if name == "#":
+            if name == "#" and not close:
+                # "# HELP name text" and "# TYPE name type" with a bare name, as in
+                # ``_comment``; anything else goes there.
+                keyword = rest[:5]
+                if keyword in {"HELP ", "TYPE "}:
+                    end = rest.find(" ", 5)
+                    name = rest[5:end]
+                    if end > 0 and name.isascii() and name.replace(":", "_").isidentifier():
+                        text = rest[end + 1 :].lstrip(_BLANKS)
+                        if keyword == "TYPE ":
+                            self._type(name, text)
+                            continue
+                        family = families.get(name)
+                        if family is None:
+                            families[name] = exposition.Family(
+                                name, "untyped", unescape_help(text) if "\\" in text else text
+                            )
+                            continue
+                        self._help(name, text)
+                        continue
                 self._comment(line)
             else:
                 self._general(line)
@@ -166,14 +204,27 @@ class PrometheusTextParser:
         """Where samples named ``name`` go, cached; ``()`` for what is not a bare name."""
         if not (name.isascii() and name.replace(":", "_").isidentifier()):
             return ()  # not a bare metric name: [a-zA-Z_:][a-zA-Z0-9_:]*
-        family, label = self._route(name)
-        route = (
-            family.samples,
-            _NO_CHECK if label is None else _LE if label == "le" else _QUANTILE,
-            family.type in ("histogram", "gaugehistogram"),
-        )
+        # ``_route``, with the suffix found by one split: the parts have no "_" after theirs.
+        stem, _, part = name.rpartition("_")
+        kinds = _PART_KINDS.get(part)
+        family = None
+        if kinds is not None:
+            family = self.families.get(stem)
+            if family is not None and family.type not in kinds:
+                family = None
+        if family is not None:
+            check = _LE if part == "bucket" else _NO_CHECK
+        else:
+            family = self.families.get(name)
+            if family is None:
+                family = self.families[name] = exposition.Family(name, "untyped")
+            check = _QUANTILE if family.type == "summary" else _NO_CHECK
+        route = (family.samples, check, family.type in ("histogram", "gaugehistogram"))
         if len(self._routes) < _CACHED:
             self._routes[name] = route
+            self._stems.add(name)
+            if kinds is not None:
+                self._stems.add(stem)
         return route
 
     def _label_set(self, inner: str) -> _LabelSet | None:
@@ -214,10 +265,11 @@ class PrometheusTextParser:
         if headed:
             # The value after the head is this label set's last (no quote in it), so the
             # head passes every check whatever its value. Kept when the last label is a
-            # bucket bound or a quantile (a run of them follows), or the second time in a row.
+            # bucket bound or a quantile (a run of them follows), when it is the only label
+            # (its name alone, shared by the family's series), or the second time in a row.
             head_text = inner[:cut]
             at = len(labels) - 1
-            if (at in (le_at, quantile_at) or head_text == self._last_head) and len(
+            if (at in (le_at, quantile_at, 0) or head_text == self._last_head) and len(
                 self._heads
             ) < _CACHED:
                 self._heads[head_text] = (
@@ -354,7 +406,7 @@ class PrometheusTextParser:
 
     def _type(self, name: str, text: str) -> None:
         family = self.families.get(name)
-        kind = _TYPES.get(text.rstrip(_BLANKS).lower())
+        kind = _TYPES.get(text) or _TYPES.get(text.rstrip(_BLANKS).lower())
         if kind is None:
             raise ParseError(
                 f"unknown type {text.strip()!r}; expected one of {', '.join(_TYPES)}", self._line
@@ -365,11 +417,12 @@ class PrometheusTextParser:
             raise ParseError(f"TYPE for {name} after its samples", self._line)
         self._typed.add(name)
         # The sample names whose family or checked label depend on this family's type.
-        routes = self._routes
-        routes.pop(name, None)
-        routes.pop(name + "_bucket", None)
-        routes.pop(name + "_sum", None)
-        routes.pop(name + "_count", None)
+        if name in self._stems:
+            routes = self._routes
+            routes.pop(name, None)
+            routes.pop(name + "_bucket", None)
+            routes.pop(name + "_sum", None)
+            routes.pop(name + "_count", None)
         if family is None:
             self.families[name] = exposition.Family(name, kind)
         else:
