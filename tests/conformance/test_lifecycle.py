@@ -591,6 +591,46 @@ def test_p5_p6_http_liveness_restarts_when_it_fails_and_tcp_does_not(pod: Pod) -
     assert r.count("sidecar-2", "start") == 1
 
 
+def _redirecting_server(port: int, location: str, *, fail_after: float) -> str:
+    """``_server``, plus ``/redirect`` answering 302 to ``location``."""
+    return (
+        'python3 -c "import http.server, time\n'
+        "t0 = time.time()\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        if self.path == '/redirect':\n"
+        "            self.send_response(302)\n"
+        f"            self.send_header('Location', '{location}')\n"
+        "        else:\n"
+        f"            self.send_response(500 if time.time() - t0 > {fail_after} else 200)\n"
+        "        self.end_headers()\n"
+        "    def log_message(self, *a): pass\n"
+        f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\""
+    )
+
+
+def test_p12_p13_http_probes_follow_local_redirects_only(pod: Pod) -> None:
+    liveness = {"initialDelaySeconds": 1, "periodSeconds": 1, "failureThreshold": 1}
+    pod.sidecar(
+        "local",
+        _redirecting_server(18783, "/healthz", fail_after=1.0),
+        livenessProbe={"httpGet": {"path": "/redirect", "port": 18783}, **liveness},
+    )
+    # Another host name (127.0.0.2 is loopback too): not followed, so its failing /healthz
+    # never counts; the redirect itself is a success with a warning.
+    pod.sidecar(
+        "remote",
+        _redirecting_server(18784, "http://127.0.0.2:18784/healthz", fail_after=0.0),
+        livenessProbe={"httpGet": {"path": "/redirect", "port": 18784}, **liveness},
+    )
+    pod.main("main-1", f"sleep 3.5; {done()}")
+    r = pod.run(timeout=30)
+    assert "after 1 redirect" in r.event("local", "liveness-probe-failed")[0]["detail"]
+    assert r.count("local", "start") >= 2, "P12: the followed redirect failed, so a restart"
+    assert r.count("remote", "start") == 1, "P13: a redirect to another host is not followed"
+    assert "another host (127.0.0.2)" in r.event("remote", "probe-warning")[0]["detail"]
+
+
 def test_p9_p10_probes_that_time_out_fail(pod: Pod) -> None:
     pod.sidecar(
         "sidecar-1",

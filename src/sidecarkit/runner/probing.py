@@ -2,7 +2,9 @@
 
 ``exec`` runs the command with the container's environment and working directory, and
 succeeds on exit 0 within the timeout. ``httpGet`` succeeds on a status from 200 to 399 within
-the timeout (redirects are not followed). ``tcpSocket`` succeeds when a connection opens.
+the timeout; like the kubelet it follows up to 10 redirects to the same host name, and a
+redirect to another host is not followed but counts as success, with a ``ProbeWarning``.
+``tcpSocket`` succeeds when a connection opens.
 ``sleep`` (hooks only) waits. ``grpc`` asks the standard health service (grpc.health.v1) and
 succeeds on SERVING; it needs the ``grpcio`` package, and says so when it is missing.
 """
@@ -12,11 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from sidecarkit.runner import specs
 
-__all__ = ["run_handler"]
+__all__ = ["MAX_REDIRECTS", "PROBE_WARNING", "run_handler"]
+
+MAX_REDIRECTS = 10
+"""Redirects an HTTP probe follows before it fails, as Go's HTTP client (the kubelet's) does."""
+PROBE_WARNING = "ProbeWarning: "
+"""How the detail of a probe that succeeded with a warning begins."""
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_HEADER_LINES = 200
 
 
 def _port(handler: specs.Handler, ports: Mapping[str, int]) -> int:
@@ -80,31 +90,80 @@ async def _run(
             await writer.wait_closed()
         return True, "connected"
     if handler.kind == "httpGet":
-        context = None
-        if handler.scheme == "HTTPS":
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE  # the kubelet does not verify probe certificates
-        reader, writer = await asyncio.open_connection(handler.host, port, ssl=context)
-        headers = "".join(f"{k}: {v}\r\n" for k, v in handler.headers)
+        return await _http_probe(handler, port)
+    if handler.kind == "grpc":
+        return await _grpc(handler, port, timeout)
+    return False, f"unknown handler {handler.kind}"
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _http_probe(handler: specs.Handler, port: int) -> tuple[bool, str]:
+    scheme = "https" if handler.scheme == "HTTPS" else "http"
+    path = handler.path if handler.path.startswith("/") else "/" + handler.path
+    first = urlsplit(f"{scheme}://{_netloc(handler.host, port)}{path}")
+    url = first
+    for hops in range(MAX_REDIRECTS + 1):
+        status, location = await _http_get(url, handler.headers)
+        if status in _REDIRECTS and location:
+            target = urlsplit(urljoin(url.geturl(), location))
+            if target.scheme not in ("http", "https") or not target.hostname:
+                return False, f"HTTP {status} redirects to {location!r}, which cannot be followed"
+            if target.hostname != first.hostname:
+                return True, (
+                    f"{PROBE_WARNING}HTTP {status} redirects to another host "
+                    f"({target.hostname}); not followed, counted as success"
+                )
+            if hops == MAX_REDIRECTS:
+                return False, f"stopped after {MAX_REDIRECTS} redirects"
+            url = target
+            continue
+        after = f" after {hops} redirect{'s' if hops > 1 else ''}" if hops else ""
+        return 200 <= status < 400, f"HTTP {status}{after}"
+    raise AssertionError("unreachable: the loop returns")
+
+
+async def _http_get(url: SplitResult, headers: Sequence[tuple[str, str]]) -> tuple[int, str]:
+    """One GET of ``url``: the status and the Location header ("" if none)."""
+    context = None
+    if url.scheme == "https":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the kubelet does not verify probe certificates
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = url.hostname or "127.0.0.1"
+    reader, writer = await asyncio.open_connection(host, port, ssl=context)
+    try:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        target = url.path or "/"
+        if url.query:
+            target += "?" + url.query
         request = (
-            f"GET {handler.path} HTTP/1.1\r\nHost: {handler.host}:{port}\r\n"
-            f"User-Agent: kube-probe/1.33\r\nAccept: */*\r\n{headers}Connection: close\r\n\r\n"
+            f"GET {target} HTTP/1.1\r\nHost: {_netloc(host, port)}\r\n"
+            f"User-Agent: kube-probe/1.33\r\nAccept: */*\r\n{extra}Connection: close\r\n\r\n"
         )
         writer.write(request.encode())
         await writer.drain()
         status_line = await reader.readline()
+        parts = status_line.split()
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise ValueError(f"not an HTTP answer: {status_line[:40]!r}")
+        status = int(parts[1])
+        location = ""
+        for _ in range(_MAX_HEADER_LINES):
+            line = await reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "location":
+                location = value.strip()
+        return status, location
+    finally:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
-        parts = status_line.split()
-        if len(parts) < 2 or not parts[1].isdigit():
-            return False, f"not an HTTP answer: {status_line[:40]!r}"
-        status = int(parts[1])
-        return 200 <= status < 400, f"HTTP {status}"
-    if handler.kind == "grpc":
-        return await _grpc(handler, port, timeout)
-    return False, f"unknown handler {handler.kind}"
 
 
 async def _grpc(handler: specs.Handler, port: int, timeout: float) -> tuple[bool, str]:

@@ -137,13 +137,16 @@ class PodRun:
         self, state: _State, handler: specs.Handler, timeout: float
     ) -> tuple[bool, str]:
         """Run a probe or hook handler as if inside ``state``'s container."""
-        return await probing.run_handler(
+        ok, detail = await probing.run_handler(
             handler,
             env=state.launch.env,
             cwd=state.launch.cwd,
             ports=state.spec.port_names,
             timeout=timeout,
         )
+        if ok and detail.startswith(probing.PROBE_WARNING):
+            self.emit(state.spec.name, "probe-warning", detail=detail[len(probing.PROBE_WARNING) :])
+        return ok, detail
 
     async def _post_start(self, state: _State) -> bool:
         hook = state.spec.post_start
