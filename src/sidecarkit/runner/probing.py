@@ -104,25 +104,23 @@ async def _http_probe(handler: specs.Handler, port: int) -> tuple[bool, str]:
     scheme = "https" if handler.scheme == "HTTPS" else "http"
     path = handler.path if handler.path.startswith("/") else "/" + handler.path
     first = urlsplit(f"{scheme}://{_netloc(handler.host, port)}{path}")
-    url = first
-    for hops in range(MAX_REDIRECTS + 1):
+    url, hops = first, 0
+    while True:
         status, location = await _http_get(url, handler.headers)
-        if status in _REDIRECTS and location:
-            target = urlsplit(urljoin(url.geturl(), location))
-            if target.scheme not in ("http", "https") or not target.hostname:
-                return False, f"HTTP {status} redirects to {location!r}, which cannot be followed"
-            if target.hostname != first.hostname:
-                return True, (
-                    f"{PROBE_WARNING}HTTP {status} redirects to another host "
-                    f"({target.hostname}); not followed, counted as success"
-                )
-            if hops == MAX_REDIRECTS:
-                return False, f"stopped after {MAX_REDIRECTS} redirects"
-            url = target
-            continue
-        after = f" after {hops} redirect{'s' if hops > 1 else ''}" if hops else ""
-        return 200 <= status < 400, f"HTTP {status}{after}"
-    raise AssertionError("unreachable: the loop returns")
+        if status not in _REDIRECTS or not location:
+            after = f" after {hops} redirect{'s' if hops > 1 else ''}" if hops else ""
+            return 200 <= status < 400, f"HTTP {status}{after}"
+        target = urlsplit(urljoin(url.geturl(), location))
+        if target.scheme not in ("http", "https") or not target.hostname:
+            return False, f"HTTP {status} redirects to {location!r}, which cannot be followed"
+        if target.hostname != first.hostname:
+            return True, (
+                f"{PROBE_WARNING}HTTP {status} redirects to another host "
+                f"({target.hostname}); not followed, counted as success"
+            )
+        if hops == MAX_REDIRECTS:
+            return False, f"stopped after {MAX_REDIRECTS} redirects"
+        url, hops = target, hops + 1
 
 
 async def _http_get(url: SplitResult, headers: Sequence[tuple[str, str]]) -> tuple[int, str]:

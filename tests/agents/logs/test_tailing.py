@@ -19,6 +19,12 @@ def _commit_all(t: tailing.Tailer, chunks: list[tailing.Chunk]) -> None:
         t.commit(c.file.identity, c.generation, c.end, c.first + c.lines)
 
 
+def _copytruncate(log: Path, copy: Path) -> None:
+    """What logrotate's ``copytruncate`` does: copy the file, then truncate it in place."""
+    copy.write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+
+
 def test_complete_lines_only_and_partials_at_the_end(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("one\ntwo\nthr")
@@ -174,9 +180,7 @@ def test_the_copy_copytruncate_made_continues_where_delivery_stopped(tmp_path: P
     _commit_all(t, chunks)
     with log.open("a") as f:
         f.write("line 10\nline 11\n")  # written, then rotated away before the agent read it
-    (tmp_path / "app.log.1").write_bytes(log.read_bytes())  # copy ...
-    with log.open("r+") as f:  # ... then truncate
-        f.truncate(0)
+    _copytruncate(log, tmp_path / "app.log.1")
     log.write_text("new 0\n")
     lines = _lines(t.poll())
     assert sorted(lines) == ["line 10", "line 11", "new 0"], "nothing lost, nothing read twice"
@@ -198,9 +202,7 @@ def test_a_copytruncate_while_away_resumes_the_copy_even_if_the_file_grew_back(
     # saved offset again, so the truncation cannot be seen from the size alone.
     with log.open("a") as f:
         f.write("line 10\nline 11\n")
-    (tmp_path / copy_name).write_bytes(log.read_bytes())  # sorts after, or before, the original
-    with log.open("r+") as f:
-        f.truncate(0)
+    _copytruncate(log, tmp_path / copy_name)  # the copy sorts after, or before, the original
     log.write_text("".join(f"new {i}\n" for i in range(20)))
     again = tailing.Tailer(str(tmp_path / "app*"))
     again.restore(saved)
@@ -218,9 +220,7 @@ def test_a_truncation_is_seen_even_after_the_file_grew_past_the_read_position(
     t = tailing.Tailer(str(tmp_path / "app.log*"))
     _commit_all(t, t.poll())
     # copytruncate, then the app writes more than had been read, all between two looks.
-    (tmp_path / "app.log.1").write_bytes(log.read_bytes())
-    with log.open("r+") as f:
-        f.truncate(0)
+    _copytruncate(log, tmp_path / "app.log.1")
     log.write_text("".join(f"new {i}\n" for i in range(20)))
     lines = _lines(t.poll()) + _lines(t.poll())
     assert sorted(lines) == sorted(f"new {i}" for i in range(20)), (
@@ -239,9 +239,7 @@ def test_a_copy_caught_while_still_empty_waits_like_any_copy(tmp_path: Path) -> 
     assert _lines(t.poll()) == []
     copy.write_bytes(log.read_bytes()[:40])  # half-way through the copy
     assert _lines(t.poll()) == []
-    copy.write_bytes(log.read_bytes())
-    with log.open("r+") as f:
-        f.truncate(0)
+    _copytruncate(log, copy)
     log.write_text("new 0\n")
     lines = _lines(t.poll()) + _lines(t.poll())
     assert lines == ["new 0"], "nothing of the copy is read again"
@@ -273,9 +271,7 @@ def test_unread_bytes_of_a_truncated_file_without_a_copy_are_counted_lost(
     with log.open("a") as f:
         f.write("b\nc\n")
     t.poll()  # reads "b", sees the file is 6 bytes long
-    (tmp_path / "elsewhere.1").write_bytes(log.read_bytes())  # the glob does not match it
-    with log.open("r+") as f:
-        f.truncate(0)
+    _copytruncate(log, tmp_path / "elsewhere.1")  # the glob does not match the copy
     t.poll()
     t.poll()
     assert t.truncations == 1

@@ -110,12 +110,12 @@ def _read_head(fd: int, size: int) -> bytes:
 
 def _take_fingerprint(f: TailedFile, size: int) -> None:
     f.head = _read_head(f.fd, size)
-    f.fingerprint = hashlib.blake2b(f.head, digest_size=16).hexdigest()
+    f.fingerprint = _digest(f.head)
     f.fingerprint_len = len(f.head)
 
 
-def _head_hash(fd: int, length: int) -> str:
-    return hashlib.blake2b(os.pread(fd, length, 0), digest_size=16).hexdigest()
+def _digest(head: bytes) -> str:
+    return hashlib.blake2b(head, digest_size=16).hexdigest()
 
 
 def _long_line_at(data: bytes | bytearray, limit: int) -> int:
@@ -230,7 +230,7 @@ class Tailer:
             length, position = original["fingerprint_len"], original["position"]
             if size < length or size < position:
                 continue
-            if _head_hash(f.fd, length) != fingerprint:
+            if _digest(os.pread(f.fd, length, 0)) != fingerprint:
                 continue
             del self._copies[fingerprint]
             # Read on from where the original was read up to; what was read but not yet
@@ -327,11 +327,7 @@ class Tailer:
         except (KeyError, TypeError, ValueError):
             return
         head = os.pread(f.fd, length, 0) if length else b""
-        same = (
-            len(head) == length
-            and hashlib.blake2b(head, digest_size=16).hexdigest() == saved.get("fingerprint")
-            and offset <= size
-        )
+        same = len(head) == length and _digest(head) == saved.get("fingerprint") and offset <= size
         if same:
             f.position = f.committed = offset
             f.line = f.committed_line = line

@@ -68,6 +68,15 @@ class Family:
     samples: list[Sample] = field(default_factory=list)
 
 
+def label_shape(names: tuple[str, ...]) -> tuple[tuple[str, ...], int, int]:
+    """``names`` with the positions of ``le`` and ``quantile`` among them (-1 when absent)."""
+    return (
+        names,
+        names.index("le") if "le" in names else -1,
+        names.index("quantile") if "quantile" in names else -1,
+    )
+
+
 def parse_float(text: str) -> float:
     """A sample value: decimal, exponent, ``NaN``, ``+Inf``, ``-Inf`` (as Go and Prometheus read
     them); no underscores or blanks, which Python's ``float`` would otherwise let through (it

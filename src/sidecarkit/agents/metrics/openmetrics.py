@@ -244,11 +244,7 @@ class OpenMetricsParser:
             names = exposition.label_names(skeleton, strict=False)
             if names is None or len(set(names)) != len(names):
                 return None
-            shape = (
-                names,
-                names.index("le") if "le" in names else -1,
-                names.index("quantile") if "quantile" in names else -1,
-            )
+            shape = exposition.label_shape(names)
             if len(self._shapes) < _CACHED:
                 self._shapes[skeleton] = shape
         names, le, quantile = shape

@@ -314,11 +314,7 @@ class PrometheusTextParser:
         names = exposition.label_names("{" + skeleton + "}", strict=True)
         if names is None or len(set(names)) != len(names) or "__name__" in names:
             return None
-        shape = (
-            names,
-            names.index("le") if "le" in names else -1,
-            names.index("quantile") if "quantile" in names else -1,
-        )
+        shape = exposition.label_shape(names)
         if len(self._shapes) < _CACHED:
             self._shapes[skeleton] = shape
         return shape
