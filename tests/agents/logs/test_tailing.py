@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecarkit.agents.logs import offsets, tailing
+from sidecarkit.agents.logs import copies, offsets, tailing
 
 
 def _lines(chunks: list[tailing.Chunk]) -> list[str]:
@@ -85,7 +85,7 @@ def test_a_recycled_inode_with_other_content_is_read_from_the_start(tmp_path: Pa
 def test_rename_rotation_reads_the_old_file_to_its_end_then_the_new(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("1\n")
-    t = tailing.Tailer(str(tmp_path / "app.log*"))
+    t = tailing.Tailer(str(tmp_path / "app.log*"), rotate_wait=0)
     _commit_all(t, t.poll())
     with log.open("a") as f:
         f.write("2\n")
@@ -103,7 +103,7 @@ def test_rename_rotation_reads_the_old_file_to_its_end_then_the_new(tmp_path: Pa
 def test_a_deleted_file_is_drained_before_it_is_forgotten(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("1\n")
-    t = tailing.Tailer(str(tmp_path / "*.log"))
+    t = tailing.Tailer(str(tmp_path / "*.log"), rotate_wait=0)
     _commit_all(t, t.poll())
     with log.open("a") as f:
         f.write("2\nlast without newline")
@@ -263,7 +263,7 @@ def test_a_copy_seen_before_the_truncation_waits_for_it(tmp_path: Path) -> None:
 def test_unread_bytes_of_a_truncated_file_without_a_copy_are_counted_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tailing, "COPY_WINDOW", 0.0)
+    monkeypatch.setattr(copies, "COPY_WINDOW", 0.0)
     log = tmp_path / "app.log"
     log.write_text("a\n")
     t = tailing.Tailer(str(log), read_size=2)  # one line per poll: the rest stays unread
@@ -271,8 +271,31 @@ def test_unread_bytes_of_a_truncated_file_without_a_copy_are_counted_lost(
     with log.open("a") as f:
         f.write("b\nc\n")
     t.poll()  # reads "b", sees the file is 6 bytes long
-    _copytruncate(log, tmp_path / "elsewhere.1")  # the glob does not match the copy
+    (tmp_path / "archive").mkdir()
+    _copytruncate(log, tmp_path / "archive" / "app.log.1")  # not next to it: not found
     t.poll()
     t.poll()
     assert t.truncations == 1
     assert t.lost_bytes == 2, "'c\\n' was written, never read, and no copy was followed"
+
+
+def test_a_copy_the_glob_does_not_match_is_read_up_to_where_the_file_was_truncated(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("a\n")
+    t = tailing.Tailer(str(log), read_size=2, rotate_wait=0)  # one line per poll
+    _commit_all(t, t.poll())
+    with log.open("a") as f:
+        f.write("b\nc\nd\n")
+    seen = t.poll()  # reads "b"; "c" and "d" are written and not read yet
+    _copytruncate(log, tmp_path / "app.log.1")  # next to it, but outside the glob
+    log.write_text("e\n")
+    for _ in range(6):
+        chunks = t.poll()
+        _commit_all(t, chunks)
+        seen += chunks
+    assert sorted(_lines(seen)) == ["b", "c", "d", "e"]
+    assert t.truncations == 1
+    assert t.lost_bytes == 0
+    assert [f.path for f in t.files.values()] == [str(log)], "the copy is let go once read"

@@ -106,9 +106,17 @@ class Agent:
             )
         )
         self.m_lost = m.add(
+            metering.Counter(
+                "sidecarkit_logs_lost_bytes_total",
+                "Bytes known to be written and never read: truncated (copytruncate) or deleted "
+                "before they were, and found in no copy.",
+                ("source",),
+            )
+        )
+        self.m_unreadable = m.add(
             metering.Gauge(
-                "sidecarkit_logs_lost_bytes",
-                "Bytes written before a copytruncate, never read and found in no copy.",
+                "sidecarkit_logs_files_unreadable",
+                "Files the glob matches that could not be opened at the last look.",
                 ("source",),
             )
         )
@@ -126,7 +134,8 @@ class Agent:
             self.m_long.set(t.long_lines_seen, source.name)
             self.m_cut.set(t.truncated_bytes, source.name)
             self.m_files.set(len(t.files), source.name)
-            self.m_lost.set(t.lost_bytes, source.name)
+            self.m_lost.values[(source.name,)] = t.lost_bytes
+            self.m_unreadable.set(len(t.unreadable), source.name)
         return 200, metering.CONTENT_TYPE, self.metrics.render()
 
     async def _healthz(self) -> tuple[int, str, bytes]:

@@ -138,6 +138,9 @@ class Shipper:
         self._saved_at = time.monotonic()
         self._dirty = False
         self._unsynced = False
+        self._turn = 0
+        self._seen = 0
+        """Growth of the files at the last save: saved sizes tell a restart what was lost."""
         self.progress = asyncio.Event()
         self.metrics = metrics or metering.Registry()
         m = self.metrics
@@ -192,20 +195,26 @@ class Shipper:
     # --- reading ------------------------------------------------------------------------------
 
     def read(self, *, final: bool = False) -> int:
-        """Read what the budget allows, parse it into the open batch; bytes read."""
+        """Read what the budget allows, parse it into the open batch; bytes read.
+
+        Every source is polled even when the budget is spent: new files are opened and
+        rotations followed while the sinks hold reading back, so a file created and rotated
+        away (or deleted) during an outage is still read once they catch up."""
         now = time.monotonic()
         room = max(self.tuning.batch_bytes - self._size, min(self.tuning.batch_bytes, 64 << 10))
-        budget = min(self.tuning.max_inflight - self.inflight - self._size, room)
+        budget = max(0, min(self.tuning.max_inflight - self.inflight - self._size, room))
         total = 0
-        for source in self.sources:
-            if budget <= 0:
-                break
+        sources = self.sources
+        if len(sources) > 1:  # take turns: the first source cannot starve the others
+            self._turn = (self._turn + 1) % len(sources)
+            sources = sources[self._turn :] + sources[: self._turn]
+        for source in sources:
             before = source.tailer.bytes_read
             for chunk in source.tailer.poll(budget, final=final):
                 self._take(source, chunk, now)
                 total += len(chunk.data)
             read = source.tailer.bytes_read - before
-            budget -= read
+            budget = max(0, budget - read)
             if read:
                 self.m_bytes.inc(source.name, amount=read)
         self._flush_parsers(now, force=final)
@@ -214,7 +223,6 @@ class Shipper:
     def _take(self, source: Source, chunk: tailing.Chunk, now: float) -> None:
         f = chunk.file
         key = (f.dev, f.inode, chunk.generation)
-        self.m_read.inc(source.name, amount=chunk.lines)
         wall = time.time_ns()
         if source.raw and not self.events_wanted:
             group = records.Group(f.path, f.key, [], wall, chunk.data)
@@ -225,6 +233,7 @@ class Shipper:
                     source.tailer.counted(chunk, len(parts))
             elif chunk.lines < 0:
                 source.tailer.counted(chunk, chunk.data.count(b"\n"))
+            self.m_read.inc(source.name, amount=chunk.lines)
             self._add(group, chunk.lines, len(chunk.data))
             self._marks.append(
                 (source, f.identity, chunk.generation, chunk.end, chunk.first + chunk.lines)
@@ -238,6 +247,7 @@ class Shipper:
         lines.pop()
         if chunk.lines < 0:
             source.tailer.counted(chunk, len(lines))
+        self.m_read.inc(source.name, amount=chunk.lines)
         events = parser.feed(lines, chunk.first, now)
         if events:
             group = records.Group(f.path, f.key, events, wall, chunk.data if source.raw else None)
@@ -339,6 +349,9 @@ class Shipper:
             return
         now = time.monotonic()
         sync = force or now - self._saved_at >= self.tuning.checkpoint_interval
+        seen = sum(s.tailer.bytes_seen for s in self.sources)
+        if sync and seen != self._seen:
+            self._dirty = True
         if not self._dirty and not (sync and self._unsynced) and not force:
             return
         try:
@@ -348,6 +361,7 @@ class Shipper:
             return
         if sync:
             self._saved_at = now
+        self._seen = seen
         self._unsynced = not sync
         self._dirty = False
 

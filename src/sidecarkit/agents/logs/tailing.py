@@ -1,20 +1,25 @@
 """Following log files: new complete lines, in order, across rotation, from saved offsets.
 
-A ``Tailer`` follows the files one glob matches. Files are told apart by device and inode plus
-a fingerprint of their first bytes, so a recycled inode is not mistaken for the file it replaced.
-Each ``poll`` reads what was appended since the last read, in chunks that end at a newline, and
-notices what happened to each file:
+A ``Tailer`` follows the files one glob matches (``files.TailedFile``: device, inode and a
+fingerprint of the first bytes). Each ``poll`` opens new files, reads what was appended, in
+chunks that end at a newline, taking the files in turn with a byte budget each so one busy file
+cannot hold the others back, and notices what happened to each file:
 
-- **rename** (the path now names another file, or nothing): the old file is read to its end
-  through the descriptor already open, then forgotten once everything read was committed; the
-  new file is picked up from its start. A file deleted before it was finished is drained the same
-  way, since the open descriptor keeps its data.
+- **rename or delete**: the file is read on through the descriptor already open, to its end,
+  and kept until it has been quiet for ``rotate_wait`` (an app goes on writing to a renamed log
+  until it reopens it); then forgotten once everything read was committed. The new file is
+  picked up from its start. Discovery and these checks go on while the sinks hold reading back
+  (``poll`` with a budget of 0): descriptors are kept, not data, so the files on disk stay the
+  buffer even when they are renamed or deleted during an outage.
 - **copytruncate** (the file became shorter than what was read): reading restarts at 0 under a
-  new generation of the file's key. What was written between the last read and the truncation
-  cannot be known; the truncation is counted as possibly lossy rather than hidden.
+  new generation. What had not been read yet is looked for in the copy (``copies``), read up to
+  where the original had got, so the truncation loses only what was written between the copy
+  and the truncation; what cannot be found is counted in ``lost_bytes`` and named in a warning.
+- **restart**: a saved file the glob no longer matches is looked for by device and inode in its
+  directory and finished wherever it went; one that is gone counts its undelivered bytes lost.
 
-Lines longer than ``max_line`` bytes are split into pieces of that size, or truncated, by
-choice; either way they are counted and never stall the file.
+At most ``max_open`` files are open: idle ones (everything read and committed) are closed when
+others wait, and reopened by inode and fingerprint when they grow.
 
 Positions are only *proposed* by ``poll``; the caller ``commit``s (offset, line number) pairs
 once what came before was delivered, and ``offsets.OffsetStore`` saves committed positions so
@@ -24,113 +29,51 @@ delivered: at least once, never lost.
 
 from __future__ import annotations
 
+import errno
 import glob as globbing
-import hashlib
 import logging
 import os
-import secrets
+import resource
 import stat as stats
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sidecarkit.agents.logs import copies
+from sidecarkit.agents.logs.files import (
+    FINGERPRINT_BYTES,
+    Chunk,
+    LongLines,
+    TailedFile,
+    digest,
+    long_line_at,
+    read_head,
+    take_fingerprint,
+)
+
 __all__ = ["Chunk", "StdinTailer", "TailedFile", "Tailer"]
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
-FINGERPRINT_BYTES: Final = 256
-"""How many first bytes of a file make its fingerprint (fewer while the file is shorter)."""
 _REREAD: Final = 64 << 10
 """An unfinished line up to this long is read again from the file rather than kept and joined."""
 COPY_WAIT: Final = 10.0
 """Seconds a file that starts like a followed one waits for that one to be truncated."""
-COPY_WINDOW: Final = 30.0
-"""Seconds a truncated file's fingerprint is remembered, to recognise the copy made of it."""
+ROTATE_WAIT: Final = 5.0
+"""Seconds a renamed or deleted file is still followed after it last grew (as Fluent Bit's
+``Rotate_Wait``)."""
+TURN_BYTES: Final = 64 << 10
+"""Bytes each file may read in its first turn of a poll; what is left is shared among the files
+that still have data. A file written at full speed cannot keep a slow one waiting."""
+IDLE: Final = 1.0
+"""Seconds a file must have been quiet before it is closed to make room for another."""
 
 
-@dataclass(slots=True)
-class Chunk:
-    file: TailedFile
-    data: bytes
-    """Complete lines, each ending in ``\\n`` (a final partial line gets one added)."""
-    first: int
-    """Line number of the first line of ``data`` in the file (0-based)."""
-    end: int
-    """File offset just after ``data``."""
-    lines: int
-    """Number of lines in ``data``."""
-    generation: int
-    """The file's generation (truncations) when ``data`` was read."""
-
-
-@dataclass(slots=True)
-class TailedFile:
-    path: str
-    dev: int
-    inode: int
-    fd: int
-    fingerprint: str
-    fingerprint_len: int
-    head: bytes = b""
-    """The first ``fingerprint_len`` bytes, as they were when the fingerprint was taken."""
-    generation: int = 0
-    nonce: str = field(default_factory=lambda: secrets.token_hex(6))
-    """Drawn when the agent first meets this content (a new file, a truncation) and saved with
-    the offsets, so records of different files never share a key even if an inode and the
-    first bytes are recycled."""
-    position: int = 0
-    """Offset read up to (the end of the last complete line handed out)."""
-    line: int = 0
-    """Number of lines handed out."""
-    committed: int = 0
-    committed_line: int = 0
-    partial: bytes = b""
-    """Bytes after the last newline read, waiting for it."""
-    size_seen: int = 0
-    """The file's size at the last look: what was known to be written."""
-    skipping: bool = False
-    """Inside a too-long line that was truncated: drop bytes up to the next newline."""
-    gone: bool = False
-    """Renamed away or deleted; forgotten once read to its end and committed."""
-
-    @property
-    def key(self) -> str:
-        """The file's identity for records: stable across restarts, new after a truncation."""
-        return f"{self.dev:x}:{self.inode:x}:{self.nonce}:{self.generation}"
-
-    @property
-    def identity(self) -> tuple[int, int]:
-        return (self.dev, self.inode)
-
-
-def _read_head(fd: int, size: int) -> bytes:
-    length = min(size, FINGERPRINT_BYTES)
-    return os.pread(fd, length, 0) if length else b""
-
-
-def _take_fingerprint(f: TailedFile, size: int) -> None:
-    f.head = _read_head(f.fd, size)
-    f.fingerprint = _digest(f.head)
-    f.fingerprint_len = len(f.head)
-
-
-def _digest(head: bytes) -> str:
-    return hashlib.blake2b(head, digest_size=16).hexdigest()
-
-
-def _long_line_at(data: bytes | bytearray, limit: int) -> int:
-    """Where the first line longer than ``limit`` bytes starts in ``data``, or -1.
-
-    Jumps from newline to newline ``limit`` bytes at a time, so the cost is a handful of scans
-    per chunk instead of one step per line.
-    """
-    pos, size = 0, len(data)
-    while size - pos > limit:
-        newline = data.rfind(b"\n", pos, pos + limit + 1)
-        if newline < 0:
-            return pos
-        pos = newline + 1
-    return -1
+def _default_max_open() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 8192
+    return max(16, min(8192, soft * 3 // 4))
 
 
 @dataclass(slots=True)
@@ -145,27 +88,44 @@ class Tailer:
     count_lines: bool = True
     """Count each chunk's lines here; ``False`` leaves ``Chunk.lines`` at -1 for the caller,
     who splits the chunk anyway, to report with ``counted`` before the next ``poll``."""
+    rotate_wait: float = ROTATE_WAIT
+    max_open: int = 0
+    """Most files open at once; 0: three quarters of the open-files limit (at most 8192)."""
     files: dict[tuple[int, int], TailedFile] = field(default_factory=dict)
     truncations: int = 0
     """Truncations (copytruncate) seen: each may have dropped lines written just before it."""
-    long_lines_seen: int = 0
-    truncated_bytes: int = 0
-    """Bytes dropped from too-long lines in ``truncate`` mode."""
     lost_bytes: int = 0
-    """Bytes written before a copytruncate, not read, and not found in a copy: lost."""
+    """Bytes known to be written and never read: truncated or deleted before they were."""
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """Files the glob matches that could not be opened at the last look, with the reason."""
     bytes_read: int = 0
     lines_read: int = 0
+    bytes_seen: int = 0
+    """Growth of the files noticed: when it moves, the saved sizes are worth saving again."""
+    cutter: LongLines = field(init=False)
     _saved: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    """Positions of files not open: restored at start, or closed while idle."""
     _finished: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
-    _deferred: dict[tuple[int, int], float] = field(default_factory=dict)
-    _aliases: dict[tuple[tuple[int, int], int], tuple[int, int]] = field(default_factory=dict)
-    """(file, generation) truncated in place -> the copy made of it, where its commits go."""
-    _copies: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Files truncated in place, by the fingerprint they had: a new file starting with the same
-    bytes is the copy ``copytruncate`` made, and is read from where the original was delivered
-    up to, instead of from its start."""
     """Files read to their end and let go, still matched by the glob (rotated copies): they are
     not read again, and stay in the saved state so a restart does not read them again either."""
+    _deferred: dict[tuple[int, int], float] = field(default_factory=dict)
+    _copies: copies.Copies = field(default_factory=copies.Copies)
+    _restored: bool = False
+    _turn: int = 0
+
+    def __post_init__(self) -> None:
+        self.cutter = LongLines(self.max_line, self.long_lines)
+        if self.max_open <= 0:
+            self.max_open = _default_max_open()
+
+    @property
+    def long_lines_seen(self) -> int:
+        return self.cutter.seen
+
+    @property
+    def truncated_bytes(self) -> int:
+        """Bytes dropped from too-long lines in ``truncate`` mode."""
+        return self.cutter.truncated_bytes
 
     # --- state -------------------------------------------------------------------------------
 
@@ -176,41 +136,35 @@ class Tailer:
                 self._saved[(int(entry["dev"]), int(entry["inode"]))] = entry
             except (KeyError, TypeError, ValueError):
                 continue
+        self._restored = True
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Committed positions, to be saved."""
-        return [*(self._entry(f) for f in self.files.values()), *self._finished.values()]
+        return [
+            *(f.entry() for f in self.files.values()),
+            *self._finished.values(),
+            *self._saved.values(),
+        ]
 
-    @staticmethod
-    def _entry(f: TailedFile) -> dict[str, Any]:
-        return {
-            "path": f.path,
-            "dev": f.dev,
-            "inode": f.inode,
-            "fingerprint": f.fingerprint,
-            "fingerprint_len": f.fingerprint_len,
-            "generation": f.generation,
-            "nonce": f.nonce,
-            "offset": f.committed,
-            "line": f.committed_line,
-        }
-
-    def _open(self, path: str) -> TailedFile | None:
+    def _open(self, path: str, saved: dict[str, Any] | None = None) -> TailedFile | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        except OSError as exc:
+            self._unreadable(path, exc)
             return None
+        self.unreadable.pop(path, None)
         st = os.fstat(fd)
         if not stats.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self.files:
             os.close(fd)
             return None
-        f = TailedFile(path, st.st_dev, st.st_ino, fd, "", 0)
-        _take_fingerprint(f, st.st_size)
-        saved = self._saved.pop(f.identity, None)
+        f = TailedFile(path, st.st_dev, st.st_ino, fd, "", 0, quiet_since=time.monotonic())
+        f.size_seen = st.st_size
+        take_fingerprint(f, st.st_size)
+        saved = self._saved.pop(f.identity, None) if saved is None else saved
         if saved is not None:
             self._resume(f, saved, st.st_size)
         else:
-            if self._copies:
+            if self._copies.sources:
                 self._resume_copy(f, st.st_size)
             if not f.position and self._is_copy_in_progress(fd, st.st_size):
                 first = self._deferred.setdefault(f.identity, time.monotonic())
@@ -222,71 +176,57 @@ class Tailer:
         self.files[f.identity] = f
         return f
 
-    def _resume_copy(self, f: TailedFile, size: int) -> None:
-        now = time.monotonic()
-        for fingerprint, original in list(self._copies.items()):
-            if now - original["at"] > COPY_WINDOW:
-                continue
-            length, position = original["fingerprint_len"], original["position"]
-            if size < length or size < position:
-                continue
-            if _digest(os.pread(f.fd, length, 0)) != fingerprint:
-                continue
-            del self._copies[fingerprint]
-            # Read on from where the original was read up to; what was read but not yet
-            # delivered is still in flight, and its commits now land on the copy.
-            f.position, f.line = position, original["line"]
-            f.committed, f.committed_line = original["committed"], original["committed_line"]
-            if original["identity"] is not None:
-                self._aliases[original["identity"]] = f.identity
-                while len(self._aliases) > 64:
-                    del self._aliases[next(iter(self._aliases))]
-            log.info(
-                "%s is the copy of %s made before it was truncated; reading it from offset %d",
-                f.path,
-                original["path"],
-                position,
+    def _unreadable(self, path: str, exc: OSError) -> None:
+        reason = exc.strerror or type(exc).__name__
+        if self.unreadable.get(path) == reason:
+            return
+        self.unreadable[path] = reason
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            log.warning(
+                "cannot open %s: %s (%d files open); raise the open-files limit "
+                "(ulimit -n) or lower max_open_files; it is read once a descriptor is free",
+                path,
+                reason,
+                len(self.files),
             )
-            return
-
-    def _remember_copy_source(
-        self,
-        f: TailedFile | None,
-        saved: dict[str, Any] | None = None,
-    ) -> None:
-        entry: dict[str, Any]
-        if f is not None:
-            entry = {
-                "path": f.path,
-                "fingerprint": f.fingerprint,
-                "fingerprint_len": f.fingerprint_len,
-                "position": f.position,
-                "line": f.line,
-                "committed": f.committed,
-                "committed_line": f.committed_line,
-                "identity": (f.identity, f.generation),
-                "unread": max(0, f.size_seen - f.position),
-            }
-        elif saved is not None:
-            entry = {
-                "path": saved.get("path"),
-                "fingerprint": str(saved.get("fingerprint")),
-                "fingerprint_len": int(saved["fingerprint_len"]),
-                "position": int(saved["offset"]),
-                "line": int(saved["line"]),
-                "committed": int(saved["offset"]),
-                "committed_line": int(saved["line"]),
-                "identity": None,
-                "unread": 0,  # unknown: the agent was not running when it happened
-            }
         else:
+            log.warning("cannot open %s: %s; its lines are not read until it can be", path, reason)
+
+    def _resume_copy(self, f: TailedFile, size: int) -> None:
+        original = self._copies.match(f.fd, size)
+        if original is None:
             return
-        if entry["position"] <= 0:
-            return
-        entry["at"] = time.monotonic()
-        self._copies[entry["fingerprint"]] = entry
-        while len(self._copies) > 16:
-            self._lose(self._copies.pop(next(iter(self._copies))))
+        # Read on from where the original was read up to; what was read but not yet
+        # delivered is still in flight, and its commits now land on the copy.
+        f.position, f.line = original["position"], original["line"]
+        f.committed, f.committed_line = original["committed"], original["committed_line"]
+        self._copies.alias(original["identity"], f.identity)
+        log.info(
+            "%s is the copy of %s made before it was truncated; reading it from offset %d",
+            f.path,
+            original["path"],
+            f.position,
+        )
+
+    @staticmethod
+    def _copy_source(f: TailedFile) -> dict[str, Any]:
+        return {
+            "path": f.path,
+            "head": f.head,
+            "fingerprint": f.fingerprint,
+            "fingerprint_len": f.fingerprint_len,
+            "position": f.position,
+            "line": f.line,
+            "committed": f.committed,
+            "committed_line": f.committed_line,
+            "identity": (f.identity, f.generation),
+            "unread": max(0, f.size_seen - f.position),
+            "size": f.size_seen,
+        }
+
+    def _remember(self, entry: dict[str, Any]) -> None:
+        for pushed_out in self._copies.remember(entry):
+            self._lose(pushed_out)
 
     def _lose(self, original: dict[str, Any]) -> None:
         """No copy of a truncated file turned up: what it held unread is gone."""
@@ -294,23 +234,16 @@ class Tailer:
             self.lost_bytes += original["unread"]
             log.warning(
                 "%s was truncated with %d bytes not yet read, and no copy of it was found: "
-                "they are lost (include the rotated name in the glob to keep them)",
+                "they are lost (rotate by rename, or keep the copy next to the file)",
                 original["path"],
                 original["unread"],
             )
-
-    def _expire_copies(self) -> None:
-        now = time.monotonic()
-        for fingerprint, original in list(self._copies.items()):
-            if now - original["at"] > COPY_WINDOW:
-                del self._copies[fingerprint]
-                self._lose(original)
 
     def _is_copy_in_progress(self, fd: int, size: int) -> bool:
         """A new file that starts like a file being followed (or is still too short to tell,
         empty even: ``copytruncate`` may have just created it): a copy whose original may be
         about to be truncated (``copytruncate`` copies first). Wait for the truncation."""
-        head = _read_head(fd, size)
+        head = read_head(fd, size)
         for f in self.files.values():
             if f.gone or not f.head:
                 continue
@@ -327,77 +260,175 @@ class Tailer:
         except (KeyError, TypeError, ValueError):
             return
         head = os.pread(f.fd, length, 0) if length else b""
-        same = len(head) == length and _digest(head) == saved.get("fingerprint") and offset <= size
+        same = len(head) == length and digest(head) == saved.get("fingerprint") and offset <= size
         if same:
             f.position = f.committed = offset
             f.line = f.committed_line = line
             f.generation = generation
-            if isinstance(saved.get("nonce"), str):
-                f.nonce = saved["nonce"]
-        else:
-            # Recycled inode, or truncated while we were away (perhaps written past the saved
-            # offset again since): a new file as far as we know. Either way a file that starts
-            # as the saved one did is its copy, and goes on from the saved offset.
-            f.generation = generation + 1
-            if offset > size or len(head) < length:
-                self.truncations += 1
-            self._remember_copy_source(None, saved)
-            log.info("%s changed while the agent was away; reading it from the start", f.path)
+            return
+        # Recycled inode, or truncated while we were away (perhaps written past the saved
+        # offset again since): a new file as far as we know. Either way a file that starts as
+        # the saved one did is its copy, and goes on from the saved offset.
+        f.generation = generation + 1
+        if offset > size or len(head) < length:
+            self.truncations += 1
+        self._remember(
+            {
+                "path": saved.get("path"),
+                "fingerprint": str(saved.get("fingerprint")),
+                "fingerprint_len": length,
+                "position": offset,
+                "line": line,
+                "committed": offset,
+                "committed_line": line,
+                "identity": None,
+                "unread": 0,  # unknown: the agent was not running when it happened
+            }
+        )
+        log.info("%s changed while the agent was away; reading it from the start", f.path)
 
-    # --- reading -----------------------------------------------------------------------------
+    # --- discovery ---------------------------------------------------------------------------
 
     def discover(self) -> None:
-        """Open files the glob matches that are not followed yet."""
-        seen = set()
+        """Open files the glob matches that are not followed yet (as many as ``max_open``)."""
         found = []
         for path in sorted(globbing.glob(self.pattern)):
             try:
                 st = os.stat(path)
             except OSError:
                 continue
-            found.append((path, st))
+            if stats.S_ISREG(st.st_mode):
+                found.append((path, st))
+            else:
+                self.unreadable.pop(path, None)
         # Files with a saved position first: one truncated while the agent was away must be
         # known as such before its copy is opened, whatever the copy is named.
         found.sort(key=lambda item: (item[1].st_dev, item[1].st_ino) not in self._saved)
+        seen = set()
+        room = 64  # idle files closed per look at most, so a look stays cheap
         for path, st in found:
             identity = (st.st_dev, st.st_ino)
             seen.add(identity)
+            if identity in self.files:
+                continue
             done = self._finished.get(identity)
-            if done is not None and st.st_size >= done["offset"]:
-                if st.st_size == done["offset"]:
+            if done is not None:
+                if st.st_size <= done["offset"]:
                     continue
                 # Written to again after it was let go (a writer kept it open): follow it again.
                 self._saved[identity] = self._finished.pop(identity)
-            if identity not in self.files and stats.S_ISREG(st.st_mode):
-                self._open(path)
+            saved = self._saved.get(identity)
+            if saved is not None and saved.get("idle") and st.st_size == saved.get("offset"):
+                continue  # closed while idle and still unchanged
+            if len(self.files) >= self.max_open:
+                if room <= 0 or not self._close_idle():
+                    continue
+                room -= 1
+            self._open(path)
+        for path in [p for p in self.unreadable if not os.path.lexists(p)]:
+            del self.unreadable[path]
+        missing = [
+            entry
+            for identity, entry in self._saved.items()
+            if identity not in seen and (self._restored or entry.get("idle"))
+        ]
+        self._restored = False
+        if missing:
+            self._follow_moved(missing)
         for identity in [i for i in self._finished if i not in seen]:
             del self._finished[identity]
         for identity in [i for i in self._deferred if i not in seen]:
             del self._deferred[identity]
 
+    def _close_idle(self) -> bool:
+        """Close one file with nothing left to read or confirm, to free its descriptor."""
+        now = time.monotonic()
+        for f in self.files.values():
+            if (
+                f.gone
+                or f.partial
+                or f.skipping
+                or f.committed < f.position
+                or f.size_seen > f.position
+                or now - f.quiet_since < IDLE
+            ):
+                continue
+            entry = f.entry()
+            entry["idle"] = True
+            self._saved[f.identity] = entry
+            os.close(f.fd)
+            del self.files[f.identity]
+            return True
+        return False
+
+    def _follow_moved(self, entries: list[dict[str, Any]]) -> None:
+        """Saved files the glob no longer matches: finish them wherever they went in their
+        directory, or count what was known to be written and not delivered as lost."""
+        for entry in entries:
+            identity = (int(entry["dev"]), int(entry["inode"]))
+            self._saved.pop(identity, None)
+            path = copies.find_moved(entry)
+            if path is not None:
+                f = self._open(path, entry)
+                if f is not None:
+                    f.gone = True
+                    log.info(
+                        "%s is now %s; reading it to its end from offset %d",
+                        entry.get("path"),
+                        path,
+                        f.position,
+                    )
+                    continue
+            offset = int(entry.get("offset", 0))
+            unread = max(0, int(entry.get("size", offset)) - offset)
+            if unread:
+                self.lost_bytes += unread
+                log.warning(
+                    "%s was deleted (or moved out of its directory) with %d bytes written "
+                    "and not delivered: they are lost",
+                    entry.get("path"),
+                    unread,
+                )
+
+    # --- reading -----------------------------------------------------------------------------
+
     def poll(self, budget: int | None = None, *, final: bool = False) -> list[Chunk]:
         """New complete lines from every file, at most about ``budget`` bytes in all.
 
+        A budget of 0 reads nothing but still opens new files and follows rotations.
         ``final`` also hands out partial last lines (on shutdown, when no more will come).
         """
-        for f in self.files.values():
+        for f in list(self.files.values()):
             self._check_truncated(f)
         self.discover()
-        if self._copies:
-            self._expire_copies()
+        for original in self._copies.expire():
+            self._lose(original)
         chunks: list[Chunk] = []
         left = self.read_size * max(1, len(self.files)) if budget is None else budget
-        for f in list(self.files.values()):
-            if left <= 0:
-                break
-            chunk = self._read(f, min(self.read_size, left), final=final)
-            if chunk is not None:
-                chunks.append(chunk)
-                left -= len(chunk.data)
-                continue  # a file that had data is looked at for rotation at the next poll
-            last = self._check_rotated(f)
-            if last is not None:
-                chunks.append(last)
+        order = list(self.files.values())
+        if len(order) > 1:
+            self._turn = (self._turn + 1) % len(order)
+            order = order[self._turn :] + order[: self._turn]
+        share = TURN_BYTES if len(order) > 1 else left
+        turn = order
+        while turn and left > 0:
+            hungry = []
+            for f in turn:
+                if left <= 0:
+                    break
+                chunk = self._read(f, min(self.read_size, share, left), final=final)
+                if chunk is not None:
+                    chunks.append(chunk)
+                    left -= len(chunk.data)
+                if f.position + len(f.partial) < f.size_seen:
+                    hungry.append(f)
+            turn = hungry
+            share = max(TURN_BYTES, left // max(1, len(hungry)))
+        for f in order:
+            if f.identity in self.files and f.position + len(f.partial) >= f.size_seen:
+                last = self._check_rotated(f, final=final)
+                if last is not None:
+                    chunks.append(last)
         return chunks
 
     def _read(self, f: TailedFile, limit: int, *, final: bool) -> Chunk | None:
@@ -407,10 +438,12 @@ class Tailer:
             return None
         if size < f.position:
             self._check_truncated(f)
-        else:
+        elif size != f.size_seen:
+            self.bytes_seen += max(0, size - f.size_seen)
             f.size_seen = size
+            f.quiet_since = time.monotonic()
         if f.fingerprint_len < FINGERPRINT_BYTES and size > f.fingerprint_len:
-            _take_fingerprint(f, size)
+            take_fingerprint(f, size)
         start = f.position + len(f.partial)
         if start >= size:
             if final and (f.partial or f.skipping):
@@ -434,7 +467,7 @@ class Tailer:
     def _check_truncated(self, f: TailedFile) -> None:
         """``copytruncate``: the file got shorter than what was read, or no longer starts as it
         did (truncated, then written past where reading had got to before this look); read it
-        again from 0."""
+        again from 0, and what was not read yet from the copy."""
         try:
             size = os.fstat(f.fd).st_size
             if size >= f.position and (
@@ -444,14 +477,51 @@ class Tailer:
         except OSError:
             return
         self.truncations += 1
-        self._remember_copy_source(f)
+        original = self._copy_source(f)
         f.generation += 1
-        f.nonce = secrets.token_hex(6)
+        f.origin = None
         f.position = f.committed = f.line = f.committed_line = 0
         f.partial = b""
         f.skipping = False
-        _take_fingerprint(f, size)
+        f.size_seen = size
+        take_fingerprint(f, size)
         log.warning("%s was truncated; reading it again from the start", f.path)
+        if not self._adopt_copy(original):
+            self._remember(original)
+
+    def _adopt_copy(self, original: dict[str, Any]) -> bool:
+        """Find the copy of a truncated file next to it, if the glob will not, and read it from
+        where the original had been read up to; False to leave it to discovery."""
+        if not original["unread"] or original["position"] <= 0:
+            return False
+        path = copies.find_copy(
+            original["path"], original["head"], original["position"], set(self.files)
+        )
+        if path is None or path in globbing.glob(self.pattern):
+            return False
+        f = self._open(path, {})
+        if f is None:
+            return False
+        f.position, f.line = original["position"], original["line"]
+        f.committed, f.committed_line = original["committed"], original["committed_line"]
+        f.gone = True
+        self._copies.alias(original["identity"], f.identity)
+        short = original["size"] - f.size_seen
+        if short > 0:
+            self.lost_bytes += short
+            log.warning(
+                "%s was truncated %d bytes past the end of its copy %s: they are lost",
+                original["path"],
+                short,
+                path,
+            )
+        log.info(
+            "reading what %s held unread from its copy %s, from offset %d",
+            original["path"],
+            path,
+            f.position,
+        )
+        return True
 
     def _emit(self, f: TailedFile, data: bytes, *, final: bool) -> Chunk | None:
         if f.partial:
@@ -463,8 +533,8 @@ class Tailer:
             rest = b""
         else:
             body, rest = data[:cut], data[cut:]
-        if f.skipping or _long_line_at(body, self.max_line) >= 0 or len(rest) > self.max_line:
-            body, rest = self._long(f, body, rest)
+        if f.skipping or long_line_at(body, self.max_line) >= 0 or len(rest) > self.max_line:
+            body, rest = self.cutter.cut(f, body, rest)
         f.partial = rest
         advance = consumed - len(rest)
         if not body:
@@ -482,47 +552,9 @@ class Tailer:
         chunk.file.line += lines
         self.lines_read += lines
 
-    def _long(self, f: TailedFile, body: bytes, rest: bytes) -> tuple[bytes, bytes]:
-        """Cut or split lines over ``max_line``; a too-long unfinished line is handled too."""
-        limit = self.max_line
-        out = bytearray()
-        pieces = body.split(b"\n")[:-1]
-        if len(rest) > limit:
-            pieces.append(rest)
-            rest = b""
-            trailing = True
-        else:
-            trailing = False
-        for index, piece in enumerate(pieces):
-            unfinished = trailing and index == len(pieces) - 1
-            if f.skipping:
-                if unfinished:
-                    self.truncated_bytes += len(piece)
-                    continue
-                self.truncated_bytes += len(piece)
-                f.skipping = False
-                continue
-            if len(piece) <= limit:
-                if unfinished:
-                    rest = piece
-                else:
-                    out += piece + b"\n"
-                continue
-            self.long_lines_seen += 1
-            if self.long_lines == "truncate":
-                out += piece[:limit] + b"\n"
-                self.truncated_bytes += len(piece) - limit
-                f.skipping = unfinished
-            else:
-                whole = len(piece) - len(piece) % limit if unfinished else len(piece)
-                for at in range(0, whole, limit):
-                    out += piece[at : at + limit] + b"\n"
-                if unfinished:
-                    rest = piece[whole:]
-        return bytes(out), rest
-
-    def _check_rotated(self, f: TailedFile) -> Chunk | None:
-        """Notice that ``f`` was renamed away or deleted; hand out its unfinished last line."""
+    def _check_rotated(self, f: TailedFile, *, final: bool) -> Chunk | None:
+        """Notice that ``f`` was renamed away or deleted; once it has been quiet for
+        ``rotate_wait``, hand out its unfinished last line and let it go."""
         if not f.gone:
             try:
                 st = os.stat(f.path)
@@ -531,32 +563,33 @@ class Tailer:
                 moved = True
             if not moved:
                 return None
-            try:
-                size = os.fstat(f.fd).st_size
-            except OSError:
-                size = f.position
-            if f.position + len(f.partial) < size:
-                return None  # still draining what was written before the rename
             f.gone = True
+            f.quiet_since = time.monotonic()
+            log.info("%s was renamed or deleted; reading on through its descriptor", f.path)
+        if not final and time.monotonic() - f.quiet_since < self.rotate_wait:
+            return None
         chunk = self._emit(f, b"", final=True) if f.partial or f.skipping else None
+        f.skipping = False
         self._forget_if_done(f)
         return chunk
 
     def _forget_if_done(self, f: TailedFile) -> None:
-        if f.gone and f.committed >= f.position and not f.partial:
+        if (
+            f.gone
+            and f.committed >= f.position
+            and not f.partial
+            and f.position >= f.size_seen
+            and time.monotonic() - f.quiet_since >= self.rotate_wait
+        ):
             os.close(f.fd)
             self.files.pop(f.identity, None)
-            self._finished[f.identity] = {
-                **self._entry(f),
-                "offset": f.position,
-                "line": f.line,
-            }
+            self._finished[f.identity] = {**f.entry(), "offset": f.position, "line": f.line}
 
     def commit(self, identity: tuple[int, int], generation: int, offset: int, line: int) -> None:
         """Everything in the file before ``offset`` (``line`` lines) was delivered."""
         f = self.files.get(identity)
         if f is None or f.generation != generation:
-            alias = self._aliases.get((identity, generation))
+            alias = self._copies.aliases.get((identity, generation))
             f = self.files.get(alias) if alias is not None else None
             if f is None:
                 return
@@ -594,7 +627,7 @@ class StdinTailer(Tailer):
         self.fd = fd
         self.ended = False
         os.set_blocking(fd, False)
-        self.file = TailedFile("-", 0, 0, fd, "", 0)
+        self.file = TailedFile("-", 0, 0, fd, "", 0, origin="-")
 
     def discover(self) -> None:
         return None

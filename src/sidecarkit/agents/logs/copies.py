@@ -1,0 +1,149 @@
+"""Finding a followed file's data again after it left the glob: copies and moved files.
+
+``copytruncate`` copies a file, then truncates it in place: what the agent had not read yet is
+only in the copy. A rename while the agent is down takes the file out of the glob's reach. In
+both cases the data is still on disk, usually in the same directory, and the agent looks for it
+there: a copy by the first bytes the original had, a moved file by its device and inode (and the
+same first bytes, so a recycled inode is not mistaken for it). Fluent Bit and Vector track files
+the same way; looking next to the file also finds what a glob naming only the live file misses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat as stats
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sidecarkit.agents.logs.files import digest
+
+__all__ = ["COPY_WINDOW", "Copies", "find_copy", "find_moved"]
+
+log = logging.getLogger("sidecarkit.agent.logs")
+
+COPY_WINDOW: Final = 30.0
+"""Seconds a truncated file's fingerprint is remembered, to recognise the copy made of it."""
+SCAN_LIMIT: Final = 10_000
+"""Most directory entries looked at in one search: a search stays cheap in a huge directory."""
+
+
+@dataclass(slots=True)
+class Copies:
+    """Files truncated in place, by the fingerprint they had: a new file starting with the same
+    bytes is the copy ``copytruncate`` made, and is read from where the original was delivered
+    up to, instead of from its start."""
+
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aliases: dict[tuple[tuple[int, int], int], tuple[int, int]] = field(default_factory=dict)
+    """(file, generation) truncated in place -> the copy made of it, where its commits go."""
+
+    def remember(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        """Keep ``entry`` (a truncated file's state); returns the entries pushed out."""
+        if entry["position"] <= 0:
+            return []
+        entry["at"] = time.monotonic()
+        self.sources[entry["fingerprint"]] = entry
+        out = []
+        while len(self.sources) > 16:
+            out.append(self.sources.pop(next(iter(self.sources))))
+        return out
+
+    def match(self, fd: int, size: int) -> dict[str, Any] | None:
+        """The truncated file whose copy the open file ``fd`` is, if any (taken out)."""
+        now = time.monotonic()
+        for fingerprint, original in list(self.sources.items()):
+            if now - original["at"] > COPY_WINDOW:
+                continue
+            length, position = original["fingerprint_len"], original["position"]
+            if size < length or size < position:
+                continue
+            if digest(os.pread(fd, length, 0)) != fingerprint:
+                continue
+            del self.sources[fingerprint]
+            return original
+        return None
+
+    def alias(self, original: tuple[tuple[int, int], int] | None, copy: tuple[int, int]) -> None:
+        if original is None:
+            return
+        self.aliases[original] = copy
+        while len(self.aliases) > 64:
+            del self.aliases[next(iter(self.aliases))]
+
+    def expire(self) -> list[dict[str, Any]]:
+        """The truncated files whose copy did not turn up in time."""
+        now = time.monotonic()
+        out = []
+        for fingerprint, original in list(self.sources.items()):
+            if now - original["at"] > COPY_WINDOW:
+                del self.sources[fingerprint]
+                out.append(original)
+        return out
+
+
+def _candidates(directory: str) -> Iterable[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory or ".") as entries:
+            for count, entry in enumerate(entries):
+                if count >= SCAN_LIMIT:
+                    return
+                yield entry
+    except OSError:
+        return
+
+
+def _starts_with(path: str, head: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return os.pread(fd, len(head), 0) == head
+    finally:
+        os.close(fd)
+
+
+def find_copy(path: str, head: bytes, min_size: int, followed: set[tuple[int, int]]) -> str | None:
+    """A file next to ``path``, not followed, at least ``min_size`` bytes, that starts with
+    ``head`` and was written in the last ``COPY_WINDOW`` seconds: the copy of ``path``."""
+    if not head:
+        return None
+    now = time.time()
+    best: tuple[float, str] | None = None
+    for entry in _candidates(os.path.dirname(path)):
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        if (
+            not stats.S_ISREG(st.st_mode)
+            or (st.st_dev, st.st_ino) in followed
+            or st.st_size < min_size
+            or now - st.st_mtime > COPY_WINDOW
+        ):
+            continue
+        if _starts_with(entry.path, head) and (best is None or st.st_mtime > best[0]):
+            best = (st.st_mtime, entry.path)
+    return best[1] if best is not None else None
+
+
+def find_moved(saved: dict[str, Any]) -> str | None:
+    """Where the file of the saved entry ``saved`` is now, if it is still in its directory."""
+    try:
+        dev, inode = int(saved["dev"]), int(saved["inode"])
+        path = str(saved["path"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    for entry in _candidates(os.path.dirname(path)):
+        try:
+            if entry.inode() != inode:
+                continue
+            st = entry.stat()
+        except OSError:
+            continue
+        if st.st_dev == dev and stats.S_ISREG(st.st_mode):
+            return entry.path
+    return None

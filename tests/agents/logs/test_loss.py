@@ -1,0 +1,180 @@
+"""No line lost without a word: outages, rotations the glob does not follow, restarts.
+
+Each test runs the agent as a process, writes numbered lines to real files, and counts what a
+local NDJSON receiver got (``SequenceReceiver``). Lines that cannot be read must show in the
+agent's loss counters and log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.agents.logs.agentproc import AgentProcess, numbered, wait_for
+from tests.agents.logs.sequences import SequenceReceiver
+from tests.support.receivers.elasticsearch import ElasticsearchReceiver
+
+
+def _missing(receiver: SequenceReceiver, numbers: range) -> list[int]:
+    return [n for n in numbers if receiver.counts[n] == 0]
+
+
+def _counter(samples: dict[str, float], name: str) -> float:
+    return sum(v for k, v in samples.items() if k.split("{", 1)[0] == name)
+
+
+def test_a_file_created_and_rotated_away_during_an_outage_is_still_read(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with SequenceReceiver(40_000, 10_000) as receiver, (tmp_path / "agent.log").open("ab") as log:
+        agent = AgentProcess(
+            str(logs / "*.log"),
+            receiver.url,
+            tmp_path / "state",
+            log,
+            "--max-inflight",
+            "65536",
+            "--batch-bytes",
+            "16384",
+        )
+        try:
+            (logs / "a.log").write_bytes(numbered(0, 1000))
+            assert wait_for(lambda: receiver.unique == 1000, 30), "shipping before the outage"
+            receiver.down()
+            with (logs / "a.log").open("ab") as a:
+                a.write(numbered(1000, 9000))  # far more than max_inflight: reading pauses
+            time.sleep(1.0)
+            (logs / "b.log").write_bytes(numbered(10_000, 5000))
+            (logs / "c.log").write_bytes(numbered(20_000, 5000))
+            time.sleep(1.5)
+            os.rename(logs / "b.log", logs / "b.log.1")  # away from the glob
+            os.unlink(logs / "c.log")  # deleted before a line of it was delivered
+            time.sleep(0.5)
+            receiver.up()
+            wanted = [*range(10_000), *range(10_000, 15_000), *range(20_000, 25_000)]
+            wait_for(lambda: receiver.unique >= len(wanted), 60)
+            samples = agent.metrics()
+        finally:
+            assert agent.stop() == 0
+    missing = [n for n in wanted if receiver.counts[n] == 0]
+    assert not missing, f"{len(missing)} lines never arrived, first {missing[:3]}"
+    assert receiver.out_of_order == 0
+    assert _counter(samples, "sidecarkit_logs_lines_read_total") >= len(wanted)
+    assert _counter(samples, "sidecarkit_logs_lost_bytes_total") == 0
+
+
+def test_a_renamed_file_is_read_while_the_app_still_writes_to_it(tmp_path: Path) -> None:
+    """The glob names only the live file; the app goes on writing to the renamed one for a
+    while (until it reopens its log), as most apps do after logrotate's rename."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    rounds, per_round = 3, 6000
+    total = rounds * per_round
+    with SequenceReceiver(total, per_round) as receiver, (tmp_path / "agent.log").open("ab") as log:
+        agent = AgentProcess(str(logs / "app.log"), receiver.url, tmp_path / "state", log)
+        try:
+            agent.wait_ready()
+            for r in range(rounds):
+                first = r * per_round
+                fd = os.open(logs / "app.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                os.write(fd, numbered(first, 3000))
+                time.sleep(0.6)
+                os.rename(logs / "app.log", logs / f"app.log.{r + 1}")
+                for burst in range(3):
+                    time.sleep(0.7)  # the agent reaches the end of the file in between
+                    os.write(fd, numbered(first + 3000 + burst * 1000, 1000))
+                os.close(fd)
+            wait_for(lambda: receiver.unique >= total, 30)
+            samples = agent.metrics()
+        finally:
+            assert agent.stop() == 0
+    missing = _missing(receiver, range(total))
+    assert not missing, f"{len(missing)} lines never arrived, first {missing[:3]}"
+    assert receiver.out_of_order == 0
+    assert _counter(samples, "sidecarkit_logs_lost_bytes_total") == 0
+
+
+def test_a_file_renamed_away_from_the_glob_while_the_agent_was_down_is_finished(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with SequenceReceiver(5000, 5000) as receiver, (tmp_path / "agent.log").open("ab") as log:
+        agent = AgentProcess(str(logs / "*.log"), receiver.url, tmp_path / "state", log)
+        try:
+            (logs / "app.log").write_bytes(numbered(0, 1000))
+            assert wait_for(lambda: receiver.unique == 1000, 30)
+            time.sleep(1.5)  # the offsets are saved
+            agent.kill()
+            with (logs / "app.log").open("ab") as app:
+                app.write(numbered(1000, 4000))
+            os.rename(logs / "app.log", logs / "app.log.1")  # *.log no longer matches it
+            agent.restart()
+            wait_for(lambda: receiver.unique >= 5000, 30)
+        finally:
+            assert agent.stop() == 0
+    missing = _missing(receiver, range(5000))
+    assert not missing, f"{len(missing)} lines never arrived, first {missing[:3]}"
+    assert receiver.out_of_order == 0
+
+
+def test_a_file_deleted_while_the_agent_was_down_is_counted_as_lost_and_named(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    unread = numbered(1000, 1000)
+    with SequenceReceiver(2000, 2000) as receiver, (tmp_path / "agent.log").open("ab") as log:
+        agent = AgentProcess(str(logs / "*.log"), receiver.url, tmp_path / "state", log)
+        try:
+            (logs / "gone.log").write_bytes(numbered(0, 1000))
+            assert wait_for(lambda: receiver.unique == 1000, 30)
+            receiver.down()
+            with (logs / "gone.log").open("ab") as app:
+                app.write(unread)
+            time.sleep(2.5)  # the agent saw the file grow and saved what it knows
+            agent.kill()
+            os.unlink(logs / "gone.log")
+            receiver.up()
+            agent.restart()
+            agent.wait_ready()
+            assert wait_for(
+                lambda: _counter(agent.metrics(), "sidecarkit_logs_lost_bytes_total") > 0, 10
+            )
+            samples = agent.metrics()
+        finally:
+            assert agent.stop() == 0
+    assert _counter(samples, "sidecarkit_logs_lost_bytes_total") == len(unread)
+    said = (tmp_path / "agent.log").read_text()
+    assert "gone.log was deleted" in said
+    assert "lost" in said
+
+
+def test_elasticsearch_ids_stay_the_same_when_a_file_is_read_again_from_its_start(
+    tmp_path: Path,
+) -> None:
+    """Nothing was committed (here: no offsets kept at all, as after a crash before the first
+    save): the file is read again from 0 and every line must get the id it had, so that
+    Elasticsearch refuses the copy (409) instead of storing every line twice."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_bytes(numbered(0, 500))
+    with ElasticsearchReceiver() as es, (tmp_path / "agent.log").open("ab") as log:
+        for run in (1, 2):
+            agent = AgentProcess(
+                str(logs / "*.log"), es.url, None, log, sink=f"elasticsearch={es.url}"
+            )
+            try:
+                agent.wait_ready()
+                shipped = wait_for(
+                    lambda: (
+                        _counter(agent.metrics(), "sidecarkit_logs_events_shipped_total") >= 500
+                    ),
+                    30,
+                )
+            finally:
+                assert agent.stop() == 0
+            assert shipped, f"run {run}: the agent did not ship the file"
+        docs = es.docs("logs-sidecarkit")
+    assert len(docs) == 500, "the second run's lines got new ids"
