@@ -24,6 +24,10 @@ def _counter(samples: dict[str, float], name: str) -> float:
     return sum(v for k, v in samples.items() if k.split("{", 1)[0] == name)
 
 
+def _shipped(agent: AgentProcess) -> float:
+    return _counter(agent.metrics(), "sidecarkit_logs_events_shipped_total")
+
+
 def test_a_file_created_and_rotated_away_during_an_outage_is_still_read(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -167,12 +171,7 @@ def test_elasticsearch_ids_stay_the_same_when_a_file_is_read_again_from_its_star
             )
             try:
                 agent.wait_ready()
-                shipped = wait_for(
-                    lambda: (
-                        _counter(agent.metrics(), "sidecarkit_logs_events_shipped_total") >= 500
-                    ),
-                    30,
-                )
+                shipped = wait_for(lambda a=agent: _shipped(a) >= 500, 30)  # type: ignore[misc]
             finally:
                 assert agent.stop() == 0
             assert shipped, f"run {run}: the agent did not ship the file"
