@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ class AgentProcess:
         log: IO[bytes],
         *extra: str,
         sink: str | None = None,
+        open_files: int | None = None,
         **env: str,
     ) -> None:
         self.port = free_port()
@@ -51,10 +53,23 @@ class AgentProcess:
         ]
         self.log = log
         self.env = dict(os.environ, **env)
+        self.open_files = open_files
         self.proc = self._spawn()
 
+    def _limit(self) -> None:
+        """In the child: the open-files limit a container might have."""
+        if self.open_files is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
+
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log, env=self.env)
+        return subprocess.Popen(
+            self.args,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env=self.env,
+            preexec_fn=self._limit if self.open_files is not None else None,
+        )
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -96,10 +111,12 @@ class AgentProcess:
         return self.proc.returncode
 
 
-def numbered(first: int, count: int) -> bytes:
-    """Lines ``seq=NNNNNNN`` for ``first`` .. ``first + count - 1``, as ``writer.py`` writes."""
+def numbered(first: int, count: int, pad: int = 0) -> bytes:
+    """Lines ``seq=NNNNNNN`` for ``first`` .. ``first + count - 1``, as ``writer.py`` writes,
+    each made ``pad`` bytes longer."""
+    tail = "x" * pad
     return "".join(
-        f"seq={n:07d} level=info a numbered line\n" for n in range(first, count + first)
+        f"seq={n:07d} level=info a numbered line{tail}\n" for n in range(first, first + count)
     ).encode()
 
 

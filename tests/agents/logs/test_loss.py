@@ -8,8 +8,12 @@ agent's loss counters and log.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+from aiohttp import web
 
 from tests.agents.logs.agentproc import AgentProcess, numbered, wait_for
 from tests.agents.logs.sequences import SequenceReceiver
@@ -177,3 +181,100 @@ def test_elasticsearch_ids_stay_the_same_when_a_file_is_read_again_from_its_star
             assert shipped, f"run {run}: the agent did not ship the file"
         docs = es.docs("logs-sidecarkit")
     assert len(docs) == 500, "the second run's lines got new ids"
+
+
+class _TimedReceiver(SequenceReceiver):
+    """Notes when each line from ``slow_from`` on first arrived."""
+
+    def __init__(self, total: int, every: int, slow_from: int) -> None:
+        super().__init__(total, every)
+        self.slow_from = slow_from
+        self.arrived: dict[int, float] = {}
+
+    async def _ingest(self, request: web.Request, body: bytes) -> web.Response:
+        now = time.monotonic()
+        marker = b'"message":"seq='
+        for line in body.split(b"\n"):
+            at = line.find(marker)
+            if at >= 0:
+                n = int(line[at + len(marker) : at + len(marker) + 7])
+                if n >= self.slow_from:
+                    with self.lock:
+                        self.arrived.setdefault(n, now)
+        return await super()._ingest(request, body)
+
+
+def test_a_slow_files_lines_are_not_held_back_by_a_file_written_at_full_speed(
+    tmp_path: Path,
+) -> None:
+    fast_total, slow_total = 600_000, 40
+    (tmp_path / "logs" / "fast").mkdir(parents=True)
+    (tmp_path / "logs" / "slow").mkdir()
+    receiver = _TimedReceiver(fast_total + slow_total, fast_total, fast_total)
+    with receiver, (tmp_path / "agent.log").open("ab") as log:
+        agent = AgentProcess(
+            str(tmp_path / "logs" / "*" / "app.log"), receiver.url, tmp_path / "state", log
+        )
+        written: dict[int, float] = {}
+        writer = None
+        try:
+            agent.wait_ready()
+            writer = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("writer.py")),
+                    str(tmp_path / "logs" / "fast"),
+                    str(fast_total),
+                    str(fast_total),
+                    "1e9",  # as fast as it can
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)  # the fast file is followed first
+            with (tmp_path / "logs" / "slow" / "app.log").open("ab", buffering=0) as slow:
+                for n in range(fast_total, fast_total + slow_total):
+                    written[n] = time.monotonic()
+                    slow.write(numbered(n, 1, pad=400))
+                    time.sleep(0.1)
+            backlog = fast_total - receiver.unique
+            wait_for(lambda: receiver.unique >= fast_total + slow_total, 120)
+        finally:
+            if writer is not None:
+                writer.kill()
+                writer.wait()
+            assert agent.stop() == 0
+    delays = sorted(receiver.arrived.get(n, float("inf")) - t for n, t in written.items())
+    print(
+        f"slow lines: median {delays[len(delays) // 2]:.2f} s, worst {delays[-1]:.2f} s, "
+        f"while {backlog} fast lines were still to ship"
+    )
+    assert backlog > 0, "the fast file was still being shipped while the slow one was written"
+    # 1 s on an idle machine (bench/logs.py); generous here, for a loaded CI box.
+    assert delays[-1] < 5.0, f"a slow line waited {delays[-1]:.1f} s"
+
+
+def test_more_files_than_the_open_files_limit_are_all_read(tmp_path: Path) -> None:
+    """A container's usual soft limit is 1,024 descriptors; here 256 and 600 files."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    files, per_file = 600, 3
+    for i in range(files):
+        (logs / f"app-{i:04d}.log").write_bytes(numbered(i * per_file, per_file))
+    total = files * per_file
+    with SequenceReceiver(total, per_file) as receiver, (tmp_path / "agent.log").open("ab") as log:
+        agent = AgentProcess(
+            str(logs / "*.log"), receiver.url, tmp_path / "state", log, open_files=256
+        )
+        try:
+            wait_for(lambda: receiver.unique >= total, 60)
+            with (logs / "app-0000.log").open("ab") as first:  # closed while idle by now
+                first.write(numbered(0, 1))
+            wait_for(lambda: receiver.received > total, 20)
+            samples = agent.metrics()
+        finally:
+            assert agent.stop() == 0
+    missing = _missing(receiver, range(total))
+    assert not missing, f"{len(missing)} lines never arrived, first {missing[:3]}"
+    assert receiver.received == total + 1, "a file closed while idle is read on when it grows"
+    assert _counter(samples, "sidecarkit_logs_files_unreadable") == 0
+    assert _counter(samples, "sidecarkit_logs_files") <= 256

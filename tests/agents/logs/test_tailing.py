@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -299,3 +301,42 @@ def test_a_copy_the_glob_does_not_match_is_read_up_to_where_the_file_was_truncat
     assert t.truncations == 1
     assert t.lost_bytes == 0
     assert [f.path for f in t.files.values()] == [str(log)], "the copy is let go once read"
+
+
+def test_files_take_turns_so_a_busy_file_cannot_starve_a_quiet_one(tmp_path: Path) -> None:
+    busy, quiet = tmp_path / "a-busy.log", tmp_path / "b-quiet.log"
+    line = b"x" * 63 + b"\n"
+    busy.write_bytes(line * 100_000)  # 6.4 MB behind
+    quiet.write_bytes(b"")
+    t = tailing.Tailer(str(tmp_path / "*.log"))
+    t.poll(0)  # both followed, the busy one first
+    with quiet.open("ab") as f:
+        f.write(b"quiet line\n")
+    got: list[str] = []
+    for _ in range(3):  # each poll as the shipper makes it: a budget of whole lines
+        got += [s for s in _lines(t.poll(65536)) if s != "x" * 63]
+    assert got == ["quiet line"]
+
+
+def test_too_many_open_files_is_reported_per_file_not_swallowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in range(40):
+        (tmp_path / f"app-{i:02d}.log").write_text(f"line {i}\n")
+    t = tailing.Tailer(str(tmp_path / "*.log"), max_open=1000)  # a cap set above the limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 10, hard))
+    try:
+        lines = _lines(t.poll())
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert 0 < len(lines) < 40
+    assert len(t.unreadable) == 40 - len(t.files)
+    assert set(t.unreadable.values()) == {os.strerror(errno.EMFILE)}
+    assert "Too many open files" in caplog.text
+    assert "app-39.log" in caplog.text
+    lines += _lines(t.poll())  # with descriptors to spare again, the rest is read
+    assert sorted(lines) == sorted(f"line {i}" for i in range(40))
+    assert t.unreadable == {}
+    t.close()
