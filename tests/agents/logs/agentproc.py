@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -56,20 +55,11 @@ class AgentProcess:
         self.open_files = open_files
         self.proc = self._spawn()
 
-    def _limit(self) -> None:
-        """In the child: the open-files limit a container might have."""
-        if self.open_files is not None:
-            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
-
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            self.args,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            env=self.env,
-            preexec_fn=self._limit if self.open_files is not None else None,
-        )
+        args = self.args
+        if self.open_files is not None:  # the open-files soft limit a container might have
+            args = ["sh", "-c", f'ulimit -Sn {self.open_files} && exec "$@"', "sh", *args]
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, env=self.env)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
