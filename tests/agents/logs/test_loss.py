@@ -278,3 +278,38 @@ def test_more_files_than_the_open_files_limit_are_all_read(tmp_path: Path) -> No
     assert receiver.received == total + 1, "a file closed while idle is read on when it grows"
     assert _counter(samples, "sidecarkit_logs_files_unreadable") == 0
     assert _counter(samples, "sidecarkit_logs_files") <= 256
+
+
+def test_copytruncate_with_a_glob_naming_only_the_live_file_loses_nothing(tmp_path: Path) -> None:
+    """The writer copies, then truncates, writing nothing in between: nothing is lost for
+    anyone who reads the copy, and the agent reads what it had not read yet from there."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    total, every = 100_000, 10_000
+    with SequenceReceiver(total, every) as receiver, (tmp_path / "agent.log").open("ab") as log:
+        agent = AgentProcess(str(logs / "app.log"), receiver.url, tmp_path / "state", log)
+        try:
+            agent.wait_ready()
+            writer = subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("writer.py")),
+                    str(logs),
+                    str(total),
+                    str(every),
+                    "20000",
+                    "copytruncate",
+                ],
+                stdout=subprocess.DEVNULL,
+                timeout=120,
+                check=True,
+            )
+            assert writer.returncode == 0
+            wait_for(lambda: receiver.unique >= total, 60)
+            samples = agent.metrics()
+        finally:
+            assert agent.stop() == 0
+    missing = _missing(receiver, range(total))
+    assert not missing, f"{len(missing)} lines never arrived, first {missing[:3]}"
+    assert _counter(samples, "sidecarkit_logs_truncations") == total // every - 1
+    assert _counter(samples, "sidecarkit_logs_lost_bytes_total") == 0

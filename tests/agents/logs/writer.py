@@ -1,9 +1,10 @@
 """A log-writing app for the chaos test: numbered lines, rotated every N lines.
 
-Usage: ``python writer.py DIR TOTAL ROTATE_EVERY RATE``. Writes ``seq=NNNNNNN ...`` lines to
+Usage: ``python writer.py DIR TOTAL ROTATE_EVERY RATE [MODE]``. Writes ``seq=NNNNNNN ...`` lines to
 ``DIR/app.log`` at about RATE lines per second, and every ROTATE_EVERY lines rotates the file,
 alternating the two ways logrotate does it: rename (``app.log`` -> ``app.log.K``, then a new
-``app.log``) and copytruncate (copy to ``app.log.K``, then truncate ``app.log`` in place).
+``app.log``) and copytruncate (copy to ``app.log.K``, then truncate ``app.log`` in place); MODE
+``rename`` or ``copytruncate`` makes every rotation that one.
 Prints ``done`` when every line is written.
 """
 
@@ -18,6 +19,7 @@ import time
 
 def main() -> None:
     folder, total, every, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    mode = sys.argv[5] if len(sys.argv) > 5 else "alternate"
     path = os.path.join(folder, "app.log")
     rng = random.Random(7)
     words = ["GET", "POST", "/api/orders", "/healthz", "user=42", "status=200", "dur_ms=17"]
@@ -36,7 +38,7 @@ def main() -> None:
         if seq % every == 0 and seq < total:
             rotations += 1
             rotated = f"{path}.{rotations}"
-            if rotations % 2:
+            if mode == "rename" or (mode == "alternate" and rotations % 2):
                 os.close(fd)
                 os.rename(path, rotated)
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

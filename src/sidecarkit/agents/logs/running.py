@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sidecarkit import metering
-from sidecarkit.agents.logs import admin, offsets, parsing, shipping, sinks, tailing
+from sidecarkit.agents.logs import admin, offsets, parsing, shipping, sinks, tailing, watching
 from sidecarkit.agents.logs.settings import Settings, pod_labels
 
 __all__ = ["Agent"]
@@ -77,6 +77,7 @@ class Agent:
             store=store,
             tuning=settings.tuning,
             metrics=self.metrics,
+            watcher=watching.Watcher(watching.directories(s.paths for s in settings.sources)),
         )
         m = self.metrics
         self.m_lag = m.add(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecarkit import metering
-from sidecarkit.agents.logs import offsets, records, tailing
+from sidecarkit.agents.logs import offsets, records, tailing, watching
 
 __all__ = ["Shipper", "Source", "Tuning"]
 
@@ -115,8 +115,12 @@ class Shipper:
         store: offsets.OffsetStore | None = None,
         tuning: Tuning | None = None,
         metrics: metering.Registry | None = None,
+        watcher: watching.Watcher | None = None,
     ) -> None:
         self.sources = sources
+        self.watcher = watcher
+        self.wake = asyncio.Event()
+        """Set by inotify when a watched directory changed: look at the files now."""
         self.labels = labels
         self.store = store
         self.tuning = tuning or Tuning()
@@ -442,8 +446,24 @@ class Shipper:
 
     async def run(self, stopping: asyncio.Event, done: Callable[[], bool] | None = None) -> None:
         """Ship until ``stopping`` is set (or ``done()`` says the app is gone)."""
+        watcher = self.watcher
+        loop = asyncio.get_running_loop()
+        if watcher is not None and watcher.fd is not None:
+            loop.add_reader(watcher.fd, self._woken)
+        try:
+            await self._run(stopping, done)
+        finally:
+            if watcher is not None and watcher.fd is not None:
+                loop.remove_reader(watcher.fd)
+
+    def _woken(self) -> None:
+        if self.watcher is not None and self.watcher.take():
+            self.wake.set()
+
+    async def _run(self, stopping: asyncio.Event, done: Callable[[], bool] | None) -> None:
         tuning = self.tuning
         while not stopping.is_set():
+            self.wake.clear()
             read = self.read()
             now = time.monotonic()
             if self.due(now) or (not read and self.local):
@@ -452,7 +472,8 @@ class Shipper:
             if done is not None and done():
                 log.info("every app container is done; shipping the rest and exiting")
                 break
-            if read and self.inflight + self._size < tuning.max_inflight:
+            room = self.inflight + self._size < tuning.max_inflight
+            if read and room:
                 await asyncio.sleep(0)
                 continue
             self.progress.clear()
@@ -463,11 +484,15 @@ class Shipper:
                 asyncio.ensure_future(stopping.wait()),
                 asyncio.ensure_future(self.progress.wait()),
             ]
+            if room:  # a file changed: read it now rather than at the next poll
+                waiters.append(asyncio.ensure_future(self.wake.wait()))
             try:
                 await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+            if self.wake.is_set():
+                await asyncio.sleep(watching.COALESCE)
 
     async def drain(self, deadline: float) -> bool:
         """Read to the end of what was written, ship it, and wait for the sinks until
@@ -497,6 +522,8 @@ class Shipper:
             await lane.sink.close()
         if self.store is not None:
             self.store.close()
+        if self.watcher is not None:
+            self.watcher.close()
         for source in self.sources:
             source.tailer.close()
 

@@ -492,10 +492,12 @@ class Tailer:
     def _adopt_copy(self, original: dict[str, Any]) -> bool:
         """Find the copy of a truncated file next to it, if the glob will not, and read it from
         where the original had been read up to; False to leave it to discovery."""
-        if not original["unread"] or original["position"] <= 0:
+        if original["position"] <= 0:
             return False
+        # The file may have grown since the last look: any copy longer than what was read
+        # holds lines not read yet.
         path = copies.find_copy(
-            original["path"], original["head"], original["position"], set(self.files)
+            original["path"], original["head"], original["position"] + 1, set(self.files)
         )
         if path is None or path in globbing.glob(self.pattern):
             return False
