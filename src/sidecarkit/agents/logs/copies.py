@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from sidecarkit.agents.logs.files import digest
 
-__all__ = ["COPY_WINDOW", "Copies", "find_copy", "find_moved"]
+__all__ = ["COPY_WINDOW", "Copies", "find_copy", "find_moved", "newcomers"]
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
@@ -95,21 +95,27 @@ def _candidates(directory: str) -> Iterable[os.DirEntry[str]]:
         return
 
 
-def _starts_with(path: str, head: bytes) -> bool:
+def _fingerprint(path: str, length: int) -> str | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return False
+        return None
     try:
-        return os.pread(fd, len(head), 0) == head
+        return digest(os.pread(fd, length, 0))
+    except OSError:
+        return None
     finally:
         os.close(fd)
 
 
-def find_copy(path: str, head: bytes, min_size: int, followed: set[tuple[int, int]]) -> str | None:
-    """A file next to ``path``, not followed, at least ``min_size`` bytes, that starts with
-    ``head`` and was written in the last ``COPY_WINDOW`` seconds: the copy of ``path``."""
-    if not head:
+def find_copy(
+    path: str, fingerprint: str, length: int, min_size: int, exclude: set[tuple[int, int]]
+) -> str | None:
+    """A file next to ``path``, not in ``exclude``, at least ``min_size`` bytes, whose first
+    ``length`` bytes have ``fingerprint`` and that was written in the last ``COPY_WINDOW``
+    seconds (or, with ``min_size`` known from before a restart, at any time): the copy of
+    ``path`` that ``copytruncate`` made."""
+    if not length:
         return None
     now = time.time()
     best: tuple[float, str] | None = None
@@ -120,13 +126,15 @@ def find_copy(path: str, head: bytes, min_size: int, followed: set[tuple[int, in
             continue
         if (
             not stats.S_ISREG(st.st_mode)
-            or (st.st_dev, st.st_ino) in followed
+            or (st.st_dev, st.st_ino) in exclude
             or st.st_size < min_size
-            or now - st.st_mtime > COPY_WINDOW
+            or (best is not None and st.st_mtime <= best[0])
         ):
             continue
-        if _starts_with(entry.path, head) and (best is None or st.st_mtime > best[0]):
+        if _fingerprint(entry.path, length) == fingerprint:
             best = (st.st_mtime, entry.path)
+    if best is not None and now - best[0] > COPY_WINDOW:
+        log.info("%s: the newest copy found, %s, is older than %.0f s", path, best[1], COPY_WINDOW)
     return best[1] if best is not None else None
 
 
@@ -147,3 +155,21 @@ def find_moved(saved: dict[str, Any]) -> str | None:
         if st.st_dev == dev and stats.S_ISREG(st.st_mode):
             return entry.path
     return None
+
+
+def newcomers(directory: str, since: float, exclude: set[tuple[int, int]]) -> list[str]:
+    """Regular files in ``directory``, not in ``exclude``, modified after ``since`` (wall
+    clock), oldest first."""
+    found = []
+    for entry in _candidates(directory):
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        if (
+            stats.S_ISREG(st.st_mode)
+            and st.st_mtime > since
+            and (st.st_dev, st.st_ino) not in exclude
+        ):
+            found.append((st.st_mtime, entry.path))
+    return [path for _, path in sorted(found)]

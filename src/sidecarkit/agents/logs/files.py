@@ -63,6 +63,9 @@ class TailedFile:
     ``rotate_wait``, read to its end and committed; then forgotten."""
     quiet_since: float = 0.0
     """Monotonic time the file was last seen growing (or was found gone)."""
+    waiting: float = 0.0
+    """While not 0: held open, not read, until this monotonic time, as a possible copy that
+    ``copytruncate`` is making of another followed file."""
     origin: str | None = None
     """Digest of the first line (at most ``FINGERPRINT_BYTES``), once that line is complete."""
 

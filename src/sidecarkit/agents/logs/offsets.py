@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ class OffsetStore:
         self._fd: int | None = None
         self._slot = 0
         self._seq = 0
+        self.saved_at = 0.0
+        """Wall-clock time the loaded offsets were saved (0 when unknown)."""
 
     def load(self) -> dict[str, list[dict[str, Any]]]:
         try:
@@ -65,6 +68,8 @@ class OffsetStore:
                 log.warning("offsets in %s unreadable; reading from the start", self.path)
             return {}
         self._seq = best[0]
+        if isinstance(best[1], dict) and isinstance(best[1].get("time"), int | float):
+            self.saved_at = float(best[1]["time"])
         sources = best[1].get("sources") if isinstance(best[1], dict) else None
         if not isinstance(sources, dict):
             return {}
@@ -75,7 +80,10 @@ class OffsetStore:
 
     @staticmethod
     def encode(sources: dict[str, list[dict[str, Any]]]) -> str:
-        return json.dumps({"version": 1, "sources": sources}, separators=(",", ":"))
+        return json.dumps(
+            {"version": 1, "time": round(time.time(), 3), "sources": sources},
+            separators=(",", ":"),
+        )
 
     def write(self, body: str, *, sync: bool = True) -> None:
         """Save ``body``. Without ``sync`` it survives the agent being killed (the kernel has

@@ -143,8 +143,10 @@ class Shipper:
         self._dirty = False
         self._unsynced = False
         self._turn = 0
-        self._seen = 0
-        """Growth of the files at the last save: saved sizes tell a restart what was lost."""
+        self._changes = self._grown = 0
+        """The tailers' ``changes`` and ``grown`` at the last save: files that appeared or left
+        the glob are saved at once, growth every ``checkpoint_interval``, even while nothing is
+        delivered, so a restart finishes them."""
         self.progress = asyncio.Event()
         self.metrics = metrics or metering.Registry()
         m = self.metrics
@@ -353,8 +355,9 @@ class Shipper:
             return
         now = time.monotonic()
         sync = force or now - self._saved_at >= self.tuning.checkpoint_interval
-        seen = sum(s.tailer.bytes_seen for s in self.sources)
-        if sync and seen != self._seen:
+        changes = sum(s.tailer.changes for s in self.sources)
+        grown = sum(s.tailer.grown for s in self.sources)
+        if changes != self._changes or (sync and grown != self._grown):
             self._dirty = True
         if not self._dirty and not (sync and self._unsynced) and not force:
             return
@@ -365,7 +368,7 @@ class Shipper:
             return
         if sync:
             self._saved_at = now
-        self._seen = seen
+        self._changes, self._grown = changes, grown
         self._unsynced = not sync
         self._dirty = False
 
@@ -374,7 +377,7 @@ class Shipper:
             return
         saved = self.store.load()
         for source in self.sources:
-            source.tailer.restore(saved.get(source.name, []))
+            source.tailer.restore(saved.get(source.name, []), self.store.saved_at)
 
     def start(self) -> None:
         for lane in self.lanes:

@@ -69,6 +69,15 @@ IDLE: Final = 1.0
 """Seconds a file must have been quiet before it is closed to make room for another."""
 
 
+def _rotated_name(path: str, original: str) -> bool:
+    """``path`` is named as logrotate names copies of ``original`` (``app.log.1``,
+    ``app.log-20260101``, ``app-1.log``): same directory, same name up to its first dot."""
+    if os.path.dirname(path) != os.path.dirname(original):
+        return False
+    stem = os.path.basename(original).split(".", 1)[0]
+    return os.path.basename(path).startswith(stem)
+
+
 def _default_max_open() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
@@ -100,17 +109,23 @@ class Tailer:
     """Files the glob matches that could not be opened at the last look, with the reason."""
     bytes_read: int = 0
     lines_read: int = 0
-    bytes_seen: int = 0
-    """Growth of the files noticed: when it moves, the saved sizes are worth saving again."""
+    changes: int = 0
+    """Moves whenever a file is opened, renamed away, truncated or let go: worth saving at once
+    even if nothing was delivered, so a crash while a sink is down does not forget files that
+    left the glob meanwhile."""
+    grown: int = 0
+    """Bytes the files were seen to grow by: the saved sizes tell a restart what was lost."""
     cutter: LongLines = field(init=False)
     _saved: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     """Positions of files not open: restored at start, or closed while idle."""
     _finished: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     """Files read to their end and let go, still matched by the glob (rotated copies): they are
     not read again, and stay in the saved state so a restart does not read them again either."""
-    _deferred: dict[tuple[int, int], float] = field(default_factory=dict)
     _copies: copies.Copies = field(default_factory=copies.Copies)
-    _restored: bool = False
+    _restored: list[dict[str, Any]] | None = None
+    """Entries restored at start, until the first look has dealt with them."""
+    saved_at: float = 0.0
+    """Wall-clock time of the saved offsets restored (0: unknown)."""
     _turn: int = 0
 
     def __post_init__(self) -> None:
@@ -129,14 +144,16 @@ class Tailer:
 
     # --- state -------------------------------------------------------------------------------
 
-    def restore(self, entries: list[dict[str, Any]]) -> None:
-        """Resume from saved positions; applied when each file is next seen."""
+    def restore(self, entries: list[dict[str, Any]], saved_at: float = 0.0) -> None:
+        """Resume from saved positions (saved at ``saved_at``, wall clock); applied when each
+        file is next seen."""
         for entry in entries:
             try:
                 self._saved[(int(entry["dev"]), int(entry["inode"]))] = entry
             except (KeyError, TypeError, ValueError):
                 continue
-        self._restored = True
+        self._restored = list(entries)
+        self.saved_at = saved_at
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Committed positions, to be saved."""
@@ -166,14 +183,13 @@ class Tailer:
         else:
             if self._copies.sources:
                 self._resume_copy(f, st.st_size)
-            if not f.position and self._is_copy_in_progress(fd, st.st_size):
-                first = self._deferred.setdefault(f.identity, time.monotonic())
-                if time.monotonic() - first < COPY_WAIT:
-                    os.close(fd)
-                    return None
-                # No truncation came: a copy someone made on purpose; it is a file like any.
-            self._deferred.pop(f.identity, None)
+            if not f.position and self._is_copy_in_progress(f, st.st_size):
+                # Held open but not read until the original's truncation shows whether it is
+                # its copy; if none comes, a copy someone made on purpose: a file like any.
+                f.waiting = time.monotonic() + COPY_WAIT
         self.files[f.identity] = f
+        self.changes += 1
+        log.debug("following %s (inode %d) from offset %d", f.path, f.inode, f.position)
         return f
 
     def _unreadable(self, path: str, exc: OSError) -> None:
@@ -212,7 +228,6 @@ class Tailer:
     def _copy_source(f: TailedFile) -> dict[str, Any]:
         return {
             "path": f.path,
-            "head": f.head,
             "fingerprint": f.fingerprint,
             "fingerprint_len": f.fingerprint_len,
             "position": f.position,
@@ -239,18 +254,34 @@ class Tailer:
                 original["unread"],
             )
 
-    def _is_copy_in_progress(self, fd: int, size: int) -> bool:
+    def _is_copy_in_progress(self, new: TailedFile, size: int) -> bool:
         """A new file that starts like a file being followed (or is still too short to tell,
         empty even: ``copytruncate`` may have just created it): a copy whose original may be
-        about to be truncated (``copytruncate`` copies first). Wait for the truncation."""
-        head = read_head(fd, size)
+        about to be truncated (``copytruncate`` copies first). Not so when a followed file had
+        its name: that one was renamed or deleted, and this is its successor."""
+        head = read_head(new.fd, size)
+        if any(f.path == new.path for f in self.files.values()):
+            return False
         for f in self.files.values():
-            if f.gone or not f.head:
+            if f.gone or f.waiting or not f.head or head != f.head[: len(head)]:
                 continue
-            common = min(len(head), len(f.head))
-            if head[:common] == f.head[:common]:
-                return True
+            if len(head) >= len(f.head) or _rotated_name(new.path, f.path):
+                return True  # as long as its head, or too short to tell but named like a copy
         return False
+
+    def _claim_waiting_copy(self) -> None:
+        """A truncation was just seen: a file held back as a possible copy may be its copy."""
+        for f in self.files.values():
+            if not f.waiting or not self._copies.sources:
+                continue
+            try:
+                size = os.fstat(f.fd).st_size
+            except OSError:
+                continue
+            left = len(self._copies.sources)
+            self._resume_copy(f, size)
+            if len(self._copies.sources) < left:
+                f.waiting = 0.0
 
     def _resume(self, f: TailedFile, saved: dict[str, Any], size: int) -> None:
         try:
@@ -272,20 +303,22 @@ class Tailer:
         f.generation = generation + 1
         if offset > size or len(head) < length:
             self.truncations += 1
-        self._remember(
-            {
-                "path": saved.get("path"),
-                "fingerprint": str(saved.get("fingerprint")),
-                "fingerprint_len": length,
-                "position": offset,
-                "line": line,
-                "committed": offset,
-                "committed_line": line,
-                "identity": None,
-                "unread": 0,  # unknown: the agent was not running when it happened
-            }
-        )
+        known = int(saved.get("size", offset))
+        original = {
+            "path": f.path,
+            "fingerprint": str(saved.get("fingerprint")),
+            "fingerprint_len": length,
+            "position": offset,
+            "line": line,
+            "committed": offset,
+            "committed_line": line,
+            "identity": None,
+            "unread": max(0, known - offset),
+            "size": known,
+        }
         log.info("%s changed while the agent was away; reading it from the start", f.path)
+        if not self._adopt_copy(original, (f.identity,)):
+            self._remember(original)  # a copy the glob matches may still turn up
 
     # --- discovery ---------------------------------------------------------------------------
 
@@ -330,15 +363,36 @@ class Tailer:
         missing = [
             entry
             for identity, entry in self._saved.items()
-            if identity not in seen and (self._restored or entry.get("idle"))
+            if identity not in seen and (self._restored is not None or entry.get("idle"))
         ]
-        self._restored = False
         if missing:
             self._follow_moved(missing)
+        if self._restored is not None:
+            self._follow_newcomers(self._restored, seen)
+            self._restored = None
         for identity in [i for i in self._finished if i not in seen]:
             del self._finished[identity]
-        for identity in [i for i in self._deferred if i not in seen]:
-            del self._deferred[identity]
+
+    def _follow_newcomers(self, entries: list[dict[str, Any]], seen: set[tuple[int, int]]) -> None:
+        """Files that appeared next to a followed file while the agent was down, named as its
+        rotations are (``app.log.3``), written to after the offsets were saved, and out of the
+        glob's reach: created and rotated away while the agent was down. Read from the start."""
+        if not self.saved_at:
+            return
+        originals: dict[str, list[str]] = {}
+        for entry in entries:
+            path = str(entry.get("path", ""))
+            originals.setdefault(os.path.dirname(path), []).append(path)
+        for directory, paths in originals.items():
+            for path in copies.newcomers(directory, self.saved_at, {*seen, *self.files}):
+                if not any(_rotated_name(path, original) for original in paths):
+                    continue
+                f = self._open(path, {})
+                if f is not None:
+                    f.gone = True
+                    log.info(
+                        "%s appeared while the agent was down; reading it from the start", path
+                    )
 
     def _close_idle(self) -> bool:
         """Close one file with nothing left to read or confirm, to free its descriptor."""
@@ -368,6 +422,13 @@ class Tailer:
             identity = (int(entry["dev"]), int(entry["inode"]))
             self._saved.pop(identity, None)
             path = copies.find_moved(entry)
+            if path is not None and entry.get("done"):
+                try:
+                    grew = os.stat(path).st_size > int(entry.get("offset", 0))
+                except (OSError, ValueError):
+                    grew = False
+                if not grew:
+                    continue  # read and delivered to its end, and still as it was
             if path is not None:
                 f = self._open(path, entry)
                 if f is not None:
@@ -405,7 +466,8 @@ class Tailer:
             self._lose(original)
         chunks: list[Chunk] = []
         left = self.read_size * max(1, len(self.files)) if budget is None else budget
-        order = list(self.files.values())
+        now = time.monotonic()
+        order = [f for f in self.files.values() if not f.waiting or self._wait_over(f, now)]
         if len(order) > 1:
             self._turn = (self._turn + 1) % len(order)
             order = order[self._turn :] + order[: self._turn]
@@ -431,6 +493,19 @@ class Tailer:
                     chunks.append(last)
         return chunks
 
+    def _wait_over(self, f: TailedFile, now: float) -> bool:
+        """A file held back as a possible copy is read once ``COPY_WAIT`` is over or it left
+        its name (then it was no copy in progress)."""
+        if now < f.waiting:
+            try:
+                st = os.stat(f.path)
+                if (st.st_dev, st.st_ino) == f.identity:
+                    return False
+            except OSError:
+                pass
+        f.waiting = 0.0
+        return True
+
     def _read(self, f: TailedFile, limit: int, *, final: bool) -> Chunk | None:
         try:
             size = os.fstat(f.fd).st_size
@@ -439,7 +514,7 @@ class Tailer:
         if size < f.position:
             self._check_truncated(f)
         elif size != f.size_seen:
-            self.bytes_seen += max(0, size - f.size_seen)
+            self.grown += max(0, size - f.size_seen)
             f.size_seen = size
             f.quiet_since = time.monotonic()
         if f.fingerprint_len < FINGERPRINT_BYTES and size > f.fingerprint_len:
@@ -465,18 +540,21 @@ class Tailer:
         return self._emit(f, data, final=final and start + len(data) >= size)
 
     def _check_truncated(self, f: TailedFile) -> None:
-        """``copytruncate``: the file got shorter than what was read, or no longer starts as it
-        did (truncated, then written past where reading had got to before this look); read it
-        again from 0, and what was not read yet from the copy."""
+        """``copytruncate``: the file got shorter than it was seen to be, or no longer starts as
+        it did (truncated, then written past where reading had got to before this look); read
+        it again from 0, and what was not read yet from the copy."""
         try:
             size = os.fstat(f.fd).st_size
-            if size >= f.position and (
-                not f.position or not f.head or os.pread(f.fd, len(f.head), 0) == f.head
+            if (
+                size >= f.position
+                and size >= f.size_seen
+                and (not f.head or os.pread(f.fd, len(f.head), 0) == f.head)
             ):
                 return
         except OSError:
             return
         self.truncations += 1
+        self.changes += 1
         original = self._copy_source(f)
         f.generation += 1
         f.origin = None
@@ -488,16 +566,23 @@ class Tailer:
         log.warning("%s was truncated; reading it again from the start", f.path)
         if not self._adopt_copy(original):
             self._remember(original)
+            self._claim_waiting_copy()
 
-    def _adopt_copy(self, original: dict[str, Any]) -> bool:
+    def _adopt_copy(
+        self, original: dict[str, Any], exclude: tuple[tuple[int, int], ...] = ()
+    ) -> bool:
         """Find the copy of a truncated file next to it, if the glob will not, and read it from
         where the original had been read up to; False to leave it to discovery."""
-        if original["position"] <= 0:
+        if not original["fingerprint_len"]:
             return False
         # The file may have grown since the last look: any copy longer than what was read
         # holds lines not read yet.
         path = copies.find_copy(
-            original["path"], original["head"], original["position"] + 1, set(self.files)
+            original["path"],
+            original["fingerprint"],
+            original["fingerprint_len"],
+            original["position"] + 1,
+            {*self.files, *exclude},
         )
         if path is None or path in globbing.glob(self.pattern):
             return False
@@ -567,25 +652,49 @@ class Tailer:
                 return None
             f.gone = True
             f.quiet_since = time.monotonic()
+            self.changes += 1
             log.info("%s was renamed or deleted; reading on through its descriptor", f.path)
-        if not final and time.monotonic() - f.quiet_since < self.rotate_wait:
+        if not self._quiet(f) and not final:
             return None
+        if f.position + len(f.partial) < f.size_seen:
+            return None  # written to since the last read: read on first
         chunk = self._emit(f, b"", final=True) if f.partial or f.skipping else None
         f.skipping = False
         self._forget_if_done(f)
         return chunk
+
+    def _quiet(self, f: TailedFile) -> bool:
+        """``f`` did not grow for ``rotate_wait`` (looked at now: reading may have paused)."""
+        try:
+            size = os.fstat(f.fd).st_size
+        except OSError:
+            size = f.size_seen
+        if size != f.size_seen:
+            self.grown += max(0, size - f.size_seen)
+            f.size_seen = size
+            f.quiet_since = time.monotonic()
+        return time.monotonic() - f.quiet_since >= self.rotate_wait
 
     def _forget_if_done(self, f: TailedFile) -> None:
         if (
             f.gone
             and f.committed >= f.position
             and not f.partial
+            and self._quiet(f)
             and f.position >= f.size_seen
-            and time.monotonic() - f.quiet_since >= self.rotate_wait
         ):
             os.close(f.fd)
             self.files.pop(f.identity, None)
-            self._finished[f.identity] = {**f.entry(), "offset": f.position, "line": f.line}
+            self.changes += 1
+            log.debug(
+                "%s (inode %d) read to offset %d, delivered: let go", f.path, f.inode, f.position
+            )
+            self._finished[f.identity] = {
+                **f.entry(),
+                "offset": f.position,
+                "line": f.line,
+                "done": True,
+            }
 
     def commit(self, identity: tuple[int, int], generation: int, offset: int, line: int) -> None:
         """Everything in the file before ``offset`` (``line`` lines) was delivered."""
@@ -634,7 +743,7 @@ class StdinTailer(Tailer):
     def discover(self) -> None:
         return None
 
-    def restore(self, entries: list[dict[str, Any]]) -> None:
+    def restore(self, entries: list[dict[str, Any]], saved_at: float = 0.0) -> None:
         return None
 
     def snapshot(self) -> list[dict[str, Any]]:
