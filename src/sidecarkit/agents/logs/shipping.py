@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecarkit import metering
-from sidecarkit.agents.logs import offsets, records, tailing, watching
+from sidecarkit.agents.logs import meters, offsets, records, tailing, watching
 
 __all__ = ["Shipper", "Source", "Tuning"]
 
@@ -149,54 +149,7 @@ class Shipper:
         delivered, so a restart finishes them."""
         self.progress = asyncio.Event()
         self.metrics = metrics or metering.Registry()
-        m = self.metrics
-        self.m_read = m.add(
-            metering.Counter("sidecarkit_logs_lines_read_total", "Lines read.", ("source",))
-        )
-        self.m_bytes = m.add(
-            metering.Counter("sidecarkit_logs_bytes_read_total", "Bytes read.", ("source",))
-        )
-        self.m_shipped = m.add(
-            metering.Counter(
-                "sidecarkit_logs_events_shipped_total", "Events a sink confirmed.", ("sink",)
-            )
-        )
-        self.m_bytes_shipped = m.add(
-            metering.Counter(
-                "sidecarkit_logs_bytes_shipped_total",
-                "Bytes of input whose events a sink confirmed.",
-                ("sink",),
-            )
-        )
-        self.m_retries = m.add(
-            metering.Counter(
-                "sidecarkit_logs_retries_total", "Requests sent again after a failure.", ("sink",)
-            )
-        )
-        self.m_errors = m.add(
-            metering.Counter(
-                "sidecarkit_logs_sink_errors_total",
-                "Failed requests, by sink and kind of failure.",
-                ("sink", "error"),
-            )
-        )
-        self.m_rejected = m.add(
-            metering.Counter(
-                "sidecarkit_logs_events_rejected_total",
-                "Events a sink refused for good (bad data), by reason.",
-                ("sink", "reason"),
-            )
-        )
-        self.m_dropped = m.add(
-            metering.Counter(
-                "sidecarkit_logs_events_dropped_total",
-                "Events given up: retries exhausted (max_retries), by sink.",
-                ("sink",),
-            )
-        )
-        self.m_inflight = m.add(
-            metering.Gauge("sidecarkit_logs_inflight_bytes", "Bytes read, not yet confirmed.")
-        )
+        self.meters = meters.Meters.add_to(self.metrics)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -222,7 +175,7 @@ class Shipper:
             read = source.tailer.bytes_read - before
             budget = max(0, budget - read)
             if read:
-                self.m_bytes.inc(source.name, amount=read)
+                self.meters.bytes.inc(source.name, amount=read)
         self._flush_parsers(now, force=final)
         return total
 
@@ -239,7 +192,7 @@ class Shipper:
                     source.tailer.counted(chunk, len(parts))
             elif chunk.lines < 0:
                 source.tailer.counted(chunk, chunk.data.count(b"\n"))
-            self.m_read.inc(source.name, amount=chunk.lines)
+            self.meters.read.inc(source.name, amount=chunk.lines)
             self._add(group, chunk.lines, len(chunk.data))
             self._marks.append(
                 (source, f.identity, chunk.generation, chunk.end, chunk.first + chunk.lines)
@@ -253,7 +206,7 @@ class Shipper:
         lines.pop()
         if chunk.lines < 0:
             source.tailer.counted(chunk, len(lines))
-        self.m_read.inc(source.name, amount=chunk.lines)
+        self.meters.read.inc(source.name, amount=chunk.lines)
         events = parser.feed(lines, chunk.first, now)
         if events:
             group = records.Group(f.path, f.key, events, wall, chunk.data if source.raw else None)
@@ -345,7 +298,7 @@ class Shipper:
                 source.tailer.commit(identity, generation, offset, line)
             self._dirty = True
         self.checkpoint()
-        self.m_inflight.set(self.inflight + self._size)
+        self.meters.inflight.set(self.inflight + self._size)
         self.progress.set()
 
     def checkpoint(self, *, force: bool = False) -> None:
@@ -407,29 +360,29 @@ class Shipper:
             except Exception as exc:  # whatever it is, the batch is kept
                 outcome = records.Outcome(retry=current)
                 if _transient(exc):
-                    self.m_errors.inc(sink.name, type(exc).__name__)
+                    self.meters.errors.inc(sink.name, type(exc).__name__)
                     if attempt == 0:
                         log.warning("sink %s: %s; retrying", sink.name, exc or type(exc).__name__)
                 else:
                     # A bug must not lose lines: the batch is retried like any failure.
-                    self.m_errors.inc(sink.name, "internal")
+                    self.meters.errors.inc(sink.name, "internal")
                     log.exception("sink %s failed unexpectedly; retrying", sink.name)
             retry = outcome.retry
             settled = current.events - (retry.events if retry is not None else 0)
             if outcome.rejected:
                 for reason, count in (outcome.reasons or {"rejected": outcome.rejected}).items():
-                    self.m_rejected.inc(sink.name, reason, amount=count)
+                    self.meters.rejected.inc(sink.name, reason, amount=count)
                 log.warning(
                     "sink %s refused %d events: %s", sink.name, outcome.rejected, outcome.reasons
                 )
             if settled - outcome.rejected > 0:
-                self.m_shipped.inc(sink.name, amount=settled - outcome.rejected)
+                self.meters.shipped.inc(sink.name, amount=settled - outcome.rejected)
             if retry is None:
-                self.m_bytes_shipped.inc(sink.name, amount=batch.size)
+                self.meters.bytes_shipped.inc(sink.name, amount=batch.size)
                 return
             attempt += 1
             if self.tuning.max_retries is not None and attempt > self.tuning.max_retries:
-                self.m_dropped.inc(sink.name, amount=retry.events)
+                self.meters.dropped.inc(sink.name, amount=retry.events)
                 log.error(
                     "sink %s: giving up on %d events after %d retries (max_retries)",
                     sink.name,
@@ -437,7 +390,7 @@ class Shipper:
                     attempt - 1,
                 )
                 return
-            self.m_retries.inc(sink.name)
+            self.meters.retries.inc(sink.name)
             delay = min(self.tuning.retry_max, self.tuning.retry_initial * 2 ** (attempt - 1))
             delay = delay / 2 + random.uniform(0, delay / 2)
             if outcome.retry_after is not None:
