@@ -32,3 +32,23 @@ def test_offsets_survive_a_torn_write_and_grow_as_needed(tmp_path: Path) -> None
     assert len(offsets.OffsetStore(path).load()["app"]) == 200
     path.write_text('{"version":1,"sources":{"app":[{"offset":7}]}}')
     assert offsets.OffsetStore(path).load()["app"][0]["offset"] == 7, "plain JSON still reads"
+
+
+def test_the_offsets_of_thousands_of_files_stay_about_twice_their_size(tmp_path: Path) -> None:
+    store = offsets.OffsetStore(tmp_path / "offsets.json")
+    entries = [
+        {
+            "path": f"/var/log/app/app-{i:05d}.log",
+            "dev": 2049,
+            "inode": 1_000_000 + i,
+            "fingerprint": f"{i:032x}",
+            "offset": 12_345 + i,
+            "line": 120 + i,
+        }
+        for i in range(10_000)
+    ]
+    store.save({"app": entries})
+    body = len(offsets.OffsetStore.encode({"app": entries}))
+    size = (tmp_path / "offsets.json").stat().st_size
+    assert size <= 2 * (body * 5 // 4 + 4096), f"{size} bytes for {body} bytes of offsets"
+    assert offsets.OffsetStore(tmp_path / "offsets.json").load()["app"] == entries

@@ -86,18 +86,23 @@ class TailedFile:
         return (self.dev, self.inode)
 
     def entry(self) -> dict[str, Any]:
-        """Committed position, to be saved; ``size`` is what was known to be written."""
-        return {
+        """Committed position, to be saved; ``size`` is what was known to be written. Values
+        that are the usual ones are left out, so that thousands of files save small."""
+        out: dict[str, Any] = {
             "path": self.path,
             "dev": self.dev,
             "inode": self.inode,
             "fingerprint": self.fingerprint,
-            "fingerprint_len": self.fingerprint_len,
-            "generation": self.generation,
             "offset": self.committed,
             "line": self.committed_line,
-            "size": max(self.size_seen, self.committed),
         }
+        if self.fingerprint_len != FINGERPRINT_BYTES:
+            out["fingerprint_len"] = self.fingerprint_len
+        if self.generation:
+            out["generation"] = self.generation
+        if self.size_seen > self.committed:
+            out["size"] = self.size_seen
+        return out
 
 
 def read_head(fd: int, size: int) -> bytes:

@@ -15,10 +15,17 @@ import logging
 import os
 import stat as stats
 import time
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sidecarkit.agents.logs import copies
-from sidecarkit.agents.logs.files import TailedFile, digest, read_head, take_fingerprint
+from sidecarkit.agents.logs.files import (
+    FINGERPRINT_BYTES,
+    TailedFile,
+    digest,
+    read_head,
+    take_fingerprint,
+)
 
 __all__ = ["Finding"]
 
@@ -37,6 +44,29 @@ def _rotated_name(path: str, original: str) -> bool:
     return os.path.basename(path).startswith(stem)
 
 
+_KEY: Final = 16
+"""Bytes of a file's start that index it among the followed files."""
+
+
+@dataclass(slots=True)
+class _Heads:
+    paths: set[str] = field(default_factory=set)
+    all: list[TailedFile] = field(default_factory=list)
+    by_start: dict[bytes, list[TailedFile]] = field(default_factory=dict)
+    short: list[TailedFile] = field(default_factory=list)
+    """Followed files shorter than ``_KEY`` bytes so far."""
+
+    def add(self, f: TailedFile) -> None:
+        self.paths.add(f.path)
+        if f.gone or f.waiting or not f.head:
+            return
+        self.all.append(f)
+        if len(f.head) >= _KEY:
+            self.by_start.setdefault(f.head[:_KEY], []).append(f)
+        else:
+            self.short.append(f)
+
+
 class Finding:
     """Discovery, moved files and copies, over the fields ``tailing.Tailer`` declares."""
 
@@ -52,6 +82,7 @@ class Finding:
     _finished: dict[tuple[int, int], dict[str, Any]]
     _copies: copies.Copies
     _restored: list[dict[str, Any]] | None
+    _head_index: _Heads | None
 
     def _open(self, path: str, saved: dict[str, Any] | None = None) -> TailedFile | None:
         raise NotImplementedError
@@ -124,14 +155,29 @@ class Finding:
         about to be truncated (``copytruncate`` copies first). Not so when a followed file had
         its name: that one was renamed or deleted, and this is its successor."""
         head = read_head(new.fd, size)
-        if any(f.path == new.path for f in self.files.values()):
+        index = self._heads()
+        if new.path in index.paths:
             return False
-        for f in self.files.values():
-            if f.gone or f.waiting or not f.head or head != f.head[: len(head)]:
+        if len(head) >= _KEY:
+            # Only files that start with the same bytes can be its original: look them up.
+            candidates = [*index.by_start.get(head[:_KEY], ()), *index.short]
+        else:
+            candidates = index.all
+        for f in candidates:
+            if f.gone or f.waiting or not f.head or head[: len(f.head)] != f.head[: len(head)]:
                 continue
             if len(head) >= len(f.head) or _rotated_name(new.path, f.path):
                 return True  # as long as its head, or too short to tell but named like a copy
         return False
+
+    def _heads(self) -> _Heads:
+        """The followed files by their first bytes, built once per look (``discover``)."""
+        if self._head_index is None:
+            index = _Heads()
+            for f in self.files.values():
+                index.add(f)
+            self._head_index = index
+        return self._head_index
 
     def _claim_waiting_copy(self) -> None:
         """A truncation was just seen: a file held back as a possible copy may be its copy."""
@@ -150,7 +196,7 @@ class Finding:
     def _resume(self, f: TailedFile, saved: dict[str, Any], size: int) -> None:
         try:
             offset, line = int(saved["offset"]), int(saved["line"])
-            length = int(saved["fingerprint_len"])
+            length = int(saved.get("fingerprint_len", FINGERPRINT_BYTES))
             generation = int(saved.get("generation", 0))
         except (KeyError, TypeError, ValueError):
             return
@@ -186,6 +232,7 @@ class Finding:
 
     def discover(self) -> None:
         """Open files the glob matches that are not followed yet (as many as ``max_open``)."""
+        self._head_index = None
         found = []
         for path in sorted(globbing.glob(self.pattern)):
             try:
@@ -200,7 +247,7 @@ class Finding:
         # known as such before its copy is opened, whatever the copy is named.
         found.sort(key=lambda item: (item[1].st_dev, item[1].st_ino) not in self._saved)
         seen = set()
-        room = 64  # idle files closed per look at most, so a look stays cheap
+        room = 1024  # idle files closed per look at most, so a look stays cheap
         for path, st in found:
             identity = (st.st_dev, st.st_ino)
             seen.add(identity)
@@ -322,7 +369,11 @@ class Finding:
             if (
                 size >= f.position
                 and size >= f.size_seen
-                and (not f.head or os.pread(f.fd, len(f.head), 0) == f.head)
+                and (
+                    size == f.size_seen  # unchanged since the last look: not truncated since
+                    or not f.head
+                    or os.pread(f.fd, len(f.head), 0) == f.head
+                )
             ):
                 return
         except OSError:

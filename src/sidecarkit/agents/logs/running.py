@@ -39,6 +39,8 @@ class Agent:
         self.port: int | None = None
         self.metrics = metering.Registry()
 
+        watcher = watching.Watcher(watching.directories(s.paths for s in settings.sources))
+
         def tailer(paths: str) -> tailing.Tailer:
             if paths == "-":
                 return tailing.StdinTailer(
@@ -52,6 +54,11 @@ class Agent:
                 max_line=settings.max_line,
                 long_lines=settings.long_lines,
                 count_lines=False,  # the shipper counts while it splits
+                look_every=(
+                    max(settings.tuning.poll, watching.SAFETY_POLL)
+                    if watcher.watches(paths)
+                    else settings.tuning.poll
+                ),
             )
 
         sources = [
@@ -77,7 +84,7 @@ class Agent:
             store=store,
             tuning=settings.tuning,
             metrics=self.metrics,
-            watcher=watching.Watcher(watching.directories(s.paths for s in settings.sources)),
+            watcher=watcher,
         )
         m = self.metrics
         self.m_lag = m.add(

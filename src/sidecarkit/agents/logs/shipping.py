@@ -143,6 +143,9 @@ class Shipper:
         self._dirty = False
         self._unsynced = False
         self._turn = 0
+        self._written_at = 0.0
+        self._write_cost = 0.0
+        """How long the last save took: saves are spaced to ten times that."""
         self._changes = self._grown = 0
         """The tailers' ``changes`` and ``grown`` at the last save: files that appeared or left
         the glob are saved at once, growth every ``checkpoint_interval``, even while nothing is
@@ -314,11 +317,15 @@ class Shipper:
             self._dirty = True
         if not self._dirty and not (sync and self._unsynced) and not force:
             return
+        if not sync and now - self._written_at < 10 * self._write_cost:
+            return  # many files make a save dear: at most a tenth of the time goes to saving
         try:
             self.store.save({s.name: s.tailer.snapshot() for s in self.sources}, sync=sync)
         except OSError as exc:
             log.error("cannot save offsets to %s: %s", self.store.path, exc)
             return
+        self._written_at = time.monotonic()
+        self._write_cost = self._written_at - now
         if sync:
             self._saved_at = now
         self._changes, self._grown = changes, grown
@@ -414,6 +421,8 @@ class Shipper:
 
     def _woken(self) -> None:
         if self.watcher is not None and self.watcher.take():
+            for source in self.sources:
+                source.tailer.look_now = True
             self.wake.set()
 
     async def _run(self, stopping: asyncio.Event, done: Callable[[], bool] | None) -> None:

@@ -85,6 +85,12 @@ class Tailer(Finding):
     """Count each chunk's lines here; ``False`` leaves ``Chunk.lines`` at -1 for the caller,
     who splits the chunk anyway, to report with ``counted`` before the next ``poll``."""
     rotate_wait: float = ROTATE_WAIT
+    look_every: float = 0.0
+    """Seconds between looks at every file and the glob (truncations, new files, rotations);
+    polls in between read only the files that had data. Many idle files then cost nothing
+    while a few are busy. 0: look at every poll."""
+    look_now: bool = False
+    """Set when something changed (inotify): the next poll looks at everything."""
     max_open: int = 0
     """Most files open at once; 0: three quarters of the open-files limit (at most 8192)."""
     files: dict[tuple[int, int], TailedFile] = field(default_factory=dict)
@@ -114,6 +120,9 @@ class Tailer(Finding):
     saved_at: float = 0.0
     """Wall-clock time of the saved offsets restored (0: unknown)."""
     _turn: int = 0
+    _looked_at: float = float("-inf")
+    _head_index: Any = None
+    _active: set[tuple[int, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.cutter = LongLines(self.max_line, self.long_lines)
@@ -175,6 +184,8 @@ class Tailer(Finding):
                 # its copy; if none comes, a copy someone made on purpose: a file like any.
                 f.waiting = time.monotonic() + COPY_WAIT
         self.files[f.identity] = f
+        if self._head_index is not None:
+            self._head_index.add(f)
         self.changes += 1
         log.debug("following %s (inode %d) from offset %d", f.path, f.inode, f.position)
         return f
@@ -186,20 +197,28 @@ class Tailer(Finding):
         A budget of 0 reads nothing but still opens new files and follows rotations.
         ``final`` also hands out partial last lines (on shutdown, when no more will come).
         """
-        for f in list(self.files.values()):
-            self._check_truncated(f)
-        self.discover()
-        for original in self._copies.expire():
-            self._lose(original)
+        now = time.monotonic()
+        full = final or self.look_now or now - self._looked_at >= self.look_every
+        if full:
+            # Every file, and the glob, looked at; in between only files with data to read.
+            self._looked_at, self.look_now = now, False
+            for f in list(self.files.values()):
+                self._check_truncated(f)
+            self.discover()
+            for original in self._copies.expire():
+                self._lose(original)
+            candidates = list(self.files.values())
+        else:
+            candidates = [f for i, f in self.files.items() if i in self._active]
         chunks: list[Chunk] = []
         left = self.read_size * max(1, len(self.files)) if budget is None else budget
-        now = time.monotonic()
-        order = [f for f in self.files.values() if not f.waiting or self._wait_over(f, now)]
+        order = [f for f in candidates if not f.waiting or self._wait_over(f, now)]
         if len(order) > 1:
             self._turn = (self._turn + 1) % len(order)
             order = order[self._turn :] + order[: self._turn]
         share = TURN_BYTES if len(order) > 1 else left
         turn = order
+        active = set()
         while turn and left > 0:
             hungry = []
             for f in turn:
@@ -209,15 +228,19 @@ class Tailer(Finding):
                 if chunk is not None:
                     chunks.append(chunk)
                     left -= len(chunk.data)
+                    active.add(f.identity)
                 if f.position + len(f.partial) < f.size_seen:
                     hungry.append(f)
             turn = hungry
             share = max(TURN_BYTES, left // max(1, len(hungry)))
         for f in order:
-            if f.identity in self.files and f.position + len(f.partial) >= f.size_seen:
+            if f.position + len(f.partial) < f.size_seen:
+                active.add(f.identity)
+            elif full and f.identity in self.files:
                 last = self._check_rotated(f, final=final)
                 if last is not None:
                     chunks.append(last)
+        self._active = active if full else active | (self._active & set(self.files))
         return chunks
 
     def _wait_over(self, f: TailedFile, now: float) -> bool:

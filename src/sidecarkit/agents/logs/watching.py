@@ -20,13 +20,16 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["COALESCE", "Watcher"]
+__all__ = ["COALESCE", "SAFETY_POLL", "Watcher", "directories"]
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
 COALESCE: Final = 0.01
 """Seconds the shipper waits after a wake-up for more events, so writes one line at a time do
 not make it look once per line."""
+
+SAFETY_POLL: Final = 2.0
+"""Seconds between full looks at files in a watched directory, in case an event was missed."""
 
 _IN_MODIFY: Final = 0x002
 _IN_CLOSE_WRITE: Final = 0x008
@@ -71,6 +74,8 @@ class Watcher:
 
     def __init__(self, dirs: list[str]) -> None:
         self.fd: int | None = None
+        self.watched: set[str] = set()
+        """The directories inotify watches: their files need only a slow safety-net poll."""
         if not dirs:
             return
         libc = _libc()
@@ -88,6 +93,8 @@ class Watcher:
                     directory,
                     os.strerror(ctypes.get_errno()),
                 )
+            else:
+                self.watched.add(directory)
         self.fd = fd
 
     def take(self) -> bool:
@@ -109,6 +116,10 @@ class Watcher:
                 _, mask, _, length = _EVENT.unpack_from(data, at)
                 at += _EVENT.size + length
                 seen = seen or bool(mask & (_MASK | _IN_Q_OVERFLOW))
+
+    def watches(self, pattern: str) -> bool:
+        """Whether changes to the files ``pattern`` matches wake the shipper."""
+        return self.fd is not None and (os.path.dirname(pattern) or ".") in self.watched
 
     def close(self) -> None:
         if self.fd is not None:
