@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from sidecarkit.agents.logs import offsets
 from tests.agents.logs.agentproc import AgentProcess, numbered, wait_for
 from tests.agents.logs.sequences import SequenceReceiver
 from tests.support.receivers.elasticsearch import ElasticsearchReceiver
@@ -26,6 +27,10 @@ def _missing(receiver: SequenceReceiver, numbers: range) -> list[int]:
 
 def _counter(samples: dict[str, float], name: str) -> float:
     return sum(v for k, v in samples.items() if k.split("{", 1)[0] == name)
+
+
+def _saved_size(store: offsets.OffsetStore) -> int:
+    return max((int(e.get("size", 0)) for e in store.load().get("app", [])), default=0)
 
 
 def _shipped(agent: AgentProcess) -> float:
@@ -141,7 +146,10 @@ def test_a_file_deleted_while_the_agent_was_down_is_counted_as_lost_and_named(
             receiver.down()
             with (logs / "gone.log").open("ab") as app:
                 app.write(unread)
-            time.sleep(2.5)  # the agent saw the file grow and saved what it knows
+            store = offsets.OffsetStore(tmp_path / "state" / "offsets.json")
+            assert wait_for(lambda: _saved_size(store) >= 2 * len(unread), 20), (
+                "the agent saves the size it saw the file grow to"
+            )
             agent.kill()
             os.unlink(logs / "gone.log")
             receiver.up()
