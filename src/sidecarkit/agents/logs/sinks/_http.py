@@ -393,7 +393,7 @@ def retry_after(value: str | None, *, now: float | None = None) -> float | None:
 
 def count(batch: records.Batch) -> int:
     """Events in ``batch``, counted (``Batch.events`` is only as right as its maker)."""
-    return sum(len(group.events) for group in batch.groups)
+    return sum(group.count() for group in batch.groups)
 
 
 def short(text: str, limit: int = 120) -> str:
