@@ -14,7 +14,7 @@ faithful receivers the tests use (item errors, duplicates, refusals).
   ``filter_path`` query parameter keeps only the named parts (``errors``, ``took``, ``items``,
   ``items.*.<field>``), as Elasticsearch does.
 - ``POST /loki/api/v1/push`` (JSON): counts the entries of every stream; answers 204.
-- ``GET`` anything: 200 with a small Elasticsearch info document (health checks).
+- ``GET``/``HEAD`` anything: 200 with a small Elasticsearch info document (health checks).
 
     python -m tests.support.bulkd receive --expect N [--dump DIR]
 
@@ -145,11 +145,14 @@ class Receiver:
             if body is None:
                 return
             status, kind, answer = self._answer(method, target, headers, body, dump)
+            length = len(answer)
+            if method == "HEAD":
+                answer = b""
             reply = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
                 status,
                 b"OK" if status < 300 else b"Bad Request",
                 kind,
-                len(answer),
+                length,
             )
             conn.sendall(reply + answer)
 
