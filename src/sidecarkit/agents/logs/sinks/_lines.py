@@ -37,18 +37,19 @@ def json_strings(raw: bytes) -> list[bytes]:
     text holds none, its newlines become DELs, the whole text is escaped as one string and cut
     at the DELs; otherwise each line is escaped as an element of a list, which is cut at ``","``.
     """
-    text = raw.decode("utf-8", "surrogateescape")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    if "\x7f" not in text:
-        joined = text.replace("\n", "\x7f")
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
+    if b"\x7f" not in raw:
+        joined = raw.replace(b"\n", b"\x7f").decode("utf-8", "surrogateescape")
         try:
             encoded = orjson.dumps(joined)
         except orjson.JSONEncodeError:  # lone surrogates: bytes that were not UTF-8
             encoded = orjson.dumps(records.clean(joined))
+        del joined
         out = encoded[1:-1].split(b"\x7f")
         out.pop()
         return out
+    text = raw.decode("utf-8", "surrogateescape")
     lines = text.split("\n")
     lines.pop()
     if not lines:
