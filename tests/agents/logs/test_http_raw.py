@@ -91,6 +91,20 @@ def test_elasticsearch_stores_a_group_of_bytes_as_it_stores_its_events() -> None
     assert "tab\there and a bell \x07 and escape \x1b[31mred\x1b[0m" in messages
 
 
+def test_a_group_with_its_events_and_its_bytes_is_encoded_from_its_events() -> None:
+    """The shipper keeps a raw read's bytes on a group of events when another sink wants events;
+    such a group has no ``first``: its events name the lines."""
+    now = time.time_ns()
+    events, _ = twins(TRICKY, now=now)
+    both = events.groups[0]
+    both.raw = TRICKY
+    assert both.first == 0
+    assert es_store(events) == es_store(twins(TRICKY, now=now)[0])
+    assert loki_store(events) == loki_store(twins(TRICKY, now=now)[0])
+    ids = [elasticsearch.document_id(KEY, line) for line in range(40, 40 + TRICKY.count(b"\n"))]
+    assert sorted(es_store(events)) == sorted(f"logs-sidecarkit/{i}" for i in ids)
+
+
 def test_elasticsearch_bytes_whose_times_cross_a_second_and_a_day_go_to_each_days_index() -> None:
     day = 1_755_734_400 * 10**9  # 2025-08-21T00:00:00Z
     raw = b"".join(b"line %d\n" % n for n in range(2500))

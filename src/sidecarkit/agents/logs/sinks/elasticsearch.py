@@ -164,7 +164,8 @@ class ElasticsearchSink:
     def body(self, batch: records.Batch) -> bytes:
         """The ``_bulk`` body for ``batch``: action and document lines, ending in a newline.
 
-        A group that travels as its bytes (``Group.raw``) is encoded in bulk (see ``_raw``).
+        A group that travels as its bytes alone (``Group.raw``, no events) is encoded in bulk
+        (see ``_raw``).
         Otherwise, per event: one ``orjson.dumps`` of the message and one bytes formatting; the
         action's index and id prefix, the document's end (file and labels) and the second of the
         timestamp are made once per group or second.
@@ -179,7 +180,7 @@ class ElasticsearchSink:
             start, source = group.time_ns, group.source
             tail = self._tail(source, labels)
             prefix = id_prefix(group.key).encode()
-            if group.raw is not None:
+            if group.raw is not None and not group.events:
                 parts += self._raw(group, prefix, tail)
                 continue
             head = None if fixed is None else fixed + prefix

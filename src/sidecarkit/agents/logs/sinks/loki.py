@@ -89,8 +89,8 @@ class LokiSink:
     def body(self, batch: records.Batch) -> bytes:
         """The push request for ``batch``: one stream per file.
 
-        The values of a group that travels as its bytes (``Group.raw``) are made in bulk (see
-        ``_raw``); those of a group of events by one orjson call.
+        The values of a group that travels as its bytes alone (``Group.raw``, no events) are
+        made in bulk (see ``_raw``); those of a group of events by one orjson call.
         """
         key = tuple(batch.labels.items())
         labels = self._labels.get(key)
@@ -105,7 +105,7 @@ class LokiSink:
             pieces = streams.get(group.source)
             if pieces is None:
                 pieces = streams[group.source] = []
-            if group.raw is not None:
+            if group.raw is not None and not group.events:
                 pieces += self._raw(group)
                 continue
             values: list[list[Any]] = []
