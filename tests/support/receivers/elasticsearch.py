@@ -58,6 +58,31 @@ class _Index:
     seq_no: int = 0
 
 
+_GONE = object()
+
+
+def filtered(value: Any, paths: list[list[str]]) -> Any:
+    """``value`` with only the parts ``paths`` name, as ``filter_path`` does: each path is a
+    list of field names, ``*`` matching any one; arrays are looked through; objects left empty
+    are dropped. ``_GONE`` when nothing is left."""
+    if any(not path for path in paths):
+        return value
+    if isinstance(value, list):
+        items = [filtered(item, paths) for item in value]
+        kept = [item for item in items if item is not _GONE]
+        return kept if kept else _GONE
+    if not isinstance(value, dict):
+        return _GONE
+    out = {}
+    for key, item in value.items():
+        rest = [path[1:] for path in paths if path[0] in ("*", key)]
+        if rest:
+            kept = filtered(item, rest)
+            if kept is not _GONE:
+                out[key] = kept
+    return out if out else _GONE
+
+
 class ElasticsearchReceiver(base.Receiver):
     """A local server that implements the Elasticsearch ``_bulk`` API as documented, not
     Elasticsearch.
@@ -69,7 +94,9 @@ class ElasticsearchReceiver(base.Receiver):
     whole with Elasticsearch's error shape. Items are answered in request order with their own
     status: ``create`` of an existing ``_id`` is 409 ``version_conflict_engine_exception``;
     a source that is not a JSON object, or an ``@timestamp`` that is not a date, is 400
-    ``document_parsing_exception``. Documents are stored per index and ``_id``.
+    ``document_parsing_exception``. Documents are stored per index and ``_id``. The
+    ``filter_path`` query parameter keeps only the named parts of the answer (dotted field names,
+    ``*`` for any one field), as Elasticsearch's response filtering does.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -191,7 +218,12 @@ class ElasticsearchReceiver(base.Receiver):
             ]
         errors = any(next(iter(item.values()))["status"] >= 300 for item in items)
         took = int((time.monotonic() - started) * 1000)
-        return web.json_response({"took": took, "errors": errors, "items": items})
+        answer = {"took": took, "errors": errors, "items": items}
+        paths = [p.split(".") for p in request.query.get("filter_path", "").split(",") if p]
+        if paths:
+            kept = filtered(answer, paths)
+            answer = kept if isinstance(kept, dict) else {}
+        return web.json_response(answer)
 
     def _apply(self, op: str, meta: dict[str, Any], raw: bytes | None) -> dict[str, Any]:
         name = str(meta["_index"])

@@ -45,6 +45,26 @@ class Group:
     sinks that write raw lines use this and skip per-event work."""
     raw_lines: list[bytes] | None = None
     """``raw`` already split into lines (without newlines), when a sink asked for that."""
+    first: int = 0
+    """Line number of the first line of ``raw`` in its file: with ``key``, what names each of
+    its lines when there are no events (a line's ``line`` is ``first`` plus its index)."""
+
+    def count(self) -> int:
+        """Events in the group: its events, or the lines of ``raw`` when it travels as bytes."""
+        if self.events or self.raw is None:
+            return len(self.events)
+        return self.raw.count(b"\n")
+
+    def materialized(self) -> list[Event]:
+        """The group's events; for a group of bytes alone, one per line, as the ``raw`` parser
+        makes them, each with the time it has in the group (``time_ns`` plus its index)."""
+        if self.events or self.raw is None:
+            return self.events
+        text = self.raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+        lines = text.split("\n")
+        lines.pop()
+        start, first = self.time_ns, self.first
+        return [(first + n, line, None, start + n) for n, line in enumerate(lines)]
 
 
 @dataclass(slots=True)
@@ -60,10 +80,18 @@ class Batch:
     """Position of the batch in the agent's stream, for logs and ordering."""
 
     def subset(self, keep: list[list[bool]]) -> Batch:
-        """The batch with only the events marked ``True`` (one list of flags per group)."""
+        """The batch with only the events marked ``True`` (one list of flags per group).
+
+        Each kept event keeps the time it had in the whole group, so that a resent event carries
+        the same timestamp as the first time."""
         groups = []
         for group, flags in zip(self.groups, keep, strict=True):
-            events = [event for event, flag in zip(group.events, flags, strict=True) if flag]
+            every, start = group.materialized(), group.time_ns
+            events = [
+                event if event[3] is not None else (event[0], event[1], event[2], start + n)
+                for n, (event, flag) in enumerate(zip(every, flags, strict=True))
+                if flag
+            ]
             if events:
                 groups.append(Group(group.source, group.key, events, group.time_ns))
         count = sum(len(g.events) for g in groups)

@@ -187,7 +187,7 @@ class Shipper:
         key = (f.dev, f.inode, chunk.generation)
         wall = time.time_ns()
         if source.raw and not self.events_wanted:
-            group = records.Group(f.path, f.key, [], wall, chunk.data)
+            group = records.Group(f.path, f.key, [], wall, chunk.data, first=chunk.first)
             if self.lines_wanted:
                 group.raw_lines = parts = chunk.data.split(b"\n")
                 parts.pop()

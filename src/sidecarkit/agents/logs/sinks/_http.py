@@ -5,12 +5,13 @@ Every HTTP sink takes the same common options (``headers``, ``timeout``, ``gzip`
 checks them all once, when the sink is created, so a typo fails at start-up with a message that
 names the option instead of surfacing as a refused request hours later.
 
-The aiohttp session is created lazily, on the first request, inside the running event loop: a sink
-can be built before any loop exists (while the agent reads its settings), and a session always
-belongs to the loop that uses it.
+Requests go out through ``_client``, a lean HTTP/1.1 client on asyncio streams; connections are
+opened on the first request, inside the running event loop: a sink can be built before any loop
+exists (while the agent reads its settings), and a connection always belongs to the loop that
+uses it.
 
 The sinks never sleep or retry. A transient failure of the whole request is handed back to the
-caller (``Outcome(retry=...)`` or an ``OSError``/``aiohttp.ClientError``/``TimeoutError``), which
+caller (``Outcome(retry=...)`` or an ``OSError``/``TimeoutError``), which
 owns back-off; a permanent refusal is counted in ``Outcome.rejected`` with a short reason.
 """
 
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import logging
 import math
 import ssl
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,12 +33,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from sidecarkit import __version__
 from sidecarkit.agents.logs import records, sinks
+from sidecarkit.agents.logs.sinks import _client
 
 __all__ = [
     "COMMON_OPTIONS",
@@ -99,7 +101,7 @@ class Settings:
     """Compress request bodies (``Content-Encoding: gzip``, level 1: a third of the CPU of the
     default level for a few percent more bytes)."""
     ssl: ssl.SSLContext | bool = True
-    """What aiohttp verifies TLS with: a context with ``ca_file``, ``True`` for the system store,
+    """What TLS is verified with: a context with ``ca_file``, ``True`` for the system store,
     ``False`` when ``tls_verify`` is off."""
     authorization: str | None = None
     """A fixed ``Authorization`` header (basic auth), if any."""
@@ -184,20 +186,22 @@ def settings(
 def _endpoint(name: str, endpoint: Any, *, path: str | None, example: str) -> str:
     if not isinstance(endpoint, str) or not endpoint.strip():
         raise ValueError(f"sink {name!r} needs an endpoint URL, e.g. endpoint: {example}")
+    text = endpoint.strip()
     try:
-        url = URL(endpoint.strip())
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 - raises ValueError for a port that is not a number below 65536
     except ValueError as exc:
         raise ValueError(
             f"sink {name!r}: endpoint {endpoint!r} is not a URL ({exc}); e.g. {example}"
         ) from exc
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not url.hostname or any(c in text for c in " \r\n"):
         raise ValueError(
             f"sink {name!r}: endpoint {endpoint!r} must be an http:// or https:// URL "
             f"with a host, e.g. {example}"
         )
     if path is not None and url.path in ("", "/"):
-        url = url.with_path(path).with_query(url.query)
-    return str(url)
+        url = url._replace(path=path)
+    return urllib.parse.urlunsplit(url._replace(fragment=""))
 
 
 class Options:
@@ -288,9 +292,9 @@ class Reply:
 
 
 class Client:
-    """POSTs bodies to one URL over a keep-alive session made on first use."""
+    """POSTs bodies to one URL over kept-alive connections made on first use (``_client``)."""
 
-    __slots__ = ("_headers", "_loop", "_session", "limit", "settings")
+    __slots__ = ("_context", "_head", "_idle", "_loop", "limit", "settings")
 
     def __init__(
         self,
@@ -303,63 +307,97 @@ class Client:
         self.settings = settings
         self.limit = limit
         """Largest answer read, in bytes; a longer one is an error (and the request retried)."""
-        fixed = {"User-Agent": _USER_AGENT, **dict(settings.headers), **(headers or {})}
+        host, target = _client.target(settings.url)
+        fixed = {
+            "Host": host,
+            "User-Agent": _USER_AGENT,
+            "Accept": "*/*",
+            **dict(settings.headers),
+            **(headers or {}),
+        }
         fixed["Content-Type"] = content_type
         if settings.gzip:
             fixed["Content-Encoding"] = "gzip"
         if settings.authorization is not None:
             fixed["Authorization"] = settings.authorization
-        self._headers = fixed
-        self._session: aiohttp.ClientSession | None = None
+        lines = [f"POST {target} HTTP/1.1", *(f"{k}: {v}" for k, v in fixed.items())]
+        self._head = ("\r\n".join(lines) + "\r\n").encode("latin-1", "replace")
+        self._idle: list[_client.Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._context: ssl.SSLContext | None = None
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(ssl=self.settings.ssl, limit=8)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            )
-            self._loop = loop
-        return self._session
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self.settings.url.startswith("https:"):
+            return None
+        if self._context is None:
+            option = self.settings.ssl
+            if isinstance(option, ssl.SSLContext):
+                self._context = option
+            else:
+                self._context = ssl.create_default_context()
+                if not option:
+                    self._context.check_hostname = False
+                    self._context.verify_mode = ssl.CERT_NONE
+        return self._context
 
     async def post(self, body: bytes) -> Reply:
         """Send ``body``; return the answer, whatever its status.
 
-        Raises what aiohttp raises when no answer came (``ClientError``, ``OSError``,
-        ``TimeoutError``): the whole request is then to be retried.
+        Raises ``OSError`` (``_client.ProtocolError`` among them) or ``TimeoutError`` when no
+        answer came: the whole request is then to be retried.
         """
-        session = self._session_now()
-        headers = self._headers
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._idle, self._loop = [], loop  # connections of a loop since closed are dropped
+        head = self._head
         if self.settings.bearer_token_file is not None:
             token = self.settings.bearer_token_file.read_text().strip()
-            headers = {**headers, "Authorization": f"Bearer {token}"}
+            head += f"Authorization: Bearer {token}\r\n".encode("latin-1", "replace")
         if self.settings.gzip:
             if len(body) > _GZIP_INLINE:
-                body = await asyncio.get_running_loop().run_in_executor(None, gzip, body)
+                body = await loop.run_in_executor(None, gzip, body)
             else:
                 body = gzip(body)
-        async with session.post(
-            self.settings.url, data=body, headers=headers, allow_redirects=False
-        ) as response:
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(1 << 16):
-                data += chunk
-                if len(data) > self.limit:
-                    raise aiohttp.ClientPayloadError(
-                        f"{self.settings.url} answered HTTP {response.status} with more than "
-                        f"{self.limit} bytes; is the endpoint the right service?"
+        head += b"Content-Length: %d\r\n\r\n" % len(body)
+        async with asyncio.timeout(self.settings.timeout):
+            while True:
+                connection = self._idle.pop() if self._idle else None
+                reused = connection is not None
+                if connection is None:
+                    connection = await _client.Connection.open(self.settings.url, self._tls())
+                try:
+                    status, headers, data, keep = await _client.exchange(
+                        connection, head, body, limit=self.limit
                     )
-            return Reply(
-                response.status, bytes(data), retry_after(response.headers.get("Retry-After"))
-            )
+                except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError) as e:
+                    connection.close()
+                    if reused:
+                        continue  # closed while idle (keep-alive timeout): once more, afresh
+                    if isinstance(e, asyncio.IncompleteReadError):
+                        raise ConnectionResetError(
+                            f"{self.settings.url} closed the connection before its whole answer"
+                        ) from e
+                    raise
+                except BaseException:
+                    connection.close()
+                    raise
+                if keep and len(self._idle) < _client.IDLE:
+                    self._idle.append(connection)
+                else:
+                    connection.close()
+                return Reply(status, data, retry_after(headers.get("retry-after")))
 
     async def close(self) -> None:
-        """Close the session, if this loop made it (one of a loop since closed is dropped)."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed and self._loop is asyncio.get_running_loop():
-            await session.close()
+        """Close the idle connections, if this loop made them (those of a closed loop are
+        dropped)."""
+        idle, self._idle = self._idle, []
+        if self._loop is not asyncio.get_running_loop():
+            return
+        for connection in idle:
+            connection.close()
+        for connection in idle:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await connection.writer.wait_closed()
 
 
 def gzip(body: bytes) -> bytes:
@@ -393,7 +431,7 @@ def retry_after(value: str | None, *, now: float | None = None) -> float | None:
 
 def count(batch: records.Batch) -> int:
     """Events in ``batch``, counted (``Batch.events`` is only as right as its maker)."""
-    return sum(len(group.events) for group in batch.groups)
+    return sum(group.count() for group in batch.groups)
 
 
 def short(text: str, limit: int = 120) -> str:

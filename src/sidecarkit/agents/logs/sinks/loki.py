@@ -28,7 +28,7 @@ from typing import Any, Final
 import orjson
 
 from sidecarkit.agents.logs import records, sinks
-from sidecarkit.agents.logs.sinks import _http
+from sidecarkit.agents.logs.sinks import _http, _lines
 
 __all__ = ["LokiSink", "create"]
 
@@ -73,10 +73,13 @@ def label_name(name: str) -> str:
 class LokiSink:
     """Pushes batches to one Loki (or anything that speaks its push API)."""
 
-    __slots__ = ("_labels", "_names", "client", "metadata", "name")
+    __slots__ = ("_labels", "_names", "client", "metadata", "name", "raw")
 
     def __init__(self, name: str, client: _http.Client, *, metadata: bool = True) -> None:
         self.name = name
+        self.raw = True
+        """Groups of a ``raw`` source may come as their bytes alone (``Group.raw``, no events):
+        the shipper then skips making an event per line, and ``body`` makes values in bulk."""
         self.client = client
         self.metadata = metadata
         """Send event fields as structured metadata (Loki 3 with schema v13 or later)."""
@@ -84,7 +87,11 @@ class LokiSink:
         self._names: dict[str, str] = {}
 
     def body(self, batch: records.Batch) -> bytes:
-        """The push request for ``batch``: one stream per file, one orjson call."""
+        """The push request for ``batch``: one stream per file.
+
+        The values of a group that travels as its bytes alone (``Group.raw``, no events) are
+        made in bulk (see ``_raw``); those of a group of events by one orjson call.
+        """
         key = tuple(batch.labels.items())
         labels = self._labels.get(key)
         if labels is None:
@@ -92,12 +99,16 @@ class LokiSink:
                 self._labels.clear()
             labels = {label_name(k): v for k, v in key if v}
             self._labels[key] = labels
-        streams: dict[str, list[list[Any]]] = {}
+        streams: dict[str, list[bytes]] = {}
         metadata = self.metadata
         for group in batch.groups:
-            values = streams.get(group.source)
-            if values is None:
-                values = streams[group.source] = []
+            pieces = streams.get(group.source)
+            if pieces is None:
+                pieces = streams[group.source] = []
+            if group.raw is not None and not group.events:
+                pieces += self._raw(group)
+                continue
+            values: list[list[Any]] = []
             start = group.time_ns
             for index, (_, message, fields, time_ns) in enumerate(group.events):
                 stamp = str(start + index if time_ns is None else time_ns)
@@ -105,14 +116,44 @@ class LokiSink:
                     values.append([stamp, message, self._metadata(fields)])
                 else:
                     values.append([stamp, message])
-        return orjson.dumps(
-            {
-                "streams": [
-                    {"stream": {**labels, "filename": source}, "values": values}
-                    for source, values in streams.items()
-                ]
-            }
-        )
+            if values:
+                pieces += (orjson.dumps(values)[1:-1], b",")
+        out = [b'{"streams":[']
+        for source, pieces in streams.items():
+            if not pieces:
+                continue
+            pieces.pop()  # the last comma
+            stream = orjson.dumps({**labels, "filename": source})
+            out += (b'{"stream":', stream, b',"values":[', *pieces, b"]},")
+        if len(out) > 1:
+            out[-1] = b"]}]}"
+        else:
+            out.append(b"]}")
+        return b"".join(out)
+
+    def _raw(self, group: records.Group) -> list[bytes]:
+        """The values of a group of bytes alone, each followed by a comma, in pieces.
+
+        The same values as for its events (``[time_ns + i, line]``), made without a Python call
+        per line: three pieces per value, filled by slice assignment::
+
+            [previous value's end +] '["' + nanoseconds // 1000
+            nanoseconds % 1000 + '","'
+            the escaped line
+        """
+        assert group.raw is not None
+        lines = _lines.json_strings(group.raw)
+        if not lines:
+            return []
+        n = len(lines)
+        leads, lows = _lines.numbers(group.time_ns, n, before=b'"],["', after=b'","')
+        leads[0] = leads[0][3:]
+        parts = leads * 3
+        parts[0::3] = leads
+        parts[1::3] = lows
+        parts[2::3] = lines
+        parts += (b'"]', b",")
+        return parts
 
     def _metadata(self, fields: dict[str, Any]) -> dict[str, str]:
         names = self._names
