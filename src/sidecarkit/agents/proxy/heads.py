@@ -1,0 +1,254 @@
+"""Request and response heads: checked for ambiguity, rewritten for the next hop.
+
+The parser (llhttp, through httptools) already refuses what RFC 9112 calls invalid: a bare CR
+or LF, obs-fold, whitespace before a colon, duplicate or non-numeric ``Content-Length``, both
+``Content-Length`` and ``Transfer-Encoding``, bad chunk sizes. What it lets through but a proxy
+must not forward, because the next hop might frame the message differently (request
+smuggling), is refused here with 400:
+
+* a ``Transfer-Encoding`` other than exactly ``chunked`` (``gzip, chunked`` is legal but no
+  app needs it, and forwarding it means trusting the app's reading of it);
+* ``Transfer-Encoding`` in an HTTP/1.0 request (RFC 9112 6.1: faulty framing);
+* no ``Host`` in HTTP/1.1, or more than one (RFC 9112 3.2).
+
+Rewriting (RFC 9110 7.6.1): the hop-by-hop fields (``Connection`` and every field it names,
+``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``)
+are dropped and the framing is written anew, so what goes upstream has exactly one
+unambiguous framing: ``Content-Length`` or ``chunked``. ``X-Forwarded-For`` and ``Forwarded``
+get the client's address appended (inbound), ``X-Request-Id`` is added when missing;
+``traceparent`` and everything else pass untouched.
+
+No I/O here: the protocol classes call these with the parsed pieces and write the bytes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Final
+
+__all__ = [
+    "CHUNKED",
+    "HOP_BY_HOP",
+    "LENGTH",
+    "NONE",
+    "Request",
+    "reason",
+    "request_id",
+    "response_head",
+    "simple_response",
+]
+
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+        b"transfer-encoding", b"upgrade", b"content-length",
+    }
+)  # fmt: skip
+"""Dropped when forwarding; ``content-length`` too, because framing is rewritten."""
+
+NONE: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
+
+_REASONS: Final = {
+    100: b"Continue", 200: b"OK", 400: b"Bad Request", 404: b"Not Found",
+    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
+    414: b"URI Too Long", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+}  # fmt: skip
+
+_getrandbits = random.getrandbits
+
+
+def reason(status: int) -> bytes:
+    return _REASONS.get(status, b"Unknown")
+
+
+def request_id() -> bytes:
+    """A random version-4 UUID, as Envoy generates for ``x-request-id``.
+
+    From the process's Mersenne Twister rather than ``os.urandom``: it names a request, it
+    guards no secret, and a system call per request is measurable at 40,000 requests a second.
+    """
+    h = b"%032x" % (_getrandbits(128) & ~(0xF << 76) & ~(0x3 << 62) | (0x4 << 76) | (0x2 << 62))
+    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+class Request:
+    """The outcome of checking and rewriting one request head."""
+
+    __slots__ = ("detail", "error", "framing", "head", "keep_alive", "length", "request_id")
+
+    def __init__(self) -> None:
+        self.error = 0
+        """Status to answer instead of forwarding (0: forward)."""
+        self.detail = b""
+        self.head = b""
+        self.framing = NONE
+        self.length = 0
+        self.request_id = b""
+        self.keep_alive = True
+
+
+def build_request(
+    method: bytes,
+    target: bytes,
+    version: str,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    client: bytes,
+    forwarded: bool,
+    host: bytes | None,
+) -> Request:
+    """Check one parsed request head and write the head to send upstream."""
+    out = Request()
+    if version not in {"1.1", "1.0"}:
+        out.error, out.detail = 505, b"only HTTP/1.0 and HTTP/1.1 are served here\n"
+        return out
+    out.keep_alive = version == "1.1"
+    hosts = 0
+    te: bytes | None = None
+    named: list[bytes] = []
+    rid: bytes | None = None
+    xff: bytes | None = None
+    fwd: bytes | None = None
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    append = lines.append
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"content-length":
+                out.framing, out.length = LENGTH, int(value)
+            elif lower == b"transfer-encoding":
+                te = value
+            elif lower == b"connection":
+                for part in value.lower().split(b","):
+                    token = part.strip()
+                    if token == b"close":
+                        out.keep_alive = False
+                    elif token == b"keep-alive":
+                        out.keep_alive = True
+                    elif token:
+                        named.append(token)
+            continue
+        if lower == b"host":
+            hosts += 1
+            if host is not None:
+                continue
+        elif lower == b"x-request-id":
+            rid = value
+        elif lower == b"x-forwarded-for" and forwarded:
+            xff = value if xff is None else xff + b", " + value
+            continue
+        elif lower == b"forwarded" and forwarded:
+            fwd = value if fwd is None else fwd + b", " + value
+            continue
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
+    if te is not None:
+        if te.strip().lower() != b"chunked":
+            out.error, out.detail = 400, b"only Transfer-Encoding: chunked is accepted\n"
+            return out
+        if version == "1.0":
+            out.error, out.detail = 400, b"Transfer-Encoding is not allowed in HTTP/1.0\n"
+            return out
+        out.framing = CHUNKED
+    if hosts > 1 or (hosts == 0 and version == "1.1"):
+        out.error, out.detail = 400, b"an HTTP/1.1 request needs exactly one Host header\n"
+        return out
+    if named:
+        lines = _drop_named(lines, named)
+        append = lines.append
+    if host is not None:
+        append(b"host: %s\r\n" % host)
+    if rid is None:
+        rid = request_id()
+        append(b"x-request-id: %s\r\n" % rid)
+    out.request_id = rid
+    if forwarded:
+        append(b"x-forwarded-for: %s\r\n" % (client if xff is None else xff + b", " + client))
+        node = b'"[%s]"' % client if b":" in client else client
+        entry = b"for=%s;proto=http" % node
+        append(b"forwarded: %s\r\n" % (entry if fwd is None else fwd + b", " + entry))
+    if out.framing == LENGTH:
+        append(b"content-length: %d\r\n" % out.length)
+    elif out.framing == CHUNKED:
+        append(b"transfer-encoding: chunked\r\n")
+    append(b"\r\n")
+    out.head = b"".join(lines)
+    return out
+
+
+def _drop_named(lines: list[bytes], named: list[bytes]) -> list[bytes]:
+    """Remove the fields the request's ``Connection`` header named (RFC 9110 7.6.1)."""
+    drop = frozenset(named)
+    kept = lines[:4]
+    for i in range(4, len(lines), 4):
+        if lines[i].lower() not in drop:
+            kept += lines[i : i + 4]
+    return kept
+
+
+def response_head(
+    status: int,
+    status_reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    framing: int,
+    length: int,
+    chunk: bool,
+    close: bool,
+    http10: bool,
+) -> bytes:
+    """The response head for the client: hop-by-hop fields dropped, framing rewritten.
+
+    ``chunk`` says the body will be sent chunked (an upstream chunked or close-delimited body
+    to an HTTP/1.1 client); ``close`` that the connection ends after this response.
+    """
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, status_reason)]
+    append = lines.append
+    named: list[bytes] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                named += [t.strip() for t in value.lower().split(b",")]
+            continue
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
+    if named:
+        drop = frozenset(named)
+        kept = lines[:1]
+        for i in range(1, len(lines), 4):
+            if lines[i].lower() not in drop:
+                kept += lines[i : i + 4]
+        lines = kept
+        append = lines.append
+    if framing == LENGTH:
+        append(b"content-length: %d\r\n" % length)
+    elif chunk:
+        append(b"transfer-encoding: chunked\r\n")
+    if close:
+        append(b"connection: close\r\n\r\n")
+    elif http10:
+        append(b"connection: keep-alive\r\n\r\n")
+    else:
+        append(b"\r\n")
+    return b"".join(lines)
+
+
+def simple_response(status: int, body: bytes, *, close: bool, extra: bytes = b"") -> bytes:
+    """A complete response the proxy makes itself (errors, load shedding)."""
+    return b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s%s\r\n%s" % (
+        status,
+        reason(status),
+        len(body),
+        extra,
+        b"connection: close\r\n" if close else b"",
+        body,
+    )
