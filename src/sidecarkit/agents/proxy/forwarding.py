@@ -263,57 +263,34 @@ class Exchange:
         down = self.down
         if conn.interim:
             if not down.http10:
-                down.write(
-                    heads.response_head(
-                        status,
-                        reason,
-                        headers,
-                        framing=heads.NONE,
-                        length=0,
-                        chunk=False,
-                        close=False,
-                        http10=False,
-                    )
+                interim, _, _ = heads.response_head(
+                    status, reason, headers, bodiless=True, close=False, http10=False
                 )
+                down.write(interim)
             return
         now = _now()
         endpoint = self.endpoint
-        self._cancel_try_timer()
+        if self.try_timer is not None:
+            self._cancel_try_timer()
         endpoint.observe(now - self.try_started, now)
         if status >= 500:
             service.balancer.failed(endpoint, now)
             if status in service.retry_status and self.retry(now, sent=True):
                 return
-        else:
+        elif endpoint.failures or endpoint.ejections:
             service.balancer.succeeded(endpoint, now)
         self.responded = True
         self.status = status
-        framing = heads.NONE
-        length = 0
-        for name, value in headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                framing, length = heads.LENGTH, int(value)
-                break
-        bodiless = self.method == b"HEAD" or status in {204, 304}
-        if framing == heads.NONE and not bodiless:
-            framing = heads.CHUNKED  # chunked upstream, or a body that ends with the connection
-        self.chunk = framing == heads.CHUNKED and not down.http10
-        self.close = (
-            self.close or down.closing or service.draining or not self.req.keep_alive
-            or not self.complete or (framing == heads.CHUNKED and down.http10)
+        head, self.chunk, self.close = heads.response_head(
+            status,
+            reason,
+            headers,
+            bodiless=self.method == b"HEAD" or status in (204, 304),
+            close=self.close or down.closing or service.draining or not self.req.keep_alive
+            or not self.complete,
+            http10=down.http10,
         )  # fmt: skip
-        down.write(
-            heads.response_head(
-                status,
-                reason,
-                headers,
-                framing=framing,
-                length=length,
-                chunk=self.chunk,
-                close=self.close,
-                http10=down.http10,
-            )
-        )
+        down.write(head)
         endpoint.pool.series.respond(status, now - self.started)
         if self.method == b"HEAD":
             keep_alive = conn.parser.should_keep_alive()
@@ -437,16 +414,19 @@ class Downstream(asyncio.Protocol):
     """One client connection."""
 
     __slots__ = (
+        "batching",
         "client",
         "closing",
         "current",
         "deadline",
         "head_bytes",
+        "measure",
         "headers",
         "http10",
         "in_head",
         "loop",
         "lost",
+        "out",
         "parser",
         "paused",
         "queue",
@@ -468,6 +448,7 @@ class Downstream(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        self.measure = False
         self.in_head = False
         self.deadline = 0.0
         self.closing = False
@@ -476,6 +457,8 @@ class Downstream(asyncio.Protocol):
         self.http10 = False
         self.tcp = service.client_tcp
         self.lost = False
+        self.batching = False
+        self.out: list[bytes] = []
 
     # -- transport -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -506,6 +489,23 @@ class Downstream(asyncio.Protocol):
         self.queue.clear()
 
     def write(self, data: bytes) -> None:
+        if self.batching:
+            self.out.append(data)
+            return
+        self.tcp.written += len(data)
+        self.t.write(data)
+
+    def close_transport(self) -> None:
+        """Close after what is written (a batch being collected included) has gone out."""
+        if self.out:
+            self.flush()
+        self.t.close()
+
+    def flush(self) -> None:
+        """Write what a batch collected in one call (one system call for head and body)."""
+        out = self.out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         self.tcp.written += len(data)
         self.t.write(data)
 
@@ -532,8 +532,14 @@ class Downstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.tcp.read += len(data)
+        if len(data) > self.service.limits.max_header_bytes:
+            self.measure = True  # a whole head may have come in it: measure the head
         try:
             self.parser.feed_data(data)
+            if self.in_head:  # a head still incomplete: bound what it may grow to
+                self.head_bytes += len(data)
+                if self.head_bytes > self.service.limits.max_header_bytes:
+                    self.reject(431, b"request headers too large\n")
         except httptools.HttpParserUpgrade as upgrade:
             self._upgraded(data, upgrade)
         except httptools.HttpParserCallbackError:
@@ -570,10 +576,13 @@ class Downstream(asyncio.Protocol):
             ex.finish()
         if not self.queue or all(e.done for e in self.queue):
             self.write(heads.simple_response(status, detail, close=True))
-        self.t.close()
+        self.close_transport()
 
     def abort_after(self, ex: Exchange) -> None:
+        """Cut the connection: a response already begun cannot be completed."""
         self.closing = True
+        if self.out:
+            self.flush()
         self.t.abort()
 
     def timed_out(self) -> None:
@@ -583,12 +592,12 @@ class Downstream(asyncio.Protocol):
                 heads.simple_response(408, b"request head not received in time\n", close=True)
             )
         self.closing = True
-        self.t.close()
+        self.close_transport()
 
     def drain(self) -> None:
         self.closing = True
         if not self.queue and not self.in_head:
-            self.t.close()
+            self.close_transport()
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -600,25 +609,28 @@ class Downstream(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self.head_bytes += len(url)
-        if self.head_bytes > self.service.limits.max_header_bytes:
-            self.refuse = (414, b"request target too long\n")
-            raise _Refuse
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.in_head:
-            return  # a trailer field: not forwarded (bodies are re-chunked)
-        self.headers.append((name, value))
-        self.head_bytes += len(name) + len(value) + 4
-        limits = self.service.limits
-        if self.head_bytes > limits.max_header_bytes or len(self.headers) > limits.max_headers:
-            self.refuse = (431, b"request headers too large\n")
-            raise _Refuse
+        if self.in_head:  # else a trailer field: not forwarded (bodies are re-chunked)
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.deadline = 0.0
         service = self.service
+        limits = service.limits
+        if len(self.url) > limits.max_header_bytes:
+            self.refuse = (414, b"request target too long\n")
+            raise _Refuse
+        if len(self.headers) > limits.max_headers:
+            self.refuse = (431, b"too many request headers\n")
+            raise _Refuse
+        if self.measure or self.head_bytes:  # the head came in several reads or a large one
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > limits.max_header_bytes:
+                self.refuse = (431, b"request headers too large\n")
+                raise _Refuse
+            self.measure = False
         parser = self.parser
         method = parser.get_method()
         version = parser.get_http_version()
@@ -681,7 +693,7 @@ class Downstream(asyncio.Protocol):
             _access_log(self, ex)
         if ex.close or (self.closing and not queue):
             self.closing = True
-            self.t.close()
+            self.close_transport()
             return
         if queue:
             if self.paused & _PAUSE_PIPELINE and len(queue) < PIPELINE_DEPTH // 2:

@@ -34,6 +34,9 @@ log = logging.getLogger("sidecarkit.agent.proxy")
 class Served(Protocol):
     """What a connection needs from the exchange it serves."""
 
+    down: Any
+    """The client connection: its writes are batched while a read from here is parsed."""
+
     def response_head(
         self, conn: Connection, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None: ...
@@ -107,10 +110,16 @@ class Connection(asyncio.Protocol):
         if self.ex is None:  # bytes with no request: the app broke the protocol
             self.close()
             return
+        down = self.ex.down
+        down.batching = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             self.close()
+        finally:
+            down.batching = False
+            if down.out:
+                down.flush()
 
     def close(self) -> None:
         if not self.closed:

@@ -40,7 +40,8 @@ class Service:
         self.timeouts = settings.timeouts
         self.retries = settings.retries
         self.retry_methods = frozenset(m.encode() for m in settings.retries.methods)
-        self.retry_status = frozenset(settings.retries.on_status)
+        self.retry_status = frozenset(settings.retries.on_status if direction == "outbound" else ())
+        """Inbound, the one endpoint is the app itself: its 5xx is its answer, not a fault."""
         self.metrics = metrics
         self.loop = loop
         self.balancer = balancing.Balancer(balancer, settings.outlier)

@@ -1,0 +1,234 @@
+"""Benchmark: ``sidecarkit agent proxy`` against haproxy and nginx as reverse proxies, same run.
+
+Setup (as in ``../shared/research/proxy-bench``): one nginx worker is the backend, serving a
+100-byte and a 64 KiB file with keep-alive; each proxy under test runs alone on core 0
+(``taskset``), the backend and wrk share core 1. wrk (``-t1 -c64``, 12 request headers of
+realistic size) drives each proxy in turn; the figure that means something on a shared 2-core
+box is **requests per CPU-second of the proxy process** (utime+stime from ``/proc``), printed as
+a ratio to haproxy's. Then 1,000 idle keep-alive connections are opened to each proxy (each
+having made one request) and the proxy's RSS is read.
+
+Goals: small responses >= 0.5x haproxy per CPU-second, 64 KiB >= 0.8x, RSS with 1,000 idle
+connections <= 40 MB. A missing peer (haproxy, nginx, wrk, taskset) fails the run.
+
+    python bench/proxy.py [--duration 10] [--only sidecarkit,haproxy,nginx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TCK = os.sysconf("SC_CLK_TCK")
+BACKEND, PROXY = 18480, 18400
+HEADERS = [f"x-bench-header-{i}: {'v' * 24}-{i}" for i in range(12)]
+IDLE_CONNECTIONS = 1000
+
+BACKEND_CONF = """worker_processes 1; daemon off; master_process off; user root;
+pid {d}/backend.pid; error_log {d}/backend.err warn;
+events {{ worker_connections 8192; }}
+http {{ access_log off; default_type application/octet-stream;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 100000000; keepalive_timeout 600s;
+  client_body_temp_path {d}/cb; proxy_temp_path {d}/pt; fastcgi_temp_path {d}/ft;
+  uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;
+  server {{ listen 127.0.0.1:{port} backlog=4096; root {d}/www; }} }}
+"""
+NGINX_CONF = """worker_processes 1; daemon off; master_process off; user root;
+pid {d}/proxy.pid; error_log {d}/proxy.err warn;
+events {{ worker_connections 8192; }}
+http {{ access_log off;
+  keepalive_requests 100000000; keepalive_timeout 600s;
+  client_body_temp_path {d}/cb2; proxy_temp_path {d}/pt2; fastcgi_temp_path {d}/ft2;
+  uwsgi_temp_path {d}/ut2; scgi_temp_path {d}/st2;
+  upstream be {{ server 127.0.0.1:{backend}; keepalive 128; keepalive_requests 100000000; }}
+  server {{ listen 127.0.0.1:{port} backlog=4096;
+    location / {{ proxy_pass http://be; proxy_http_version 1.1;
+      proxy_set_header Connection ""; }} }} }}
+"""
+HAPROXY_CONF = """global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:{backend}
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TCK
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port} after {timeout}s")
+
+
+def wrk(path: str, seconds: int, connections: int = 64) -> tuple[int, float, int]:
+    """(requests, wall seconds, non-2xx or socket errors) of one wrk run on core 1."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for header in HEADERS:
+        cmd += ["-H", header]
+    cmd.append(f"http://127.0.0.1:{PROXY}{path}")
+    started = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - started
+    m = re.search(r"(\d+) requests in", out)
+    if m is None:
+        raise SystemExit(f"wrk printed no request count:\n{out}")
+    bad = 0
+    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+        found = re.search(pattern, out)
+        if found:
+            bad += sum(int(g) for g in found.groups())
+    return int(m.group(1)), wall, bad
+
+
+def idle_rss(pid: int) -> float:
+    """RSS of ``pid`` after ``IDLE_CONNECTIONS`` keep-alive connections each made a request."""
+    socks = []
+    try:
+        for _ in range(IDLE_CONNECTIONS):
+            s = socket.create_connection(("127.0.0.1", PROXY), 5)
+            s.sendall(b"GET /small HTTP/1.1\r\nHost: bench\r\n\r\n")
+            socks.append(s)
+        for s in socks:
+            got = b""
+            while b"\r\n\r\n" not in got or len(got) < 100:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise SystemExit("a proxy closed an idle keep-alive connection")
+                got += chunk
+        time.sleep(0.5)
+        return rss_mb(pid)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def measure(name: str, argv: list[str], seconds: int) -> dict[str, float]:
+    proc = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=subprocess.DEVNULL)
+    try:
+        wait_port(PROXY)
+        wrk("/small", 2)  # warm up: pooled connections, caches
+        result: dict[str, float] = {}
+        for label, path in (("small", "/small"), ("big", "/big")):
+            before = cpu_seconds(proc.pid)
+            requests, wall, bad = wrk(path, seconds)
+            cpu = cpu_seconds(proc.pid) - before
+            if bad:
+                raise SystemExit(f"{name}: {bad} failed requests on {path}")
+            result[f"{label}_rps"] = requests / wall
+            result[f"{label}_per_cpu_s"] = requests / cpu if cpu else 0.0
+            result[f"{label}_util"] = cpu / wall
+        result["rss_idle_mb"] = idle_rss(proc.pid)
+        return result
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--only", default="sidecarkit,haproxy,nginx")
+    args = parser.parse_args()
+    missing = [tool for tool in ("haproxy", "nginx", "wrk", "taskset") if shutil.which(tool) is None]
+    if missing:
+        print(f"FAIL: peer or tool missing: {', '.join(missing)} (apt-get install haproxy nginx wrk)")
+        return 1
+    names = args.only.split(",")
+    if "haproxy" not in names:
+        print("FAIL: haproxy is the reference; keep it in --only")
+        return 1
+    d = Path(tempfile.mkdtemp(prefix="sidecarkit-bench-proxy-"))
+    (d / "www").mkdir()
+    (d / "www" / "small").write_bytes(b"x" * 99 + b"\n")
+    (d / "www" / "big").write_bytes(os.urandom(32768).hex().encode())
+    (d / "backend.conf").write_text(BACKEND_CONF.format(d=d, port=BACKEND))
+    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=PROXY, backend=BACKEND))
+    (d / "haproxy.cfg").write_text(HAPROXY_CONF.format(port=PROXY, backend=BACKEND))
+    proxies = {
+        "haproxy": ["haproxy", "-db", "-f", str(d / "haproxy.cfg")],
+        "nginx": ["nginx", "-c", str(d / "nginx.conf")],
+        "sidecarkit": [
+            sys.executable, "-c", "from sidecarkit.entry import main; main()", "agent", "proxy",
+            "--inbound", f"127.0.0.1:{PROXY}", "--app", f"127.0.0.1:{BACKEND}",
+            "--admin", "127.0.0.1:0", "--log-level", "warning",
+        ],
+    }  # fmt: skip
+    backend = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", str(d / "backend.conf")])
+    results: dict[str, dict[str, float]] = {}
+    try:
+        wait_port(BACKEND)
+        for name in names:
+            results[name] = measure(name, proxies[name], args.duration)
+            r = results[name]
+            print(
+                f"{name:10s} small {r['small_rps']:8.0f} req/s {r['small_per_cpu_s']:8.0f} req/CPU-s "
+                f"(util {r['small_util']:.2f}) | 64K {r['big_rps']:7.0f} req/s "
+                f"{r['big_per_cpu_s']:7.0f} req/CPU-s (util {r['big_util']:.2f}) | "
+                f"RSS with {IDLE_CONNECTIONS} idle {r['rss_idle_mb']:.1f} MB",
+                flush=True,
+            )
+    finally:
+        backend.terminate()
+        backend.wait(10)
+        shutil.rmtree(d, ignore_errors=True)
+    ref = results["haproxy"]
+    for name, r in results.items():
+        if name == "haproxy":
+            continue
+        small = r["small_per_cpu_s"] / ref["small_per_cpu_s"]
+        big = r["big_per_cpu_s"] / ref["big_per_cpu_s"]
+        print(f"{name} / haproxy per proxy-CPU-second: small {small:.2f}x, 64 KiB {big:.2f}x")
+    if "sidecarkit" in results:
+        r = results["sidecarkit"]
+        small = r["small_per_cpu_s"] / ref["small_per_cpu_s"]
+        big = r["big_per_cpu_s"] / ref["big_per_cpu_s"]
+        print(
+            f"goals: small >= 0.5x: {'met' if small >= 0.5 else 'MISSED'} ({small:.2f}); "
+            f"64 KiB >= 0.8x: {'met' if big >= 0.8 else 'MISSED'} ({big:.2f}); "
+            f"RSS <= 40 MB: {'met' if r['rss_idle_mb'] <= 40 else 'MISSED'} ({r['rss_idle_mb']:.1f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
