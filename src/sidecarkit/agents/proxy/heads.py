@@ -6,8 +6,8 @@ or LF, obs-fold, whitespace before a colon, duplicate or non-numeric ``Content-L
 must not forward, because the next hop might frame the message differently (request
 smuggling), is refused here with 400:
 
-* a ``Transfer-Encoding`` other than exactly ``chunked`` (``gzip, chunked`` is legal but no
-  app needs it, and forwarding it means trusting the app's reading of it);
+* a ``Transfer-Encoding`` other than exactly one ``chunked`` (``gzip, chunked`` is legal but
+  no app needs it, and forwarding it means trusting the app's reading of it);
 * ``Transfer-Encoding`` in an HTTP/1.0 request (RFC 9112 6.1: faulty framing);
 * no ``Host`` in HTTP/1.1, or more than one (RFC 9112 3.2).
 
@@ -155,7 +155,7 @@ def build_request(
                 out.framing, out.length = LENGTH, int(value)
                 continue
             elif kind == _TE:
-                te = value
+                te = value if te is None else b"repeated"
                 continue
             elif kind == _CONNECTION:
                 for part in value.lower().split(b","):
