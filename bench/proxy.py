@@ -109,7 +109,10 @@ def wrk(path: str, seconds: int, connections: int = 64) -> tuple[int, float, int
     if m is None:
         raise SystemExit(f"wrk printed no request count:\n{out}")
     bad = 0
-    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+    for pattern in (
+        r"Non-2xx or 3xx responses: (\d+)",
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+    ):
         found = re.search(pattern, out)
         if found:
             bad += sum(int(g) for g in found.groups())
@@ -169,9 +172,13 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--only", default="sidecarkit,haproxy,nginx")
     args = parser.parse_args()
-    missing = [tool for tool in ("haproxy", "nginx", "wrk", "taskset") if shutil.which(tool) is None]
+    missing = [
+        tool for tool in ("haproxy", "nginx", "wrk", "taskset") if shutil.which(tool) is None
+    ]
     if missing:
-        print(f"FAIL: peer or tool missing: {', '.join(missing)} (apt-get install haproxy nginx wrk)")
+        print(
+            f"FAIL: peer or tool missing: {', '.join(missing)} (apt-get install haproxy nginx wrk)"
+        )
         return 1
     names = args.only.split(",")
     if "haproxy" not in names:
@@ -201,7 +208,8 @@ def main() -> int:
             results[name] = measure(name, proxies[name], args.duration)
             r = results[name]
             print(
-                f"{name:10s} small {r['small_rps']:8.0f} req/s {r['small_per_cpu_s']:8.0f} req/CPU-s "
+                f"{name:10s} small {r['small_rps']:8.0f} req/s "
+                f"{r['small_per_cpu_s']:8.0f} req/CPU-s "
                 f"(util {r['small_util']:.2f}) | 64K {r['big_rps']:7.0f} req/s "
                 f"{r['big_per_cpu_s']:7.0f} req/CPU-s (util {r['big_util']:.2f}) | "
                 f"RSS with {IDLE_CONNECTIONS} idle {r['rss_idle_mb']:.1f} MB",
@@ -225,7 +233,8 @@ def main() -> int:
         print(
             f"goals: small >= 0.5x: {'met' if small >= 0.5 else 'MISSED'} ({small:.2f}); "
             f"64 KiB >= 0.8x: {'met' if big >= 0.8 else 'MISSED'} ({big:.2f}); "
-            f"RSS <= 40 MB: {'met' if r['rss_idle_mb'] <= 40 else 'MISSED'} ({r['rss_idle_mb']:.1f})"
+            f"RSS <= 40 MB: {'met' if r['rss_idle_mb'] <= 40 else 'MISSED'} "
+            f"({r['rss_idle_mb']:.1f})"
         )
     return 0
 

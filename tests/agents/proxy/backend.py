@@ -8,7 +8,7 @@ connection, so a test can check what the proxy forwarded. Behaviour by path:
 ``/status/N``         status N
 ``/slow/MS``          200 after MS milliseconds
 ``/echo``             200 with JSON: method, target, headers, body length
-``/stream``           200 chunked, one chunk every 50 ms, never ending
+``/stream``           200 chunked, ``chunk <port>`` every 50 ms, never ending
 ``/big/N``            200 with N bytes
 
 usage: python backend.py PORT RECORD_DIR
@@ -53,7 +53,9 @@ class Conn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.t.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            self.t.write(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
             self.t.close()
 
     def on_message_begin(self) -> None:
@@ -99,7 +101,8 @@ class Conn(asyncio.Protocol):
     async def stream(self) -> None:
         self.t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
         while True:
-            self.t.write(b"6\r\nchunk\n\r\n")
+            piece = b"chunk %d\n" % self.port
+            self.t.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             await asyncio.sleep(0.05)
 
 

@@ -24,7 +24,9 @@ def _case(rng: random.Random, name: str) -> str:
     return rng.choice([name, name.lower(), name.upper(), name.title()])
 
 
-def _head(rng: random.Random, fields: list[str], *, start: str = "POST /echo HTTP/1.1", host: bool = True) -> bytes:
+def _head(
+    rng: random.Random, fields: list[str], *, start: str = "POST /echo HTTP/1.1", host: bool = True
+) -> bytes:
     lines = [start]
     extra = rng.sample(_FILLER, rng.randint(0, 3))
     if host:
@@ -36,7 +38,10 @@ def _head(rng: random.Random, fields: list[str], *, start: str = "POST /echo HTT
 
 def _cl_and_te(rng: random.Random) -> bytes:
     te = rng.choice(["chunked", " chunked", "chunked ", "Chunked", "CHUNKED"])
-    fields = [f"{_case(rng, 'Content-Length')}: {rng.randint(0, 50)}", f"{_case(rng, 'Transfer-Encoding')}:{te}"]
+    fields = [
+        f"{_case(rng, 'Content-Length')}: {rng.randint(0, 50)}",
+        f"{_case(rng, 'Transfer-Encoding')}:{te}",
+    ]
     return _head(rng, fields) + b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
@@ -47,22 +52,53 @@ def _two_lengths(rng: random.Random) -> bytes:
 
 
 def _bad_length(rng: random.Random) -> bytes:
-    value = rng.choice(["+5", "-1", "5 5", "0x5", "5,5", "5, 5", "", "5.0", "1e3", "5\x0b", "99999999999999999999999"])
+    value = rng.choice(
+        [
+            "+5",
+            "-1",
+            "5 5",
+            "0x5",
+            "5,5",
+            "5, 5",
+            "",
+            "5.0",
+            "1e3",
+            "5\x0b",
+            "99999999999999999999999",
+        ]
+    )
     return _head(rng, [f"{_case(rng, 'Content-Length')}: {value}"]) + b"hello"
 
 
 def _bad_coding(rng: random.Random) -> bytes:
-    value = rng.choice(["gzip", "chunked, gzip", "xchunked", "chunked\x0b", "identity", "gzip, chunked", "chunked, chunked", "chunkedx"])
+    value = rng.choice(
+        [
+            "gzip",
+            "chunked, gzip",
+            "xchunked",
+            "chunked\x0b",
+            "identity",
+            "gzip, chunked",
+            "chunked, chunked",
+            "chunkedx",
+        ]
+    )
     return _head(rng, [f"{_case(rng, 'Transfer-Encoding')}: {value}"]) + b"0\r\n\r\n"
 
 
 def _two_codings(rng: random.Random) -> bytes:
     name = _case(rng, "Transfer-Encoding")
-    return _head(rng, [f"{name}: chunked", f"{name}: {rng.choice(['chunked', 'gzip', 'identity'])}"]) + b"0\r\n\r\n"
+    return (
+        _head(rng, [f"{name}: chunked", f"{name}: {rng.choice(['chunked', 'gzip', 'identity'])}"])
+        + b"0\r\n\r\n"
+    )
 
 
 def _coding_in_http10(rng: random.Random) -> bytes:
-    return _head(rng, [f"{_case(rng, 'Transfer-Encoding')}: chunked"], start="POST /echo HTTP/1.0") + b"0\r\n\r\n"
+    return (
+        _head(rng, [f"{_case(rng, 'Transfer-Encoding')}: chunked"], start="POST /echo HTTP/1.0")
+        + b"0\r\n\r\n"
+    )
 
 
 def _obs_fold(rng: random.Random) -> bytes:
@@ -71,7 +107,18 @@ def _obs_fold(rng: random.Random) -> bytes:
 
 
 def _bad_name(rng: random.Random) -> bytes:
-    field = rng.choice(["Content-Length : 5", "Host : x", "X\tY: z", ": empty", "X Y: z", "X(Y): z", "X\x00Y: z", "Tran\x7fsfer-Encoding: chunked"])
+    field = rng.choice(
+        [
+            "Content-Length : 5",
+            "Host : x",
+            "X\tY: z",
+            ": empty",
+            "X Y: z",
+            "X(Y): z",
+            "X\x00Y: z",
+            "Tran\x7fsfer-Encoding: chunked",
+        ]
+    )
     return _head(rng, [field])
 
 
@@ -96,12 +143,16 @@ def _request_line(rng: random.Random) -> bytes:
 def _host(rng: random.Random) -> bytes:
     if rng.random() < 0.5:
         return _head(rng, [], start="GET /echo HTTP/1.1", host=False)
-    return _head(rng, ["Host: a", f"{_case(rng, 'Host')}: b"], start="GET /echo HTTP/1.1", host=False)
+    return _head(
+        rng, ["Host: a", f"{_case(rng, 'Host')}: b"], start="GET /echo HTTP/1.1", host=False
+    )
 
 
 def _bad_chunk(rng: random.Random) -> bytes:
     size = rng.choice(["zz", "-1", "1 1", "fffffffffffffffff", "0x5", "", " 5", "5 ", "\x005"])
-    body = rng.choice([f"{size}\r\nhello\r\n0\r\n\r\n", f"5\r\nhelloXX\r\n0\r\n\r\n", f"5\nhello\n0\n\n"])
+    body = rng.choice(
+        [f"{size}\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX\r\n0\r\n\r\n", "5\nhello\n0\n\n"]
+    )
     return _head(rng, [f"{_case(rng, 'Transfer-Encoding')}: chunked"]) + body.encode("latin-1")
 
 

@@ -90,8 +90,12 @@ class Proxy:
         return self.proc.returncode
 
 
-def start_proxy(*args: str, config: Path | None = None, inbound_app: str | None = None,
-                upstreams: dict[str, str] | None = None) -> Proxy:
+def start_proxy(
+    *args: str,
+    config: Path | None = None,
+    inbound_app: str | None = None,
+    upstreams: dict[str, str] | None = None,
+) -> Proxy:
     """Start ``sidecarkit agent proxy`` with an inbound listener in front of ``inbound_app``
     and/or ``upstreams`` (name -> endpoints), on free ports; wait until it is ready."""
     admin = free_port()
@@ -109,10 +113,12 @@ def start_proxy(*args: str, config: Path | None = None, inbound_app: str | None 
     proc = subprocess.Popen([*argv, *args], env=dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return Proxy(proc, admin, ports)
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r,
+        ):
+            if r.status == 200:
+                return Proxy(proc, admin, ports)
         if proc.poll() is not None:
             raise AssertionError(f"the proxy exited with {proc.returncode}")
         time.sleep(0.05)
@@ -134,7 +140,9 @@ _LEFT: dict[int, bytes] = {}
 """Bytes read past a response, by socket: the start of the next pipelined one."""
 
 
-def read_response(s: socket.socket, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+def read_response(
+    s: socket.socket, *, head_only: bool = False
+) -> tuple[int, dict[str, str], bytes]:
     """One response from ``s``: status, headers (lower-case names), body (Content-Length or
     chunked, or until close)."""
     buf = _LEFT.pop(s.fileno(), b"")
@@ -183,8 +191,14 @@ def _recv(s: socket.socket, where: str) -> bytes:
     return chunk
 
 
-def request(port: int, path: str = "/ok", *, method: str = "GET", headers: dict[str, str] | None = None,
-            body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+def request(
+    port: int,
+    path: str = "/ok",
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> tuple[int, dict[str, str], bytes]:
     """One request on a fresh connection."""
     lines = [f"{method} {path} HTTP/1.1", "Host: test"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]

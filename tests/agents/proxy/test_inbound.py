@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def proxy(app: Backend) -> Iterator[Proxy]:
 
 def test_a_request_reaches_the_app_with_forwarded_headers_and_a_request_id(proxy: Proxy) -> None:
     status, _, body = request(
-        proxy.ports["inbound"], "/echo", headers={"X-Forwarded-For": "10.1.2.3", "traceparent": "00-abc-def-01"}
+        proxy.ports["inbound"],
+        "/echo",
+        headers={"X-Forwarded-For": "10.1.2.3", "traceparent": "00-abc-def-01"},
     )
     assert status == 200
     doc = json.loads(body)
@@ -73,7 +76,9 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(proxy: Proxy
             b"GET /slow/50 HTTP/1.1\r\nHost: a\r\n\r\n"
         )
         bodies = [read_response(s)[2] for _ in range(3)]
-    assert bodies[0].startswith(b"slow") and bodies[1] == b"bbbbb" and bodies[2].startswith(b"slow")
+    assert bodies[0].startswith(b"slow")
+    assert bodies[1] == b"bbbbb"
+    assert bodies[2].startswith(b"slow")
 
 
 def test_a_chunked_upload_streams_through_and_arrives_whole(proxy: Proxy) -> None:
@@ -92,14 +97,18 @@ def test_a_chunked_upload_streams_through_and_arrives_whole(proxy: Proxy) -> Non
 
 def test_a_large_response_arrives_whole_with_its_length(proxy: Proxy) -> None:
     status, headers, body = request(proxy.ports["inbound"], "/big/3000000")
-    assert status == 200 and headers["content-length"] == "3000000" and len(body) == 3000000
+    assert status == 200
+    assert headers["content-length"] == "3000000"
+    assert len(body) == 3000000
 
 
 def test_head_responses_keep_their_length_and_the_connection_stays_usable(proxy: Proxy) -> None:
     with connection(proxy.ports["inbound"]) as s:
         s.sendall(b"HEAD /big/100 HTTP/1.1\r\nHost: a\r\n\r\n")
         status, headers, rest = read_response(s, head_only=True)
-        assert status == 200 and headers["content-length"] == "100" and rest == b""
+        assert status == 200
+        assert headers["content-length"] == "100"
+        assert rest == b""
         s.sendall(b"GET /big/3 HTTP/1.1\r\nHost: a\r\n\r\n")
         assert read_response(s)[2] == b"bbb"
 
@@ -108,23 +117,31 @@ def test_an_http_10_client_gets_its_response_and_the_connection_closes(proxy: Pr
     with connection(proxy.ports["inbound"]) as s:
         s.sendall(b"GET /big/4 HTTP/1.0\r\n\r\n")
         status, _, body = read_response(s)
-        assert status == 200 and body == b"bbbb"
+        assert status == 200
+        assert body == b"bbbb"
         assert s.recv(10) == b""
 
 
 def test_headers_over_the_limit_get_431_and_a_long_target_414(proxy: Proxy) -> None:
-    status, _, _ = request(proxy.ports["inbound"], "/ok", headers={f"x-h{i}": "v" * 1000 for i in range(40)})
+    status, _, _ = request(
+        proxy.ports["inbound"], "/ok", headers={f"x-h{i}": "v" * 1000 for i in range(40)}
+    )
     assert status == 431
     status, _, _ = request(proxy.ports["inbound"], "/" + "a" * 40000)
     assert status in (414, 431)
-    status, _, _ = request(proxy.ports["inbound"], "/ok", headers={f"x-h{i}": "v" for i in range(120)})
+    status, _, _ = request(
+        proxy.ports["inbound"], "/ok", headers={f"x-h{i}": "v" for i in range(120)}
+    )
     assert status == 431
 
 
 def test_a_body_over_the_limit_gets_413(app: Backend) -> None:
     p = start_proxy(inbound_app=app.address, config=None)
     p.stop()
-    proxy = start_proxy(inbound_app=app.address, config=_config(app.record.parent, "limits:\n  max_body_bytes: 1000\n"))
+    proxy = start_proxy(
+        inbound_app=app.address,
+        config=_config(app.record.parent, "limits:\n  max_body_bytes: 1000\n"),
+    )
     try:
         assert request(proxy.ports["inbound"], "/echo", method="POST", body=b"x" * 1001)[0] == 413
         assert request(proxy.ports["inbound"], "/echo", method="POST", body=b"x" * 1000)[0] == 200
@@ -143,16 +160,20 @@ def _config(where: Path, text: str) -> Path:
 
 
 def test_requests_past_the_in_flight_limit_are_shed_with_503_and_retry_after(app: Backend) -> None:
-    proxy = start_proxy(inbound_app=app.address, config=_config(app.record.parent, "limits:\n  max_requests_in_flight: 2\n"))
+    proxy = start_proxy(
+        inbound_app=app.address,
+        config=_config(app.record.parent, "limits:\n  max_requests_in_flight: 2\n"),
+    )
     try:
-        socks = [socket.create_connection(("127.0.0.1", proxy.ports["inbound"]), 10) for _ in range(2)]
+        socks = [
+            socket.create_connection(("127.0.0.1", proxy.ports["inbound"]), 10) for _ in range(2)
+        ]
         for s in socks:
             s.sendall(b"GET /slow/1500 HTTP/1.1\r\nHost: a\r\n\r\n")
-        import time
-
         time.sleep(0.5)
         status, headers, _ = request(proxy.ports["inbound"], "/ok")
-        assert status == 503 and headers["retry-after"] == "1"
+        assert status == 503
+        assert headers["retry-after"] == "1"
         assert all(read_response(s)[0] == 200 for s in socks)
         for s in socks:
             s.close()
@@ -161,14 +182,20 @@ def test_requests_past_the_in_flight_limit_are_shed_with_503_and_retry_after(app
         proxy.stop()
 
 
-def test_golden_metrics_count_requests_by_direction_and_endpoint(proxy: Proxy, app: Backend) -> None:
+def test_golden_metrics_count_requests_by_direction_and_endpoint(
+    proxy: Proxy, app: Backend
+) -> None:
     for _ in range(3):
         request(proxy.ports["inbound"], "/ok")
     request(proxy.ports["inbound"], "/status/503")
     labels = {"direction": "inbound", "upstream": "app", "endpoint": app.address}
     assert proxy.metric("request_total", **labels) == 4
-    assert proxy.metric("response_total", classification="success", status_code="200", **labels) == 3
-    assert proxy.metric("response_total", classification="failure", status_code="503", **labels) == 1
+    assert (
+        proxy.metric("response_total", classification="success", status_code="200", **labels) == 3
+    )
+    assert (
+        proxy.metric("response_total", classification="failure", status_code="503", **labels) == 1
+    )
     assert proxy.metric("response_latency_ms_count", **labels) == 4
     assert proxy.metric("tcp_read_bytes_total", direction="inbound", peer="src") > 0
     assert proxy.metric("tcp_write_bytes_total", direction="inbound", peer="dst") > 0

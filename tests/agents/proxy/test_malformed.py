@@ -54,7 +54,9 @@ class _Strict:
         self.framings.append(self.names & {"content-length", "transfer-encoding"})
 
 
-def test_ten_thousand_malformed_requests_get_400_and_reach_the_app_unambiguously(tmp_path: Path) -> None:
+def test_ten_thousand_malformed_requests_get_400_and_reach_the_app_unambiguously(
+    tmp_path: Path,
+) -> None:
     app = start_backend(tmp_path / "app")
     proxy = start_proxy(inbound_app=app.address)
     try:

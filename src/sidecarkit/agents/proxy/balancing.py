@@ -60,7 +60,9 @@ class Endpoint:
         self.pending = 0
         """Requests sent and not yet answered."""
         self.cost = DEFAULT_RTT
-        self.stamp = 0.0
+        self.stamp = math.inf
+        """When ``cost`` was last updated; infinity until the first pick, so that the default
+        does not decay over the time before the endpoint was known."""
         self.failures = 0
         """Failures in a row."""
         self.ejections = 0
@@ -78,7 +80,13 @@ class Endpoint:
             self.cost = self.cost * weight + rtt * (1.0 - weight)
         self.stamp = now
 
-    def load(self) -> float:
+    def load(self, now: float) -> float:
+        """Cost x (in flight + 1), the estimate first decayed toward 0 for the time since it was
+        last touched (as tower's PeakEwma does): an endpoint left alone after a slow spell, or
+        never measured, becomes worth a try again instead of starving."""
+        if now > self.stamp:
+            self.cost *= math.exp(-(now - self.stamp) / DECAY)
+            self.stamp = now
         return self.cost * (self.pending + 1)
 
 
@@ -154,7 +162,7 @@ class Balancer:
             return first
         if self.kind == "least-request":
             return first if first.pending <= second.pending else second
-        return first if first.load() <= second.load() else second
+        return first if first.load(now) <= second.load(now) else second
 
     def succeeded(self, endpoint: Endpoint, now: float) -> None:
         endpoint.failures = 0

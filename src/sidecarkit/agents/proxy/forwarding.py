@@ -170,6 +170,8 @@ class Exchange:
             self.fail_local(503, b"no endpoints for this service\n", retry_after=True)
             return
         self.endpoint = endpoint
+        if not self.tries:
+            service.budget.deposit(now)
         self.tries += 1
         self.try_started = now
         pool = endpoint.pool
@@ -231,8 +233,9 @@ class Exchange:
         conn.send(self, data)
 
     def may_retry(self, now: float, *, sent: bool) -> bool:
-        """True when a new try is allowed: nothing answered yet, tries left, a body-less
-        request, an idempotent method once the request reached the endpoint, and budget."""
+        """True when a new try is allowed: nothing answered yet, tries left and budget; once
+        the request reached an endpoint, also an idempotent method and no body (a body that
+        went out is gone; one never sent is still held whole)."""
         service = self.service
         req = self.req
         return not (
@@ -240,7 +243,10 @@ class Exchange:
             or self.done
             or self.tries >= service.retries.attempts
             or (sent and self.method not in service.retry_methods)
-            or (req.framing == heads.CHUNKED or (req.framing == heads.LENGTH and req.length))
+            or (
+                sent
+                and (req.framing == heads.CHUNKED or (req.framing == heads.LENGTH and req.length))
+            )
             or not service.budget.withdraw(now)
         )
 
@@ -420,12 +426,12 @@ class Downstream(asyncio.Protocol):
         "current",
         "deadline",
         "head_bytes",
-        "measure",
         "headers",
         "http10",
         "in_head",
         "loop",
         "lost",
+        "measure",
         "out",
         "parser",
         "paused",

@@ -59,6 +59,7 @@ _REASONS: Final = {
     504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
 }  # fmt: skip
 
+
 def reason(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
 
@@ -130,7 +131,7 @@ def build_request(
 ) -> Request:
     """Check one parsed request head and write the head to send upstream."""
     out = Request()
-    if version != "1.1" and version != "1.0":
+    if version not in ("1.1", "1.0"):
         out.error, out.detail = 505, b"only HTTP/1.0 and HTTP/1.1 are served here\n"
         return out
     out.keep_alive = version == "1.1"
@@ -253,7 +254,7 @@ def response_head(
             elif lower == b"connection":
                 for part in value.lower().split(b","):
                     token = part.strip()
-                    if token and token != b"keep-alive" and token != b"close":
+                    if token and token not in (b"keep-alive", b"close"):
                         named.append(token)
             continue
         lines += (name, b": ", value, b"\r\n")
