@@ -159,9 +159,10 @@ def read_response(
         body = b""
     elif "content-length" in headers:
         want = int(headers["content-length"])
-        while len(rest) < want:
-            rest += _recv(s, "mid-body")
-        body, rest = rest[:want], rest[want:]
+        grown = bytearray(rest)
+        while len(grown) < want:
+            grown += _recv(s, "mid-body")
+        body, rest = bytes(grown[:want]), bytes(grown[want:])
     elif headers.get("transfer-encoding") == "chunked":
         body = b""
         while True:

@@ -47,6 +47,8 @@ log = logging.getLogger("sidecarkit.agent.proxy")
 
 HOLD_BYTES: Final = 256 << 10
 """Body bytes held for a request not yet attached to an endpoint before reading pauses."""
+DRAIN_IDLE: Final = 1.0
+"""Seconds an idle keep-alive connection is kept open once draining began."""
 PIPELINE_DEPTH: Final = 32
 """Requests queued on one connection before reading pauses."""
 
@@ -601,9 +603,12 @@ class Downstream(asyncio.Protocol):
         self.close_transport()
 
     def drain(self) -> None:
+        """The proxy is shutting down: the next response says ``Connection: close``; an idle
+        connection is closed after ``DRAIN_IDLE`` without a request (closing it at once would
+        race a client that is sending its next request right now)."""
         self.closing = True
         if not self.queue and not self.in_head:
-            self.close_transport()
+            self.deadline = self.loop.time() + DRAIN_IDLE
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:

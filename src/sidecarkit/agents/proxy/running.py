@@ -133,7 +133,7 @@ class Agent:
             await asyncio.sleep(0.05)
             now = loop.time()
             for service in self.services:
-                service.tick(now)
+                service.tick(now)  # closes connections idle since the drain began
         left = sum(svc.in_flight for svc in self.services)
         cut = sum(len(svc.connections) for svc in self.services)
         for service in self.services:
