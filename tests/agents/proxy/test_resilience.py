@@ -162,7 +162,8 @@ def test_sigterm_during_load_loses_no_accepted_request(tmp_path: Path) -> None:
             except OSError as exc:
                 with lock:
                     outcomes[f"failed: {exc}"] += 1
-                s.close()
+                if s is not None:
+                    s.close()
                 s = None
         if s is not None:
             s.close()
