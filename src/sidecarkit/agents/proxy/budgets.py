@@ -17,40 +17,45 @@ __all__ = ["RetryBudget"]
 
 
 class RetryBudget:
-    __slots__ = ("denied", "epoch", "floor", "ratio", "requests", "retries", "slots")
+    """Callers add one to ``total`` per original request (an attribute, not a call, on the hot
+    path); ``tick`` once a second moves the window; ``withdraw`` asks for one retry."""
+
+    __slots__ = ("denied", "epoch", "floor", "marks", "ratio", "retries", "slots", "total")
 
     def __init__(self, *, ratio: float, floor: float, window: float) -> None:
         self.ratio = ratio
         self.floor = floor
         self.slots = max(1, math.ceil(window))
-        self.requests = [0] * self.slots
+        self.total = 0
+        """Original requests since the start."""
+        self.marks = [0] * self.slots
+        """``total`` at the start of each of the last ``slots`` seconds, oldest first."""
         self.retries = [0] * self.slots
+        """Retries in each of those seconds, oldest first."""
         self.epoch = 0
         self.denied = 0
 
-    def _advance(self, now: float) -> int:
+    def tick(self, now: float) -> None:
+        """Move the window to the second ``now`` is in."""
         second = int(now)
-        if second - self.epoch >= self.slots:
-            self.requests = [0] * self.slots
-            self.retries = [0] * self.slots
-        else:
-            for s in range(self.epoch + 1, second + 1):
-                self.requests[s % self.slots] = 0
-                self.retries[s % self.slots] = 0
-        self.epoch = max(self.epoch, second)
-        return self.epoch % self.slots
+        steps = min(second - self.epoch, self.slots)
+        if steps <= 0:
+            return
+        self.epoch = second
+        self.marks = self.marks[steps:] + [self.total] * steps
+        self.retries = self.retries[steps:] + [0] * steps
 
     def deposit(self, now: float) -> None:
-        """Count one original request."""
-        slot = self._advance(now) if int(now) != self.epoch else self.epoch % self.slots
-        self.requests[slot] += 1
+        """Count one original request (for callers off the hot path)."""
+        self.total += 1
 
     def withdraw(self, now: float) -> bool:
         """Take one retry from the budget; False (and counted as denied) when it is spent."""
-        slot = self._advance(now) if int(now) != self.epoch else self.epoch % self.slots
-        allowed = self.ratio * sum(self.requests) + self.floor * self.slots
+        self.tick(now)
+        requests = self.total - self.marks[0]
+        allowed = self.ratio * requests + self.floor * self.slots
         if sum(self.retries) + 1 > allowed:
             self.denied += 1
             return False
-        self.retries[slot] += 1
+        self.retries[-1] += 1
         return True

@@ -166,18 +166,20 @@ class Exchange:
             self.down.write(self.local)
             self.finish()
             return
-        now = _now()
+        if self.tries:
+            now = _now()
+        else:
+            now = self.started
+            service.budget.total += 1
         endpoint = service.balancer.pick(now, avoid=self.endpoint)
         if endpoint is None:
             self.fail_local(503, b"no endpoints for this service\n", retry_after=True)
             return
         self.endpoint = endpoint
-        if not self.tries:
-            service.budget.deposit(now)
         self.tries += 1
         self.try_started = now
         pool = endpoint.pool
-        if pool.full():
+        if pool.open >= pool.limit:
             self.fail_local(503, b"endpoint connection limit reached\n", retry_after=True)
             return
         pool.series.requests += 1
@@ -188,11 +190,13 @@ class Exchange:
             self.try_timer = service.loop.call_later(timeouts.try_, self.try_timed_out)
         if timeouts.request and self.timer is None:
             self.timer = service.loop.call_later(timeouts.request, self.timed_out)
-        conn = pool.take()
-        if conn is not None:
-            self.attach(conn)
-        else:
-            pool.connect(self.connected)
+        idle = pool.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                self.attach(conn)
+                return
+        pool.connect(self.connected)
 
     def _release(self) -> None:
         """The current try no longer counts as in flight on its endpoint."""
@@ -399,11 +403,15 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        self._release()
+        endpoint = self.pending
+        if endpoint is not None:
+            endpoint.pending -= 1
+            self.pending = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self._cancel_try_timer()
+        if self.try_timer is not None:
+            self._cancel_try_timer()
         if not self.local:
             self.service.in_flight -= 1
         self.down.finished(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -91,6 +92,7 @@ class Service:
 
     def tick(self, now: float) -> None:
         """Once a second: time out idle and slow client connections, expire pooled ones."""
+        self.budget.tick(time.monotonic())  # the balancer's and the budget's clock
         for conn in list(self.connections):
             deadline = conn.deadline
             if deadline and now >= deadline:
