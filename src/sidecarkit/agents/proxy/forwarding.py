@@ -520,10 +520,13 @@ class Downstream(asyncio.Protocol):
     def flush(self) -> None:
         """Write what a batch collected in one call (one system call for head and body)."""
         out = self.out
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.tcp.written += len(data)
-        self.t.write(data)
+        if len(out) == 1:
+            self.tcp.written += len(out[0])
+            self.t.write(out[0])
+        else:  # uvloop gathers the pieces with writev: a large body is not copied to join it
+            self.tcp.written += sum(map(len, out))
+            self.t.writelines(out)
+        self.out = []
 
     def pause_writing(self) -> None:
         ex = self.queue[0] if self.queue else None
