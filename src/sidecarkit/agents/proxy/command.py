@@ -62,6 +62,11 @@ def _upstream(text: str, index: int) -> dict[str, Any]:
     help="A service the app calls on a local port, e.g. payments=15001=10.0.0.7:8080,"
     "10.0.0.8:8080 or payments=15001=file:/etc/eps; repeatable.",
 )
+@click.option(
+    "--http-proxy",
+    metavar="HOST:PORT",
+    help="Be the app's HTTP_PROXY here: requests go to the upstream their host names.",
+)
 @click.option("--admin", metavar="HOST:PORT", help="/healthz, /ready and /metrics, 0.0.0.0:15190.")
 @click.option("--balancer", type=click.Choice(proxy_settings.BALANCERS), help="For every upstream.")
 @click.option(
@@ -82,6 +87,7 @@ def proxy(
     inbound: str | None,
     app: str | None,
     upstreams: tuple[str, ...],
+    http_proxy: str | None,
     admin: str | None,
     balancer: str | None,
     access_log: bool | None,
@@ -101,7 +107,7 @@ def proxy(
             from sidecarkit import configfiles  # noqa: PLC0415 - YAML only when asked for
 
             data = configfiles.load_mapping(config_path)
-            config = proxy_settings.from_mapping(data, source=config_path, base=config)
+            config = proxy_settings.from_mapping(data, source=config_path, base=config, final=False)
         given: dict[str, Any] = {}
         if inbound or app:
             given["inbound"] = {
@@ -114,6 +120,8 @@ def proxy(
                     entry["balancer"] = balancer
         if admin:
             given["admin"] = admin
+        if http_proxy:
+            given["http_proxy"] = http_proxy
         if access_log is not None:
             given["access_log"] = access_log
         if drain_grace:

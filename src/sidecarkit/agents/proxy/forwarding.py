@@ -98,10 +98,16 @@ class Exchange:
     )  # fmt: skip
 
     def __init__(
-        self, down: Downstream, method: bytes, target: bytes, req: heads.Request, now: float
+        self,
+        down: Downstream,
+        service: services.Service,
+        method: bytes,
+        target: bytes,
+        req: heads.Request,
+        now: float,
     ) -> None:
         self.down = down
-        self.service = down.service
+        self.service = service
         self.method = method
         self.target = target
         self.req = req
@@ -413,7 +419,7 @@ class Exchange:
         if self.try_timer is not None:
             self._cancel_try_timer()
         if not self.local:
-            self.service.in_flight -= 1
+            self.down.service.in_flight -= 1  # the listener's count, whichever upstream
         self.down.finished(self)
 
 
@@ -660,9 +666,17 @@ class Downstream(asyncio.Protocol):
         if method == b"CONNECT":
             self.refuse = (405, b"CONNECT is not served on this port\n")
             raise _Refuse
+        target = self.url
+        upstream: services.Service | None = service
+        authority = b""
+        if service.router is not None:  # HTTP-proxy mode: the authority names the upstream
+            host = next((v for n, v in self.headers if n.lower() == b"host"), None)
+            upstream, target, authority = service.router.route(target, host)
         req = heads.build_request(
-            method, self.url, version, self.headers,
-            client=self.client, forwarded=service.forwarded, host=service.host,
+            method, target, version, self.headers,
+            client=self.client,
+            forwarded=upstream.forwarded if upstream else False,
+            host=upstream.host if upstream else None,
         )  # fmt: skip
         if req.error:
             self.refuse = (req.error, req.detail)
@@ -671,11 +685,18 @@ class Downstream(asyncio.Protocol):
         if limit and req.framing == heads.LENGTH and req.length > limit:
             self.refuse = (413, b"request body over the limit\n")
             raise _Refuse
-        ex = Exchange(self, method, self.url, req, _now())
+        ex = Exchange(self, upstream or service, method, target, req, _now())
         self.current = ex
         queue = self.queue
         queue.append(ex)
-        if service.in_flight >= service.limits.max_requests_in_flight:
+        if upstream is None:
+            ex.status = 404
+            ex.local = heads.simple_response(
+                404, b"no upstream is named %s\n" % authority, close=False
+            )
+            service.local.requests += 1
+            service.local.respond(404, 0.0)
+        elif service.in_flight >= service.limits.max_requests_in_flight:
             ex.status = 503
             ex.local = heads.simple_response(
                 503, b"too many requests in flight\n", close=False, extra=b"retry-after: 1\r\n"

@@ -15,10 +15,11 @@ requests depend on it:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
-from sidecarkit.agents.proxy import admin, discovery, forwarding, services, telemetry
+from sidecarkit.agents.proxy import admin, discovery, forwarding, routing, services, telemetry
 from sidecarkit.agents.proxy import settings as proxy_settings
 
 __all__ = ["Agent"]
@@ -67,8 +68,12 @@ class Agent:
 
         return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
 
-    def _build(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _build(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> list[tuple[services.Service, tuple[str, int]]]:
+        """Every service, and the listeners to open: (service, address)."""
         s = self.settings
+        listeners = []
         if s.inbound is not None:
             service = services.Service(
                 "app", direction="inbound", balancer="round-robin", host=None,
@@ -76,6 +81,8 @@ class Agent:
             )  # fmt: skip
             service.set_endpoints([s.inbound.app])
             self.services.append(service)
+            listeners.append((service, s.inbound.listen))
+        names: dict[str, services.Service] = {}
         for up in s.upstreams:
             service = services.Service(
                 up.name, direction="outbound", balancer=up.balancer, host=up.host,
@@ -88,15 +95,26 @@ class Agent:
                 self.files.append((service, source))
             service.set_endpoints(endpoints)
             self.services.append(service)
+            if up.listen is not None:
+                listeners.append((service, up.listen))
+            for name in (up.name, *up.hosts):
+                names.setdefault(name, service)
+        if s.http_proxy is not None:
+            front = services.Service(
+                "http-proxy", direction="outbound", balancer="round-robin", host=None,
+                settings=s, metrics=self.metrics, loop=loop,
+            )  # fmt: skip
+            front.router = routing.Router(names)
+            self.services.append(front)
+            listeners.append((front, s.http_proxy))
+        return listeners
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._build(loop)
         s = self.settings
-        listens = ([s.inbound.listen] if s.inbound else []) + [u.listen for u in s.upstreams]
-        for service, (host, port) in zip(self.services, listens, strict=True):
+        for service, (host, port) in self._build(loop):
             service.server = await loop.create_server(
-                lambda service=service: forwarding.Downstream(service),  # type: ignore[misc]
+                functools.partial(forwarding.Downstream, service),
                 host, port, backlog=4096, reuse_address=True,
             )  # fmt: skip
             log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)

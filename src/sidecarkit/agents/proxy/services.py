@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sidecarkit.agents.proxy import balancing, budgets, pools, telemetry
+from sidecarkit.agents.proxy import balancing, budgets, pools, routing, telemetry
 from sidecarkit.agents.proxy import settings as proxy_settings
 
 __all__ = ["Service"]
@@ -63,6 +63,8 @@ class Service:
         self.draining = False
         self.access_log = sys.stdout if settings.access_log else None
         self.server: asyncio.Server | None = None
+        self.router: routing.Router[Service] | None = None
+        """Set on the HTTP-proxy listener's service: requests go where their authority says."""
 
     def set_endpoints(self, addresses: Iterable[tuple[str, int]]) -> None:
         """Take a new endpoint set from discovery; pools of endpoints that left are closed

@@ -14,6 +14,8 @@ for the proxy to do anything)::
         file: /etc/sidecarkit/payments.endpoints     # one host:port a line, watched
         balancer: p2c-peak-ewma       # or round-robin, least-request
         host: payments.shop.svc       # Host header sent upstream (default: as the app sent it)
+        hosts: [payments, payments.shop.svc]  # names it answers to in HTTP-proxy mode
+    http_proxy: 127.0.0.1:15080       # the app's HTTP_PROXY: routes by the authority it names
     limits:
       max_connections: 10000          # per listener; more are closed at once
       max_requests_in_flight: 10000   # per listener; more get 503 with Retry-After
@@ -90,8 +92,8 @@ class Inbound:
 @dataclass(frozen=True, slots=True)
 class Upstream:
     name: str
-    listen: tuple[str, int]
-    """A loopback port the app calls instead of the service."""
+    listen: tuple[str, int] | None
+    """A loopback port the app calls instead of the service; None: only by HTTP-proxy mode."""
     endpoints: tuple[tuple[str, int], ...] = ()
     """Static endpoints."""
     file: str | None = None
@@ -99,6 +101,8 @@ class Upstream:
     balancer: str = "p2c-peak-ewma"
     host: str | None = None
     """Host header sent upstream; None keeps the app's."""
+    hosts: tuple[str, ...] = ()
+    """Authorities (``name`` or ``name:port``) routed here in HTTP-proxy mode, besides ``name``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +177,8 @@ class Settings:
     admin: tuple[str, int] = ("0.0.0.0", 15190)
     inbound: Inbound | None = None
     upstreams: tuple[Upstream, ...] = ()
+    http_proxy: tuple[str, int] | None = None
+    """Where the app's ``HTTP_PROXY`` points; requests are routed by the authority they name."""
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
     retries: Retries = field(default_factory=Retries)
@@ -287,14 +293,14 @@ def _statuses(value: Any, where: str) -> tuple[int, ...]:
 
 def _upstream(data: Any, where: str) -> Upstream:
     data = _mapping(data, where)
-    allowed = ("name", "listen", "endpoints", "file", "balancer", "host")
+    allowed = ("name", "listen", "endpoints", "file", "balancer", "host", "hosts")
     _known(data, where, allowed)
     name = str(data.get("name", "")).strip()
     if not name or not all(c.isalnum() or c in "-_." for c in name):
         raise ValueError(f"{where}.name: give each upstream a name of letters, digits, -_. ")
-    if "listen" not in data:
-        raise ValueError(f"{where}.listen: missing; give the local port the app calls, e.g. 15001")
-    listen = parse_address(data["listen"], f"{where}.listen", default_host="127.0.0.1")
+    listen = None
+    if data.get("listen") not in (None, "", "-"):
+        listen = parse_address(data["listen"], f"{where}.listen", default_host="127.0.0.1")
     endpoints = tuple(
         parse_address(e, f"{where}.endpoints[{i}]", default_host="127.0.0.1")
         for i, e in enumerate(_list(data.get("endpoints", []), f"{where}.endpoints"))
@@ -308,8 +314,15 @@ def _upstream(data: Any, where: str) -> Upstream:
             f"{where}.balancer: {balancer!r} is unknown; use one of {', '.join(BALANCERS)}"
         )
     host = data.get("host")
+    hosts = tuple(str(h).strip() for h in _list(data.get("hosts", []), f"{where}.hosts"))
     return Upstream(
-        name, listen, endpoints, str(file) if file else None, balancer, str(host) if host else None
+        name,
+        listen,
+        endpoints,
+        str(file) if file else None,
+        balancer,
+        str(host) if host else None,
+        hosts,
     )
 
 
@@ -342,8 +355,8 @@ _POOL = {
 }
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
-    "admin", "inbound", "upstreams", "limits", "timeouts", "retries", "outlier", "pool",
-    "drain", "access_log",
+    "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
+    "pool", "drain", "access_log",
 )  # fmt: skip
 
 
@@ -358,8 +371,11 @@ def _bool(value: Any, where: str) -> bool:
     raise ValueError(f"{where}: {value!r} is not true or false")
 
 
-def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None = None) -> Settings:
-    """Settings from YAML-shaped data over ``base``; ValueError names ``source`` and the key."""
+def from_mapping(
+    data: Mapping[str, Any], *, source: str, base: Settings | None = None, final: bool = True
+) -> Settings:
+    """Settings from YAML-shaped data over ``base``; ValueError names ``source`` and the key.
+    ``final=False`` leaves the checks across keys to a later layer (flags over a file)."""
     settings = base or Settings()
     try:
         _known(data, "", _TOP)
@@ -393,10 +409,15 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
             if key in data:
                 section = _mapping(data[key], key)
                 changes[key] = _section(cls, getattr(settings, key), section, key, kinds)
+        if data.get("http_proxy"):
+            changes["http_proxy"] = parse_address(
+                data["http_proxy"], "http_proxy", default_host="127.0.0.1"
+            )
         if "access_log" in data:
             changes["access_log"] = _bool(data["access_log"], "access_log")
         result = replace(settings, **changes)
-        _check(result)
+        if final:
+            _check(result)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from exc
     return result
@@ -405,14 +426,24 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
 def _check(settings: Settings) -> None:
     seen: dict[tuple[str, int], str] = {}
     listeners = [("inbound.listen", settings.inbound.listen)] if settings.inbound else []
-    listeners += [(f"upstreams[{u.name}].listen", u.listen) for u in settings.upstreams]
+    listeners += [(f"upstreams[{u.name}].listen", u.listen) for u in settings.upstreams if u.listen]
+    if settings.http_proxy:
+        listeners.append(("http_proxy", settings.http_proxy))
     listeners.append(("admin", settings.admin))
     names = set()
     for up in settings.upstreams:
+        if up.listen is None and settings.http_proxy is None:
+            raise ValueError(
+                f"upstreams[{up.name}].listen: missing; give the local port the app calls "
+                "(e.g. 15001), or set http_proxy to reach it by name"
+            )
         if up.name in names:
             raise ValueError(f"upstreams[{up.name}]: the name is used twice; give each its own")
         names.add(up.name)
+    address: tuple[str, int] | None
     for where, address in listeners:
+        if address is None:
+            continue
         if address[1] and address in seen:
             raise ValueError(
                 f"{where}: {address[0]}:{address[1]} is also {seen[address]}; "
@@ -439,14 +470,17 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
     out["upstreams"] = [
         {
             "name": u.name,
-            "listen": address(u.listen),
+            **({"listen": address(u.listen)} if u.listen else {}),
             **({"endpoints": [address(e) for e in u.endpoints]} if u.endpoints else {}),
             **({"file": u.file} if u.file else {}),
             "balancer": u.balancer,
             **({"host": u.host} if u.host else {}),
+            **({"hosts": list(u.hosts)} if u.hosts else {}),
         }
         for u in settings.upstreams
     ]
+    if settings.http_proxy:
+        out["http_proxy"] = address(settings.http_proxy)
     for key in ("limits", "timeouts", "retries", "outlier", "pool", "drain"):
         section = asdict(getattr(settings, key))
         out[key] = {
