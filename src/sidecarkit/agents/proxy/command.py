@@ -63,6 +63,13 @@ def _upstream(text: str, index: int) -> dict[str, Any]:
     "10.0.0.8:8080 or payments=15001=file:/etc/eps; repeatable.",
 )
 @click.option(
+    "--tcp-upstream",
+    "tcp_upstreams",
+    multiple=True,
+    metavar="NAME=LISTEN=ENDPOINTS",
+    help="As --upstream, relayed as opaque TCP (one endpoint per connection).",
+)
+@click.option(
     "--http-proxy",
     metavar="HOST:PORT",
     help="Be the app's HTTP_PROXY here: requests go to the upstream their host names.",
@@ -87,6 +94,7 @@ def proxy(
     inbound: str | None,
     app: str | None,
     upstreams: tuple[str, ...],
+    tcp_upstreams: tuple[str, ...],
     http_proxy: str | None,
     admin: str | None,
     balancer: str | None,
@@ -113,8 +121,10 @@ def proxy(
             given["inbound"] = {
                 k: v for k, v in (("listen", inbound), ("app", app)) if v is not None
             }
-        if upstreams:
-            given["upstreams"] = [_upstream(u, i) for i, u in enumerate(upstreams)]
+        if upstreams or tcp_upstreams:
+            given["upstreams"] = [_upstream(u, i) for i, u in enumerate(upstreams)] + [
+                {**_upstream(u, i), "protocol": "tcp"} for i, u in enumerate(tcp_upstreams)
+            ]
             if balancer:
                 for entry in given["upstreams"]:
                     entry["balancer"] = balancer

@@ -19,7 +19,15 @@ import functools
 import logging
 import time
 
-from sidecarkit.agents.proxy import admin, discovery, forwarding, routing, services, telemetry
+from sidecarkit.agents.proxy import (
+    admin,
+    discovery,
+    forwarding,
+    relaying,
+    routing,
+    services,
+    telemetry,
+)
 from sidecarkit.agents.proxy import settings as proxy_settings
 
 __all__ = ["Agent"]
@@ -88,6 +96,7 @@ class Agent:
                 up.name, direction="outbound", balancer=up.balancer, host=up.host,
                 settings=s, metrics=self.metrics, loop=loop,
             )  # fmt: skip
+            service.protocol = up.protocol
             endpoints = list(up.endpoints)
             if up.file:
                 source = discovery.FileSource(up.file)
@@ -97,7 +106,7 @@ class Agent:
             self.services.append(service)
             if up.listen is not None:
                 listeners.append((service, up.listen))
-            for name in (up.name, *up.hosts):
+            for name in (up.name, *up.hosts) if up.protocol == "http" else ():
                 names.setdefault(name, service)
         if s.http_proxy is not None:
             front = services.Service(
@@ -113,8 +122,9 @@ class Agent:
         loop = asyncio.get_running_loop()
         s = self.settings
         for service, (host, port) in self._build(loop):
+            kind = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
             service.server = await loop.create_server(
-                functools.partial(forwarding.Downstream, service),
+                functools.partial(kind, service),
                 host, port, backlog=4096, reuse_address=True,
             )  # fmt: skip
             log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)

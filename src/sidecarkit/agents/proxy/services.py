@@ -63,6 +63,8 @@ class Service:
         self.draining = False
         self.access_log = sys.stdout if settings.access_log else None
         self.server: asyncio.Server | None = None
+        self.protocol = "http"
+        """``tcp`` for an L4 relay (``relaying``)."""
         self.router: routing.Router[Service] | None = None
         """Set on the HTTP-proxy listener's service: requests go where their authority says."""
 

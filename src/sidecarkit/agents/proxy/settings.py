@@ -14,6 +14,7 @@ for the proxy to do anything)::
         file: /etc/sidecarkit/payments.endpoints     # one host:port a line, watched
         balancer: p2c-peak-ewma       # or round-robin, least-request
         host: payments.shop.svc       # Host header sent upstream (default: as the app sent it)
+        protocol: http                # or tcp: an opaque L4 relay, one endpoint per connection
         hosts: [payments, payments.shop.svc]  # names it answers to in HTTP-proxy mode
     http_proxy: 127.0.0.1:15080       # the app's HTTP_PROXY: routes by the authority it names
     limits:
@@ -101,6 +102,8 @@ class Upstream:
     balancer: str = "p2c-peak-ewma"
     host: str | None = None
     """Host header sent upstream; None keeps the app's."""
+    protocol: str = "http"
+    """``http``, or ``tcp`` for an opaque L4 relay (one endpoint per connection)."""
     hosts: tuple[str, ...] = ()
     """Authorities (``name`` or ``name:port``) routed here in HTTP-proxy mode, besides ``name``."""
 
@@ -293,7 +296,7 @@ def _statuses(value: Any, where: str) -> tuple[int, ...]:
 
 def _upstream(data: Any, where: str) -> Upstream:
     data = _mapping(data, where)
-    allowed = ("name", "listen", "endpoints", "file", "balancer", "host", "hosts")
+    allowed = ("name", "listen", "endpoints", "file", "balancer", "host", "hosts", "protocol")
     _known(data, where, allowed)
     name = str(data.get("name", "")).strip()
     if not name or not all(c.isalnum() or c in "-_." for c in name):
@@ -315,6 +318,11 @@ def _upstream(data: Any, where: str) -> Upstream:
         )
     host = data.get("host")
     hosts = tuple(str(h).strip() for h in _list(data.get("hosts", []), f"{where}.hosts"))
+    protocol = str(data.get("protocol", "http"))
+    if protocol not in ("http", "tcp"):
+        raise ValueError(f"{where}.protocol: {protocol!r} is unknown; use http or tcp")
+    if protocol == "tcp" and listen is None:
+        raise ValueError(f"{where}.listen: a tcp upstream needs its own port, e.g. 15003")
     return Upstream(
         name,
         listen,
@@ -322,6 +330,7 @@ def _upstream(data: Any, where: str) -> Upstream:
         str(file) if file else None,
         balancer,
         str(host) if host else None,
+        protocol,
         hosts,
     )
 
@@ -474,6 +483,7 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             **({"endpoints": [address(e) for e in u.endpoints]} if u.endpoints else {}),
             **({"file": u.file} if u.file else {}),
             "balancer": u.balancer,
+            "protocol": u.protocol,
             **({"host": u.host} if u.host else {}),
             **({"hosts": list(u.hosts)} if u.hosts else {}),
         }
