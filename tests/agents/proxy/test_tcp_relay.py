@@ -53,7 +53,12 @@ def servers() -> Iterator[list[HalfCloseServer]]:
 
 def _exchange(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), 10) as s:
-        sender = threading.Thread(target=lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)))
+
+        def send() -> None:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
         sender.start()
         got = b""
         while chunk := s.recv(1 << 16):
