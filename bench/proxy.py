@@ -8,8 +8,13 @@ box is **requests per CPU-second of the proxy process** (utime+stime from ``/pro
 a ratio to haproxy's. Then 1,000 idle keep-alive connections are opened to each proxy (each
 having made one request) and the proxy's RSS is read.
 
-Goals: small responses >= 0.5x haproxy per CPU-second, 64 KiB >= 0.8x, RSS with 1,000 idle
-connections <= 40 MB. A missing peer (haproxy, nginx, wrk, taskset) fails the run.
+Then, in L4 mode, a 256 MiB file is downloaded four times through each relay (haproxy
+``mode tcp``; Debian's nginx loads no stream module, so it has no L4 figure) and the relay's
+MB per CPU-second is printed.
+
+Goals: small responses >= 0.5x haproxy per CPU-second, 64 KiB >= 0.8x, L4 >= 1x, RSS with
+1,000 idle connections <= 40 MB. A missing peer (haproxy, nginx, wrk, taskset, curl) fails
+the run.
 
     python bench/proxy.py [--duration 10] [--only sidecarkit,haproxy,nginx]
 """
@@ -68,7 +73,16 @@ frontend fe
 backend be
   http-reuse always
   server s1 127.0.0.1:{backend}
+frontend fe_tcp
+  mode tcp
+  bind 127.0.0.1:{tcp_port}
+  default_backend be_tcp
+backend be_tcp
+  mode tcp
+  server s1 127.0.0.1:{backend}
 """
+L4_FILE_MB = 256
+L4_ROUNDS = 4
 
 
 def cpu_seconds(pid: int) -> float:
@@ -142,6 +156,23 @@ def idle_rss(pid: int) -> float:
             s.close()
 
 
+def relay_mb_per_cpu_s(pid: int) -> float:
+    """MB moved per CPU-second of ``pid`` relaying ``L4_ROUNDS`` downloads of the big file."""
+    before = cpu_seconds(pid)
+    moved = 0
+    for _ in range(L4_ROUNDS):
+        out = subprocess.run(
+            ["taskset", "-c", "1", "curl", "-s", "-o", "/dev/null", "-w", "%{size_download}",
+             f"http://127.0.0.1:{PROXY + 1}/huge"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        if int(out) != L4_FILE_MB << 20:
+            raise SystemExit(f"L4 download came out {out} bytes, not {L4_FILE_MB} MiB")
+        moved += int(out)
+    cpu = cpu_seconds(pid) - before
+    return moved / 1e6 / cpu if cpu else 0.0
+
+
 def measure(name: str, argv: list[str], seconds: int) -> dict[str, float]:
     proc = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=subprocess.DEVNULL)
     try:
@@ -158,6 +189,9 @@ def measure(name: str, argv: list[str], seconds: int) -> dict[str, float]:
             result[f"{label}_per_cpu_s"] = requests / cpu if cpu else 0.0
             result[f"{label}_util"] = cpu / wall
         result["rss_idle_mb"] = idle_rss(proc.pid)
+        if name != "nginx":  # Debian's nginx has no stream module loaded: no L4 peer there
+            wait_port(PROXY + 1)
+            result["l4_mb_per_cpu_s"] = relay_mb_per_cpu_s(proc.pid)
         return result
     finally:
         proc.terminate()
@@ -173,9 +207,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--only", default="sidecarkit,haproxy,nginx")
     args = parser.parse_args()
-    missing = [
-        tool for tool in ("haproxy", "nginx", "wrk", "taskset") if shutil.which(tool) is None
-    ]
+    needed = ("haproxy", "nginx", "wrk", "taskset", "curl")
+    missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
         print(
             f"FAIL: peer or tool missing: {', '.join(missing)} (apt-get install haproxy nginx wrk)"
@@ -189,15 +222,21 @@ def main() -> int:
     (d / "www").mkdir()
     (d / "www" / "small").write_bytes(b"x" * 99 + b"\n")
     (d / "www" / "big").write_bytes(os.urandom(32768).hex().encode())
+    with (d / "www" / "huge").open("wb") as f:
+        for _ in range(L4_FILE_MB):
+            f.write(os.urandom(1 << 20))
     (d / "backend.conf").write_text(BACKEND_CONF.format(d=d, port=BACKEND))
     (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=PROXY, backend=BACKEND))
-    (d / "haproxy.cfg").write_text(HAPROXY_CONF.format(port=PROXY, backend=BACKEND))
+    (d / "haproxy.cfg").write_text(
+        HAPROXY_CONF.format(port=PROXY, backend=BACKEND, tcp_port=PROXY + 1)
+    )
     proxies = {
         "haproxy": ["haproxy", "-db", "-f", str(d / "haproxy.cfg")],
         "nginx": ["nginx", "-c", str(d / "nginx.conf")],
         "sidecarkit": [
             sys.executable, "-c", "from sidecarkit.entry import main; main()", "agent", "proxy",
             "--inbound", f"127.0.0.1:{PROXY}", "--app", f"127.0.0.1:{BACKEND}",
+            "--tcp-upstream", f"l4=127.0.0.1:{PROXY + 1}=127.0.0.1:{BACKEND}",
             "--admin", "127.0.0.1:0", "--log-level", "warning",
         ],
     }  # fmt: skip
@@ -213,7 +252,8 @@ def main() -> int:
                 f"{r['small_per_cpu_s']:8.0f} req/CPU-s "
                 f"(util {r['small_util']:.2f}) | 64K {r['big_rps']:7.0f} req/s "
                 f"{r['big_per_cpu_s']:7.0f} req/CPU-s (util {r['big_util']:.2f}) | "
-                f"RSS with {IDLE_CONNECTIONS} idle {r['rss_idle_mb']:.1f} MB",
+                f"RSS with {IDLE_CONNECTIONS} idle {r['rss_idle_mb']:.1f} MB"
+                + (f" | L4 {r['l4_mb_per_cpu_s']:.0f} MB/CPU-s" if "l4_mb_per_cpu_s" in r else ""),
                 flush=True,
             )
     finally:
@@ -226,7 +266,12 @@ def main() -> int:
             continue
         small = r["small_per_cpu_s"] / ref["small_per_cpu_s"]
         big = r["big_per_cpu_s"] / ref["big_per_cpu_s"]
-        print(f"{name} / haproxy per proxy-CPU-second: small {small:.2f}x, 64 KiB {big:.2f}x")
+        l4 = (
+            f", L4 {r['l4_mb_per_cpu_s'] / ref['l4_mb_per_cpu_s']:.2f}x"
+            if "l4_mb_per_cpu_s" in r
+            else ""
+        )
+        print(f"{name} / haproxy per proxy-CPU-second: small {small:.2f}x, 64 KiB {big:.2f}x{l4}")
     if "sidecarkit" in results:
         r = results["sidecarkit"]
         small = r["small_per_cpu_s"] / ref["small_per_cpu_s"]
