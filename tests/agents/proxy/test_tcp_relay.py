@@ -94,3 +94,18 @@ def test_a_dead_endpoint_is_skipped_for_the_next_one(servers: list[HalfCloseServ
             assert int(_exchange(port, b"hello").split()[1]) == servers[0].port
     finally:
         proxy.stop()
+
+
+def test_bytes_sent_right_after_connecting_are_not_lost(servers: list[HalfCloseServer]) -> None:
+    port = free_port()
+    proxy = start_proxy("--tcp-upstream", f"db=127.0.0.1:{port}=127.0.0.1:{servers[0].port}")
+    try:
+        for i in range(30):
+            payload = b"first bytes %d" % i
+            with socket.create_connection(("127.0.0.1", port), 10) as s:
+                s.sendall(payload)  # before the relay has its endpoint connection
+                s.shutdown(socket.SHUT_WR)
+                answer = s.recv(1 << 16)
+            assert answer.split()[0] == hashlib.sha256(payload).hexdigest().encode()
+    finally:
+        proxy.stop()

@@ -181,6 +181,7 @@ class Pool:
         "max_idle",
         "open",
         "series",
+        "tasks",
         "tcp",
     )
 
@@ -204,6 +205,7 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.tcp = tcp
         self.series = series
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def take(self) -> Connection | None:
         idle = self.idle
@@ -227,7 +229,9 @@ class Pool:
         """Open a connection in the background and call ``done(conn, None)`` or
         ``done(None, error)``; the one Task a request may need, and only without an idle one."""
         self.open += 1
-        self.loop.create_task(self._connect(done), name=f"connect {self.endpoint.label}")
+        task = self.loop.create_task(self._connect(done), name=f"connect {self.endpoint.label}")
+        self.tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self.tasks.discard)
 
     async def _connect(
         self, done: Callable[[Connection | None, BaseException | None], None]

@@ -87,6 +87,17 @@ class Client(_Side):
         super().__init__(service.client_tcp)
         self.service = service
         self.tries = 0
+        self.early: list[bytes] = []
+        """Bytes that came before the endpoint connection (uvloop may read before the pause
+        asked for in ``connection_made`` takes effect); one read at most."""
+
+    def data_received(self, data: bytes) -> None:
+        if self.other is None:
+            self.tcp.read += len(data)
+            self.early.append(data)
+            self.t.pause_reading()
+            return
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -107,7 +118,9 @@ class Client(_Side):
             return
         self.tries += 1
         endpoint.pending += 1
-        service.loop.create_task(self._dial(endpoint), name=f"relay to {endpoint.label}")
+        task = service.loop.create_task(self._dial(endpoint), name=f"relay to {endpoint.label}")
+        service.tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(service.tasks.discard)
 
     async def _dial(self, endpoint: Any) -> None:
         service = self.service
@@ -134,6 +147,10 @@ class Client(_Side):
             side.t.close()
             return
         self.other, side.other = side, self
+        if self.early:
+            side.tcp.written += sum(map(len, self.early))
+            side.t.writelines(self.early)
+            self.early = []
         if self.eof and side.t.can_write_eof():
             side.t.write_eof()
         self.t.resume_reading()

@@ -63,6 +63,8 @@ class Service:
         self.draining = False
         self.access_log = sys.stdout if settings.access_log else None
         self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        """Connects under way (L4 mode), held so that they are not collected mid-way."""
         self.protocol = "http"
         """``tcp`` for an L4 relay (``relaying``)."""
         self.router: routing.Router[Service] | None = None
