@@ -16,7 +16,9 @@ Goals: small responses >= 0.5x haproxy per CPU-second, 64 KiB >= 0.8x, L4 >= 1x,
 1,000 idle connections <= 40 MB. A missing peer (haproxy, nginx, wrk, taskset, curl) fails
 the run.
 
-    python bench/proxy.py [--duration 10] [--only sidecarkit,haproxy,nginx]
+    python bench/proxy.py [--duration 10] [--rounds 3] [--only sidecarkit,haproxy,nginx]
+
+Each proxy runs ``--rounds`` times, in turn with the others; the ratios are of medians.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,6 +209,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--only", default="sidecarkit,haproxy,nginx")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each proxy, in turn")
     args = parser.parse_args()
     needed = ("haproxy", "nginx", "wrk", "taskset", "curl")
     missing = [tool for tool in needed if shutil.which(tool) is None]
@@ -241,25 +245,36 @@ def main() -> int:
         ],
     }  # fmt: skip
     backend = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", str(d / "backend.conf")])
-    results: dict[str, dict[str, float]] = {}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     try:
         wait_port(BACKEND)
-        for name in names:
-            results[name] = measure(name, proxies[name], args.duration)
-            r = results[name]
-            print(
-                f"{name:10s} small {r['small_rps']:8.0f} req/s "
-                f"{r['small_per_cpu_s']:8.0f} req/CPU-s "
-                f"(util {r['small_util']:.2f}) | 64K {r['big_rps']:7.0f} req/s "
-                f"{r['big_per_cpu_s']:7.0f} req/CPU-s (util {r['big_util']:.2f}) | "
-                f"RSS with {IDLE_CONNECTIONS} idle {r['rss_idle_mb']:.1f} MB"
-                + (f" | L4 {r['l4_mb_per_cpu_s']:.0f} MB/CPU-s" if "l4_mb_per_cpu_s" in r else ""),
-                flush=True,
-            )
+        for _ in range(args.rounds):  # in turn, so that a burst of foreign load hits all alike
+            for name in names:
+                rounds[name].append(measure(name, proxies[name], args.duration))
+                r = rounds[name][-1]
+                print(
+                    f"{name:10s} small {r['small_rps']:8.0f} req/s "
+                    f"{r['small_per_cpu_s']:8.0f} req/CPU-s "
+                    f"(util {r['small_util']:.2f}) | 64K {r['big_rps']:7.0f} req/s "
+                    f"{r['big_per_cpu_s']:7.0f} req/CPU-s (util {r['big_util']:.2f}) | "
+                    f"RSS with {IDLE_CONNECTIONS} idle {r['rss_idle_mb']:.1f} MB"
+                    + (
+                        f" | L4 {r['l4_mb_per_cpu_s']:.0f} MB/CPU-s"
+                        if "l4_mb_per_cpu_s" in r
+                        else ""
+                    ),
+                    flush=True,
+                )
     finally:
         backend.terminate()
         backend.wait(10)
         shutil.rmtree(d, ignore_errors=True)
+    results = {
+        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for name, runs in rounds.items()
+    }
+    if args.rounds > 1:
+        print(f"medians over {args.rounds} rounds:")
     ref = results["haproxy"]
     for name, r in results.items():
         if name == "haproxy":
