@@ -95,6 +95,7 @@ def start_proxy(
     config: Path | None = None,
     inbound_app: str | None = None,
     upstreams: dict[str, str] | None = None,
+    loop: str = "uvloop",
 ) -> Proxy:
     """Start ``sidecarkit agent proxy`` with an inbound listener in front of ``inbound_app``
     and/or ``upstreams`` (name -> endpoints), on free ports; wait until it is ready."""
@@ -110,7 +111,10 @@ def start_proxy(
         argv += ["--upstream", f"{name}=127.0.0.1:{ports[name]}={endpoints}"]
     if config:
         argv += ["--config", str(config)]
-    proc = subprocess.Popen([*argv, *args], env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if loop == "asyncio":
+        env["SIDECARKIT_LOOP"] = "asyncio"
+    proc = subprocess.Popen([*argv, *args], env=env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with (

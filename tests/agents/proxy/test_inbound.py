@@ -28,9 +28,10 @@ def app(tmp_path: Path) -> Iterator[Backend]:
     backend.kill()
 
 
-@pytest.fixture
-def proxy(app: Backend) -> Iterator[Proxy]:
-    p = start_proxy("--drain-grace", "2s", inbound_app=app.address)
+@pytest.fixture(params=["uvloop", "asyncio"])
+def proxy(app: Backend, request: pytest.FixtureRequest) -> Iterator[Proxy]:
+    """The proxy on uvloop and on the stdlib loop: the data path must work on both."""
+    p = start_proxy("--drain-grace", "2s", inbound_app=app.address, loop=request.param)
     yield p
     p.stop()
 

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import httptools
+import pytest
 
 from tests.agents.proxy.malformed import cases
 from tests.agents.proxy.support import request, start_backend, start_proxy
@@ -54,11 +55,12 @@ class _Strict:
         self.framings.append(self.names & {"content-length", "transfer-encoding"})
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_ten_thousand_malformed_requests_get_400_and_reach_the_app_unambiguously(
-    tmp_path: Path,
+    tmp_path: Path, loop: str
 ) -> None:
     app = start_backend(tmp_path / "app")
-    proxy = start_proxy(inbound_app=app.address)
+    proxy = start_proxy(inbound_app=app.address, loop=loop)
     try:
         items = list(cases(COUNT))
         answers = asyncio.run(_send_all(proxy.ports["inbound"], items))
