@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +201,23 @@ def test_golden_metrics_count_requests_by_direction_and_endpoint(
     assert proxy.metric("response_latency_ms_count", **labels) == 4
     assert proxy.metric("tcp_read_bytes_total", direction="inbound", peer="src") > 0
     assert proxy.metric("tcp_write_bytes_total", direction="inbound", peer="dst") > 0
+
+
+def test_the_access_log_has_one_json_line_a_request(app: Backend) -> None:
+    proxy = start_proxy("--access-log", inbound_app=app.address, stdout=subprocess.PIPE)
+    try:
+        request(proxy.ports["inbound"], "/big/7", headers={"X-Request-Id": "rid-1"})
+        request(proxy.ports["inbound"], "/echo", method="POST", body=b"12345")
+    finally:
+        proxy.stop()
+    assert proxy.proc.stdout is not None
+    lines = [json.loads(line) for line in proxy.proc.stdout.read().splitlines()]
+    assert [(r["method"], r["path"], r["status"]) for r in lines] == [
+        ("GET", "/big/7", 200),
+        ("POST", "/echo", 200),
+    ]
+    assert lines[0]["request_id"] == "rid-1"
+    assert lines[0]["response_bytes"] == 7
+    assert lines[1]["request_bytes"] == 5
+    assert lines[0]["endpoint"] == app.address
+    assert lines[0]["direction"] == "inbound"
