@@ -17,6 +17,8 @@ from pathlib import Path
 from tests.support.webhooks import free_port
 
 HERE = Path(__file__).parent
+STARTED: list[subprocess.Popen[bytes]] = []
+"""Processes started by the running test; ``conftest`` kills those still running after it."""
 __all__ = ["Backend", "Proxy", "free_port", "request", "start_backend", "start_proxy"]
 
 
@@ -46,6 +48,7 @@ def start_backend(record: Path, port: int | None = None) -> Backend:
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "backend.py"), str(port), str(record)], stdout=subprocess.PIPE
     )
+    STARTED.append(proc)
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"ready\n"
     return Backend(proc, port, record)
@@ -116,6 +119,7 @@ def start_proxy(
     if loop == "asyncio":
         env["SIDECARKIT_LOOP"] = "asyncio"
     proc = subprocess.Popen([*argv, *args], env=env, stdout=stdout)
+    STARTED.append(proc)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with (
