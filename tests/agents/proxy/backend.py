@@ -10,6 +10,7 @@ connection, so a test can check what the proxy forwarded. Behaviour by path:
 ``/echo``             200 with JSON: method, target, headers, body length
 ``/stream``           200 chunked, ``chunk <port>`` every 50 ms, never ending
 ``/big/N``            200 with N bytes
+``/upgrade``          101 to an ``Upgrade`` request, then echoes every byte
 
 usage: python backend.py PORT RECORD_DIR
 """
@@ -38,6 +39,7 @@ class Conn(asyncio.Protocol):
         self.headers: list[tuple[str, str]] = []
         self.body = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.echo = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport
@@ -50,8 +52,19 @@ class Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.log.write(data)
         self.log.flush()
+        if self.echo:
+            self.t.write(data)
+            return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            rest = data[upgrade.args[0] :]
+            if self.echo and rest:
+                self.t.write(rest)
+            elif not self.echo:  # an Upgrade we do not take: answered already, parse on
+                self.parser = httptools.HttpRequestParser(self)
+                if rest:
+                    self.data_received(rest)
         except httptools.HttpParserError:
             self.t.write(
                 b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -80,6 +93,14 @@ class Conn(asyncio.Protocol):
         if path == "/stream":
             task = asyncio.get_running_loop().create_task(self.stream())
             self.tasks.add(task)
+            return
+        if path == "/upgrade":
+            wanted = {k.lower(): v for k, v in self.headers}.get("upgrade", "")
+            self.t.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n"
+                % wanted.encode()
+            )
+            self.echo = True
             return
         if path.startswith("/status/"):
             self.answer(int(path[8:]), b"status\n")

@@ -221,3 +221,36 @@ def test_the_access_log_has_one_json_line_a_request(app: Backend) -> None:
     assert lines[1]["request_bytes"] == 5
     assert lines[0]["endpoint"] == app.address
     assert lines[0]["direction"] == "inbound"
+
+
+def test_an_upgrade_the_app_accepts_becomes_a_tunnel_both_ways(proxy: Proxy) -> None:
+    with connection(proxy.ports["inbound"]) as s:
+        s.sendall(
+            b"GET /upgrade HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            b"early bytes"
+        )
+        status, headers, _ = read_response(s, head_only=True)
+        assert status == 101
+        assert headers["upgrade"] == "websocket"
+        assert headers["connection"] == "upgrade"
+        got = b""
+        while len(got) < len(b"early bytes"):
+            got += s.recv(100)
+        assert got == b"early bytes"
+        for i in range(20):
+            message = b"frame %d" % i
+            s.sendall(message)
+            got = b""
+            while len(got) < len(message):
+                got += s.recv(100)
+            assert got == message
+
+
+def test_an_upgrade_the_app_ignores_is_a_plain_request_and_the_connection_goes_on(
+    proxy: Proxy,
+) -> None:
+    with connection(proxy.ports["inbound"]) as s:
+        s.sendall(b"GET /big/3 HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+        assert read_response(s)[2] == b"bbb"
+        s.sendall(b"GET /big/4 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_response(s)[2] == b"bbbb"

@@ -40,6 +40,8 @@ class _Admin(asyncio.Protocol):
             if self.size > _MAX_HEAD:
                 raise httptools.HttpParserError("request too large")
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # answered as a plain request; nothing to upgrade to
+            self.t.close()
         except httptools.HttpParserError:
             self.t.write(heads.simple_response(400, b"bad request\n", close=True))
             self.t.close()

@@ -55,6 +55,7 @@ PIPELINE_DEPTH: Final = 32
 _PAUSE_HOLD: Final = 1
 _PAUSE_UPSTREAM: Final = 2
 _PAUSE_PIPELINE: Final = 4
+_PAUSE_TUNNEL: Final = 8
 
 _CHUNK_END: Final = b"0\r\n\r\n"
 
@@ -286,6 +287,9 @@ class Exchange:
                 )
                 down.write(interim)
             return
+        if status == 101:
+            self._switch(conn, reason, headers)
+            return
         now = _now()
         endpoint = self.endpoint
         if self.try_timer is not None:
@@ -315,6 +319,34 @@ class Exchange:
             conn.ex = None
             conn.fresh_parser()
             self.response_done(conn, keep_alive)
+
+    def _switch(
+        self, conn: pools.Connection, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """A 101 to an ``Upgrade`` request (WebSocket, h2c...): from here on the two
+        connections are one byte stream, with flow control, until either side closes."""
+        down = self.down
+        if not self.req.upgrade or down.upgrading is not self:
+            self.fail_local(502, b"the endpoint switched protocols unasked\n")
+            return
+        self._cancel_try_timer()
+        value = next((v for n, v in headers if n.lower() == b"upgrade"), self.req.upgrade)
+        head, _, _ = heads.response_head(
+            101, reason, headers, bodiless=True, close=False, http10=False
+        )
+        down.write(head[:-2] + b"connection: upgrade\r\nupgrade: %s\r\n\r\n" % value)
+        self.responded = True
+        self.status = 101
+        self.close = True  # when the tunnel ends, so does the client's connection
+        now = _now()
+        self.endpoint.pool.series.respond(101, now - self.started)
+        self.service.balancer.succeeded(self.endpoint, now)
+        conn.tunnel = down
+        down.tunnel = conn
+        early, down.tunnel_wait = down.tunnel_wait, b""
+        if early:
+            conn.write(early)
+        down.unpause(_PAUSE_TUNNEL)
 
     def response_body(self, data: bytes) -> None:
         self.sent_bytes += len(data)
@@ -456,6 +488,9 @@ class Downstream(asyncio.Protocol):
         "service",
         "t",
         "tcp",
+        "tunnel",
+        "tunnel_wait",
+        "upgrading",
         "url",
     )  # fmt: skip
 
@@ -481,6 +516,10 @@ class Downstream(asyncio.Protocol):
         self.lost = False
         self.batching = False
         self.out: list[bytes] = []
+        self.tunnel: pools.Connection | None = None
+        self.tunnel_wait = b""
+        """Bytes after an ``Upgrade`` request, held until the endpoint answers it."""
+        self.upgrading: Exchange | None = None
 
     # -- transport -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -557,6 +596,12 @@ class Downstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.tcp.read += len(data)
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.upgrading is not None:  # read before the pause took effect: hold it too
+            self.tunnel_wait += data
+            return
         if len(data) > self.service.limits.max_header_bytes:
             self.measure = True  # a whole head may have come in it: measure the head
         try:
@@ -581,6 +626,13 @@ class Downstream(asyncio.Protocol):
             self.reject(*self.refuse)
             return
         offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
+        ex = self.queue[-1] if self.queue else None
+        if ex is not None and ex.req.upgrade and not ex.done and not ex.local:
+            # wait for the endpoint's answer: a 101 makes the rest tunnel bytes
+            self.upgrading = ex
+            self.tunnel_wait = data[offset:]
+            self.pause(_PAUSE_TUNNEL)
+            return
         self.parser = httptools.HttpRequestParser(self)
         rest = data[offset:]
         if rest:
@@ -725,6 +777,14 @@ class Downstream(asyncio.Protocol):
     def finished(self, ex: Exchange) -> None:
         if self.lost:
             return
+        if self.upgrading is ex and self.tunnel is None:
+            # the endpoint answered the Upgrade request as a plain one: HTTP goes on
+            self.upgrading = None
+            self.parser = httptools.HttpRequestParser(self)
+            held, self.tunnel_wait = self.tunnel_wait, b""
+            self.unpause(_PAUSE_TUNNEL)
+            if held:
+                self.loop.call_soon(self.data_received, held)
         queue = self.queue
         if queue and queue[0] is ex:
             queue.popleft()

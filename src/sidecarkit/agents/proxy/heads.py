@@ -89,7 +89,9 @@ def request_id() -> bytes:
 class Request:
     """The outcome of checking and rewriting one request head."""
 
-    __slots__ = ("detail", "error", "framing", "head", "keep_alive", "length", "request_id")
+    __slots__ = (
+        "detail", "error", "framing", "head", "keep_alive", "length", "request_id", "upgrade",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.error = 0
@@ -100,6 +102,10 @@ class Request:
         self.length = 0
         self.request_id = b""
         self.keep_alive = True
+        self.upgrade = b""
+        """The protocol asked for with ``Upgrade`` (and ``Connection: upgrade``), e.g.
+        ``websocket``; the request goes on with both, and a 101 turns the connection into a
+        tunnel."""
 
 
 _HOP: Final = 1
@@ -110,9 +116,10 @@ _HOST: Final = 5
 _RID: Final = 6
 _XFF: Final = 7
 _FORWARDED: Final = 8
+_UPGRADE: Final = 9
 _SPECIAL: Final = {
     b"keep-alive": _HOP, b"proxy-connection": _HOP, b"te": _HOP, b"trailer": _HOP,
-    b"upgrade": _HOP, b"content-length": _LENGTH, b"transfer-encoding": _TE,
+    b"upgrade": _UPGRADE, b"content-length": _LENGTH, b"transfer-encoding": _TE,
     b"connection": _CONNECTION, b"host": _HOST, b"x-request-id": _RID,
     b"x-forwarded-for": _XFF, b"forwarded": _FORWARDED,
 }  # fmt: skip
@@ -138,6 +145,8 @@ def build_request(
     hosts = 0
     te: bytes | None = None
     named: list[bytes] = []
+    upgrade = b""
+    wants_upgrade = False
     rid: bytes | None = None
     xff: bytes | None = None
     fwd: bytes | None = None
@@ -165,10 +174,15 @@ def build_request(
                         out.keep_alive = False
                     elif token == b"keep-alive":
                         out.keep_alive = True
+                    elif token == b"upgrade":
+                        wants_upgrade = True
                     elif token:
                         named.append(token)
                 continue
             elif kind == _HOP:
+                continue
+            elif kind == _UPGRADE:
+                upgrade = value
                 continue
             elif forwarded:
                 if kind == _XFF:
@@ -190,6 +204,9 @@ def build_request(
         return out
     if named:
         lines = _drop_named(lines, named)
+    if upgrade and wants_upgrade:
+        out.upgrade = upgrade
+        lines.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade)
     if host is not None:
         lines.append(b"host: %s\r\n" % host)
     if rid is None:

@@ -59,6 +59,7 @@ class Connection(asyncio.Protocol):
         "since",
         "t",
         "tcp",
+        "tunnel",
     )  # fmt: skip
 
     def __init__(self, pool: Pool) -> None:
@@ -73,6 +74,8 @@ class Connection(asyncio.Protocol):
         self.since = 0.0
         self.tcp = pool.tcp
         self.interim = False
+        self.tunnel: Any = None
+        """The client connection once a 101 made this a tunnel: bytes go through unparsed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport
@@ -107,6 +110,9 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.tcp.read += len(data)
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
         if self.ex is None:  # bytes with no request: the app broke the protocol
             self.close()
             return
@@ -114,6 +120,12 @@ class Connection(asyncio.Protocol):
         down.batching = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:  # a 101: what follows is the tunnel's
+            rest = data[upgrade.args[0] :] if upgrade.args else b""
+            if self.tunnel is None:
+                self.close()
+            elif rest:
+                self.tunnel.write(rest)
         except httptools.HttpParserError:
             self.close()
         finally:
@@ -163,7 +175,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.ex
-        if ex is None or self.interim:
+        if ex is None or self.interim or self.tunnel is not None:
             return
         self.ex = None
         ex.response_done(self, self.parser.should_keep_alive())
