@@ -17,6 +17,7 @@ An exchange ends in one of these ways (each path writes exactly one response or 
 event                 outcome
 ====================  ======================================================================
 response complete     metrics, access log; next queued exchange, or idle
+101 to an upgrade     both connections become one byte stream until either closes
 bad request           400/413/414/431/505 from the proxy, connection closed
 shed (in-flight cap)  503 + Retry-After, keep-alive kept
 connect fails         retry on another endpoint (any method: nothing was sent), else 502
@@ -619,9 +620,11 @@ class Downstream(asyncio.Protocol):
             self.reject(400, b"malformed request: %s\n" % str(exc).encode(errors="replace"))
 
     def _upgraded(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> None:
-        """The parser stops at a request carrying ``Upgrade`` or at ``CONNECT``. The request
-        itself went on without the hop-by-hop ``Upgrade`` (served as plain HTTP/1.1, which RFC
-        9110 allows); parsing goes on after it with a fresh parser."""
+        """The parser stops after a request carrying ``Upgrade``. One that asked for an
+        upgrade properly went on with it: hold what follows until the endpoint answers (a 101
+        makes it tunnel bytes). Otherwise the request went on without the hop-by-hop
+        ``Upgrade`` (served as plain HTTP/1.1, which RFC 9110 allows) and parsing goes on after
+        it with a fresh parser."""
         if self.refuse is not None:
             self.reject(*self.refuse)
             return

@@ -16,7 +16,9 @@ Rewriting (RFC 9110 7.6.1): the hop-by-hop fields (``Connection`` and every fiel
 are dropped and the framing is written anew, so what goes upstream has exactly one
 unambiguous framing: ``Content-Length`` or ``chunked``. ``X-Forwarded-For`` and ``Forwarded``
 get the client's address appended (inbound), ``X-Request-Id`` is added when missing;
-``traceparent`` and everything else pass untouched.
+``traceparent`` and everything else pass untouched. The one exception to the drop: a request
+asking for an upgrade (``Upgrade`` with ``Connection: upgrade``) keeps both, since the endpoint
+must see them to answer 101.
 
 No I/O here: the protocol classes call these with the parsed pieces and write the bytes.
 """
