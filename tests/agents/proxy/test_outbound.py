@@ -182,3 +182,22 @@ def test_a_service_with_no_endpoints_answers_503(tmp_path: Path) -> None:
         assert headers["retry-after"] == "1"
     finally:
         proxy.stop()
+
+
+def test_a_dns_name_gives_the_endpoints_and_a_failing_one_keeps_the_service_up(
+    tmp_path: Path, backends: list[Backend]
+) -> None:
+    port = backends[0].port
+    proxy = start_proxy(
+        upstreams={"local": f"dns:localhost:{port}", "gone": "dns:no-such-name.invalid:80"}
+    )
+    try:
+        statuses = [request(proxy.ports["local"], "/ok")[0] for _ in range(10)]
+        assert statuses == [200] * 10
+        assert proxy.metric("endpoints", upstream="local") >= 1
+        status, headers, _ = request(proxy.ports["gone"], "/ok")
+        assert status == 503
+        assert headers["retry-after"] == "1"
+        assert proxy.metric("discovery_errors_total", upstream="gone") >= 1
+    finally:
+        proxy.stop()

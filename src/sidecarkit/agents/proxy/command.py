@@ -35,6 +35,8 @@ def _upstream(text: str, index: int) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "listen": listen}
     if endpoints.startswith("file:"):
         entry["file"] = endpoints[5:]
+    elif endpoints.startswith("dns:"):
+        entry["dns"] = endpoints[4:]
     else:
         entry["endpoints"] = endpoints
     return entry

@@ -1,4 +1,5 @@
-"""Where a service's endpoints come from: a static list, or a file re-read when it changes.
+"""Where a service's endpoints come from: a static list, a file re-read when it changes, or
+the A/AAAA records of a DNS name re-resolved every few seconds.
 
 An endpoints file holds one ``host:port`` a line; blank lines and ``#`` comments are ignored.
 It is polled once a second (``watching.FileWatch``: sees ConfigMap symlink swaps and renames that
@@ -9,13 +10,20 @@ and counted in ``discovery_errors_total``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from pathlib import Path
 
 from sidecarkit import watching
 from sidecarkit.agents.proxy import settings as proxy_settings
 
-__all__ = ["FileSource", "parse_endpoints"]
+__all__ = ["DNS_INTERVAL", "DnsSource", "FileSource", "parse_endpoints"]
+
+DNS_INTERVAL = 5.0
+"""Seconds between resolutions of a DNS source. The system resolver does not expose record
+TTLs, and cluster DNS answers with 5-30 s TTLs: five seconds follows a rollout closely at one
+query per name per interval."""
 
 log = logging.getLogger("sidecarkit.agent.proxy")
 
@@ -32,6 +40,42 @@ def parse_endpoints(text: str, *, source: str) -> list[tuple[str, int]]:
     return out
 
 
+class DnsSource:
+    """The A/AAAA records of one name, as of the last good answer."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.path = f"dns:{host}:{port}"
+        """Names the source in logs and metrics."""
+        self.errors = 0
+        self.reported = 0
+        """``errors`` already added to the metric."""
+        self.due = 0.0
+        self.last: list[tuple[str, int]] | None = None
+        self._last_error = ""
+
+    async def resolve(self) -> list[tuple[str, int]] | None:
+        """A new endpoint set when the answer changed, else None; a failed lookup keeps the
+        last good set (a DNS outage must not empty a service)."""
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            self.errors += 1
+            message = f"cannot resolve {self.host}: {exc}; keeping the last endpoints"
+            if message != self._last_error:
+                log.warning("%s", message)
+                self._last_error = message
+            return None
+        self._last_error = ""
+        found = sorted({(str(info[4][0]), int(info[4][1])) for info in infos})
+        if found == self.last:
+            return None
+        self.last = found
+        return found
+
+
 class FileSource:
     """The endpoints listed in one file, as of the last good read."""
 
@@ -40,6 +84,8 @@ class FileSource:
         self.watch = watching.FileWatch((Path(path),))
         self.endpoints: list[tuple[str, int]] | None = None
         self.errors = 0
+        self.reported = 0
+        """``errors`` already added to the metric."""
         self._last_error = ""
 
     def poll(self) -> list[tuple[str, int]] | None:

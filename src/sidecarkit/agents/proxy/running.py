@@ -15,6 +15,7 @@ requests depend on it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -46,6 +47,8 @@ class Agent:
         self.metrics = telemetry.Registry()
         self.services: list[services.Service] = []
         self.files: list[tuple[services.Service, discovery.FileSource]] = []
+        self.names: list[tuple[services.Service, discovery.DnsSource]] = []
+        self.resolving: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Begin the drain (a signal handler: it only sets a flag)."""
@@ -64,14 +67,16 @@ class Agent:
             now = time.monotonic()  # the balancer's clock
             for service in self.services:
                 service.gauges(now)
-            for service, source in self.files:
+            sources: list[tuple[services.Service, discovery.FileSource | discovery.DnsSource]]
+            sources = [*self.files, *self.names]
+            for service, source in sources:
                 self.metrics.add_counter(
                     "discovery_errors_total",
                     "Failed reads of an endpoints source; the last good endpoints are kept.",
                     {"upstream": service.name, "source": source.path},
-                    source.errors - getattr(source, "reported", 0),
+                    source.errors - source.reported,
                 )
-                source.reported = source.errors  # type: ignore[attr-defined]
+                source.reported = source.errors
             return 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
         return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
@@ -102,6 +107,8 @@ class Agent:
                 source = discovery.FileSource(up.file)
                 endpoints += source.poll() or []
                 self.files.append((service, source))
+            if up.dns:
+                self.names.append((service, discovery.DnsSource(*up.dns)))
             service.set_endpoints(endpoints)
             self.services.append(service)
             if up.listen is not None:
@@ -128,6 +135,10 @@ class Agent:
                 host, port, backlog=4096, reuse_address=True,
             )  # fmt: skip
             log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)
+        for service, name in self.names:  # the first answer before /ready says yes
+            with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
+                await asyncio.wait_for(self._resolve(service, name), 2.0)
+            name.due = loop.time() + discovery.DNS_INTERVAL
         admin_server = await admin.serve(s.admin[0], s.admin[1], self._routes())
         log.info("admin endpoint on %s:%d", *s.admin)
         self.ready = True
@@ -148,6 +159,17 @@ class Agent:
                 endpoints = source.poll()
                 if endpoints is not None:
                     service.set_endpoints(endpoints)
+            for service, name in self.names:
+                if now >= name.due:
+                    name.due = now + discovery.DNS_INTERVAL
+                    task = loop.create_task(self._resolve(service, name), name=name.path)
+                    self.resolving.add(task)
+                    task.add_done_callback(self.resolving.discard)
+
+    async def _resolve(self, service: services.Service, name: discovery.DnsSource) -> None:
+        endpoints = await name.resolve()
+        if endpoints is not None:
+            service.set_endpoints(endpoints)
 
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         drain = self.settings.drain

@@ -12,6 +12,7 @@ for the proxy to do anything)::
         listen: 127.0.0.1:15001
         endpoints: [10.0.0.7:8080, 10.0.0.8:8080]   # static, or:
         file: /etc/sidecarkit/payments.endpoints     # one host:port a line, watched
+        dns: payments.shop.svc.cluster.local:8080     # or: A/AAAA records, re-resolved
         balancer: p2c-peak-ewma       # or round-robin, least-request
         host: payments.shop.svc       # Host header sent upstream (default: as the app sent it)
         protocol: http                # or tcp: an opaque L4 relay, one endpoint per connection
@@ -99,6 +100,9 @@ class Upstream:
     """Static endpoints."""
     file: str | None = None
     """A file of ``host:port`` lines, re-read when it changes."""
+    dns: tuple[str, int] | None = None
+    """A name whose A/AAAA records are the endpoints (a headless Service), re-resolved every
+    ``discovery.DNS_INTERVAL`` seconds."""
     balancer: str = "p2c-peak-ewma"
     host: str | None = None
     """Host header sent upstream; None keeps the app's."""
@@ -296,7 +300,9 @@ def _statuses(value: Any, where: str) -> tuple[int, ...]:
 
 def _upstream(data: Any, where: str) -> Upstream:
     data = _mapping(data, where)
-    allowed = ("name", "listen", "endpoints", "file", "balancer", "host", "hosts", "protocol")
+    allowed = (
+        "name", "listen", "endpoints", "file", "dns", "balancer", "host", "hosts", "protocol",
+    )  # fmt: skip
     _known(data, where, allowed)
     name = str(data.get("name", "")).strip()
     if not name or not all(c.isalnum() or c in "-_." for c in name):
@@ -309,8 +315,15 @@ def _upstream(data: Any, where: str) -> Upstream:
         for i, e in enumerate(_list(data.get("endpoints", []), f"{where}.endpoints"))
     )
     file = data.get("file")
-    if not endpoints and not file:
-        raise ValueError(f"{where}: no endpoints; give endpoints: [host:port, ...] or file: PATH")
+    dns = None
+    if data.get("dns"):
+        dns = parse_address(data["dns"], f"{where}.dns", default_host="")
+        if not dns[0]:
+            raise ValueError(f"{where}.dns: give NAME:PORT, e.g. payments.shop.svc:8080")
+    if not endpoints and not file and not dns:
+        raise ValueError(
+            f"{where}: no endpoints; give endpoints: [host:port, ...], file: PATH or dns: NAME:PORT"
+        )
     balancer = str(data.get("balancer", "p2c-peak-ewma"))
     if balancer not in BALANCERS:
         raise ValueError(
@@ -328,6 +341,7 @@ def _upstream(data: Any, where: str) -> Upstream:
         listen,
         endpoints,
         str(file) if file else None,
+        dns,
         balancer,
         str(host) if host else None,
         protocol,
@@ -482,6 +496,7 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             **({"listen": address(u.listen)} if u.listen else {}),
             **({"endpoints": [address(e) for e in u.endpoints]} if u.endpoints else {}),
             **({"file": u.file} if u.file else {}),
+            **({"dns": address(u.dns)} if u.dns else {}),
             "balancer": u.balancer,
             "protocol": u.protocol,
             **({"host": u.host} if u.host else {}),
