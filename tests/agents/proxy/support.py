@@ -194,6 +194,11 @@ def read_response(
     return status, headers, body
 
 
+def leftover(s: socket.socket) -> bytes:
+    """Bytes ``read_response`` read past the response it returned (a tunnel's first bytes)."""
+    return _LEFT.pop(s.fileno(), b"")
+
+
 def _recv(s: socket.socket, where: str) -> bytes:
     chunk = s.recv(65536)
     if not chunk:

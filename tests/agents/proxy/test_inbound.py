@@ -15,6 +15,7 @@ from tests.agents.proxy.support import (
     Backend,
     Proxy,
     connection,
+    leftover,
     read_response,
     request,
     start_backend,
@@ -233,7 +234,7 @@ def test_an_upgrade_the_app_accepts_becomes_a_tunnel_both_ways(proxy: Proxy) -> 
         assert status == 101
         assert headers["upgrade"] == "websocket"
         assert headers["connection"] == "upgrade"
-        got = b""
+        got = leftover(s)
         while len(got) < len(b"early bytes"):
             got += s.recv(100)
         assert got == b"early bytes"
