@@ -21,6 +21,7 @@ import orjson
 from sidecarkit import __version__, awaiting, configfiles, errors
 from sidecarkit.agents import process
 from sidecarkit.agents.logs.command import logs as logs_command
+from sidecarkit.agents.proxy.command import proxy as proxy_command
 from sidecarkit.injection import configs, facts, injecting, profiles, reports, settings
 from sidecarkit.k8s import manifests
 
@@ -472,6 +473,7 @@ def agent() -> None:
 
 
 agent.add_command(logs_command, "logs")
+agent.add_command(proxy_command, "proxy")
 
 
 @agent.command("metrics")

@@ -1,8 +1,9 @@
 """The ``sidecarkit`` console script.
 
-``sidecarkit agent logs`` is dispatched before the rest of the command line is imported: the
-log sidecar runs in every pod that opts in, and the injection core, the YAML round-tripper and
-the HTTP client it would otherwise load cost it memory and start-up time for nothing.
+``sidecarkit agent logs`` and ``sidecarkit agent proxy`` are dispatched before the rest of the
+command line is imported: the sidecars run in every pod that opts in, and the injection core,
+the YAML round-tripper and the HTTP client it would otherwise load cost them memory and
+start-up time for nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ def main() -> None:
         from sidecarkit.agents.logs.command import logs  # noqa: PLC0415
 
         logs.main(args=sys.argv[3:], prog_name="sidecarkit agent logs")
+        return
+    if sys.argv[1:3] == ["agent", "proxy"]:
+        from sidecarkit.agents.proxy.command import proxy  # noqa: PLC0415
+
+        proxy.main(args=sys.argv[3:], prog_name="sidecarkit agent proxy")
         return
     from sidecarkit.cli import main as everything  # noqa: PLC0415
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import signal
 from typing import Any
 
@@ -43,7 +44,8 @@ def keep_freed_memory() -> bool:
 
 
 def run_agent(instance: Any) -> None:
-    """Run ``instance.run()`` until SIGTERM or SIGINT calls ``instance.stop()``."""
+    """Run ``instance.run()`` until SIGTERM or SIGINT calls ``instance.stop()``, on uvloop
+    unless it is missing or ``SIDECARKIT_LOOP=asyncio`` asks for the stdlib loop."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -53,6 +55,9 @@ def run_agent(instance: Any) -> None:
 
     if not keep_freed_memory():
         log.debug("the C library has no mallopt: allocator left at its defaults")
+    if os.environ.get("SIDECARKIT_LOOP") == "asyncio":  # the stdlib loop, e.g. to compare
+        asyncio.run(main())
+        return
     try:
         import uvloop  # noqa: PLC0415 - optional
     except ImportError:

@@ -1,0 +1,165 @@
+"""The ``sidecarkit agent proxy`` command.
+
+Dispatched by ``sidecarkit.entry`` before the rest of the command line is imported, and
+importing only the data path, so the proxy sidecar starts small: every megabyte it holds is a
+megabyte of each pod that runs it. YAML support is loaded only when ``--config`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from sidecarkit import errors
+from sidecarkit.agents.proxy import settings as proxy_settings
+
+__all__ = ["proxy"]
+
+
+def _fail(exc: errors.SidecarkitError) -> NoReturn:
+    click.echo(f"sidecarkit: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _upstream(text: str, index: int) -> dict[str, Any]:
+    name, sep, rest = text.partition("=")
+    listen, sep2, endpoints = rest.partition("=")
+    if not sep or not sep2 or not name or not listen or not endpoints:
+        raise ValueError(
+            f"--upstream {text!r}: write NAME=LISTEN=HOST:PORT[,HOST:PORT...], "
+            "e.g. payments=15001=10.0.0.7:8080,10.0.0.8:8080 (or file:PATH for a watched file)"
+        )
+    entry: dict[str, Any] = {"name": name, "listen": listen}
+    if endpoints.startswith("file:"):
+        entry["file"] = endpoints[5:]
+    elif endpoints.startswith("dns:"):
+        entry["dns"] = endpoints[4:]
+    else:
+        entry["endpoints"] = endpoints
+    return entry
+
+
+@click.command("proxy", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="SIDECARKIT_PROXY_CONFIG",
+    help="YAML settings (flags win). Env: SIDECARKIT_PROXY_CONFIG.",
+)
+@click.option(
+    "--inbound", "inbound", metavar="HOST:PORT", help="Listen for the app's clients here."
+)
+@click.option(
+    "--app", metavar="HOST:PORT", help="The app behind the inbound listener, 127.0.0.1:8080."
+)
+@click.option(
+    "--upstream",
+    "upstreams",
+    multiple=True,
+    metavar="NAME=LISTEN=ENDPOINTS",
+    help="A service the app calls on a local port, e.g. payments=15001=10.0.0.7:8080,"
+    "10.0.0.8:8080, payments=15001=file:/etc/eps or payments=15001=dns:payments.shop:8080; "
+    "LISTEN '-' for one reached only through --http-proxy; repeatable.",
+)
+@click.option(
+    "--tcp-upstream",
+    "tcp_upstreams",
+    multiple=True,
+    metavar="NAME=LISTEN=ENDPOINTS",
+    help="As --upstream, relayed as opaque TCP (one endpoint per connection).",
+)
+@click.option(
+    "--http-proxy",
+    metavar="HOST:PORT",
+    help="Be the app's HTTP_PROXY here: requests go to the upstream their host names.",
+)
+@click.option("--admin", metavar="HOST:PORT", help="/healthz, /ready and /metrics, 0.0.0.0:15190.")
+@click.option("--balancer", type=click.Choice(proxy_settings.BALANCERS), help="For every upstream.")
+@click.option(
+    "--access-log/--no-access-log", default=None, help="One JSON line a request on stdout."
+)
+@click.option(
+    "--drain-grace", metavar="DURATION", help="On SIGTERM, time for requests in flight, 25s."
+)
+@click.option("--dry-run", is_flag=True, help="Print the effective settings as YAML and exit.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def proxy(
+    config_path: str | None,
+    inbound: str | None,
+    app: str | None,
+    upstreams: tuple[str, ...],
+    tcp_upstreams: tuple[str, ...],
+    http_proxy: str | None,
+    admin: str | None,
+    balancer: str | None,
+    access_log: bool | None,
+    drain_grace: str | None,
+    dry_run: bool,
+    log_level: str,
+) -> None:
+    """Proxy the app's traffic: inbound in front of it, outbound to the services it calls."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = proxy_settings.Settings()
+        if config_path:
+            from sidecarkit import configfiles  # noqa: PLC0415 - YAML only when asked for
+
+            data = configfiles.load_mapping(config_path)
+            config = proxy_settings.from_mapping(data, source=config_path, base=config, final=False)
+        given: dict[str, Any] = {}
+        if inbound or app:
+            given["inbound"] = {
+                k: v for k, v in (("listen", inbound), ("app", app)) if v is not None
+            }
+        if upstreams or tcp_upstreams:
+            given["upstreams"] = [_upstream(u, i) for i, u in enumerate(upstreams)] + [
+                {**_upstream(u, i), "protocol": "tcp"} for i, u in enumerate(tcp_upstreams)
+            ]
+            if balancer:
+                for entry in given["upstreams"]:
+                    entry["balancer"] = balancer
+        if admin:
+            given["admin"] = admin
+        if http_proxy:
+            given["http_proxy"] = http_proxy
+        if access_log is not None:
+            given["access_log"] = access_log
+        if drain_grace:
+            given["drain"] = {"grace": drain_grace}
+        config = proxy_settings.from_mapping(given, source="options", base=config)
+        if balancer and config_path:
+            import dataclasses  # noqa: PLC0415
+
+            ups = tuple(dataclasses.replace(u, balancer=balancer) for u in config.upstreams)
+            config = dataclasses.replace(config, upstreams=ups)
+    except ValueError as exc:
+        _fail(errors.ConfigError(str(exc)))
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+    if dry_run:
+        from sidecarkit.k8s import manifests  # noqa: PLC0415
+
+        click.echo(manifests.dump_objects([proxy_settings.to_mapping(config)]), nl=False)
+        return
+    if config.inbound is None and not config.upstreams:
+        _fail(errors.ConfigError(
+            "nothing to proxy: give --inbound and --app, --upstream, or a --config with "
+            "inbound: or upstreams:"
+        ))  # fmt: skip
+    from sidecarkit.agents import process  # noqa: PLC0415
+    from sidecarkit.agents.proxy import running  # noqa: PLC0415
+
+    process.run_agent(running.Agent(config))

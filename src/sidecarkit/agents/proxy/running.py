@@ -1,0 +1,200 @@
+"""``sidecarkit agent proxy``: the listeners, the admin endpoint, discovery and the drain.
+
+Start-up order: services and their endpoints, then the listeners, then the admin endpoint,
+then ``/ready`` turns true. Shutdown order (SIGTERM or SIGINT), written down because a pod's
+requests depend on it:
+
+1. ``/ready`` answers 503, so the endpoint leaves the Service while the proxy still serves;
+2. after ``drain.delay`` the listeners close (no new connection is accepted), idle keep-alive
+   connections are closed and every further response says ``Connection: close``;
+3. requests in flight get until ``drain.grace`` to finish; then what is left is cut, and the
+   log says how many;
+4. the admin endpoint closes and the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+
+from sidecarkit.agents.proxy import (
+    admin,
+    discovery,
+    forwarding,
+    relaying,
+    routing,
+    services,
+    telemetry,
+)
+from sidecarkit.agents.proxy import settings as proxy_settings
+
+__all__ = ["Agent"]
+
+log = logging.getLogger("sidecarkit.agent.proxy")
+
+TICK = 1.0
+"""Seconds between timeout sweeps and endpoint-file polls."""
+
+
+class Agent:
+    def __init__(self, settings: proxy_settings.Settings) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.ready = False
+        self.metrics = telemetry.Registry()
+        self.services: list[services.Service] = []
+        self.files: list[tuple[services.Service, discovery.FileSource]] = []
+        self.names: list[tuple[services.Service, discovery.DnsSource]] = []
+        self.resolving: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        """Begin the drain (a signal handler: it only sets a flag)."""
+        self.stopping.set()
+
+    def _routes(self) -> dict[str, admin.Route]:
+        def healthz() -> tuple[int, bytes, bytes]:
+            return 200, b"text/plain", b"ok\n"
+
+        def ready() -> tuple[int, bytes, bytes]:
+            if self.ready:
+                return 200, b"text/plain", b"ready\n"
+            return 503, b"text/plain", b"draining\n" if self.stopping.is_set() else b"starting\n"
+
+        def metrics() -> tuple[int, bytes, bytes]:
+            now = time.monotonic()  # the balancer's clock
+            for service in self.services:
+                service.gauges(now)
+            sources: list[tuple[services.Service, discovery.FileSource | discovery.DnsSource]]
+            sources = [*self.files, *self.names]
+            for service, source in sources:
+                self.metrics.add_counter(
+                    "discovery_errors_total",
+                    "Failed reads of an endpoints source; the last good endpoints are kept.",
+                    {"upstream": service.name, "source": source.path},
+                    source.errors - source.reported,
+                )
+                source.reported = source.errors
+            return 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+
+        return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
+
+    def _build(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> list[tuple[services.Service, tuple[str, int]]]:
+        """Every service, and the listeners to open: (service, address)."""
+        s = self.settings
+        listeners = []
+        if s.inbound is not None:
+            service = services.Service(
+                "app", direction="inbound", balancer="round-robin", host=None,
+                settings=s, metrics=self.metrics, loop=loop,
+            )  # fmt: skip
+            service.set_endpoints([s.inbound.app])
+            self.services.append(service)
+            listeners.append((service, s.inbound.listen))
+        names: dict[str, services.Service] = {}
+        for up in s.upstreams:
+            service = services.Service(
+                up.name, direction="outbound", balancer=up.balancer, host=up.host,
+                settings=s, metrics=self.metrics, loop=loop,
+            )  # fmt: skip
+            service.protocol = up.protocol
+            endpoints = list(up.endpoints)
+            if up.file:
+                source = discovery.FileSource(up.file)
+                endpoints += source.poll() or []
+                self.files.append((service, source))
+            if up.dns:
+                self.names.append((service, discovery.DnsSource(*up.dns)))
+            service.set_endpoints(endpoints)
+            self.services.append(service)
+            if up.listen is not None:
+                listeners.append((service, up.listen))
+            for name in (up.name, *up.hosts) if up.protocol == "http" else ():
+                names.setdefault(name, service)
+        if s.http_proxy is not None:
+            front = services.Service(
+                "http-proxy", direction="outbound", balancer="round-robin", host=None,
+                settings=s, metrics=self.metrics, loop=loop,
+            )  # fmt: skip
+            front.router = routing.Router(names)
+            self.services.append(front)
+            listeners.append((front, s.http_proxy))
+        return listeners
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        for service, (host, port) in self._build(loop):
+            kind = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
+            service.server = await loop.create_server(
+                functools.partial(kind, service),
+                host, port, backlog=4096, reuse_address=True,
+            )  # fmt: skip
+            log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)
+        for service, name in self.names:  # the first answer before /ready says yes
+            with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
+                await asyncio.wait_for(self._resolve(service, name), 2.0)
+            name.due = loop.time() + discovery.DNS_INTERVAL
+        admin_server = await admin.serve(s.admin[0], s.admin[1], self._routes())
+        log.info("admin endpoint on %s:%d", *s.admin)
+        self.ready = True
+        ticker = loop.create_task(self._tick(loop), name="proxy ticker")
+        await self.stopping.wait()
+        self.ready = False
+        await self._drain(loop)
+        ticker.cancel()
+        admin_server.close()
+
+    async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            now = loop.time()
+            for service in self.services:
+                service.tick(now)
+            for service, source in self.files:
+                endpoints = source.poll()
+                if endpoints is not None:
+                    service.set_endpoints(endpoints)
+            for service, name in self.names:
+                if now >= name.due:
+                    name.due = now + discovery.DNS_INTERVAL
+                    task = loop.create_task(self._resolve(service, name), name=name.path)
+                    self.resolving.add(task)
+                    task.add_done_callback(self.resolving.discard)
+
+    async def _resolve(self, service: services.Service, name: discovery.DnsSource) -> None:
+        endpoints = await name.resolve()
+        if endpoints is not None:
+            service.set_endpoints(endpoints)
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        drain = self.settings.drain
+        log.info("draining: not ready; closing listeners in %.1fs", drain.delay)
+        if drain.delay:
+            await asyncio.sleep(drain.delay)
+        for service in self.services:
+            service.drain()
+        deadline = loop.time() + drain.grace
+        while loop.time() < deadline and any(svc.connections for svc in self.services):
+            await asyncio.sleep(0.05)
+            now = loop.time()
+            for service in self.services:
+                service.tick(now)  # closes connections idle since the drain began
+        left = sum(svc.in_flight for svc in self.services)
+        cut = sum(len(svc.connections) for svc in self.services)
+        for service in self.services:
+            for conn in list(service.connections):
+                conn.t.abort()
+            for endpoint in service.balancer.endpoints:
+                if endpoint.pool is not None:
+                    endpoint.pool.close()
+        if cut:
+            log.warning(
+                "drain grace over: cut %d connection(s), %d request(s) in flight", cut, left
+            )
+        else:
+            log.info("drained: every connection finished")

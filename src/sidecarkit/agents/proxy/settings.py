@@ -1,0 +1,515 @@
+"""Settings of ``sidecarkit agent proxy``: YAML (``--config``) under flags, over the defaults.
+
+A YAML file looks like this (every key optional; an inbound listener or an upstream is needed
+for the proxy to do anything)::
+
+    admin: 0.0.0.0:15190              # /healthz, /ready, /metrics
+    inbound:                          # the app's own port, fronted by the proxy
+      listen: 0.0.0.0:15006
+      app: 127.0.0.1:8080
+    upstreams:                        # services the app calls, one local port each
+      - name: payments
+        listen: 127.0.0.1:15001
+        endpoints: [10.0.0.7:8080, 10.0.0.8:8080]   # static, or:
+        file: /etc/sidecarkit/payments.endpoints     # one host:port a line, watched
+        dns: payments.shop.svc.cluster.local:8080     # or: A/AAAA records, re-resolved
+        balancer: p2c-peak-ewma       # or round-robin, least-request
+        host: payments.shop.svc       # Host header sent upstream (default: as the app sent it)
+        protocol: http                # or tcp: an opaque L4 relay, one endpoint per connection
+        hosts: [payments, payments.shop.svc]  # names it answers to in HTTP-proxy mode
+    http_proxy: 127.0.0.1:15080       # the app's HTTP_PROXY: routes by the authority it names
+    limits:
+      max_connections: 10000          # per listener; more are closed at once
+      max_requests_in_flight: 10000   # per listener; more get 503 with Retry-After
+      max_header_bytes: 32768         # request line and headers; more get 431
+      max_headers: 100
+      max_body_bytes: 0               # 0: no limit; more get 413
+    timeouts:
+      header: 10s                     # from the first byte of a request to its last header
+      idle: 60s                       # keep-alive connection with no request
+      connect: 1s
+      request: 0s                     # 0: none; whole request until the response head
+      try: 0s                         # 0: none; one attempt until the response head
+    retries:
+      methods: [GET, HEAD, OPTIONS, TRACE, PUT, DELETE]
+      on_status: [502, 503, 504]
+      attempts: 3                     # tries in all, the first included
+      budget_ratio: 0.2               # retries may add this share of the requests
+      budget_floor: 10                # plus this many retries a second
+      budget_window: 10s
+    outlier:
+      consecutive_failures: 5         # 5xx or connect failures in a row eject an endpoint
+      base_ejection: 10s              # first ejection; each further one is longer
+      max_ejection: 300s
+      max_ejected_percent: 50
+    pool:
+      max_connections_per_endpoint: 1000
+      max_idle_per_endpoint: 256
+      idle_timeout: 60s
+    drain:
+      delay: 0s                       # after SIGTERM, readiness false this long before closing
+      grace: 25s                      # then in-flight requests get this long to finish
+    access_log: false                 # one JSON line a request on stdout
+
+Every error names the key and says what would be accepted, because the reader is usually
+looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Final
+
+from sidecarkit import durations
+
+__all__ = [
+    "BALANCERS",
+    "Drain",
+    "Inbound",
+    "Limits",
+    "Outlier",
+    "Pool",
+    "Retries",
+    "Settings",
+    "Timeouts",
+    "Upstream",
+    "from_mapping",
+    "parse_address",
+    "to_mapping",
+]
+
+BALANCERS: Final = ("p2c-peak-ewma", "round-robin", "least-request")
+IDEMPOTENT: Final = ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    listen: tuple[str, int] = ("0.0.0.0", 15006)
+    """Where clients of the app connect."""
+    app: tuple[str, int] = ("127.0.0.1", 8080)
+    """The app, on the pod's loopback."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    name: str
+    listen: tuple[str, int] | None
+    """A loopback port the app calls instead of the service; None: only by HTTP-proxy mode."""
+    endpoints: tuple[tuple[str, int], ...] = ()
+    """Static endpoints."""
+    file: str | None = None
+    """A file of ``host:port`` lines, re-read when it changes."""
+    dns: tuple[str, int] | None = None
+    """A name whose A/AAAA records are the endpoints (a headless Service), re-resolved every
+    ``discovery.DNS_INTERVAL`` seconds."""
+    balancer: str = "p2c-peak-ewma"
+    host: str | None = None
+    """Host header sent upstream; None keeps the app's."""
+    protocol: str = "http"
+    """``http``, or ``tcp`` for an opaque L4 relay (one endpoint per connection)."""
+    hosts: tuple[str, ...] = ()
+    """Authorities (``name`` or ``name:port``) routed here in HTTP-proxy mode, besides ``name``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int = 10000
+    """Per listener; a connection past this is closed at once (protects file descriptors)."""
+    max_requests_in_flight: int = 10000
+    """Per listener; past it requests get 503 + Retry-After instead of waiting in a queue."""
+    max_header_bytes: int = 32768
+    """Request line plus headers; 32 KiB is above what browsers send, as Envoy's 60 KiB is."""
+    max_headers: int = 100
+    """Envoy's default too."""
+    max_body_bytes: int = 0
+    """0: bodies stream through unlimited (the app decides); otherwise 413 above it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    header: float = 10.0
+    """Seconds from a request's first byte to its last header: what stops slowloris."""
+    idle: float = 60.0
+    """Seconds a keep-alive client connection may wait between requests."""
+    connect: float = 1.0
+    """Seconds to connect to an endpoint; in a cluster a longer wait is a dead pod."""
+    request: float = 0.0
+    """Seconds from a request to its response head over all tries; 0 is none, as Linkerd."""
+    try_: float = 0.0
+    """Seconds for one try to see its response head; 0 is none."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    methods: tuple[str, ...] = IDEMPOTENT
+    """Methods retried after the request reached an endpoint (RFC 9110's idempotent ones)."""
+    on_status: tuple[int, ...] = (502, 503, 504)
+    attempts: int = 3
+    budget_ratio: float = 0.2
+    """Linkerd's default: retries add at most 20 % to the load."""
+    budget_floor: float = 10.0
+    """Retries a second allowed whatever the traffic, so that a quiet service can retry."""
+    budget_window: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outlier:
+    consecutive_failures: int = 5
+    """Envoy's consecutive_5xx default."""
+    base_ejection: float = 10.0
+    max_ejection: float = 300.0
+    max_ejected_percent: int = 50
+    """At most this share of a service's endpoints is ejected (at least one may be)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    max_connections_per_endpoint: int = 1000
+    max_idle_per_endpoint: int = 256
+    idle_timeout: float = 60.0
+    """Seconds an unused pooled connection is kept; below typical app keep-alive timeouts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    delay: float = 0.0
+    """Seconds between SIGTERM (readiness false) and closing the listeners."""
+    grace: float = 25.0
+    """Seconds in-flight requests get after that; inside Kubernetes' default 30 s."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    admin: tuple[str, int] = ("0.0.0.0", 15190)
+    inbound: Inbound | None = None
+    upstreams: tuple[Upstream, ...] = ()
+    http_proxy: tuple[str, int] | None = None
+    """Where the app's ``HTTP_PROXY`` points; requests are routed by the authority they name."""
+    limits: Limits = field(default_factory=Limits)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retries: Retries = field(default_factory=Retries)
+    outlier: Outlier = field(default_factory=Outlier)
+    pool: Pool = field(default_factory=Pool)
+    drain: Drain = field(default_factory=Drain)
+    access_log: bool = False
+
+
+def parse_address(value: Any, where: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """``host:port``, ``[v6]:port``, ``:port`` or a bare port number."""
+    text = str(value).strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535 or (host and any(c in host for c in " /")):
+        raise ValueError(
+            f"{where}: {value!r} is not an address; write HOST:PORT such as 127.0.0.1:8080"
+        )
+    return host or default_host, port
+
+
+def _seconds(value: Any, where: str) -> float:
+    return durations.setting(value, where)
+
+
+def _whole(value: Any, where: str, *, low: int = 0) -> int:
+    if isinstance(value, bool):
+        value = "x"
+    try:
+        number = int(str(value).replace("_", ""))
+    except ValueError:
+        number = low - 1
+    if number < low:
+        raise ValueError(f"{where}: must be a whole number of at least {low}, not {value!r}")
+    return number
+
+
+def _ratio(value: Any, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if number < 0 or isinstance(value, bool):
+        raise ValueError(f"{where}: must be a number of at least 0, not {value!r}")
+    return number
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected a mapping of keys, not {type(value).__name__}")
+    return value
+
+
+def _known(data: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ValueError(
+                f"{where}.{key}: unknown key; the keys here are {', '.join(allowed)}"
+                if where
+                else f"{key}: unknown key; the top-level keys are {', '.join(allowed)}"
+            )
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if isinstance(value, str):
+        return [part for part in (p.strip() for p in value.split(",")) if part]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where}: expected a list, not {type(value).__name__}")
+    return list(value)
+
+
+def _section(
+    cls: Any, base: Any, data: Mapping[str, Any], where: str, kinds: dict[str, Any]
+) -> Any:
+    names = tuple(f.name.rstrip("_") for f in fields(cls))
+    _known(data, where, names)
+    changes = {}
+    for key, value in data.items():
+        attr = key + "_" if key == "try" else key
+        changes[attr] = kinds[key](value, f"{where}.{key}")
+    return replace(base, **changes)
+
+
+def _methods(value: Any, where: str) -> tuple[str, ...]:
+    out = []
+    for item in _list(value, where):
+        method = str(item).strip().upper()
+        if not method.isalpha():
+            raise ValueError(f"{where}: {item!r} is not an HTTP method such as GET")
+        out.append(method)
+    return tuple(out)
+
+
+def _statuses(value: Any, where: str) -> tuple[int, ...]:
+    out = []
+    for item in _list(value, where):
+        code = _whole(item, where, low=100)
+        if code > 599:
+            raise ValueError(f"{where}: {item!r} is not an HTTP status code (100-599)")
+        out.append(code)
+    return tuple(out)
+
+
+def _upstream(data: Any, where: str) -> Upstream:
+    data = _mapping(data, where)
+    allowed = (
+        "name", "listen", "endpoints", "file", "dns", "balancer", "host", "hosts", "protocol",
+    )  # fmt: skip
+    _known(data, where, allowed)
+    name = str(data.get("name", "")).strip()
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"{where}.name: give each upstream a name of letters, digits, -_. ")
+    listen = None
+    if data.get("listen") not in (None, "", "-"):
+        listen = parse_address(data["listen"], f"{where}.listen", default_host="127.0.0.1")
+    endpoints = tuple(
+        parse_address(e, f"{where}.endpoints[{i}]", default_host="127.0.0.1")
+        for i, e in enumerate(_list(data.get("endpoints", []), f"{where}.endpoints"))
+    )
+    file = data.get("file")
+    dns = None
+    if data.get("dns"):
+        dns = parse_address(data["dns"], f"{where}.dns", default_host="")
+        if not dns[0]:
+            raise ValueError(f"{where}.dns: give NAME:PORT, e.g. payments.shop.svc:8080")
+    if not endpoints and not file and not dns:
+        raise ValueError(
+            f"{where}: no endpoints; give endpoints: [host:port, ...], file: PATH or dns: NAME:PORT"
+        )
+    balancer = str(data.get("balancer", "p2c-peak-ewma"))
+    if balancer not in BALANCERS:
+        raise ValueError(
+            f"{where}.balancer: {balancer!r} is unknown; use one of {', '.join(BALANCERS)}"
+        )
+    host = data.get("host")
+    hosts = tuple(str(h).strip() for h in _list(data.get("hosts", []), f"{where}.hosts"))
+    protocol = str(data.get("protocol", "http"))
+    if protocol not in ("http", "tcp"):
+        raise ValueError(f"{where}.protocol: {protocol!r} is unknown; use http or tcp")
+    if protocol == "tcp" and listen is None:
+        raise ValueError(f"{where}.listen: a tcp upstream needs its own port, e.g. 15003")
+    return Upstream(
+        name,
+        listen,
+        endpoints,
+        str(file) if file else None,
+        dns,
+        balancer,
+        str(host) if host else None,
+        protocol,
+        hosts,
+    )
+
+
+_LIMITS = {
+    "max_connections": lambda v, w: _whole(v, w, low=1),
+    "max_requests_in_flight": lambda v, w: _whole(v, w, low=1),
+    "max_header_bytes": lambda v, w: _whole(v, w, low=1024),
+    "max_headers": lambda v, w: _whole(v, w, low=1),
+    "max_body_bytes": _whole,
+}
+_TIMEOUTS = dict.fromkeys(("header", "idle", "connect", "request", "try"), _seconds)
+_RETRIES = {
+    "methods": _methods,
+    "on_status": _statuses,
+    "attempts": lambda v, w: _whole(v, w, low=1),
+    "budget_ratio": _ratio,
+    "budget_floor": _ratio,
+    "budget_window": _seconds,
+}
+_OUTLIER = {
+    "consecutive_failures": lambda v, w: _whole(v, w, low=1),
+    "base_ejection": _seconds,
+    "max_ejection": _seconds,
+    "max_ejected_percent": _whole,
+}
+_POOL = {
+    "max_connections_per_endpoint": lambda v, w: _whole(v, w, low=1),
+    "max_idle_per_endpoint": _whole,
+    "idle_timeout": _seconds,
+}
+_DRAIN = {"delay": _seconds, "grace": _seconds}
+_TOP = (
+    "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
+    "pool", "drain", "access_log",
+)  # fmt: skip
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"{where}: {value!r} is not true or false")
+
+
+def from_mapping(
+    data: Mapping[str, Any], *, source: str, base: Settings | None = None, final: bool = True
+) -> Settings:
+    """Settings from YAML-shaped data over ``base``; ValueError names ``source`` and the key.
+    ``final=False`` leaves the checks across keys to a later layer (flags over a file)."""
+    settings = base or Settings()
+    try:
+        _known(data, "", _TOP)
+        changes: dict[str, Any] = {}
+        if "admin" in data:
+            changes["admin"] = parse_address(data["admin"], "admin")
+        if "inbound" in data and data["inbound"] is not None:
+            section = _mapping(data["inbound"], "inbound")
+            _known(section, "inbound", ("listen", "app"))
+            inbound = settings.inbound or Inbound()
+            if "listen" in section:
+                inbound = replace(
+                    inbound, listen=parse_address(section["listen"], "inbound.listen")
+                )
+            if "app" in section:
+                app = parse_address(section["app"], "inbound.app", default_host="127.0.0.1")
+                inbound = replace(inbound, app=app)
+            changes["inbound"] = inbound
+        if "upstreams" in data:
+            items = _list(data["upstreams"], "upstreams") if data["upstreams"] else []
+            ups = tuple(_upstream(u, f"upstreams[{i}]") for i, u in enumerate(items))
+            changes["upstreams"] = settings.upstreams + ups
+        for key, cls, kinds in (
+            ("limits", Limits, _LIMITS),
+            ("timeouts", Timeouts, _TIMEOUTS),
+            ("retries", Retries, _RETRIES),
+            ("outlier", Outlier, _OUTLIER),
+            ("pool", Pool, _POOL),
+            ("drain", Drain, _DRAIN),
+        ):
+            if key in data:
+                section = _mapping(data[key], key)
+                changes[key] = _section(cls, getattr(settings, key), section, key, kinds)
+        if data.get("http_proxy"):
+            changes["http_proxy"] = parse_address(
+                data["http_proxy"], "http_proxy", default_host="127.0.0.1"
+            )
+        if "access_log" in data:
+            changes["access_log"] = _bool(data["access_log"], "access_log")
+        result = replace(settings, **changes)
+        if final:
+            _check(result)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from exc
+    return result
+
+
+def _check(settings: Settings) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    listeners = [("inbound.listen", settings.inbound.listen)] if settings.inbound else []
+    listeners += [(f"upstreams[{u.name}].listen", u.listen) for u in settings.upstreams if u.listen]
+    if settings.http_proxy:
+        listeners.append(("http_proxy", settings.http_proxy))
+    listeners.append(("admin", settings.admin))
+    names = set()
+    for up in settings.upstreams:
+        if up.listen is None and settings.http_proxy is None:
+            raise ValueError(
+                f"upstreams[{up.name}].listen: missing; give the local port the app calls "
+                "(e.g. 15001), or set http_proxy to reach it by name"
+            )
+        if up.name in names:
+            raise ValueError(f"upstreams[{up.name}]: the name is used twice; give each its own")
+        names.add(up.name)
+    address: tuple[str, int] | None
+    for where, address in listeners:
+        if address is None:
+            continue
+        if address[1] and address in seen:
+            raise ValueError(
+                f"{where}: {address[0]}:{address[1]} is also {seen[address]}; "
+                "give each its own port"
+            )
+        seen[address] = where
+    if settings.outlier.max_ejected_percent > 100:
+        raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
+
+
+def to_mapping(settings: Settings) -> dict[str, Any]:
+    """The effective settings as YAML-shaped data, what ``--dry-run`` prints."""
+
+    def address(value: tuple[str, int]) -> str:
+        host, port = value
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    out: dict[str, Any] = {"admin": address(settings.admin)}
+    if settings.inbound:
+        out["inbound"] = {
+            "listen": address(settings.inbound.listen),
+            "app": address(settings.inbound.app),
+        }
+    out["upstreams"] = [
+        {
+            "name": u.name,
+            **({"listen": address(u.listen)} if u.listen else {}),
+            **({"endpoints": [address(e) for e in u.endpoints]} if u.endpoints else {}),
+            **({"file": u.file} if u.file else {}),
+            **({"dns": address(u.dns)} if u.dns else {}),
+            "balancer": u.balancer,
+            "protocol": u.protocol,
+            **({"host": u.host} if u.host else {}),
+            **({"hosts": list(u.hosts)} if u.hosts else {}),
+        }
+        for u in settings.upstreams
+    ]
+    if settings.http_proxy:
+        out["http_proxy"] = address(settings.http_proxy)
+    for key in ("limits", "timeouts", "retries", "outlier", "pool", "drain"):
+        section = asdict(getattr(settings, key))
+        out[key] = {
+            k.rstrip("_"): list(v) if isinstance(v, tuple) else v for k, v in section.items()
+        }
+    out["access_log"] = settings.access_log
+    return out
