@@ -8,12 +8,14 @@ server's own, not our reading of them.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 from lightkube import ApiError, Client
+from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod
 
@@ -177,3 +179,67 @@ def test_a_deployment_s_pods_are_injected_when_its_replica_set_creates_them(
         assert k.injected(as_dict)
         owners = as_dict["metadata"]["ownerReferences"]
         assert [o["kind"] for o in owners] == ["ReplicaSet"]
+
+
+def test_a_second_webhook_s_container_makes_the_api_server_ask_again_and_nothing_doubles(
+    kube: Client, webhook: int, tls: webhooks.Tls
+) -> None:
+    """Webhooks run in name order: sidecarkit's configuration, then ``zz-...``, whose injector
+    appends a container; with reinvocationPolicy IfNeeded the API server calls sidecarkit again
+    on the changed pod, and that answer must keep one copy of each sidecar."""
+    namespace = k.namespace(kube, "two-injectors", labels={**OPT_IN, "other-injector": "on"})
+    with k.another_injector(tls.cert, tls.key, container="other-proxy") as port:
+        name = k.unique("zz-other-injector")
+        other: dict[str, object] = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": "inject.other.example",
+                    "admissionReviewVersions": ["v1"],
+                    "clientConfig": {
+                        "url": f"https://127.0.0.1:{port}/mutate",
+                        "caBundle": base64.b64encode(tls.ca.cert).decode(),
+                    },
+                    "rules": [
+                        {
+                            "operations": ["CREATE"],
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "resources": ["pods"],
+                        }
+                    ],
+                    "namespaceSelector": {"matchLabels": {"other-injector": "on"}},
+                    "sideEffects": "None",
+                    "failurePolicy": "Fail",
+                    "reinvocationPolicy": "Never",
+                }
+            ],
+        }
+        kube.create(k.typed(MutatingWebhookConfiguration, other))
+        try:
+            k.wait_for(
+                "the other injector in force",
+                lambda: (
+                    "other-proxy"
+                    in k.names_of_containers(
+                        k.create_pod(kube, namespace, k.pod_dict(k.unique("probe")), dry_run=True)
+                    )
+                ),
+            )
+            before = admissions(webhook, tls)
+
+            pod = k.create_pod(kube, namespace, k.pod_dict("app"))
+        finally:
+            kube.delete(MutatingWebhookConfiguration, name)
+
+    names = k.names_of_containers(pod)
+    assert len(names) == len(set(names)), names
+    assert "other-proxy" in names
+    assert k.injected(pod)
+    # Asked again after the other injector's change, sidecarkit finds its sidecars current.
+    assert since(before, admissions(webhook, tls)) == {
+        "patched/injected": 1,
+        "allowed/up-to-date": 1,
+    }

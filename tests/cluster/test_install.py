@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 from lightkube import ApiError, Client
-from lightkube.core.resource_registry import resource_registry
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
-from lightkube.types import PatchType
 from ruamel.yaml import YAML
 
 from tests.support import kube as k
@@ -30,22 +28,6 @@ def install_output(*args: str) -> list[Any]:
         [sys.executable, "-m", "sidecarkit", "install", *args], check=True, capture_output=True
     )
     return [doc for doc in YAML(typ="safe").load_all(done.stdout) if doc]
-
-
-def apply_dry_run(kube: Client, obj: Any) -> None:
-    """Server-side apply of ``obj`` as given, validated strictly, stored nowhere."""
-    resource = resource_registry.load(obj["apiVersion"], obj["kind"])
-    metadata = obj["metadata"]
-    kube.patch(
-        resource,
-        metadata["name"],
-        obj,
-        namespace=metadata.get("namespace"),
-        patch_type=PatchType.APPLY,
-        field_manager="sidecarkit-test",
-        force=True,
-        dry_run=True,
-    )
 
 
 @pytest.fixture
@@ -66,7 +48,7 @@ def test_install_output_passes_server_side_validation(
 
     for obj in objects:
         if obj["kind"] != "Namespace":
-            apply_dry_run(kube, obj)
+            k.apply_dry_run(kube, obj)
 
     assert {o["kind"] for o in objects} >= {"Deployment", "Service", "MutatingWebhookConfiguration"}
 
@@ -79,6 +61,6 @@ def test_the_validation_is_strict_enough_to_catch_an_unknown_field(
     config["webhooks"][0]["failurePolicyy"] = "Fail"
 
     with pytest.raises(ApiError) as caught:
-        apply_dry_run(kube, config)
+        k.apply_dry_run(kube, config)
 
     assert "failurePolicyy" in str(caught.value.status.message)

@@ -83,7 +83,7 @@ ADMISSION_PLUGINS: Final = (
 )
 HOW_TO_GET: Final = (
     "the control-plane binaries (etcd, kube-apiserver, kube-controller-manager) are not built; "
-    "run `bash tests/cluster/build.sh` (needs Go 1.26; about half an hour the first time, "
+    "run `make cluster` (needs Go 1.26; 10 to 15 minutes the first time on two cores, "
     f"cached after) or set {ASSETS_ENV}=DIR to a folder that holds them. See docs/testing.md."
 )
 

@@ -7,18 +7,26 @@ loopback, since the webhook runs here as a process rather than behind a Service.
 
 from __future__ import annotations
 
+import base64
 import copy
+import http.server
 import itertools
+import json
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from lightkube import ApiError, Client
 from lightkube.core.dictmixin import DictMixin
+from lightkube.core.resource_registry import resource_registry
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount
+from lightkube.types import PatchType
 
 from sidecarkit.injection import policy
 from sidecarkit.webhook import installing
@@ -143,3 +151,66 @@ def _probe(kube: Client, namespace: str) -> str:
     except ApiError:
         return "rejected"
     return "injected" if injected(pod) else "plain"
+
+
+def apply_dry_run(kube: Client, obj: Any) -> None:
+    """Server-side apply of ``obj`` as given, validated strictly, stored nowhere."""
+    resource = resource_registry.load(obj["apiVersion"], obj["kind"])
+    metadata = obj["metadata"]
+    kube.patch(
+        resource,
+        metadata["name"],
+        obj,
+        namespace=metadata.get("namespace"),
+        patch_type=PatchType.APPLY,
+        field_manager="sidecarkit-test",
+        force=True,
+        dry_run=True,
+    )
+
+
+@contextmanager
+def another_injector(cert: Path, key: Path, *, container: str) -> Iterator[int]:
+    """A second mutating webhook, as another project's injector would be: a local HTTPS server
+    implementing the AdmissionReview v1 API that appends ``container`` to a pod's containers
+    unless it is there already (idempotent, as the API asks of reinvocable webhooks).
+    Yields its port on 127.0.0.1."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            request = review["request"]
+            names = [c["name"] for c in request["object"]["spec"]["containers"]]
+            response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
+            if container not in names:
+                patch = [
+                    {
+                        "op": "add",
+                        "path": "/spec/containers/-",
+                        "value": {"name": container, "image": "registry.example/other:1"},
+                    }
+                ]
+                response["patchType"] = "JSONPatch"
+                response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+            body = json.dumps({**review, "response": response}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name="another-injector", daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
