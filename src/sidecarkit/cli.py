@@ -83,6 +83,33 @@ def _facts(
 Transform = Callable[[Any, str], tuple[Any, reports.Report]]
 
 
+def _cluster_injector(
+    kubeconfig: str | None,
+    context: str | None,
+    webhook_namespace: str,
+    config_path: str | None,
+    facts_path: str | None,
+    mode: str | None,
+    namespace_labels: str | None,
+    version: str | None,
+) -> Transform:
+    from pathlib import Path  # noqa: PLC0415
+
+    from sidecarkit import discovering  # noqa: PLC0415 - the HTTP client only with --cluster
+    from sidecarkit.k8s import cluster  # noqa: PLC0415
+
+    if facts_path:
+        raise click.UsageError("--facts and --cluster both say what the cluster is; give one")
+    return discovering.injector(
+        cluster.Target(kubeconfig=Path(kubeconfig) if kubeconfig else None, context=context),
+        config=configfiles.load_config(config_path) if config_path else None,
+        mode=profiles.Mode(mode) if mode else None,
+        kubernetes_version=facts.parse_version(version) if version else None,
+        namespace_labels=_labels(namespace_labels),
+        install_namespace=webhook_namespace,
+    )
+
+
 def _rewrite(files: Sequence[str], transform: Transform, report_format: str) -> None:
     """Run ``transform`` on every document of every file; print all or nothing."""
     inputs = [_read(f) for f in files or ("-",)]
@@ -160,6 +187,21 @@ def cli() -> None:
     type=click.Choice([m.value for m in profiles.Mode]),
     help="Default mode for profiles and pods that don't choose one.",
 )
+@click.option(
+    "--cluster",
+    "from_cluster",
+    is_flag=True,
+    help="Read namespace labels, the installed config and the kubelets' version from the "
+    "cluster, so the answer is the webhook's.",
+)
+@click.option("--kubeconfig", metavar="FILE", help="With --cluster: default $KUBECONFIG.")
+@click.option("--context", metavar="NAME", help="With --cluster: default current-context.")
+@click.option(
+    "--webhook-namespace",
+    default="sidecarkit-system",
+    show_default=True,
+    help="With --cluster: where `sidecarkit install` put the webhook and its config.",
+)
 @_report
 def inject(
     files: tuple[str, ...],
@@ -168,6 +210,10 @@ def inject(
     namespace_labels: str | None,
     kubernetes_version: str | None,
     mode: str | None,
+    from_cluster: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    webhook_namespace: str,
     report_format: str,
 ) -> None:
     """Add sidecars to the opted-in workloads of manifests; print the result on stdout.
@@ -175,11 +221,25 @@ def inject(
     Documents that need no change come out byte for byte as they went in.
     """
     try:
-        config = _config(config_path, mode)
-        cluster = _facts(facts_path, namespace_labels, kubernetes_version)
+        if from_cluster:
+            transform = _cluster_injector(
+                kubeconfig,
+                context,
+                webhook_namespace,
+                config_path,
+                facts_path,
+                mode,
+                namespace_labels,
+                kubernetes_version,
+            )
+        elif kubeconfig or context:
+            raise click.UsageError("--kubeconfig and --context go with --cluster")
+        else:
+            config = _config(config_path, mode)
+            cluster = _facts(facts_path, namespace_labels, kubernetes_version)
 
-        def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
-            return injecting.inject(data, config, cluster, location=where)
+            def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
+                return injecting.inject(data, config, cluster, location=where)
 
         _rewrite(files, transform, report_format)
     except errors.SidecarkitError as exc:
