@@ -9,6 +9,9 @@
 # SIDECARKIT_CLUSTER_ASSETS set to a folder that already holds the four binaries, nothing is built.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# Both the cache below and Go's own build cache live under the home folder.
+HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
+export HOME
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 
 complete() {
