@@ -20,6 +20,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod
 
 from sidecarkit.injection import policy
+from sidecarkit.webhook import selecting
 from tests.support import kube as k
 from tests.support import webhooks
 
@@ -243,3 +244,36 @@ def test_a_second_webhook_s_container_makes_the_api_server_ask_again_and_nothing
         "patched/injected": 1,
         "allowed/up-to-date": 1,
     }
+
+
+LABELS = [{}, OPT_IN, OPT_OUT, {policy.INJECT_LABEL: "maybe"}]
+
+
+def test_selecting_predicts_which_pods_the_api_server_sends(
+    kube: Client, webhook: int, tls: webhooks.Tls
+) -> None:
+    """``webhook.selecting`` (used to explain decisions) against the API server's own choice,
+    over every combination of the opt-in label on namespace and pod."""
+    config = k.url_mode(tls.ca.cert, webhook, name="unused")
+    compared = []
+    for ns_labels in LABELS:
+        namespace = k.namespace(kube, "truth", labels=ns_labels)
+        for pod_labels in LABELS:
+            predicted = any(
+                v.sent
+                for v in selecting.verdicts(
+                    config, namespace=namespace, namespace_labels=ns_labels, pod_labels=pod_labels
+                )
+            )
+            before = admissions(webhook, tls)
+            pod = k.pod_dict(k.unique("p"), labels=pod_labels)
+            try:
+                k.create_pod(kube, namespace, pod, dry_run=True)
+            except ApiError as exc:  # the webhook refuses a label value it does not know
+                refused = str(exc.status.message)
+                assert pod_labels == {policy.INJECT_LABEL: "maybe"}, refused
+            called = bool(since(before, admissions(webhook, tls)))
+            compared.append((ns_labels, pod_labels, predicted, called))
+
+    assert [c for c in compared if c[2] != c[3]] == []
+    assert sum(c[3] for c in compared) == 5  # both sides said yes somewhere: not vacuous
