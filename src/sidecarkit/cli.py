@@ -248,6 +248,78 @@ def inject(
 
 @cli.command()
 @_files
+@click.argument("pod", required=False)
+@click.option("-n", "--namespace", "pod_namespace", metavar="NS", help="Namespace of POD.")
+@click.option("--config", "config_path", metavar="FILE", help="Injection config (profiles).")
+@click.option("--namespace-labels", metavar="K=V,...", help="Labels of the namespace.")
+@click.option("--kubernetes-version", metavar="VERSION", help="Version of the kubelets.")
+@click.option("--mode", type=click.Choice([m.value for m in profiles.Mode]), help="Default mode.")
+@click.option("--cluster", "from_cluster", is_flag=True, help="Facts and webhook from a cluster.")
+@click.option("--kubeconfig", metavar="FILE", help="With --cluster: default $KUBECONFIG.")
+@click.option("--context", metavar="NAME", help="With --cluster: default current-context.")
+@click.option("--webhook-namespace", default="sidecarkit-system", show_default=True)
+def explain(
+    files: tuple[str, ...],
+    pod: str | None,
+    pod_namespace: str | None,
+    config_path: str | None,
+    namespace_labels: str | None,
+    kubernetes_version: str | None,
+    mode: str | None,
+    from_cluster: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    webhook_namespace: str,
+) -> None:
+    """Say why the pods of POD (a live pod, with --cluster) or of manifests would or would not
+    get sidecars: which webhooks the API server calls, then what the injector does."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from sidecarkit import discovering, explaining  # noqa: PLC0415
+    from sidecarkit.k8s import cluster  # noqa: PLC0415
+
+    if pod and files:
+        raise click.UsageError("give POD or -f FILE, not both")
+    if pod and not from_cluster:
+        raise click.UsageError("POD is read from a cluster: add --cluster")
+    if (kubeconfig or context) and not from_cluster:
+        raise click.UsageError("--kubeconfig and --context go with --cluster")
+    try:
+        target = None
+        if from_cluster:
+            target = cluster.Target(
+                kubeconfig=Path(kubeconfig) if kubeconfig else None, context=context
+            )
+        if pod:
+            assert target is not None
+            documents = [
+                (f"pod {pod}", discovering.connect(target).pod(pod, namespace=pod_namespace))
+            ]
+        else:
+            documents = [
+                (f"{source} document {doc.index}", doc.data)
+                for source, text in (_read(f) for f in files or ("-",))
+                for doc in manifests.load_stream(text, source=source)
+            ]
+        lines = explaining.run(
+            documents,
+            target=target,
+            config=configfiles.load_config(config_path) if config_path else None,
+            mode=profiles.Mode(mode) if mode else None,
+            kubernetes_version=facts.parse_version(kubernetes_version)
+            if kubernetes_version
+            else None,
+            namespace_labels=_labels(namespace_labels),
+            install_namespace=webhook_namespace,
+        )
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+    for line in lines:
+        click.echo(line)
+
+
+@cli.command()
+@_files
 @_report
 def uninject(files: tuple[str, ...], report_format: str) -> None:
     """Remove exactly what sidecarkit injected, as its status annotations record."""

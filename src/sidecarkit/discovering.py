@@ -21,17 +21,29 @@ from typing import Any, Final, TypeVar
 
 import httpx2
 from lightkube import ApiError, Client
-from lightkube.resources.core_v1 import ConfigMap, Namespace, Node
+from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Pod
 
 from sidecarkit import configfiles, errors
 from sidecarkit.injection import configs, facts, injecting, profiles, reports
 from sidecarkit.k8s import cluster
 
-__all__ = ["CONFIG_KEY", "CONFIG_MAP", "INSTALL_NAMESPACE", "Cluster", "connect", "injector"]
+__all__ = [
+    "CONFIG_KEY",
+    "CONFIG_MAP",
+    "INSTALL_NAMESPACE",
+    "WEBHOOK_CONFIGURATION",
+    "Cluster",
+    "connect",
+    "injector",
+    "namespace_of",
+]
 
 CONFIG_MAP: Final = "sidecarkit-config"
 """The ConfigMap ``sidecarkit install`` ships the injection config in (installing.CONFIG_MAP)."""
 CONFIG_KEY: Final = "config.yaml"
+WEBHOOK_CONFIGURATION: Final = "sidecarkit"
+"""The MutatingWebhookConfiguration ``sidecarkit install`` creates."""
 INSTALL_NAMESPACE: Final = "sidecarkit-system"
 """Where ``sidecarkit install`` puts the webhook unless told otherwise."""
 
@@ -90,6 +102,44 @@ class Cluster:
             )
         return configfiles.parse_config(text, source=source)
 
+    def webhook_configuration(self) -> Any:
+        """The installed MutatingWebhookConfiguration as JSON, or None when there is none."""
+
+        def read() -> Any:
+            try:
+                found = self.client.get(MutatingWebhookConfiguration, WEBHOOK_CONFIGURATION)
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    return None
+                raise
+            return found.to_dict()
+
+        return self._call(
+            f"read MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}",
+            read,
+            fix="ask for the RBAC to get mutatingwebhookconfigurations",
+        )
+
+    def pod(self, name: str, *, namespace: str | None) -> Any:
+        """Pod ``name`` as JSON, from ``namespace`` or the context's."""
+        where = namespace or self.default_namespace
+
+        def read() -> Any:
+            try:
+                return self.client.get(Pod, name, namespace=where).to_dict()
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    return None
+                raise
+
+        found = self._call(f"read pod {where}/{name}", read, fix="ask for the RBAC to get pods")
+        if found is None:
+            raise errors.InputError(
+                f"no pod {name} in namespace {where} on {self.describe}; "
+                "check the name, or give -n NAMESPACE"
+            )
+        return found
+
     def kubelet_version(self) -> tuple[int, int] | None:
         """The oldest kubelet's (major, minor): a pod may land on any node. None: no nodes."""
         nodes = self._call(
@@ -145,7 +195,7 @@ class Cluster:
             if isinstance(metadata, Mapping) and isinstance(metadata.get("name"), str):
                 labels = metadata.get("labels") or {}
                 self._streamed[metadata["name"]] = {str(k): str(v) for k, v in labels.items()}
-        namespace = _namespace_of(document) or self.default_namespace
+        namespace = namespace_of(document) or self.default_namespace
         labels = self.namespace_labels(namespace)
         if labels is None:
             labels = self._streamed.get(namespace, {})
@@ -155,12 +205,13 @@ class Cluster:
         )
 
 
-def _namespace_of(document: Any) -> str | None:
+def namespace_of(document: Any) -> str | None:
+    """The namespace a document names for itself (a List: its first item's), or None."""
     if not isinstance(document, Mapping):
         return None
     if document.get("kind") == "List":
         items = [i for i in document.get("items") or [] if isinstance(i, Mapping)]
-        return _namespace_of(items[0]) if items else None
+        return namespace_of(items[0]) if items else None
     metadata = document.get("metadata")
     if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
         return str(metadata["namespace"])
