@@ -319,6 +319,52 @@ def explain(
 
 
 @cli.command()
+@click.option("-n", "--namespace", metavar="NS", help="Only this namespace; default all.")
+@click.option("--apply", is_flag=True, help="Restart the owners (as kubectl rollout restart).")
+@click.option("--dry-run", is_flag=True, help="With --apply: send the restarts as dry runs.")
+@click.option("--interval", default="10s", show_default=True, help="Pause between restarts.")
+@click.option("--config", "config_path", metavar="FILE", help="Injection config (profiles).")
+@click.option("--kubeconfig", metavar="FILE", help="Default $KUBECONFIG, ~/.kube/config.")
+@click.option("--context", metavar="NAME", help="Default current-context.")
+@click.option("--webhook-namespace", default="sidecarkit-system", show_default=True)
+def repair(
+    namespace: str | None,
+    apply: bool,
+    dry_run: bool,
+    interval: str,
+    config_path: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    webhook_namespace: str,
+) -> None:
+    """List running pods that missed injection (created before the webhook, admitted while it
+    was down, or from an older config); with --apply, restart their owners one at a time."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from sidecarkit import repairing  # noqa: PLC0415
+    from sidecarkit.k8s import cluster  # noqa: PLC0415
+
+    if dry_run and not apply:
+        raise click.UsageError("--dry-run goes with --apply")
+    pause = _seconds(interval, "--interval")
+    try:
+        findings = repairing.run(
+            cluster.Target(kubeconfig=Path(kubeconfig) if kubeconfig else None, context=context),
+            namespace=namespace,
+            config=configfiles.load_config(config_path) if config_path else None,
+            apply=apply,
+            dry_run=dry_run,
+            interval=pause,
+            install_namespace=webhook_namespace,
+            say=click.echo,
+        )
+    except errors.SidecarkitError as exc:
+        _fail(exc)
+    if not findings:
+        click.echo("no pod needs repair", err=True)
+
+
+@cli.command()
 @_files
 @_report
 def uninject(files: tuple[str, ...], report_format: str) -> None:

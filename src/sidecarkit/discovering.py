@@ -62,7 +62,9 @@ class Cluster:
     _labels: dict[str, Mapping[str, str] | None] = field(default_factory=dict, init=False)
     _streamed: dict[str, Mapping[str, str]] = field(default_factory=dict, init=False)
 
-    def _call(self, what: str, read: Callable[[], T], *, fix: str) -> T:
+    def call(self, what: str, read: Callable[[], T], *, fix: str) -> T:
+        """``read()``, with API and connection errors turned into a ConfigError that says
+        ``what`` failed on which server and context, and ``fix``."""
         try:
             return read()
         except ApiError as exc:
@@ -87,7 +89,7 @@ class Cluster:
                     return None
                 raise
 
-        found = self._call(
+        found = self.call(
             f"read {source}",
             read,
             fix="give --config FILE, or the RBAC to get configmaps there",
@@ -114,7 +116,7 @@ class Cluster:
                 raise
             return found.to_dict()
 
-        return self._call(
+        return self.call(
             f"read MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}",
             read,
             fix="ask for the RBAC to get mutatingwebhookconfigurations",
@@ -132,7 +134,7 @@ class Cluster:
                     return None
                 raise
 
-        found = self._call(f"read pod {where}/{name}", read, fix="ask for the RBAC to get pods")
+        found = self.call(f"read pod {where}/{name}", read, fix="ask for the RBAC to get pods")
         if found is None:
             raise errors.InputError(
                 f"no pod {name} in namespace {where} on {self.describe}; "
@@ -142,7 +144,7 @@ class Cluster:
 
     def kubelet_version(self) -> tuple[int, int] | None:
         """The oldest kubelet's (major, minor): a pod may land on any node. None: no nodes."""
-        nodes = self._call(
+        nodes = self.call(
             "list nodes",
             lambda: list(self.client.list(Node)),
             fix="give --kubernetes-version, or the RBAC to list nodes",
@@ -169,7 +171,7 @@ class Cluster:
                     raise
                 return dict((namespace.metadata and namespace.metadata.labels) or {})
 
-            self._labels[name] = self._call(
+            self._labels[name] = self.call(
                 f"read namespace {name}",
                 read,
                 fix="give --namespace-labels, or the RBAC to get namespaces",
