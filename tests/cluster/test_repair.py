@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 from lightkube import Client
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import ConfigMap, Pod
 
 from sidecarkit import discovering, repairing
 from sidecarkit.injection import policy
@@ -119,3 +120,28 @@ def test_a_cluster_where_every_pod_is_injected_needs_no_repair(
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert "no pod needs repair" in done.stderr
+
+
+def test_a_pod_injected_from_an_older_config_is_found_stale(
+    control_plane: controlplane.ControlPlane, kube: Client, tls: webhooks.Tls, probe_namespace: str
+) -> None:
+    namespace = k.namespace(kube, "old-config", labels=OPT_IN)
+    install_namespace = k.namespace(kube, "sk-install")
+    with webhooks.process(tls) as (_, port):
+        config = k.url_mode(tls.ca.cert, port, name=discovering.WEBHOOK_CONFIGURATION)
+        with k.registered(kube, config, probe_namespace=probe_namespace):
+            k.create_pod(kube, namespace, k.pod_dict("app"))  # logs and metrics, the built-ins
+            kube.create(
+                ConfigMap(
+                    metadata=ObjectMeta(name=discovering.CONFIG_MAP, namespace=install_namespace),
+                    data={discovering.CONFIG_KEY: "mode: native\ndefaultProfiles: [logs]\n"},
+                )
+            )
+
+            done = repair(control_plane, "-n", namespace, "--webhook-namespace", install_namespace)
+
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout
+        == f"{namespace}/app: stale sidecars (no restartable owner); a bare pod: delete and recreate it\n"
+    )
