@@ -327,6 +327,10 @@ def explain(
 @click.option("--kubeconfig", metavar="FILE", help="Default $KUBECONFIG, ~/.kube/config.")
 @click.option("--context", metavar="NAME", help="Default current-context.")
 @click.option("--webhook-namespace", default="sidecarkit-system", show_default=True)
+@click.option("--watch", is_flag=True, help="Run as a controller: a pass every --period.")
+@click.option("--period", default="60s", show_default=True, help="With --watch: between passes.")
+@click.option("--lease-duration", default=15, show_default=True, type=click.IntRange(2, 300))
+@click.option("--identity", help="With --watch: name in the Lease; default host and pid.")
 def repair(
     namespace: str | None,
     apply: bool,
@@ -336,6 +340,10 @@ def repair(
     kubeconfig: str | None,
     context: str | None,
     webhook_namespace: str,
+    watch: bool,
+    period: str,
+    lease_duration: int,
+    identity: str | None,
 ) -> None:
     """List running pods that missed injection (created before the webhook, admitted while it
     was down, or from an older config); with --apply, restart their owners one at a time."""
@@ -344,12 +352,26 @@ def repair(
     from sidecarkit import repairing  # noqa: PLC0415
     from sidecarkit.k8s import cluster  # noqa: PLC0415
 
-    if dry_run and not apply:
-        raise click.UsageError("--dry-run goes with --apply")
+    if dry_run and not (apply or watch):
+        raise click.UsageError("--dry-run goes with --apply or --watch")
     pause = _seconds(interval, "--interval")
+    target = cluster.Target(kubeconfig=Path(kubeconfig) if kubeconfig else None, context=context)
+    if watch:
+        _repair_watch(
+            target,
+            namespace=namespace,
+            config_path=config_path,
+            dry_run=dry_run,
+            interval=pause,
+            install_namespace=webhook_namespace,
+            identity=identity,
+            period=_seconds(period, "--period"),
+            lease_duration=lease_duration,
+        )
+        return
     try:
         findings = repairing.run(
-            cluster.Target(kubeconfig=Path(kubeconfig) if kubeconfig else None, context=context),
+            target,
             namespace=namespace,
             config=configfiles.load_config(config_path) if config_path else None,
             apply=apply,
@@ -362,6 +384,46 @@ def repair(
         _fail(exc)
     if not findings:
         click.echo("no pod needs repair", err=True)
+
+
+def _repair_watch(
+    target: Any,
+    *,
+    namespace: str | None,
+    config_path: str | None,
+    dry_run: bool,
+    interval: float,
+    install_namespace: str,
+    identity: str | None,
+    period: float,
+    lease_duration: int,
+) -> None:
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from sidecarkit import repairing  # noqa: PLC0415
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        repairing.watch(
+            target,
+            namespace=namespace,
+            config=configfiles.load_config(config_path) if config_path else None,
+            dry_run=dry_run,
+            interval=interval,
+            install_namespace=install_namespace,
+            identity=identity or f"{socket.gethostname()}-{os.getpid()}",
+            period=period,
+            lease_duration=lease_duration,
+            stop=stop,
+            say=lambda line: click.echo(line, err=True),
+        )
+    except errors.SidecarkitError as exc:
+        _fail(exc)
 
 
 @cli.command()

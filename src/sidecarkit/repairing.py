@@ -16,6 +16,7 @@ cluster at once; pods without a restartable owner (bare pods, Jobs) are listed w
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +29,13 @@ from lightkube.resources.core_v1 import Pod
 from sidecarkit import discovering, errors
 from sidecarkit.injection import configs, injecting
 from sidecarkit.k8s import cluster as clusters
+from sidecarkit.k8s import leasing
 from sidecarkit.webhook import selecting
 
-__all__ = ["Finding", "find", "restart", "run"]
+__all__ = ["Finding", "find", "restart", "run", "watch"]
 
 RESTARTED_AT: Final = "kubectl.kubernetes.io/restartedAt"
+LEASE: Final = "sidecarkit-repair"
 RESTARTABLE: Final[dict[str, Any]] = {
     "Deployment": Deployment,
     "StatefulSet": StatefulSet,
@@ -53,6 +56,9 @@ class Finding:
     owner: tuple[str, str] | None
     """(kind, name) of the workload to restart, or None when there is none to restart."""
     advice: str = ""
+    pending: bool = False
+    """The owner was restarted after this pod was created: its rollout is already replacing
+    the pod, so it is not restarted again (a watch never restarts one rollout twice)."""
 
     def line(self) -> str:
         owner = f"{self.owner[0]}/{self.owner[1]}" if self.owner else "no restartable owner"
@@ -60,26 +66,50 @@ class Finding:
         return f"{self.namespace}/{self.pod}: {self.problem} sidecars ({owner}){advice}"
 
 
-def _owner(live: discovering.Cluster, pod: Json) -> tuple[tuple[str, str] | None, str]:
+def _at(stamp: object) -> datetime.datetime | None:
+    """An RFC 3339 time as kubectl and the API server write them, or None."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _owner(live: discovering.Cluster, pod: Json) -> tuple[tuple[str, str] | None, str, bool]:
     namespace = pod["metadata"]["namespace"]
     refs = [r for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")]
     if not refs:
-        return None, "a bare pod: delete and recreate it"
+        return None, "a bare pod: delete and recreate it", False
     kind, name = refs[0]["kind"], refs[0]["name"]
     if kind == "ReplicaSet":
         try:
             replica_set = live.client.get(ReplicaSet, name, namespace=namespace).to_dict()
         except ApiError:
-            return None, f"its ReplicaSet {name} could not be read"
+            return None, f"its ReplicaSet {name} could not be read", False
         parents = [
             r for r in replica_set["metadata"].get("ownerReferences") or [] if r.get("controller")
         ]
         if not parents:
-            return None, f"ReplicaSet {name} has no Deployment: delete the pod to replace it"
+            return None, f"ReplicaSet {name} has no Deployment: delete the pod to replace it", False
         kind, name = parents[0]["kind"], parents[0]["name"]
-    if kind in RESTARTABLE:
-        return (kind, name), ""
-    return None, f"owned by {kind}/{name}, which has no rollout: delete the pod when it may go"
+    if kind not in RESTARTABLE:
+        return (
+            None,
+            f"owned by {kind}/{name}, which has no rollout: delete the pod when it may go",
+            False,
+        )
+    try:
+        workload = live.client.get(RESTARTABLE[kind], name, namespace=namespace).to_dict()
+    except ApiError:
+        return (kind, name), "", False
+    template = (workload.get("spec") or {}).get("template") or {}
+    restarted = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
+    created = pod["metadata"].get("creationTimestamp")
+    restarted_at, created_at = _at(restarted), _at(created)
+    if restarted_at is not None and created_at is not None and restarted_at >= created_at:
+        return (kind, name), f"restarted at {restarted}: its rollout will replace the pod", True
+    return (kind, name), "", False
 
 
 def find(
@@ -120,8 +150,10 @@ def find(
             continue
         codes = {r.code for d in report.decisions for r in d.reasons}
         problem = "stale" if "reinjected" in codes else "missing"
-        owner, advice = _owner(live, pod)
-        findings.append(Finding(metadata["namespace"], metadata["name"], problem, owner, advice))
+        owner, advice, pending = _owner(live, pod)
+        findings.append(
+            Finding(metadata["namespace"], metadata["name"], problem, owner, advice, pending)
+        )
     return findings
 
 
@@ -132,10 +164,12 @@ def restart(
     dry_run: bool,
     interval: float,
     say: Callable[[str], None],
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> int:
     """Restart each owner once, ``interval`` seconds apart; answer how many were restarted."""
-    owners = sorted({(f.namespace, *f.owner) for f in findings if f.owner is not None})
+    owners = sorted(
+        {(f.namespace, *f.owner) for f in findings if f.owner is not None and not f.pending}
+    )
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
     for index, (namespace, kind, name) in enumerate(owners):
@@ -155,8 +189,8 @@ def restart(
     return len(owners)
 
 
-def run(
-    target: clusters.Target,
+def _pass(
+    live: discovering.Cluster,
     *,
     namespace: str | None,
     config: configs.Config | None,
@@ -165,9 +199,8 @@ def run(
     interval: float,
     install_namespace: str,
     say: Callable[[str], None],
+    sleep: Callable[[float], object] = time.sleep,
 ) -> list[Finding]:
-    """``sidecarkit repair``: list, and with ``apply`` restart, against ``target``."""
-    live = discovering.connect(target)
     configuration = live.webhook_configuration()
     if configuration is None:
         raise errors.ConfigError(
@@ -186,5 +219,94 @@ def run(
     for finding in findings:
         say(finding.line())
     if apply:
-        restart(live, findings, dry_run=dry_run, interval=interval, say=say)
+        restart(live, findings, dry_run=dry_run, interval=interval, say=say, sleep=sleep)
     return findings
+
+
+def run(
+    target: clusters.Target,
+    *,
+    namespace: str | None,
+    config: configs.Config | None,
+    apply: bool,
+    dry_run: bool,
+    interval: float,
+    install_namespace: str,
+    say: Callable[[str], None],
+) -> list[Finding]:
+    """``sidecarkit repair``: list, and with ``apply`` restart, against ``target``."""
+    return _pass(
+        discovering.connect(target),
+        namespace=namespace,
+        config=config,
+        apply=apply,
+        dry_run=dry_run,
+        interval=interval,
+        install_namespace=install_namespace,
+        say=say,
+    )
+
+
+def watch(
+    target: clusters.Target,
+    *,
+    namespace: str | None,
+    config: configs.Config | None,
+    dry_run: bool,
+    interval: float,
+    install_namespace: str,
+    identity: str,
+    period: float,
+    lease_duration: int,
+    stop: threading.Event,
+    say: Callable[[str], None],
+) -> None:
+    """``repair --watch``: a pass every ``period`` seconds while holding the Lease.
+
+    Replicas share the Lease ``sidecarkit-repair`` in ``install_namespace``; only its holder
+    restarts anything, so running two for availability never doubles a restart. A pass that
+    fails (the API server away, the webhook not installed) is reported and tried again at the
+    next period. ``stop`` (set by SIGTERM or SIGINT) ends the loop; a leader releases the
+    Lease on the way out.
+    """
+    live = discovering.connect(target)
+    elector = leasing.Elector(
+        live.client, LEASE, install_namespace, identity, duration=lease_duration
+    )
+    leading = False
+    next_pass = 0.0
+    try:
+        while not stop.is_set():
+            try:
+                now_leading = live.call(
+                    f"take or renew Lease {install_namespace}/{LEASE}",
+                    elector.try_lead,
+                    fix="ask for the RBAC to get, create and update leases there",
+                )
+            except errors.ConfigError as exc:
+                say(f"repair: {exc}")
+                now_leading = False
+            if now_leading != leading:
+                say(f"{'leading' if now_leading else 'following'} as {identity}")
+                leading = now_leading
+            if leading and time.monotonic() >= next_pass:
+                next_pass = time.monotonic() + period
+                try:
+                    _pass(
+                        live,
+                        namespace=namespace,
+                        config=config,
+                        apply=True,
+                        dry_run=dry_run,
+                        interval=interval,
+                        install_namespace=install_namespace,
+                        say=say,
+                        sleep=stop.wait,
+                    )
+                except errors.SidecarkitError as exc:
+                    say(f"repair: {exc}")
+            stop.wait(max(lease_duration / 3, 0.2))
+    finally:
+        if leading:
+            elector.release()
+            say(f"released Lease {install_namespace}/{LEASE}")
