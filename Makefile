@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint check bench clean
+.PHONY: run test lint check bench clean cluster
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 ## test: the whole test suite
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## cluster: build etcd and the Kubernetes control plane that tests/cluster runs (slow only once)
+cluster:
+	bash tests/cluster/build.sh
 
 ## lint: ruff, formatting, mypy --strict and the import-layer contracts
 lint: $(STAMP)

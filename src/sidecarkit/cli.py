@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 import orjson
 
-from sidecarkit import __version__, awaiting, configfiles, errors
+from sidecarkit import __version__, awaiting, clustercli, configfiles, errors
 from sidecarkit.agents import process
 from sidecarkit.agents.logs.command import logs as logs_command
 from sidecarkit.agents.proxy.command import proxy as proxy_command
@@ -161,6 +161,21 @@ def cli() -> None:
     type=click.Choice([m.value for m in profiles.Mode]),
     help="Default mode for profiles and pods that don't choose one.",
 )
+@click.option(
+    "--cluster",
+    "from_cluster",
+    is_flag=True,
+    help="Read namespace labels, the installed config and the kubelets' version from the "
+    "cluster, so the answer is the webhook's.",
+)
+@click.option("--kubeconfig", metavar="FILE", help="With --cluster: default $KUBECONFIG.")
+@click.option("--context", metavar="NAME", help="With --cluster: default current-context.")
+@click.option(
+    "--webhook-namespace",
+    default="sidecarkit-system",
+    show_default=True,
+    help="With --cluster: where `sidecarkit install` put the webhook and its config.",
+)
 @_report
 def inject(
     files: tuple[str, ...],
@@ -169,6 +184,10 @@ def inject(
     namespace_labels: str | None,
     kubernetes_version: str | None,
     mode: str | None,
+    from_cluster: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    webhook_namespace: str,
     report_format: str,
 ) -> None:
     """Add sidecars to the opted-in workloads of manifests; print the result on stdout.
@@ -176,11 +195,25 @@ def inject(
     Documents that need no change come out byte for byte as they went in.
     """
     try:
-        config = _config(config_path, mode)
-        cluster = _facts(facts_path, namespace_labels, kubernetes_version)
+        if from_cluster:
+            transform = clustercli.cluster_injector(
+                kubeconfig,
+                context,
+                webhook_namespace,
+                config_path,
+                facts_path,
+                mode,
+                namespace_labels,
+                kubernetes_version,
+            )
+        elif kubeconfig or context:
+            raise click.UsageError("--kubeconfig and --context go with --cluster")
+        else:
+            config = _config(config_path, mode)
+            cluster = _facts(facts_path, namespace_labels, kubernetes_version)
 
-        def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
-            return injecting.inject(data, config, cluster, location=where)
+            def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
+                return injecting.inject(data, config, cluster, location=where)
 
         _rewrite(files, transform, report_format)
     except errors.SidecarkitError as exc:
@@ -474,6 +507,8 @@ def agent() -> None:
 
 agent.add_command(logs_command, "logs")
 agent.add_command(proxy_command, "proxy")
+cli.add_command(clustercli.explain, "explain")
+cli.add_command(clustercli.repair, "repair")
 
 
 @agent.command("metrics")
