@@ -284,6 +284,14 @@ def _seconds(value: str, option: str) -> float:
     is_flag=True,
     help="Read namespace labels from the API server (needs RBAC).",
 )
+@click.option("--header-timeout", default="10s", show_default=True, help="To receive headers.")
+@click.option("--body-timeout", default="10s", show_default=True, help="To receive a body.")
+@click.option("--idle-timeout", default="90s", show_default=True, help="Idle keep-alive.")
+@click.option(
+    "--write-timeout", default="10s", show_default=True, help="Drop clients not reading answers."
+)
+@click.option("--max-connections", default=2048, show_default=True, type=click.IntRange(1))
+@click.option("--max-admissions", default=64, show_default=True, type=click.IntRange(1))
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -301,12 +309,18 @@ def webhook(
     grace: str,
     kubernetes_version: str | None,
     namespace_lookup: bool,
+    header_timeout: str,
+    body_timeout: str,
+    idle_timeout: str,
+    write_timeout: str,
+    max_connections: int,
+    max_admissions: int,
     log_level: str,
 ) -> None:
     """Serve the mutating admission webhook over HTTPS."""
     from pathlib import Path  # noqa: PLC0415
 
-    from sidecarkit.webhook import serving  # noqa: PLC0415 - aiohttp only when serving
+    from sidecarkit.webhook import guarding, serving  # noqa: PLC0415 - aiohttp only here
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -326,6 +340,14 @@ def webhook(
                 if kubernetes_version
                 else None,
                 namespace_lookup=namespace_lookup,
+                limits=guarding.Limits(
+                    header_timeout=_seconds(header_timeout, "--header-timeout"),
+                    body_timeout=_seconds(body_timeout, "--body-timeout"),
+                    idle_timeout=_seconds(idle_timeout, "--idle-timeout"),
+                    write_timeout=_seconds(write_timeout, "--write-timeout"),
+                    max_connections=max_connections,
+                    max_admissions=max_admissions,
+                ),
             )
         )
     except errors.SidecarkitError as exc:

@@ -28,19 +28,24 @@ import logging
 import signal
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
-import orjson
 from aiohttp import web
 
 from sidecarkit import configfiles, errors, metering, watching
 from sidecarkit.injection import configs, facts, policy
-from sidecarkit.webhook import admitting, certificates, namespaces, reviews
+from sidecarkit.webhook import (
+    admitting,
+    certificates,
+    guarding,
+    namespaces,
+    offloading,
+    reviews,
+    verdicts,
+)
 
 __all__ = ["Server", "Settings", "serve"]
 
@@ -77,6 +82,12 @@ class Settings:
     """Whether to read namespace labels from the API server (needs RBAC get on namespaces)."""
     lookup: namespaces.NamespaceLookup | None = field(default=None, compare=False)
     """The lookup to use when ``namespace_lookup`` is on; None means the in-cluster one."""
+    limits: guarding.Limits = field(default_factory=guarding.Limits)
+    """Timeouts and caps on connections and admissions."""
+    offload_body: int = 128 * 1024
+    """Bodies of this many bytes or more are decided in a worker process (``offloading``)."""
+    offload_workers: int = 1
+    """Worker processes for large bodies; each may have four more waiting."""
 
 
 class _Metrics:
@@ -117,54 +128,6 @@ class _Metrics:
         )
 
 
-class _Verdicts:
-    """Recent verdicts by (config, facts, operation, object bytes): a bounded LRU.
-
-    The pods of one ReplicaSet are created from one template, so a rollout or a scale-up sends
-    byte-identical objects (no name yet, same generateName); each is decided once. The config
-    is part of the key by identity, so a reload starts afresh. Verdicts with an unexpected
-    error are not kept, nor objects over ``max_object`` bytes, so the cache stays a few MiB.
-    """
-
-    def __init__(self, size: int = 128, max_object: int = 32 * 1024) -> None:
-        self.size = size
-        self.max_object = max_object
-        self.entries: OrderedDict[tuple[object, ...], admitting.Verdict] = OrderedDict()
-        self.config: configs.Config | None = None
-
-    def get(
-        self, request: dict[str, Any], config: configs.Config, cluster: facts.Facts
-    ) -> admitting.Verdict:
-        if config is not self.config:
-            self.entries.clear()
-            self.config = config
-        operation = request.get("operation")
-        if not isinstance(operation, str):  # the key must hash; decide() answers it anyway
-            return admitting.decide(request, config, cluster)
-        try:
-            obj = orjson.dumps(request.get("object"))
-        except TypeError:  # not JSON-encodable after all: decide without caching
-            return admitting.decide(request, config, cluster)
-        if len(obj) > self.max_object:  # pods are a few KiB; keep memory bounded
-            return admitting.decide(request, config, cluster)
-        key = (
-            operation,
-            cluster.kubernetes_version,
-            tuple(sorted(cluster.namespace_labels.items())),
-            obj,
-        )
-        verdict = self.entries.get(key)
-        if verdict is not None:
-            self.entries.move_to_end(key)
-            return verdict
-        verdict = admitting.decide(request, config, cluster)
-        if verdict.error is None:
-            self.entries[key] = verdict
-            if len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        return verdict
-
-
 class Server:
     """One webhook server: its state, its handlers, and its lifecycle."""
 
@@ -172,6 +135,8 @@ class Server:
         self.settings = settings
         self.metrics = _Metrics()
         self.config = configs.Config()
+        self.config_text: str | None = None
+        """The config's source text, for the worker that decides large reviews."""
         self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ssl.set_alpn_protocols(["http/1.1"])
@@ -181,7 +146,10 @@ class Server:
         self.port: int | None = None
         self._config_watch = watching.FileWatch((settings.config,)) if settings.config else None
         self._cert_watch = watching.FileWatch((settings.tls_cert, settings.tls_key))
-        self._verdicts = _Verdicts()
+        self._verdicts = verdicts.Verdicts()
+        self.guards: guarding.Guards | None = None
+        self._admissions = asyncio.Semaphore(settings.limits.max_admissions)
+        self._offloader = offloading.Offloader(workers=settings.offload_workers)
         self.lookup: namespaces.NamespaceLookup | None = None
         if settings.namespace_lookup:
             self.lookup = settings.lookup or namespaces.NamespaceLookup.in_cluster()
@@ -213,17 +181,16 @@ class Server:
             return False
         if contents is None:
             return True
+        text = contents[0].decode("utf-8", "replace")
         try:
-            config = configfiles.parse_config(
-                contents[0].decode("utf-8", "replace"), source=str(self.settings.config)
-            )
+            config = configfiles.parse_config(text, source=str(self.settings.config))
         except errors.ConfigError as exc:
             self._config_watch.accept(contents)  # the same bad file is not worth a line a tick
             log.error("new config refused, the old one keeps serving: %s", exc)
             self.metrics.reloads.inc("config", "error")
             return False
         self._config_watch.accept(contents)
-        self.config = config
+        self.config, self.config_text = config, text
         if not initial:
             log.info(
                 "config reloaded from %s: profiles %s",
@@ -241,11 +208,14 @@ class Server:
             return False
         if contents is None:
             return True
-        cert, key = self.settings.tls_cert, self.settings.tls_key
+        cert = self.settings.tls_cert
+        pair = certificates.Pair(contents[0], contents[1])
         try:
-            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            scratch.load_cert_chain(cert, key)
-            self.ssl.load_cert_chain(cert, key)
+            # Both from the bytes read together above: the live context never takes a
+            # certificate of one generation with the key of another. A scratch load first, so
+            # a pair OpenSSL refuses leaves the live context as it was.
+            certificates.load_into(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), pair)
+            certificates.load_into(self.ssl, pair)
         except (ssl.SSLError, OSError) as exc:
             # Most often a rotation caught half way (new certificate, old key): try next tick.
             log.warning("certificate not (yet) loadable, keeping the one in use: %s", exc)
@@ -286,6 +256,9 @@ class Server:
     ) -> web.StreamResponse:
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
+        guards, protocol = self.guards, request.protocol
+        if guards is not None:
+            guards.request_started(protocol)
         try:
             response = await handler(request)
             if self.draining:
@@ -294,6 +267,8 @@ class Server:
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.set(self.in_flight)
+            if guards is not None:
+                guards.request_done(protocol)
 
     async def _inject(self, request: web.Request) -> web.Response:
         return await self._admit(request, namespace_opted_in=False)
@@ -302,7 +277,65 @@ class Server:
         return await self._admit(request, namespace_opted_in=True)
 
     async def _admit(self, request: web.Request, *, namespace_opted_in: bool) -> web.Response:
-        body = await request.read()
+        limits = self.settings.limits
+        try:
+            async with asyncio.timeout(limits.body_timeout):
+                await self._admissions.acquire()
+        except TimeoutError:
+            self.metrics.admissions.inc("invalid", "overloaded")
+            return web.Response(
+                status=503,
+                text="sidecarkit: too many admissions in progress; retry\n",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            try:
+                async with asyncio.timeout(limits.body_timeout):
+                    body = await request.read()
+            except TimeoutError:
+                self.metrics.admissions.inc("invalid", "body-timeout")
+                response = web.Response(
+                    status=408, text="sidecarkit: the request body did not arrive in time\n"
+                )
+                response.force_close()
+                return response
+            if len(body) >= self.settings.offload_body:
+                return await self._admit_large(body, namespace_opted_in=namespace_opted_in)
+            return await self._admit_small(body, namespace_opted_in=namespace_opted_in)
+        finally:
+            self._admissions.release()
+
+    async def _admit_large(self, body: bytes, *, namespace_opted_in: bool) -> web.Response:
+        """Decide in a worker process; the loop never parses the large body."""
+        if self._offloader.full():
+            self.metrics.admissions.inc("invalid", "large-review-queue-full")
+            return web.Response(
+                status=503,
+                text="sidecarkit: too many large reviews in progress; retry\n",
+                headers={"Retry-After": "1"},
+            )
+        started = time.perf_counter()
+        cluster = await self._facts_for_body(body, namespace_opted_in=namespace_opted_in)
+        source = str(self.settings.config) if self.settings.config else "built-in"
+        done = await self._offloader.decide(body, self.config_text, source, cluster)
+        if done.error is not None:
+            log.error("large admission failed: %s", done.error)
+        self.metrics.admissions.inc(done.decision, done.reason)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        if done.status != 200:
+            return web.Response(status=done.status, body=done.body, content_type="text/plain")
+        return web.Response(body=done.body, content_type="application/json")
+
+    async def _facts_for_body(self, body: bytes, *, namespace_opted_in: bool) -> facts.Facts:
+        if self.lookup is None:  # the usual case: no need to look into the body at all
+            return await self._facts(None, namespace_opted_in=namespace_opted_in)
+        try:
+            review = reviews.parse(body)
+        except reviews.BadReview:
+            return await self._facts(None, namespace_opted_in=namespace_opted_in)
+        return await self._facts(review, namespace_opted_in=namespace_opted_in)
+
+    async def _admit_small(self, body: bytes, *, namespace_opted_in: bool) -> web.Response:
         started = time.perf_counter()
         try:
             review = reviews.parse(body)
@@ -318,9 +351,11 @@ class Server:
         self.metrics.latency.observe(time.perf_counter() - started)
         return web.Response(body=body, content_type="application/json")
 
-    async def _facts(self, review: reviews.Review, *, namespace_opted_in: bool) -> facts.Facts:
+    async def _facts(
+        self, review: reviews.Review | None, *, namespace_opted_in: bool
+    ) -> facts.Facts:
         labels: dict[str, str] = {}
-        namespace = review.request.get("namespace")
+        namespace = review.request.get("namespace") if review is not None else None
         if self.lookup is not None and isinstance(namespace, str) and namespace:
             found = await self.lookup.labels(namespace)
             labels.update(found or {})
@@ -351,20 +386,28 @@ class Server:
         self.load_initial()
         # Draining is ours (below); aiohttp's own shutdown only closes what is left, because it
         # stops reading at once and so would cut off a request whose body is still arriving.
+        limits = self.settings.limits
         runner = web.AppRunner(
-            self.app(), shutdown_timeout=1.0, access_log=None, handle_signals=False
+            self.app(),
+            shutdown_timeout=1.0,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=limits.idle_timeout,
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner,
+        assert runner.server is not None
+        self.guards = guarding.Guards(limits, runner.server)
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(
+            self.guards.factory,
             self.settings.host,
             self.settings.port,
-            ssl_context=self.ssl,
+            ssl=self.ssl,
+            ssl_handshake_timeout=limits.header_timeout,
+            backlog=1024,
             reuse_address=True,
         )
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        sockets = list(listener.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         log.info("serving admission reviews on https://%s:%s", self.settings.host, self.port)
         if started is not None:
@@ -380,13 +423,12 @@ class Server:
                     "not ready; serving %.1fs more before closing", self.settings.shutdown_delay
                 )
                 await asyncio.sleep(self.settings.shutdown_delay)
-            await site.stop()
+            listener.close()
             log.info(
                 "stopped accepting; draining %d in-flight admission(s) for up to %.1fs",
                 self.in_flight,
                 self.settings.grace,
             )
-            loop = asyncio.get_running_loop()
             deadline = loop.time() + self.settings.grace
             while self.in_flight and loop.time() < deadline:
                 await asyncio.sleep(0.02)
@@ -395,6 +437,7 @@ class Server:
                     "cancelling %d admission(s) still running at the deadline", self.in_flight
                 )
             await runner.cleanup()
+            self._offloader.close()
             if self.lookup is not None:
                 await self.lookup.close()
             log.info("webhook stopped")
