@@ -226,7 +226,7 @@ def _inject_object(
     )
     reasons.extend(warnings)
     summary = plan.summary
-    if old is not None and old.hash == status.hash:
+    if old is not None and statuses.same(old, status):
         reasons.append(Reason(Code.UP_TO_DATE, f"already has {summary}; nothing to do"))
         return obj, reports.Decision(location, target, tuple(reasons), False)
     if old is not None:
