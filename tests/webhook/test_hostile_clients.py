@@ -200,3 +200,60 @@ def test_huge_pods_do_not_hold_up_small_ones(tls: webhooks.Tls) -> None:
     # The bench measures the 100 ms bound; here the median must stay well clear of the huge
     # pods' own decision time (hundreds of ms each) on a loaded machine.
     assert statistics.median(latencies) < 0.1, (statistics.median(latencies), max(latencies))
+
+
+def _closed_within(sock: ssl.SSLSocket, seconds: float, trickle: bytes = b"") -> float | None:
+    """Seconds until the server closed ``sock`` (sending ``trickle`` every 0.5 s), or None."""
+    sock.setblocking(False)
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - started
+        except (ssl.SSLWantReadError, BlockingIOError):
+            pass
+        except OSError:
+            return time.monotonic() - started
+        if trickle:
+            with contextlib.suppress(ssl.SSLWantWriteError, BlockingIOError):
+                sock.send(trickle)
+        time.sleep(0.5)
+    return None
+
+
+def test_a_body_that_never_finishes_arriving_is_cut_off_at_the_body_timeout(
+    tls: webhooks.Tls,
+) -> None:
+    with webhooks.process(tls, "--body-timeout", "2s") as (proc, port):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+            conn.sendall(
+                b"POST /inject HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n{"
+            )
+            closed = _closed_within(conn, 15, trickle=b" ")
+        client = webhooks.Client(port, tls)
+        assert _timed_review(client) < 10
+        client.close()
+        assert proc.poll() is None
+    assert closed is not None, "the server kept reading a body that never ended"
+    assert 1.0 < closed < 2 + 5, closed
+
+
+def test_at_the_connection_cap_the_oldest_idle_connection_makes_room(tls: webhooks.Tls) -> None:
+    with webhooks.process(tls, "--max-connections", "20") as (proc, port):
+        context = tls.client_context()
+        held = []
+        for _ in range(20):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            held.append(context.wrap_socket(raw, server_hostname="127.0.0.1"))
+        client = webhooks.Client(port, tls)
+        assert _timed_review(client) < 10, "a new connection got in at the cap"
+        client.close()
+        oldest = _closed_within(held[0], 5)
+        newest = _closed_within(held[-1], 1)
+        for sock in held:
+            sock.close()
+        assert proc.poll() is None
+    assert oldest is not None, "the oldest idle connection was not closed to make room"
+    assert newest is None

@@ -8,9 +8,10 @@ tracks where the connection is:
 
 - ``headers``: bytes of a request arrived (or the connection just opened) and its headers are
   not complete: closed after ``header_timeout``, however slowly the client keeps trickling;
-- ``busy``: a request is being handled; its body must arrive within ``body_timeout`` (enforced by
-  the server around the read), and answers must drain: a transport whose write buffer stayed
-  above the high-water mark for ``write_timeout`` is aborted;
+- ``reading``: the headers are in and the handler reads the body: closed after
+  ``body_timeout``;
+- ``busy``: the request is being decided and answered; answers must drain: a transport whose
+  write buffer stayed above the high-water mark for ``write_timeout`` is aborted;
 - ``idle``: between requests on a keep-alive connection: closed after ``idle_timeout``.
 
 At ``max_connections`` a new connection evicts the longest-open one that is not handling a
@@ -28,6 +29,7 @@ from typing import Final, cast
 __all__ = ["Guard", "Guards", "Limits"]
 
 _HEADERS: Final = "headers"
+_READING: Final = "reading"
 _BUSY: Final = "busy"
 _IDLE: Final = "idle"
 
@@ -72,7 +74,7 @@ class Guards:
     def admit(self, guard: Guard) -> bool:
         """Register a new connection, evicting an old one at the cap; False: refuse this one."""
         if len(self.live) >= self.limits.max_connections:
-            victim = next((g for g in self.live if g.state != _BUSY), None)
+            victim = next((g for g in self.live if g.state in (_HEADERS, _IDLE)), None)
             if victim is None:
                 return False
             self.evicted += 1
@@ -89,6 +91,11 @@ class Guards:
         guard = self.by_handler.get(handler)  # type: ignore[call-overload]
         if guard is not None:
             guard.request_started()
+
+    def body_read(self, handler: object) -> None:
+        guard = self.by_handler.get(handler)  # type: ignore[call-overload]
+        if guard is not None:
+            guard.body_read()
 
     def request_done(self, handler: object) -> None:
         guard = self.by_handler.get(handler)  # type: ignore[call-overload]
@@ -127,6 +134,10 @@ class Guard(asyncio.Protocol):
             self.transport.abort()
 
     def request_started(self) -> None:
+        self.state = _READING
+        self._arm(self.guards.limits.body_timeout)
+
+    def body_read(self) -> None:
         self.state = _BUSY
         if self._timer is not None:
             self._timer.cancel()
