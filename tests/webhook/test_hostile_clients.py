@@ -15,9 +15,11 @@ import ssl
 import statistics
 import threading
 import time
+import warnings
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.support import webhooks
 
@@ -257,3 +259,22 @@ def test_at_the_connection_cap_the_oldest_idle_connection_makes_room(tls: webhoo
         assert proc.poll() is None
     assert oldest is not None, "the oldest idle connection was not closed to make room"
     assert newest is None
+
+
+def test_a_body_over_the_cap_gets_413_and_tls_below_1_2_is_refused(
+    server: int, tls: webhooks.Tls
+) -> None:
+    client = webhooks.Client(server, tls)
+    status, _ = client.request("POST", "/inject", b"{" + b" " * (4 * 1024 * 1024 + 1) + b"}")
+    assert status == 413
+    client.close()
+    old = tls.client_context()
+    with warnings.catch_warnings():  # TLS 1.1 is deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with (
+        socket.create_connection(("127.0.0.1", server), timeout=10) as raw,
+        pytest.raises(ssl.SSLError),
+    ):
+        old.wrap_socket(raw, server_hostname="127.0.0.1")
