@@ -16,8 +16,12 @@ load balancers notice; stop accepting connections; let in-flight admissions fini
 
 Every ``reload_interval`` the config file and the certificate files are checked. A new config
 that fails to load is refused with a log line and the old one keeps serving; a new certificate
-pair is checked in a scratch context before the live one takes it, so a half-written rotation
-(new certificate, old key) is simply tried again on the next tick.
+pair is loaded from the bytes of one read of both files, checked to match, so a half-written
+rotation (new certificate, old key) is simply tried again on the next tick.
+
+Connections are guarded (``guarding``: header, body, idle and write timeouts, a connection
+cap), admissions are capped, and bodies of ``offload_body`` bytes or more are decided in a worker
+process (``offloading``), so neither a slow client nor a huge pod holds up the others.
 """
 
 from __future__ import annotations
