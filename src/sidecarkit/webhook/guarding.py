@@ -78,6 +78,7 @@ class Guards:
             if victim is None:
                 return False
             self.evicted += 1
+            self.forget(victim)  # now, not when its close completes: the cap holds meanwhile
             victim.drop()
         self.live[guard] = None
         self.by_handler[guard.inner] = guard

@@ -311,7 +311,8 @@ def _deployment(spec: Install) -> Json:
         },
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"memory": "256Mi"},
+            # The main process, and under huge pods the worker that decides them.
+            "limits": {"memory": "512Mi"},
         },
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -323,6 +324,8 @@ def _deployment(spec: Install) -> Json:
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/sidecarkit/config", "readOnly": True},
             {"name": "tls", "mountPath": "/etc/sidecarkit/tls", "readOnly": True},
+            # The worker process for large reviews starts through a socket in /tmp.
+            {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
     pod: dict[str, Json] = {
@@ -366,6 +369,7 @@ def _deployment(spec: Install) -> Json:
                     "volumes": [
                         {"name": "config", "configMap": {"name": CONFIG_MAP}},
                         {"name": "tls", "secret": {"secretName": TLS_SECRET}},
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                     ],
                 },
             },

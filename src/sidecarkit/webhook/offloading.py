@@ -100,20 +100,27 @@ class Offloader:
     ) -> Offloaded:
         """Decide ``body`` in a worker; callers check ``full()`` first, to refuse, not wait."""
         async with self.slots:
-            if self._pool is None:
-                # forkserver: a clean child, not a fork of a process with a loop and threads.
-                context = multiprocessing.get_context("forkserver")
-                self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, context)
             labels = tuple(sorted(cluster.namespace_labels.items()))
-            future = self._pool.submit(
-                decide, body, config_text, config_source, cluster.kubernetes_version, labels
-            )
             try:
+                if self._pool is None:
+                    # forkserver: a clean child, not a fork of a process with a loop and threads.
+                    context = multiprocessing.get_context("forkserver")
+                    self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, context)
+                future = self._pool.submit(
+                    decide, body, config_text, config_source, cluster.kubernetes_version, labels
+                )
                 return await asyncio.wrap_future(future)
             except concurrent.futures.BrokenExecutor as exc:  # a worker died (OOM kill?)
                 self.close()
                 message = f"sidecarkit: the worker deciding large reviews died ({exc}); retry\n"
                 return Offloaded(503, message.encode(), "invalid", "worker-died", str(exc))
+            except OSError as exc:  # cannot start one (no writable TMPDIR, no processes left)
+                self.close()
+                message = (
+                    f"sidecarkit: cannot start the worker for large reviews ({exc}); give the "
+                    "webhook a writable TMPDIR\n"
+                )
+                return Offloaded(503, message.encode(), "invalid", "worker-failed", str(exc))
 
     def close(self) -> None:
         if self._pool is not None:
