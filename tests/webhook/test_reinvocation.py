@@ -58,3 +58,18 @@ def test_a_reinvocation_with_no_change_by_others_is_a_no_op(client: webhooks.Cli
     injected, _ = _admit(client, POD)
     _, changed = _admit(client, injected)
     assert not changed
+
+
+def test_a_network_setup_container_added_later_ends_up_before_the_sidecars(
+    client: webhooks.Client,
+) -> None:
+    injected, _ = _admit(client, POD)
+    ours = [c["name"] for c in injected["spec"]["initContainers"]]
+    # A mesh injector called after ours appends its network setup to the init containers.
+    mutated = copy.deepcopy(injected)
+    mutated["spec"]["initContainers"].append({"name": "linkerd-init", "image": "proxy-init"})
+    reinvoked, changed = _admit(client, mutated)
+    assert changed, "the sidecars stayed before the network setup"
+    names = [c["name"] for c in reinvoked["spec"]["initContainers"]]
+    assert names == ["linkerd-init", *ours]
+    assert _admit(client, reinvoked) == (reinvoked, False)
