@@ -19,6 +19,9 @@ bottleneck. Workloads:
 Then an open loop at ``--rate`` per second (distinct pods, a Python client: at 200/s it is far
 from its limit) gives the latency an API server would see.
 
+Last (``--attack``), a normal review every 10 ms alone, under a stream of 40,000-container
+pods, and with 1,000 slowloris connections held: the delay they add must stay under 100 ms.
+
 Targets: >= 0.5x the bare endpoint in admissions per CPU-second, >= 1,000 admissions/s,
 p99 < 20 ms at 200/s. Exits non-zero when wrk is missing or any request failed.
 
@@ -337,6 +340,89 @@ def open_loop(*args: Any) -> dict[str, Any]:
     return result
 
 
+def _small_latencies(port: int, ca: str, seconds: float) -> list[float]:
+    """A normal review every 10 ms on one keep-alive connection; each one's latency."""
+    import http.client  # noqa: PLC0415
+
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=ssl.create_default_context(cafile=ca), timeout=30
+    )
+    out: list[float] = []
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+        sent = time.perf_counter()
+        conn.request("POST", "/inject", review(POD, f"s-{n}", f"s{n:x}"))
+        response = conn.getresponse()
+        if response.status != 200 or b'"patch"' not in response.read():
+            raise SystemExit(f"a normal review failed under attack: HTTP {response.status}")
+        out.append(time.perf_counter() - sent)
+        time.sleep(0.01)
+    conn.close()
+    return sorted(out)
+
+
+def _huge_sender(port: int, ca: str, body: bytes, stop: Any) -> None:
+    import http.client  # noqa: PLC0415
+
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=ssl.create_default_context(cafile=ca), timeout=60
+    )
+    while not stop.is_set():
+        conn.request("POST", "/inject", body)
+        conn.getresponse().read()
+    conn.close()
+
+
+def under_attack(port: int, ca: str, seconds: float) -> None:
+    """Small-review latency while 40,000-container pods arrive, then while 1,000 slowloris
+    connections are held: the bound is 100 ms of delay."""
+    import socket  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    base = _small_latencies(port, ca, 2)
+    huge_pod = copy.deepcopy(POD)
+    huge_pod["spec"]["containers"] = [{"name": f"c{i}", "image": "nginx"} for i in range(40_000)]
+    body = review(huge_pod, "huge", "h1")
+    stop = threading.Event()
+    senders = [threading.Thread(target=_huge_sender, args=(port, ca, body, stop)) for _ in range(3)]
+    for t in senders:
+        t.start()
+    time.sleep(1)
+    try:
+        huge = _small_latencies(port, ca, seconds)
+    finally:
+        stop.set()
+        for t in senders:
+            t.join(120)
+    context = ssl.create_default_context(cafile=ca)
+    slow = []
+    try:
+        for _ in range(1000):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            conn.sendall(b"POST /inject HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow.append(conn)
+        loris = _small_latencies(port, ca, min(seconds, 5))
+    finally:
+        for conn in slow:
+            conn.close()
+
+    def p(xs: list[float], q: float) -> float:
+        return 1000 * xs[min(len(xs) - 1, int(len(xs) * q))]
+
+    for name, xs in (("alone", base), ("huge pods", huge), ("1,000 slowloris", loris)):
+        print(
+            f"small reviews, {name:<16} n={len(xs):>4} p50 {p(xs, 0.5):7.2f} ms  "
+            f"p99 {p(xs, 0.99):7.2f} ms"
+        )
+    print(
+        f"delay added by huge pods at p50: {p(huge, 0.5) - p(base, 0.5):.2f} ms, by slowloris: "
+        f"{p(loris, 0.5) - p(base, 0.5):.2f} ms (target < 100)"
+    )
+
+
 def wait_up(port: int, ca: str) -> None:
     import http.client  # noqa: PLC0415
 
@@ -361,6 +447,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument(
         "--rounds", type=int, default=3, help="Alternate the servers this often; keep the best."
+    )
+    parser.add_argument(
+        "--attack",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also time small reviews under huge pods and slowloris.",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -431,6 +523,8 @@ def main() -> None:
                     + (f"  {int(r['errors'] + r['bad'])} FAILED" if r["errors"] + r["bad"] else "")
                 )
         opened = open_loop(ours_port, ca_file, args.seconds, args.rate)
+        if args.attack:
+            under_attack(ours_port, ca_file, args.seconds)
         failed += opened["failures"]
         print()
         for name, _, _ in workloads:

@@ -199,9 +199,9 @@ def test_huge_pods_do_not_hold_up_small_ones(tls: webhooks.Tls) -> None:
         assert proc.poll() is None
     assert big_answers
     assert set(big_answers) == {200}, big_answers[:5]
-    # The bench measures the 100 ms bound; here the median must stay well clear of the huge
-    # pods' own decision time (hundreds of ms each) on a loaded machine.
-    assert statistics.median(latencies) < 0.1, (statistics.median(latencies), max(latencies))
+    # bench/webhook.py measures the 100 ms bound; here, robust to a loaded machine, the median
+    # must stay well clear of what the huge pods cost on the event loop (about 1 s before).
+    assert statistics.median(latencies) < 0.3, (statistics.median(latencies), max(latencies))
 
 
 def _closed_within(sock: ssl.SSLSocket, seconds: float, trickle: bytes = b"") -> float | None:
