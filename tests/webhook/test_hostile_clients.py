@@ -278,3 +278,22 @@ def test_a_body_over_the_cap_gets_413_and_tls_below_1_2_is_refused(
         pytest.raises(ssl.SSLError),
     ):
         old.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def test_admissions_past_the_cap_wait_for_a_slot(tls: webhooks.Tls) -> None:
+    args = ("--max-admissions", "1", "--body-timeout", "2s")
+    with webhooks.process(tls, *args) as (proc, port):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as holder:
+            # Takes the only slot and keeps it while its body dribbles in.
+            holder.sendall(
+                b"POST /inject HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n{"
+            )
+            time.sleep(0.3)
+            client = webhooks.Client(port, tls)
+            waited = _timed_review(client)
+            client.close()
+        assert proc.poll() is None
+    # It got the slot when the holder was cut off at the body timeout, not before.
+    assert waited > 1.0, waited
