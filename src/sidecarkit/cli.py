@@ -318,6 +318,14 @@ def _seconds(value: str, option: str) -> float:
     is_flag=True,
     help="Read namespace labels from the API server (needs RBAC).",
 )
+@click.option("--header-timeout", default="10s", show_default=True, help="To receive headers.")
+@click.option("--body-timeout", default="10s", show_default=True, help="To receive a body.")
+@click.option("--idle-timeout", default="90s", show_default=True, help="Idle keep-alive.")
+@click.option(
+    "--write-timeout", default="10s", show_default=True, help="Drop clients not reading answers."
+)
+@click.option("--max-connections", default=2048, show_default=True, type=click.IntRange(1))
+@click.option("--max-admissions", default=64, show_default=True, type=click.IntRange(1))
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -335,12 +343,18 @@ def webhook(
     grace: str,
     kubernetes_version: str | None,
     namespace_lookup: bool,
+    header_timeout: str,
+    body_timeout: str,
+    idle_timeout: str,
+    write_timeout: str,
+    max_connections: int,
+    max_admissions: int,
     log_level: str,
 ) -> None:
     """Serve the mutating admission webhook over HTTPS."""
     from pathlib import Path  # noqa: PLC0415
 
-    from sidecarkit.webhook import serving  # noqa: PLC0415 - aiohttp only when serving
+    from sidecarkit.webhook import guarding, serving  # noqa: PLC0415 - aiohttp only here
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -360,6 +374,14 @@ def webhook(
                 if kubernetes_version
                 else None,
                 namespace_lookup=namespace_lookup,
+                limits=guarding.Limits(
+                    header_timeout=_seconds(header_timeout, "--header-timeout"),
+                    body_timeout=_seconds(body_timeout, "--body-timeout"),
+                    idle_timeout=_seconds(idle_timeout, "--idle-timeout"),
+                    write_timeout=_seconds(write_timeout, "--write-timeout"),
+                    max_connections=max_connections,
+                    max_admissions=max_admissions,
+                ),
             )
         )
     except errors.SidecarkitError as exc:
@@ -439,13 +461,29 @@ def certs(
 @click.option(
     "--tls-dir",
     type=click.Path(file_okay=False),
-    help="Use ca.crt, tls.crt and tls.key from here instead of making new ones.",
+    help="Use ca.crt, tls.crt and tls.key from here (`sidecarkit certs`); with ca.key, "
+    "the serving pair is renewed 30 days before expiry.",
 )
 @click.option("--replicas", default=2, show_default=True, type=click.IntRange(1, 100))
 @click.option(
     "--namespace-lookup",
     is_flag=True,
     help="Let the webhook read namespace labels (adds the RBAC for it).",
+)
+@click.option(
+    "--keep-certs",
+    type=click.Path(dir_okay=False),
+    help="Keep the CA and serving certificate from this earlier install output (or "
+    "`kubectl get secret ... -o yaml`); the serving one is renewed 30 days before expiry.",
+)
+@click.option("--url", help="The webhook runs outside the cluster at this https URL.")
+@click.option("--priority-class", default="", help="priorityClassName of the webhook pods.")
+@click.option(
+    "--apiserver-cidr",
+    "apiserver_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="Where API server calls come from; adds a NetworkPolicy admitting only them.",
 )
 def install(
     namespace: str,
@@ -455,49 +493,65 @@ def install(
     tls_dir: str | None,
     replicas: int,
     namespace_lookup: bool,
+    keep_certs: str | None,
+    url: str | None,
+    priority_class: str,
+    apiserver_cidrs: tuple[str, ...],
 ) -> None:
     """Print the manifests that deploy the webhook; pipe them to `kubectl apply -f -`."""
     from pathlib import Path  # noqa: PLC0415
 
-    from sidecarkit.webhook import certificates, installing  # noqa: PLC0415
+    from sidecarkit.webhook import certificates, installing, keeping  # noqa: PLC0415
 
     try:
         config_yaml = ""
         if config_path:
             configfiles.load_config(config_path)
             config_yaml = Path(config_path).read_text(encoding="utf-8")
+        if url and (cert_manager or not (tls_dir or keep_certs)):
+            raise errors.ConfigError(
+                "--url needs the CA the webhook's certificate comes from: give --tls-dir made "
+                "by `sidecarkit certs --out DIR --name HOST` (or --keep-certs), not --cert-manager"
+            )
         ca = tls = certificates.Pair(b"", b"")
+        bundle = b""
         if not cert_manager:
-            if tls_dir:
-                tls = certificates.read_pair(Path(tls_dir), stem="tls")
-                ca = certificates.Pair(_read_bytes(Path(tls_dir) / "ca.crt"), b"")
+            kept = (
+                keeping.from_manifests(Path(keep_certs))
+                if keep_certs
+                else keeping.from_directory(Path(tls_dir))
+                if tls_dir
+                else None
+            )
+            names = certificates.dns_names(installing.NAME, namespace)
+            if url:
+                assert kept is not None
+                ca, bundle = kept.ca, kept.bundle
             else:
-                ca = certificates.new_ca()
-                names = certificates.dns_names(installing.NAME, namespace)
-                tls = certificates.issue(ca, names=names)
+                prepared = keeping.prepare(kept, names)
+                ca, tls, bundle = prepared.ca, prepared.serving, prepared.bundle
+                if prepared.renewed:
+                    click.echo(f"issued a new serving certificate: {prepared.renewed}", err=True)
         objects = installing.render(
             installing.Install(
                 image=image,
                 namespace=namespace,
                 config_yaml=config_yaml,
                 cert_manager=cert_manager,
-                ca_pem=ca.cert,
+                ca_pem=bundle,
                 tls_cert_pem=tls.cert,
                 tls_key_pem=tls.key,
+                ca_key_pem=ca.key,
                 replicas=replicas,
                 namespace_lookup=namespace_lookup,
+                url=keeping.check_url(url) if url else "",
+                priority_class=priority_class,
+                apiserver_cidrs=apiserver_cidrs,
             )
         )
     except errors.SidecarkitError as exc:
         _fail(exc)
     sys.stdout.write(manifests.dump_objects(objects))
-
-
-def _read_bytes(path: Any) -> bytes:
-    try:
-        return bytes(path.read_bytes())
-    except OSError as exc:
-        raise errors.ConfigError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 @cli.group()

@@ -21,6 +21,7 @@ A config file looks like this (every key optional)::
         volumes: [...]
         appVolumeMounts: [...]      # added to every app container
         appEnv: [...]
+        afterInitContainers: [...]  # init containers to go after (default: Istio, Linkerd)
 
 Errors name the file, line and column, the path of the field and what would be accepted.
 """
@@ -49,6 +50,7 @@ _PROFILE_KEYS: Final = (
     "volumes",
     "appVolumeMounts",
     "appEnv",
+    "afterInitContainers",
 )
 _SETTING_KEYS: Final = ("kind", "default", "description", "choices")
 _FORBIDDEN_CONTAINER_KEYS: Final = ("restartPolicy",)
@@ -243,6 +245,7 @@ def _user_profile(r: _Reader, node: Any, name: str, body: Any) -> profiles.Profi
         volumes=_named(r, body, "volumes", path),
         app_mounts=_mounts(r, body, path),
         app_env=_named(r, body, "appEnv", path),
+        after_init_containers=_after(r, body, path),
     )
     if not template.init_containers and not template.sidecars:
         raise r.fail(node, name, path, "a profile needs at least one of initContainers, containers")
@@ -374,6 +377,20 @@ def _mount_list(r: _Reader, body: Any, key: str, path: str) -> tuple[Any, ...]:
             if not isinstance(m.get(needed), str) or not m.get(needed):
                 raise r.fail(body.get(key), i, f"{path}[{i}].{needed}", f"a mount needs {needed}")
     return tuple(manifests.to_plain(i) for i in items)
+
+
+def _after(r: _Reader, body: Any, path: str) -> tuple[str, ...]:
+    if "afterInitContainers" not in body:
+        return profiles.NETWORK_SETUP
+    names = body["afterInitContainers"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise r.fail(
+            body,
+            "afterInitContainers",
+            f"{path}.afterInitContainers",
+            "must be a list of init container names ([] to go first)",
+        )
+    return tuple(str(n) for n in names)
 
 
 def _mounts(r: _Reader, body: Any, path: str) -> tuple[Any, ...]:

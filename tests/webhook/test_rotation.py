@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import threading
 import time
+from pathlib import Path
 
 from cryptography import x509
 
+from sidecarkit.webhook import certificates, serving
 from tests.support import webhooks
 
 POD = {
@@ -100,3 +103,59 @@ def test_rotation_while_a_load_generator_runs(tls: webhooks.Tls) -> None:
     assert counts["failed"] == 0, errors[:5]
     assert counts["ok"] > 200
     assert counts["new_connections"] > 100
+
+
+def test_a_rotation_racing_the_reloads_never_serves_a_mismatched_pair(
+    tls: webhooks.Tls, tmp_path: Path
+) -> None:
+    """Files rewritten one at a time (certificate, then key) as fast as possible, while the
+    server reloads as fast as it can and clients open new connections: every handshake must
+    succeed, because the live context only ever takes a certificate and key read together."""
+    directory = tmp_path / "racing"
+    directory.mkdir()
+    pairs = [certificates.issue(tls.ca, names=["127.0.0.1"]) for _ in range(8)]
+    certificates.write_pair(pairs[0], directory, stem="tls")
+    settings = serving.Settings(
+        tls_cert=directory / "tls.crt",
+        tls_key=directory / "tls.key",
+        host="127.0.0.1",
+        port=0,
+        reload_interval=0.0005,
+    )
+    stop = threading.Event()
+
+    def rotate() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            pair = pairs[i % len(pairs)]
+            for name, data in (("tls.crt", pair.cert), ("tls.key", pair.key)):
+                temp = directory / f".{name}.tmp"
+                temp.write_bytes(data)
+                temp.replace(directory / name)
+
+    failures: list[str] = []
+    handshakes = 0
+    with webhooks.in_thread(settings) as server:
+        assert server.port is not None
+        rotator = threading.Thread(target=rotate)
+        rotator.start()
+        context = tls.client_context()
+        deadline = time.monotonic() + 6
+        try:
+            while time.monotonic() < deadline and handshakes < 3000:
+                try:
+                    with (
+                        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+                        context.wrap_socket(raw, server_hostname="127.0.0.1"),
+                    ):
+                        handshakes += 1
+                except (ssl.SSLError, OSError) as exc:
+                    failures.append(repr(exc))
+        finally:
+            stop.set()
+            rotator.join(10)
+        reloads = server.metrics.registry.render().decode()
+    assert handshakes > 100
+    assert 'what="certificate",result="ok"' in reloads
+    assert not failures, f"{len(failures)} of {handshakes} handshakes failed: {failures[:3]}"

@@ -271,8 +271,9 @@ def test_namespace_lookup_reads_labels_caches_and_survives_failure(
 
 def test_identical_pods_are_decided_once_and_the_cache_stays_bounded() -> None:
     from sidecarkit.injection import Config, Facts  # noqa: PLC0415
+    from sidecarkit.webhook import verdicts as cache  # noqa: PLC0415
 
-    verdicts = serving._Verdicts(size=2, max_object=4096)
+    verdicts = cache.Verdicts(size=2, max_object=4096)
     config, cluster = Config(), Facts(namespace_labels={"sidecarkit.io/inject": "true"})
     request = webhooks.review_for(POD)["request"]
     first = verdicts.get(request, config, cluster)

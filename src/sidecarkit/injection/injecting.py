@@ -226,7 +226,11 @@ def _inject_object(
     )
     reasons.extend(warnings)
     summary = plan.summary
-    if old is not None and old.hash == status.hash:
+    if (
+        old is not None
+        and statuses.same(old, status)
+        and _init_names(template) == _init_names(new_template)
+    ):
         reasons.append(Reason(Code.UP_TO_DATE, f"already has {summary}; nothing to do"))
         return obj, reports.Decision(location, target, tuple(reasons), False)
     if old is not None:
@@ -263,6 +267,13 @@ def _uninject_object(obj: MutableMapping[str, Any], location: str) -> tuple[Any,
     names = ", ".join(p.name for p in status.profiles if p.name != placing.LIFECYCLE)
     reason = Reason(Code.UNINJECTED, f"removed {names or 'the injected parts'}")
     return result, reports.Decision(location, target, (reason,), True)
+
+
+def _init_names(template: MutableMapping[str, Any]) -> list[object]:
+    """The order of the init containers, which another webhook may have changed since: a
+    network-setup container appended after the sidecars must end up before them again."""
+    items = template["spec"].get("initContainers")
+    return [c.get("name") for c in items if isinstance(c, dict)] if isinstance(items, list) else []
 
 
 @functools.cache

@@ -2,9 +2,12 @@
 
 The order, which users can rely on:
 
-1. ``initContainers``: for each profile in ``sidecarkit.io/profiles`` order, its run-once init
-   containers, then (native mode) its sidecars with ``restartPolicy: Always``; then the user's
-   own init containers, which can therefore use the sidecars (reach a proxy, write logs).
+1. ``initContainers``: the user's network-setup init containers (Istio's ``istio-init``,
+   Linkerd's ``linkerd-init``: ``profiles.NETWORK_SETUP``, or what a profile lists as
+   ``afterInitContainers``), up to the last of them; then for each profile in
+   ``sidecarkit.io/profiles`` order, its run-once init containers, then (native mode) its
+   sidecars with ``restartPolicy: Always``; then the user's other init containers, which can
+   therefore use the sidecars (reach a proxy, write logs).
 2. ``containers``: (legacy mode) each profile's sidecars in the same order, each holding the
    next container until it is ready; then the user's containers, in their order.
 3. ``volumes``: the user's, then the profiles' (shared ones once).
@@ -233,6 +236,16 @@ def prepare(
     )
 
 
+def _after_network_setup(inits: Sequence[Any], rendered: Sequence[conflicts.Rendered]) -> int:
+    """Where injected init containers go: after the last network-setup one, else first."""
+    setup = {name for r in rendered for name in r.parts.after_init_containers}
+    at = 0
+    for i, c in enumerate(inits):
+        if isinstance(c, dict) and c.get("name") in setup:
+            at = i + 1
+    return at
+
+
 def place(
     template: MutableMapping[str, Any],
     rendered: Sequence[conflicts.Rendered],
@@ -290,9 +303,9 @@ def place(
     digest = placement.digest(wrapped, added_annotations)
 
     if placement.new_init:
-        _list(spec, "initContainers", created, "spec.initContainers", before="containers")[:0] = (
-            placement.fresh("init", placement.new_init, share=share)
-        )
+        inits = _list(spec, "initContainers", created, "spec.initContainers", before="containers")
+        at = _after_network_setup(inits, rendered)
+        inits[at:at] = placement.fresh("init", placement.new_init, share=share)
     if placement.new_legacy:
         _list(spec, "containers", created, "spec.containers")[:0] = placement.fresh(
             "legacy", placement.new_legacy, share=share

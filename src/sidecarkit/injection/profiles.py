@@ -60,6 +60,16 @@ class Context:
     """True for pods whose restartPolicy is Never or OnFailure (Jobs, CronJobs, one-off Pods)."""
 
 
+NETWORK_SETUP: Final = (
+    "istio-init",
+    "istio-validation",
+    "linkerd-init",
+    "linkerd-network-validator",
+)
+"""Init containers of Istio and Linkerd that set up (or check) the pod's traffic redirection.
+Sidecars go after them, so they start with the network as the pod will have it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Parts:
     """What one profile adds to one pod, as Kubernetes JSON."""
@@ -74,6 +84,8 @@ class Parts:
     """volumeMounts added to every container of ``spec.containers``."""
     app_env: tuple[Json, ...] = ()
     """env entries added to every container of ``spec.containers``."""
+    after_init_containers: tuple[str, ...] = NETWORK_SETUP
+    """The pod's own init containers that this profile's containers must come after."""
 
 
 Renderer = Callable[[Mapping[str, str], Context], Parts]
@@ -404,6 +416,7 @@ def template_profile(
             volumes=each(template.volumes),
             app_mounts=each(template.app_mounts),
             app_env=each(template.app_env),
+            after_init_containers=template.after_init_containers,
         )
 
     return Profile(

@@ -30,7 +30,16 @@ import orjson
 from sidecarkit import errors
 from sidecarkit.injection import policy
 
-__all__ = ["VERSION", "AppRecord", "ProfileRecord", "Status", "decode", "encode", "strip"]
+__all__ = [
+    "VERSION",
+    "AppRecord",
+    "ProfileRecord",
+    "Status",
+    "decode",
+    "encode",
+    "same",
+    "strip",
+]
 
 VERSION: Final = 1
 
@@ -80,6 +89,16 @@ class Status:
     annotations: tuple[str, ...]
     """Annotations other than the status itself that injection added."""
     created: tuple[str, ...]
+
+
+def same(old: Status, new: Status) -> bool:
+    """Whether re-injecting would change nothing: the same parts, given to the same containers.
+
+    The content hash covers what is inserted, not which app containers get the mounts and env.
+    A webhook called again (``reinvocationPolicy: IfNeeded``) after another one added a
+    container must give that container what the others got, so the app records count too.
+    """
+    return old.hash == new.hash and old.app == new.app
 
 
 def encode(status: Status) -> str:

@@ -32,6 +32,8 @@ class Verdict:
     reason: str
     """The deciding reason code, for metrics and logs."""
     ops: tuple[patches.Operation, ...] = ()
+    patch: str = ""
+    """``ops`` encoded once for the wire (base64 JSON), so a cached verdict is not re-encoded."""
     warnings: tuple[str, ...] = ()
     status: tuple[int, str] | None = None
     """(HTTP-like code, message) of a denial."""
@@ -75,14 +77,16 @@ def decide(request: Mapping[str, Any], config: configs.Config, cluster: facts.Fa
     reasons = _reasons(report)
     warnings = tuple(f"sidecarkit: {r.code}: {r.message}" for r in reasons if r.code.is_warning)
     reason = str(reasons[-1].code) if reasons else "none"
-    return Verdict("patched" if ops else "allowed", reason, tuple(ops), warnings)
+    return Verdict(
+        "patched" if ops else "allowed", reason, tuple(ops), reviews.encode_patch(ops), warnings
+    )
 
 
 def answer(review: reviews.Review, verdict: Verdict) -> bytes:
     """The response body for ``review``."""
     if verdict.status is not None:
         return reviews.deny(review, code=verdict.status[0], message=verdict.status[1])
-    return reviews.allow(review, verdict.ops, warnings=verdict.warnings)
+    return reviews.allow(review, patch=verdict.patch, warnings=verdict.warnings)
 
 
 def admit(review: reviews.Review, config: configs.Config, cluster: facts.Facts) -> Outcome:

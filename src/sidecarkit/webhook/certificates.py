@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sidecarkit import errors
 
-__all__ = ["Pair", "dns_names", "expiry", "issue", "new_ca", "read_pair", "write_pair"]
+__all__ = [
+    "Pair",
+    "dns_names",
+    "expiry",
+    "issue",
+    "load_into",
+    "new_ca",
+    "read_pair",
+    "write_pair",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +159,36 @@ def read_pair(directory: Path, *, stem: str) -> Pair:
             f"cannot read {directory}/{stem}.crt and .key: {exc.strerror}; "
             "run `sidecarkit certs` to make them"
         ) from exc
+
+
+def load_into(context: ssl.SSLContext, pair: Pair) -> None:
+    """Load ``pair`` (bytes read once, together) into ``context``, or raise and leave it be.
+
+    ``load_cert_chain`` reads files, and reading the watched paths again would race a rotation:
+    the check could pass on one generation and the live context take the next one's certificate
+    with the previous key. So the pair is checked (the key must match the certificate) and
+    loaded from the very bytes that were read, through an anonymous in-memory file, which also
+    works on a read-only root filesystem.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(pair.cert)
+        key = serialization.load_pem_private_key(pair.key, password=None)
+    except ValueError as exc:
+        raise ssl.SSLError(f"certificate or key is not PEM: {exc}") from exc
+    public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*public) != key.public_key().public_bytes(*public):
+        raise ssl.SSLError("the key does not belong to the certificate (a rotation half done?)")
+    data = pair.key + b"\n" + pair.cert
+    try:
+        fd = os.memfd_create("sidecarkit-tls", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # not Linux: a private temporary file
+        with tempfile.NamedTemporaryFile(prefix="sidecarkit-tls-") as f:
+            f.write(data)
+            f.flush()
+            context.load_cert_chain(f.name)
+        return
+    try:
+        os.write(fd, data)
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)

@@ -25,6 +25,9 @@ __all__ = ["Install", "render"]
 
 NAME: Final = "sidecarkit-webhook"
 TLS_SECRET: Final = "sidecarkit-webhook-tls"
+CA_SECRET: Final = "sidecarkit-webhook-ca"
+"""The CA's certificate and key: mounted by nothing, read by the next ``install`` to keep it."""
+PORT: Final = 8443
 CONFIG_MAP: Final = "sidecarkit-config"
 SYSTEM_NAMESPACES: Final = ("kube-system", "kube-public", "kube-node-lease")
 Json = Any
@@ -48,6 +51,16 @@ class Install:
     """Serving certificate for the Secret (without cert-manager)."""
     tls_key_pem: bytes = b""
     """Its key (without cert-manager)."""
+    ca_key_pem: bytes = b""
+    """The CA's key, kept in its own Secret so the next install can renew the serving pair."""
+    url: str = ""
+    """Where the API server reaches a webhook running outside the cluster: then only the
+    MutatingWebhookConfiguration is printed, with ``clientConfig.url`` (``/inject`` and
+    ``/inject/namespace`` appended) and the ``caBundle``."""
+    priority_class: str = ""
+    """priorityClassName of the webhook's pods; empty: the cluster's default."""
+    apiserver_cidrs: tuple[str, ...] = ()
+    """Where the API server's calls come from; given, a NetworkPolicy admits only them."""
     replicas: int = 2
     """Webhook replicas; with Fail policy, more than one keeps pod creation going."""
     namespace_lookup: bool = False
@@ -80,6 +93,8 @@ def _b64(data: bytes) -> str:
 def render(spec: Install) -> list[Json]:
     """Every object, in the order ``kubectl apply`` should create them."""
     ns = spec.namespace
+    if spec.url:
+        return [_webhook_configuration(spec)]
     objects: list[Json] = [
         {
             "apiVersion": "v1",
@@ -113,6 +128,16 @@ def render(spec: Install) -> list[Json]:
     if spec.cert_manager:
         objects += _cert_manager(ns)
     else:
+        if spec.ca_key_pem:
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": _meta(CA_SECRET, ns),
+                    "type": "kubernetes.io/tls",
+                    "data": {"tls.crt": _b64(spec.ca_pem), "tls.key": _b64(spec.ca_key_pem)},
+                }
+            )
         objects.append(
             {
                 "apiVersion": "v1",
@@ -132,7 +157,13 @@ def render(spec: Install) -> list[Json]:
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
             "metadata": _meta(NAME, ns),
-            "spec": {"minAvailable": 1, "selector": {"matchLabels": _selector()}},
+            # One replica may always go, even when it is the only one: a budget that blocks
+            # a drain blocks node upgrades, and an unready pod never blocks one either.
+            "spec": {
+                "maxUnavailable": 1,
+                "unhealthyPodEvictionPolicy": "AlwaysAllow",
+                "selector": {"matchLabels": _selector()},
+            },
         },
         {
             "apiVersion": "v1",
@@ -143,9 +174,31 @@ def render(spec: Install) -> list[Json]:
                 "ports": [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}],
             },
         },
-        _webhook_configuration(spec),
     ]
+    if spec.apiserver_cidrs:
+        objects.append(_network_policy(spec))
+    objects.append(_webhook_configuration(spec))
     return objects
+
+
+def _network_policy(spec: Install) -> Json:
+    """Only the API server may reach the webhook port (kubelet probes come from the node,
+    which network plugins let through to its own pods)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(NAME, spec.namespace),
+        "spec": {
+            "podSelector": {"matchLabels": _selector()},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"ipBlock": {"cidr": cidr}} for cidr in spec.apiserver_cidrs],
+                    "ports": [{"protocol": "TCP", "port": PORT}],
+                }
+            ],
+        },
+    }
 
 
 _DEFAULT_CONFIG: Final = (
@@ -182,6 +235,10 @@ def _rbac(ns: str) -> list[Json]:
 
 
 def _cert_manager(ns: str) -> list[Json]:
+    """A CA of our own issued by a self-signed Issuer, a CA Issuer on it, and the serving
+    certificate from that: renewing the serving certificate keeps the CA, so the caBundle
+    cert-manager injects stays valid across renewals (a self-signed leaf would change it)."""
+    key = {"algorithm": "ECDSA", "size": 256}
     return [
         {
             "apiVersion": "cert-manager.io/v1",
@@ -192,14 +249,34 @@ def _cert_manager(ns: str) -> list[Json]:
         {
             "apiVersion": "cert-manager.io/v1",
             "kind": "Certificate",
+            "metadata": _meta(CA_SECRET, ns),
+            "spec": {
+                "isCA": True,
+                "commonName": "sidecarkit-webhook-ca",
+                "secretName": CA_SECRET,
+                "duration": "87600h",
+                "renewBefore": "720h",
+                "privateKey": {**key, "rotationPolicy": "Never"},
+                "issuerRef": {"kind": "Issuer", "name": f"{NAME}-selfsigned"},
+            },
+        },
+        {
+            "apiVersion": "cert-manager.io/v1",
+            "kind": "Issuer",
+            "metadata": _meta(f"{NAME}-ca", ns),
+            "spec": {"ca": {"secretName": CA_SECRET}},
+        },
+        {
+            "apiVersion": "cert-manager.io/v1",
+            "kind": "Certificate",
             "metadata": _meta(NAME, ns),
             "spec": {
                 "secretName": TLS_SECRET,
                 "dnsNames": [f"{NAME}.{ns}.svc", f"{NAME}.{ns}.svc.cluster.local"],
                 "duration": "2160h",
                 "renewBefore": "720h",
-                "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
-                "issuerRef": {"kind": "Issuer", "name": f"{NAME}-selfsigned"},
+                "privateKey": {**key, "rotationPolicy": "Always"},
+                "issuerRef": {"kind": "Issuer", "name": f"{NAME}-ca"},
             },
         },
     ]
@@ -225,7 +302,7 @@ def _deployment(spec: Install) -> Json:
             "15s",
             *(["--namespace-lookup"] if spec.namespace_lookup else []),
         ],
-        "ports": [{"name": "https", "containerPort": 8443, "protocol": "TCP"}],
+        "ports": [{"name": "https", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {**probe, "periodSeconds": 5},
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
@@ -234,7 +311,8 @@ def _deployment(spec: Install) -> Json:
         },
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"memory": "256Mi"},
+            # The main process, and under huge pods the worker that decides them.
+            "limits": {"memory": "512Mi"},
         },
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -246,8 +324,16 @@ def _deployment(spec: Install) -> Json:
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/sidecarkit/config", "readOnly": True},
             {"name": "tls", "mountPath": "/etc/sidecarkit/tls", "readOnly": True},
+            # The worker process for large reviews starts through a socket in /tmp.
+            {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    pod: dict[str, Json] = {
+        "serviceAccountName": NAME,
+        "automountServiceAccountToken": spec.namespace_lookup,
+    }
+    if spec.priority_class:
+        pod["priorityClassName"] = spec.priority_class
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -258,8 +344,7 @@ def _deployment(spec: Install) -> Json:
             "template": {
                 "metadata": {"labels": {**_labels(), policy.INJECT_LABEL: "false"}},
                 "spec": {
-                    "serviceAccountName": NAME,
-                    "automountServiceAccountToken": spec.namespace_lookup,
+                    **pod,
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -284,6 +369,7 @@ def _deployment(spec: Install) -> Json:
                     "volumes": [
                         {"name": "config", "configMap": {"name": CONFIG_MAP}},
                         {"name": "tls", "secret": {"secretName": TLS_SECRET}},
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                     ],
                 },
             },
@@ -299,9 +385,11 @@ def _webhook_configuration(spec: Install) -> Json:
     }
 
     def webhook(name: str, path: str, namespaces: Json, objects: Json) -> Json:
-        client: dict[str, Json] = {
-            "service": {"name": NAME, "namespace": spec.namespace, "path": path, "port": 443}
-        }
+        client: dict[str, Json] = (
+            {"url": spec.url + path}
+            if spec.url
+            else {"service": {"name": NAME, "namespace": spec.namespace, "path": path, "port": 443}}
+        )
         if not spec.cert_manager:
             client["caBundle"] = _b64(spec.ca_pem)
         return {

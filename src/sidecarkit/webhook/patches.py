@@ -76,10 +76,13 @@ def _diff(old: Any, new: Any, path: str, ops: list[Operation]) -> None:
 def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Operation]) -> None:
     prefix = 0
     limit = min(len(old), len(new))
-    while prefix < limit and _equal(old[prefix], new[prefix]):
+    # Injection shares what it leaves alone, so identity settles most elements at once.
+    while prefix < limit and (old[prefix] is new[prefix] or _equal(old[prefix], new[prefix])):
         prefix += 1
     suffix = 0
-    while suffix < limit - prefix and _equal(old[-1 - suffix], new[-1 - suffix]):
+    while suffix < limit - prefix and (
+        old[-1 - suffix] is new[-1 - suffix] or _equal(old[-1 - suffix], new[-1 - suffix])
+    ):
         suffix += 1
     old_mid = len(old) - suffix - prefix
     new_mid = len(new) - suffix - prefix

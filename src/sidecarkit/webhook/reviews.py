@@ -26,6 +26,7 @@ __all__ = [
     "Review",
     "allow",
     "deny",
+    "encode_patch",
     "parse",
 ]
 
@@ -123,14 +124,27 @@ def _warnings(warnings: Sequence[str]) -> list[str]:
     return [w if len(w) <= _WARNING_CHARS else w[: _WARNING_CHARS - 1] + "…" for w in warnings]
 
 
+def encode_patch(ops: Sequence[patches.Operation]) -> str:
+    """``ops`` as the response's ``patch`` field: base64 of the JSON; empty for no change."""
+    return base64.b64encode(orjson.dumps(list(ops))).decode() if ops else ""
+
+
 def allow(
-    review: Review, ops: Sequence[patches.Operation] = (), *, warnings: Sequence[str] = ()
+    review: Review,
+    ops: Sequence[patches.Operation] = (),
+    *,
+    warnings: Sequence[str] = (),
+    patch: str = "",
 ) -> bytes:
-    """An allowed response, with a base64 JSONPatch when there is anything to change."""
+    """An allowed response, with a base64 JSONPatch when there is anything to change.
+
+    ``patch`` is ``encode_patch(ops)`` when the caller has it already.
+    """
     response: AdmissionResponse = {"uid": review.uid, "allowed": True}
-    if ops:
+    patch = patch or encode_patch(ops)
+    if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(list(ops))).decode()
+        response["patch"] = patch
     if warnings:
         response["warnings"] = _warnings(warnings)
     return _envelope(review, response)

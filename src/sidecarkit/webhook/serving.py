@@ -16,8 +16,12 @@ load balancers notice; stop accepting connections; let in-flight admissions fini
 
 Every ``reload_interval`` the config file and the certificate files are checked. A new config
 that fails to load is refused with a log line and the old one keeps serving; a new certificate
-pair is checked in a scratch context before the live one takes it, so a half-written rotation
-(new certificate, old key) is simply tried again on the next tick.
+pair is loaded from the bytes of one read of both files, checked to match, so a half-written
+rotation (new certificate, old key) is simply tried again on the next tick.
+
+Connections are guarded (``guarding``: header, body, idle and write timeouts, a connection
+cap), admissions are capped, and bodies of ``offload_body`` bytes or more are decided in a worker
+process (``offloading``), so neither a slow client nor a huge pod holds up the others.
 """
 
 from __future__ import annotations
@@ -28,19 +32,24 @@ import logging
 import signal
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
-import orjson
 from aiohttp import web
 
 from sidecarkit import configfiles, errors, metering, watching
 from sidecarkit.injection import configs, facts, policy
-from sidecarkit.webhook import admitting, certificates, namespaces, reviews
+from sidecarkit.webhook import (
+    admitting,
+    certificates,
+    guarding,
+    namespaces,
+    offloading,
+    reviews,
+    verdicts,
+)
 
 __all__ = ["Server", "Settings", "serve"]
 
@@ -77,6 +86,12 @@ class Settings:
     """Whether to read namespace labels from the API server (needs RBAC get on namespaces)."""
     lookup: namespaces.NamespaceLookup | None = field(default=None, compare=False)
     """The lookup to use when ``namespace_lookup`` is on; None means the in-cluster one."""
+    limits: guarding.Limits = field(default_factory=guarding.Limits)
+    """Timeouts and caps on connections and admissions."""
+    offload_body: int = 128 * 1024
+    """Bodies of this many bytes or more are decided in a worker process (``offloading``)."""
+    offload_workers: int = 1
+    """Worker processes for large bodies; each may have four more waiting."""
 
 
 class _Metrics:
@@ -111,58 +126,8 @@ class _Metrics:
             )
         )
         self.in_flight = r.add(
-            metering.Gauge(
-                "sidecarkit_webhook_in_flight_requests", "Admission requests being handled."
-            )
+            metering.Gauge("sidecarkit_webhook_in_flight_requests", "Requests being handled.")
         )
-
-
-class _Verdicts:
-    """Recent verdicts by (config, facts, operation, object bytes): a bounded LRU.
-
-    The pods of one ReplicaSet are created from one template, so a rollout or a scale-up sends
-    byte-identical objects (no name yet, same generateName); each is decided once. The config
-    is part of the key by identity, so a reload starts afresh. Verdicts with an unexpected
-    error are not kept, nor objects over ``max_object`` bytes, so the cache stays a few MiB.
-    """
-
-    def __init__(self, size: int = 128, max_object: int = 32 * 1024) -> None:
-        self.size = size
-        self.max_object = max_object
-        self.entries: OrderedDict[tuple[object, ...], admitting.Verdict] = OrderedDict()
-        self.config: configs.Config | None = None
-
-    def get(
-        self, request: dict[str, Any], config: configs.Config, cluster: facts.Facts
-    ) -> admitting.Verdict:
-        if config is not self.config:
-            self.entries.clear()
-            self.config = config
-        operation = request.get("operation")
-        if not isinstance(operation, str):  # the key must hash; decide() answers it anyway
-            return admitting.decide(request, config, cluster)
-        try:
-            obj = orjson.dumps(request.get("object"))
-        except TypeError:  # not JSON-encodable after all: decide without caching
-            return admitting.decide(request, config, cluster)
-        if len(obj) > self.max_object:  # pods are a few KiB; keep memory bounded
-            return admitting.decide(request, config, cluster)
-        key = (
-            operation,
-            cluster.kubernetes_version,
-            tuple(sorted(cluster.namespace_labels.items())),
-            obj,
-        )
-        verdict = self.entries.get(key)
-        if verdict is not None:
-            self.entries.move_to_end(key)
-            return verdict
-        verdict = admitting.decide(request, config, cluster)
-        if verdict.error is None:
-            self.entries[key] = verdict
-            if len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        return verdict
 
 
 class Server:
@@ -172,6 +137,8 @@ class Server:
         self.settings = settings
         self.metrics = _Metrics()
         self.config = configs.Config()
+        self.config_text: str | None = None
+        """The config's source text, for the worker that decides large reviews."""
         self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ssl.set_alpn_protocols(["http/1.1"])
@@ -181,7 +148,10 @@ class Server:
         self.port: int | None = None
         self._config_watch = watching.FileWatch((settings.config,)) if settings.config else None
         self._cert_watch = watching.FileWatch((settings.tls_cert, settings.tls_key))
-        self._verdicts = _Verdicts()
+        self._verdicts = verdicts.Verdicts()
+        self.guards: guarding.Guards | None = None
+        self._admissions = asyncio.Semaphore(settings.limits.max_admissions)
+        self._offloader = offloading.Offloader(workers=settings.offload_workers)
         self.lookup: namespaces.NamespaceLookup | None = None
         if settings.namespace_lookup:
             self.lookup = settings.lookup or namespaces.NamespaceLookup.in_cluster()
@@ -213,17 +183,16 @@ class Server:
             return False
         if contents is None:
             return True
+        text = contents[0].decode("utf-8", "replace")
         try:
-            config = configfiles.parse_config(
-                contents[0].decode("utf-8", "replace"), source=str(self.settings.config)
-            )
+            config = configfiles.parse_config(text, source=str(self.settings.config))
         except errors.ConfigError as exc:
             self._config_watch.accept(contents)  # the same bad file is not worth a line a tick
             log.error("new config refused, the old one keeps serving: %s", exc)
             self.metrics.reloads.inc("config", "error")
             return False
         self._config_watch.accept(contents)
-        self.config = config
+        self.config, self.config_text = config, text
         if not initial:
             log.info(
                 "config reloaded from %s: profiles %s",
@@ -241,11 +210,14 @@ class Server:
             return False
         if contents is None:
             return True
-        cert, key = self.settings.tls_cert, self.settings.tls_key
+        cert = self.settings.tls_cert
+        pair = certificates.Pair(contents[0], contents[1])
         try:
-            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            scratch.load_cert_chain(cert, key)
-            self.ssl.load_cert_chain(cert, key)
+            # Both from the bytes read together above: the live context never takes a
+            # certificate of one generation with the key of another. A scratch load first, so
+            # a pair OpenSSL refuses leaves the live context as it was.
+            certificates.load_into(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), pair)
+            certificates.load_into(self.ssl, pair)
         except (ssl.SSLError, OSError) as exc:
             # Most often a rotation caught half way (new certificate, old key): try next tick.
             log.warning("certificate not (yet) loadable, keeping the one in use: %s", exc)
@@ -272,28 +244,40 @@ class Server:
     # -- handlers --------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body, middlewares=[self._count])
-        app.router.add_post("/inject", self._inject)
-        app.router.add_post("/inject/namespace", self._inject_namespace)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
+        app = web.Application(client_max_size=self.settings.max_body)
+        route = self._tracked
+        app.router.add_post("/inject", route(self._inject))
+        app.router.add_post("/inject/namespace", route(self._inject_namespace))
+        app.router.add_get("/healthz", route(self._healthz))
+        app.router.add_get("/readyz", route(self._readyz))
+        app.router.add_get("/metrics", route(self._metrics))
         return app
 
-    @web.middleware
-    async def _count(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        self.in_flight += 1
-        self.metrics.in_flight.set(self.in_flight)
-        try:
-            response = await handler(request)
-            if self.draining:
-                response.force_close()  # keep-alive clients should go to another replica
-            return response
-        finally:
-            self.in_flight -= 1
-            self.metrics.in_flight.set(self.in_flight)
+    def _tracked(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """``handler`` counted in flight and reported to the connection's guard.
+
+        A wrapper made once per route rather than an aiohttp middleware, whose chain is built
+        anew for every request and cost more than the rest of an answer from the cache.
+        """
+
+        async def tracked(request: web.Request) -> web.Response:
+            self.in_flight += 1
+            guards, protocol = self.guards, request.protocol
+            if guards is not None:
+                guards.request_started(protocol)
+            try:
+                response = await handler(request)
+                if self.draining:
+                    response.force_close()  # keep-alive clients should go to another replica
+                return response
+            finally:
+                self.in_flight -= 1
+                if guards is not None:
+                    guards.request_done(protocol)
+
+        return tracked
 
     async def _inject(self, request: web.Request) -> web.Response:
         return await self._admit(request, namespace_opted_in=False)
@@ -302,7 +286,61 @@ class Server:
         return await self._admit(request, namespace_opted_in=True)
 
     async def _admit(self, request: web.Request, *, namespace_opted_in: bool) -> web.Response:
-        body = await request.read()
+        if self._admissions.locked():  # at the cap: wait a while for a slot, then refuse
+            try:
+                async with asyncio.timeout(self.settings.limits.body_timeout):
+                    await self._admissions.acquire()
+            except TimeoutError:
+                self.metrics.admissions.inc("invalid", "overloaded")
+                return web.Response(
+                    status=503,
+                    text="sidecarkit: too many admissions in progress; retry\n",
+                    headers={"Retry-After": "1"},
+                )
+        else:
+            await self._admissions.acquire()  # returns at once
+        try:
+            # The connection's guard drops it if the body takes longer than body_timeout.
+            body = await request.read()
+            if self.guards is not None:
+                self.guards.body_read(request.protocol)
+            if len(body) >= self.settings.offload_body:
+                return await self._admit_large(body, namespace_opted_in=namespace_opted_in)
+            return await self._admit_small(body, namespace_opted_in=namespace_opted_in)
+        finally:
+            self._admissions.release()
+
+    async def _admit_large(self, body: bytes, *, namespace_opted_in: bool) -> web.Response:
+        """Decide in a worker process; the loop never parses the large body."""
+        if self._offloader.full():
+            self.metrics.admissions.inc("invalid", "large-review-queue-full")
+            return web.Response(
+                status=503,
+                text="sidecarkit: too many large reviews in progress; retry\n",
+                headers={"Retry-After": "1"},
+            )
+        started = time.perf_counter()
+        cluster = await self._facts_for_body(body, namespace_opted_in=namespace_opted_in)
+        source = str(self.settings.config) if self.settings.config else "built-in"
+        done = await self._offloader.decide(body, self.config_text, source, cluster)
+        if done.error is not None:
+            log.error("large admission failed: %s", done.error)
+        self.metrics.admissions.inc(done.decision, done.reason)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        if done.status != 200:
+            return web.Response(status=done.status, body=done.body, content_type="text/plain")
+        return web.Response(body=done.body, content_type="application/json")
+
+    async def _facts_for_body(self, body: bytes, *, namespace_opted_in: bool) -> facts.Facts:
+        if self.lookup is None:  # the usual case: no need to look into the body at all
+            return await self._facts(None, namespace_opted_in=namespace_opted_in)
+        try:
+            review = reviews.parse(body)
+        except reviews.BadReview:
+            return await self._facts(None, namespace_opted_in=namespace_opted_in)
+        return await self._facts(review, namespace_opted_in=namespace_opted_in)
+
+    async def _admit_small(self, body: bytes, *, namespace_opted_in: bool) -> web.Response:
         started = time.perf_counter()
         try:
             review = reviews.parse(body)
@@ -310,7 +348,7 @@ class Server:
             self.metrics.admissions.inc("invalid", "bad-review")
             return web.Response(status=400, text=f"sidecarkit: not an AdmissionReview: {exc}\n")
         cluster = await self._facts(review, namespace_opted_in=namespace_opted_in)
-        verdict = self._verdicts.get(review.request, self.config, cluster)
+        verdict = self._verdicts.get(review.request, self.config, cluster, body=body)
         if verdict.error is not None:
             log.error("admission %s failed: %s", review.uid, verdict.error, exc_info=verdict.error)
         body = admitting.answer(review, verdict)
@@ -318,9 +356,11 @@ class Server:
         self.metrics.latency.observe(time.perf_counter() - started)
         return web.Response(body=body, content_type="application/json")
 
-    async def _facts(self, review: reviews.Review, *, namespace_opted_in: bool) -> facts.Facts:
+    async def _facts(
+        self, review: reviews.Review | None, *, namespace_opted_in: bool
+    ) -> facts.Facts:
         labels: dict[str, str] = {}
-        namespace = review.request.get("namespace")
+        namespace = review.request.get("namespace") if review is not None else None
         if self.lookup is not None and isinstance(namespace, str) and namespace:
             found = await self.lookup.labels(namespace)
             labels.update(found or {})
@@ -340,6 +380,7 @@ class Server:
         return web.Response(text="ready\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        self.metrics.in_flight.set(self.in_flight)
         return web.Response(
             body=self.metrics.registry.render(), headers={"Content-Type": metering.CONTENT_TYPE}
         )
@@ -351,20 +392,28 @@ class Server:
         self.load_initial()
         # Draining is ours (below); aiohttp's own shutdown only closes what is left, because it
         # stops reading at once and so would cut off a request whose body is still arriving.
+        limits = self.settings.limits
         runner = web.AppRunner(
-            self.app(), shutdown_timeout=1.0, access_log=None, handle_signals=False
+            self.app(),
+            shutdown_timeout=1.0,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=limits.idle_timeout,
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner,
+        assert runner.server is not None
+        self.guards = guarding.Guards(limits, runner.server)
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(
+            self.guards.factory,
             self.settings.host,
             self.settings.port,
-            ssl_context=self.ssl,
+            ssl=self.ssl,
+            ssl_handshake_timeout=limits.header_timeout,
+            backlog=1024,
             reuse_address=True,
         )
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        sockets = list(listener.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         log.info("serving admission reviews on https://%s:%s", self.settings.host, self.port)
         if started is not None:
@@ -380,13 +429,12 @@ class Server:
                     "not ready; serving %.1fs more before closing", self.settings.shutdown_delay
                 )
                 await asyncio.sleep(self.settings.shutdown_delay)
-            await site.stop()
+            listener.close()
             log.info(
                 "stopped accepting; draining %d in-flight admission(s) for up to %.1fs",
                 self.in_flight,
                 self.settings.grace,
             )
-            loop = asyncio.get_running_loop()
             deadline = loop.time() + self.settings.grace
             while self.in_flight and loop.time() < deadline:
                 await asyncio.sleep(0.02)
@@ -395,6 +443,7 @@ class Server:
                     "cancelling %d admission(s) still running at the deadline", self.in_flight
                 )
             await runner.cleanup()
+            self._offloader.close()
             if self.lookup is not None:
                 await self.lookup.close()
             log.info("webhook stopped")

@@ -1,0 +1,200 @@
+"""Connection limits around aiohttp's HTTP protocol: the timeouts and caps a public server needs.
+
+aiohttp has a keep-alive timeout but no header-read timeout, no write deadline and no cap on
+connections, so a slowloris client (headers that never end) or one that pipelines requests and
+never reads the answers could hold a connection, and its buffers, for ever. Each connection's
+protocol is wrapped in a ``Guard`` that sits between the transport and aiohttp's handler and
+tracks where the connection is:
+
+- ``headers``: bytes of a request arrived (or the connection just opened) and its headers are
+  not complete: closed after ``header_timeout``, however slowly the client keeps trickling;
+- ``reading``: the headers are in and the handler reads the body: closed after
+  ``body_timeout``;
+- ``busy``: the request is being decided and answered; answers must drain: a transport whose
+  write buffer stayed above the high-water mark for ``write_timeout`` is aborted;
+- ``idle``: between requests on a keep-alive connection: closed after ``idle_timeout``.
+
+At ``max_connections`` a new connection evicts the longest-open one that is not handling a
+request, so attackers holding idle or half-sent connections cannot lock out the API server.
+The TLS handshake itself is bounded by the listener's handshake timeout (``header_timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, cast
+
+__all__ = ["Guard", "Guards", "Limits"]
+
+_HEADERS: Final = "headers"
+_READING: Final = "reading"
+_BUSY: Final = "busy"
+_IDLE: Final = "idle"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Timeouts (seconds) and caps of the webhook server; the CLI maps options onto these."""
+
+    header_timeout: float = 10.0
+    """From a connection's first byte (or its TLS handshake's start) to its headers' end."""
+    body_timeout: float = 10.0
+    """To read a request's body once its headers are in."""
+    idle_timeout: float = 90.0
+    """A keep-alive connection with no request in progress; longer than the API server's 90 s
+    idle-connection timeout would make no difference, shorter risks racing its reuse."""
+    write_timeout: float = 10.0
+    """How long answers may sit above the write buffer's high-water mark before the client is
+    dropped: a client that does not read what it asked for."""
+    write_buffer: int = 256 * 1024
+    """High-water mark of a connection's write buffer, in bytes."""
+    max_connections: int = 2048
+    """Open connections at most; beyond, the longest-open idle or half-sent one is closed."""
+    max_admissions: int = 64
+    """Admissions handled at once; more wait (up to ``body_timeout``) for a slot."""
+
+
+class Guards:
+    """The live guarded connections of one listener, oldest first."""
+
+    def __init__(self, limits: Limits, inner: Callable[[], asyncio.Protocol]) -> None:
+        self.limits = limits
+        self.inner = inner
+        self.live: dict[Guard, None] = {}
+        self.by_handler: dict[asyncio.Protocol, Guard] = {}
+        self.evicted = 0
+        self.timed_out = 0
+
+    def factory(self) -> Guard:
+        """The protocol factory to hand to ``loop.create_server``."""
+        return Guard(self, self.inner())
+
+    def admit(self, guard: Guard) -> bool:
+        """Register a new connection, evicting an old one at the cap; False: refuse this one."""
+        if len(self.live) >= self.limits.max_connections:
+            victim = next((g for g in self.live if g.state in (_HEADERS, _IDLE)), None)
+            if victim is None:
+                return False
+            self.evicted += 1
+            self.forget(victim)  # now, not when its close completes: the cap holds meanwhile
+            victim.drop()
+        self.live[guard] = None
+        self.by_handler[guard.inner] = guard
+        return True
+
+    def forget(self, guard: Guard) -> None:
+        self.live.pop(guard, None)
+        self.by_handler.pop(guard.inner, None)
+
+    def request_started(self, handler: object) -> None:
+        guard = self.by_handler.get(handler)  # type: ignore[call-overload]
+        if guard is not None:
+            guard.request_started()
+
+    def body_read(self, handler: object) -> None:
+        guard = self.by_handler.get(handler)  # type: ignore[call-overload]
+        if guard is not None:
+            guard.body_read()
+
+    def request_done(self, handler: object) -> None:
+        guard = self.by_handler.get(handler)  # type: ignore[call-overload]
+        if guard is not None:
+            guard.request_done()
+
+
+class Guard(asyncio.Protocol):
+    """One connection: forwards everything to aiohttp's handler and enforces ``Limits``."""
+
+    def __init__(self, guards: Guards, inner: asyncio.Protocol) -> None:
+        self.guards = guards
+        self.inner = inner
+        self.state = _HEADERS
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._forwarding = False
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.state != _BUSY:
+            self.guards.timed_out += 1
+            self.drop()
+
+    def drop(self) -> None:
+        """Close the connection now, whatever is buffered."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    def request_started(self) -> None:
+        self.state = _READING
+        self._arm(self.guards.limits.body_timeout)
+
+    def body_read(self) -> None:
+        self.state = _BUSY
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def request_done(self) -> None:
+        self.state = _IDLE
+        self._arm(self.guards.limits.idle_timeout)
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TLS transport is a Transport in all but its class: no isinstance check.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        if not self.guards.admit(self):
+            transport.abort()
+            return
+        high = self.guards.limits.write_buffer
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        self._arm(self.guards.limits.header_timeout)
+        self._forwarding = True
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == _IDLE:
+            self.state = _HEADERS
+            self._arm(self.guards.limits.header_timeout)
+        if self._forwarding:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guards.forget(self)
+        for timer in (self._timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._write_timer = None
+        if self._forwarding:
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._write_timer is None:
+            self._write_timer = asyncio.get_running_loop().call_later(
+                self.guards.limits.write_timeout, self._write_expired
+            )
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        self.inner.resume_writing()
+
+    def _write_expired(self) -> None:
+        self._write_timer = None
+        self.guards.timed_out += 1
+        self.drop()
