@@ -433,7 +433,8 @@ def test_s37_a_sidecar_that_never_started_is_stopped_promptly(pod: Pod) -> None:
     r = pod.run(stop_after=1.5, timeout=30)
     assert r.first("sidecar-2", "term")
     assert r.count("sidecar-3", "start") == 0
-    assert r.event("pod", "stopped")[0]["t"] < 10
+    assert r.event("pod", "failed")[0]["t"] < 10, "stopped before its main ran: Failed"
+    assert r.code == 1
 
 
 def test_s42_a_main_pre_stop_past_the_grace_period_fails_the_pod(pod: Pod) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from sidecarkit.runner import expanding, planning, processes, running
+from sidecarkit.runner import containing, expanding, planning, processes, running
 
 __all__ = ["launch"]
 
@@ -27,11 +27,13 @@ def _sink(names: Sequence[str], view: list[Any]) -> processes.Sink:
     colour = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
     tty = sys.stdout.isatty()
 
-    def write(name: str, stream: str, line: str) -> None:
+    def write(name: str, stream: str, line: str, partial: bool) -> None:
+        # A part of a line longer than processes.MAX_LINE is marked "P" where "|" would be.
+        bar = "P" if partial else "|"
         if view:  # the live status view owns the terminal: print above its table
-            view[0].print(f"{name:<{width}} | {line}")
+            view[0].print(f"{name:<{width}} {bar} {line}")
             return
-        label = f"{name:<{width}} |"
+        label = f"{name:<{width}} {bar}"
         if tty:
             label = f"\033[{colour.get(name, 37)}m{label}\033[0m"
         sys.stdout.write(f"{label} {line}\n")
@@ -85,7 +87,7 @@ def launch(
         show = status == "on" or (
             status == "auto" and sys.stderr.isatty() and events_format != "json"
         )
-        watchdog = processes.Watchdog()
+        containment = containing.Containment()
         try:
             pod = running.PodRun(
                 plan.pod,
@@ -94,7 +96,7 @@ def launch(
                 events=_events("none" if show else events_format),
                 backoff_scale=backoff_scale,
                 grace=grace,
-                watchdog=watchdog,
+                containment=containment,
             )
             if not show:
                 return asyncio.run(_main(pod))
@@ -104,7 +106,7 @@ def launch(
                 view.append(live)
                 return asyncio.run(_main(pod))
         finally:
-            watchdog.close()
+            containment.close()
     finally:
         if keep:
             sys.stderr.write(f"volumes kept in {root}\n")
