@@ -815,3 +815,127 @@ def test_p20_p21_grpc_liveness_passes_on_serving_and_restarts_on_a_wrong_port(
     assert r.code == 0
     assert not r.event("good", "liveness-probe-failed")
     assert r.event("wrong", "liveness-probe-failed")
+
+
+def test_s11_readiness_probes_run_during_pre_stop_but_liveness_probes_do_not(pod: Pod) -> None:
+    # Upstream: "a pod is terminating because its liveness probe fails > should execute
+    # readiness probe while in preStop, but not liveness" (container_probe e2e).
+    failed = pod.tmp / "failed"
+    pod.main(
+        "main-1",
+        "trap 'L term; exit 0' TERM; while :; do sleep 0.05; done",
+        readinessProbe={**pod.hook("readiness", "L probe"), "periodSeconds": 1},
+        livenessProbe={
+            **pod.hook("liveness", f"L probe; ! test -f {failed}"),
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+        lifecycle={"preStop": pod.hook("main-1", "L prestop; sleep 3; L prestop-done")},
+    )
+    failed.touch()
+    r = pod.run(timeout=40)
+    began, ended = r.first("main-1", "prestop"), r.first("main-1", "prestop-done")
+    assert [t for t in r.times("readiness", "probe") if began < t < ended], "no readiness run"
+    late = [t for t in r.times("liveness", "probe") if t > began + 1.0]
+    assert not late, "a liveness probe ran after the preStop began"
+
+
+def test_p22_p23_readiness_turns_false_during_termination_and_liveness_stops(pod: Pod) -> None:
+    # Upstream: "should mark readiness on pods to false [and disable liveness probes] while
+    # pod is in progress of terminating" (container_probe e2e, the pod-deletion case).
+    ready = pod.tmp / "ready"
+    pod.main(
+        "main-1",
+        f"trap 'rm -f {ready}; L term; sleep 3; L exit 0; exit 0' TERM; touch {ready}; "
+        "while :; do sleep 0.05; done",
+        readinessProbe={
+            "exec": {"command": ["test", "-f", str(ready)]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+        livenessProbe={
+            "exec": {"command": ["test", "-f", str(ready)]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    r = pod.run(stop_after=2.5, timeout=40)
+    terminating = r.event("pod", "terminating")[0]["t"]
+    assert [e for e in r.event("main-1", "ready") if e["t"] < terminating]
+    assert [e for e in r.event("main-1", "not-ready") if e["t"] > terminating], (
+        "readiness probes stopped with the termination"
+    )
+    assert not r.event("main-1", "liveness-probe-failed")
+    assert r.code == 0, "exited 0 on SIGTERM: Succeeded"
+
+
+def test_r8_waiting_for_a_startup_probe_ends_when_the_container_exits(pod: Pod) -> None:
+    # The kubelet's probe workers stop with their container: an exited container is not
+    # probed until a long initialDelaySeconds has passed.
+    pod.main(
+        "main-1",
+        f"sleep 0.3; {done(3)}",
+        startupProbe={"exec": {"command": ["true"]}, "initialDelaySeconds": 60},
+    )
+    r = pod.run(timeout=45)
+    assert r.code == 3
+    assert r.event("pod", "failed")[0]["t"] < 20
+
+
+def test_r8_waiting_for_a_startup_probe_ends_when_the_pod_terminates(pod: Pod) -> None:
+    pod.sidecar(
+        "sidecar-1",
+        startupProbe={"exec": {"command": ["false"]}, "periodSeconds": 60, "failureThreshold": 5},
+    )
+    pod.main("main-1", done())
+    r = pod.run(stop_after=1.0, timeout=45)
+    assert r.count("main-1", "start") == 0
+    assert r.event("pod", "failed")[0]["t"] < 20
+
+
+def test_r37_sigterm_goes_to_the_main_process_only(pod: Pod) -> None:
+    # Pod termination: "the container runtime sends a TERM signal to the main process in each
+    # container" (kubernetes.io, Termination of Pods); the rest dies with it at its exit.
+    pod.main(
+        "main-1",
+        "(trap 'L child-term; exit 0' TERM; while :; do sleep 0.05; done) & "
+        "trap 'L term; sleep 0.3; L exit 0; exit 0' TERM; while :; do sleep 0.05; done",
+    )
+    r = pod.run(stop_after=1.0, timeout=30)
+    assert r.count("main-1", "term") == 1
+    assert r.count("main-1", "child-term") == 0, "SIGTERM reached a child of the main process"
+    assert r.code == 0, "the main container exited 0 on SIGTERM: Succeeded"
+
+
+def test_r42_after_sigterm_a_main_killed_by_the_signal_fails_the_pod(pod: Pod) -> None:
+    pod.main("main-1", "while :; do sleep 0.05; done")
+    r = pod.run(stop_after=1.0, timeout=30)
+    assert r.event("main-1", "exited")[-1]["code"] == 143
+    assert r.code == 143, "Failed, with the code the kubelet reports (128 + SIGTERM)"
+    assert "failed" in r.pod_events()
+
+
+def test_long_lines_reach_the_output_whole_in_marked_parts(pod: Pod) -> None:
+    # The CRI logger splits lines at 16 KiB and tags the parts P(artial) and F(ull).
+    pod.main(
+        "main-1",
+        "head -c 200000 /dev/zero | tr '\\0' x; echo; "
+        "head -c 100000 /dev/zero | tr '\\0' x | sed 's/x/é/g'; echo; echo after; " + done(),
+    )
+    r = pod.run(timeout=30)
+    assert r.code == 0
+    lines, current = [], ""
+    for line in r.stdout.splitlines():
+        name, tag, text = line[:6], line[7], line[9:]
+        assert name == "main-1"
+        current += text
+        if tag == "|":
+            lines.append(current)
+            current = ""
+        else:
+            assert tag == "P"
+            assert len(text.encode()) <= 16384
+    assert lines == ["x" * 200_000, "é" * 100_000, "after"]
