@@ -9,6 +9,7 @@ half a stream.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -590,6 +591,10 @@ def agent_metrics(
     process.run_agent(running.Agent(config))
 
 
+def _nan(option: str) -> NoReturn:
+    raise click.BadParameter("nan is not a number; use one above 0, e.g. 0.01", param_hint=option)
+
+
 @cli.command("run")
 @click.argument("manifest", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
@@ -606,18 +611,21 @@ def agent_metrics(
 @click.option("--grace", help="Termination grace period, overriding the pod's (e.g. 5s).")
 @click.option(
     "--backoff-scale",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True, max=1e6),
+    callback=lambda _c, _p, v: _nan("--backoff-scale") if math.isnan(v) else v,
     default=1.0,
     show_default=True,
-    help="Multiply restart backoff (10 s to 300 s) by this, for tests and demos.",
+    help="Multiply restart backoff (10 s to 300 s) by this (> 0), for tests and demos.",
 )
 @click.option(
     "--events",
     "events_format",
     type=click.Choice(["text", "json", "none"]),
-    default="text",
-    show_default=True,
-    help="Lifecycle events on stderr.",
+    default=None,
+    help="Lifecycle events on stderr [default: text; none under the live status table].",
+)
+@click.option(
+    "--lenient", is_flag=True, help="Ignore (with a warning) fields the Pod schema does not know."
 )
 @click.option("--keep", is_flag=True, help="Keep the pod's emptyDir volumes afterwards.")
 @click.option(
@@ -634,9 +642,10 @@ def run_pod(
     commands: tuple[str, ...],
     grace: str | None,
     backoff_scale: float,
-    events_format: str,
+    events_format: str | None,
     keep: bool,
     status: str,
+    lenient: bool,
 ) -> None:
     """Run a Pod (or a workload's pod template) here, as processes, with sidecar lifecycle."""
     import shlex  # noqa: PLC0415
@@ -668,6 +677,7 @@ def run_pod(
             events_format=events_format,
             keep=keep,
             status=status,
+            lenient=lenient,
         )
     except errors.SidecarkitError as exc:
         _fail(exc)

@@ -74,26 +74,34 @@ def launch(
     commands: Mapping[str, Sequence[str]],
     backoff_scale: float,
     grace: float | None,
-    events_format: str,
+    events_format: str | None,
     keep: bool,
     status: str = "auto",
+    lenient: bool = False,
 ) -> int:
-    """Run the pod in ``documents`` to its end; the runner's exit code."""
+    """Run the pod in ``documents`` to its end; the runner's exit code.
+
+    ``events_format`` None means text, or none when the live status table shows; the table
+    shows on a terminal (``status`` auto) only when events were not asked for explicitly.
+    """
     root = Path(tempfile.mkdtemp(prefix="sidecarkit-pod-"))
     try:
-        plan = planning.plan(documents, root=root, commands=commands, host=_host())
+        plan = planning.plan(documents, root=root, commands=commands, host=_host(), lenient=lenient)
+        for field in plan.pod.ignored:
+            sys.stderr.write(f"sidecarkit: warning: ignored {field}\n")
         names = [c.name for c in (*plan.pod.init_containers, *plan.pod.containers)]
         view: list[Any] = []
         show = status == "on" or (
-            status == "auto" and sys.stderr.isatty() and events_format != "json"
+            status == "auto" and sys.stderr.isatty() and events_format is None
         )
+        events_format = events_format or ("none" if show else "text")
         containment = containing.Containment()
         try:
             pod = running.PodRun(
                 plan.pod,
                 plan.launches,
                 sink=_sink(names, view),
-                events=_events("none" if show else events_format),
+                events=_events(events_format),
                 backoff_scale=backoff_scale,
                 grace=grace,
                 containment=containment,

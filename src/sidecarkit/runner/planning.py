@@ -50,7 +50,8 @@ def _own(image: str) -> bool:
     return repository in OWN_IMAGES or repository.endswith("/sidecarkit")
 
 
-def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str]:
+def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str, str]:
+    """The first pod template: (metadata and spec, its path, its ``kubectl explain`` path)."""
     for _index, doc in enumerate(documents, start=1):
         if isinstance(doc, dict) and workloads.template_path(doc.get("kind")) is not None:
             template = workloads.pod_template(doc)
@@ -60,11 +61,17 @@ def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str]:
                     if doc.get("kind") == "Pod"
                     else ".".join(workloads.template_path(doc.get("kind")) or ()) + ".spec"
                 )
-                metadata = dict(template.get("metadata") or {})
+                metadata: Any = template.get("metadata") or {}
+                outer = doc.get("metadata")
+                if isinstance(metadata, dict) and isinstance(outer, dict):
+                    metadata = dict(metadata)
+                    if doc.get("kind") != "Pod":
+                        metadata.setdefault("name", outer.get("name"))
+                    metadata.setdefault("namespace", outer.get("namespace"))
+                explain = str(doc.get("kind")).lower()
                 if doc.get("kind") != "Pod":
-                    metadata.setdefault("name", (doc.get("metadata") or {}).get("name"))
-                metadata.setdefault("namespace", (doc.get("metadata") or {}).get("namespace"))
-                return {"metadata": metadata, "spec": template["spec"]}, where
+                    explain += "." + where[: -len(".spec")]
+                return {"metadata": metadata, "spec": template["spec"]}, where, explain
     raise specs.SpecError(["no Pod or workload with a pod template in the manifests"])
 
 
@@ -154,10 +161,11 @@ def plan(
     root: Path,
     commands: Mapping[str, Sequence[str]],
     host: expanding.Host,
+    lenient: bool = False,
 ) -> Plan:
     """The runnable plan of the first pod template in ``documents``; SpecError if none."""
-    template, where = _template(documents)
-    pod = specs.read_pod(template, where=where)
+    template, where, explain = _template(documents)
+    pod = specs.read_pod(template, where=where, explain=explain, lenient=lenient)
     objects = expanding.Objects.from_documents(documents)
     volumes = _volumes(pod, root, objects, where)
     own = [sys.executable, "-m", "sidecarkit"]
