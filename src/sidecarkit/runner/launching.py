@@ -22,6 +22,23 @@ __all__ = ["launch"]
 _COLOURS: Final = (36, 33, 35, 32, 34, 31, 96, 93)
 
 
+def _write(stream: Any, text: str) -> None:
+    """Write and flush; once the reader is gone (``| head``), drop output and run on.
+
+    The pod must not fail because nobody reads its output any more; the stream is pointed at
+    /dev/null so that later writes, and the interpreter's last flush, cost nothing and raise
+    nothing.
+    """
+    try:
+        stream.write(text)
+        stream.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+
+
 def _sink(names: Sequence[str], view: list[Any]) -> processes.Sink:
     width = max((len(n) for n in names), default=4)
     colour = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
@@ -36,8 +53,7 @@ def _sink(names: Sequence[str], view: list[Any]) -> processes.Sink:
         label = f"{name:<{width}} {bar}"
         if tty:
             label = f"\033[{colour.get(name, 37)}m{label}\033[0m"
-        sys.stdout.write(f"{label} {line}\n")
-        sys.stdout.flush()
+        _write(sys.stdout, f"{label} {line}\n")
 
     return write
 
@@ -45,16 +61,16 @@ def _sink(names: Sequence[str], view: list[Any]) -> processes.Sink:
 def _events(fmt: str) -> running.Events:
     def emit(event: Mapping[str, Any]) -> None:
         if fmt == "json":
-            sys.stderr.write(json.dumps(dict(event)) + "\n")
+            _write(sys.stderr, json.dumps(dict(event)) + "\n")
         elif fmt == "text":
             details = " ".join(
                 f"{k}={v}" for k, v in event.items() if k not in ("t", "container", "event")
             )
-            sys.stderr.write(
+            _write(
+                sys.stderr,
                 f"[{event['t']:8.3f}] {event['container']}: {event['event']}"
-                f"{' ' + details if details else ''}\n"
+                f"{' ' + details if details else ''}\n",
             )
-        sys.stderr.flush()
 
     return emit
 

@@ -16,7 +16,6 @@ type of the table. A leading ``!`` marks a required field. ``null`` is accepted 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 from collections.abc import Mapping
@@ -128,6 +127,8 @@ class _Checker:
         for name, item in value.items():
             kind_of = fields.get(str(name))
             if kind_of is None:
+                import difflib  # noqa: PLC0415 - only for a manifest with a typo
+
                 close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.75)
                 hint = f"did you mean {close[0]}? " if close else ""
                 self.found.unknown.append(

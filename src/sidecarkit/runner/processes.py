@@ -207,9 +207,9 @@ async def run_command(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=containment.preexec(container) if containment is not None else None,
     )
     if containment is not None:
+        containment.join(container, proc.pid)
         containment.watch(proc.pid)
     try:
         return await proc.wait()
