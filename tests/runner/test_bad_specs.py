@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import socket
 import subprocess
 import sys
 import time
@@ -148,3 +149,25 @@ def test_events_asked_for_on_a_terminal_are_printed_not_replaced_by_the_status_t
     finally:
         os.close(primary)
     assert b"] pod: succeeded" in seen, "--events text was asked for"
+
+
+def test_a_declared_port_already_in_use_names_the_port_the_container_and_the_fix(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        marker = tmp_path / "started"
+        pod = _template(
+            command=["touch", str(marker)], ports=[{"name": "http", "containerPort": port}]
+        )
+        result = _run(tmp_path, pod)
+    assert result.returncode == 2
+    assert (
+        f"spec.containers[0].ports: port {port}/TCP of container 'app' is already in use"
+        in result.stderr
+    )
+    assert "stop what holds it" in result.stderr
+    assert "or change containerPort" in result.stderr
+    assert not marker.exists(), "nothing starts"

@@ -17,8 +17,10 @@ at run time from pieces) is not seen, which is the limit of running without moun
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -142,6 +144,37 @@ def _volumes(
     return paths
 
 
+def _ports_in_use(pod: specs.PodSpec, where: str) -> list[str]:
+    """Declared ports that something on this machine already holds.
+
+    Containers share this machine's network here, so a declared port another process
+    listens on would only fail later, inside the app, with a message about an address in
+    use; this names the port, the container and the fix before anything starts.
+    """
+    problems = []
+    groups = (("initContainers", pod.init_containers), ("containers", pod.containers))
+    for key, group in groups:
+        for i, container in enumerate(group):
+            if key == "initContainers" and not container.sidecar:
+                continue
+            for port, protocol in container.ports:
+                kind = socket.SOCK_DGRAM if protocol == "UDP" else socket.SOCK_STREAM
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        probe.bind(("0.0.0.0", port))
+                    except OSError as exc:
+                        if exc.errno != errno.EADDRINUSE:
+                            continue  # a privileged port, say: the app will say so itself
+                        problems.append(
+                            f"{where}.{key}[{i}].ports: port {port}/{protocol} of container "
+                            f"{container.name!r} is already in use on this machine, which "
+                            "the pod's containers share here; stop what holds it "
+                            f"(`ss -lntup 'sport = :{port}'` shows it) or change containerPort"
+                        )
+    return problems
+
+
 def _rewriter(mounts: Sequence[tuple[str, str]]) -> Any:
     if not mounts:
         return lambda text: text
@@ -166,6 +199,9 @@ def plan(
     """The runnable plan of the first pod template in ``documents``; SpecError if none."""
     template, where, explain = _template(documents)
     pod = specs.read_pod(template, where=where, explain=explain, lenient=lenient)
+    busy = _ports_in_use(pod, where)
+    if busy:
+        raise specs.SpecError(busy)
     objects = expanding.Objects.from_documents(documents)
     volumes = _volumes(pod, root, objects, where)
     own = [sys.executable, "-m", "sidecarkit"]
