@@ -7,6 +7,8 @@ timestamps the containers write themselves. After every scenario no process of t
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -793,6 +795,8 @@ def test_p20_p21_grpc_liveness_passes_on_serving_and_restarts_on_a_wrong_port(
     pod.sidecar(
         "good",
         server,
+        # The server is a Python program that takes its time to start on a busy machine.
+        startupProbe={"grpc": {"port": 18791}, "periodSeconds": 1, "failureThreshold": 60},
         livenessProbe={
             "grpc": {"port": 18791},
             "initialDelaySeconds": 1,
@@ -939,3 +943,83 @@ def test_long_lines_reach_the_output_whole_in_marked_parts(pod: Pod) -> None:
             assert tag == "P"
             assert len(text.encode()) <= 16384
     assert lines == ["x" * 200_000, "é" * 100_000, "after"]
+
+
+@pytest.fixture
+def cpu_load() -> Iterator[None]:
+    """Two busy processes (one per core here), bounded to 60 s, stopped after the test."""
+    hog = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for proc in hogs:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.usefixtures("cpu_load")
+def test_r8_without_startup_probes_each_entry_starts_after_the_previous_sidecar_under_load(
+    pod: Pod,
+) -> None:
+    # The kubelet starts the next init entry once the previous sidecar's process has
+    # started (no startupProbe, no postStart): the order is fixed, however busy the node.
+    order = ["sidecar-1", "init-1", "sidecar-2", "sidecar-3", "main-1", "main-2"]
+    pod.sidecar("sidecar-1")
+    pod.init("init-1", done())
+    pod.sidecar("sidecar-2")
+    pod.sidecar("sidecar-3")
+    pod.main("main-1", f"sleep 0.5; {done()}")
+    pod.main("main-2", f"sleep 0.5; {done()}")
+    for _ in range(3):
+        pod.log_path.write_text("")
+        r = pod.run(timeout=60)
+        assert r.code == 0
+        started = [e["container"] for e in r.events if e["event"] == "started"]
+        assert started == order
+        assert r.first("init-1", "exit 0") <= r.first("sidecar-2", "start")
+        for name in order:
+            assert r.count(name, "start") == 1
+
+
+def test_p19_the_startup_probe_grace_period_overrides_the_pods(pod: Pod) -> None:
+    pod.grace = 60
+    pod.main(
+        "main-1",
+        "trap '' TERM; while :; do sleep 0.05; done",
+        startupProbe={
+            "exec": {"command": ["false"]},
+            "initialDelaySeconds": 1,  # the first probe comes at once; let the trap be set
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+            "terminationGracePeriodSeconds": 1,
+        },
+    )
+    r = pod.run(timeout=40)
+    failed = r.event("main-1", "startup-probe-failed")[0]["t"]
+    killed = r.event("main-1", "sigkill")[0]["t"]
+    assert killed - failed < 4, "killed after the probe's grace, not the pod's 60 s"
+
+
+def test_s12_sidecar_liveness_probes_stop_and_sidecars_do_not_restart_during_pre_stop(
+    pod: Pod,
+) -> None:
+    pod.sidecar(
+        "sidecar-1",
+        livenessProbe={
+            **pod.hook("sc-liveness", "L probe; false"),
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    pod.main(
+        "main-1",
+        "trap 'L term; exit 0' TERM; while :; do sleep 0.05; done",
+        lifecycle={"preStop": pod.hook("main-1", "L prestop; sleep 3; L prestop-done")},
+    )
+    r = pod.run(stop_after=2.0, timeout=40)
+    began = r.first("main-1", "prestop")
+    assert not [t for t in r.times("sc-liveness", "probe") if t > began + 1.0]
+    terminating = r.event("pod", "terminating")[0]["t"]
+    assert not [e for e in r.event("sidecar-1", "started") if e["t"] > terminating]

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from sidecarkit.runner import containing, processes, specs
@@ -52,6 +54,9 @@ async def run_handler(
     An exec handler runs as a process of ``container`` (its mark, cgroup and watchdog entry
     in ``containment``); timed out or cancelled, its whole process group is killed.
     """
+    if handler.kind == "grpc":
+        # Loading grpc takes a second or more on a busy machine: not the probe's time.
+        await asyncio.to_thread(_grpc_modules)
     try:
         return await asyncio.wait_for(
             _run(handler, env, cwd, ports, timeout, container, containment), timeout
@@ -161,7 +166,8 @@ async def _http_get(url: SplitResult, headers: Sequence[tuple[str, str]]) -> tup
             await writer.wait_closed()
 
 
-async def _grpc(handler: specs.Handler, port: int, timeout: float) -> tuple[bool, str]:
+@functools.cache
+def _grpc_modules() -> tuple[Any, Any, Any] | None:
     try:
         import grpc  # noqa: PLC0415
         from grpc_health.v1 import (  # noqa: PLC0415
@@ -169,7 +175,15 @@ async def _grpc(handler: specs.Handler, port: int, timeout: float) -> tuple[bool
             health_pb2_grpc,
         )
     except ImportError:
+        return None
+    return grpc, health_pb2, health_pb2_grpc
+
+
+async def _grpc(handler: specs.Handler, port: int, timeout: float) -> tuple[bool, str]:
+    modules = _grpc_modules()
+    if modules is None:
         return False, "grpc probes need the grpcio and grpcio-health-checking packages"
+    grpc, health_pb2, health_pb2_grpc = modules
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:

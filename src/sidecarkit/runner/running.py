@@ -179,6 +179,13 @@ class PodRun:
         self.emit(state.spec.name, "post-start-done" if ok else "post-start-failed", detail=detail)
         return ok
 
+    def _probe_deadline(self, probe: specs.Probe | None) -> float:
+        """When a kill for a failed liveness or startup probe turns to SIGKILL (R28)."""
+        grace = self.grace
+        if probe is not None and probe.termination_grace is not None:
+            grace = probe.termination_grace
+        return asyncio.get_running_loop().time() + grace
+
     async def _pause(self, state: _State, seconds: float) -> None:
         """Sleep, but wake as soon as the container exits or the pod terminates."""
         if seconds <= 0:
@@ -236,10 +243,7 @@ class PodRun:
                     self.emit(state.spec.name, "not-ready", detail=detail)
             elif failures >= probe.failure_threshold and not self.terminating:
                 self.emit(state.spec.name, "liveness-probe-failed", detail=detail)
-                grace = (
-                    probe.termination_grace if probe.termination_grace is not None else (self.grace)
-                )
-                await self._kill(state, deadline=asyncio.get_running_loop().time() + grace)
+                await self._kill(state, deadline=self._probe_deadline(probe))
                 return
             await asyncio.sleep(probe.period)
 
@@ -289,7 +293,7 @@ class PodRun:
                 self.emit(state.spec.name, "sidecar-started")
                 self._start_probes(state)
             elif state.process.running and not self.terminating:
-                await self._kill(state, deadline=asyncio.get_running_loop().time() + self.grace)
+                await self._kill(state, deadline=self._probe_deadline(state.spec.startup))
             code = await state.process.wait()
             self._stop_probes(state)
             state.exit_code = code
@@ -359,7 +363,7 @@ class PodRun:
                     self._start_probes(state)
                 elif state.process.running and not self.terminating:
                     # A failed startup probe: preStop, stop, then the pod's policy decides.
-                    await self._kill(state, deadline=asyncio.get_running_loop().time() + self.grace)
+                    await self._kill(state, deadline=self._probe_deadline(state.spec.startup))
                 code = await state.process.wait()
                 self._stop_probes(state)
                 self.emit(state.spec.name, "exited", code=code)
