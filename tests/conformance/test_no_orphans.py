@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from sidecarkit.runner import containing
 from tests.conformance.harness import no_process_left
 
 
@@ -76,13 +79,16 @@ def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
     return predicate()
 
 
-def _start(tmp_path: Path, pod: dict[str, Any], *args: str) -> subprocess.Popen[bytes]:
+def _start(
+    tmp_path: Path, pod: dict[str, Any], *args: str, cgroups: str = "on"
+) -> subprocess.Popen[bytes]:
     path = tmp_path / "pod.json"
     path.write_text(json.dumps(pod))
     return subprocess.Popen(
         [sys.executable, "-m", "sidecarkit", "run", str(path), "--events", "json", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "SIDECARKIT_RUN_CGROUPS": cgroups},
     )
 
 
@@ -185,13 +191,35 @@ def test_a_second_interrupt_cancels_running_pre_stop_hooks(tmp_path: Path) -> No
     assert _wait_for(lambda: not _pids_with(marker), 3), "the hook outlived the run"
 
 
+@pytest.mark.parametrize("cgroups", ["on", "off"])
 def test_a_daemonized_grandchild_holding_stdout_neither_hangs_nor_outlives_the_pod(
-    tmp_path: Path,
+    tmp_path: Path, cgroups: str
 ) -> None:
     # In a container the daemon dies with the container's init process (its PID namespace
     # goes); here it escaped the process group with setsid and still holds the output pipe.
     marker = "61.75"
     pod = _pod({"command": ["sh", "-c", f"setsid sleep {marker} & sleep 0.2; echo up"]})
+    runner = _start(tmp_path, pod, cgroups=cgroups)
+    try:
+        code = runner.wait(timeout=30)
+    finally:
+        runner.kill()
+        for pid in _pids_with(marker):
+            os.kill(pid, signal.SIGKILL)
+    assert code == 0
+    assert _wait_for(lambda: not _pids_with(marker), 3), "the daemon outlived the pod"
+
+
+def test_a_daemon_that_clears_its_environment_is_caught_by_the_container_cgroup(
+    tmp_path: Path,
+) -> None:
+    probe = containing.Containment()
+    usable = probe.cgroups
+    probe.close()
+    if not usable:
+        pytest.skip("no cgroup hierarchy this user can write to here")
+    marker = "61.76"
+    pod = _pod({"command": ["sh", "-c", f"env -i setsid sleep {marker} & sleep 0.3; echo up"]})
     runner = _start(tmp_path, pod)
     try:
         code = runner.wait(timeout=30)

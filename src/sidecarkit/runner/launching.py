@@ -111,7 +111,9 @@ def launch(
             status == "auto" and sys.stderr.isatty() and events_format is None
         )
         events_format = events_format or ("none" if show else "text")
-        containment = containing.Containment()
+        containment = containing.Containment(
+            cgroups=os.environ.get("SIDECARKIT_RUN_CGROUPS", "on") != "off"
+        )
         try:
             pod = running.PodRun(
                 plan.pod,
