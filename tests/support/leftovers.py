@@ -57,13 +57,13 @@ def _reap(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def no_leftover_processes() -> Iterator[None]:
-    """Fail when a process started during the block is still alive shortly after it."""
+def no_leftover_processes(*, settle: float = _SETTLE) -> Iterator[None]:
+    """Fail when a process started during the block is still alive ``settle`` s after it."""
     before = set(_children())
     _subreaper(True)
     try:
         yield
-        deadline = time.monotonic() + _SETTLE
+        deadline = time.monotonic() + settle
         while True:
             left = {p: v for p, v in _children().items() if p not in before}
             for pid, (state, _) in left.items():
