@@ -797,11 +797,13 @@ def test_p20_p21_grpc_liveness_passes_on_serving_and_restarts_on_a_wrong_port(
         server,
         # The server is a Python program that takes its time to start on a busy machine.
         startupProbe={"grpc": {"port": 18791}, "periodSeconds": 1, "failureThreshold": 60},
+        # A new gRPC channel per probe takes its time on a starved CPU: room for it.
         livenessProbe={
             "grpc": {"port": 18791},
             "initialDelaySeconds": 1,
             "periodSeconds": 1,
-            "failureThreshold": 1,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
         },
     )
     pod.sidecar(

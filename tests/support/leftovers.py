@@ -20,7 +20,7 @@ from pathlib import Path
 __all__ = ["no_leftover_processes"]
 
 _PR_SET_CHILD_SUBREAPER = 36
-_SETTLE = 5.0
+_SETTLE = 10.0
 """Seconds a test's processes get to finish on their own after the test (a watchdog's sweep)."""
 
 

@@ -279,4 +279,4 @@ class Containment:
             with contextlib.suppress(BrokenPipeError):
                 stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self._watchdog.wait(timeout=10)
+            self._watchdog.wait(timeout=30)
