@@ -1,17 +1,18 @@
 """Benchmark: what ``sidecarkit run`` adds to starting a pod, and what it costs when idle.
 
-1. Start time. A pod of 4 containers (2 sidecars with exec startup probes that pass at once,
-   2 main containers), started by the runner and by a plain shell script that starts the same
-   processes in the same order, in the same run. Each container writes a nanosecond timestamp
-   when it starts; the figure is the time from the first container's start to the last one's,
-   runner minus script (the runner's own interpreter start is not counted). Target: <= 50 ms
-   beyond probe periods (the probes here pass at once, so no period is waited).
+1. Start time, from the command to every container running. A pod of 4 containers (2
+   sidecars with exec startup probes that pass at once, 2 main containers that stay up),
+   started by ``sidecarkit run`` and by a shell script that starts the same processes in the
+   same order, alternating, in the same run. Each container writes a nanosecond timestamp when
+   it starts; the figure is from just before the command is launched (interpreter start,
+   imports, reading the manifest and planning included) to the last container's timestamp.
+   Also printed: the runner's own CPU time up to that moment. Target: <= 150 ms added.
 2. Idle CPU. The runner supervising 10 containers (5 sidecars, 5 main containers) that sleep,
    each with a readiness probe every second, for ``--seconds``: the runner process's own CPU
    time (not its children's) over wall time. Done with tcpSocket probes and with exec probes.
    Target: <= 1 % of a core.
 
-    python bench/runner.py [--rounds 5] [--seconds 10]
+    python bench/runner.py [--rounds 7] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -39,16 +40,32 @@ def _container(name: str, log: Path, body: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _first_to_last(log: Path, names: list[str]) -> float:
-    stamps: dict[str, float] = {}
+def _stamps(log: Path) -> dict[str, int]:
+    stamps: dict[str, int] = {}
     for line in log.read_text().splitlines():
         stamp, name = line.split()
-        stamps.setdefault(name, int(stamp) / 1e9)
-    return max(stamps[n] for n in names) - min(stamps[n] for n in names)
+        stamps.setdefault(name, int(stamp))
+    return stamps
 
 
-def start_time(rounds: int) -> tuple[float, float]:
-    runner, script = [], []
+_NAMES = ["s1", "s2", "m1", "m2"]
+
+
+def _until_all_started(log: Path, proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """(the last container's start, ns; the process's own CPU seconds by then)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists():
+            stamps = _stamps(log)
+            if all(n in stamps for n in _NAMES):
+                return max(stamps[n] for n in _NAMES), _cpu(proc.pid)
+        time.sleep(0.002)
+    raise SystemExit("the pod's containers did not all start within 60 s")
+
+
+def start_time(rounds: int) -> tuple[list[float], list[float], list[float]]:
+    """Per round: the runner's and the script's command-to-all-running, runner CPU (s)."""
+    runner, script, cpu = [], [], []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "log"
@@ -62,37 +79,46 @@ def start_time(rounds: int) -> tuple[float, float]:
                     "terminationGracePeriodSeconds": 2,
                     "initContainers": [
                         _container(
-                            "s1", log, "sleep 2", restartPolicy="Always", startupProbe=probe
+                            "s1", log, "exec sleep 30", restartPolicy="Always", startupProbe=probe
                         ),
                         _container(
-                            "s2", log, "sleep 2", restartPolicy="Always", startupProbe=probe
+                            "s2", log, "exec sleep 30", restartPolicy="Always", startupProbe=probe
                         ),
                     ],
-                    "containers": [_container("m1", log, "true"), _container("m2", log, "true")],
+                    "containers": [
+                        _container("m1", log, "exec sleep 30"),
+                        _container("m2", log, "exec sleep 30"),
+                    ],
                 },
             }
             path = Path(tmp) / "pod.json"
             path.write_text(json.dumps(pod))
-            subprocess.run(
-                [sys.executable, "-m", "sidecarkit", "run", str(path), "--events", "none"],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                timeout=60,
-            )
-            runner.append(_first_to_last(log, ["s1", "s2", "m1", "m2"]))
+            command = [sys.executable, "-m", "sidecarkit", "run", str(path), "--events", "none"]
+            began = time.time_ns()
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+            last, used = _until_all_started(log, proc)
+            runner.append((last - began) / 1e9)
+            cpu.append(used)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
             log.unlink()
             sh = "\n".join(
                 [
-                    f"sh -c 'echo \"$(date +%s%N) s1\" >> {log}; exec sleep 2' & one=$!",
-                    f"sh -c 'echo \"$(date +%s%N) s2\" >> {log}; exec sleep 2' & two=$!",
-                    f"sh -c 'echo \"$(date +%s%N) m1\" >> {log}'",
-                    f"sh -c 'echo \"$(date +%s%N) m2\" >> {log}'",
-                    'sleep 0.5; kill "$one" "$two"',
+                    f"sh -c 'echo \"$(date +%s%N) s1\" >> {log}; exec sleep 30' & one=$!",
+                    f"sh -c 'echo \"$(date +%s%N) s2\" >> {log}; exec sleep 30' & two=$!",
+                    f"sh -c 'echo \"$(date +%s%N) m1\" >> {log}; exec sleep 30' & three=$!",
+                    f"sh -c 'echo \"$(date +%s%N) m2\" >> {log}; exec sleep 30' & four=$!",
+                    'trap \'kill "$one" "$two" "$three" "$four"; exit 0\' TERM',
+                    "wait",
                 ]
             )
-            subprocess.run(["sh", "-c", sh], check=False, timeout=60)
-            script.append(_first_to_last(log, ["s1", "s2", "m1", "m2"]))
-    return statistics.median(runner), statistics.median(script)
+            began = time.time_ns()
+            proc = subprocess.Popen(["sh", "-c", sh])
+            last, _ = _until_all_started(log, proc)
+            script.append((last - began) / 1e9)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    return runner, script, cpu
 
 
 def _cpu(pid: int) -> float:
@@ -155,14 +181,18 @@ def idle_cpu(seconds: float, kind: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    runner, script = start_time(args.rounds)
+    runner, script, cpu = start_time(args.rounds)
+    added = [r - s for r, s in zip(runner, script, strict=True)]
     print(
-        f"start, first to last container (median of {args.rounds}): runner "
-        f"{runner * 1000:.1f} ms, shell script {script * 1000:.1f} ms, added "
-        f"{(runner - script) * 1000:.1f} ms (target <= 50 ms)"
+        f"start, command to all 4 containers running (median of {args.rounds}): runner "
+        f"{statistics.median(runner) * 1000:.0f} ms, shell script "
+        f"{statistics.median(script) * 1000:.0f} ms, "
+        f"added {statistics.median(added) * 1000:.0f} ms "
+        f"(min {min(added) * 1000:.0f}, max {max(added) * 1000:.0f}; target <= 150 ms); "
+        f"runner CPU by then {statistics.median(cpu) * 1000:.0f} ms"
     )
     for kind in ("tcp", "exec"):
         share = idle_cpu(args.seconds, kind)

@@ -24,6 +24,7 @@ from sidecarkit.agents.logs.command import logs as logs_command
 from sidecarkit.agents.proxy.command import proxy as proxy_command
 from sidecarkit.injection import configs, facts, injecting, profiles, reports, settings
 from sidecarkit.k8s import manifests
+from sidecarkit.runner import command as runner_command
 
 __all__ = ["main"]
 
@@ -681,88 +682,7 @@ def agent_metrics(
     process.run_agent(running.Agent(config))
 
 
-@cli.command("run")
-@click.argument("manifest", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option(
-    "--inject", is_flag=True, help="Inject sidecars first, as if the pod's namespace opted in."
-)
-@click.option("--config", "config_path", metavar="FILE", help="Injection config (--inject).")
-@click.option(
-    "--command",
-    "commands",
-    multiple=True,
-    metavar="NAME='PROGRAM ARGS'",
-    help="The command of a container whose image cannot be pulled here; repeatable.",
-)
-@click.option("--grace", help="Termination grace period, overriding the pod's (e.g. 5s).")
-@click.option(
-    "--backoff-scale",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="Multiply restart backoff (10 s to 300 s) by this, for tests and demos.",
-)
-@click.option(
-    "--events",
-    "events_format",
-    type=click.Choice(["text", "json", "none"]),
-    default="text",
-    show_default=True,
-    help="Lifecycle events on stderr.",
-)
-@click.option("--keep", is_flag=True, help="Keep the pod's emptyDir volumes afterwards.")
-@click.option(
-    "--status",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="A live status table on a terminal (auto: when stderr is one).",
-)
-def run_pod(
-    manifest: str,
-    inject: bool,
-    config_path: str | None,
-    commands: tuple[str, ...],
-    grace: str | None,
-    backoff_scale: float,
-    events_format: str,
-    keep: bool,
-    status: str,
-) -> None:
-    """Run a Pod (or a workload's pod template) here, as processes, with sidecar lifecycle."""
-    import shlex  # noqa: PLC0415
-
-    from sidecarkit.runner import launching  # noqa: PLC0415
-
-    try:
-        source, text = _read(manifest)
-        documents = [d.data for d in manifests.load_stream(text, source=source)]
-        if inject:
-            config = _config(config_path, None)
-            cluster = facts.Facts(
-                namespace_labels=MappingProxyType({"sidecarkit.io/inject": "true"})
-            )
-            documents = [injecting.inject(d, config, cluster)[0] for d in documents]
-        overrides: dict[str, list[str]] = {}
-        for item in commands:
-            name, eq, command = item.partition("=")
-            if not eq or not name or not command.strip():
-                raise errors.InputError(
-                    f"--command {item!r}: write it as NAME='program args', e.g. app='python app.py'"
-                )
-            overrides[name] = shlex.split(command)
-        code = launching.launch(
-            manifests.to_plain(documents),
-            commands=overrides,
-            backoff_scale=backoff_scale,
-            grace=_seconds(grace, "--grace") if grace else None,
-            events_format=events_format,
-            keep=keep,
-            status=status,
-        )
-    except errors.SidecarkitError as exc:
-        _fail(exc)
-    sys.exit(code)
+cli.add_command(runner_command.run_pod, "run")
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 ``sidecarkit agent logs`` and ``sidecarkit agent proxy`` are dispatched before the rest of the
 command line is imported: the sidecars run in every pod that opts in, and the injection core,
 the YAML round-tripper and the HTTP client it would otherwise load cost them memory and
-start-up time for nothing.
+start-up time for nothing. ``sidecarkit run`` likewise: its start-up time is the time before
+the pod's first container starts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def main() -> None:
         from sidecarkit.agents.proxy.command import proxy  # noqa: PLC0415
 
         proxy.main(args=sys.argv[3:], prog_name="sidecarkit agent proxy")
+        return
+    if sys.argv[1:2] == ["run"]:
+        from sidecarkit.runner.command import run_pod  # noqa: PLC0415
+
+        run_pod.main(args=sys.argv[2:], prog_name="sidecarkit run")
         return
     from sidecarkit.cli import main as everything  # noqa: PLC0415
 

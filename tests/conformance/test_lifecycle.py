@@ -7,6 +7,8 @@ timestamps the containers write themselves. After every scenario no process of t
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -433,7 +435,8 @@ def test_s37_a_sidecar_that_never_started_is_stopped_promptly(pod: Pod) -> None:
     r = pod.run(stop_after=1.5, timeout=30)
     assert r.first("sidecar-2", "term")
     assert r.count("sidecar-3", "start") == 0
-    assert r.event("pod", "stopped")[0]["t"] < 10
+    assert r.event("pod", "failed")[0]["t"] < 10, "stopped before its main ran: Failed"
+    assert r.code == 1
 
 
 def test_s42_a_main_pre_stop_past_the_grace_period_fails_the_pod(pod: Pod) -> None:
@@ -792,11 +795,15 @@ def test_p20_p21_grpc_liveness_passes_on_serving_and_restarts_on_a_wrong_port(
     pod.sidecar(
         "good",
         server,
+        # The server is a Python program that takes its time to start on a busy machine.
+        startupProbe={"grpc": {"port": 18791}, "periodSeconds": 1, "failureThreshold": 60},
+        # A new gRPC channel per probe takes its time on a starved CPU: room for it.
         livenessProbe={
             "grpc": {"port": 18791},
             "initialDelaySeconds": 1,
             "periodSeconds": 1,
-            "failureThreshold": 1,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
         },
     )
     pod.sidecar(
@@ -814,3 +821,207 @@ def test_p20_p21_grpc_liveness_passes_on_serving_and_restarts_on_a_wrong_port(
     assert r.code == 0
     assert not r.event("good", "liveness-probe-failed")
     assert r.event("wrong", "liveness-probe-failed")
+
+
+def test_s11_readiness_probes_run_during_pre_stop_but_liveness_probes_do_not(pod: Pod) -> None:
+    # Upstream: "a pod is terminating because its liveness probe fails > should execute
+    # readiness probe while in preStop, but not liveness" (container_probe e2e).
+    failed = pod.tmp / "failed"
+    pod.main(
+        "main-1",
+        "trap 'L term; exit 0' TERM; while :; do sleep 0.05; done",
+        readinessProbe={**pod.hook("readiness", "L probe"), "periodSeconds": 1},
+        livenessProbe={
+            **pod.hook("liveness", f"L probe; ! test -f {failed}"),
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+        lifecycle={"preStop": pod.hook("main-1", "L prestop; sleep 3; L prestop-done")},
+    )
+    failed.touch()
+    r = pod.run(timeout=40)
+    began, ended = r.first("main-1", "prestop"), r.first("main-1", "prestop-done")
+    assert [t for t in r.times("readiness", "probe") if began < t < ended], "no readiness run"
+    late = [t for t in r.times("liveness", "probe") if t > began + 1.0]
+    assert not late, "a liveness probe ran after the preStop began"
+
+
+def test_p22_p23_readiness_turns_false_during_termination_and_liveness_stops(pod: Pod) -> None:
+    # Upstream: "should mark readiness on pods to false [and disable liveness probes] while
+    # pod is in progress of terminating" (container_probe e2e, the pod-deletion case).
+    ready = pod.tmp / "ready"
+    pod.main(
+        "main-1",
+        f"trap 'rm -f {ready}; L term; sleep 3; L exit 0; exit 0' TERM; touch {ready}; "
+        "while :; do sleep 0.05; done",
+        readinessProbe={
+            "exec": {"command": ["test", "-f", str(ready)]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+        livenessProbe={
+            "exec": {"command": ["test", "-f", str(ready)]},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    r = pod.run(stop_after=2.5, timeout=40)
+    terminating = r.event("pod", "terminating")[0]["t"]
+    assert [e for e in r.event("main-1", "ready") if e["t"] < terminating]
+    assert [e for e in r.event("main-1", "not-ready") if e["t"] > terminating], (
+        "readiness probes stopped with the termination"
+    )
+    assert not r.event("main-1", "liveness-probe-failed")
+    assert r.code == 0, "exited 0 on SIGTERM: Succeeded"
+
+
+def test_r8_waiting_for_a_startup_probe_ends_when_the_container_exits(pod: Pod) -> None:
+    # The kubelet's probe workers stop with their container: an exited container is not
+    # probed until a long initialDelaySeconds has passed.
+    pod.main(
+        "main-1",
+        f"sleep 0.3; {done(3)}",
+        startupProbe={"exec": {"command": ["true"]}, "initialDelaySeconds": 60},
+    )
+    r = pod.run(timeout=45)
+    assert r.code == 3
+    assert r.event("pod", "failed")[0]["t"] < 20
+
+
+def test_r8_waiting_for_a_startup_probe_ends_when_the_pod_terminates(pod: Pod) -> None:
+    pod.sidecar(
+        "sidecar-1",
+        startupProbe={"exec": {"command": ["false"]}, "periodSeconds": 60, "failureThreshold": 5},
+    )
+    pod.main("main-1", done())
+    r = pod.run(stop_after=1.0, timeout=45)
+    assert r.count("main-1", "start") == 0
+    assert r.event("pod", "failed")[0]["t"] < 20
+
+
+def test_r37_sigterm_goes_to_the_main_process_only(pod: Pod) -> None:
+    # Pod termination: "the container runtime sends a TERM signal to the main process in each
+    # container" (kubernetes.io, Termination of Pods); the rest dies with it at its exit.
+    pod.main(
+        "main-1",
+        "(trap 'L child-term; exit 0' TERM; while :; do sleep 0.05; done) & "
+        "trap 'L term; sleep 0.3; L exit 0; exit 0' TERM; while :; do sleep 0.05; done",
+    )
+    r = pod.run(stop_after=1.0, timeout=30)
+    assert r.count("main-1", "term") == 1
+    assert r.count("main-1", "child-term") == 0, "SIGTERM reached a child of the main process"
+    assert r.code == 0, "the main container exited 0 on SIGTERM: Succeeded"
+
+
+def test_r42_after_sigterm_a_main_killed_by_the_signal_fails_the_pod(pod: Pod) -> None:
+    pod.main("main-1", "while :; do sleep 0.05; done")
+    r = pod.run(stop_after=1.0, timeout=30)
+    assert r.event("main-1", "exited")[-1]["code"] == 143
+    assert r.code == 143, "Failed, with the code the kubelet reports (128 + SIGTERM)"
+    assert "failed" in r.pod_events()
+
+
+def test_long_lines_reach_the_output_whole_in_marked_parts(pod: Pod) -> None:
+    # The CRI logger splits lines at 16 KiB and tags the parts P(artial) and F(ull).
+    pod.main(
+        "main-1",
+        "head -c 200000 /dev/zero | tr '\\0' x; echo; "
+        "head -c 100000 /dev/zero | tr '\\0' x | sed 's/x/é/g'; echo; echo after; " + done(),
+    )
+    r = pod.run(timeout=30)
+    assert r.code == 0
+    lines, current = [], ""
+    for line in r.stdout.splitlines():
+        name, tag, text = line[:6], line[7], line[9:]
+        assert name == "main-1"
+        current += text
+        if tag == "|":
+            lines.append(current)
+            current = ""
+        else:
+            assert tag == "P"
+            assert len(text.encode()) <= 16384
+    assert lines == ["x" * 200_000, "é" * 100_000, "after"]
+
+
+@pytest.fixture
+def cpu_load() -> Iterator[None]:
+    """Two busy processes (one per core here), bounded to 60 s, stopped after the test."""
+    hog = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for proc in hogs:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.usefixtures("cpu_load")
+def test_r8_without_startup_probes_each_entry_starts_after_the_previous_sidecar_under_load(
+    pod: Pod,
+) -> None:
+    # The kubelet starts the next init entry once the previous sidecar's process has
+    # started (no startupProbe, no postStart): the order is fixed, however busy the node.
+    order = ["sidecar-1", "init-1", "sidecar-2", "sidecar-3", "main-1", "main-2"]
+    pod.sidecar("sidecar-1")
+    pod.init("init-1", done())
+    pod.sidecar("sidecar-2")
+    pod.sidecar("sidecar-3")
+    pod.main("main-1", f"sleep 0.5; {done()}")
+    pod.main("main-2", f"sleep 0.5; {done()}")
+    for _ in range(3):
+        pod.log_path.write_text("")
+        r = pod.run(timeout=60)
+        assert r.code == 0
+        started = [e["container"] for e in r.events if e["event"] == "started"]
+        assert started == order
+        assert r.first("init-1", "exit 0") <= r.first("sidecar-2", "start")
+        for name in order:
+            assert r.count(name, "start") == 1
+
+
+def test_p19_the_startup_probe_grace_period_overrides_the_pods(pod: Pod) -> None:
+    pod.grace = 60
+    pod.main(
+        "main-1",
+        "trap '' TERM; while :; do sleep 0.05; done",
+        startupProbe={
+            "exec": {"command": ["false"]},
+            "initialDelaySeconds": 1,  # the first probe comes at once; let the trap be set
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+            "terminationGracePeriodSeconds": 1,
+        },
+    )
+    r = pod.run(timeout=40)
+    failed = r.event("main-1", "startup-probe-failed")[0]["t"]
+    killed = r.event("main-1", "sigkill")[0]["t"]
+    assert killed - failed < 4, "killed after the probe's grace, not the pod's 60 s"
+
+
+def test_s12_sidecar_liveness_probes_stop_and_sidecars_do_not_restart_during_pre_stop(
+    pod: Pod,
+) -> None:
+    pod.sidecar(
+        "sidecar-1",
+        livenessProbe={
+            **pod.hook("sc-liveness", "L probe; false"),
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    pod.main(
+        "main-1",
+        "trap 'L term; exit 0' TERM; while :; do sleep 0.05; done",
+        lifecycle={"preStop": pod.hook("main-1", "L prestop; sleep 3; L prestop-done")},
+    )
+    r = pod.run(stop_after=2.0, timeout=40)
+    began = r.first("main-1", "prestop")
+    assert not [t for t in r.times("sc-liveness", "probe") if t > began + 1.0]
+    terminating = r.event("pod", "terminating")[0]["t"]
+    assert not [e for e in r.event("sidecar-1", "started") if e["t"] > terminating]

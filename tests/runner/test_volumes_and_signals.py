@@ -114,5 +114,37 @@ def test_a_second_interrupt_kills_everything_at_once(tmp_path: Path) -> None:
     assert runner.poll() is None, "the first interrupt waits for the 60 s grace period"
     started = time.monotonic()
     runner.send_signal(signal.SIGINT)
-    assert runner.wait(timeout=10) == 130
+    assert runner.wait(timeout=10) == 137, "Failed: the app was killed by SIGKILL (128 + 9)"
     assert time.monotonic() - started < 5
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_pod(tmp_path: Path) -> None:
+    # `sidecarkit run pod.yaml | head` must not leave the runner stuck once head is gone.
+    done = tmp_path / "done"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "chatty"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "busybox",
+                    "command": ["sh", "-c", f"echo one; sleep 0.5; seq 1 2000; touch {done}"],
+                }
+            ],
+        },
+    }
+    path = tmp_path / "pod.json"
+    path.write_text(json.dumps(pod))
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "sidecarkit", "run", str(path), "--events", "text"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert runner.stdout is not None
+    runner.stdout.readline()
+    runner.stdout.close()  # the reader goes away
+    assert runner.wait(timeout=30) == 0
+    assert done.exists()

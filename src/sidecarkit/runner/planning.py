@@ -17,8 +17,10 @@ at run time from pieces) is not seen, which is the limit of running without moun
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,7 +52,8 @@ def _own(image: str) -> bool:
     return repository in OWN_IMAGES or repository.endswith("/sidecarkit")
 
 
-def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str]:
+def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str, str]:
+    """The first pod template: (metadata and spec, its path, its ``kubectl explain`` path)."""
     for _index, doc in enumerate(documents, start=1):
         if isinstance(doc, dict) and workloads.template_path(doc.get("kind")) is not None:
             template = workloads.pod_template(doc)
@@ -60,11 +63,17 @@ def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str]:
                     if doc.get("kind") == "Pod"
                     else ".".join(workloads.template_path(doc.get("kind")) or ()) + ".spec"
                 )
-                metadata = dict(template.get("metadata") or {})
+                metadata: Any = template.get("metadata") or {}
+                outer = doc.get("metadata")
+                if isinstance(metadata, dict) and isinstance(outer, dict):
+                    metadata = dict(metadata)
+                    if doc.get("kind") != "Pod":
+                        metadata.setdefault("name", outer.get("name"))
+                    metadata.setdefault("namespace", outer.get("namespace"))
+                explain = str(doc.get("kind")).lower()
                 if doc.get("kind") != "Pod":
-                    metadata.setdefault("name", (doc.get("metadata") or {}).get("name"))
-                metadata.setdefault("namespace", (doc.get("metadata") or {}).get("namespace"))
-                return {"metadata": metadata, "spec": template["spec"]}, where
+                    explain += "." + where[: -len(".spec")]
+                return {"metadata": metadata, "spec": template["spec"]}, where, explain
     raise specs.SpecError(["no Pod or workload with a pod template in the manifests"])
 
 
@@ -135,6 +144,37 @@ def _volumes(
     return paths
 
 
+def _ports_in_use(pod: specs.PodSpec, where: str) -> list[str]:
+    """Declared ports that something on this machine already holds.
+
+    Containers share this machine's network here, so a declared port another process
+    listens on would only fail later, inside the app, with a message about an address in
+    use; this names the port, the container and the fix before anything starts.
+    """
+    problems = []
+    groups = (("initContainers", pod.init_containers), ("containers", pod.containers))
+    for key, group in groups:
+        for i, container in enumerate(group):
+            if key == "initContainers" and not container.sidecar:
+                continue
+            for port, protocol in container.ports:
+                kind = socket.SOCK_DGRAM if protocol == "UDP" else socket.SOCK_STREAM
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        probe.bind(("0.0.0.0", port))
+                    except OSError as exc:
+                        if exc.errno != errno.EADDRINUSE:
+                            continue  # a privileged port, say: the app will say so itself
+                        problems.append(
+                            f"{where}.{key}[{i}].ports: port {port}/{protocol} of container "
+                            f"{container.name!r} is already in use on this machine, which "
+                            "the pod's containers share here; stop what holds it "
+                            f"(`ss -lntup 'sport = :{port}'` shows it) or change containerPort"
+                        )
+    return problems
+
+
 def _rewriter(mounts: Sequence[tuple[str, str]]) -> Any:
     if not mounts:
         return lambda text: text
@@ -154,10 +194,14 @@ def plan(
     root: Path,
     commands: Mapping[str, Sequence[str]],
     host: expanding.Host,
+    lenient: bool = False,
 ) -> Plan:
     """The runnable plan of the first pod template in ``documents``; SpecError if none."""
-    template, where = _template(documents)
-    pod = specs.read_pod(template, where=where)
+    template, where, explain = _template(documents)
+    pod = specs.read_pod(template, where=where, explain=explain, lenient=lenient)
+    busy = _ports_in_use(pod, where)
+    if busy:
+        raise specs.SpecError(busy)
     objects = expanding.Objects.from_documents(documents)
     volumes = _volumes(pod, root, objects, where)
     own = [sys.executable, "-m", "sidecarkit"]

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-from sidecarkit.runner import specs
+from sidecarkit.runner import containing, processes, specs
 
 __all__ = ["MAX_REDIRECTS", "PROBE_WARNING", "run_handler"]
 
@@ -44,10 +46,21 @@ async def run_handler(
     cwd: str | None,
     ports: Mapping[str, int],
     timeout: float,
+    container: str = "",
+    containment: containing.Containment | None = None,
 ) -> tuple[bool, str]:
-    """(succeeded, what happened) for one run of ``handler``; never raises."""
+    """(succeeded, what happened) for one run of ``handler``; never raises.
+
+    An exec handler runs as a process of ``container`` (its mark, cgroup and watchdog entry
+    in ``containment``); timed out or cancelled, its whole process group is killed.
+    """
+    if handler.kind == "grpc":
+        # Loading grpc takes a second or more on a busy machine: not the probe's time.
+        await asyncio.to_thread(_grpc_modules)
     try:
-        return await asyncio.wait_for(_run(handler, env, cwd, ports, timeout), timeout)
+        return await asyncio.wait_for(
+            _run(handler, env, cwd, ports, timeout, container, containment), timeout
+        )
     except TimeoutError:
         return False, f"timed out after {timeout:g}s"
     except Exception as exc:  # a probe that breaks has failed; the runner goes on
@@ -60,27 +73,16 @@ async def _run(
     cwd: str | None,
     ports: Mapping[str, int],
     timeout: float,
+    container: str,
+    containment: containing.Containment | None,
 ) -> tuple[bool, str]:
     if handler.kind == "sleep":
         await asyncio.sleep(handler.seconds)
         return True, f"slept {handler.seconds:g}s"
     if handler.kind == "exec":
-        proc = await asyncio.create_subprocess_exec(
-            *handler.command,
-            env=dict(env),
-            cwd=cwd or None,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
+        code = await processes.run_command(
+            handler.command, env=env, cwd=cwd, container=container, containment=containment
         )
-        try:
-            code = await proc.wait()
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
         return code == 0, f"exit code {code}"
     port = _port(handler, ports)
     if handler.kind == "tcpSocket":
@@ -164,7 +166,8 @@ async def _http_get(url: SplitResult, headers: Sequence[tuple[str, str]]) -> tup
             await writer.wait_closed()
 
 
-async def _grpc(handler: specs.Handler, port: int, timeout: float) -> tuple[bool, str]:
+@functools.cache
+def _grpc_modules() -> tuple[Any, Any, Any] | None:
     try:
         import grpc  # noqa: PLC0415
         from grpc_health.v1 import (  # noqa: PLC0415
@@ -172,7 +175,15 @@ async def _grpc(handler: specs.Handler, port: int, timeout: float) -> tuple[bool
             health_pb2_grpc,
         )
     except ImportError:
+        return None
+    return grpc, health_pb2, health_pb2_grpc
+
+
+async def _grpc(handler: specs.Handler, port: int, timeout: float) -> tuple[bool, str]:
+    modules = _grpc_modules()
+    if modules is None:
         return False, "grpc probes need the grpcio and grpcio-health-checking packages"
+    grpc, health_pb2, health_pb2_grpc = modules
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:

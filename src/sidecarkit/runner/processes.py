@@ -1,90 +1,42 @@
-"""Containers as processes: each in its own process group, none outliving the runner.
+"""Containers as processes: started contained, signalled as the kubelet does, read in full.
 
-Every container process starts a new session (so its whole process group can be signalled)
-with ``PR_SET_PDEATHSIG`` set to SIGKILL (so it dies with the runner). That covers the direct
-child only; a shell's children would be re-parented and live on. So the runner also keeps one
-watchdog process, which learns each container's process group through a pipe and, when the
-pipe closes because the runner is gone (even by SIGKILL), kills every group it was told about.
+Each container process starts in its own session and cgroup with the container's mark
+(``containing``), so that when it ends everything it started ends too, as in a container
+whose PID namespace goes with its first process. The stop signal goes to the main process
+only, as the container runtime sends it to PID 1; SIGKILL goes to everything of the container.
 
-Output is read line by line and handed to a sink with the container's name and stream.
+Output is read in chunks, never dropped: lines are handed to a sink with the container's name
+and stream; a line longer than ``MAX_LINE`` bytes is handed over in parts, every part but the
+last marked partial, as the CRI log format (``P`` and ``F`` tags) does at 16 KiB.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
-__all__ = ["Process", "Sink", "Watchdog"]
+from sidecarkit.runner import containing
 
-Sink = Callable[[str, str, str], None]
-"""Called with (container, "stdout" or "stderr", line without its newline)."""
+__all__ = ["MAX_LINE", "Process", "Sink", "run_command"]
 
-_PR_SET_PDEATHSIG: Final = 1
+Sink = Callable[[str, str, str, bool], None]
+"""Called with (container, "stdout" or "stderr", line without its newline, partial)."""
 
-_WATCHDOG: Final = r"""
-import os, signal, sys
-groups = set()
-for line in sys.stdin:
-    word, _, number = line.strip().partition(" ")
-    if word == "add":
-        groups.add(int(number))
-    elif word == "remove":
-        groups.discard(int(number))
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except OSError:
-        pass
-"""
+MAX_LINE: Final = 16 * 1024
+"""Bytes of one line handed over at once; longer lines come in parts (the CRI logger's size)."""
+_READ: Final = 64 * 1024
+_PIPE_GRACE: Final = 2.0
+"""Seconds to drain output after a container is gone before its pipes are closed anyway."""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-class Watchdog:
-    """Kills every container's process group when the runner goes away, however it goes."""
-
-    def __init__(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG],
-            stdin=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def _say(self, line: str) -> None:
-        if self._proc.stdin is not None:
-            with contextlib.suppress(BrokenPipeError, ValueError):
-                self._proc.stdin.write(line + "\n")
-                self._proc.stdin.flush()
-
-    def add(self, group: int) -> None:
-        self._say(f"add {group}")
-
-    def remove(self, group: int) -> None:
-        self._say(f"remove {group}")
-
-    def close(self) -> None:
-        """End the watchdog; it kills whatever groups are still registered."""
-        if self._proc.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):
-                self._proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(timeout=5)
+def _killpg(group: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)
 
 
 class Process:
@@ -95,13 +47,13 @@ class Process:
         name: str,
         proc: asyncio.subprocess.Process,
         pumps: list[asyncio.Task[None]],
-        watchdog: Watchdog | None,
+        containment: containing.Containment | None,
     ) -> None:
         self.name = name
         self.proc = proc
         self.pid = proc.pid
         self._pumps = pumps
-        self._watchdog = watchdog
+        self._containment = containment
 
     @classmethod
     async def start(
@@ -112,31 +64,52 @@ class Process:
         env: Mapping[str, str],
         cwd: str | None,
         sink: Sink,
-        watchdog: Watchdog | None,
+        containment: containing.Containment | None,
     ) -> Process:
         """Start ``argv``; OSError (no such program, say) is the caller's to report."""
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            env=dict(env),
-            cwd=cwd or None,
-            stdin=subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        if watchdog is not None:
-            watchdog.add(proc.pid)
+        if containment is not None:
+            env = {**env, **containment.mark(name)}
+        # Our own pipes, not the subprocess transport's: its wait() would also wait for a
+        # pipe that an escaped grandchild holds open.
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                env=dict(env),
+                cwd=cwd or None,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                start_new_session=True,
+                preexec_fn=containment.preexec(name) if containment is not None else None,
+            )
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        if containment is not None:
+            containment.watch(proc.pid)
         pumps = [
-            asyncio.create_task(_pump(proc.stdout, name, "stdout", sink), name=f"{name} stdout"),
-            asyncio.create_task(_pump(proc.stderr, name, "stderr", sink), name=f"{name} stderr"),
+            asyncio.create_task(_pump(out_r, name, "stdout", sink), name=f"{name} stdout"),
+            asyncio.create_task(_pump(err_r, name, "stderr", sink), name=f"{name} stderr"),
         ]
-        return cls(name, proc, pumps, watchdog)
+        return cls(name, proc, pumps, containment)
 
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` to the container's whole process group."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
+    def terminate(self) -> None:
+        """SIGTERM to the main process, as the runtime sends the stop signal to PID 1."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL to the container's whole process group, and everything else of it."""
+        _killpg(self.pid)
+        if self._containment is not None:
+            self._containment.kill_container(self.name)
 
     @property
     def running(self) -> bool:
@@ -145,22 +118,106 @@ class Process:
     async def wait(self) -> int:
         """The exit code, as the kubelet reports it: 128 + n for a death by signal n."""
         code = await self.proc.wait()
-        # Whatever the main process left behind in its group goes with it.
-        self.signal(signal.SIGKILL)
-        await asyncio.gather(*self._pumps, return_exceptions=True)
-        if self._watchdog is not None:
-            self._watchdog.remove(self.pid)
+        # Whatever the main process left behind goes with it, as with a container's PID 1.
+        self.kill()
+        _, pending = await asyncio.wait(self._pumps, timeout=_PIPE_GRACE)
+        if pending:  # a process out of reach still holds the pipes: stop reading them
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._containment is not None:
+            self._containment.unwatch(self.pid)
         return 128 - code if code < 0 else code
 
 
-async def _pump(stream: asyncio.StreamReader | None, name: str, kind: str, sink: Sink) -> None:
-    if stream is None:
-        return
+def _split(data: bytes) -> int:
+    """Where to cut a too-long line: at most MAX_LINE bytes, never inside a UTF-8 sequence."""
+    cut = MAX_LINE
+    for back in range(4):
+        if data[cut - back] & 0xC0 != 0x80:
+            return cut - back
+    return cut
+
+
+async def _pump(fd: int, name: str, kind: str, sink: Sink) -> None:
+    loop = asyncio.get_running_loop()
+    stream = asyncio.StreamReader(limit=_READ, loop=loop)
+    pipe = os.fdopen(fd, "rb", 0)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stream, loop=loop), pipe
+        )
+    except BaseException:
+        pipe.close()
+        raise
+    try:
+        await _read(stream, name, kind, sink)
+    finally:
+        transport.close()
+
+
+async def _read(stream: asyncio.StreamReader, name: str, kind: str, sink: Sink) -> None:
+    buffer = b""
     while True:
-        try:
-            line = await stream.readline()
-        except (ValueError, asyncio.LimitOverrunError):
-            line = await stream.read(1 << 16)
-        if not line:
+        chunk = await stream.read(_READ)
+        if not chunk:
+            if buffer:
+                sink(name, kind, buffer.decode("utf-8", "replace"), False)
             return
-        sink(name, kind, line.decode("utf-8", "replace").rstrip("\n"))
+        buffer += chunk
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            while end - start > MAX_LINE:
+                cut = start + _split(buffer[start : start + MAX_LINE + 1])
+                sink(name, kind, buffer[start:cut].decode("utf-8", "replace"), True)
+                start = cut
+            sink(name, kind, buffer[start:end].decode("utf-8", "replace"), False)
+            start = end + 1
+        buffer = buffer[start:]
+        while len(buffer) > MAX_LINE:
+            cut = _split(buffer[: MAX_LINE + 1])
+            sink(name, kind, buffer[:cut].decode("utf-8", "replace"), True)
+            buffer = buffer[cut:]
+
+
+async def run_command(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None,
+    container: str,
+    containment: containing.Containment | None,
+) -> int:
+    """Run an exec probe or hook "inside" ``container`` to its end; its exit code.
+
+    Cancelled (a timeout, the pod's end, a second interrupt), it kills the command's whole
+    process group before it returns, so nothing it started lives on. What a command that
+    finished left running stays, as in the container, until the container ends.
+    """
+    if containment is not None:
+        env = {**env, **containment.mark(container)}
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env=dict(env),
+        cwd=cwd or None,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    if containment is not None:
+        containment.join(container, proc.pid)
+        containment.watch(proc.pid)
+    try:
+        return await proc.wait()
+    finally:
+        if proc.returncode is None:
+            _killpg(proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+        if containment is not None:
+            containment.unwatch(proc.pid)

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sidecarkit.runner import probing, processes, specs
+from sidecarkit.runner import containing, probing, processes, specs
 
 __all__ = ["Launch", "PodRun"]
 
@@ -64,7 +63,8 @@ class _State:
     exit_code: int | None = None
     backoff: float = 0.0
     last_start: float = 0.0
-    probes: list[asyncio.Task[None]] = field(default_factory=list)
+    probes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    """The running readiness and liveness loops, by kind."""
 
 
 class PodRun:
@@ -79,20 +79,23 @@ class PodRun:
         events: Events,
         backoff_scale: float = 1.0,
         grace: float | None = None,
-        watchdog: processes.Watchdog | None = None,
+        containment: containing.Containment | None = None,
     ) -> None:
         self.pod = pod
         self.sink = sink
         self.events = events
         self.scale = backoff_scale
         self.grace = pod.termination_grace if grace is None else grace
-        self.watchdog = watchdog
+        self.containment = containment
         self.states = [
             _State(c, "sidecar" if c.sidecar else "init", launches[c.name])
             for c in pod.init_containers
         ] + [_State(c, "main", launches[c.name]) for c in pod.containers]
         self.terminating = False
         self.interrupted = False
+        self.forced = False
+        self._handlers: dict[asyncio.Task[tuple[bool, str]], str] = {}
+        """Probe and hook runs in flight, by kind (startup, liveness, readiness, hook)."""
         self.failed_init: _State | None = None
         self._stop = asyncio.Event()
         self._mains_done = asyncio.Event()
@@ -124,7 +127,7 @@ class PodRun:
                 env=launch.env,
                 cwd=launch.cwd,
                 sink=self.sink,
-                watchdog=self.watchdog,
+                containment=self.containment,
             )
         except OSError as exc:
             self.emit(state.spec.name, "failed-to-start", reason=str(exc))
@@ -134,16 +137,35 @@ class PodRun:
         return True
 
     async def _handler(
-        self, state: _State, handler: specs.Handler, timeout: float
+        self, state: _State, handler: specs.Handler, timeout: float, kind: str
     ) -> tuple[bool, str]:
-        """Run a probe or hook handler as if inside ``state``'s container."""
-        ok, detail = await probing.run_handler(
-            handler,
-            env=state.launch.env,
-            cwd=state.launch.cwd,
-            ports=state.spec.port_names,
-            timeout=timeout,
+        """Run a probe or hook handler as if inside ``state``'s container.
+
+        The run is a task of its own, so that termination can cancel startup and liveness
+        probes and a second interrupt every hook, without cancelling whoever waits for it.
+        """
+        task = asyncio.create_task(
+            probing.run_handler(
+                handler,
+                env=state.launch.env,
+                cwd=state.launch.cwd,
+                ports=state.spec.port_names,
+                timeout=timeout,
+                container=state.spec.name,
+                containment=self.containment,
+            ),
+            name=f"{state.spec.name} {kind}",
         )
+        self._handlers[task] = kind
+        task.add_done_callback(self._handlers.pop)
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.cancelled():
+            return False, "cancelled"
+        ok, detail = task.result()
         if ok and detail.startswith(probing.PROBE_WARNING):
             self.emit(state.spec.name, "probe-warning", detail=detail[len(probing.PROBE_WARNING) :])
         return ok, detail
@@ -153,21 +175,39 @@ class PodRun:
         if hook is None:
             return True
         # Kubernetes gives postStart no timeout; ten grace periods keep a stuck hook finite.
-        ok, detail = await self._handler(state, hook, max(self.grace, 1.0) * 10)
+        ok, detail = await self._handler(state, hook, max(self.grace, 1.0) * 10, "hook")
         self.emit(state.spec.name, "post-start-done" if ok else "post-start-failed", detail=detail)
         return ok
+
+    def _probe_deadline(self, probe: specs.Probe | None) -> float:
+        """When a kill for a failed liveness or startup probe turns to SIGKILL (R28)."""
+        grace = self.grace
+        if probe is not None and probe.termination_grace is not None:
+            grace = probe.termination_grace
+        return asyncio.get_running_loop().time() + grace
+
+    async def _pause(self, state: _State, seconds: float) -> None:
+        """Sleep, but wake as soon as the container exits or the pod terminates."""
+        if seconds <= 0:
+            return
+        waits: list[asyncio.Task[Any]] = [asyncio.create_task(self._stop.wait())]
+        if state.process is not None:
+            waits.append(asyncio.create_task(state.process.proc.wait()))
+        _, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
 
     async def _startup_probe(self, state: _State) -> bool:
         probe = state.spec.startup
         if probe is None:
             return True
-        await asyncio.sleep(probe.initial_delay)
+        await self._pause(state, probe.initial_delay)
         failures = 0
         while not self.terminating:
             assert state.process is not None
             if not state.process.running:
                 return False
-            ok, detail = await self._handler(state, probe.handler, probe.timeout)
+            ok, detail = await self._handler(state, probe.handler, probe.timeout, "startup")
             if ok:
                 self.emit(state.spec.name, "startup-probe-passed")
                 return True
@@ -175,14 +215,21 @@ class PodRun:
             if failures >= probe.failure_threshold:
                 self.emit(state.spec.name, "startup-probe-failed", detail=detail)
                 return False
-            await asyncio.sleep(probe.period)
+            await self._pause(state, probe.period)
         return False
 
     async def _probe_loop(self, state: _State, probe: specs.Probe, kind: str) -> None:
+        """Readiness or liveness until the container exits.
+
+        Termination stops liveness (and startup) probes only: readiness goes on through preStop
+        until the container is gone, as the kubelet's does.
+        """
         await asyncio.sleep(probe.initial_delay)
         successes = failures = 0
-        while not self.terminating and state.process is not None and state.process.running:
-            ok, detail = await self._handler(state, probe.handler, probe.timeout)
+        while state.process is not None and state.process.running:
+            if kind == "liveness" and self.terminating:
+                return
+            ok, detail = await self._handler(state, probe.handler, probe.timeout, kind)
             if ok:
                 successes, failures = successes + 1, 0
             else:
@@ -196,10 +243,7 @@ class PodRun:
                     self.emit(state.spec.name, "not-ready", detail=detail)
             elif failures >= probe.failure_threshold and not self.terminating:
                 self.emit(state.spec.name, "liveness-probe-failed", detail=detail)
-                grace = (
-                    probe.termination_grace if probe.termination_grace is not None else (self.grace)
-                )
-                await self._kill(state, deadline=asyncio.get_running_loop().time() + grace)
+                await self._kill(state, deadline=self._probe_deadline(probe))
                 return
             await asyncio.sleep(probe.period)
 
@@ -208,17 +252,19 @@ class PodRun:
             state.ready = True
         for probe, kind in ((state.spec.readiness, "readiness"), (state.spec.liveness, "liveness")):
             if probe is not None:
-                state.probes.append(
-                    asyncio.create_task(
-                        self._probe_loop(state, probe, kind), name=f"{state.spec.name} {kind}"
-                    )
+                state.probes[kind] = asyncio.create_task(
+                    self._probe_loop(state, probe, kind), name=f"{state.spec.name} {kind} loop"
                 )
 
-    def _stop_probes(self, state: _State) -> None:
-        for task in state.probes:
-            task.cancel()
-        state.probes.clear()
-        state.ready = False
+    def _stop_probes(
+        self, state: _State, *, kinds: tuple[str, ...] = ("readiness", "liveness")
+    ) -> None:
+        for kind in kinds:
+            task = state.probes.pop(kind, None)
+            if task is not None:
+                task.cancel()
+        if "readiness" in kinds:
+            state.ready = False
 
     async def _backoff(self, state: _State) -> None:
         """Crash-loop backoff before a restart (R17)."""
@@ -247,7 +293,7 @@ class PodRun:
                 self.emit(state.spec.name, "sidecar-started")
                 self._start_probes(state)
             elif state.process.running and not self.terminating:
-                await self._kill(state, deadline=asyncio.get_running_loop().time() + self.grace)
+                await self._kill(state, deadline=self._probe_deadline(state.spec.startup))
             code = await state.process.wait()
             self._stop_probes(state)
             state.exit_code = code
@@ -317,7 +363,7 @@ class PodRun:
                     self._start_probes(state)
                 elif state.process.running and not self.terminating:
                     # A failed startup probe: preStop, stop, then the pod's policy decides.
-                    await self._kill(state, deadline=asyncio.get_running_loop().time() + self.grace)
+                    await self._kill(state, deadline=self._probe_deadline(state.spec.startup))
                 code = await state.process.wait()
                 self._stop_probes(state)
                 self.emit(state.spec.name, "exited", code=code)
@@ -359,12 +405,12 @@ class PodRun:
 
     async def _pre_stop(self, state: _State, deadline: float) -> None:
         hook = state.spec.pre_stop
-        if hook is None or state.process is None or not state.process.running:
+        if hook is None or state.process is None or not state.process.running or self.forced:
             return
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             return
-        ok, detail = await self._handler(state, hook, remaining)
+        ok, detail = await self._handler(state, hook, remaining, "hook")
         self.emit(state.spec.name, "pre-stop-done" if ok else "pre-stop-failed", detail=detail)
 
     async def _signal_and_wait(self, state: _State, deadline: float) -> None:
@@ -372,13 +418,13 @@ class PodRun:
         if process is None or not process.running:
             return
         loop = asyncio.get_running_loop()
-        process.signal(signal.SIGTERM)
+        process.terminate()
         self.emit(state.spec.name, "sigterm")
         allowed = max(deadline - loop.time(), _FLOOR)
         try:
             await asyncio.wait_for(asyncio.shield(process.proc.wait()), allowed)
         except TimeoutError:
-            process.signal(signal.SIGKILL)
+            process.kill()
             self.emit(state.spec.name, "sigkill")
             await process.proc.wait()
 
@@ -389,7 +435,10 @@ class PodRun:
         deadline = loop.time() + self.grace
         self.emit("pod", "terminating", grace=self.grace)
         for state in self.states:
-            self._stop_probes(state)
+            self._stop_probes(state, kinds=("liveness",))
+        for task, kind in list(self._handlers.items()):
+            if kind in ("startup", "liveness"):
+                task.cancel()
         running = [s for s in self.states if s.process is not None and s.process.running]
         hooks = {id(s): asyncio.create_task(self._pre_stop(s, deadline)) for s in running}
 
@@ -397,8 +446,7 @@ class PodRun:
             hook = hooks[id(state)]
             remaining = deadline - loop.time()
             if remaining > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(hook), remaining)
+                await asyncio.wait({hook}, timeout=remaining)
             await self._signal_and_wait(state, deadline)
 
         firsts = [s for s in running if s.kind in ("main", "init")]
@@ -407,8 +455,7 @@ class PodRun:
         for index, state in enumerate(sidecars):
             remaining = deadline - loop.time()
             if remaining > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(hooks[id(state)]), remaining)
+                await asyncio.wait({hooks[id(state)]}, timeout=remaining)
             if loop.time() >= deadline:
                 # R40: the budget is spent: every sidecar left, this one included, gets SIGTERM
                 # together and SIGKILL 2 s later.
@@ -451,9 +498,6 @@ class PodRun:
             return self.failed_init.exit_code or 1
         mains = [s for s in self.states if s.kind == "main"]
         codes = [s.exit_code for s in mains]
-        if self.interrupted and not all(s.finished for s in mains):
-            self.emit("pod", "stopped", codes={s.spec.name: s.exit_code for s in mains})
-            return 130
         if codes and all(code == 0 for code in codes):
             self.emit("pod", "succeeded")
             return 0
@@ -493,7 +537,11 @@ class PodRun:
         self._stop.set()
 
     def force(self) -> None:
-        """A second interrupt: SIGKILL every container now."""
+        """A second interrupt: cancel every probe and hook, SIGKILL every container now."""
+        self.forced = True
+        self._stop.set()
+        for task in list(self._handlers):
+            task.cancel()
         for state in self.states:
             if state.process is not None and state.process.running:
-                state.process.signal(signal.SIGKILL)
+                state.process.kill()

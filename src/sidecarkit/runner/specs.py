@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sidecarkit import errors
+from sidecarkit.runner import podschema
 
 __all__ = [
     "ContainerSpec",
@@ -139,6 +140,8 @@ class PodSpec:
     volumes: tuple[Volume, ...]
     node_name: str = ""
     service_account: str = "default"
+    ignored: tuple[str, ...] = ()
+    """Unknown fields let through by ``lenient``, each with its path, to warn about."""
 
     @property
     def sidecars(self) -> tuple[ContainerSpec, ...]:
@@ -333,13 +336,36 @@ class _Reader:
         )
 
 
-def read_pod(template: Mapping[str, Any], *, where: str = "spec") -> PodSpec:
-    """The runnable spec of a pod template (``metadata`` and ``spec``); SpecError if not."""
+def read_pod(
+    template: Mapping[str, Any],
+    *,
+    where: str = "spec",
+    explain: str = "pod",
+    lenient: bool = False,
+) -> PodSpec:
+    """The runnable spec of a pod template (``metadata`` and ``spec``); SpecError if not.
+
+    Field types and names are checked against the Kubernetes schema first (``podschema``);
+    an unknown field is an error, as with kubectl's strict field validation, unless
+    ``lenient``, when it is ignored and listed in ``PodSpec.ignored``.
+    """
     r = _Reader()
     metadata = template.get("metadata") or {}
     spec = template.get("spec")
     if not isinstance(spec, dict):
         raise SpecError([f"{where}: the pod template has no spec"])
+    findings = podschema.check_template(
+        metadata,
+        spec,
+        metadata_path=where[: -len("spec")] + "metadata",
+        spec_path=where,
+        explain=explain,
+    )
+    problems = findings.errors + ([] if lenient else findings.unknown)
+    if problems:
+        if findings.unknown and not lenient:
+            problems.append("unknown fields are errors, as with kubectl; --lenient ignores them")
+        raise SpecError(problems)
     inits = [
         r.container(c, f"{where}.initContainers[{i}]", init=True)
         for i, c in enumerate(spec.get("initContainers") or ())
@@ -406,4 +432,5 @@ def read_pod(template: Mapping[str, Any], *, where: str = "spec") -> PodSpec:
         volumes=tuple(volumes),
         node_name=str(spec.get("nodeName") or ""),
         service_account=str(spec.get("serviceAccountName") or "default"),
+        ignored=tuple(findings.unknown),
     )

@@ -1,0 +1,282 @@
+"""Keeping every process of a pod findable, so that none outlives its container or the run.
+
+On a node a container is a PID namespace and a cgroup: when its main process ends, everything
+in it ends, however it forked, and the kubelet's exec probes and hooks run inside it too.
+Here containers are plain processes, so the runner rebuilds that in three layers:
+
+1. **Process groups.** Every container process, exec probe and exec hook starts a new session,
+   so its whole group can be killed at once, and gets ``PR_SET_PDEATHSIG`` = SIGKILL.
+2. **A cgroup per container, where one can be made** (cgroup v2, or the v1 ``pids`` or
+   ``freezer`` hierarchy, writable when the runner is root or has a delegated subtree). The
+   child joins it before ``exec``; nothing it forks can leave it. Probes and hooks join their
+   container's cgroup, as they would on a node.
+3. **An environment mark.** Every process of a container carries
+   ``SIDECARKIT_CONTAINER_ID=<run>.<container>`` and passes it to what it starts, so a
+   grandchild that escaped its group with ``setsid`` is still found by one pass over ``/proc``.
+   A process that both clears its environment and escapes its group, on a machine without a
+   usable cgroup, is the one case left uncovered.
+
+A watchdog process holds the other end of a pipe from the runner. When the pipe closes,
+because the run ended or because the runner died (even by SIGKILL), it kills every process
+group it was told about, everything in the run's cgroups and everything carrying the run's
+mark, then removes the cgroups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Final
+
+__all__ = ["MARK", "Containment", "sweep"]
+
+MARK: Final = "SIDECARKIT_CONTAINER_ID"
+"""The environment variable that marks every process of a container run here."""
+
+_PR_SET_PDEATHSIG: Final = 1
+_SWEEPS: Final = 5
+"""Passes over /proc or a cgroup: a process forking while it is killed may leave a child."""
+
+
+def _pids() -> Iterator[int]:
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                yield int(entry.name)
+
+
+def _marked(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = b"\0" + f.read()
+    except OSError:
+        return False
+    return needle in environ
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def sweep(prefix: str) -> int:
+    """SIGKILL every process whose mark starts with ``prefix``; how many were found."""
+    needle = f"\0{MARK}={prefix}".encode()
+    me = os.getpid()
+    total = 0
+    for _ in range(_SWEEPS):
+        found = [pid for pid in _pids() if pid != me and _marked(pid, needle)]
+        for pid in found:
+            _kill(pid)
+        total += len(found)
+        if not found:
+            break
+    return total
+
+
+def _cgroup_base() -> Path | None:
+    """The directory of this process's cgroup in a hierarchy that can hold our children."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    root = Path("/sys/fs/cgroup")
+    paths = {}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        paths[controllers] = path.lstrip("/")
+    if (root / "cgroup.controllers").exists() and "" in paths:
+        return root / paths[""]
+    for name in ("pids", "freezer"):
+        if name in paths and (root / name / "cgroup.procs").exists():
+            return root / name / paths[name]
+    return None
+
+
+def _cgroup_kill(directory: Path) -> None:
+    kill_file = directory / "cgroup.kill"
+    if kill_file.exists():
+        with contextlib.suppress(OSError):
+            kill_file.write_text("1")
+    for _ in range(_SWEEPS):
+        try:
+            pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return
+        if not pids:
+            return
+        for pid in pids:
+            _kill(pid)
+
+
+_WATCHDOG: Final = r"""
+import os, signal, sys, time
+sys.path[:0] = [sys.argv[3]]
+from sidecarkit.runner import containing
+prefix, cgroups = sys.argv[1], sys.argv[2]
+groups = set()
+for line in sys.stdin:
+    word, _, number = line.strip().partition(" ")
+    if word == "add":
+        groups.add(int(number))
+    elif word == "remove":
+        groups.discard(int(number))
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        pass
+containing.sweep(prefix)
+if cgroups:
+    containing.remove_cgroups(cgroups)
+"""
+
+
+def remove_cgroups(top: str) -> None:
+    """Kill everything in the cgroup tree ``top`` and remove it (the watchdog's last act)."""
+    base = Path(top)
+    if not base.is_dir():
+        return
+    children = [p for p in base.iterdir() if p.is_dir()]
+    for child in children:
+        _cgroup_kill(child)
+    _cgroup_kill(base)
+    for directory in [*children, base]:
+        for _ in range(50):
+            try:
+                directory.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.01)  # killed processes leave once the kernel has finished them
+
+
+class Containment:
+    """One run's processes: their groups, cgroups and mark, and the watchdog behind them."""
+
+    def __init__(self, *, cgroups: bool = True) -> None:
+        self.run = os.urandom(6).hex()  # not uuid: it imports platform, 10 ms of start-up
+        self._cgroup_top = self._make_cgroup_top() if cgroups else None
+        self._cgroups: dict[str, Path | None] = {}
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._prctl = libc.prctl
+        package = str(Path(__file__).resolve().parents[2])
+        self._watchdog = subprocess.Popen(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                _WATCHDOG,
+                f"{self.run}.",
+                str(self._cgroup_top or ""),
+                package,
+            ],
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def _make_cgroup_top(self) -> Path | None:
+        base = _cgroup_base()
+        if base is None:
+            return None
+        top = base / f"sidecarkit-{self.run}"
+        try:
+            top.mkdir()
+        except OSError:
+            return None
+        return top
+
+    @property
+    def cgroups(self) -> bool:
+        """Whether containers get a cgroup each on this machine."""
+        return self._cgroup_top is not None
+
+    def mark(self, container: str) -> dict[str, str]:
+        """The environment entry every process of ``container`` carries."""
+        return {MARK: f"{self.run}.{container}"}
+
+    def _cgroup(self, container: str) -> Path | None:
+        if container not in self._cgroups:
+            directory = None
+            if self._cgroup_top is not None:
+                directory = self._cgroup_top / container
+                try:
+                    directory.mkdir(exist_ok=True)
+                except OSError:
+                    directory = None
+            self._cgroups[container] = directory
+        return self._cgroups[container]
+
+    def preexec(self, container: str) -> Callable[[], None]:
+        """What a process of ``container`` runs between fork and exec."""
+        cgroup = self._cgroup(container)
+        procs = str(cgroup / "cgroup.procs").encode() if cgroup is not None else None
+        prctl = self._prctl
+
+        def child() -> None:  # pragma: no cover - runs in the child before exec
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if procs is not None:
+                try:
+                    fd = os.open(procs, os.O_WRONLY)
+                    try:
+                        os.write(fd, str(os.getpid()).encode())
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    pass  # the group and the mark still hold it
+
+        return child
+
+    def join(self, container: str, pid: int) -> None:
+        """Move ``pid`` into ``container``'s cgroup from outside, for a process started cheaply.
+
+        Exec probes run every few seconds; a ``preexec_fn`` would force a full fork of the
+        runner for each, where without one the child is spawned with vfork. What the probe
+        forks before this lands still carries the container's mark.
+        """
+        cgroup = self._cgroup(container)
+        if cgroup is not None:
+            with contextlib.suppress(OSError):
+                (cgroup / "cgroup.procs").write_text(str(pid))
+
+    def _say(self, line: str) -> None:
+        stdin = self._watchdog.stdin
+        if stdin is not None:
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                stdin.write(line + "\n")
+                stdin.flush()
+
+    def watch(self, group: int) -> None:
+        """Have the watchdog kill process group ``group`` if the runner goes first."""
+        self._say(f"add {group}")
+
+    def unwatch(self, group: int) -> None:
+        self._say(f"remove {group}")
+
+    def kill_container(self, container: str) -> None:
+        """SIGKILL every process of ``container`` still alive, however it escaped its group."""
+        cgroup = self._cgroups.get(container)
+        if cgroup is not None:
+            _cgroup_kill(cgroup)
+        sweep(f"{self.run}.{container}")
+
+    def close(self) -> None:
+        """End the run: the watchdog kills whatever is left of it and removes its cgroups."""
+        stdin = self._watchdog.stdin
+        if stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._watchdog.wait(timeout=30)
