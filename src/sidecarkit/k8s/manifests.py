@@ -18,6 +18,7 @@ import itertools
 import re
 import secrets
 from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import orjson
@@ -25,8 +26,20 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from sidecarkit import errors
+from sidecarkit.k8s import limits
 
-__all__ = ["Document", "dump", "dump_objects", "load_data", "load_stream", "to_plain"]
+__all__ = [
+    "Document",
+    "dump",
+    "dump_objects",
+    "iter_stream",
+    "lines_of",
+    "load_data",
+    "load_stream",
+    "parse",
+    "split",
+    "to_plain",
+]
 
 _MARKER: Final = re.compile(r"^(---|\.\.\.)(?=[ \t\r\n]|$)")
 _CONTENT: Final = re.compile(r"^[ \t]*[^ \t\r\n#%]")
@@ -47,20 +60,33 @@ class Document:
     """1-based position in the stream, as used in reports (``document 2``)."""
 
 
-def _split(text: str) -> list[tuple[int, str]]:
-    """Cut a stream into (first line, text) chunks, one per YAML document.
+def split(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """Cut a stream, given as lines with their endings, into (first line, text) chunks.
 
-    Comments and directives before the first ``---`` belong to the document that follows
-    (YAML does not make a document of them), and a ``...`` ends the chunk it is in.
+    One chunk per YAML document. Comments and directives before the first ``---`` belong to
+    the document that follows (YAML does not make a document of them), a ``...`` ends the chunk
+    it is in, and whitespace after a ``...`` stays with the chunk it ended. Lazy: a stream is
+    never held whole, so a long one costs the memory of its largest document.
     """
-    chunks: list[tuple[int, str]] = []
-    lines = text.splitlines(keepends=True)
+    pending: tuple[int, str] | None = None
+    for chunk in _chunks(lines):
+        if pending is not None and not chunk[1].strip():
+            pending = (pending[0], pending[1] + chunk[1])
+        elif chunk[1]:
+            if pending is not None:
+                yield pending
+            pending = chunk
+    if pending is not None:
+        yield pending
+
+
+def _chunks(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
     current: list[str] = []
     start, has_content, has_marker = 0, False, False
     for number, line in enumerate(lines):
         marker = _MARKER.match(line)
         if marker and marker.group(1) == "---" and (has_content or has_marker):
-            chunks.append((start, "".join(current)))
+            yield start, "".join(current)
             start, current, has_content = number, [], False
         current.append(line)
         if marker:
@@ -69,13 +95,16 @@ def _split(text: str) -> list[tuple[int, str]]:
             if has_marker and rest and not rest.startswith("#"):
                 has_content = True
             if marker.group(1) == "...":
-                chunks.append((start, "".join(current)))
+                yield start, "".join(current)
                 start, current, has_content, has_marker = number + 1, [], False, False
         elif _CONTENT.match(line):
             has_content = True
-    if current or not chunks:
-        chunks.append((start, "".join(current)))
-    return chunks
+    yield start, "".join(current)
+
+
+def lines_of(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their endings, broken where YAML breaks them (LF, CR, CRLF)."""
+    return iter(io.StringIO(text, newline=""))
 
 
 def _yaml() -> YAML:
@@ -85,29 +114,43 @@ def _yaml() -> YAML:
     return yaml
 
 
+def parse(chunk: str, *, line: int, index: int, source: str) -> Document:
+    """One chunk of ``split`` as a Document; ManifestError names ``source:line:column``.
+
+    Documents that nest too deeply or whose aliases expand too far (``limits``) are refused
+    here, before anything walks their data.
+    """
+    yaml = _yaml()
+    try:
+        data = yaml.load(chunk)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{line + mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise errors.ManifestError(f"{where}: {problem}; fix the YAML") from exc
+    except YAMLError as exc:
+        raise errors.ManifestError(f"{source}:{line + 1}: {exc}; fix the YAML") from exc
+    except RecursionError as exc:
+        raise errors.ManifestError(
+            f"{source}:{line + 1}: the document nests more than {limits.MAX_DEPTH} levels "
+            "deep, which no Kubernetes object does; flatten it"
+        ) from exc
+    try:
+        limits.measure(data)
+    except limits.Breach as exc:
+        raise errors.ManifestError(f"{source}:{line + (exc.line or 0) + 1}: {exc}") from exc
+    return Document(chunk, data, line, index)
+
+
+def iter_stream(lines: Iterable[str], *, source: str) -> Iterator[Document]:
+    """Parse the documents of a stream one at a time (see ``split`` and ``parse``)."""
+    for index, (line, chunk) in enumerate(split(lines), start=1):
+        yield parse(chunk, line=line, index=index, source=source)
+
+
 def load_stream(text: str, *, source: str) -> list[Document]:
     """Parse every document of ``text``; ManifestError names ``source:line:column`` on failure."""
-    yaml = _yaml()
-    documents: list[Document] = []
-    for line, chunk in _split(text):
-        if not chunk.strip() and documents:
-            # Whitespace after a ``...`` belongs to the document it ended.
-            last = documents[-1]
-            documents[-1] = Document(last.text + chunk, last.data, last.line, last.index)
-            continue
-        if not chunk:
-            continue
-        try:
-            data = yaml.load(chunk)
-        except MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f"{source}:{line + mark.line + 1}:{mark.column + 1}" if mark else source
-            problem = exc.problem or exc.context or "malformed YAML"
-            raise errors.ManifestError(f"{where}: {problem}; fix the YAML") from exc
-        except YAMLError as exc:
-            raise errors.ManifestError(f"{source}:{line + 1}: {exc}; fix the YAML") from exc
-        documents.append(Document(chunk, data, line, len(documents) + 1))
-    return documents
+    return list(iter_stream(lines_of(text), source=source))
 
 
 def load_data(text: str, *, source: str) -> Any:
