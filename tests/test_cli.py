@@ -34,21 +34,49 @@ def test_several_files_are_concatenated_as_one_stream() -> None:
     assert result.stdout == pod + "---\n" + plain
 
 
-def test_malformed_input_anywhere_means_exit_2_and_no_output() -> None:
-    result = run("inject", "-f", str(GOLDEN / "pod.yaml"), "-f", str(GOLDEN / "malformed.yaml"))
+def test_with_strict_malformed_input_anywhere_means_exit_2_and_no_output() -> None:
+    result = run(
+        "inject", "--strict", "-f", str(GOLDEN / "pod.yaml"), "-f", str(GOLDEN / "malformed.yaml")
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert "malformed.yaml:14:5" in result.stderr
 
 
-def test_a_conflict_in_the_second_document_means_no_output_at_all() -> None:
+def test_with_strict_a_conflict_in_the_second_document_means_no_output_at_all() -> None:
     stream = (
         (GOLDEN / "pod.yaml").read_text() + "---\n" + (GOLDEN / "conflict-port.yaml").read_text()
     )
-    result = run("inject", stdin=stream)
+    result = run("inject", "--strict", stdin=stream)
     assert result.returncode == 2
     assert result.stdout == ""
     assert "<stdin> document 2: Pod/port-clash: injection would overwrite" in result.stderr
+
+
+def test_a_conflict_is_reported_for_its_document_and_the_rest_are_injected() -> None:
+    pod = (GOLDEN / "pod.yaml").read_text()
+    clash = (GOLDEN / "conflict-port.yaml").read_text()
+    result = run("inject", "--report", "json", stdin=pod + "---\n" + clash + "---\n" + pod)
+    assert result.returncode == 2
+    injected = (GOLDEN / "pod.injected.yaml").read_text()
+    assert result.stdout == injected + "---\n" + clash + "---\n" + injected
+    assert "sidecarkit: error: <stdin> document 2: Pod/port-clash: injection would" in (
+        result.stderr
+    )
+    assert "1 of 3 documents failed and were written unchanged" in result.stderr
+    report = json.loads(result.stderr[result.stderr.index("[") : result.stderr.rindex("]") + 1])
+    assert [d["reasons"][-1]["code"] for d in report] == ["injected", "failed", "injected"]
+
+
+def test_malformed_yaml_in_one_file_is_passed_through_and_the_other_injected() -> None:
+    broken = (GOLDEN / "malformed.yaml").read_text().split("---\n")[1]
+    result = run("inject", "-f", str(GOLDEN / "pod.yaml"), "-f", str(GOLDEN / "malformed.yaml"))
+    assert result.returncode == 2
+    assert result.stdout.startswith((GOLDEN / "pod.injected.yaml").read_text() + "---\n")
+    assert result.stdout.endswith("---\n" + broken)
+    assert result.stdout.count("sidecarkit.io/status") == 2  # pod.yaml and the fine Pod
+    assert "malformed.yaml document 2: " in result.stderr
+    assert "malformed.yaml:14:5" in result.stderr
 
 
 def test_report_json_is_machine_readable() -> None:

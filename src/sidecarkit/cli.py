@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, NoReturn
 
 import click
-import orjson
 
-from sidecarkit import __version__, awaiting, configfiles, errors
+from sidecarkit import __version__, awaiting, configfiles, errors, rewriting
 from sidecarkit.agents import process
 from sidecarkit.agents.logs.command import logs as logs_command
 from sidecarkit.injection import configs, facts, injecting, profiles, reports, settings
@@ -80,45 +78,30 @@ def _facts(
     )
 
 
-Transform = Callable[[Any, str], tuple[Any, reports.Report]]
-
-
-def _rewrite(files: Sequence[str], transform: Transform, report_format: str) -> None:
-    """Run ``transform`` on every document of every file; print all or nothing."""
-    inputs = [_read(f) for f in files or ("-",)]
-    parsed = [(source, manifests.load_stream(text, source=source)) for source, text in inputs]
-    output: list[str] = []
-    report = reports.Report()
-    for source, documents in parsed:
-        for doc in documents:
-            where = f"{source} document {doc.index}"
-            try:
-                new, sub = transform(doc.data, where)
-            except errors.InputError as exc:
-                raise type(exc)(f"{where}: {exc}") from exc
-            report += sub
-            text = manifests.dump(doc, new)
-            if output and output[-1] and not output[-1].endswith("\n"):
-                output.append("\n")
-            if output and not text.startswith(("---", "%")) and doc.index == 1:
-                output.append("---\n")
-            output.append(text)
-    sys.stdout.write("".join(output))
-    sys.stdout.flush()
-    if report_format == "json":
-        click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode(), err=True)
-    elif report_format == "text":
-        for line in report.lines():
-            click.echo(line, err=True)
-
-
 _files = click.option(
     "-f",
     "--filename",
     "files",
     multiple=True,
     metavar="FILE|-",
-    help="Manifest to read; repeatable; '-' or nothing reads stdin.",
+    help="Manifest file or directory to read; repeatable; '-' or nothing reads stdin.",
+)
+_strict = click.option(
+    "--strict",
+    is_flag=True,
+    help="Stop at the first document that fails and write nothing (default: write it "
+    "unchanged, go on, exit 2 at the end).",
+)
+_recursive = click.option(
+    "-R", "--recursive", is_flag=True, help="Read the manifests in subdirectories too."
+)
+_output = click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="yaml keeps each document's text; json writes each object as JSON.",
 )
 _report = click.option(
     "--report",
@@ -160,9 +143,15 @@ def cli() -> None:
     type=click.Choice([m.value for m in profiles.Mode]),
     help="Default mode for profiles and pods that don't choose one.",
 )
+@_strict
+@_recursive
+@_output
 @_report
 def inject(
     files: tuple[str, ...],
+    strict: bool,
+    recursive: bool,
+    output: str,
     config_path: str | None,
     facts_path: str | None,
     namespace_labels: str | None,
@@ -179,26 +168,35 @@ def inject(
         cluster = _facts(facts_path, namespace_labels, kubernetes_version)
 
         def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
-            return injecting.inject(data, config, cluster, location=where)
+            return injecting.inject(data, config, cluster, location=where, owned=True)
 
-        _rewrite(files, transform, report_format)
+        options = rewriting.Options(strict, output, report_format, recursive)
+        code = rewriting.rewrite(files, transform, options)
     except errors.SidecarkitError as exc:
         _fail(exc)
+    sys.exit(code)
 
 
 @cli.command()
 @_files
+@_strict
+@_recursive
+@_output
 @_report
-def uninject(files: tuple[str, ...], report_format: str) -> None:
+def uninject(
+    files: tuple[str, ...], strict: bool, recursive: bool, output: str, report_format: str
+) -> None:
     """Remove exactly what sidecarkit injected, as its status annotations record."""
     try:
 
         def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
-            return injecting.uninject(data, location=where)
+            return injecting.uninject(data, location=where, owned=True)
 
-        _rewrite(files, transform, report_format)
+        options = rewriting.Options(strict, output, report_format, recursive)
+        code = rewriting.rewrite(files, transform, options)
     except errors.SidecarkitError as exc:
         _fail(exc)
+    sys.exit(code)
 
 
 @cli.command("profiles")

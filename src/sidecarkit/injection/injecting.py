@@ -36,6 +36,8 @@ from sidecarkit.injection import (
     plans,
     policy,
     reports,
+    shapes,
+    sharing,
     statuses,
 )
 from sidecarkit.k8s import workloads
@@ -55,6 +57,7 @@ def inject(
     *,
     location: str = "document 1",
     plain: bool = False,
+    owned: bool = False,
 ) -> tuple[Document, reports.Report]:
     """Return ``document`` with sidecars injected where it asks for them, and the report.
 
@@ -68,21 +71,33 @@ def inject(
     (shared with ``document``) and the parts it inserts (shared with other results). The
     webhook, which only diffs the two, saves the copies and most of the diff that way; the
     result is equal either way.
+
+    ``owned`` says that the caller hands ``document`` over: it is changed in place instead of
+    copied, so the result is ``document`` itself and only the report's ``changed`` tells
+    whether anything was done. The CLI, which writes each document once and drops it, saves
+    the copy, and ruamel's anchors and merge keys, which a copy loses, survive.
     """
     config = config or _default_config()
     cluster = cluster or facts.Facts()
 
     def handle(obj: MutableMapping[str, Any], where: str) -> tuple[Any, reports.Decision]:
-        return _inject_object(obj, config, cluster, where, plain=plain)
+        return _inject_object(obj, config, cluster, where, plain=plain, owned=owned)
 
     return _walk(document, handle, location)
 
 
 def uninject(
-    document: Document, *, location: str = "document 1"
+    document: Document, *, location: str = "document 1", owned: bool = False
 ) -> tuple[Document, reports.Report]:
-    """Return ``document`` without anything the ``sidecarkit.io/status`` annotations record."""
-    return _walk(document, _uninject_object, location)
+    """Return ``document`` without anything the ``sidecarkit.io/status`` annotations record.
+
+    ``owned`` as for ``inject``.
+    """
+
+    def handle(obj: MutableMapping[str, Any], where: str) -> tuple[Any, reports.Decision]:
+        return _uninject_object(obj, where, owned=owned)
+
+    return _walk(document, handle, location)
 
 
 def _walk(document: Document, handle: _Handler, location: str) -> tuple[Document, reports.Report]:
@@ -95,7 +110,7 @@ def _walk(document: Document, handle: _Handler, location: str) -> tuple[Document
             f"a {type(document).__name__} is not a Kubernetes object; passed through",
         )
         return document, reports.Report((reports.Decision(location, "-", (reason,), False),))
-    if document.get("kind") == "List" and isinstance(document.get("items"), list):
+    if workloads.is_list(document):
         return _walk_list(document, handle, location)
     new, decision = handle(document, location)
     return new, reports.Report((decision,))
@@ -130,15 +145,17 @@ def _inject_object(
     location: str,
     *,
     plain: bool,
+    owned: bool,
 ) -> tuple[Any, reports.Decision]:
     target = workloads.describe(obj)
-    if workloads.template_path(obj.get("kind")) is None:
+    if workloads.template_path(obj) is None:
         return obj, _skip(
             location,
             obj,
             Reason(
                 Code.UNSUPPORTED_KIND,
-                f"kind {obj.get('kind')!r} has no pod template; passed through",
+                f"{obj.get('apiVersion') or '<no apiVersion>'} {obj.get('kind')} has no pod "
+                "template that sidecarkit knows of; passed through",
             ),
         )
     template = workloads.pod_template(obj)
@@ -162,6 +179,7 @@ def _inject_object(
                 ),
             )
         return obj, _skip(location, obj, skipped)
+    _check_shape(obj, template, target)
 
     # Stripping an earlier injection cannot change what these two say (it deletes only
     # collections it left empty), so the original pod tells.
@@ -187,10 +205,9 @@ def _inject_object(
     if plain and old is None and isinstance(obj, dict) and _writable(obj):
         result = _copy_for_placing(obj)
     else:
-        result = _copy(obj)
+        result = _own(obj, owned=owned, plain=plain)
     new_template = workloads.pod_template(result)
     assert new_template is not None
-    _check_shape(new_template["spec"], target)
     if old is not None:
         statuses.strip(new_template, old)
     if plan is None:
@@ -236,14 +253,14 @@ def _inject_object(
     return result, reports.Decision(location, target, tuple(reasons), True)
 
 
-def _uninject_object(obj: MutableMapping[str, Any], location: str) -> tuple[Any, reports.Decision]:
+def _uninject_object(
+    obj: MutableMapping[str, Any], location: str, *, owned: bool
+) -> tuple[Any, reports.Decision]:
     target = workloads.describe(obj)
     template = workloads.pod_template(obj)
     if template is None:
         code = (
-            Code.UNSUPPORTED_KIND
-            if workloads.template_path(obj.get("kind")) is None
-            else Code.NO_POD_TEMPLATE
+            Code.UNSUPPORTED_KIND if workloads.template_path(obj) is None else Code.NO_POD_TEMPLATE
         )
         return obj, _skip(location, obj, Reason(code, "nothing to remove; passed through"))
     annotations = _mapping(template, "annotations", target)
@@ -256,7 +273,8 @@ def _uninject_object(obj: MutableMapping[str, Any], location: str) -> tuple[Any,
             ),
         )
     status = statuses.decode(annotations[policy.STATUS_ANNOTATION], target=target)
-    result = _copy(obj)
+    _check_shape(obj, template, target)
+    result = _own(obj, owned=owned, plain=False)
     new_template = workloads.pod_template(result)
     assert new_template is not None
     statuses.strip(new_template, status)
@@ -295,7 +313,7 @@ def _copy_for_placing(obj: dict[str, Any]) -> Any:
     """
     result = dict(obj)
     node = result
-    for key in workloads.template_path(obj.get("kind")) or ():
+    for key in workloads.template_path(obj) or ():
         child = dict(node[key])
         node[key] = child
         node = child
@@ -321,6 +339,14 @@ def _copy_container(container: dict[str, Any]) -> dict[str, Any]:
         if isinstance(copied.get(key), list):
             copied[key] = list(copied[key])
     return copied
+
+
+def _own(obj: MutableMapping[str, Any], *, owned: bool, plain: bool) -> Any:
+    """``obj`` (owned) or a copy of it, with every node that injection edits unshared."""
+    result = obj if owned else _copy(obj)
+    if not plain:
+        sharing.unshare(result, workloads.template_path(result) or ())
+    return result
 
 
 def _copy(obj: MutableMapping[str, Any]) -> Any:
@@ -349,22 +375,8 @@ def _mapping(template: MutableMapping[str, Any], key: str, target: str) -> Mutab
     return value
 
 
-def _check_shape(spec: MutableMapping[str, Any], target: str) -> None:
-    """Refuse pod specs whose lists we would have to edit but cannot read."""
-    for key in ("containers", "initContainers", "volumes"):
-        value = spec.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, list) or not all(isinstance(i, dict) for i in value):
-            raise errors.ManifestError(
-                f"{target}: spec.{key} of the pod template must be a list of objects; "
-                "fix the manifest"
-            )
-    for c in spec.get("containers") or ():
-        for key in ("env", "volumeMounts", "command"):
-            value = c.get(key)
-            if value is not None and not isinstance(value, list):
-                raise errors.ManifestError(
-                    f"{target}: spec.containers[{c.get('name')}].{key} must be a list; "
-                    "fix the manifest"
-                )
+def _check_shape(
+    obj: MutableMapping[str, Any], template: MutableMapping[str, Any], target: str
+) -> None:
+    path = ".".join(workloads.template_path(obj) or ())
+    shapes.check(template, path=path, target=target)

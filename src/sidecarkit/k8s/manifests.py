@@ -17,8 +17,8 @@ import io
 import itertools
 import re
 import secrets
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -186,15 +186,18 @@ def _indentation(text: str) -> tuple[int, int, int]:
     return mapping, offset + 2, offset
 
 
-def dump(document: Document, data: Any) -> str:
+def dump(document: Document, data: Any, *, changed: bool | None = None) -> str:
     """The text of ``document`` with ``data`` in place of what it held.
 
     Objects added to the tree as plain dicts inside lists (injected containers, volumes,
     mounts, env entries) are rendered on their own, once per distinct content and indentation,
     and spliced into ruamel's output: an injected sidecar is the same in every workload of a
     stream, and emitting it node by node each time would cost more than the rest of the dump.
+
+    ``changed`` says whether ``data`` differs from what the document held; by default, whether
+    it is another object (a caller that changed the document in place must say so).
     """
-    if data is document.data:
+    if not changed if changed is not None else data is document.data:
         return document.text
     yaml = _yaml()
     indent = _indentation(document.text)

@@ -52,13 +52,13 @@ def _own(image: str) -> bool:
 
 def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str]:
     for _index, doc in enumerate(documents, start=1):
-        if isinstance(doc, dict) and workloads.template_path(doc.get("kind")) is not None:
+        if isinstance(doc, dict) and workloads.template_path(doc) is not None:
             template = workloads.pod_template(doc)
             if template is not None:
                 where = (
                     "spec"
                     if doc.get("kind") == "Pod"
-                    else ".".join(workloads.template_path(doc.get("kind")) or ()) + ".spec"
+                    else ".".join(workloads.template_path(doc) or ()) + ".spec"
                 )
                 metadata = dict(template.get("metadata") or {})
                 if doc.get("kind") != "Pod":
