@@ -24,6 +24,7 @@ from typing import Any, Final
 import orjson
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
 
 from sidecarkit import errors
 from sidecarkit.k8s import limits
@@ -107,11 +108,77 @@ def lines_of(text: str) -> Iterator[str]:
     return iter(io.StringIO(text, newline=""))
 
 
-def _yaml() -> YAML:
+def _yaml(null: str = "") -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
+    if null:
+        yaml.Representer = _null_representer(null)
     return yaml
+
+
+@functools.cache
+def _null_representer(token: str) -> type[RoundTripRepresenter]:
+    """ruamel's round-trip representer, writing null as ``token`` rather than as nothing."""
+
+    def represent_none(self: RoundTripRepresenter, data: None) -> Any:
+        return self.represent_scalar("tag:yaml.org,2002:null", token)
+
+    representer = type(f"NullAs{token.title()}Representer", (RoundTripRepresenter,), {})
+    representer.add_representer(type(None), represent_none)
+    return representer
+
+
+_NULL: Final = re.compile(r"(?:^|[:\-,\[{])[ \t]+(null|Null|NULL|~)[ \t]*(?:#.*)?$", re.MULTILINE)
+_VERSION: Final = re.compile(r"^%YAML[ \t]+(\d+)\.(\d+)", re.MULTILINE)
+_HEAD_LINE: Final = re.compile(r"^(?:[ \t]*(?:#.*)?|%.*)(?:\r?\n|\r)?$")
+
+
+def _null_token(text: str) -> str:
+    """How the document writes null, if it writes one: ``null``, ``~``...; else nothing.
+
+    ruamel reads ``key: null`` and ``key:`` alike and writes both as ``key:``. A document
+    that spells its nulls out gets them spelled out the same way (the first spelling found),
+    so that a changed document keeps ``nodeSelector: null`` as it was.
+    """
+    match = _NULL.search(text)
+    return match.group(1) if match else ""
+
+
+def _head(text: str) -> tuple[str, str]:
+    """(the lines up to and including a bare ``---``, the rest) of a document's text.
+
+    ruamel drops comments and directives before the ``---`` and the comment after it, so the
+    head is written back as it was and only the body is dumped. Without a bare marker (or when
+    content follows it on its line), the head is empty.
+    """
+    offset = 0
+    for line in io.StringIO(text, newline=""):
+        marker = _MARKER.match(line)
+        if marker and marker.group(1) == "---":
+            rest = line[3:].strip()
+            if rest and not rest.startswith("#"):
+                return "", text
+            end = offset + len(line)
+            return text[:end], text[end:]
+        if not _HEAD_LINE.match(line):
+            return "", text
+        offset += len(line)
+    return "", text
+
+
+def _after_head(head: str, dumped: str, *, directive: bool) -> str:
+    """ruamel's output without what the head already says (the directive, the marker and
+    the comment after it)."""
+    if directive:
+        dumped = re.sub(r"\A(?:%[^\n]*\n)*---[^\n]*\n", "", dumped, count=1)
+    marker_line = head.rstrip("\r\n").rsplit("\n", 1)[-1]
+    comment = marker_line[3:].strip() if marker_line.startswith("---") else ""
+    if comment:
+        first, _, rest = dumped.partition("\n")
+        if first.strip() == comment:
+            dumped = rest
+    return dumped
 
 
 def parse(chunk: str, *, line: int, index: int, source: str) -> Document:
@@ -199,16 +266,16 @@ def dump(document: Document, data: Any, *, changed: bool | None = None) -> str:
     """
     if not changed if changed is not None else data is document.data:
         return document.text
-    yaml = _yaml()
-    indent = _indentation(document.text)
+    head, body = _head(document.text)
+    yaml = _yaml(null=_null_token(body))
+    indent = _indentation(body)
     yaml.indent(mapping=indent[0], sequence=indent[1], offset=indent[2])
+    version = _VERSION.search(head)
+    if version:
+        yaml.version = (int(version.group(1)), int(version.group(2)))
     out = io.StringIO()
-    first = document.text.split("\n", 1)[0]
-    marker = _MARKER.match(first)
-    if marker and marker.group(1) == "---" and not first[3:].strip():
-        out.write(first.rstrip("\r") + "\n")
-    elif marker:
-        yaml.explicit_start = True
+    if not head and _MARKER.match(body):
+        yaml.explicit_start = True  # ``--- {a: 1}`` or ``--- !!map``: the marker carries content
     swapped: list[tuple[list[Any], int, Any]] = []
     _swap_plain_items(data, swapped)
     try:
@@ -216,9 +283,18 @@ def dump(document: Document, data: Any, *, changed: bool | None = None) -> str:
     finally:
         for items, index, item in swapped:
             items[index] = item
-    text = out.getvalue()
-    if not swapped:
-        return text
+    text = _after_head(head, out.getvalue(), directive=version is not None)
+    if swapped:
+        text = _splice(text, swapped, indent)
+    if "\r\n" in document.text.split("\n", 1)[0] + "\n" or head.endswith("\r\n"):
+        text = text.replace("\n", "\r\n")
+    return head + text
+
+
+def _splice(
+    text: str, swapped: list[tuple[list[Any], int, Any]], indent: tuple[int, int, int]
+) -> str:
+    """Put the separately rendered plain items of ``dump`` in place of their tokens."""
 
     def block(match: re.Match[str]) -> str:
         item = swapped[int(match.group(3))][2]
