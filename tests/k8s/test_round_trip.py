@@ -55,9 +55,9 @@ def test_the_documents_of_a_stream_keep_their_markers() -> None:
 
 
 def test_merge_keys_and_anchors_stay_as_written() -> None:
-    text = POD.replace(
-        "spec:\n", "x-base: &base\n  image: nginx\nspec:\n"
-    ).replace("    - name: app\n      image: nginx\n", "    - <<: *base\n      name: app\n")
+    text = POD.replace("spec:\n", "x-base: &base\n  image: nginx\nspec:\n").replace(
+        "    - name: app\n      image: nginx\n", "    - <<: *base\n      name: app\n"
+    )
     out = _inject(text)
     assert "x-base: &base\n" in out
     assert "    - <<: *base\n      name: app\n" in out
@@ -86,9 +86,11 @@ def test_a_comment_inside_a_flow_mapping_is_lost_as_documented() -> None:
 
 
 def test_mixed_indentation_takes_the_first_indentation_as_documented() -> None:
-    text = POD.replace("  name: p\n", "    name: p\n", 1).replace(
-        "  labels:", "    labels:"
-    ).replace("  annotations:", "    annotations:")
+    text = (
+        POD.replace("  name: p\n", "    name: p\n", 1)
+        .replace("  labels:", "    labels:")
+        .replace("  annotations:", "    annotations:")
+    )
     out = _inject(text)
     assert "metadata:\n    name: p\n" in out  # the first indented block sets the mapping indent
     assert "spec:\n    initContainers:\n" in out  # ...for the whole document
