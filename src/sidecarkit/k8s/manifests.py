@@ -124,9 +124,11 @@ def _null_representer(token: str) -> type[RoundTripRepresenter]:
     def represent_none(self: RoundTripRepresenter, data: None) -> Any:
         return self.represent_scalar("tag:yaml.org,2002:null", token)
 
-    representer = type(f"NullAs{token.title()}Representer", (RoundTripRepresenter,), {})
-    representer.add_representer(type(None), represent_none)
-    return representer
+    class NullRepresenter(RoundTripRepresenter):
+        pass
+
+    NullRepresenter.add_representer(type(None), represent_none)
+    return NullRepresenter
 
 
 _NULL: Final = re.compile(r"(?:^|[:\-,\[{])[ \t]+(null|Null|NULL|~)[ \t]*(?:#.*)?$", re.MULTILINE)
