@@ -60,12 +60,14 @@ def test_a_conflict_is_reported_for_its_document_and_the_rest_are_injected() -> 
     assert result.returncode == 2
     injected = (GOLDEN / "pod.injected.yaml").read_text()
     assert result.stdout == injected + "---\n" + clash + "---\n" + injected
-    assert "sidecarkit: error: <stdin> document 2: Pod/port-clash: injection would" in (
-        result.stderr
-    )
-    assert "1 of 3 documents failed and were written unchanged" in result.stderr
-    report = json.loads(result.stderr[result.stderr.index("[") : result.stderr.rindex("]") + 1])
+    report = json.loads(result.stderr)
     assert [d["reasons"][-1]["code"] for d in report] == ["injected", "failed", "injected"]
+    assert report[1]["location"] == "<stdin> document 2"
+    assert "Pod/port-clash: injection would overwrite" in report[1]["reasons"][0]["message"]
+    assert "written unchanged" in report[1]["reasons"][0]["message"]
+    text = run("inject", stdin=pod + "---\n" + clash + "---\n" + pod)
+    assert "sidecarkit: error: <stdin> document 2: Pod/port-clash: injection would" in text.stderr
+    assert "1 of 3 documents failed and were written unchanged" in text.stderr
 
 
 def test_malformed_yaml_in_one_file_is_passed_through_and_the_other_injected() -> None:

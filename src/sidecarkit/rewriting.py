@@ -125,9 +125,8 @@ def rewrite(paths: Sequence[str], transform: Transform, options: Options) -> int
     opened = [_open(path) for path in files]  # every file can be opened before any output
     held = io.StringIO() if options.strict else None
     writer = _Writer(held if held is not None else sys.stdout)
-    decisions: list[reports.Decision] = []
-    failed: list[errors.InputError] = []
-    documents = 0
+    reporter = _Reporter(options.report)
+    failed, exit_code, documents = 0, 0, 0
     try:
         for source, stream in opened:
             for index, (line, chunk) in enumerate(manifests.split(_lines(source, stream)), 1):
@@ -140,13 +139,17 @@ def rewrite(paths: Sequence[str], transform: Transform, options: Options) -> int
                 except errors.InputError as exc:
                     error = type(exc)(f"{where}: {exc}")
                     if options.strict:
+                        reporter.finish()
                         raise error from exc
-                    failed.append(error)
-                    print(f"sidecarkit: error: {error}", file=sys.stderr, flush=True)
-                    decisions.append(_failure(where, exc, options.output))
+                    failed += 1
+                    exit_code = max(exit_code, exc.exit_code)
+                    if options.report != "json":  # there, the report says it
+                        print(f"sidecarkit: error: {error}", file=sys.stderr, flush=True)
+                    reporter.add(_failure(where, exc, options.output))
                     text = chunk if options.output == "yaml" else ""
                 else:
-                    decisions.extend(report.decisions)
+                    for decision in report.decisions:
+                        reporter.add(decision)
                 writer.document(text, first_of_file=index == 1)
     finally:
         for _, stream in opened:
@@ -155,16 +158,15 @@ def rewrite(paths: Sequence[str], transform: Transform, options: Options) -> int
     if held is not None:
         sys.stdout.write(held.getvalue())
     sys.stdout.flush()
-    _print_report(reports.Report(tuple(decisions)), options.report)
-    if failed:
+    reporter.finish()
+    if failed and options.report != "json":
         print(
-            f"sidecarkit: {len(failed)} of {documents} documents failed and were "
+            f"sidecarkit: {failed} of {documents} documents failed and were "
             + ("written unchanged" if options.output == "yaml" else "left out")
             + "; fix them and run again",
             file=sys.stderr,
         )
-        return max(e.exit_code for e in failed)
-    return 0
+    return exit_code
 
 
 def _render(doc: manifests.Document, new: Any, report: reports.Report, output: str) -> str:
@@ -182,15 +184,33 @@ def _failure(where: str, error: errors.InputError, output: str) -> reports.Decis
     return reports.Decision(where, "-", (reason,), False)
 
 
-def _print_report(report: reports.Report, report_format: str) -> None:
-    if report_format == "json":
-        data = orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode()
-        print(data, file=sys.stderr)
-    elif report_format == "text":
-        for decision in report.decisions:
+class _Reporter:
+    """Writes decisions to stderr as they are made: a long stream keeps none of them.
+
+    ``text`` writes a line per reason (failures were said as errors already); ``json`` writes
+    one JSON array, an element at a time. With ``strict``, the text lines of documents done
+    before a failure are written too: they say how far the stream got.
+    """
+
+    __slots__ = ("count", "format")
+
+    def __init__(self, report_format: str) -> None:
+        self.format = report_format
+        self.count = 0
+
+    def add(self, decision: reports.Decision) -> None:
+        if self.format == "json":
+            (item,) = reports.Report((decision,)).to_json()
+            sys.stderr.write(("[\n" if not self.count else ",\n") + orjson.dumps(item).decode())
+        elif self.format == "text":
             for reason in decision.reasons:
-                if reason.code is not reports.Code.FAILED:  # said as an error already
-                    print(
-                        f"{decision.location} {decision.target}: {reason.code}: {reason.message}",
-                        file=sys.stderr,
+                if reason.code is not reports.Code.FAILED:
+                    sys.stderr.write(
+                        f"{decision.location} {decision.target}: {reason.code}: {reason.message}\n"
                     )
+        self.count += 1
+
+    def finish(self) -> None:
+        if self.format == "json":
+            sys.stderr.write("\n]\n" if self.count else "[]\n")
+        sys.stderr.flush()
