@@ -191,9 +191,7 @@ def main() -> int:
         print(
             f"  ruamel round trip  {peer_cpu2:.1f} CPU-s, +{(peer_rss - bare_peer) / 1024:.1f} MiB"
         )
-        print(
-            f"  sidecarkit inject  {ours_cpu2:.1f} CPU-s, +{(ours_rss - bare) / 1024:.1f} MiB"
-        )
+        print(f"  sidecarkit inject  {ours_cpu2:.1f} CPU-s, +{(ours_rss - bare) / 1024:.1f} MiB")
         print(f"  ratio inject / round trip CPU: {ours_cpu2 / peer_cpu2:.2f} (target <= 1.50)")
         ratio = (ours_rss - bare) / max(one, 1)
         print(f"  memory / largest document's round trip: {ratio:.1f}x (target < 10)")
