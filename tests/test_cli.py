@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -129,3 +132,41 @@ def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
     assert "0.1.0" in result.stdout
+
+
+def test_inject_writes_each_document_before_it_reads_the_whole_stream() -> None:
+    """One document at a time: memory follows the largest document, not the stream."""
+    pod = (GOLDEN / "pod.yaml").read_text()
+    child = subprocess.Popen(
+        [*SIDECARKIT, "inject", "--report", "none"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdin.write((pod + "---\n" + pod + "---\n").encode())
+        child.stdin.flush()
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"sidecarkit.io/status" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([child.stdout], [], [], 0.5)
+            if ready:
+                chunk = os.read(child.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                seen += chunk
+        assert b"sidecarkit.io/status" in seen, "nothing written while the stream was open"
+        assert child.poll() is None
+        child.stdin.write(pod.encode())
+        child.stdin.close()
+        rest = child.stdout.read()
+        assert child.wait(timeout=30) == 0
+        assert (seen + rest).decode().count("sidecarkit.io/status") == 3
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+        if child.stderr is not None:
+            child.stderr.close()

@@ -112,6 +112,7 @@ class _Writer:
         if self.last and first_of_file and not text.startswith(("---", "%")):
             self.out.write("---\n")
         self.out.write(text)
+        self.out.flush()  # a pipe's reader (kubectl, a CI step) sees each document when done
         self.last = text
 
 
