@@ -143,7 +143,8 @@ def test_inject_writes_each_document_before_it_reads_the_whole_stream() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert child.stdin is not None and child.stdout is not None
+    assert child.stdin is not None
+    assert child.stdout is not None
     try:
         child.stdin.write((pod + "---\n" + pod + "---\n").encode())
         child.stdin.flush()
