@@ -171,3 +171,28 @@ def test_inject_writes_each_document_before_it_reads_the_whole_stream() -> None:
         child.stdout.close()
         if child.stderr is not None:
             child.stderr.close()
+
+
+def test_check_passes_on_up_to_date_manifests_and_writes_nothing() -> None:
+    result = run("inject", "--check", "-f", str(GOLDEN / "pod.injected.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "up-to-date" in result.stderr
+
+
+def test_check_fails_on_a_workload_that_would_be_injected() -> None:
+    result = run("inject", "--check", "-f", str(GOLDEN / "pod.yaml"))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "1 workloads are stale against the current profiles" in result.stderr
+
+
+def test_check_names_the_profile_revisions_that_changed() -> None:
+    injected = run("inject", "-f", str(GOLDEN / "pod.yaml")).stdout
+    assert '"revision":"' in injected
+    changed = injected.replace('"revision":"', '"revision":"0ld', 1)
+    changed = changed.replace('"hash":"', '"hash":"0', 1)
+    result = run("inject", "--check", stdin=changed)
+    assert result.returncode == 1
+    assert "reinjected" in result.stderr
+    assert "revision 0ld" in result.stderr

@@ -146,12 +146,18 @@ def cli() -> None:
 @_strict
 @_recursive
 @_output
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 if a workload would be injected or reinjected (CI gate).",
+)
 @_report
 def inject(
     files: tuple[str, ...],
     strict: bool,
     recursive: bool,
     output: str,
+    check: bool,
     config_path: str | None,
     facts_path: str | None,
     namespace_labels: str | None,
@@ -170,7 +176,7 @@ def inject(
         def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
             return injecting.inject(data, config, cluster, location=where, owned=True)
 
-        options = rewriting.Options(strict, output, report_format, recursive)
+        options = rewriting.Options(strict, output, report_format, recursive, check)
         code = rewriting.rewrite(files, transform, options)
     except errors.SidecarkitError as exc:
         _fail(exc)

@@ -52,6 +52,8 @@ class Options:
     """``text`` (a line per reason), ``json`` (one array at the end) or ``none``, on stderr."""
     recursive: bool = False
     """Descend into subdirectories of a directory given as input."""
+    check: bool = False
+    """Write nothing; exit 1 when a document would change (for CI gates)."""
 
 
 def expand(paths: Sequence[str], *, recursive: bool) -> list[str]:
@@ -127,7 +129,8 @@ def rewrite(paths: Sequence[str], transform: Transform, options: Options) -> int
     held = io.StringIO() if options.strict else None
     writer = _Writer(held if held is not None else sys.stdout)
     reporter = _Reporter(options.report)
-    failed, exit_code, documents = 0, 0, 0
+    failed, exit_code, documents, stale = 0, 0, 0, 0
+    passed_through = options.output == "yaml" and not options.check
     try:
         for source, stream in opened:
             for index, (line, chunk) in enumerate(manifests.split(_lines(source, stream)), 1):
@@ -136,7 +139,7 @@ def rewrite(paths: Sequence[str], transform: Transform, options: Options) -> int
                 try:
                     doc = manifests.parse(chunk, line=line, index=index, source=source)
                     new, report = transform(doc.data, where)
-                    text = _render(doc, new, report, options.output)
+                    text = "" if options.check else _render(doc, new, report, options.output)
                 except errors.InputError as exc:
                     error = type(exc)(f"{where}: {exc}")
                     if options.strict:
@@ -146,11 +149,12 @@ def rewrite(paths: Sequence[str], transform: Transform, options: Options) -> int
                     exit_code = max(exit_code, exc.exit_code)
                     if options.report != "json":  # there, the report says it
                         print(f"sidecarkit: error: {error}", file=sys.stderr, flush=True)
-                    reporter.add(_failure(where, exc, options.output))
-                    text = chunk if options.output == "yaml" else ""
+                    reporter.add(_failure(where, exc, passed_through=passed_through))
+                    text = chunk if passed_through else ""
                 else:
                     for decision in report.decisions:
                         reporter.add(decision)
+                        stale += decision.changed
                 writer.document(text, first_of_file=index == 1)
     finally:
         for _, stream in opened:
@@ -163,10 +167,18 @@ def rewrite(paths: Sequence[str], transform: Transform, options: Options) -> int
     if failed and options.report != "json":
         print(
             f"sidecarkit: {failed} of {documents} documents failed and were "
-            + ("written unchanged" if options.output == "yaml" else "left out")
+            + ("written unchanged" if passed_through else "left out")
             + "; fix them and run again",
             file=sys.stderr,
         )
+    if options.check and stale and not exit_code:
+        if options.report != "json":
+            print(
+                f"sidecarkit: {stale} workloads are stale against the current profiles; "
+                "run the same command without --check to update them",
+                file=sys.stderr,
+            )
+        return 1
     return exit_code
 
 
@@ -179,8 +191,8 @@ def _render(doc: manifests.Document, new: Any, report: reports.Report, output: s
     return manifests.dump(doc, new, changed=report.changed)
 
 
-def _failure(where: str, error: errors.InputError, output: str) -> reports.Decision:
-    what = "written unchanged" if output == "yaml" else "left out"
+def _failure(where: str, error: errors.InputError, *, passed_through: bool) -> reports.Decision:
+    what = "written unchanged" if passed_through else "left out"
     reason = reports.Reason(reports.Code.FAILED, f"{error}; {what}")
     return reports.Decision(where, "-", (reason,), False)
 

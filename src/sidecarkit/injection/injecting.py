@@ -247,7 +247,10 @@ def _inject_object(
         reasons.append(Reason(Code.UP_TO_DATE, f"already has {summary}; nothing to do"))
         return obj, reports.Decision(location, target, tuple(reasons), False)
     if old is not None:
-        reasons.append(Reason(Code.REINJECTED, f"replaced earlier sidecars with {summary}"))
+        revisions = _revisions(old, status)
+        reasons.append(
+            Reason(Code.REINJECTED, f"replaced earlier sidecars with {summary}{revisions}")
+        )
     else:
         reasons.append(Reason(Code.INJECTED, f"added {summary}"))
     return result, reports.Decision(location, target, tuple(reasons), True)
@@ -281,6 +284,17 @@ def _uninject_object(
     names = ", ".join(p.name for p in status.profiles if p.name != placing.LIFECYCLE)
     reason = Reason(Code.UNINJECTED, f"removed {names or 'the injected parts'}")
     return result, reports.Decision(location, target, (reason,), True)
+
+
+def _revisions(old: statuses.Status, new: statuses.Status) -> str:
+    """`` (logs revision a -> b)`` for the profiles whose revision changed, for the report."""
+    before = {p.name: p.revision for p in old.profiles}
+    changes = [
+        f"{p.name} revision {before.get(p.name) or 'unrecorded'} -> {p.revision}"
+        for p in new.profiles
+        if p.name != placing.LIFECYCLE and before.get(p.name) != p.revision
+    ]
+    return f" ({', '.join(changes)})" if changes else ""
 
 
 @functools.cache

@@ -214,6 +214,7 @@ def prepare(
                 init_containers=tuple(init_names + (sidecar_names if native else [])),
                 containers=tuple([] if native else sidecar_names),
                 volumes=tuple(v["name"] for v in r.parts.volumes),
+                revision=_revision(r),
             )
         )
         for v in r.parts.volumes:
@@ -231,6 +232,24 @@ def prepare(
         mounts=mounts,
         env=env,
     )
+
+
+def _revision(r: conflicts.Rendered) -> str:
+    """The revision of a rendered profile, as the status records it."""
+    parts = r.parts
+    return hashlib.sha256(
+        orjson.dumps(
+            [
+                str(r.mode),
+                parts.init_containers,
+                parts.sidecars,
+                parts.volumes,
+                parts.app_mounts,
+                parts.app_env,
+            ],
+            option=orjson.OPT_SORT_KEYS,
+        )
+    ).hexdigest()[:10]
 
 
 def place(
