@@ -19,7 +19,15 @@ import click
 from sidecarkit import __version__, awaiting, configfiles, errors, rewriting
 from sidecarkit.agents import process
 from sidecarkit.agents.logs.command import logs as logs_command
-from sidecarkit.injection import configs, facts, injecting, profiles, reports, settings
+from sidecarkit.injection import (
+    annotating,
+    configs,
+    facts,
+    injecting,
+    profiles,
+    reports,
+    settings,
+)
 from sidecarkit.k8s import manifests
 
 __all__ = ["main"]
@@ -151,6 +159,11 @@ def cli() -> None:
     is_flag=True,
     help="Write nothing; exit 1 if a workload would be injected or reinjected (CI gate).",
 )
+@click.option(
+    "--annotate-only",
+    is_flag=True,
+    help="Only add the opt-in label to pod templates; the webhook adds the sidecars.",
+)
 @_report
 def inject(
     files: tuple[str, ...],
@@ -158,6 +171,7 @@ def inject(
     recursive: bool,
     output: str,
     check: bool,
+    annotate_only: bool,
     config_path: str | None,
     facts_path: str | None,
     namespace_labels: str | None,
@@ -174,6 +188,8 @@ def inject(
         cluster = _facts(facts_path, namespace_labels, kubernetes_version)
 
         def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
+            if annotate_only:
+                return annotating.annotate(data, location=where, owned=True)
             return injecting.inject(data, config, cluster, location=where, owned=True)
 
         options = rewriting.Options(strict, output, report_format, recursive, check)

@@ -42,12 +42,12 @@ from sidecarkit.injection import (
 )
 from sidecarkit.k8s import workloads
 
-__all__ = ["inject", "uninject"]
+__all__ = ["Handler", "inject", "uninject", "walk"]
 
 Code = reports.Code
 Reason = reports.Reason
 Document = Any
-_Handler = Callable[[MutableMapping[str, Any], str], tuple[Any, reports.Decision]]
+Handler = Callable[[MutableMapping[str, Any], str], tuple[Any, reports.Decision]]
 
 
 def inject(
@@ -83,7 +83,7 @@ def inject(
     def handle(obj: MutableMapping[str, Any], where: str) -> tuple[Any, reports.Decision]:
         return _inject_object(obj, config, cluster, where, plain=plain, owned=owned)
 
-    return _walk(document, handle, location)
+    return walk(document, handle, location)
 
 
 def uninject(
@@ -97,10 +97,11 @@ def uninject(
     def handle(obj: MutableMapping[str, Any], where: str) -> tuple[Any, reports.Decision]:
         return _uninject_object(obj, where, owned=owned)
 
-    return _walk(document, handle, location)
+    return walk(document, handle, location)
 
 
-def _walk(document: Document, handle: _Handler, location: str) -> tuple[Document, reports.Report]:
+def walk(document: Document, handle: Handler, location: str) -> tuple[Document, reports.Report]:
+    """Call ``handle`` on ``document``, or on each item of a ``List`` (recursively)."""
     if document is None:
         reason = Reason(Code.EMPTY_DOCUMENT, "the document is empty")
         return document, reports.Report((reports.Decision(location, "-", (reason,), False),))
@@ -111,18 +112,18 @@ def _walk(document: Document, handle: _Handler, location: str) -> tuple[Document
         )
         return document, reports.Report((reports.Decision(location, "-", (reason,), False),))
     if workloads.is_list(document):
-        return _walk_list(document, handle, location)
+        return _walk_items(document, handle, location)
     new, decision = handle(document, location)
     return new, reports.Report((decision,))
 
 
-def _walk_list(
-    document: MutableMapping[str, Any], handle: _Handler, location: str
+def _walk_items(
+    document: MutableMapping[str, Any], handle: Handler, location: str
 ) -> tuple[Document, reports.Report]:
     report = reports.Report()
     changed: dict[int, Any] = {}
     for index, item in enumerate(document["items"]):
-        new, sub = _walk(item, handle, f"{location}, items[{index}]")
+        new, sub = walk(item, handle, f"{location}, items[{index}]")
         report += sub
         if new is not item:
             changed[index] = new

@@ -31,6 +31,8 @@ class Code(enum.StrEnum):
     PROFILES_DEFAULTED = "profiles-defaulted"
     MODE_DEFAULTED = "mode-defaulted"
     LEGACY_JOB_UNWRAPPED = "legacy-job-unwrapped"
+    ANNOTATED = "annotated"
+    """``--annotate-only`` added the opt-in label for the webhook to act on."""
     FAILED = "failed"
     """The document could not be read or injected; the CLI writes it unchanged and goes on."""
 

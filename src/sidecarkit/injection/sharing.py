@@ -43,7 +43,9 @@ def _references(root: object) -> dict[int, int]:
     return counts
 
 
-def _steps(root: MutableMapping[str, Any], path: tuple[str, ...]) -> list[tuple[Any, Any]]:
+def _steps(
+    root: MutableMapping[str, Any], path: tuple[str, ...], *, labels: bool = False
+) -> list[tuple[Any, Any]]:
     """(parent, key) of every node that placing or stripping may edit, parents first."""
     steps: list[tuple[Any, Any]] = []
     node: Any = root
@@ -58,6 +60,8 @@ def _steps(root: MutableMapping[str, Any], path: tuple[str, ...]) -> list[tuple[
     metadata = template.get("metadata")
     if isinstance(metadata, dict):
         steps.append((metadata, "annotations"))
+        if labels:
+            steps.append((metadata, "labels"))
     spec = template.get("spec")
     if not isinstance(spec, dict):
         return steps
@@ -72,18 +76,19 @@ def _steps(root: MutableMapping[str, Any], path: tuple[str, ...]) -> list[tuple[
     return steps
 
 
-def unshare(root: MutableMapping[str, Any], path: tuple[str, ...]) -> None:
+def unshare(root: MutableMapping[str, Any], path: tuple[str, ...], *, labels: bool = False) -> None:
     """Give every node on the edit path below ``root`` exactly one reference.
 
     ``path`` leads from ``root`` to the pod template. Each copy is made in the parent that
     injection edits through, and the references are counted again after it, because a copied
-    subtree can still share nodes inside itself.
+    subtree can still share nodes inside itself. ``labels``: the template's labels too (a
+    Deployment's template labels are often an alias of its selector, which must not change).
     """
     counts = _references(root)
     if all(n == 1 for n in counts.values()):
         return
     index = 0
-    steps = _steps(root, path)
+    steps = _steps(root, path, labels=labels)
     while index < len(steps):
         parent, key = steps[index]
         index += 1
@@ -98,4 +103,4 @@ def unshare(root: MutableMapping[str, Any], path: tuple[str, ...]) -> None:
         if isinstance(child, dict | list) and counts.get(id(child), 0) > 1:
             parent[key] = copy.deepcopy(child)
             counts = _references(root)
-            steps = _steps(root, path)
+            steps = _steps(root, path, labels=labels)
