@@ -204,15 +204,22 @@ def inject(
 @_strict
 @_recursive
 @_output
+@click.option("--config", "config_path", metavar="FILE", help="Config with custom workloads.")
 @_report
 def uninject(
-    files: tuple[str, ...], strict: bool, recursive: bool, output: str, report_format: str
+    files: tuple[str, ...],
+    strict: bool,
+    recursive: bool,
+    output: str,
+    config_path: str | None,
+    report_format: str,
 ) -> None:
     """Remove exactly what sidecarkit injected, as its status annotations record."""
     try:
+        kinds = _config(config_path, None).workloads
 
         def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
-            return injecting.uninject(data, location=where, owned=True)
+            return injecting.uninject(data, location=where, owned=True, kinds=kinds)
 
         options = rewriting.Options(strict, output, report_format, recursive)
         code = rewriting.rewrite(files, transform, options)

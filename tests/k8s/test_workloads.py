@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from sidecarkit import configfiles, errors
 from sidecarkit.injection import Code, Config, Facts, inject
 from sidecarkit.k8s import workloads
 
@@ -76,3 +77,40 @@ def test_the_group_of_an_api_version() -> None:
     assert workloads.group_of("v1") == ""
     assert workloads.group_of("rbac.authorization.k8s.io/v1") == "rbac.authorization.k8s.io"
     assert workloads.group_of(None) is None
+
+
+def test_a_config_adds_a_custom_kind_by_group_kind_and_path() -> None:
+    config = configfiles.parse_config(
+        "workloads:\n  - {group: example.com, kind: WebApp, path: spec.podTemplate}\n",
+        source="config.yaml",
+    )
+    webapp = {
+        "apiVersion": "example.com/v2",
+        "kind": "WebApp",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "podTemplate": {
+                "metadata": {"labels": {"sidecarkit.io/inject": "true"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+            }
+        },
+    }
+    new, report = inject(webapp, config, Facts())
+    assert report.decisions[0].codes[-1] == Code.INJECTED
+    assert new["spec"]["podTemplate"]["spec"]["initContainers"]
+    other = dict(webapp, apiVersion="other.io/v1")
+    assert inject(other, config, Facts())[1].decisions[0].codes == (Code.UNSUPPORTED_KIND,)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("workloads: {kind: X}\n", "workloads: must be a list"),
+        ("workloads:\n  - {kind: X}\n", r"workloads\[0\]\.path: must be a non-empty string"),
+        ("workloads:\n  - {kind: X, path: spec..t}\n", "keys joined by dots"),
+        ("workloads:\n  - {kind: X, path: s, api: v}\n", "unknown key"),
+    ],
+)
+def test_a_bad_workloads_entry_names_its_place(text: str, message: str) -> None:
+    with pytest.raises(errors.ConfigError, match=message):
+        configfiles.parse_config(text, source="config.yaml")

@@ -87,15 +87,20 @@ def inject(
 
 
 def uninject(
-    document: Document, *, location: str = "document 1", owned: bool = False
+    document: Document,
+    *,
+    location: str = "document 1",
+    owned: bool = False,
+    kinds: workloads.Kinds = workloads.NO_KINDS,
 ) -> tuple[Document, reports.Report]:
     """Return ``document`` without anything the ``sidecarkit.io/status`` annotations record.
 
-    ``owned`` as for ``inject``.
+    ``owned`` as for ``inject``; ``kinds``: workload kinds beyond the built-in ones (a
+    config's ``workloads``).
     """
 
     def handle(obj: MutableMapping[str, Any], where: str) -> tuple[Any, reports.Decision]:
-        return _uninject_object(obj, where, owned=owned)
+        return _uninject_object(obj, where, owned=owned, kinds=kinds)
 
     return walk(document, handle, location)
 
@@ -149,7 +154,8 @@ def _inject_object(
     owned: bool,
 ) -> tuple[Any, reports.Decision]:
     target = workloads.describe(obj)
-    if workloads.template_path(obj) is None:
+    path = workloads.template_path(obj, config.workloads)
+    if path is None:
         return obj, _skip(
             location,
             obj,
@@ -159,7 +165,7 @@ def _inject_object(
                 "template that sidecarkit knows of; passed through",
             ),
         )
-    template = workloads.pod_template(obj)
+    template = workloads.pod_template(obj, config.workloads)
     if template is None:
         return obj, _skip(
             location,
@@ -180,7 +186,7 @@ def _inject_object(
                 ),
             )
         return obj, _skip(location, obj, skipped)
-    _check_shape(obj, template, target)
+    shapes.check(template, path=".".join(path), target=target)
 
     # Stripping an earlier injection cannot change what these two say (it deletes only
     # collections it left empty), so the original pod tells.
@@ -204,10 +210,10 @@ def _inject_object(
         else None
     )
     if plain and old is None and isinstance(obj, dict) and _writable(obj):
-        result = _copy_for_placing(obj)
+        result = _copy_for_placing(obj, path)
     else:
-        result = _own(obj, owned=owned, plain=plain)
-    new_template = workloads.pod_template(result)
+        result = _own(obj, path, owned=owned, plain=plain)
+    new_template = workloads.pod_template(result, config.workloads)
     assert new_template is not None
     if old is not None:
         statuses.strip(new_template, old)
@@ -258,14 +264,13 @@ def _inject_object(
 
 
 def _uninject_object(
-    obj: MutableMapping[str, Any], location: str, *, owned: bool
+    obj: MutableMapping[str, Any], location: str, *, owned: bool, kinds: workloads.Kinds
 ) -> tuple[Any, reports.Decision]:
     target = workloads.describe(obj)
-    template = workloads.pod_template(obj)
+    path = workloads.template_path(obj, kinds)
+    template = workloads.pod_template(obj, kinds)
     if template is None:
-        code = (
-            Code.UNSUPPORTED_KIND if workloads.template_path(obj) is None else Code.NO_POD_TEMPLATE
-        )
+        code = Code.UNSUPPORTED_KIND if path is None else Code.NO_POD_TEMPLATE
         return obj, _skip(location, obj, Reason(code, "nothing to remove; passed through"))
     annotations = _mapping(template, "annotations", target)
     if policy.STATUS_ANNOTATION not in annotations:
@@ -277,9 +282,10 @@ def _uninject_object(
             ),
         )
     status = statuses.decode(annotations[policy.STATUS_ANNOTATION], target=target)
-    _check_shape(obj, template, target)
-    result = _own(obj, owned=owned, plain=False)
-    new_template = workloads.pod_template(result)
+    assert path is not None
+    shapes.check(template, path=".".join(path), target=target)
+    result = _own(obj, path, owned=owned, plain=False)
+    new_template = workloads.pod_template(result, kinds)
     assert new_template is not None
     statuses.strip(new_template, status)
     names = ", ".join(p.name for p in status.profiles if p.name != placing.LIFECYCLE)
@@ -318,7 +324,7 @@ def _writable(obj: dict[str, Any]) -> bool:
     return True
 
 
-def _copy_for_placing(obj: dict[str, Any]) -> Any:
+def _copy_for_placing(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
     """A copy of plain JSON ``obj`` that placing may modify, sharing everything else with it.
 
     Copied: the path to the pod template, the template, its metadata and annotations, its spec,
@@ -328,7 +334,7 @@ def _copy_for_placing(obj: dict[str, Any]) -> Any:
     """
     result = dict(obj)
     node = result
-    for key in workloads.template_path(obj) or ():
+    for key in path:
         child = dict(node[key])
         node[key] = child
         node = child
@@ -356,11 +362,11 @@ def _copy_container(container: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
-def _own(obj: MutableMapping[str, Any], *, owned: bool, plain: bool) -> Any:
+def _own(obj: MutableMapping[str, Any], path: tuple[str, ...], *, owned: bool, plain: bool) -> Any:
     """``obj`` (owned) or a copy of it, with every node that injection edits unshared."""
     result = obj if owned else _copy(obj)
     if not plain:
-        sharing.unshare(result, workloads.template_path(result) or ())
+        sharing.unshare(result, path)
     return result
 
 
@@ -388,10 +394,3 @@ def _mapping(template: MutableMapping[str, Any], key: str, target: str) -> Mutab
             f"{target}: the pod template's metadata.{key} must be a mapping of strings"
         )
     return value
-
-
-def _check_shape(
-    obj: MutableMapping[str, Any], template: MutableMapping[str, Any], target: str
-) -> None:
-    path = ".".join(workloads.template_path(obj) or ())
-    shapes.check(template, path=path, target=target)

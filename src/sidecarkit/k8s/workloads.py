@@ -14,6 +14,7 @@ from sidecarkit import errors
 
 __all__ = [
     "TEMPLATE_PATHS",
+    "NO_KINDS",
     "Kinds",
     "describe",
     "group_of",
@@ -24,6 +25,9 @@ __all__ = [
 
 Kinds = Mapping[tuple[str, str], tuple[str, ...]]
 """Workload kinds by (API group, kind): the path from the object to its pod template."""
+
+NO_KINDS: Final[Kinds] = MappingProxyType({})
+"""No kinds beyond the built-in ones."""
 
 _SPEC_TEMPLATE: Final = ("spec", "template")
 
@@ -63,9 +67,7 @@ def group_of(api_version: object) -> str | None:
     return group if slash else ""
 
 
-def template_path(
-    obj: Mapping[str, Any], extra: Kinds = MappingProxyType({})
-) -> tuple[str, ...] | None:
+def template_path(obj: Mapping[str, Any], extra: Kinds = NO_KINDS) -> tuple[str, ...] | None:
     """The path to the pod template of ``obj``'s group and kind, or None for other kinds.
 
     ``extra`` adds kinds (from the injection config) to the built-in ones. An object without
@@ -105,7 +107,7 @@ def describe(obj: object) -> str:
 
 
 def pod_template(
-    obj: MutableMapping[str, Any], extra: Kinds = MappingProxyType({})
+    obj: MutableMapping[str, Any], extra: Kinds = NO_KINDS
 ) -> MutableMapping[str, Any] | None:
     """The pod template of a workload object, or None when the object has none.
 
