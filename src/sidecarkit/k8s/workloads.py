@@ -13,8 +13,8 @@ from typing import Any, Final
 from sidecarkit import errors
 
 __all__ = [
-    "TEMPLATE_PATHS",
     "NO_KINDS",
+    "TEMPLATE_PATHS",
     "Kinds",
     "describe",
     "group_of",
