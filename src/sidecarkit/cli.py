@@ -1,9 +1,10 @@
 """The ``sidecarkit`` command. Thin: parse options, call the core, print.
 
-Exit codes: 0 done; 1 other failure; 2 a manifest is wrong (malformed YAML, a bad
-``sidecarkit.io/`` annotation, a conflict); 3 the config or facts are wrong. On any error
-nothing is written to stdout, so ``sidecarkit inject -f x | kubectl apply -f -`` never applies
-half a stream.
+Exit codes: 0 done; 1 other failure (and ``inject --check`` finding stale workloads); 2 a
+manifest is wrong (malformed YAML, a bad ``sidecarkit.io/`` annotation, a conflict); 3 the config
+or facts are wrong. ``inject`` and ``uninject`` write a document that fails unchanged and go on
+(``rewriting``); with ``--strict`` nothing is written on any error, so
+``sidecarkit inject --strict -f x | kubectl apply -f -`` never applies half a stream.
 """
 
 from __future__ import annotations
