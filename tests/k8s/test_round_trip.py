@@ -95,3 +95,8 @@ def test_mixed_indentation_takes_the_first_indentation_as_documented() -> None:
     assert "metadata:\n    name: p\n" in out  # the first indented block sets the mapping indent
     assert "spec:\n    initContainers:\n" in out  # ...for the whole document
     assert "\n    containers:\n" in out
+
+
+def test_crlf_and_an_explicit_null_together() -> None:
+    out = _inject(POD.replace("spec:\n", "spec:\n  nodeSelector: null\n").replace("\n", "\r\n"))
+    assert "  nodeSelector: null\r\n" in out

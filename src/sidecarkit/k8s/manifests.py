@@ -131,7 +131,9 @@ def _null_representer(token: str) -> type[RoundTripRepresenter]:
     return NullRepresenter
 
 
-_NULL: Final = re.compile(r"(?:^|[:\-,\[{])[ \t]+(null|Null|NULL|~)[ \t]*(?:#.*)?$", re.MULTILINE)
+_NULL: Final = re.compile(
+    r"(?:^|[:\-,\[{])[ \t]+(null|Null|NULL|~)[ \t]*(?:#[^\r\n]*)?\r?$", re.MULTILINE
+)
 _VERSION: Final = re.compile(r"^%YAML[ \t]+(\d+)\.(\d+)", re.MULTILINE)
 _HEAD_LINE: Final = re.compile(r"^(?:[ \t]*(?:#.*)?|%.*)(?:\r?\n|\r)?$")
 
