@@ -64,7 +64,7 @@ def test_an_alias_to_the_collection_that_contains_it_is_refused() -> None:
         manifests.load_stream("&pod {kind: Pod, spec: *pod}\n", source="t")
 
 
-@pytest.mark.parametrize("depth", [150, 400, 5000])
+@pytest.mark.parametrize("depth", [150, 400, 5000, 200_000])
 def test_deep_nesting_is_refused_with_the_place_and_no_traceback(depth: int) -> None:
     with pytest.raises(errors.ManifestError, match=r"deep\.yaml:\d+.*nest"):
         manifests.load_stream(_nested(depth), source="deep.yaml")
@@ -87,3 +87,9 @@ def test_the_command_refuses_deep_nesting_without_a_traceback() -> None:
 def test_nesting_that_real_manifests_use_is_accepted() -> None:
     (doc,) = manifests.load_stream(_nested(60), source="t")
     assert doc.data["spec"]["deep"] is not None
+
+
+def test_brackets_inside_quotes_and_comments_do_not_count_as_nesting() -> None:
+    text = 'a: "' + "[" * 600 + '"\nb: x  # ' + "{" * 600 + "\nc: [1, {x: y}]\n"
+    (doc,) = manifests.load_stream(text, source="t")
+    assert doc.data["c"] == [1, {"x": "y"}]

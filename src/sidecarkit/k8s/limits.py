@@ -18,15 +18,23 @@ recursion, so it takes time linear in the document's text however much it would 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, Final
 
-__all__ = ["MAX_DEPTH", "Breach", "allowed_alias_ratio", "measure"]
+__all__ = ["FLOW_DEPTH_SCAN", "MAX_DEPTH", "Breach", "allowed_alias_ratio", "measure", "scan"]
 
 MAX_DEPTH: Final = 128
 """Deepest nesting of mappings and sequences accepted. A Deployment nests about 12 levels, the
 largest CRD schemas about 60; Python's stack (for copies and dumps) holds about 250."""
 
+FLOW_DEPTH_SCAN: Final = 512
+"""Flow brackets (``[``, ``{``) open at once past which ``scan`` refuses a text unparsed."""
+
+_FLOW_TOKEN: Final = re.compile(
+    r"\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'|(?:^|(?<=[ \t]))#[^\n]*|[\[\]{}]",
+    re.MULTILINE,
+)
 _RATIO_LOW: Final = 400_000
 _RATIO_HIGH: Final = 4_000_000
 
@@ -46,6 +54,32 @@ def allowed_alias_ratio(expanded: int) -> float:
     if expanded >= _RATIO_HIGH:
         return 0.10
     return 0.99 - 0.89 * (expanded - _RATIO_LOW) / (_RATIO_HIGH - _RATIO_LOW)
+
+
+def scan(text: str) -> None:
+    """Refuse, before parsing, a text whose flow collections nest past FLOW_DEPTH_SCAN.
+
+    ruamel's scanner takes time quadratic in the depth of nested ``[``/``{`` before its parser
+    runs out of stack, so a 10 KB line of brackets would cost seconds. This looks only at
+    brackets outside quotes and comments (a quote that does not close on its line is skipped
+    over), which is cheap; the exact bound (MAX_DEPTH) is checked after parsing.
+    """
+    if "[" not in text and "{" not in text:
+        return
+    depth = 0
+    for match in _FLOW_TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > FLOW_DEPTH_SCAN:
+                line = text.count("\n", 0, match.start())
+                raise Breach(
+                    f"the document nests more than {MAX_DEPTH} levels deep, which no "
+                    "Kubernetes object does; flatten it",
+                    line,
+                )
+        elif token in ("]", "}"):
+            depth = max(depth - 1, 0)
 
 
 def _children(node: dict[Any, Any] | list[Any]) -> Iterator[Any]:

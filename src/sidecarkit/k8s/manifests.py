@@ -193,6 +193,10 @@ def parse(chunk: str, *, line: int, index: int, source: str) -> Document:
     """
     yaml = _yaml()
     try:
+        limits.scan(chunk)
+    except limits.Breach as exc:
+        raise errors.ManifestError(f"{source}:{line + (exc.line or 0) + 1}: {exc}") from exc
+    try:
         data = yaml.load(chunk)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
