@@ -196,3 +196,43 @@ def test_check_names_the_profile_revisions_that_changed() -> None:
     assert result.returncode == 1
     assert "reinjected" in result.stderr
     assert "revision 0ld" in result.stderr
+
+
+def test_json_output_is_one_json_object_per_document() -> None:
+    stream = (
+        (GOLDEN / "pod.yaml").read_text() + "---\n" + (GOLDEN / "not-opted-in.yaml").read_text()
+    )
+    result = run("inject", "-o", "json", stdin=stream)
+    assert result.returncode == 0, result.stderr
+    decoder = json.JSONDecoder()
+    objects, text = [], result.stdout.strip()
+    while text:
+        obj, end = decoder.raw_decode(text)
+        objects.append(obj)
+        text = text[end:].strip()
+    assert [o["kind"] for o in objects] == ["Pod", "Deployment"]
+    assert objects[0]["spec"]["initContainers"][0]["name"] == "sidecarkit-logs"
+
+
+def test_a_directory_is_read_in_name_order_and_r_descends(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text((GOLDEN / "pod.yaml").read_text())
+    (tmp_path / "a.yml").write_text((GOLDEN / "not-opted-in.yaml").read_text())
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yaml").write_text((GOLDEN / "pod.yaml").read_text())
+    flat = run("inject", "-f", str(tmp_path))
+    assert flat.returncode == 0, flat.stderr
+    assert flat.stdout == (
+        (GOLDEN / "not-opted-in.yaml").read_text()
+        + "---\n"
+        + (GOLDEN / "pod.injected.yaml").read_text()
+    )
+    deep = run("inject", "-R", "-f", str(tmp_path))
+    assert deep.stdout.count("sidecarkit.io/status") == 2
+    assert "sub/c.yaml document 1" in deep.stderr
+
+
+def test_an_empty_directory_says_what_it_looks_for(tmp_path: Path) -> None:
+    result = run("inject", "-f", str(tmp_path))
+    assert result.returncode == 2
+    assert "a directory without manifests" in result.stderr
