@@ -236,3 +236,23 @@ def test_an_empty_directory_says_what_it_looks_for(tmp_path: Path) -> None:
     result = run("inject", "-f", str(tmp_path))
     assert result.returncode == 2
     assert "a directory without manifests" in result.stderr
+
+
+def test_a_custom_kind_from_the_config_round_trips_through_inject_and_uninject(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "workloads:\n  - {group: example.com, kind: WebApp, path: spec.podTemplate}\n"
+    )
+    webapp = (
+        "apiVersion: example.com/v1\nkind: WebApp\nmetadata: {name: shop}\nspec:\n"
+        "  podTemplate:\n    metadata:\n      labels: {sidecarkit.io/inject: 'true'}\n"
+        "    spec:\n      containers:\n        - {name: app, image: nginx}\n"
+    )
+    injected = run("inject", "--config", str(config), stdin=webapp)
+    assert injected.returncode == 0, injected.stderr
+    assert "sidecarkit-logs" in injected.stdout
+    back = run("uninject", "--config", str(config), stdin=injected.stdout)
+    assert back.returncode == 0, back.stderr
+    assert back.stdout == webapp
