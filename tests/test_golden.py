@@ -33,10 +33,10 @@ def _cases() -> list[str]:
     )
 
 
-def _run(case: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+def _run(case: str, monkeypatch: pytest.MonkeyPatch, *extra: str) -> tuple[str, str]:
     args_file = GOLDEN / f"{case}.args"
     line = args_file.read_text().strip() if args_file.exists() else "inject -f {input}"
-    args = [a.replace("{input}", f"{case}.yaml") for a in shlex.split(line)]
+    args = [a.replace("{input}", f"{case}.yaml") for a in shlex.split(line)] + list(extra)
     monkeypatch.chdir(GOLDEN)
     result = CliRunner().invoke(cli.cli, args, catch_exceptions=False)
     return result.stdout, f"exit: {result.exit_code}\n{result.stderr}"
@@ -71,14 +71,26 @@ def test_no_golden_file_is_stale() -> None:
     assert stale == [], f"golden files without an input case: {stale}"
 
 
-def test_failing_cases_print_nothing_on_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
-    failing = [
-        c for c in _cases() if not (GOLDEN / f"{c}.report").read_text().startswith("exit: 0")
-    ]
-    assert failing, "the golden set has error cases"
-    for case in failing:
-        stdout, _ = _run(case, monkeypatch)
+def _failing() -> list[str]:
+    return [c for c in _cases() if not (GOLDEN / f"{c}.report").read_text().startswith("exit: 0")]
+
+
+def test_failing_cases_print_nothing_on_stdout_with_strict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _failing(), "the golden set has error cases"
+    for case in _failing():
+        stdout, report = _run(case, monkeypatch, "--strict")
         assert stdout == "", case
+        assert report.startswith("exit: 2\n"), case
+
+
+def test_failed_documents_come_out_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    for case in _failing():
+        if case == "malformed":
+            continue  # its first document is fine, and injected
+        stdout, _ = _run(case, monkeypatch)
+        assert stdout == (GOLDEN / f"{case}.yaml").read_text(), case
 
 
 def test_unchanged_documents_come_out_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -> None:

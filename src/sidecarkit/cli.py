@@ -1,28 +1,35 @@
 """The ``sidecarkit`` command. Thin: parse options, call the core, print.
 
-Exit codes: 0 done; 1 other failure; 2 a manifest is wrong (malformed YAML, a bad
-``sidecarkit.io/`` annotation, a conflict); 3 the config or facts are wrong. On any error
-nothing is written to stdout, so ``sidecarkit inject -f x | kubectl apply -f -`` never applies
-half a stream.
+Exit codes: 0 done; 1 other failure (and ``inject --check`` finding stale workloads); 2 a
+manifest is wrong (malformed YAML, a bad ``sidecarkit.io/`` annotation, a conflict); 3 the config
+or facts are wrong. ``inject`` and ``uninject`` write a document that fails unchanged and go on
+(``rewriting``); with ``--strict`` nothing is written on any error, so
+``sidecarkit inject --strict -f x | kubectl apply -f -`` never applies half a stream.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, NoReturn
 
 import click
-import orjson
 
-from sidecarkit import __version__, awaiting, clustercli, configfiles, errors
+from sidecarkit import __version__, awaiting, clustercli, configfiles, errors, rewriting
 from sidecarkit.agents import process
 from sidecarkit.agents.logs.command import logs as logs_command
 from sidecarkit.agents.proxy.command import proxy as proxy_command
-from sidecarkit.injection import configs, facts, injecting, profiles, reports, settings
+from sidecarkit.injection import (
+    annotating,
+    configs,
+    facts,
+    injecting,
+    profiles,
+    reports,
+    settings,
+)
 from sidecarkit.k8s import manifests
 from sidecarkit.runner import command as runner_command
 
@@ -82,45 +89,30 @@ def _facts(
     )
 
 
-Transform = Callable[[Any, str], tuple[Any, reports.Report]]
-
-
-def _rewrite(files: Sequence[str], transform: Transform, report_format: str) -> None:
-    """Run ``transform`` on every document of every file; print all or nothing."""
-    inputs = [_read(f) for f in files or ("-",)]
-    parsed = [(source, manifests.load_stream(text, source=source)) for source, text in inputs]
-    output: list[str] = []
-    report = reports.Report()
-    for source, documents in parsed:
-        for doc in documents:
-            where = f"{source} document {doc.index}"
-            try:
-                new, sub = transform(doc.data, where)
-            except errors.InputError as exc:
-                raise type(exc)(f"{where}: {exc}") from exc
-            report += sub
-            text = manifests.dump(doc, new)
-            if output and output[-1] and not output[-1].endswith("\n"):
-                output.append("\n")
-            if output and not text.startswith(("---", "%")) and doc.index == 1:
-                output.append("---\n")
-            output.append(text)
-    sys.stdout.write("".join(output))
-    sys.stdout.flush()
-    if report_format == "json":
-        click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode(), err=True)
-    elif report_format == "text":
-        for line in report.lines():
-            click.echo(line, err=True)
-
-
 _files = click.option(
     "-f",
     "--filename",
     "files",
     multiple=True,
     metavar="FILE|-",
-    help="Manifest to read; repeatable; '-' or nothing reads stdin.",
+    help="Manifest file or directory to read; repeatable; '-' or nothing reads stdin.",
+)
+_strict = click.option(
+    "--strict",
+    is_flag=True,
+    help="Stop at the first document that fails and write nothing (default: write it "
+    "unchanged, go on, exit 2 at the end).",
+)
+_recursive = click.option(
+    "-R", "--recursive", is_flag=True, help="Read the manifests in subdirectories too."
+)
+_output = click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="yaml keeps each document's text; json writes each object as JSON.",
 )
 _report = click.option(
     "--report",
@@ -162,6 +154,19 @@ def cli() -> None:
     type=click.Choice([m.value for m in profiles.Mode]),
     help="Default mode for profiles and pods that don't choose one.",
 )
+@_strict
+@_recursive
+@_output
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 if a workload would be injected or reinjected (CI gate).",
+)
+@click.option(
+    "--annotate-only",
+    is_flag=True,
+    help="Only add the opt-in label to pod templates; the webhook adds the sidecars.",
+)
 @click.option(
     "--cluster",
     "from_cluster",
@@ -180,6 +185,11 @@ def cli() -> None:
 @_report
 def inject(
     files: tuple[str, ...],
+    strict: bool,
+    recursive: bool,
+    output: str,
+    check: bool,
+    annotate_only: bool,
     config_path: str | None,
     facts_path: str | None,
     namespace_labels: str | None,
@@ -196,7 +206,14 @@ def inject(
     Documents that need no change come out byte for byte as they went in.
     """
     try:
-        if from_cluster:
+        if annotate_only and from_cluster:
+            raise click.UsageError("--annotate-only adds only a label; it needs no --cluster")
+        if annotate_only:
+
+            def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
+                return annotating.annotate(data, location=where, owned=True)
+
+        elif from_cluster:
             transform = clustercli.cluster_injector(
                 kubeconfig,
                 context,
@@ -214,26 +231,42 @@ def inject(
             cluster = _facts(facts_path, namespace_labels, kubernetes_version)
 
             def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
-                return injecting.inject(data, config, cluster, location=where)
+                return injecting.inject(data, config, cluster, location=where, owned=True)
 
-        _rewrite(files, transform, report_format)
+        options = rewriting.Options(strict, output, report_format, recursive, check)
+        code = rewriting.rewrite(files, transform, options)
     except errors.SidecarkitError as exc:
         _fail(exc)
+    sys.exit(code)
 
 
 @cli.command()
 @_files
+@_strict
+@_recursive
+@_output
+@click.option("--config", "config_path", metavar="FILE", help="Config with custom workloads.")
 @_report
-def uninject(files: tuple[str, ...], report_format: str) -> None:
+def uninject(
+    files: tuple[str, ...],
+    strict: bool,
+    recursive: bool,
+    output: str,
+    config_path: str | None,
+    report_format: str,
+) -> None:
     """Remove exactly what sidecarkit injected, as its status annotations record."""
     try:
+        kinds = _config(config_path, None).workloads
 
         def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
-            return injecting.uninject(data, location=where)
+            return injecting.uninject(data, location=where, owned=True, kinds=kinds)
 
-        _rewrite(files, transform, report_format)
+        options = rewriting.Options(strict, output, report_format, recursive)
+        code = rewriting.rewrite(files, transform, options)
     except errors.SidecarkitError as exc:
         _fail(exc)
+    sys.exit(code)
 
 
 @cli.command("profiles")

@@ -22,6 +22,8 @@ A config file looks like this (every key optional)::
         appVolumeMounts: [...]      # added to every app container
         appEnv: [...]
         afterInitContainers: [...]  # init containers to go after (default: Istio, Linkerd)
+    workloads:                      # kinds beyond the built-in ones, by API group and kind
+      - {group: example.com, kind: WebApp, path: spec.podTemplate}
 
 Errors name the file, line and column, the path of the field and what would be accepted.
 """
@@ -35,12 +37,21 @@ from typing import Any, Final
 
 from sidecarkit import errors
 from sidecarkit.injection import configs, facts, profiles, settings
-from sidecarkit.k8s import manifests
+from sidecarkit.k8s import manifests, workloads
 
 __all__ = ["load_config", "load_facts", "load_mapping", "parse_config"]
 
 API_VERSION: Final = "sidecarkit.io/v1alpha1"
-_TOP_KEYS: Final = ("apiVersion", "kind", "image", "mode", "defaultProfiles", "profiles")
+_TOP_KEYS: Final = (
+    "apiVersion",
+    "kind",
+    "image",
+    "mode",
+    "defaultProfiles",
+    "profiles",
+    "workloads",
+)
+_WORKLOAD_KEYS: Final = ("group", "kind", "path")
 _PROFILE_KEYS: Final = (
     "description",
     "allowHostNetwork",
@@ -182,8 +193,32 @@ def parse_config(text: str, *, source: str) -> configs.Config:
                 )
         defaults = tuple(str(v) for v in value)
     return configs.Config(
-        profiles=MappingProxyType(known), default_profiles=defaults, mode=mode, source=source
+        profiles=MappingProxyType(known),
+        default_profiles=defaults,
+        mode=mode,
+        workloads=_workloads(r, top),
+        source=source,
     )
+
+
+def _workloads(r: _Reader, top: Mapping[str, Any]) -> workloads.Kinds:
+    """``workloads:``: where custom kinds keep their pod template, by API group and kind."""
+    kinds: dict[tuple[str, str], tuple[str, ...]] = {}
+    for i, item in enumerate(r.objects(top, "workloads", "workloads")):
+        path = f"workloads[{i}]"
+        r.mapping(top["workloads"], i, path, item, _WORKLOAD_KEYS)
+        group = item.get("group", "")
+        if not isinstance(group, str):
+            raise r.fail(item, "group", f"{path}.group", 'must be a string ("" for core)')
+        kind = r.string(item, "kind", f"{path}.kind", item.get("kind"))
+        steps = r.string(item, "path", f"{path}.path", item.get("path"))
+        keys = tuple(steps.split("."))
+        if not all(keys):
+            raise r.fail(
+                item, "path", f"{path}.path", "must be keys joined by dots, e.g. spec.template"
+            )
+        kinds[(group, kind)] = keys
+    return MappingProxyType(kinds)
 
 
 def _builtin_overrides(

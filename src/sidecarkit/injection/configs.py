@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from sidecarkit.injection import profiles as _profiles
+from sidecarkit.k8s import workloads as _workloads
 
 __all__ = ["Config"]
 
@@ -30,5 +31,8 @@ class Config:
     mode: _profiles.Mode = _profiles.Mode.NATIVE
     """Placement when neither the pod nor the profile says: native sidecars, the Kubernetes
     default since 1.29; ``auto`` asks the facts about the cluster version."""
+    workloads: _workloads.Kinds = field(default_factory=lambda: _workloads.NO_KINDS)
+    """Workload kinds beyond the built-in ones: (API group, kind) -> the path from the object
+    to its pod template, e.g. ``("example.com", "WebApp") -> ("spec", "podTemplate")``."""
     source: str = "the built-in config"
     """Where this config came from, for messages."""

@@ -36,16 +36,18 @@ from sidecarkit.injection import (
     plans,
     policy,
     reports,
+    shapes,
+    sharing,
     statuses,
 )
 from sidecarkit.k8s import workloads
 
-__all__ = ["inject", "uninject"]
+__all__ = ["Handler", "inject", "uninject", "walk"]
 
 Code = reports.Code
 Reason = reports.Reason
 Document = Any
-_Handler = Callable[[MutableMapping[str, Any], str], tuple[Any, reports.Decision]]
+Handler = Callable[[MutableMapping[str, Any], str], tuple[Any, reports.Decision]]
 
 
 def inject(
@@ -55,6 +57,7 @@ def inject(
     *,
     location: str = "document 1",
     plain: bool = False,
+    owned: bool = False,
 ) -> tuple[Document, reports.Report]:
     """Return ``document`` with sidecars injected where it asks for them, and the report.
 
@@ -68,24 +71,42 @@ def inject(
     (shared with ``document``) and the parts it inserts (shared with other results). The
     webhook, which only diffs the two, saves the copies and most of the diff that way; the
     result is equal either way.
+
+    ``owned`` says that the caller hands ``document`` over: it is changed in place instead of
+    copied, so the result is ``document`` itself and only the report's ``changed`` tells
+    whether anything was done. The CLI, which writes each document once and drops it, saves
+    the copy, and ruamel's anchors and merge keys, which a copy loses, survive.
     """
     config = config or _default_config()
     cluster = cluster or facts.Facts()
 
     def handle(obj: MutableMapping[str, Any], where: str) -> tuple[Any, reports.Decision]:
-        return _inject_object(obj, config, cluster, where, plain=plain)
+        return _inject_object(obj, config, cluster, where, plain=plain, owned=owned)
 
-    return _walk(document, handle, location)
+    return walk(document, handle, location)
 
 
 def uninject(
-    document: Document, *, location: str = "document 1"
+    document: Document,
+    *,
+    location: str = "document 1",
+    owned: bool = False,
+    kinds: workloads.Kinds = workloads.NO_KINDS,
 ) -> tuple[Document, reports.Report]:
-    """Return ``document`` without anything the ``sidecarkit.io/status`` annotations record."""
-    return _walk(document, _uninject_object, location)
+    """Return ``document`` without anything the ``sidecarkit.io/status`` annotations record.
+
+    ``owned`` as for ``inject``; ``kinds``: workload kinds beyond the built-in ones (a
+    config's ``workloads``).
+    """
+
+    def handle(obj: MutableMapping[str, Any], where: str) -> tuple[Any, reports.Decision]:
+        return _uninject_object(obj, where, owned=owned, kinds=kinds)
+
+    return walk(document, handle, location)
 
 
-def _walk(document: Document, handle: _Handler, location: str) -> tuple[Document, reports.Report]:
+def walk(document: Document, handle: Handler, location: str) -> tuple[Document, reports.Report]:
+    """Call ``handle`` on ``document``, or on each item of a ``List`` (recursively)."""
     if document is None:
         reason = Reason(Code.EMPTY_DOCUMENT, "the document is empty")
         return document, reports.Report((reports.Decision(location, "-", (reason,), False),))
@@ -95,19 +116,19 @@ def _walk(document: Document, handle: _Handler, location: str) -> tuple[Document
             f"a {type(document).__name__} is not a Kubernetes object; passed through",
         )
         return document, reports.Report((reports.Decision(location, "-", (reason,), False),))
-    if document.get("kind") == "List" and isinstance(document.get("items"), list):
-        return _walk_list(document, handle, location)
+    if workloads.is_list(document):
+        return _walk_items(document, handle, location)
     new, decision = handle(document, location)
     return new, reports.Report((decision,))
 
 
-def _walk_list(
-    document: MutableMapping[str, Any], handle: _Handler, location: str
+def _walk_items(
+    document: MutableMapping[str, Any], handle: Handler, location: str
 ) -> tuple[Document, reports.Report]:
     report = reports.Report()
     changed: dict[int, Any] = {}
     for index, item in enumerate(document["items"]):
-        new, sub = _walk(item, handle, f"{location}, items[{index}]")
+        new, sub = walk(item, handle, f"{location}, items[{index}]")
         report += sub
         if new is not item:
             changed[index] = new
@@ -130,18 +151,21 @@ def _inject_object(
     location: str,
     *,
     plain: bool,
+    owned: bool,
 ) -> tuple[Any, reports.Decision]:
     target = workloads.describe(obj)
-    if workloads.template_path(obj.get("kind")) is None:
+    path = workloads.template_path(obj, config.workloads)
+    if path is None:
         return obj, _skip(
             location,
             obj,
             Reason(
                 Code.UNSUPPORTED_KIND,
-                f"kind {obj.get('kind')!r} has no pod template; passed through",
+                f"{obj.get('apiVersion') or '<no apiVersion>'} {obj.get('kind')} has no pod "
+                "template that sidecarkit knows of; passed through",
             ),
         )
-    template = workloads.pod_template(obj)
+    template = workloads.pod_template(obj, config.workloads)
     if template is None:
         return obj, _skip(
             location,
@@ -162,6 +186,7 @@ def _inject_object(
                 ),
             )
         return obj, _skip(location, obj, skipped)
+    shapes.check(template, path=".".join(path), target=target)
 
     # Stripping an earlier injection cannot change what these two say (it deletes only
     # collections it left empty), so the original pod tells.
@@ -185,12 +210,11 @@ def _inject_object(
         else None
     )
     if plain and old is None and isinstance(obj, dict) and _writable(obj):
-        result = _copy_for_placing(obj)
+        result = _copy_for_placing(obj, path)
     else:
-        result = _copy(obj)
-    new_template = workloads.pod_template(result)
+        result = _own(obj, path, owned=owned, plain=plain)
+    new_template = workloads.pod_template(result, config.workloads)
     assert new_template is not None
-    _check_shape(new_template["spec"], target)
     if old is not None:
         statuses.strip(new_template, old)
     if plan is None:
@@ -234,21 +258,23 @@ def _inject_object(
         reasons.append(Reason(Code.UP_TO_DATE, f"already has {summary}; nothing to do"))
         return obj, reports.Decision(location, target, tuple(reasons), False)
     if old is not None:
-        reasons.append(Reason(Code.REINJECTED, f"replaced earlier sidecars with {summary}"))
+        revisions = _revisions(old, status)
+        reasons.append(
+            Reason(Code.REINJECTED, f"replaced earlier sidecars with {summary}{revisions}")
+        )
     else:
         reasons.append(Reason(Code.INJECTED, f"added {summary}"))
     return result, reports.Decision(location, target, tuple(reasons), True)
 
 
-def _uninject_object(obj: MutableMapping[str, Any], location: str) -> tuple[Any, reports.Decision]:
+def _uninject_object(
+    obj: MutableMapping[str, Any], location: str, *, owned: bool, kinds: workloads.Kinds
+) -> tuple[Any, reports.Decision]:
     target = workloads.describe(obj)
-    template = workloads.pod_template(obj)
+    path = workloads.template_path(obj, kinds)
+    template = workloads.pod_template(obj, kinds)
     if template is None:
-        code = (
-            Code.UNSUPPORTED_KIND
-            if workloads.template_path(obj.get("kind")) is None
-            else Code.NO_POD_TEMPLATE
-        )
+        code = Code.UNSUPPORTED_KIND if path is None else Code.NO_POD_TEMPLATE
         return obj, _skip(location, obj, Reason(code, "nothing to remove; passed through"))
     annotations = _mapping(template, "annotations", target)
     if policy.STATUS_ANNOTATION not in annotations:
@@ -260,8 +286,10 @@ def _uninject_object(obj: MutableMapping[str, Any], location: str) -> tuple[Any,
             ),
         )
     status = statuses.decode(annotations[policy.STATUS_ANNOTATION], target=target)
-    result = _copy(obj)
-    new_template = workloads.pod_template(result)
+    assert path is not None
+    shapes.check(template, path=".".join(path), target=target)
+    result = _own(obj, path, owned=owned, plain=False)
+    new_template = workloads.pod_template(result, kinds)
     assert new_template is not None
     statuses.strip(new_template, status)
     names = ", ".join(p.name for p in status.profiles if p.name != placing.LIFECYCLE)
@@ -274,6 +302,15 @@ def _init_names(template: MutableMapping[str, Any]) -> list[object]:
     network-setup container appended after the sidecars must end up before them again."""
     items = template["spec"].get("initContainers")
     return [c.get("name") for c in items if isinstance(c, dict)] if isinstance(items, list) else []
+def _revisions(old: statuses.Status, new: statuses.Status) -> str:
+    """`` (logs revision a -> b)`` for the profiles whose revision changed, for the report."""
+    before = {p.name: p.revision for p in old.profiles}
+    changes = [
+        f"{p.name} revision {before.get(p.name) or 'unrecorded'} -> {p.revision}"
+        for p in new.profiles
+        if p.name != placing.LIFECYCLE and before.get(p.name) != p.revision
+    ]
+    return f" ({', '.join(changes)})" if changes else ""
 
 
 @functools.cache
@@ -296,7 +333,7 @@ def _writable(obj: dict[str, Any]) -> bool:
     return True
 
 
-def _copy_for_placing(obj: dict[str, Any]) -> Any:
+def _copy_for_placing(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
     """A copy of plain JSON ``obj`` that placing may modify, sharing everything else with it.
 
     Copied: the path to the pod template, the template, its metadata and annotations, its spec,
@@ -306,7 +343,7 @@ def _copy_for_placing(obj: dict[str, Any]) -> Any:
     """
     result = dict(obj)
     node = result
-    for key in workloads.template_path(obj.get("kind")) or ():
+    for key in path:
         child = dict(node[key])
         node[key] = child
         node = child
@@ -334,6 +371,14 @@ def _copy_container(container: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
+def _own(obj: MutableMapping[str, Any], path: tuple[str, ...], *, owned: bool, plain: bool) -> Any:
+    """``obj`` (owned) or a copy of it, with every node that injection edits unshared."""
+    result = obj if owned else _copy(obj)
+    if not plain:
+        sharing.unshare(result, path)
+    return result
+
+
 def _copy(obj: MutableMapping[str, Any]) -> Any:
     """A deep copy; plain JSON data (the webhook's) goes through orjson, many times faster."""
     if type(obj) is dict:
@@ -358,24 +403,3 @@ def _mapping(template: MutableMapping[str, Any], key: str, target: str) -> Mutab
             f"{target}: the pod template's metadata.{key} must be a mapping of strings"
         )
     return value
-
-
-def _check_shape(spec: MutableMapping[str, Any], target: str) -> None:
-    """Refuse pod specs whose lists we would have to edit but cannot read."""
-    for key in ("containers", "initContainers", "volumes"):
-        value = spec.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, list) or not all(isinstance(i, dict) for i in value):
-            raise errors.ManifestError(
-                f"{target}: spec.{key} of the pod template must be a list of objects; "
-                "fix the manifest"
-            )
-    for c in spec.get("containers") or ():
-        for key in ("env", "volumeMounts", "command"):
-            value = c.get(key)
-            if value is not None and not isinstance(value, list):
-                raise errors.ManifestError(
-                    f"{target}: spec.containers[{c.get('name')}].{key} must be a list; "
-                    "fix the manifest"
-                )

@@ -217,6 +217,7 @@ def prepare(
                 init_containers=tuple(init_names + (sidecar_names if native else [])),
                 containers=tuple([] if native else sidecar_names),
                 volumes=tuple(v["name"] for v in r.parts.volumes),
+                revision=_revision(r),
             )
         )
         for v in r.parts.volumes:
@@ -244,6 +245,22 @@ def _after_network_setup(inits: Sequence[Any], rendered: Sequence[conflicts.Rend
         if isinstance(c, dict) and c.get("name") in setup:
             at = i + 1
     return at
+def _revision(r: conflicts.Rendered) -> str:
+    """The revision of a rendered profile, as the status records it."""
+    parts = r.parts
+    return hashlib.sha256(
+        orjson.dumps(
+            [
+                str(r.mode),
+                parts.init_containers,
+                parts.sidecars,
+                parts.volumes,
+                parts.app_mounts,
+                parts.app_env,
+            ],
+            option=orjson.OPT_SORT_KEYS,
+        )
+    ).hexdigest()[:10]
 
 
 def place(

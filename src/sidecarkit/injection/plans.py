@@ -104,6 +104,10 @@ def build(selection: policy.Selection, *, host_network: bool, run_to_completion:
     return Plan(selection, tuple(reasons), tuple(rendered), added, placement, summary)
 
 
+_PLAN_PREFIXES: Final = (policy.PREFIX, "prometheus.io/")
+"""Annotations that can change a plan: ours, and the Prometheus ones the metrics profile reads."""
+
+
 def find(
     annotations: Mapping[str, object],
     config: configs.Config,
@@ -120,7 +124,7 @@ def find(
     items: list[tuple[str, str]] = []
     length = 0
     for key, value in annotations.items():
-        if not isinstance(key, str) or not key.startswith(policy.PREFIX):
+        if not isinstance(key, str) or not key.startswith(_PLAN_PREFIXES):
             continue
         if key == policy.STATUS_ANNOTATION:
             continue

@@ -118,6 +118,8 @@ def select(
         )
 
     chosen = tuple(config.profiles[n] for n in names)
+    if any(p.name == "metrics" for p in chosen):
+        reasons += _prometheus_annotations(annotations, config, overrides)
     values: dict[str, Mapping[str, str]] = {}
     modes: dict[str, profiles.Mode] = {}
     for profile in chosen:
@@ -210,6 +212,50 @@ def _settings_annotations(
             raise errors.AnnotationError(f"{target}: annotation {key}: {problem}")
         found.setdefault(name, {})[setting_key] = _text(value)
     return found
+
+
+#: The de-facto scrape annotations Prometheus' Kubernetes examples read, and the ``metrics``
+#: settings each one stands for when the pod does not set the setting itself.
+PROMETHEUS_ANNOTATIONS: Final = (
+    ("prometheus.io/scrape", "scrape"),
+    ("prometheus.io/port", "port"),
+    ("prometheus.io/path", "path"),
+)
+
+
+def _prometheus_annotations(
+    annotations: Mapping[str, object],
+    config: configs.Config,
+    overrides: dict[str, dict[str, str]],
+) -> list[Reason]:
+    """Let ``prometheus.io/scrape|port|path`` on the pod set the ``metrics`` profile's
+    settings of the same meaning, as a pod already annotated for Prometheus expects: the
+    sidecar scrapes the port and path the annotations name, and nothing when scrape is
+    ``"false"``. A ``sidecarkit.io/metrics.*`` annotation wins over its Prometheus twin.
+
+    A value the setting cannot take (``prometheus.io/port: http``) is left out with a warning
+    rather than refused: the annotation is Prometheus', and the pod was valid before."""
+    profile = config.profiles["metrics"]
+    mine = overrides.setdefault("metrics", {})
+    reasons: list[Reason] = []
+    for key, name in PROMETHEUS_ANNOTATIONS:
+        setting = profile.setting(name)
+        if key not in annotations or setting is None or name in mine:
+            continue
+        value = annotations[key]
+        problem = settings.check(setting, value)
+        if problem is not None:
+            reasons.append(
+                Reason(
+                    Code.PROMETHEUS_ANNOTATION_IGNORED,
+                    f"annotation {key}: {problem}, so the metrics profile keeps its "
+                    f"{name} setting; set {PREFIX}metrics.{name} to choose",
+                    "metrics",
+                )
+            )
+            continue
+        mine[name] = _text(value)
+    return reasons
 
 
 def _text(value: object) -> str:

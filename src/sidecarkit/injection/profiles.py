@@ -257,10 +257,11 @@ def _render_logs(values: Mapping[str, str], ctx: Context) -> Parts:
 
 
 def _render_metrics(values: Mapping[str, str], ctx: Context) -> Parts:
+    scrape = values.get("scrape", "true") == "true"
     env = [
         {
             "name": "SIDECARKIT_METRICS_TARGETS",
-            "value": f"http://127.0.0.1:{values['port']}{values['path']}",
+            "value": f"http://127.0.0.1:{values['port']}{values['path']}" if scrape else "",
         },
         {"name": "SIDECARKIT_METRICS_INTERVAL", "value": values["interval"]},
     ]
@@ -331,6 +332,12 @@ def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
             _settings.Setting("port", K.PORT, "8080", "Port of the app's metrics endpoint."),
             _settings.Setting("path", K.PATH, "/metrics", "Path of the app's metrics endpoint."),
             _settings.Setting("interval", K.DURATION, "15s", "How often the app is scraped."),
+            _settings.Setting(
+                "scrape",
+                K.BOOL,
+                "true",
+                "Whether to scrape the app at all (false: StatsD only).",
+            ),
             _settings.Setting("statsd", K.BOOL, "true", "Whether to receive StatsD on UDP."),
             _settings.Setting("statsd-port", K.PORT, "8125", "UDP port of the StatsD receiver."),
             _settings.Setting(

@@ -31,6 +31,11 @@ class Code(enum.StrEnum):
     PROFILES_DEFAULTED = "profiles-defaulted"
     MODE_DEFAULTED = "mode-defaulted"
     LEGACY_JOB_UNWRAPPED = "legacy-job-unwrapped"
+    PROMETHEUS_ANNOTATION_IGNORED = "prometheus-annotation-ignored"
+    ANNOTATED = "annotated"
+    """``--annotate-only`` added the opt-in label for the webhook to act on."""
+    FAILED = "failed"
+    """The document could not be read or injected; the CLI writes it unchanged and goes on."""
 
     @property
     def is_warning(self) -> bool:
@@ -45,6 +50,7 @@ _WARNINGS = frozenset(
         Code.PROFILES_DEFAULTED,
         Code.MODE_DEFAULTED,
         Code.LEGACY_JOB_UNWRAPPED,
+        Code.PROMETHEUS_ANNOTATION_IGNORED,
     }
 )
 

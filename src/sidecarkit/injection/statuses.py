@@ -11,7 +11,8 @@ The annotation value is compact JSON::
     {"version": 1, "hash": "<sha256 prefix>",
      "profiles": [{"name": "logs", "mode": "native",
                    "initContainers": ["sidecarkit-logs"], "containers": [],
-                   "volumes": ["sidecarkit-logs", "sidecarkit-podinfo"]}],
+                   "volumes": ["sidecarkit-logs", "sidecarkit-podinfo"],
+                   "revision": "<digest of the profile's parts>"}],
      "app": {"web": {"mounts": ["/var/log/app"], "env": [], "wrapped": false}},
      "annotations": [], "created": ["spec.initContainers", "spec.containers[web].volumeMounts"]}
 
@@ -67,6 +68,9 @@ class ProfileRecord:
     init_containers: tuple[str, ...]
     containers: tuple[str, ...]
     volumes: tuple[str, ...]
+    revision: str = ""
+    """A digest of what the profile inserted (its parts, as rendered for this pod, and its
+    mode): a profile or setting change shows as a new revision. Empty in older records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,7 @@ def encode(status: Status) -> str:
                 "containers": list(p.containers),
                 "volumes": list(p.volumes),
             }
+            | ({"revision": p.revision} if p.revision else {})
             for p in status.profiles
         ],
         "app": {
@@ -143,6 +148,7 @@ def decode(value: object, *, target: str) -> Status:
                 init_containers=_strs(p["initContainers"]),
                 containers=_strs(p["containers"]),
                 volumes=_strs(p["volumes"]),
+                revision=_str(p.get("revision", "")),
             )
             for p in data["profiles"]
         )

@@ -17,16 +17,30 @@ import io
 import itertools
 import re
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
 
 from sidecarkit import errors
+from sidecarkit.k8s import limits
 
-__all__ = ["Document", "dump", "dump_objects", "load_data", "load_stream", "to_plain"]
+__all__ = [
+    "Document",
+    "dump",
+    "dump_objects",
+    "iter_stream",
+    "lines_of",
+    "load_data",
+    "load_stream",
+    "parse",
+    "split",
+    "to_plain",
+]
 
 _MARKER: Final = re.compile(r"^(---|\.\.\.)(?=[ \t\r\n]|$)")
 _CONTENT: Final = re.compile(r"^[ \t]*[^ \t\r\n#%]")
@@ -47,20 +61,33 @@ class Document:
     """1-based position in the stream, as used in reports (``document 2``)."""
 
 
-def _split(text: str) -> list[tuple[int, str]]:
-    """Cut a stream into (first line, text) chunks, one per YAML document.
+def split(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """Cut a stream, given as lines with their endings, into (first line, text) chunks.
 
-    Comments and directives before the first ``---`` belong to the document that follows
-    (YAML does not make a document of them), and a ``...`` ends the chunk it is in.
+    One chunk per YAML document. Comments and directives before the first ``---`` belong to
+    the document that follows (YAML does not make a document of them), a ``...`` ends the chunk
+    it is in, and whitespace after a ``...`` stays with the chunk it ended. Lazy: a stream is
+    never held whole, so a long one costs the memory of its largest document.
     """
-    chunks: list[tuple[int, str]] = []
-    lines = text.splitlines(keepends=True)
+    pending: tuple[int, str] | None = None
+    for chunk in _chunks(lines):
+        if pending is not None and not chunk[1].strip():
+            pending = (pending[0], pending[1] + chunk[1])
+        elif chunk[1]:
+            if pending is not None:
+                yield pending
+            pending = chunk
+    if pending is not None:
+        yield pending
+
+
+def _chunks(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
     current: list[str] = []
     start, has_content, has_marker = 0, False, False
     for number, line in enumerate(lines):
         marker = _MARKER.match(line)
         if marker and marker.group(1) == "---" and (has_content or has_marker):
-            chunks.append((start, "".join(current)))
+            yield start, "".join(current)
             start, current, has_content = number, [], False
         current.append(line)
         if marker:
@@ -69,45 +96,136 @@ def _split(text: str) -> list[tuple[int, str]]:
             if has_marker and rest and not rest.startswith("#"):
                 has_content = True
             if marker.group(1) == "...":
-                chunks.append((start, "".join(current)))
+                yield start, "".join(current)
                 start, current, has_content, has_marker = number + 1, [], False, False
         elif _CONTENT.match(line):
             has_content = True
-    if current or not chunks:
-        chunks.append((start, "".join(current)))
-    return chunks
+    yield start, "".join(current)
 
 
-def _yaml() -> YAML:
+def lines_of(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their endings, broken where YAML breaks them (LF, CR, CRLF)."""
+    return iter(io.StringIO(text, newline=""))
+
+
+def _yaml(null: str = "") -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
+    if null:
+        yaml.Representer = _null_representer(null)
     return yaml
+
+
+@functools.cache
+def _null_representer(token: str) -> type[RoundTripRepresenter]:
+    """ruamel's round-trip representer, writing null as ``token`` rather than as nothing."""
+
+    def represent_none(self: RoundTripRepresenter, data: None) -> Any:
+        return self.represent_scalar("tag:yaml.org,2002:null", token)
+
+    class NullRepresenter(RoundTripRepresenter):
+        pass
+
+    NullRepresenter.add_representer(type(None), represent_none)
+    return NullRepresenter
+
+
+_NULL: Final = re.compile(
+    r"(?:^|[:\-,\[{])[ \t]+(null|Null|NULL|~)[ \t]*(?:#[^\r\n]*)?\r?$", re.MULTILINE
+)
+_VERSION: Final = re.compile(r"^%YAML[ \t]+(\d+)\.(\d+)", re.MULTILINE)
+_HEAD_LINE: Final = re.compile(r"^(?:[ \t]*(?:#.*)?|%.*)(?:\r?\n|\r)?$")
+
+
+def _null_token(text: str) -> str:
+    """How the document writes null, if it writes one: ``null``, ``~``...; else nothing.
+
+    ruamel reads ``key: null`` and ``key:`` alike and writes both as ``key:``. A document
+    that spells its nulls out gets them spelled out the same way (the first spelling found),
+    so that a changed document keeps ``nodeSelector: null`` as it was.
+    """
+    match = _NULL.search(text)
+    return match.group(1) if match else ""
+
+
+def _head(text: str) -> tuple[str, str]:
+    """(the lines up to and including a bare ``---``, the rest) of a document's text.
+
+    ruamel drops comments and directives before the ``---`` and the comment after it, so the
+    head is written back as it was and only the body is dumped. Without a bare marker (or when
+    content follows it on its line), the head is empty.
+    """
+    offset = 0
+    for line in io.StringIO(text, newline=""):
+        marker = _MARKER.match(line)
+        if marker and marker.group(1) == "---":
+            rest = line[3:].strip()
+            if rest and not rest.startswith("#"):
+                return "", text
+            end = offset + len(line)
+            return text[:end], text[end:]
+        if not _HEAD_LINE.match(line):
+            return "", text
+        offset += len(line)
+    return "", text
+
+
+def _after_head(head: str, dumped: str, *, directive: bool) -> str:
+    """ruamel's output without what the head already says (the directive, the marker and
+    the comment after it)."""
+    if directive:
+        dumped = re.sub(r"\A(?:%[^\n]*\n)*---[^\n]*\n", "", dumped, count=1)
+    marker_line = head.rstrip("\r\n").rsplit("\n", 1)[-1]
+    comment = marker_line[3:].strip() if marker_line.startswith("---") else ""
+    if comment:
+        first, _, rest = dumped.partition("\n")
+        if first.strip() == comment:
+            dumped = rest
+    return dumped
+
+
+def parse(chunk: str, *, line: int, index: int, source: str) -> Document:
+    """One chunk of ``split`` as a Document; ManifestError names ``source:line:column``.
+
+    Documents that nest too deeply or whose aliases expand too far (``limits``) are refused
+    here, before anything walks their data.
+    """
+    yaml = _yaml()
+    try:
+        limits.scan(chunk)
+    except limits.Breach as exc:
+        raise errors.ManifestError(f"{source}:{line + (exc.line or 0) + 1}: {exc}") from exc
+    try:
+        data = yaml.load(chunk)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{line + mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise errors.ManifestError(f"{where}: {problem}; fix the YAML") from exc
+    except YAMLError as exc:
+        raise errors.ManifestError(f"{source}:{line + 1}: {exc}; fix the YAML") from exc
+    except RecursionError as exc:
+        raise errors.ManifestError(
+            f"{source}:{line + 1}: the document nests more than {limits.MAX_DEPTH} levels "
+            "deep, which no Kubernetes object does; flatten it"
+        ) from exc
+    try:
+        limits.measure(data)
+    except limits.Breach as exc:
+        raise errors.ManifestError(f"{source}:{line + (exc.line or 0) + 1}: {exc}") from exc
+    return Document(chunk, data, line, index)
+
+
+def iter_stream(lines: Iterable[str], *, source: str) -> Iterator[Document]:
+    """Parse the documents of a stream one at a time (see ``split`` and ``parse``)."""
+    for index, (line, chunk) in enumerate(split(lines), start=1):
+        yield parse(chunk, line=line, index=index, source=source)
 
 
 def load_stream(text: str, *, source: str) -> list[Document]:
     """Parse every document of ``text``; ManifestError names ``source:line:column`` on failure."""
-    yaml = _yaml()
-    documents: list[Document] = []
-    for line, chunk in _split(text):
-        if not chunk.strip() and documents:
-            # Whitespace after a ``...`` belongs to the document it ended.
-            last = documents[-1]
-            documents[-1] = Document(last.text + chunk, last.data, last.line, last.index)
-            continue
-        if not chunk:
-            continue
-        try:
-            data = yaml.load(chunk)
-        except MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f"{source}:{line + mark.line + 1}:{mark.column + 1}" if mark else source
-            problem = exc.problem or exc.context or "malformed YAML"
-            raise errors.ManifestError(f"{where}: {problem}; fix the YAML") from exc
-        except YAMLError as exc:
-            raise errors.ManifestError(f"{source}:{line + 1}: {exc}; fix the YAML") from exc
-        documents.append(Document(chunk, data, line, len(documents) + 1))
-    return documents
+    return list(iter_stream(lines_of(text), source=source))
 
 
 def load_data(text: str, *, source: str) -> Any:
@@ -143,26 +261,29 @@ def _indentation(text: str) -> tuple[int, int, int]:
     return mapping, offset + 2, offset
 
 
-def dump(document: Document, data: Any) -> str:
+def dump(document: Document, data: Any, *, changed: bool | None = None) -> str:
     """The text of ``document`` with ``data`` in place of what it held.
 
     Objects added to the tree as plain dicts inside lists (injected containers, volumes,
     mounts, env entries) are rendered on their own, once per distinct content and indentation,
     and spliced into ruamel's output: an injected sidecar is the same in every workload of a
     stream, and emitting it node by node each time would cost more than the rest of the dump.
+
+    ``changed`` says whether ``data`` differs from what the document held; by default, whether
+    it is another object (a caller that changed the document in place must say so).
     """
-    if data is document.data:
+    if not changed if changed is not None else data is document.data:
         return document.text
-    yaml = _yaml()
-    indent = _indentation(document.text)
+    head, body = _head(document.text)
+    yaml = _yaml(null=_null_token(body))
+    indent = _indentation(body)
     yaml.indent(mapping=indent[0], sequence=indent[1], offset=indent[2])
+    version = _VERSION.search(head)
+    if version:
+        yaml.version = (int(version.group(1)), int(version.group(2)))
     out = io.StringIO()
-    first = document.text.split("\n", 1)[0]
-    marker = _MARKER.match(first)
-    if marker and marker.group(1) == "---" and not first[3:].strip():
-        out.write(first.rstrip("\r") + "\n")
-    elif marker:
-        yaml.explicit_start = True
+    if not head and _MARKER.match(body):
+        yaml.explicit_start = True  # ``--- {a: 1}`` or ``--- !!map``: the marker carries content
     swapped: list[tuple[list[Any], int, Any]] = []
     _swap_plain_items(data, swapped)
     try:
@@ -170,9 +291,18 @@ def dump(document: Document, data: Any) -> str:
     finally:
         for items, index, item in swapped:
             items[index] = item
-    text = out.getvalue()
-    if not swapped:
-        return text
+    text = _after_head(head, out.getvalue(), directive=version is not None)
+    if swapped:
+        text = _splice(text, swapped, indent)
+    if "\r\n" in document.text.split("\n", 1)[0] + "\n" or head.endswith("\r\n"):
+        text = text.replace("\n", "\r\n")
+    return head + text
+
+
+def _splice(
+    text: str, swapped: list[tuple[list[Any], int, Any]], indent: tuple[int, int, int]
+) -> str:
+    """Put the separately rendered plain items of ``dump`` in place of their tokens."""
 
     def block(match: re.Match[str]) -> str:
         item = swapped[int(match.group(3))][2]

@@ -55,13 +55,13 @@ def _own(image: str) -> bool:
 def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str, str]:
     """The first pod template: (metadata and spec, its path, its ``kubectl explain`` path)."""
     for _index, doc in enumerate(documents, start=1):
-        if isinstance(doc, dict) and workloads.template_path(doc.get("kind")) is not None:
+        if isinstance(doc, dict) and workloads.template_path(doc) is not None:
             template = workloads.pod_template(doc)
             if template is not None:
                 where = (
                     "spec"
                     if doc.get("kind") == "Pod"
-                    else ".".join(workloads.template_path(doc.get("kind")) or ()) + ".spec"
+                    else ".".join(workloads.template_path(doc) or ()) + ".spec"
                 )
                 metadata: Any = template.get("metadata") or {}
                 outer = doc.get("metadata")
