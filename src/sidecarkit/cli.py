@@ -489,6 +489,18 @@ agent.add_command(logs_command, "logs")
     metavar="URL",
     help="App endpoint to scrape; repeatable. Env: SIDECARKIT_METRICS_TARGETS (a,b).",
 )
+@click.option(
+    "--target-label",
+    envvar="SIDECARKIT_METRICS_TARGET_LABEL",
+    help="Label set to each target's host:port, instance; empty for none.",
+)
+@click.option(
+    "--honor-labels",
+    is_flag=True,
+    default=None,
+    envvar="SIDECARKIT_METRICS_HONOR_LABELS",
+    help="On a clash keep the app's label, not the agent's.",
+)
 @click.option("--interval", envvar="SIDECARKIT_METRICS_INTERVAL", help="Scrape interval, 15s.")
 @click.option("--timeout", envvar="SIDECARKIT_METRICS_TIMEOUT", help="Scrape timeout, 10s.")
 @click.option("--port", envvar="SIDECARKIT_ADMIN_PORT", help="Port of /metrics, 15101.")
@@ -539,6 +551,8 @@ agent.add_command(logs_command, "logs")
 def agent_metrics(
     config_path: str | None,
     targets: tuple[str, ...],
+    target_label: str | None,
+    honor_labels: bool | None,
     interval: str | None,
     timeout: str | None,
     port: str | None,
@@ -580,9 +594,12 @@ def agent_metrics(
             "pushgateway_url": pushgateway_url,
             "push_interval": push_interval,
         }
-        config = metrics_settings.from_mapping(
-            {k: v for k, v in given.items() if v}, source="options", base=config
-        )
+        chosen = {k: v for k, v in given.items() if v}
+        if target_label is not None:
+            chosen["target_label"] = target_label
+        if honor_labels is not None:
+            chosen["honor_labels"] = honor_labels
+        config = metrics_settings.from_mapping(chosen, source="options", base=config)
     except ValueError as exc:
         _fail(errors.ConfigError(str(exc)))
     except errors.SidecarkitError as exc:

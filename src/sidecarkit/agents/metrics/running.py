@@ -27,6 +27,7 @@ from aiohttp import web
 
 from sidecarkit.agents.metrics import (
     exposition,
+    merging,
     openmetrics,
     promtext,
     pushing,
@@ -49,7 +50,12 @@ ACCEPT = (
 
 @dataclass(slots=True)
 class _Target:
-    url: str
+    spec: settings.Target
+    labels: tuple[tuple[str, str], ...]
+    """What the agent adds to this target's series: the pod's identity, static labels, the
+    target label and the target's own."""
+    honor: bool
+    source: merging.Source
     families: list[exposition.Family] = field(default_factory=list)
     up: float = 0.0
     duration: float = 0.0
@@ -80,7 +86,9 @@ class Agent:
 
     def __init__(self, config: settings.Settings) -> None:
         self.settings = config
-        self.targets = [_Target(url) for url in config.targets]
+        self.targets = [self._target(t) for t in config.targets]
+        self.conflicts: dict[str, int] = {"type": 0, "duplicate": 0}
+        self._active_conflicts: set[tuple[str, str, str]] = set()
         self.aggregator = statsd.Aggregator(
             buckets=config.buckets, max_series=config.statsd_series_limit
         )
@@ -93,13 +101,23 @@ class Agent:
         self.port: int | None = None
         self.statsd_port: int | None = None
 
+    def _target(self, spec: settings.Target) -> _Target:
+        extra = dict(self.settings.labels)
+        if self.settings.target_label:
+            extra[self.settings.target_label] = spec.address
+        extra.update(spec.labels)
+        honor = self.settings.honor_labels if spec.honor_labels is None else spec.honor_labels
+        return _Target(spec, tuple(extra.items()), honor, merging.Source.of(spec.url, []))
+
     # -- scraping --------------------------------------------------------------------------
 
     async def scrape(self, session: aiohttp.ClientSession, target: _Target) -> None:
         started = time.perf_counter()
         try:
             timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
-            async with session.get(target.url, headers={"Accept": ACCEPT}, timeout=timeout) as r:
+            async with session.get(
+                target.spec.url, headers={"Accept": ACCEPT}, timeout=timeout
+            ) as r:
                 if r.status != 200:
                     raise ValueError(f"HTTP {r.status}")
                 content_type = r.headers.get("Content-Type", "")
@@ -118,12 +136,16 @@ class Agent:
                     f"{samples} series, over the limit of {self.settings.series_limit}"
                 )
             families = relabeling.apply(families, self.settings.rules)
-            target.families = relabeling.enrich(families, self.settings.labels, in_place=True)
+            target.families = relabeling.enrich(
+                families, target.labels, in_place=True, honor=target.honor
+            )
+            target.source = merging.Source.of(target.spec.url, target.families)
             target.up, target.samples, target.error = 1.0, samples, ""
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             if target.up or target.error != str(exc):
-                log.warning("scrape of %s failed: %s", target.url, exc or type(exc).__name__)
+                log.warning("scrape of %s failed: %s", target.spec.url, exc or type(exc).__name__)
             target.families, target.up, target.samples = [], 0.0, 0
+            target.source = merging.Source.of(target.spec.url, [])
             target.error = str(exc) or type(exc).__name__
         target.duration = time.perf_counter() - started
 
@@ -174,21 +196,26 @@ class Agent:
     # -- exposing --------------------------------------------------------------------------
 
     def families(self) -> list[exposition.Family]:
-        """Every target's families, StatsD's, and the agent's own, merged by name."""
-        merged: dict[str, exposition.Family] = {}
-        sources = [f for t in self.targets for f in t.families]
+        """Every target's families, StatsD's, and the agent's own, merged by name.
+
+        What the merge leaves out (a family another source has with another type, a series
+        another target already gave) is logged and counted when it first shows, not on every
+        request that merges again.
+        """
+        sources = [t.source for t in self.targets]
         received = relabeling.apply(self.aggregator.families(), self.settings.rules)
-        sources += relabeling.enrich(received, self.settings.labels)
-        sources += relabeling.enrich(self._own(), self.settings.labels)
-        for family in sources:
-            known = merged.get(family.name)
-            if known is None:
-                merged[family.name] = exposition.Family(
-                    family.name, family.type, family.help, family.unit, list(family.samples)
-                )
-            elif known.type == family.type:
-                known.samples.extend(family.samples)
-        return list(merged.values())
+        sources.append(
+            merging.Source.of("statsd", relabeling.enrich(received, self.settings.labels))
+        )
+        families, conflicts = merging.merge(sources)
+        active = {(c.kind, c.family, c.source) for c in conflicts}
+        for conflict in conflicts:
+            if (conflict.kind, conflict.family, conflict.source) not in self._active_conflicts:
+                self.conflicts[conflict.kind] += 1
+                log.warning("%s", conflict.message)
+        self._active_conflicts = active
+        own = relabeling.enrich(self._own(), self.settings.labels)
+        return families + own
 
     def _own(self) -> list[exposition.Family]:
         def family(name: str, kind: str, help_text: str) -> exposition.Family:
@@ -202,8 +229,21 @@ class Agent:
             "counter",
             "Scrapes refused because the target exposed too many series.",
         )
+        conflicts = family(
+            "sidecarkit_metrics_conflicts",
+            "counter",
+            "Families or series left out of the merged output, by kind: a name another source "
+            "uses with another type, or a series another target already gave.",
+        )
+        for kind, count in self.conflicts.items():
+            conflicts.samples.append(
+                exposition.Sample(
+                    "sidecarkit_metrics_conflicts_total", (("kind", kind),), float(count)
+                )
+            )
         for t in self.targets:
-            labels = (("target", t.url),)
+            labels = (("target", t.spec.url), *((k, v) for k, v in t.labels if k != "target"))
+            labels = tuple((k, v) for k, v in labels if (k, v) not in self.settings.labels)
             up.samples.append(exposition.Sample("up", labels, t.up))
             duration.samples.append(
                 exposition.Sample("scrape_duration_seconds", labels, t.duration)
@@ -215,7 +255,7 @@ class Agent:
                 )
             )
         agg = self.aggregator
-        own = [up, duration, scraped, limited] if self.targets else []
+        own = [up, duration, scraped, limited, conflicts] if self.targets else [conflicts]
         if self.pushes:
             pushes = family("sidecarkit_metrics_pushes", "counter", "Pushes, by where and result.")
             for (to, result), count in sorted(self.pushes.items()):
@@ -293,7 +333,7 @@ class Agent:
         log.info(
             "metrics agent on :%s, scraping %s, StatsD on %s",
             self.port,
-            ", ".join(self.settings.targets) or "nothing",
+            ", ".join(t.url for t in self.settings.targets) or "nothing",
             self.statsd_port or "no port",
         )
         if started is not None:
@@ -302,7 +342,7 @@ class Agent:
             async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
                 for target in self.targets:
                     tasks.create_task(
-                        self._scrape_loop(session, target), name=f"scrape {target.url}"
+                        self._scrape_loop(session, target), name=f"scrape {target.spec.url}"
                     )
                 if self.writer is not None or self.settings.pushgateway_url:
                     tasks.create_task(self._push_loop(session), name="push")

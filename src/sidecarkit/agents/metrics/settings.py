@@ -8,23 +8,54 @@ the labels ``pod``, ``namespace`` and ``node``.
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from sidecarkit import durations
 from sidecarkit.agents.identity import IDENTITY_ENV, identity_labels, parse_labels
 from sidecarkit.agents.metrics import relabeling, statsd
 
-__all__ = ["IDENTITY_ENV", "Settings", "from_mapping", "identity_labels"]
+__all__ = ["IDENTITY_ENV", "Settings", "Target", "from_mapping", "identity_labels"]
+
+_LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One endpoint to scrape, and the labels its series get, as a Prometheus scrape target."""
+
+    url: str
+    """The endpoint, e.g. ``http://127.0.0.1:8080/metrics``."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """Labels of this target alone (``job: app``), added after the pod's identity."""
+    honor_labels: bool | None = None
+    """When the app's own label clashes with one the agent adds: True keeps the app's, False
+    keeps the agent's and renames the app's ``exported_<name>`` (Prometheus's default); None
+    follows the agent-wide ``honor_labels``."""
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the URL, what Prometheus puts in ``instance``."""
+        return urllib.parse.urlsplit(self.url).netloc.rpartition("@")[2]
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the metrics agent does, grouped by concern."""
 
-    targets: tuple[str, ...] = ()
+    targets: tuple[Target, ...] = ()
     """App endpoints to scrape, e.g. ``http://127.0.0.1:8080/metrics``; none is fine (StatsD)."""
+    target_label: str = "instance"
+    """Label that tells targets apart, set to each target's ``host:port`` as Prometheus sets
+    ``instance``: two targets exposing the same series stay two series. Empty turns it off
+    (then the same series from two targets is a conflict: the first target's is kept and the
+    other is reported)."""
+    honor_labels: bool = False
+    """Default of each target's ``honor_labels``: False, as in Prometheus, so the labels the
+    agent adds always win and the app's clashing ones become ``exported_<name>``."""
     interval: float = 15.0
     """Seconds between scrapes; Prometheus's usual 15 s so freshness matches the scraper's."""
     timeout: float = 10.0
@@ -65,6 +96,8 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
     settings = base or Settings()
     allowed = {
         "targets",
+        "target_label",
+        "honor_labels",
         "interval",
         "timeout",
         "host",
@@ -91,13 +124,24 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         targets = data["targets"]
         if isinstance(targets, str):
             targets = [t.strip() for t in targets.split(",") if t.strip()]
-        if not isinstance(targets, list) or not all(
-            isinstance(t, str) and t.startswith(("http://", "https://")) for t in targets
-        ):
+        if not isinstance(targets, list):
             raise ValueError(
-                f"{source}: targets must be http(s) URLs, e.g. http://127.0.0.1:8080/metrics"
+                f"{source}: targets must be a list of http(s) URLs or of mappings with url, "
+                "labels and honor_labels"
             )
-        changes["targets"] = tuple(targets)
+        changes["targets"] = tuple(
+            _target(t, f"{source}: targets[{i}]") for i, t in enumerate(targets)
+        )
+    if "target_label" in data:
+        name = str(data["target_label"] or "")
+        if name and _LABEL_NAME.fullmatch(name) is None:
+            raise ValueError(
+                f"{source}: target_label {name!r} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*); "
+                "use e.g. instance, or an empty value to add none"
+            )
+        changes["target_label"] = name
+    if "honor_labels" in data:
+        changes["honor_labels"] = _flag(data["honor_labels"], f"{source}: honor_labels")
     for key in ("remote_write_url", "pushgateway_url"):
         if data.get(key):
             url = str(data[key])
@@ -155,3 +199,33 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
             for i, r in enumerate(rules)
         )
     return replace(settings, **changes)
+
+
+def _flag(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{where}: {value!r} is not true or false")
+
+
+def _target(data: object, where: str) -> Target:
+    """A target from a URL or from ``{url, labels, honor_labels}``."""
+    if isinstance(data, str):
+        data = {"url": data}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a URL or a mapping with url, labels, honor_labels")
+    unknown = set(data) - {"url", "labels", "honor_labels"}
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key {sorted(unknown)[0]!r}; accepted: url, labels, honor_labels"
+        )
+    url = data.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError(f"{where}: url must be an http(s) URL, e.g. http://127.0.0.1:8080/metrics")
+    labels = parse_labels(data["labels"], where) if "labels" in data else ()
+    honor = _flag(data["honor_labels"], f"{where}.honor_labels") if "honor_labels" in data else None
+    return Target(url, tuple(labels), honor)
