@@ -131,11 +131,14 @@ def _grouped(
 ) -> Sequence[exposition.Sample] | None:
     """``samples`` with each group contiguous (stable), or None when a group mixes samples
     with and without timestamps or its timestamps go backwards."""
-    if kind in ("gauge", "unknown", "counter") and len({s.name for s in samples}) <= 1:
-        # The usual case, and the largest families: each series is its own group, so only a
-        # series given twice can break the grouping. Checked with one set, not per sample.
-        if len({s.labels for s in samples}) == len(samples):
-            return samples
+    # The usual case, and the largest families: each series is its own group, so only a
+    # series given twice can break the grouping. Checked with one set, not per sample.
+    if (
+        kind in ("gauge", "unknown", "counter")
+        and len({s.name for s in samples}) <= 1
+        and len({s.labels for s in samples}) == len(samples)
+    ):
+        return samples
     groups: dict[tuple[tuple[str, str], ...], list[exposition.Sample]] = {}
     order_kept = True
     last = None
@@ -150,9 +153,9 @@ def _grouped(
             previous = members[-1].timestamp
             if (previous is None) != (s.timestamp is None):
                 return None
-            if previous is not None and s.timestamp is not None and s.timestamp < previous:
-                if kind != "info":
-                    return None
+            backwards = previous is not None and s.timestamp is not None and s.timestamp < previous
+            if backwards and kind != "info":
+                return None
             members.append(s)
         last = key
     if order_kept:
