@@ -525,7 +525,17 @@ agent.add_command(logs_command, "logs")
 @click.option(
     "--series-limit",
     envvar="SIDECARKIT_METRICS_SERIES_LIMIT",
-    help="Most series one target may expose, 50000.",
+    help="Most samples one target may expose; 0, the default, for none.",
+)
+@click.option(
+    "--memory-limit",
+    envvar="SIDECARKIT_METRICS_MEMORY_LIMIT",
+    help="Memory the scraped series may hold, 512MiB; a scrape past it fails.",
+)
+@click.option(
+    "--body-size-limit",
+    envvar="SIDECARKIT_METRICS_BODY_SIZE_LIMIT",
+    help="Most bytes of one scrape's body, e.g. 64MiB; 0, the default, for none.",
 )
 @click.option(
     "--remote-write-url",
@@ -561,6 +571,8 @@ def agent_metrics(
     buckets: str | None,
     labels: tuple[str, ...],
     series_limit: str | None,
+    memory_limit: str | None,
+    body_size_limit: str | None,
     remote_write_url: str | None,
     pushgateway_url: str | None,
     push_interval: str | None,
@@ -590,6 +602,8 @@ def agent_metrics(
             "buckets": buckets,
             "labels": ",".join(labels) or os.environ.get("SIDECARKIT_METRICS_LABELS"),
             "series_limit": series_limit,
+            "memory_limit": memory_limit,
+            "body_size_limit": body_size_limit,
             "remote_write_url": remote_write_url,
             "pushgateway_url": pushgateway_url,
             "push_interval": push_interval,

@@ -83,6 +83,10 @@ def _wait(predicate: object, timeout: float = 20.0, every: float = 0.1) -> bool:
     return False
 
 
+#: The agent processes running, by admin port: a test may read one's /proc.
+PROCESSES: dict[int, subprocess.Popen[bytes]] = {}
+
+
 @contextmanager
 def agent(*args: str, tmp: Path) -> Iterator[tuple[int, int]]:
     """The agent as its own process; yields (admin port, StatsD port)."""
@@ -111,10 +115,12 @@ def agent(*args: str, tmp: Path) -> Iterator[tuple[int, int]]:
         stderr=subprocess.STDOUT,
         env=env,
     )
+    PROCESSES[port] = proc
     try:
         assert _wait(lambda: _get(f"http://127.0.0.1:{port}/ready")[0] == 200), "agent not ready"
         yield port, statsd_port
     finally:
+        del PROCESSES[port]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         log.close()
@@ -197,9 +203,10 @@ def test_a_target_over_the_series_limit_fails_with_a_clear_metric(app: str, tmp_
         _,
     ):
         labels = frozenset({("target", app), instance(app), *IDENTITY})
+        limited = labels | {("limit", "samples")}
         assert _wait(
             lambda: (
-                _samples(port).get(("sidecarkit_metrics_series_limit_exceeded_total", labels), 0)
+                _samples(port).get(("sidecarkit_metrics_scrape_limit_exceeded_total", limited), 0)
                 >= 1
             )
         )

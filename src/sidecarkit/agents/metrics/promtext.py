@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from sidecarkit.agents.metrics import exposition, lexing
+from sidecarkit.agents.metrics import exposition, lexing, reading
 from sidecarkit.agents.metrics.exposition import ParseError
 
 __all__ = ["CONTENT_TYPE", "PrometheusTextParser", "parse"]
@@ -64,9 +64,9 @@ class PrometheusTextParser:
     error) goes to the full lexer, which accepts exactly the same lines and explains the rest.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: reading.Limits | None = None) -> None:
+        self.reader = reading.Reader(limits)
         self.families: dict[str, exposition.Family] = {}
-        self._buffer = b""
         self._line = 0
         self._typed: set[str] = set()
         # Bare sample name -> where its samples go. TYPE forgets the names it reroutes. "#"
@@ -87,9 +87,7 @@ class PrometheusTextParser:
         self._values: dict[str, float] = {}
 
     def feed(self, data: bytes) -> None:
-        lines, self._buffer = exposition.complete_lines(
-            self._buffer + data, first_line=self._line + 1
-        )
+        lines = self.reader.complete_lines(data, first_line=self._line + 1)
         routes = self._routes
         label_sets = self._label_sets
         values = self._values
@@ -192,9 +190,10 @@ class PrometheusTextParser:
             else:
                 self._general(line)
         self._line = number
+        self.reader.check(lines, families.values())
 
     def close(self) -> list[exposition.Family]:
-        if self._buffer.strip(b" \t"):
+        if self.reader.rest().strip(b" \t"):
             raise ParseError(
                 "unexpected end of input: the last line has no newline", self._line + 1
             )

@@ -31,6 +31,7 @@ from sidecarkit.agents.metrics import (
     openmetrics,
     promtext,
     pushing,
+    reading,
     relabeling,
     rendering,
     settings,
@@ -40,6 +41,19 @@ from sidecarkit.agents.metrics import (
 __all__ = ["ACCEPT", "Agent"]
 
 log = logging.getLogger("sidecarkit.agent.metrics")
+
+_LIMITS = (
+    "body_bytes",
+    "samples",
+    "labels",
+    "label_name_length",
+    "label_value_length",
+    "memory_bytes",
+)
+
+#: Seconds a target that has never answered may fail before it is reported: the app behind it
+#: may still be starting.
+FIRST_ANSWER_GRACE = 60.0
 
 #: What Prometheus 2.42 sends: OpenMetrics 1.0 first, then 0.0.1, then text 0.0.4.
 ACCEPT = (
@@ -60,7 +74,12 @@ class _Target:
     up: float = 0.0
     duration: float = 0.0
     samples: int = 0
-    limited: int = 0
+    limited: dict[str, int] = field(default_factory=dict)
+    """Scrapes refused by a limit, by the limit's name."""
+    held: int = 0
+    """The memory its series hold, by ``reading.estimate``."""
+    answered: bool = False
+    warned_silent: bool = False
     error: str = "not scraped yet"
 
 
@@ -99,6 +118,7 @@ class Agent:
         self.pushes: dict[tuple[str, str], int] = {}
         self.stopping = asyncio.Event()
         self.port: int | None = None
+        self.started_at = time.monotonic()
         self.statsd_port: int | None = None
 
     def _target(self, spec: settings.Target) -> _Target:
@@ -111,43 +131,94 @@ class Agent:
 
     # -- scraping --------------------------------------------------------------------------
 
+    def _limits(self, target: _Target) -> reading.Limits:
+        """This scrape's limits: the settings', and the memory the other targets leave."""
+        config = self.settings
+        memory = 0
+        if config.memory_limit:
+            # The target's previous series stay until this scrape replaces them.
+            memory = max(1, config.memory_limit - sum(t.held for t in self.targets))
+        return reading.Limits(
+            body_bytes=config.body_size_limit,
+            samples=config.series_limit,
+            labels=config.label_limit,
+            label_name_length=config.label_name_length_limit,
+            label_value_length=config.label_value_length_limit,
+            memory_bytes=memory,
+        )
+
     async def scrape(self, session: aiohttp.ClientSession, target: _Target) -> None:
         started = time.perf_counter()
+        limit = min(self.settings.timeout, self.settings.interval)
         try:
-            timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+            limits = self._limits(target)
             async with session.get(
-                target.spec.url, headers={"Accept": ACCEPT}, timeout=timeout
+                target.spec.url,
+                headers={"Accept": ACCEPT},
+                timeout=aiohttp.ClientTimeout(total=limit),
             ) as r:
+                target.answered = True
                 if r.status != 200:
                     raise ValueError(f"HTTP {r.status}")
+                if limits.body_bytes and (r.content_length or 0) > limits.body_bytes:
+                    raise reading.LimitExceeded(
+                        "body_bytes",
+                        f"the body is {r.content_length} bytes, over {limits.body_bytes} "
+                        "(body_size_limit); raise it, or expose fewer series",
+                    )
                 content_type = r.headers.get("Content-Type", "")
                 parser: openmetrics.OpenMetricsParser | promtext.PrometheusTextParser
                 if content_type.startswith("application/openmetrics-text"):
-                    parser = openmetrics.OpenMetricsParser()
+                    parser = openmetrics.OpenMetricsParser(limits)
                 else:
-                    parser = promtext.PrometheusTextParser()
+                    parser = promtext.PrometheusTextParser(limits)
                 async for chunk in r.content.iter_chunked(1 << 16):
                     parser.feed(chunk)
                 families = parser.close()
             samples = sum(len(f.samples) for f in families)
-            if samples > self.settings.series_limit:
-                target.limited += 1
-                raise ValueError(
-                    f"{samples} series, over the limit of {self.settings.series_limit}"
-                )
             families = relabeling.apply(families, self.settings.rules)
             target.families = relabeling.enrich(
                 families, target.labels, in_place=True, honor=target.honor
             )
             target.source = merging.Source.of(target.spec.url, target.families)
+            target.held = reading.estimate(lines=parser.reader.lines, size=parser.reader.fed)
             target.up, target.samples, target.error = 1.0, samples, ""
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            if target.up or target.error != str(exc):
-                log.warning("scrape of %s failed: %s", target.spec.url, exc or type(exc).__name__)
-            target.families, target.up, target.samples = [], 0.0, 0
+            if isinstance(exc, TimeoutError):
+                reason = f"no complete answer within {limit:g} s (timeout, at most the interval)"
+            elif isinstance(exc, reading.LimitExceeded):
+                reason = f"over a limit: {exc}"
+                target.limited[exc.limit] = target.limited.get(exc.limit, 0) + 1
+            else:
+                reason = str(exc) or type(exc).__name__
+            self._report_failure(target, reason)
+            target.families, target.up, target.samples, target.held = [], 0.0, 0, 0
             target.source = merging.Source.of(target.spec.url, [])
-            target.error = str(exc) or type(exc).__name__
+            target.error = reason
         target.duration = time.perf_counter() - started
+
+    def _report_failure(self, target: _Target, reason: str) -> None:
+        """Log a failed scrape once per change of reason. Before a target has ever answered
+        HTTP (the app is still starting, and the agent, a native sidecar, started first)
+        failures stay at debug level for ``FIRST_ANSWER_GRACE`` seconds, as Prometheus shows such a
+        target as unknown rather than down."""
+        if not target.answered:
+            waited = time.monotonic() - self.started_at
+            if waited < FIRST_ANSWER_GRACE:
+                log.debug("scrape of %s failed (not up yet): %s", target.spec.url, reason)
+                return
+            if not target.warned_silent:
+                target.warned_silent = True
+                log.warning(
+                    "%s has not answered a scrape in %.0f s: %s",
+                    target.spec.url,
+                    waited,
+                    reason,
+                )
+                target.error = reason
+                return
+        if target.up or target.error != reason:
+            log.warning("scrape of %s failed: %s", target.spec.url, reason)
 
     async def _scrape_loop(self, session: aiohttp.ClientSession, target: _Target) -> None:
         loop = asyncio.get_running_loop()
@@ -225,9 +296,10 @@ class Agent:
         duration = family("scrape_duration_seconds", "gauge", "How long the last scrape took.")
         scraped = family("scrape_samples_scraped", "gauge", "Samples in the last scrape.")
         limited = family(
-            "sidecarkit_metrics_series_limit_exceeded",
+            "sidecarkit_metrics_scrape_limit_exceeded",
             "counter",
-            "Scrapes refused because the target exposed too many series.",
+            "Scrapes failed because the target passed a limit, by limit: body_bytes, samples, "
+            "labels, label_name_length, label_value_length, memory_bytes.",
         )
         conflicts = family(
             "sidecarkit_metrics_conflicts",
@@ -249,11 +321,14 @@ class Agent:
                 exposition.Sample("scrape_duration_seconds", labels, t.duration)
             )
             scraped.samples.append(exposition.Sample("scrape_samples_scraped", labels, t.samples))
-            limited.samples.append(
-                exposition.Sample(
-                    "sidecarkit_metrics_series_limit_exceeded_total", labels, t.limited
+            for name in _LIMITS:
+                limited.samples.append(
+                    exposition.Sample(
+                        "sidecarkit_metrics_scrape_limit_exceeded_total",
+                        (*labels, ("limit", name)),
+                        float(t.limited.get(name, 0)),
+                    )
                 )
-            )
         agg = self.aggregator
         own = [up, duration, scraped, limited, conflicts] if self.targets else [conflicts]
         if self.pushes:

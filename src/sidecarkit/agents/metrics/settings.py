@@ -77,8 +77,23 @@ class Settings:
     """Labels added to every series: the pod's identity, then static ones."""
     rules: tuple[relabeling.Rule, ...] = ()
     """Relabel rules applied to scraped and received series before enrichment."""
-    series_limit: int = 50_000
-    """Most series one target may expose; past it the scrape fails with a clear metric."""
+    series_limit: int = 0
+    """Most samples one target may expose (Prometheus's ``sample_limit``); past it the scrape
+    fails. 0, the default, for none: memory is bounded by ``memory_limit`` instead, so a large
+    ordinary target (kube-state-metrics with 100,000 series) is not refused."""
+    body_size_limit: int = 0
+    """Most bytes of one scrape's body, after gzip; 0 (the default) for none."""
+    label_limit: int = 0
+    """Most labels one sample may have, as the target exposes it; 0 for none."""
+    label_name_length_limit: int = 0
+    """Longest label name, in characters; 0 for none."""
+    label_value_length_limit: int = 0
+    """Longest label value, in characters; 0 for none."""
+    memory_limit: int = 512 << 20
+    """Bytes the scraped series may hold in all, by the agent's estimate (see
+    ``reading.estimate``): a scrape that would pass it fails as it reads, before the memory is
+    taken. 512 MiB holds about 700,000 kube-state-metrics series while they are scraped again;
+    set it to what the container's memory limit leaves after the agent's own ~60 MiB."""
     statsd_series_limit: int = 10_000
     """Most series StatsD may create; past it new series are dropped and counted."""
     remote_write_url: str | None = None
@@ -109,6 +124,11 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         "labels",
         "relabel",
         "series_limit",
+        "body_size_limit",
+        "label_limit",
+        "label_name_length_limit",
+        "label_value_length_limit",
+        "memory_limit",
         "statsd_series_limit",
         "remote_write_url",
         "pushgateway_url",
@@ -170,15 +190,31 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
     for key in ("host", "statsd_host", "statsd_socket"):
         if key in data and data[key] is not None:
             changes[key] = str(data[key])
-    for key in ("series_limit", "statsd_series_limit"):
+    if "statsd_series_limit" in data:
+        try:
+            limit = int(str(data["statsd_series_limit"]))
+        except ValueError:
+            limit = 0
+        if limit < 1:
+            raise ValueError(f"{source}: statsd_series_limit must be a positive whole number")
+        changes["statsd_series_limit"] = limit
+    for key in (
+        "series_limit",
+        "label_limit",
+        "label_name_length_limit",
+        "label_value_length_limit",
+    ):
         if key in data:
             try:
                 limit = int(str(data[key]))
             except ValueError:
-                limit = 0
-            if limit < 1:
-                raise ValueError(f"{source}: {key} must be a positive whole number")
+                limit = -1
+            if limit < 0:
+                raise ValueError(f"{source}: {key} must be a whole number, 0 for no limit")
             changes[key] = limit
+    for key in ("body_size_limit", "memory_limit"):
+        if key in data:
+            changes[key] = _size(data[key], f"{source}: {key}")
     if "buckets" in data:
         try:
             changes["buckets"] = statsd.parse_buckets(
@@ -199,6 +235,35 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
             for i, r in enumerate(rules)
         )
     return replace(settings, **changes)
+
+
+_UNITS: Final = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+}
+
+
+def _size(value: object, where: str) -> int:
+    """Bytes from ``536870912``, ``512MiB``, ``64MB``, ``1GiB``; 0 for no limit."""
+    text = str(value).strip().lower().replace(" ", "")
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits) :]
+    try:
+        number = float(digits)
+    except ValueError:
+        number = -1.0
+    if unit not in _UNITS or number < 0:
+        raise ValueError(
+            f"{where}: {value!r} is not a size; write bytes or e.g. 64MiB, 512MB, 1GiB "
+            "(0 for no limit)"
+        )
+    return int(number * _UNITS[unit])
 
 
 def _flag(value: object, where: str) -> bool:
