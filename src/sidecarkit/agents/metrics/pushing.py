@@ -103,27 +103,77 @@ class PushResult:
     detail: str = ""
 
 
+_PACK_DOUBLE: Final = struct.Struct("<d").pack
+#: Length prefixes (varints) of the sizes a series usually has, made once.
+_LENGTHS: Final = [_varint(n) for n in range(1 << 14)]
+
+
+def _length(n: int) -> bytes:
+    return _LENGTHS[n] if n < 1 << 14 else _varint(n)
+
+
+def _encoded_labels(name: str, labels: Labels) -> bytes:
+    """The ``labels`` fields of a TimeSeries: sorted, with ``__name__``, empty values left
+    out."""
+    pairs = sorted([("__name__", name), *((k, v) for k, v in labels if v)])
+    return b"".join(_field(1, _field(1, k.encode()) + _field(2, v.encode())) for k, v in pairs)
+
+
 @dataclass(slots=True)
 class RemoteWriter:
-    """remote_write to one URL, remembering the last push's series for stale markers."""
+    """remote_write to one URL.
+
+    Series come from several sources (each target, and the agent's own); each source's last
+    push is remembered, so a series gone from its next push gets a stale marker, and so are
+    the encoded labels of every series, which a series keeps from push to push: only the
+    sample is encoded anew.
+    """
 
     url: str
     timeout: float = 10.0
     max_backoff: float = 5.0
-    _previous: set[Labels] = field(default_factory=set)
+    _labels: dict[str, dict[tuple[str, Labels], bytes]] = field(default_factory=dict)
     sent_samples: int = 0
     failed_pushes: int = 0
 
-    def body(self, families: Iterable[exposition.Family], *, now_ms: int) -> bytes:
-        current = series_of(families)
-        series: list[tuple[Labels, Sequence[tuple[float, int]]]] = [
-            (labels, [(value, now_ms if ts is None else ts)])
-            for labels, (value, ts) in current.items()
-        ]
-        series += [(labels, [(STALE_NAN, now_ms)]) for labels in self._previous - set(current)]
-        self._previous = set(current)
-        self.sent_samples += len(series)
-        return bytes(cramjam.snappy.compress_raw(encode_write_request(series)))
+    def sources(self) -> list[str]:
+        """The sources pushed so far."""
+        return list(self._labels)
+
+    def body(
+        self, families: Iterable[exposition.Family], *, now_ms: int, source: str = ""
+    ) -> bytes:
+        """The request body for ``source``'s series: samples without a timestamp get
+        ``now_ms`` (the scrape's time), and series of the source's previous push that are
+        gone get a stale marker."""
+        old = self._labels.get(source, {})
+        new: dict[tuple[str, Labels], bytes] = {}
+        out = bytearray()
+        default_ts = b"\x10" + _varint(now_ms)
+        pack = _PACK_DOUBLE
+        for family in families:
+            for s in family.samples:
+                key = (s.name, s.labels)
+                if key in new:
+                    continue  # a series twice in one push: the receiver would refuse it
+                encoded = old.get(key)
+                if encoded is None:
+                    encoded = _encoded_labels(s.name, s.labels)
+                new[key] = encoded
+                ts = (
+                    default_ts
+                    if s.timestamp is None
+                    else b"\x10" + _varint(round(s.timestamp * 1000))
+                )
+                sample = b"\x09" + pack(s.value) + ts
+                payload = encoded + b"\x12" + _LENGTHS[len(sample)] + sample
+                out += b"\x0a" + _length(len(payload)) + payload
+        stale = b"\x09" + pack(STALE_NAN) + default_ts
+        for key in old.keys() - new.keys():
+            payload = old[key] + b"\x12" + _LENGTHS[len(stale)] + stale
+            out += b"\x0a" + _length(len(payload)) + payload
+        self._labels[source] = new
+        return bytes(cramjam.snappy.compress_raw(bytes(out)))
 
     async def push(
         self,
@@ -131,15 +181,25 @@ class RemoteWriter:
         families: Iterable[exposition.Family],
         *,
         deadline: float,
+        source: str = "",
+        now_ms: int | None = None,
     ) -> PushResult:
-        body = self.body(families, now_ms=int(time.time() * 1000))
+        """Send ``source``'s series, retrying 5xx and 429 until ``deadline`` (monotonic); each
+        attempt's timeout ends at the deadline too. The body is encoded in a worker thread,
+        off the event loop that reads scrapes."""
+        stamp = int(time.time() * 1000) if now_ms is None else now_ms
+        body = await asyncio.to_thread(self.body, list(families), now_ms=stamp, source=source)
+        self.sent_samples += len(self._labels.get(source, ()))
         attempt, delay = 0, 0.05
         while True:
             attempt += 1
             status: int | None = None
             detail = ""
+            left = deadline - time.monotonic()
             try:
-                timeout = aiohttp.ClientTimeout(total=self.timeout)
+                if left <= 0:
+                    raise TimeoutError
+                timeout = aiohttp.ClientTimeout(total=min(self.timeout, left))
                 async with session.post(
                     self.url, data=body, headers=_HEADERS, timeout=timeout
                 ) as response:
@@ -156,13 +216,15 @@ class RemoteWriter:
                             detail.strip(),
                         )
                         return PushResult(False, attempt, status, detail)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except TimeoutError:
+                waited = max(0.0, min(self.timeout, left))
+                detail = f"no answer within {waited:.3g} s (the push's deadline)"
+            except (aiohttp.ClientError, OSError) as exc:
                 detail = str(exc) or type(exc).__name__
             log.debug(
                 "remote_write attempt %d to %s: %s %s", attempt, self.url, status or "", detail
             )
-            loop_time = time.monotonic()
-            if loop_time + delay >= deadline:
+            if time.monotonic() + delay >= deadline:
                 self.failed_pushes += 1
                 log.warning(
                     "remote_write to %s failed after %d attempt(s): %s %s",

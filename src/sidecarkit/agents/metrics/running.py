@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +36,7 @@ from sidecarkit.agents.metrics import (
     reading,
     relabeling,
     rendering,
+    selfmetrics,
     settings,
     statsd,
 )
@@ -41,15 +44,6 @@ from sidecarkit.agents.metrics import (
 __all__ = ["ACCEPT", "Agent"]
 
 log = logging.getLogger("sidecarkit.agent.metrics")
-
-_LIMITS = (
-    "body_bytes",
-    "samples",
-    "labels",
-    "label_name_length",
-    "label_value_length",
-    "memory_bytes",
-)
 
 #: Seconds a target that has never answered may fail before it is reported: the app behind it
 #: may still be starting.
@@ -79,6 +73,8 @@ class _Target:
     held: int = 0
     """The memory its series hold, by ``reading.estimate``."""
     answered: bool = False
+    scraped_ms: int | None = None
+    """When the last scrape started, in milliseconds since the epoch."""
     warned_silent: bool = False
     error: str = "not scraped yet"
 
@@ -119,6 +115,9 @@ class Agent:
         self.stopping = asyncio.Event()
         self.port: int | None = None
         self.started_at = time.monotonic()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._skipping: set[tuple[str, str]] = set()
         self.statsd_port: int | None = None
 
     def _target(self, spec: settings.Target) -> _Target:
@@ -149,6 +148,7 @@ class Agent:
 
     async def scrape(self, session: aiohttp.ClientSession, target: _Target) -> None:
         started = time.perf_counter()
+        target.scraped_ms = int(time.time() * 1000)  # what samples without a timestamp get
         limit = min(self.settings.timeout, self.settings.interval)
         try:
             limits = self._limits(target)
@@ -224,13 +224,79 @@ class Agent:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while not self.stopping.is_set():
+            deadline = time.monotonic() + self.settings.interval
             await self.scrape(session, target)
+            if self.writer is not None:
+                url = target.spec.url
+                families, stamp = target.families, target.scraped_ms
+                self._start_push(
+                    "remote_write",
+                    url,
+                    functools.partial(
+                        self._write, session, families, source=url, at=stamp, until=deadline
+                    ),
+                )
             next_at += self.settings.interval
             delay = max(0.0, next_at - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
 
     # -- pushing ---------------------------------------------------------------------------
+    #
+    # remote_write sends each target's samples right after its scrape, stamped with the
+    # scrape's time, as Prometheus in agent mode does; StatsD's and the agent's own series go
+    # on the push timer, as does the Pushgateway's whole group. Every push has a deadline: the
+    # next push of the same series. A push still running when the next is due makes that one
+    # skipped and counted, never queued behind it.
+
+    def _start_push(
+        self, to: str, source: str, push: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        key = (to, source)
+        running = self._in_flight.get(key)
+        if running is not None and not running.done():
+            self._count(to, "skipped")
+            if key not in self._skipping:
+                self._skipping.add(key)
+                log.warning(
+                    "%s push of %s skipped: the previous one is still running (the receiver "
+                    "is slower than the interval); counted in sidecarkit_metrics_pushes_total",
+                    to,
+                    source,
+                )
+            return
+        self._skipping.discard(key)
+        if self._tasks is not None:
+            self._in_flight[key] = self._tasks.create_task(push(), name=f"{to} {source}")
+
+    def _count(self, to: str, result: str) -> None:
+        self.pushes[(to, result)] = self.pushes.get((to, result), 0) + 1
+
+    async def _write(
+        self,
+        session: aiohttp.ClientSession,
+        families: Sequence[exposition.Family],
+        *,
+        source: str,
+        at: int | None,
+        until: float,
+    ) -> None:
+        assert self.writer is not None
+        result = await self.writer.push(session, families, deadline=until, source=source, now_ms=at)
+        self._count("remote_write", "ok" if result.ok else "failed")
+
+    async def _push_gateway(self, session: aiohttp.ClientSession, *, until: float) -> None:
+        assert self.settings.pushgateway_url
+        grouping = [(k, v) for k, v in self.settings.labels if k in ("namespace", "pod")]
+        result = await pushing.push_gateway(
+            session,
+            self.settings.pushgateway_url,
+            self.settings.push_job,
+            grouping or [("instance", socket.gethostname())],
+            self.families(),
+            timeout=max(0.05, until - time.monotonic()),
+        )
+        self._count("pushgateway", "ok" if result.ok else "failed")
 
     async def _push_loop(self, session: aiohttp.ClientSession) -> None:
         interval = self.settings.push_interval or self.settings.interval
@@ -241,28 +307,36 @@ class Agent:
                 await asyncio.wait_for(self.stopping.wait(), max(0.0, next_at - loop.time()))
             if self.stopping.is_set():
                 break
-            next_at += interval
-            await self.push(session, deadline=time.monotonic() + interval)
+            while next_at <= loop.time():  # ticks missed while the loop was busy: no burst
+                next_at += interval
+            until = time.monotonic() + interval
+            if self.writer is not None:
+                stamp = int(time.time() * 1000)
+                self._start_push(
+                    "remote_write",
+                    "agent",
+                    functools.partial(
+                        self._write,
+                        session,
+                        self._agent_families(),
+                        source="agent",
+                        at=stamp,
+                        until=until,
+                    ),
+                )
+            if self.settings.pushgateway_url:
+                self._start_push(
+                    "pushgateway",
+                    "group",
+                    functools.partial(self._push_gateway, session, until=until),
+                )
+        running = [t for t in self._in_flight.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=2)
         if self.writer is not None:  # leaving: end every series at once, not in five minutes
-            await self.writer.push(session, [], deadline=time.monotonic() + 2)
-
-    async def push(self, session: aiohttp.ClientSession, *, deadline: float) -> None:
-        families = self.families()
-        if self.writer is not None:
-            result = await self.writer.push(session, families, deadline=deadline)
-            key = ("remote_write", "ok" if result.ok else "failed")
-            self.pushes[key] = self.pushes.get(key, 0) + 1
-        if self.settings.pushgateway_url:
-            grouping = [(k, v) for k, v in self.settings.labels if k in ("namespace", "pod")]
-            result = await pushing.push_gateway(
-                session,
-                self.settings.pushgateway_url,
-                self.settings.push_job,
-                grouping or [("instance", socket.gethostname())],
-                families,
-            )
-            key = ("pushgateway", "ok" if result.ok else "failed")
-            self.pushes[key] = self.pushes.get(key, 0) + 1
+            until = time.monotonic() + 2
+            for source in self.writer.sources():
+                await self.writer.push(session, [], deadline=until, source=source)
 
     # -- exposing --------------------------------------------------------------------------
 
@@ -288,71 +362,23 @@ class Agent:
         own = relabeling.enrich(self._own(), self.settings.labels)
         return families + own
 
-    def _own(self) -> list[exposition.Family]:
-        def family(name: str, kind: str, help_text: str) -> exposition.Family:
-            return exposition.Family(name, kind, help_text)
+    def _agent_families(self) -> list[exposition.Family]:
+        """StatsD's families and the agent's own, each with the pod's labels."""
+        received = relabeling.apply(self.aggregator.families(), self.settings.rules)
+        return relabeling.enrich([*received, *self._own()], self.settings.labels)
 
-        up = family("up", "gauge", "1 if the last scrape of the target succeeded.")
-        duration = family("scrape_duration_seconds", "gauge", "How long the last scrape took.")
-        scraped = family("scrape_samples_scraped", "gauge", "Samples in the last scrape.")
-        limited = family(
-            "sidecarkit_metrics_scrape_limit_exceeded",
-            "counter",
-            "Scrapes failed because the target passed a limit, by limit: body_bytes, samples, "
-            "labels, label_name_length, label_value_length, memory_bytes.",
-        )
-        conflicts = family(
-            "sidecarkit_metrics_conflicts",
-            "counter",
-            "Families or series left out of the merged output, by kind: a name another source "
-            "uses with another type, or a series another target already gave.",
-        )
-        for kind, count in self.conflicts.items():
-            conflicts.samples.append(
-                exposition.Sample(
-                    "sidecarkit_metrics_conflicts_total", (("kind", kind),), float(count)
-                )
-            )
+    def _own(self) -> list[exposition.Family]:
+        rows = []
         for t in self.targets:
             labels = (("target", t.spec.url), *((k, v) for k, v in t.labels if k != "target"))
             labels = tuple((k, v) for k, v in labels if (k, v) not in self.settings.labels)
-            up.samples.append(exposition.Sample("up", labels, t.up))
-            duration.samples.append(
-                exposition.Sample("scrape_duration_seconds", labels, t.duration)
-            )
-            scraped.samples.append(exposition.Sample("scrape_samples_scraped", labels, t.samples))
-            for name in _LIMITS:
-                limited.samples.append(
-                    exposition.Sample(
-                        "sidecarkit_metrics_scrape_limit_exceeded_total",
-                        (*labels, ("limit", name)),
-                        float(t.limited.get(name, 0)),
-                    )
-                )
-        agg = self.aggregator
-        own = [up, duration, scraped, limited, conflicts] if self.targets else [conflicts]
-        if self.pushes:
-            pushes = family("sidecarkit_metrics_pushes", "counter", "Pushes, by where and result.")
-            for (to, result), count in sorted(self.pushes.items()):
-                pushes.samples.append(
-                    exposition.Sample(
-                        "sidecarkit_metrics_pushes_total", (("to", to), ("result", result)), count
-                    )
-                )
-            own.append(pushes)
-        for name, value, help_text in (
-            ("sidecarkit_metrics_statsd_packets", self.statsd_packets, "StatsD packets received."),
-            ("sidecarkit_metrics_statsd_malformed", agg.malformed, "Malformed StatsD lines."),
-            (
-                "sidecarkit_metrics_statsd_dropped",
-                agg.dropped,
-                "StatsD lines dropped at the series limit.",
-            ),
-        ):
-            f = family(name, "counter", help_text)
-            f.samples.append(exposition.Sample(name + "_total", (), float(value)))
-            own.append(f)
-        return own
+            rows.append(selfmetrics.TargetRow(labels, t.up, t.duration, t.samples, t.limited))
+        return selfmetrics.families(
+            rows,
+            conflicts=self.conflicts,
+            pushes=self.pushes,
+            statsd=(self.statsd_packets, self.aggregator.malformed, self.aggregator.dropped),
+        )
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -415,6 +441,7 @@ class Agent:
             started(self)
         try:
             async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
                 for target in self.targets:
                     tasks.create_task(
                         self._scrape_loop(session, target), name=f"scrape {target.spec.url}"
