@@ -516,6 +516,11 @@ agent.add_command(logs_command, "logs")
 )
 @click.option("--buckets", envvar="SIDECARKIT_METRICS_BUCKETS", help="Histogram buckets, a,b,c.")
 @click.option(
+    "--statsd-ttl",
+    envvar="SIDECARKIT_METRICS_STATSD_TTL",
+    help="Forget StatsD series idle this long, e.g. 10m; 0, the default, never.",
+)
+@click.option(
     "--label",
     "labels",
     multiple=True,
@@ -569,6 +574,7 @@ def agent_metrics(
     statsd_port: str | None,
     statsd_socket: str | None,
     buckets: str | None,
+    statsd_ttl: str | None,
     labels: tuple[str, ...],
     series_limit: str | None,
     memory_limit: str | None,
@@ -600,6 +606,7 @@ def agent_metrics(
             "statsd_port": statsd_port,
             "statsd_socket": statsd_socket,
             "buckets": buckets,
+            "statsd_ttl": statsd_ttl,
             "labels": ",".join(labels) or os.environ.get("SIDECARKIT_METRICS_LABELS"),
             "series_limit": series_limit,
             "memory_limit": memory_limit,

@@ -88,3 +88,48 @@ def test_bucket_settings_are_checked() -> None:
         statsd.parse_buckets("1,0.5")
     with pytest.raises(ValueError, match="finite"):
         statsd.parse_buckets("1,inf")
+
+
+class _Clock:
+    """A fake monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_idle_series_expire_after_the_ttl_and_free_their_slot() -> None:
+    clock = _Clock()
+    agg = statsd.Aggregator(ttl=10.0, clock=clock, max_series=2)
+    agg.add_packet(b"old.jobs:1|c\nqueue:3|g")
+    clock.now = 6.0
+    agg.add_packet(b"queue:4|g")
+    clock.now = 12.0
+    got = _samples(agg)
+    assert ("old_jobs_total", ()) not in got
+    assert got[("queue", ())] == 4.0
+    assert agg.expired == 1
+    agg.add_packet(b"new.jobs:2|c")  # the expired series' slot is free again
+    assert _samples(agg)[("new_jobs_total", ())] == 2.0
+    assert agg.dropped == 0
+
+
+def test_without_a_ttl_series_stay() -> None:
+    clock = _Clock()
+    agg = statsd.Aggregator(clock=clock)
+    agg.add_packet(b"jobs:1|c")
+    clock.now = 1e9
+    assert _samples(agg)[("jobs_total", ())] == 1.0
+
+
+def test_a_full_set_counts_the_values_it_does_not_keep_and_says_so_once() -> None:
+    agg = statsd.Aggregator()
+    cap = statsd.MAX_SET_VALUES
+    for i in range(cap + 5):
+        agg.add_packet(b"users:u%d|s" % i)
+    agg.add_packet(b"users:u0|s")  # already counted: not dropped
+    assert _samples(agg)[("users", ())] == cap
+    assert agg.set_values_dropped == 5
+    assert agg.newly_capped == ["users"]

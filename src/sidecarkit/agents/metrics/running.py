@@ -85,7 +85,17 @@ class _Statsd(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.agent.statsd_packets += 1
-        self.agent.aggregator.add_packet(data)
+        aggregator = self.agent.aggregator
+        aggregator.add_packet(data)
+        if aggregator.newly_capped:
+            for name in aggregator.newly_capped:
+                log.warning(
+                    "StatsD set %s reached %d distinct values; further ones are not counted "
+                    "(sidecarkit_metrics_statsd_set_values_dropped_total)",
+                    name,
+                    statsd.MAX_SET_VALUES,
+                )
+            aggregator.newly_capped.clear()
 
 
 def _grow_receive_buffer(sock: socket.socket | None, size: int = 8 << 20) -> None:
@@ -105,7 +115,7 @@ class Agent:
         self.conflicts: dict[str, int] = {"type": 0, "duplicate": 0}
         self._active_conflicts: set[tuple[str, str, str]] = set()
         self.aggregator = statsd.Aggregator(
-            buckets=config.buckets, max_series=config.statsd_series_limit
+            buckets=config.buckets, max_series=config.statsd_series_limit, ttl=config.statsd_ttl
         )
         self.statsd_packets = 0
         self.writer = (
@@ -377,7 +387,13 @@ class Agent:
             rows,
             conflicts=self.conflicts,
             pushes=self.pushes,
-            statsd=(self.statsd_packets, self.aggregator.malformed, self.aggregator.dropped),
+            statsd=(
+                self.statsd_packets,
+                self.aggregator.malformed,
+                self.aggregator.dropped,
+                self.aggregator.set_values_dropped,
+                self.aggregator.expired,
+            ),
         )
 
     def app(self) -> web.Application:

@@ -43,9 +43,10 @@ def families(
     *,
     conflicts: Mapping[str, int],
     pushes: Mapping[tuple[str, str], int],
-    statsd: tuple[int, int, int],
+    statsd: tuple[int, int, int, int, int],
 ) -> list[exposition.Family]:
-    """The agent's own families; ``statsd`` is (packets, malformed lines, dropped lines)."""
+    """The agent's own families; ``statsd`` is (packets, malformed lines, lines dropped at
+    the series limit, set values dropped at the set cap, series expired)."""
     family = _family
     up = family("up", "gauge", "1 if the last scrape of the target succeeded.")
     duration = family("scrape_duration_seconds", "gauge", "How long the last scrape took.")

@@ -96,6 +96,9 @@ class Settings:
     set it to what the container's memory limit leaves after the agent's own ~60 MiB."""
     statsd_series_limit: int = 10_000
     """Most series StatsD may create; past it new series are dropped and counted."""
+    statsd_ttl: float = 0.0
+    """Seconds a StatsD series may go without a line before it is forgotten; 0, the default
+    (as statsd_exporter's), keeps every series."""
     remote_write_url: str | None = None
     """Prometheus remote_write 1.0 endpoint to push to, e.g. http://prometheus:9090/api/v1/write."""
     pushgateway_url: str | None = None
@@ -130,6 +133,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         "label_value_length_limit",
         "memory_limit",
         "statsd_series_limit",
+        "statsd_ttl",
         "remote_write_url",
         "pushgateway_url",
         "push_interval",
@@ -176,6 +180,11 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
             if value <= 0:
                 raise ValueError(f"{source}: {key} must be positive")
             changes[key] = value
+    if "statsd_ttl" in data:
+        ttl = durations.setting(data["statsd_ttl"], f"{source}: statsd_ttl")
+        if ttl < 0:
+            raise ValueError(f"{source}: statsd_ttl must be 0 (never) or a positive duration")
+        changes["statsd_ttl"] = ttl
     for key in ("port", "statsd_port"):
         if key in data:
             port = data[key]
