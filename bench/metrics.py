@@ -181,7 +181,7 @@ def kube_state_metrics(series: int) -> bytes:
                     f'namespace="{ns}",pod="{pod}",uid="{uid}",container="app",'
                     f'node="node-{i % 40}",resource="cpu",unit="core"'
                 )
-            value = "1" if kind == "gauge" else str(i % 7)
+            value = "1" if kind == "gauge" else str(i % 7 + 1)
             lines.append(f"{name}{{{labels}}} {value}")
     return ("\n".join(lines) + "\n").encode()
 
