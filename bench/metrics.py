@@ -4,12 +4,14 @@ Inputs, each written by another project: the large real samples of ``../shared/c
 (a Prometheus server's own /metrics, a Go program; prometheus/common's test exposition), what a
 real node_exporter (Debian's ``prometheus-node-exporter``, run here as a plain process on
 loopback) answers, what the Python client writes for its default collectors plus every metric
-type, a kube-state-metrics style high-cardinality exposition (100,000 pod series), and a
-generated exposition of 100,000 series (1,000 families of counters, gauges and histograms), in
-both Prometheus text and OpenMetrics. A missing input fails the run (exit 1): a skipped input
-would flatter the result. Each parser runs ``--rounds`` times per input (more for small ones,
-in turn with the peer); times are CPU seconds of this process, so other work on the machine
-weighs less; the ratio of medians is printed. Target: >= 5x on every input. Two small real
+type, what the Java client writes for its JVM (hotspot) collectors plus every metric type (a
+small program in ``tests/agents/metrics/jvm``, built with Maven), a kube-state-metrics style
+high-cardinality exposition (100,000 pod series), and a generated exposition of 100,000 series
+(1,000 families of counters, gauges and histograms), in both Prometheus text and OpenMetrics.
+A missing input fails the run (exit 1): a skipped input would flatter the result. Each parser
+runs ``--rounds`` times per input (more for small ones, in turn with the peer); times are CPU
+seconds of this process, so other work on the machine weighs less; the ratio of medians is
+printed. Target: >= 5x on every input. Two small real
 files (a few dozen lines) are measured too and printed apart: at that size fixed per-parse and
 first-sight costs dominate, which says little about scraping a real endpoint.
 
@@ -24,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -151,6 +154,45 @@ def python_client(*, om: bool) -> bytes:
     return bytes(write(registry))
 
 
+JVM_PROGRAM = Path(__file__).resolve().parents[1] / "tests" / "agents" / "metrics" / "jvm"
+
+
+def jvm_client() -> tuple[bytes, bytes]:
+    """What the Java client (simpleclient 0.16, hotspot exports) writes, text and OpenMetrics:
+    the tests' small program, built with Maven's dependencies and run here."""
+    tools = [shutil.which(t) for t in ("mvn", "javac", "java")]
+    if None in tools:
+        raise SystemExit("mvn, javac and java are needed for the JVM input")
+    mvn, javac, java = (str(t) for t in tools)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        classpath = out / "classpath.txt"
+        subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(JVM_PROGRAM / "pom.xml"),
+                "dependency:build-classpath",
+                f"-Dmdep.outputFile={classpath}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        jars = classpath.read_text().strip()
+        source = JVM_PROGRAM / "src" / "main" / "java" / "exposition" / "Main.java"
+        subprocess.run(
+            [javac, "-d", str(out / "classes"), "-cp", jars, str(source)],
+            check=True,
+            capture_output=True,
+        )
+        run = [java, "-cp", f"{out / 'classes'}:{jars}", "exposition.Main"]
+        text = subprocess.run(run, check=True, capture_output=True).stdout
+        om = subprocess.run([*run, "om"], check=True, capture_output=True).stdout
+    return text, om
+
+
 def kube_state_metrics(series: int) -> bytes:
     """kube-state-metrics style: few families, one series per pod with long label sets."""
     lines: list[str] = []
@@ -233,6 +275,13 @@ def main() -> None:
     for om in (False, True):
         label = f"Python client ({'OpenMetrics' if om else 'text 0.0.4'})"
         ratios.append(compare(label, python_client(om=om), om, args.rounds))
+    for label, body, om in zip(
+        ("JVM client (text 0.0.4)", "JVM client (OpenMetrics)"),
+        jvm_client(),
+        (False, True),
+        strict=True,
+    ):
+        ratios.append(compare(label, body, om, args.rounds))
     rounds = max(1, args.rounds // 2)
     ksm = kube_state_metrics(args.series)
     ratios.append(compare(f"kube-state-metrics style, {args.series} series", ksm, False, rounds))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -226,5 +229,59 @@ def test_real_python_client_output_renders_valid_openmetrics() -> None:
         (client_openmetrics.generate_latest(registry), openmetrics.parse),  # type: ignore[no-untyped-call]
     ):
         families = parse(body)
+        again = _reference_reads(rendering.render_openmetrics(families))
+        assert sum(len(f.samples) for f in again) == sum(len(f.samples) for f in families)
+
+
+JVM_PROGRAM = Path(__file__).resolve().parent / "jvm"
+
+
+@pytest.fixture(scope="module")
+def jvm_expositions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """What the Java client (simpleclient 0.16 with its hotspot exports) writes, in text and
+    OpenMetrics: a small program built with Maven's dependencies and run here."""
+    tools = [shutil.which(t) for t in ("mvn", "javac", "java")]
+    if None in tools:
+        if os.environ.get("CI"):
+            pytest.fail("mvn, javac and java are needed for the JVM client's output")
+        pytest.skip("mvn, javac or java is not installed")
+    mvn, javac, java = (str(t) for t in tools)
+    out = tmp_path_factory.mktemp("jvm")
+    classpath = out / "classpath.txt"
+    subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(JVM_PROGRAM / "pom.xml"),
+            "dependency:build-classpath",
+            f"-Dmdep.outputFile={classpath}",
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    jars = classpath.read_text().strip()
+    source = JVM_PROGRAM / "src" / "main" / "java" / "exposition" / "Main.java"
+    subprocess.run(
+        [javac, "-d", str(out / "classes"), "-cp", jars, str(source)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    run = [java, "-cp", f"{out / 'classes'}:{jars}", "exposition.Main"]
+    return {
+        "text": subprocess.run(run, check=True, timeout=60, capture_output=True).stdout,
+        "om": subprocess.run([*run, "om"], check=True, timeout=60, capture_output=True).stdout,
+    }
+
+
+def test_real_jvm_client_output_renders_valid_openmetrics(
+    jvm_expositions: dict[str, bytes],
+) -> None:
+    for kind, parse in (("text", promtext.parse), ("om", openmetrics.parse)):
+        families = parse(jvm_expositions[kind])
+        assert any(f.name.startswith("jvm_") for f in families)
         again = _reference_reads(rendering.render_openmetrics(families))
         assert sum(len(f.samples) for f in again) == sum(len(f.samples) for f in families)
