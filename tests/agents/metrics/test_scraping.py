@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import threading
 import time
@@ -171,3 +172,52 @@ def test_a_target_that_is_not_up_yet_is_not_reported_until_it_has_answered(
             assert _wait(lambda: _samples(port).get(("up", labels)) == 1)
         assert _wait(lambda: _samples(port).get(("up", labels)) == 0)
         assert _wait(lambda: f"scrape of {url} failed" in log.read_text())
+
+
+class _Gzipped(http.server.BaseHTTPRequestHandler):
+    """A target answering gzip when asked, as client_golang does; ``body`` before gzip."""
+
+    body: ClassVar[bytes] = b""
+    encodings: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        asked = self.headers.get("Accept-Encoding", "")
+        type(self).encodings.append(asked)
+        payload = gzip.compress(self.body) if "gzip" in asked else self.body
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        if "gzip" in asked:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        del format, args
+
+
+def test_gzip_answers_are_read_and_limits_apply_to_what_they_unpack_to(tmp_path: Path) -> None:
+    # 20,000 series that pack into a few hundred kilobytes: the body limit counts the bytes
+    # unpacked, so a small gzip cannot smuggle a large body past it.
+    _Gzipped.body = b"".join(b'packed_series{id="%06d"} 1\n' % i for i in range(20_000))
+    _Gzipped.encodings = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gzipped)
+    threading.Thread(target=server.serve_forever, name="gzip", daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    labels = frozenset({("target", url), instance(url), *IDENTITY})
+    try:
+        with agent("--target", url, "--interval", "300ms", tmp=tmp_path) as (port, _):
+            assert _wait(lambda: _samples(port).get(("scrape_samples_scraped", labels)) == 20_000)
+        assert "gzip" in _Gzipped.encodings[0]
+        limit = len(_Gzipped.body) // 2
+        with agent(
+            "--target", url, "--interval", "300ms", "--body-size-limit", str(limit), tmp=tmp_path
+        ) as (port, _):
+            refused = (
+                "sidecarkit_metrics_scrape_limit_exceeded_total",
+                labels | {("limit", "body_bytes")},
+            )
+            assert _wait(lambda: _samples(port).get(refused, 0) >= 1)
+    finally:
+        server.shutdown()
+        server.server_close()
