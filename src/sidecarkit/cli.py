@@ -625,7 +625,11 @@ def agent_metrics(
         _fail(errors.ConfigError(str(exc)))
     except errors.SidecarkitError as exc:
         _fail(exc)
-    process.run_agent(running.Agent(config))
+    try:
+        metrics_agent = running.Agent(config)
+    except ValueError as exc:
+        _fail(errors.ConfigError(str(exc)))
+    process.run_agent(metrics_agent)
 
 
 @cli.command("run")

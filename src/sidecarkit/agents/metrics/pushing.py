@@ -18,10 +18,12 @@ import asyncio
 import base64
 import logging
 import random
+import ssl
 import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import aiohttp
@@ -31,6 +33,7 @@ from sidecarkit.agents.metrics import exposition, rendering
 
 __all__ = [
     "STALE_NAN",
+    "Auth",
     "PushResult",
     "RemoteWriter",
     "encode_write_request",
@@ -96,6 +99,25 @@ def series_of(families: Iterable[exposition.Family]) -> dict[Labels, tuple[float
 
 
 @dataclass(frozen=True, slots=True)
+class Auth:
+    """remote_write credentials: basic auth (a user and a password file) or a bearer token
+    file. Files are read before every push, so a rotated secret is used at once."""
+
+    username: str | None = None
+    password_file: str | None = None
+    bearer_token_file: str | None = None
+
+    def header(self) -> str:
+        """The ``Authorization`` header; OSError when a file cannot be read."""
+        if self.bearer_token_file:
+            token = Path(self.bearer_token_file).read_text().strip()
+            return f"Bearer {token}"
+        password = Path(self.password_file or "").read_text().rstrip("\r\n")
+        pair = f"{self.username}:{password}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+
+
+@dataclass(frozen=True, slots=True)
 class PushResult:
     ok: bool
     attempts: int
@@ -141,6 +163,9 @@ class RemoteWriter:
     url: str
     timeout: float = 10.0
     max_backoff: float = 5.0
+    auth: Auth | None = None
+    tls: ssl.SSLContext | None = None
+    """The TLS context for an https receiver; None for the system's CAs."""
     _labels: dict[str, dict[tuple[str, Labels], bytes]] = field(default_factory=dict)
     sent_samples: int = 0
     failed_pushes: int = 0
@@ -213,12 +238,25 @@ class RemoteWriter:
             status: int | None = None
             detail = ""
             left = deadline - time.monotonic()
+            headers = _HEADERS
+            if self.auth is not None:
+                try:
+                    headers = {**_HEADERS, "Authorization": self.auth.header()}
+                except OSError as exc:
+                    self.failed_pushes += 1
+                    detail = f"cannot read its credentials: {exc}; check the mounted secret"
+                    log.warning("remote_write to %s not sent: %s", self.url, detail)
+                    return PushResult(False, attempt, None, detail)
             try:
                 if left <= 0:
                     raise TimeoutError
                 timeout = aiohttp.ClientTimeout(total=min(self.timeout, left))
                 async with session.post(
-                    self.url, data=body, headers=_HEADERS, timeout=timeout
+                    self.url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    ssl=self.tls if self.tls is not None else True,
                 ) as response:
                     status = response.status
                     if 200 <= status < 300:

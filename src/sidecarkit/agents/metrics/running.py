@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,30 @@ def _grow_receive_buffer(sock: socket.socket | None, size: int = 8 << 20) -> Non
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+def _writer(config: settings.Settings) -> pushing.RemoteWriter | None:
+    """The remote_write client the settings ask for, with its credentials and TLS;
+    ValueError names a CA file that cannot be loaded."""
+    if not config.remote_write_url:
+        return None
+    auth = None
+    if config.remote_write_bearer_token_file or config.remote_write_username:
+        auth = pushing.Auth(
+            config.remote_write_username,
+            config.remote_write_password_file,
+            config.remote_write_bearer_token_file,
+        )
+    tls = None
+    if config.remote_write_ca_file:
+        try:
+            tls = ssl.create_default_context(cafile=config.remote_write_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"remote_write_ca_file {config.remote_write_ca_file}: cannot load CA "
+                f"certificates ({exc}); give a readable PEM file"
+            ) from exc
+    return pushing.RemoteWriter(config.remote_write_url, auth=auth, tls=tls)
+
+
 class Agent:
     """One metrics agent: its state, its endpoints, and its lifecycle."""
 
@@ -118,9 +143,7 @@ class Agent:
             buckets=config.buckets, max_series=config.statsd_series_limit, ttl=config.statsd_ttl
         )
         self.statsd_packets = 0
-        self.writer = (
-            pushing.RemoteWriter(config.remote_write_url) if config.remote_write_url else None
-        )
+        self.writer = _writer(config)
         self.pushes: dict[tuple[str, str], int] = {}
         self.stopping = asyncio.Event()
         self.port: int | None = None

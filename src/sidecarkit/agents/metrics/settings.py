@@ -101,6 +101,18 @@ class Settings:
     (as statsd_exporter's), keeps every series."""
     remote_write_url: str | None = None
     """Prometheus remote_write 1.0 endpoint to push to, e.g. http://prometheus:9090/api/v1/write."""
+    remote_write_bearer_token_file: str | None = None
+    """A file holding the bearer token for remote_write (``Authorization: Bearer``), read
+    before every push so a rotated token is used at once, as Prometheus reads
+    ``credentials_file``."""
+    remote_write_username: str | None = None
+    """The user of HTTP basic auth for remote_write; the password comes from
+    ``remote_write_password_file``."""
+    remote_write_password_file: str | None = None
+    """A file holding the basic-auth password for remote_write, read before every push."""
+    remote_write_ca_file: str | None = None
+    """PEM CA certificates that sign an https remote_write receiver's certificate, instead of
+    the system's."""
     pushgateway_url: str | None = None
     """Pushgateway to push to, e.g. http://pushgateway:9091; the pod's identity is the group."""
     push_interval: float | None = None
@@ -135,6 +147,10 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         "statsd_series_limit",
         "statsd_ttl",
         "remote_write_url",
+        "remote_write_bearer_token_file",
+        "remote_write_username",
+        "remote_write_password_file",
+        "remote_write_ca_file",
         "pushgateway_url",
         "push_interval",
         "push_job",
@@ -172,6 +188,33 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{source}: {key} must be an http(s) URL")
             changes[key] = url
+    for key in (
+        "remote_write_bearer_token_file",
+        "remote_write_username",
+        "remote_write_password_file",
+        "remote_write_ca_file",
+    ):
+        if data.get(key):
+            changes[key] = str(data[key])
+    merged = {
+        **{
+            k: getattr(settings, k)
+            for k in (
+                "remote_write_bearer_token_file",
+                "remote_write_username",
+                "remote_write_password_file",
+            )
+        },
+        **changes,
+    }
+    if bool(merged["remote_write_username"]) != bool(merged["remote_write_password_file"]):
+        raise ValueError(
+            f"{source}: basic auth needs both remote_write_username and remote_write_password_file"
+        )
+    if merged["remote_write_username"] and merged["remote_write_bearer_token_file"]:
+        raise ValueError(
+            f"{source}: remote_write takes basic auth or a bearer token, not both; drop one"
+        )
     if "push_job" in data:
         changes["push_job"] = str(data["push_job"])
     for key in ("interval", "timeout", "push_interval"):
