@@ -490,6 +490,11 @@ agent.add_command(logs_command, "logs")
     help="App endpoint to scrape; repeatable. Env: SIDECARKIT_METRICS_TARGETS (a,b).",
 )
 @click.option(
+    "--annotations-file",
+    envvar="SIDECARKIT_METRICS_ANNOTATIONS_FILE",
+    help="Downward API annotations: prometheus.io/scrape|port|path|scheme name the target.",
+)
+@click.option(
     "--target-label",
     envvar="SIDECARKIT_METRICS_TARGET_LABEL",
     help="Label set to each target's host:port, instance; empty for none.",
@@ -566,6 +571,7 @@ agent.add_command(logs_command, "logs")
 def agent_metrics(
     config_path: str | None,
     targets: tuple[str, ...],
+    annotations_file: str | None,
     target_label: str | None,
     honor_labels: bool | None,
     interval: str | None,
@@ -600,6 +606,7 @@ def agent_metrics(
             config = metrics_settings.from_mapping(data, source=config_path, base=config)
         given: dict[str, Any] = {
             "targets": ",".join(targets) or os.environ.get("SIDECARKIT_METRICS_TARGETS"),
+            "annotations_file": annotations_file,
             "interval": interval,
             "timeout": timeout,
             "port": port,

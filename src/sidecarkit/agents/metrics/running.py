@@ -22,13 +22,15 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from sidecarkit.agents.metrics import (
+    discovering,
     exposition,
     merging,
     openmetrics,
@@ -107,6 +109,20 @@ def _grow_receive_buffer(sock: socket.socket | None, size: int = 8 << 20) -> Non
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+def _discovered(path: str) -> tuple[settings.Target, ...]:
+    """The target the pod's ``prometheus.io/*`` annotations name; ValueError when the file
+    cannot be read or an annotation is wrong."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(
+            f"annotations_file {path}: cannot read it ({exc}); mount the Downward API "
+            "annotations there"
+        ) from exc
+    annotations = discovering.parse_annotations(text, where=path)
+    return discovering.targets_from(annotations, where=path)
+
+
 def _writer(config: settings.Settings) -> pushing.RemoteWriter | None:
     """The remote_write client the settings ask for, with its credentials and TLS;
     ValueError names a CA file that cannot be loaded."""
@@ -136,6 +152,9 @@ class Agent:
 
     def __init__(self, config: settings.Settings) -> None:
         self.settings = config
+        if not config.targets and config.annotations_file:
+            config = replace(config, targets=_discovered(config.annotations_file))
+            self.settings = config
         self.targets = [self._target(t) for t in config.targets]
         self.conflicts: dict[str, int] = {"type": 0, "duplicate": 0}
         self._active_conflicts: set[tuple[str, str, str]] = set()

@@ -48,6 +48,10 @@ class Settings:
 
     targets: tuple[Target, ...] = ()
     """App endpoints to scrape, e.g. ``http://127.0.0.1:8080/metrics``; none is fine (StatsD)."""
+    annotations_file: str | None = None
+    """The pod's annotations as a Downward API file; with no ``targets``, the
+    ``prometheus.io/scrape|port|path|scheme`` annotations in it name the target (see
+    ``discovering``)."""
     target_label: str = "instance"
     """Label that tells targets apart, set to each target's ``host:port`` as Prometheus sets
     ``instance``: two targets exposing the same series stay two series. Empty turns it off
@@ -126,6 +130,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
     settings = base or Settings()
     allowed = {
         "targets",
+        "annotations_file",
         "target_label",
         "honor_labels",
         "interval",
@@ -239,7 +244,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
                 if not 0 <= port <= 65535:
                     raise ValueError(f"{source}: {key} must be a port number from 0 to 65535")
             changes[key] = int(port)
-    for key in ("host", "statsd_host", "statsd_socket"):
+    for key in ("host", "statsd_host", "statsd_socket", "annotations_file"):
         if key in data and data[key] is not None:
             changes[key] = str(data[key])
     if "statsd_series_limit" in data:
