@@ -9,7 +9,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from sidecarkit.agents.metrics import promtext
+import pytest
+
+from sidecarkit.agents.metrics import promtext, settings
 from tests.agents.metrics.test_agent import IDENTITY, _get, _samples, _wait, agent
 from tests.agents.metrics.test_pushing import pushgateway
 
@@ -176,3 +178,53 @@ def test_a_pushgateway_push_with_two_targets_succeeds(tmp_path: Path) -> None:
         got = _samples(port)
         assert got[(ok[0], ok[1] | IDENTITY)] >= 1
         assert (failed[0], failed[1] | IDENTITY) not in got
+
+
+class _Counted(http.server.BaseHTTPRequestHandler):
+    counts: ClassVar[dict[int, int]] = {}
+
+    def do_GET(self) -> None:
+        port = int(self.server.server_address[1])  # type: ignore[index]
+        self.counts[port] = self.counts.get(port, 0) + 1
+        body = b"counted 1\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        del format, args
+
+
+def test_each_target_can_have_its_own_interval(tmp_path: Path) -> None:
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counted) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, name="counted", daemon=True).start()
+    fast, slow = (int(s.server_address[1]) for s in servers)
+    config = tmp_path / "metrics.yaml"
+    config.write_text(
+        "targets:\n"
+        f"  - {{url: 'http://127.0.0.1:{fast}/metrics', interval: 200ms, timeout: 100ms}}\n"
+        f"  - {{url: 'http://127.0.0.1:{slow}/metrics', interval: 1h}}\n"
+        "interval: 30s\n"
+    )
+    try:
+        with agent("--config", str(config), tmp=tmp_path):
+            assert _wait(lambda: _Counted.counts.get(fast, 0) >= 6)
+            assert _Counted.counts.get(slow, 0) == 1  # its first scrape only
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_target_mapping_with_an_unknown_key_is_refused_with_the_accepted_ones() -> None:
+    with pytest.raises(ValueError, match=r"targets\[0\]: unknown key 'intervall'; accepted:"):
+        settings.from_mapping(
+            {"targets": [{"url": "http://127.0.0.1:1/m", "intervall": "1s"}]}, source="f"
+        )
+    (target,) = settings.from_mapping(
+        {"targets": [{"url": "http://127.0.0.1:1/m", "interval": "2s", "timeout": "1s"}]},
+        source="f",
+    ).targets
+    assert (target.interval, target.timeout) == (2.0, 1.0)

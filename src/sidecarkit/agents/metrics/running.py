@@ -198,10 +198,13 @@ class Agent:
             memory_bytes=memory,
         )
 
+    def _interval(self, target: _Target) -> float:
+        return target.spec.interval or self.settings.interval
+
     async def scrape(self, session: aiohttp.ClientSession, target: _Target) -> None:
         started = time.perf_counter()
         target.scraped_ms = int(time.time() * 1000)  # what samples without a timestamp get
-        limit = min(self.settings.timeout, self.settings.interval)
+        limit = min(target.spec.timeout or self.settings.timeout, self._interval(target))
         try:
             limits = self._limits(target)
             async with session.get(
@@ -275,8 +278,9 @@ class Agent:
     async def _scrape_loop(self, session: aiohttp.ClientSession, target: _Target) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        interval = self._interval(target)
         while not self.stopping.is_set():
-            deadline = time.monotonic() + self.settings.interval
+            deadline = time.monotonic() + interval
             await self.scrape(session, target)
             if self.writer is not None:
                 url = target.spec.url
@@ -288,7 +292,7 @@ class Agent:
                         self._write, session, families, source=url, at=stamp, until=deadline
                     ),
                 )
-            next_at += self.settings.interval
+            next_at += interval
             delay = max(0.0, next_at - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)

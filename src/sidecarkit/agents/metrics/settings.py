@@ -35,6 +35,10 @@ class Target:
     """When the app's own label clashes with one the agent adds: True keeps the app's, False
     keeps the agent's and renames the app's ``exported_<name>`` (Prometheus's default); None
     follows the agent-wide ``honor_labels``."""
+    interval: float | None = None
+    """Seconds between this target's scrapes; None for the agent-wide ``interval``."""
+    timeout: float | None = None
+    """Seconds this target's scrape may take; None for the agent-wide ``timeout``."""
 
     @property
     def address(self) -> str:
@@ -340,14 +344,21 @@ def _target(data: object, where: str) -> Target:
         data = {"url": data}
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: expected a URL or a mapping with url, labels, honor_labels")
-    unknown = set(data) - {"url", "labels", "honor_labels"}
+    accepted = {"url", "labels", "honor_labels", "interval", "timeout"}
+    unknown = set(data) - accepted
     if unknown:
         raise ValueError(
-            f"{where}: unknown key {sorted(unknown)[0]!r}; accepted: url, labels, honor_labels"
+            f"{where}: unknown key {sorted(unknown)[0]!r}; accepted: {', '.join(sorted(accepted))}"
         )
+    periods: dict[str, float] = {}
+    for key in ("interval", "timeout"):
+        if key in data:
+            periods[key] = durations.setting(data[key], f"{where}.{key}")
+            if periods[key] <= 0:
+                raise ValueError(f"{where}.{key} must be positive")
     url = data.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ValueError(f"{where}: url must be an http(s) URL, e.g. http://127.0.0.1:8080/metrics")
     labels = parse_labels(data["labels"], where) if "labels" in data else ()
     honor = _flag(data["honor_labels"], f"{where}.honor_labels") if "honor_labels" in data else None
-    return Target(url, tuple(labels), honor)
+    return Target(url, tuple(labels), honor, periods.get("interval"), periods.get("timeout"))
