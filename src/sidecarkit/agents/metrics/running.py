@@ -32,6 +32,7 @@ from aiohttp import web
 from sidecarkit.agents.metrics import (
     discovering,
     exposition,
+    mapping,
     merging,
     openmetrics,
     promtext,
@@ -159,7 +160,10 @@ class Agent:
         self.conflicts: dict[str, int] = {"type": 0, "duplicate": 0}
         self._active_conflicts: set[tuple[str, str, str]] = set()
         self.aggregator = statsd.Aggregator(
-            buckets=config.buckets, max_series=config.statsd_series_limit, ttl=config.statsd_ttl
+            buckets=config.buckets,
+            max_series=config.statsd_series_limit,
+            ttl=config.statsd_ttl,
+            mapper=mapping.Mapper(config.statsd_mappings) if config.statsd_mappings else None,
         )
         self.statsd_packets = 0
         self.writer = _writer(config)

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from sidecarkit import durations
 from sidecarkit.agents.identity import IDENTITY_ENV, identity_labels, parse_labels
-from sidecarkit.agents.metrics import relabeling, statsd
+from sidecarkit.agents.metrics import mapping, relabeling, statsd
 
 __all__ = ["IDENTITY_ENV", "Settings", "Target", "from_mapping", "identity_labels"]
 
@@ -104,6 +104,9 @@ class Settings:
     set it to what the container's memory limit leaves after the agent's own ~60 MiB."""
     statsd_series_limit: int = 10_000
     """Most series StatsD may create; past it new series are dropped and counted."""
+    statsd_mappings: tuple[mapping.Rule, ...] = ()
+    """statsd_exporter-style rules giving dotted StatsD names a metric name and labels
+    (YAML ``statsd_mappings``, see ``mapping``)."""
     statsd_ttl: float = 0.0
     """Seconds a StatsD series may go without a line before it is forgotten; 0, the default
     (as statsd_exporter's), keeps every series."""
@@ -155,6 +158,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         "memory_limit",
         "statsd_series_limit",
         "statsd_ttl",
+        "statsd_mappings",
         "remote_write_url",
         "remote_write_bearer_token_file",
         "remote_write_username",
@@ -287,6 +291,16 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
             raise ValueError(f"{source}: buckets: {exc}") from exc
     if "labels" in data:
         changes["labels"] = (*settings.labels, *parse_labels(data["labels"], source))
+    if "statsd_mappings" in data:
+        rules = data["statsd_mappings"]
+        if not isinstance(rules, list):
+            raise ValueError(f"{source}: statsd_mappings must be a list of rules")
+        changes["statsd_mappings"] = tuple(
+            mapping.rule_from(
+                r if isinstance(r, dict) else {}, where=f"{source}: statsd_mappings[{i}]"
+            )
+            for i, r in enumerate(rules)
+        )
     if "relabel" in data:
         rules = data["relabel"]
         if not isinstance(rules, list):

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sidecarkit.agents.metrics import exposition
+from sidecarkit.agents.metrics import exposition, mapping
 
 __all__ = ["DEFAULT_BUCKETS", "Aggregator", "Line", "parse_packet"]
 
@@ -57,7 +57,7 @@ def _sanitize(name: str) -> str:
     return "".join(out)
 
 
-def _parse_line(text: str) -> list[Line] | None:
+def _parse_line(text: str, mapper: mapping.Mapper | None = None) -> list[Line] | None:
     name, colon, rest = text.partition(":")
     if not colon or not name:
         return None
@@ -86,6 +86,11 @@ def _parse_line(text: str) -> list[Line] | None:
             continue  # DogStatsD container id, timestamp, external data: not ours to use
         else:
             return None
+    if mapper is not None:
+        mapped = mapper.map(name)
+        if mapped is not None:
+            name, labels = mapped
+            tags = [*labels, *(t for t in tags if t[0] not in dict(labels))]
     pieces = [values] if kind == "s" else values.split(":")
     lines = []
     for piece in pieces:
@@ -100,8 +105,9 @@ def _parse_line(text: str) -> list[Line] | None:
     return lines
 
 
-def parse_packet(data: bytes) -> tuple[list[Line], int]:
-    """The lines of one packet, and how many were malformed."""
+def parse_packet(data: bytes, mapper: mapping.Mapper | None = None) -> tuple[list[Line], int]:
+    """The lines of one packet, names mapped by ``mapper`` if given, and how many were
+    malformed."""
     lines: list[Line] = []
     bad = 0
     for chunk in data.split(b"\n"):
@@ -112,7 +118,7 @@ def parse_packet(data: bytes) -> tuple[list[Line], int]:
             continue
         if not raw:
             continue
-        parsed = _parse_line(raw)
+        parsed = _parse_line(raw, mapper)
         if parsed is None:
             bad += 1
         else:
@@ -143,6 +149,8 @@ class Aggregator:
     """Seconds a series may go without a line before it is forgotten (0: never), as
     statsd_exporter's ``ttl``: an app that stopped sending a series no longer exposes it."""
     clock: Callable[[], float] = time.monotonic
+    mapper: mapping.Mapper | None = None
+    """statsd_exporter-style name mapping (see ``mapping``)."""
     malformed: int = 0
     dropped: int = 0
     """Lines not kept because the series limit was reached."""
@@ -157,7 +165,7 @@ class Aggregator:
     _capped: set[tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=set)
 
     def add_packet(self, data: bytes) -> None:
-        lines, bad = parse_packet(data)
+        lines, bad = parse_packet(data, self.mapper)
         self.malformed += bad
         for line in lines:
             self.add(line)
