@@ -6,17 +6,19 @@ metadata.annotations``): one ``key="value"`` per line, the value quoted as Go qu
 ``prometheus.io/scrape: "true"`` asks for a scrape; ``prometheus.io/port`` names the port
 (required here: the agent sees no container ports), ``prometheus.io/path`` the path
 (``/metrics``), ``prometheus.io/scheme`` ``http`` or ``https``. The app shares the pod's network
-namespace, so the target is on 127.0.0.1. Pure: the caller reads the file.
+namespace, so the target is on 127.0.0.1. Pure but for ``read_targets``, which reads the
+file.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 from sidecarkit.agents.metrics import settings
 
-__all__ = ["parse_annotations", "targets_from"]
+__all__ = ["parse_annotations", "read_targets", "targets_from"]
 
 
 def parse_annotations(text: str, *, where: str) -> dict[str, str]:
@@ -55,3 +57,17 @@ def targets_from(annotations: Mapping[str, str], *, where: str) -> tuple[setting
     if not path.startswith("/"):
         path = "/" + path
     return (settings.Target(f"{scheme}://127.0.0.1:{int(port)}{path}"),)
+
+
+def read_targets(path: str) -> tuple[settings.Target, ...]:
+    """The target the pod's ``prometheus.io/*`` annotations name; ValueError when the file
+    cannot be read or an annotation is wrong."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(
+            f"annotations_file {path}: cannot read it ({exc}); mount the Downward API "
+            "annotations there"
+        ) from exc
+    annotations = parse_annotations(text, where=path)
+    return targets_from(annotations, where=path)

@@ -29,7 +29,7 @@ from typing import Final
 import aiohttp
 import cramjam
 
-from sidecarkit.agents.metrics import exposition, rendering
+from sidecarkit.agents.metrics import exposition, rendering, settings
 
 __all__ = [
     "STALE_NAN",
@@ -40,6 +40,7 @@ __all__ = [
     "grouping_path",
     "push_gateway",
     "series_of",
+    "writer_for",
 ]
 
 log = logging.getLogger("sidecarkit.agent.metrics.push")
@@ -355,3 +356,27 @@ async def push_gateway(
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         log.warning("push to %s failed: %s", url, exc or type(exc).__name__)
         return PushResult(False, 1, None, str(exc))
+
+
+def writer_for(config: settings.Settings) -> RemoteWriter | None:
+    """The remote_write client the settings ask for, with its credentials and TLS;
+    ValueError names a CA file that cannot be loaded."""
+    if not config.remote_write_url:
+        return None
+    auth = None
+    if config.remote_write_bearer_token_file or config.remote_write_username:
+        auth = Auth(
+            config.remote_write_username,
+            config.remote_write_password_file,
+            config.remote_write_bearer_token_file,
+        )
+    tls = None
+    if config.remote_write_ca_file:
+        try:
+            tls = ssl.create_default_context(cafile=config.remote_write_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"remote_write_ca_file {config.remote_write_ca_file}: cannot load CA "
+                f"certificates ({exc}); give a readable PEM file"
+            ) from exc
+    return RemoteWriter(config.remote_write_url, auth=auth, tls=tls)

@@ -19,11 +19,9 @@ import functools
 import logging
 import os
 import socket
-import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -110,51 +108,13 @@ def _grow_receive_buffer(sock: socket.socket | None, size: int = 8 << 20) -> Non
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
-def _discovered(path: str) -> tuple[settings.Target, ...]:
-    """The target the pod's ``prometheus.io/*`` annotations name; ValueError when the file
-    cannot be read or an annotation is wrong."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ValueError(
-            f"annotations_file {path}: cannot read it ({exc}); mount the Downward API "
-            "annotations there"
-        ) from exc
-    annotations = discovering.parse_annotations(text, where=path)
-    return discovering.targets_from(annotations, where=path)
-
-
-def _writer(config: settings.Settings) -> pushing.RemoteWriter | None:
-    """The remote_write client the settings ask for, with its credentials and TLS;
-    ValueError names a CA file that cannot be loaded."""
-    if not config.remote_write_url:
-        return None
-    auth = None
-    if config.remote_write_bearer_token_file or config.remote_write_username:
-        auth = pushing.Auth(
-            config.remote_write_username,
-            config.remote_write_password_file,
-            config.remote_write_bearer_token_file,
-        )
-    tls = None
-    if config.remote_write_ca_file:
-        try:
-            tls = ssl.create_default_context(cafile=config.remote_write_ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(
-                f"remote_write_ca_file {config.remote_write_ca_file}: cannot load CA "
-                f"certificates ({exc}); give a readable PEM file"
-            ) from exc
-    return pushing.RemoteWriter(config.remote_write_url, auth=auth, tls=tls)
-
-
 class Agent:
     """One metrics agent: its state, its endpoints, and its lifecycle."""
 
     def __init__(self, config: settings.Settings) -> None:
         self.settings = config
         if not config.targets and config.annotations_file:
-            config = replace(config, targets=_discovered(config.annotations_file))
+            config = replace(config, targets=discovering.read_targets(config.annotations_file))
             self.settings = config
         self.targets = [self._target(t) for t in config.targets]
         self.conflicts: dict[str, int] = {"type": 0, "duplicate": 0}
@@ -166,7 +126,7 @@ class Agent:
             mapper=mapping.Mapper(config.statsd_mappings) if config.statsd_mappings else None,
         )
         self.statsd_packets = 0
-        self.writer = _writer(config)
+        self.writer = pushing.writer_for(config)
         self.pushes: dict[tuple[str, str], int] = {}
         self.stopping = asyncio.Event()
         self.port: int | None = None
