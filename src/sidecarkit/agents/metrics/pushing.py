@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import logging
 import random
 import ssl
@@ -168,6 +169,11 @@ class RemoteWriter:
     tls: ssl.SSLContext | None = None
     """The TLS context for an https receiver; None for the system's CAs."""
     _labels: dict[str, dict[tuple[str, Labels], bytes]] = field(default_factory=dict)
+    max_backlog_bytes: int = 32 << 20
+    """Room for pushes the receiver has not taken yet (snappy-compressed bodies)."""
+    _backlog: dict[str, collections.deque[bytes]] = field(default_factory=dict)
+    backlog_bytes: int = 0
+    dropped_bodies: int = 0
     sent_samples: int = 0
     failed_pushes: int = 0
 
@@ -227,12 +233,44 @@ class RemoteWriter:
         source: str = "",
         now_ms: int | None = None,
     ) -> PushResult:
-        """Send ``source``'s series, retrying 5xx and 429 until ``deadline`` (monotonic); each
-        attempt's timeout ends at the deadline too. The body is encoded in a worker thread,
-        off the event loop that reads scrapes."""
+        """Send ``source``'s series, after any of its earlier pushes the receiver has not
+        taken yet, oldest first (samples of one series must arrive in order). The body is
+        encoded in a worker thread, off the event loop that reads scrapes.
+
+        Each body is retried on 5xx, 429 and network errors until ``deadline`` (monotonic),
+        each attempt's timeout ending there too; then it waits in the backlog for the next
+        push, so an outage shorter than the backlog's room (``max_backlog_bytes``) loses
+        nothing. A body the receiver refuses for good (another 4xx) is dropped, as Prometheus
+        drops it. Past the room, the oldest bodies are dropped and counted."""
         stamp = int(time.time() * 1000) if now_ms is None else now_ms
         body = await asyncio.to_thread(self.body, list(families), now_ms=stamp, source=source)
         self.sent_samples += len(self._labels.get(source, ()))
+        backlog = self._backlog.setdefault(source, collections.deque())
+        backlog.append(body)
+        self.backlog_bytes += len(body)
+        while self.backlog_bytes > self.max_backlog_bytes and len(backlog) > 1:
+            self.backlog_bytes -= len(backlog.popleft())
+            self.dropped_bodies += 1
+            log.warning(
+                "remote_write to %s: the backlog passed %d bytes; its oldest push is dropped "
+                '(counted in sidecarkit_metrics_pushes_total{result="dropped"})',
+                self.url,
+                self.max_backlog_bytes,
+            )
+        result = PushResult(True, 0, None)
+        while backlog:
+            result = await self._send(session, backlog[0], deadline)
+            if not result.ok and (
+                result.status is None or result.status in (429,) or result.status >= 500
+            ):
+                return result  # retryable: it waits for the next push
+            self.backlog_bytes -= len(backlog.popleft())
+        return result
+
+    async def _send(
+        self, session: aiohttp.ClientSession, body: bytes, deadline: float
+    ) -> PushResult:
+        """One request body, retried until ``deadline``."""
         attempt, delay = 0, 0.05
         while True:
             attempt += 1

@@ -304,6 +304,8 @@ class Agent:
         assert self.writer is not None
         result = await self.writer.push(session, families, deadline=until, source=source, now_ms=at)
         self._count("remote_write", "ok" if result.ok else "failed")
+        if self.writer.dropped_bodies:
+            self.pushes[("remote_write", "dropped")] = self.writer.dropped_bodies
 
     async def _push_gateway(self, session: aiohttp.ClientSession, *, until: float) -> None:
         assert self.settings.pushgateway_url
