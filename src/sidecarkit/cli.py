@@ -614,6 +614,23 @@ cli.add_command(clustercli.repair, "repair")
     metavar="URL",
     help="App endpoint to scrape; repeatable. Env: SIDECARKIT_METRICS_TARGETS (a,b).",
 )
+@click.option(
+    "--annotations-file",
+    envvar="SIDECARKIT_METRICS_ANNOTATIONS_FILE",
+    help="Downward API annotations: prometheus.io/scrape|port|path|scheme name the target.",
+)
+@click.option(
+    "--target-label",
+    envvar="SIDECARKIT_METRICS_TARGET_LABEL",
+    help="Label set to each target's host:port, instance; empty for none.",
+)
+@click.option(
+    "--honor-labels",
+    is_flag=True,
+    default=None,
+    envvar="SIDECARKIT_METRICS_HONOR_LABELS",
+    help="On a clash keep the app's label, not the agent's.",
+)
 @click.option("--interval", envvar="SIDECARKIT_METRICS_INTERVAL", help="Scrape interval, 15s.")
 @click.option("--timeout", envvar="SIDECARKIT_METRICS_TIMEOUT", help="Scrape timeout, 10s.")
 @click.option("--port", envvar="SIDECARKIT_ADMIN_PORT", help="Port of /metrics, 15101.")
@@ -629,6 +646,11 @@ cli.add_command(clustercli.repair, "repair")
 )
 @click.option("--buckets", envvar="SIDECARKIT_METRICS_BUCKETS", help="Histogram buckets, a,b,c.")
 @click.option(
+    "--statsd-ttl",
+    envvar="SIDECARKIT_METRICS_STATSD_TTL",
+    help="Forget StatsD series idle this long, e.g. 10m; 0, the default, never.",
+)
+@click.option(
     "--label",
     "labels",
     multiple=True,
@@ -638,7 +660,17 @@ cli.add_command(clustercli.repair, "repair")
 @click.option(
     "--series-limit",
     envvar="SIDECARKIT_METRICS_SERIES_LIMIT",
-    help="Most series one target may expose, 50000.",
+    help="Most samples one target may expose; 0, the default, for none.",
+)
+@click.option(
+    "--memory-limit",
+    envvar="SIDECARKIT_METRICS_MEMORY_LIMIT",
+    help="Memory the scraped series may hold, 512MiB; a scrape past it fails.",
+)
+@click.option(
+    "--body-size-limit",
+    envvar="SIDECARKIT_METRICS_BODY_SIZE_LIMIT",
+    help="Most bytes of one scrape's body, e.g. 64MiB; 0, the default, for none.",
 )
 @click.option(
     "--remote-write-url",
@@ -664,14 +696,20 @@ cli.add_command(clustercli.repair, "repair")
 def agent_metrics(
     config_path: str | None,
     targets: tuple[str, ...],
+    annotations_file: str | None,
+    target_label: str | None,
+    honor_labels: bool | None,
     interval: str | None,
     timeout: str | None,
     port: str | None,
     statsd_port: str | None,
     statsd_socket: str | None,
     buckets: str | None,
+    statsd_ttl: str | None,
     labels: tuple[str, ...],
     series_limit: str | None,
+    memory_limit: str | None,
+    body_size_limit: str | None,
     remote_write_url: str | None,
     pushgateway_url: str | None,
     push_interval: str | None,
@@ -693,26 +731,37 @@ def agent_metrics(
             config = metrics_settings.from_mapping(data, source=config_path, base=config)
         given: dict[str, Any] = {
             "targets": ",".join(targets) or os.environ.get("SIDECARKIT_METRICS_TARGETS"),
+            "annotations_file": annotations_file,
             "interval": interval,
             "timeout": timeout,
             "port": port,
             "statsd_port": statsd_port,
             "statsd_socket": statsd_socket,
             "buckets": buckets,
+            "statsd_ttl": statsd_ttl,
             "labels": ",".join(labels) or os.environ.get("SIDECARKIT_METRICS_LABELS"),
             "series_limit": series_limit,
+            "memory_limit": memory_limit,
+            "body_size_limit": body_size_limit,
             "remote_write_url": remote_write_url,
             "pushgateway_url": pushgateway_url,
             "push_interval": push_interval,
         }
-        config = metrics_settings.from_mapping(
-            {k: v for k, v in given.items() if v}, source="options", base=config
-        )
+        chosen = {k: v for k, v in given.items() if v}
+        if target_label is not None:
+            chosen["target_label"] = target_label
+        if honor_labels is not None:
+            chosen["honor_labels"] = honor_labels
+        config = metrics_settings.from_mapping(chosen, source="options", base=config)
     except ValueError as exc:
         _fail(errors.ConfigError(str(exc)))
     except errors.SidecarkitError as exc:
         _fail(exc)
-    process.run_agent(running.Agent(config))
+    try:
+        metrics_agent = running.Agent(config)
+    except ValueError as exc:
+        _fail(errors.ConfigError(str(exc)))
+    process.run_agent(metrics_agent)
 
 
 cli.add_command(runner_command.run_pod, "run")

@@ -83,6 +83,10 @@ def _wait(predicate: object, timeout: float = 20.0, every: float = 0.1) -> bool:
     return False
 
 
+#: The agent processes running, by admin port: a test may read one's /proc.
+PROCESSES: dict[int, subprocess.Popen[bytes]] = {}
+
+
 @contextmanager
 def agent(*args: str, tmp: Path) -> Iterator[tuple[int, int]]:
     """The agent as its own process; yields (admin port, StatsD port)."""
@@ -111,10 +115,12 @@ def agent(*args: str, tmp: Path) -> Iterator[tuple[int, int]]:
         stderr=subprocess.STDOUT,
         env=env,
     )
+    PROCESSES[port] = proc
     try:
         assert _wait(lambda: _get(f"http://127.0.0.1:{port}/ready")[0] == 200), "agent not ready"
         yield port, statsd_port
     finally:
+        del PROCESSES[port]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         log.close()
@@ -137,6 +143,11 @@ def _samples(
 IDENTITY = {("pod", "web-7f9c"), ("namespace", "shop"), ("node", "node-a")}
 
 
+def instance(url: str) -> tuple[str, str]:
+    """The label each target's series get: ``instance``, its host:port, as Prometheus sets."""
+    return ("instance", url.split("/")[2])
+
+
 def test_scrapes_enriches_and_exposes_in_both_formats(app: str, tmp_path: Path) -> None:
     with agent(
         "--target", app, "--interval", "200ms", "--label", "team=payments", tmp=tmp_path
@@ -144,19 +155,21 @@ def test_scrapes_enriches_and_exposes_in_both_formats(app: str, tmp_path: Path) 
         assert _wait(
             lambda: (
                 _samples(port).get(
-                    ("up", frozenset({("target", app), *IDENTITY, ("team", "payments")}))
+                    (
+                        "up",
+                        frozenset(
+                            {("target", app), instance(app), *IDENTITY, ("team", "payments")}
+                        ),
+                    )
                 )
                 == 1
             )
         )
         for accept in (None, "application/openmetrics-text;version=1.0.0"):
             got = _samples(port, accept)
-            labels = frozenset({("route", "/"), *IDENTITY, ("team", "payments")})
-            assert got[("app_requests_total", labels)] == 42
-            assert (
-                got[("app_latency_seconds_count", frozenset({*IDENTITY, ("team", "payments")}))]
-                == 5
-            )
+            team = frozenset({instance(app), *IDENTITY, ("team", "payments")})
+            assert got[("app_requests_total", team | {("route", "/")})] == 42
+            assert got[("app_latency_seconds_count", team)] == 5
         _, content_type, _ = _get(
             f"http://127.0.0.1:{port}/metrics", "application/openmetrics-text;version=1.0.0"
         )
@@ -174,11 +187,12 @@ def test_a_failing_target_is_down_and_its_series_go(app: str, tmp_path: Path) ->
         "200ms",
         tmp=tmp_path,
     ) as (port, _):
-        down = frozenset({("target", "http://127.0.0.1:1/metrics"), *IDENTITY})
+        closed = "http://127.0.0.1:1/metrics"
+        down = frozenset({("target", closed), instance(closed), *IDENTITY})
         assert _wait(lambda: _samples(port).get(("up", down)) == 0.0)
         assert _samples(port)[("scrape_samples_scraped", down)] == 0
         _App.body = b"app_broken{ 1\n"
-        up = frozenset({("target", app), *IDENTITY})
+        up = frozenset({("target", app), instance(app), *IDENTITY})
         assert _wait(lambda: _samples(port).get(("up", up)) == 0.0)
         assert not any(name.startswith("app_") for name, _ in _samples(port))
 
@@ -188,10 +202,11 @@ def test_a_target_over_the_series_limit_fails_with_a_clear_metric(app: str, tmp_
         port,
         _,
     ):
-        labels = frozenset({("target", app), *IDENTITY})
+        labels = frozenset({("target", app), instance(app), *IDENTITY})
+        limited = labels | {("limit", "samples")}
         assert _wait(
             lambda: (
-                _samples(port).get(("sidecarkit_metrics_series_limit_exceeded_total", labels), 0)
+                _samples(port).get(("sidecarkit_metrics_scrape_limit_exceeded_total", limited), 0)
                 >= 1
             )
         )

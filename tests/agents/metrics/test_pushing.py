@@ -206,7 +206,14 @@ def pushgateway(tmp: Path) -> Iterator[str]:
     port = free_port()
     log = (tmp / "pushgateway.log").open("wb")
     proc = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT
+        [
+            binary,
+            f"--web.listen-address=127.0.0.1:{port}",
+            # Debian's build persists to /var/lib/prometheus by default, shared by every run.
+            f"--persistence.file={tmp / 'pushgateway.data'}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecarkit.agents.metrics import openmetrics, rendering, statsd
+from sidecarkit.agents.metrics import mapping, openmetrics, rendering, settings, statsd
 
 
 def _samples(agg: statsd.Aggregator) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -88,3 +88,96 @@ def test_bucket_settings_are_checked() -> None:
         statsd.parse_buckets("1,0.5")
     with pytest.raises(ValueError, match="finite"):
         statsd.parse_buckets("1,inf")
+
+
+class _Clock:
+    """A fake monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_idle_series_expire_after_the_ttl_and_free_their_slot() -> None:
+    clock = _Clock()
+    agg = statsd.Aggregator(ttl=10.0, clock=clock, max_series=2)
+    agg.add_packet(b"old.jobs:1|c\nqueue:3|g")
+    clock.now = 6.0
+    agg.add_packet(b"queue:4|g")
+    clock.now = 12.0
+    got = _samples(agg)
+    assert ("old_jobs_total", ()) not in got
+    assert got[("queue", ())] == 4.0
+    assert agg.expired == 1
+    agg.add_packet(b"new.jobs:2|c")  # the expired series' slot is free again
+    assert _samples(agg)[("new_jobs_total", ())] == 2.0
+    assert agg.dropped == 0
+
+
+def test_without_a_ttl_series_stay() -> None:
+    clock = _Clock()
+    agg = statsd.Aggregator(clock=clock)
+    agg.add_packet(b"jobs:1|c")
+    clock.now = 1e9
+    assert _samples(agg)[("jobs_total", ())] == 1.0
+
+
+def test_a_full_set_counts_the_values_it_does_not_keep_and_says_so_once() -> None:
+    agg = statsd.Aggregator()
+    cap = statsd.MAX_SET_VALUES
+    for i in range(cap + 5):
+        agg.add_packet(b"users:u%d|s" % i)
+    agg.add_packet(b"users:u0|s")  # already counted: not dropped
+    assert _samples(agg)[("users", ())] == cap
+    assert agg.set_values_dropped == 5
+    assert agg.newly_capped == ["users"]
+
+
+def test_mapped_names_become_a_metric_name_and_labels_as_statsd_exporter_maps_them() -> None:
+    config = settings.from_mapping(
+        {
+            "statsd_mappings": [
+                {
+                    "match": "api.*.requests.*",
+                    "name": "api_requests",
+                    "labels": {"service": "$1", "code": "$2"},
+                },
+                {
+                    "match": r"db\.(\w+)\.query",
+                    "match_type": "regex",
+                    "name": "db_queries",
+                    "labels": {"table": "${1}"},
+                },
+            ]
+        },
+        source="metrics.yaml",
+    )
+    agg = statsd.Aggregator(mapper=mapping.Mapper(config.statsd_mappings))
+    agg.add_packet(
+        b"api.checkout.requests.200:3|c|#region:eu\napi.checkout.requests.200:2|c|#region:eu\n"
+        b"db.orders.query:7|ms\nunmapped.name:1|c\napi.too.many.parts.here:1|c"
+    )
+    got = _samples(agg)
+    key = (("service", "checkout"), ("code", "200"), ("region", "eu"))
+    assert got[("api_requests_total", tuple(sorted(key)))] == 5
+    assert got[("db_queries_seconds_count", (("table", "orders"),))] == 1
+    assert got[("unmapped_name_total", ())] == 1
+    assert got[("api_too_many_parts_here_total", ())] == 1  # * is one part: no match
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"name": "x"}, "needs match"),
+        ({"match": "a.*", "name": "x", "match_type": "prefix"}, "is not glob or regex"),
+        ({"match": "a(", "name": "x", "match_type": "regex"}, "does not compile"),
+        ({"match": "a.*", "name": "x", "labels": {"bad-name": "$1"}}, "is not"),
+        ({"match": "a.*", "name": "x", "timeout": 1}, "unknown key 'timeout'"),
+    ],
+)
+def test_a_wrong_mapping_is_named_with_its_place(rule: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=r"metrics.yaml: statsd_mappings\[0\]") as caught:
+        settings.from_mapping({"statsd_mappings": [rule]}, source="metrics.yaml")
+    assert message in str(caught.value)

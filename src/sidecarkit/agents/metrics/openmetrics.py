@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from sidecarkit.agents.metrics import exposition, histograms, lexing
+from sidecarkit.agents.metrics import exposition, histograms, lexing, reading
 from sidecarkit.agents.metrics.exposition import ParseError
 
 __all__ = ["CONTENT_TYPE", "OpenMetricsParser", "parse"]
@@ -134,9 +134,9 @@ class OpenMetricsParser:
     which accepts exactly the same lines and explains the rest.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: reading.Limits | None = None) -> None:
+        self.reader = reading.Reader(limits)
         self.families: list[exposition.Family] = []
-        self._buffer = b""
         self._line = 0
         self._eof = False
         self._open: _Open | None = None
@@ -148,9 +148,7 @@ class OpenMetricsParser:
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
 
     def feed(self, data: bytes) -> None:
-        lines, self._buffer = exposition.complete_lines(
-            self._buffer + data, first_line=self._line + 1
-        )
+        lines = self.reader.complete_lines(data, first_line=self._line + 1)
         label_sets = self._label_sets
         sample = exposition.Sample
         number = self._line
@@ -225,6 +223,10 @@ class OpenMetricsParser:
             current = self._open
             quick = current.quick if current is not None and not self._eof else {}
         self._line = number
+        # The family still open holds samples too.
+        self.reader.check(
+            lines, self.families if current is None else [*self.families, current.family]
+        )
 
     def _label_set(self, text: str) -> _LabelSet | None:
         """The labels of ``{...}`` when they read without errors and their names are
@@ -273,10 +275,10 @@ class OpenMetricsParser:
         return entry
 
     def close(self) -> list[exposition.Family]:
-        if self._buffer:
+        rest = self.reader.rest()
+        if rest:
             # Only "# EOF" may end without a newline.
-            self._line_bytes(self._buffer)
-            self._buffer = b""
+            self._line_bytes(rest)
         if not self._eof:
             raise ParseError("missing '# EOF' at the end", self._line + 1)
         self._finish()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from sidecarkit.agents.metrics import exposition, lexing
+from sidecarkit.agents.metrics import exposition, lexing, reading
 from sidecarkit.agents.metrics.exposition import ParseError
 
 __all__ = ["CONTENT_TYPE", "PrometheusTextParser", "parse"]
@@ -64,9 +64,9 @@ class PrometheusTextParser:
     error) goes to the full lexer, which accepts exactly the same lines and explains the rest.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: reading.Limits | None = None) -> None:
+        self.reader = reading.Reader(limits)
         self.families: dict[str, exposition.Family] = {}
-        self._buffer = b""
         self._line = 0
         self._typed: set[str] = set()
         # Bare sample name -> where its samples go. TYPE forgets the names it reroutes. "#"
@@ -87,9 +87,7 @@ class PrometheusTextParser:
         self._values: dict[str, float] = {}
 
     def feed(self, data: bytes) -> None:
-        lines, self._buffer = exposition.complete_lines(
-            self._buffer + data, first_line=self._line + 1
-        )
+        lines = self.reader.complete_lines(data, first_line=self._line + 1)
         routes = self._routes
         label_sets = self._label_sets
         values = self._values
@@ -192,9 +190,10 @@ class PrometheusTextParser:
             else:
                 self._general(line)
         self._line = number
+        self.reader.check(lines, families.values())
 
     def close(self) -> list[exposition.Family]:
-        if self._buffer.strip(b" \t"):
+        if self.reader.rest().strip(b" \t"):
             raise ParseError(
                 "unexpected end of input: the last line has no newline", self._line + 1
             )
@@ -231,44 +230,37 @@ class PrometheusTextParser:
         """The labels of ``{inner}`` when they pass every check a sample's labels get; None
         for anything else, which the full path then reads (or explains).
 
-        Label sets in a row often differ in their last value only (``le``, ``quantile``, or
-        the one label that varies), so the text up to that value, the head, is remembered
-        and then only the value is appended.
+        Called when the quick path in ``feed`` found neither the label set nor its head (the
+        text up to its last value) cached. Label sets in a row often differ in their last
+        value only (``le``, ``quantile``, or the one label that varies), so the head is
+        remembered here for the next ones, which then only append their value.
         """
         if "\\" in inner:
             return self._lexed_label_set(inner)
-        cut = inner.rfind('="') + 2
-        value = inner[cut:-1]
-        headed = 2 <= cut < len(inner) and inner.endswith('"') and '"' not in value
-        if headed:
-            head = self._heads.get(inner[:cut])
-            if head is not None:
-                labels, last, le, quantile = head
-                if le is None:
-                    le = self._is_number(value)
-                if quantile is None:
-                    quantile = self._is_number(value)
-                entry = ((*labels, (last, value)), True, le, quantile)
-                if len(self._label_sets) < _CACHED:
-                    self._label_sets[inner] = entry
-                return entry
-        split = self._split_label_set(inner)
-        if split is None:
+        # ``_split_label_set``, in line: the hot path of every label set seen the first time.
+        parts = inner.split('"')
+        if not len(parts) % 2:  # an odd number of quotes: not a label set
             return self._lexed_label_set(inner)
-        names, values, le_at, quantile_at = split
+        skeleton = '""'.join(parts[0::2])
+        shape = self._shapes.get(skeleton) or self._shape(skeleton)
+        if shape is None or not shape[0]:
+            return self._lexed_label_set(inner)
+        names, le_at, quantile_at = shape
+        values = parts[1::2]
         labels = (*zip(names, values),)  # noqa: B905 (as many values as names, by the skeleton)
         le_ok = le_at >= 0 and self._is_number(values[le_at])
         quantile_ok = quantile_at >= 0 and self._is_number(values[quantile_at])
         entry = (labels, True, le_ok, quantile_ok)
-        if len(self._label_sets) < _CACHED:
-            self._label_sets[inner] = entry
-        if headed:
-            # The value after the head is this label set's last (no quote in it), so the
-            # head passes every check whatever its value. Kept when the last label is a
-            # bucket bound or a quantile (a run of them follows), when it is the only label
-            # (its name alone, shared by the family's series), or the second time in a row.
-            head_text = inner[:cut]
+        label_sets = self._label_sets
+        if len(label_sets) < _CACHED:
+            label_sets[inner] = entry
+        if parts[-1] == "":  # the set ends with a value: it has a head
+            # The head passes every check whatever the value after it. Kept when the last
+            # label is a bucket bound or a quantile (a run of them follows), when it is the
+            # only label (its name alone, shared by the family's series), or the second time
+            # in a row.
             at = len(labels) - 1
+            head_text = inner[: len(inner) - len(values[-1]) - 1]
             if (at in (le_at, quantile_at, 0) or head_text == self._last_head) and len(
                 self._heads
             ) < _CACHED:

@@ -16,27 +16,32 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import logging
 import random
+import ssl
 import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import aiohttp
 import cramjam
 
-from sidecarkit.agents.metrics import exposition, rendering
+from sidecarkit.agents.metrics import exposition, rendering, settings
 
 __all__ = [
     "STALE_NAN",
+    "Auth",
     "PushResult",
     "RemoteWriter",
     "encode_write_request",
     "grouping_path",
     "push_gateway",
     "series_of",
+    "writer_for",
 ]
 
 log = logging.getLogger("sidecarkit.agent.metrics.push")
@@ -96,6 +101,25 @@ def series_of(families: Iterable[exposition.Family]) -> dict[Labels, tuple[float
 
 
 @dataclass(frozen=True, slots=True)
+class Auth:
+    """remote_write credentials: basic auth (a user and a password file) or a bearer token
+    file. Files are read before every push, so a rotated secret is used at once."""
+
+    username: str | None = None
+    password_file: str | None = None
+    bearer_token_file: str | None = None
+
+    def header(self) -> str:
+        """The ``Authorization`` header; OSError when a file cannot be read."""
+        if self.bearer_token_file:
+            token = Path(self.bearer_token_file).read_text().strip()
+            return f"Bearer {token}"
+        password = Path(self.password_file or "").read_text().rstrip("\r\n")
+        pair = f"{self.username}:{password}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+
+
+@dataclass(frozen=True, slots=True)
 class PushResult:
     ok: bool
     attempts: int
@@ -103,27 +127,102 @@ class PushResult:
     detail: str = ""
 
 
+_PACK_DOUBLE: Final = struct.Struct("<d").pack
+#: Length prefixes (varints) of the sizes a series usually has, made once.
+_LENGTHS: Final = [_varint(n) for n in range(1 << 14)]
+
+
+def _length(n: int) -> bytes:
+    return _LENGTHS[n] if n < 1 << 14 else _varint(n)
+
+
+def _encoded_labels(name: str, labels: Labels) -> bytes:
+    """The ``labels`` fields of a TimeSeries: sorted, with ``__name__``, empty values left
+    out. Written out by hand: this runs once per new series, 100,000 times for a large
+    target's first push."""
+    out = []
+    lengths = _LENGTHS
+    for k, v in sorted([("__name__", name), *((k, v) for k, v in labels if v)]):
+        key, value = k.encode(), v.encode()
+        if len(key) < 1 << 14 and len(value) < 1 << 14:
+            pair = b"\x0a" + lengths[len(key)] + key + b"\x12" + lengths[len(value)] + value
+        else:
+            pair = _field(1, key) + _field(2, value)
+        out.append(b"\x0a" + _length(len(pair)) + pair)
+    return b"".join(out)
+
+
 @dataclass(slots=True)
 class RemoteWriter:
-    """remote_write to one URL, remembering the last push's series for stale markers."""
+    """remote_write to one URL.
+
+    Series come from several sources (each target, and the agent's own); each source's last
+    push is remembered, so a series gone from its next push gets a stale marker, and so are
+    the encoded labels of every series, which a series keeps from push to push: only the
+    sample is encoded anew.
+    """
 
     url: str
     timeout: float = 10.0
     max_backoff: float = 5.0
-    _previous: set[Labels] = field(default_factory=set)
+    auth: Auth | None = None
+    tls: ssl.SSLContext | None = None
+    """The TLS context for an https receiver; None for the system's CAs."""
+    _labels: dict[str, dict[tuple[str, Labels], bytes]] = field(default_factory=dict)
+    max_backlog_bytes: int = 32 << 20
+    """Room for pushes the receiver has not taken yet (snappy-compressed bodies)."""
+    _backlog: dict[str, collections.deque[bytes]] = field(default_factory=dict)
+    backlog_bytes: int = 0
+    dropped_bodies: int = 0
     sent_samples: int = 0
     failed_pushes: int = 0
 
-    def body(self, families: Iterable[exposition.Family], *, now_ms: int) -> bytes:
-        current = series_of(families)
-        series: list[tuple[Labels, Sequence[tuple[float, int]]]] = [
-            (labels, [(value, now_ms if ts is None else ts)])
-            for labels, (value, ts) in current.items()
-        ]
-        series += [(labels, [(STALE_NAN, now_ms)]) for labels in self._previous - set(current)]
-        self._previous = set(current)
-        self.sent_samples += len(series)
-        return bytes(cramjam.snappy.compress_raw(encode_write_request(series)))
+    def sources(self) -> list[str]:
+        """The sources pushed so far."""
+        return list(self._labels)
+
+    def body(
+        self, families: Iterable[exposition.Family], *, now_ms: int, source: str = ""
+    ) -> bytes:
+        """The request body for ``source``'s series: samples without a timestamp get
+        ``now_ms`` (the scrape's time), and series of the source's previous push that are
+        gone get a stale marker."""
+        old = self._labels.get(source, {})
+        new: dict[tuple[str, Labels], bytes] = {}
+        parts: list[bytes] = []
+        add = parts.extend
+        known = old.get
+        default_ts = b"\x10" + _varint(now_ms)
+        pack = _PACK_DOUBLE
+        lengths = _LENGTHS
+        sample_head = b"\x12" + lengths[9 + len(default_ts)] + b"\x09"
+        fixed = len(sample_head) + 8 + len(default_ts)
+        for family in families:
+            for s in family.samples:
+                key = (s.name, s.labels)
+                encoded = known(key)
+                if encoded is None:
+                    encoded = _encoded_labels(s.name, s.labels)
+                count = len(new)
+                new[key] = encoded
+                if len(new) == count:
+                    continue  # a series twice in one push: the receiver would refuse it
+                if s.timestamp is None:  # the usual case: the scrape's time, one sample size
+                    size = len(encoded) + fixed
+                    head = lengths[size] if size < 1 << 14 else _varint(size)
+                    add((b"\x0a", head, encoded, sample_head, pack(s.value), default_ts))
+                    continue
+                sample = b"\x09" + pack(s.value) + b"\x10" + _varint(round(s.timestamp * 1000))
+                size = len(encoded) + 2 + len(sample)
+                add((b"\x0a", _length(size), encoded, b"\x12", lengths[len(sample)], sample))
+        stale = b"\x09" + pack(STALE_NAN) + default_ts
+        for key in old.keys() - new.keys():
+            encoded = old[key]
+            size = len(encoded) + 2 + len(stale)
+            add((b"\x0a", _length(size), encoded, b"\x12", lengths[len(stale)], stale))
+        out = b"".join(parts)
+        self._labels[source] = new
+        return bytes(cramjam.snappy.compress_raw(out))
 
     async def push(
         self,
@@ -131,17 +230,72 @@ class RemoteWriter:
         families: Iterable[exposition.Family],
         *,
         deadline: float,
+        source: str = "",
+        now_ms: int | None = None,
     ) -> PushResult:
-        body = self.body(families, now_ms=int(time.time() * 1000))
+        """Send ``source``'s series, after any of its earlier pushes the receiver has not
+        taken yet, oldest first (samples of one series must arrive in order). The body is
+        encoded in a worker thread, off the event loop that reads scrapes.
+
+        Each body is retried on 5xx, 429 and network errors until ``deadline`` (monotonic),
+        each attempt's timeout ending there too; then it waits in the backlog for the next
+        push, so an outage shorter than the backlog's room (``max_backlog_bytes``) loses
+        nothing. A body the receiver refuses for good (another 4xx) is dropped, as Prometheus
+        drops it. Past the room, the oldest bodies are dropped and counted."""
+        stamp = int(time.time() * 1000) if now_ms is None else now_ms
+        body = await asyncio.to_thread(self.body, list(families), now_ms=stamp, source=source)
+        self.sent_samples += len(self._labels.get(source, ()))
+        backlog = self._backlog.setdefault(source, collections.deque())
+        backlog.append(body)
+        self.backlog_bytes += len(body)
+        while self.backlog_bytes > self.max_backlog_bytes and len(backlog) > 1:
+            self.backlog_bytes -= len(backlog.popleft())
+            self.dropped_bodies += 1
+            log.warning(
+                "remote_write to %s: the backlog passed %d bytes; its oldest push is dropped "
+                '(counted in sidecarkit_metrics_pushes_total{result="dropped"})',
+                self.url,
+                self.max_backlog_bytes,
+            )
+        result = PushResult(True, 0, None)
+        while backlog:
+            result = await self._send(session, backlog[0], deadline)
+            if not result.ok and (
+                result.status is None or result.status in (429,) or result.status >= 500
+            ):
+                return result  # retryable: it waits for the next push
+            self.backlog_bytes -= len(backlog.popleft())
+        return result
+
+    async def _send(
+        self, session: aiohttp.ClientSession, body: bytes, deadline: float
+    ) -> PushResult:
+        """One request body, retried until ``deadline``."""
         attempt, delay = 0, 0.05
         while True:
             attempt += 1
             status: int | None = None
             detail = ""
+            left = deadline - time.monotonic()
+            headers = _HEADERS
+            if self.auth is not None:
+                try:
+                    headers = {**_HEADERS, "Authorization": self.auth.header()}
+                except OSError as exc:
+                    self.failed_pushes += 1
+                    detail = f"cannot read its credentials: {exc}; check the mounted secret"
+                    log.warning("remote_write to %s not sent: %s", self.url, detail)
+                    return PushResult(False, attempt, None, detail)
             try:
-                timeout = aiohttp.ClientTimeout(total=self.timeout)
+                if left <= 0:
+                    raise TimeoutError
+                timeout = aiohttp.ClientTimeout(total=min(self.timeout, left))
                 async with session.post(
-                    self.url, data=body, headers=_HEADERS, timeout=timeout
+                    self.url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    ssl=self.tls if self.tls is not None else True,
                 ) as response:
                     status = response.status
                     if 200 <= status < 300:
@@ -156,13 +310,15 @@ class RemoteWriter:
                             detail.strip(),
                         )
                         return PushResult(False, attempt, status, detail)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except TimeoutError:
+                waited = max(0.0, min(self.timeout, left))
+                detail = f"no answer within {waited:.3g} s (the push's deadline)"
+            except (aiohttp.ClientError, OSError) as exc:
                 detail = str(exc) or type(exc).__name__
             log.debug(
                 "remote_write attempt %d to %s: %s %s", attempt, self.url, status or "", detail
             )
-            loop_time = time.monotonic()
-            if loop_time + delay >= deadline:
+            if time.monotonic() + delay >= deadline:
                 self.failed_pushes += 1
                 log.warning(
                     "remote_write to %s failed after %d attempt(s): %s %s",
@@ -238,3 +394,27 @@ async def push_gateway(
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         log.warning("push to %s failed: %s", url, exc or type(exc).__name__)
         return PushResult(False, 1, None, str(exc))
+
+
+def writer_for(config: settings.Settings) -> RemoteWriter | None:
+    """The remote_write client the settings ask for, with its credentials and TLS;
+    ValueError names a CA file that cannot be loaded."""
+    if not config.remote_write_url:
+        return None
+    auth = None
+    if config.remote_write_bearer_token_file or config.remote_write_username:
+        auth = Auth(
+            config.remote_write_username,
+            config.remote_write_password_file,
+            config.remote_write_bearer_token_file,
+        )
+    tls = None
+    if config.remote_write_ca_file:
+        try:
+            tls = ssl.create_default_context(cafile=config.remote_write_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"remote_write_ca_file {config.remote_write_ca_file}: cannot load CA "
+                f"certificates ({exc}); give a readable PEM file"
+            ) from exc
+    return RemoteWriter(config.remote_write_url, auth=auth, tls=tls)

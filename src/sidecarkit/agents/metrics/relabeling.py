@@ -146,9 +146,12 @@ def enrich(
     extra: Sequence[tuple[str, str]],
     *,
     in_place: bool = False,
+    honor: bool = False,
 ) -> list[exposition.Family]:
-    """Add ``extra`` labels to every sample; clashing app labels become ``exported_<name>``.
+    """Add ``extra`` labels to every sample, as Prometheus adds a target's labels.
 
+    A label the app set with the same name as one in ``extra`` is renamed ``exported_<name>``
+    (``honor_labels: false``), or kept with the added one left out (``honor``).
     ``in_place`` changes the given samples instead of copying them: for families the caller
     has just parsed and owns, it saves an object per sample.
     """
@@ -161,15 +164,20 @@ def enrich(
         samples = family.samples if in_place else []
         for s in family.samples:
             own = s.labels
+            added = tail
             for k, _ in own:
                 if k in names:
-                    own = tuple((f"exported_{k}" if k in names else k, v) for k, v in own)
+                    if honor:
+                        mine = {name for name, _ in own}
+                        added = tuple((n, v) for n, v in tail if n not in mine)
+                    else:
+                        own = tuple((f"exported_{k}" if k in names else k, v) for k, v in own)
                     break
             if in_place:
-                s.labels = own + tail
+                s.labels = own + added
             else:
                 samples.append(
-                    exposition.Sample(s.name, own + tail, s.value, s.timestamp, s.exemplar)
+                    exposition.Sample(s.name, own + added, s.value, s.timestamp, s.exemplar)
                 )
         out.append(
             family

@@ -9,12 +9,13 @@ and parse again is the same.
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 from collections.abc import Iterable
 from typing import Final
 
-from sidecarkit.agents.metrics import exposition, openmetrics, promtext
+from sidecarkit.agents.metrics import exposition, openmetrics, promtext, shaping
 
 __all__ = ["negotiate", "render", "render_openmetrics", "render_text"]
 
@@ -120,43 +121,53 @@ def render_text(families: Iterable[exposition.Family]) -> bytes:
     return ("\n".join(out) + "\n").encode() if out else b""
 
 
-def _openmetrics_shape(family: exposition.Family) -> tuple[str, str]:
-    """(name, type) under which a family parsed from either format is valid OpenMetrics.
+def _timestamp(value: float) -> str:
+    """A timestamp in seconds, never in exponent form: the reference parser reads
+    ``1e-10`` as a float and ``0`` as an exact time, and then cannot compare the two."""
+    text = number(value)
+    if "e" in text:
+        text = format(decimal.Decimal(text), "f")
+    return text
 
-    The text format names a counter's family after its samples (``x_total``); OpenMetrics
-    names it ``x``. A counter whose samples lack ``_total``, and anything untyped, goes out as
-    ``unknown``, which keeps every sample name as it was.
-    """
-    name, kind = family.name, family.type
-    if kind == "untyped":
-        return name, "unknown"
-    if kind == "counter":
-        base = name[: -len("_total")] if name.endswith("_total") else name
-        if all(s.name in (base + "_total", base + "_created") for s in family.samples):
-            return base, "counter"
-        return name, "unknown"
-    return name, kind
+
+def _canonical_le(labels: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``le`` of +Inf written ``+Inf``, the one spelling OpenMetrics accepts."""
+    for k, v in labels:
+        if k == "le" and v != "+Inf" and v.lower().lstrip("+") in ("inf", "infinity"):
+            return tuple((k, "+Inf" if k == "le" else v) for k, v in labels)
+    return labels
 
 
 def render_openmetrics(families: Iterable[exposition.Family]) -> bytes:
-    """OpenMetrics 1.0, ending in ``# EOF``. Timestamps in seconds; exemplars kept."""
+    """OpenMetrics 1.0, ending in ``# EOF``. Timestamps in seconds; exemplars kept.
+
+    Families that would not be valid OpenMetrics as they are (see ``shaping``) go out as
+    ``unknown`` families, every sample kept.
+    """
     out: list[str] = []
-    for family in families:
-        name, kind = _openmetrics_shape(family)
-        out.append(f"# TYPE {name} {kind}")
+    for family in shaping.shape(families):
+        name, kind = family.name, family.type
+        shown = _metadata_name(name)
+        out.append(f"# TYPE {shown} {kind}")
         if family.unit is not None:
-            out.append(f"# UNIT {name} {family.unit}")
+            out.append(f"# UNIT {shown} {family.unit}")
         if family.help is not None:
-            out.append(f"# HELP {name} {_escape_help(family.help, quote=True)}")
+            out.append(f"# HELP {shown} {_escape_help(family.help, quote=True)}")
+        buckets = kind in ("histogram", "gaugehistogram")
         for s in family.samples:
-            line = f"{_series(s.name, s.labels)} {number(s.value)}"
+            labels = _canonical_le(s.labels) if buckets else s.labels
+            line = f"{_series(s.name, labels)} {number(s.value)}"
             if s.timestamp is not None:
-                line += f" {number(s.timestamp)}"
-            if s.exemplar is not None:
+                line += f" {_timestamp(s.timestamp)}"
+            if (
+                s.exemplar is not None
+                and family.exemplars
+                and s.name.endswith(("_total", "_bucket"))
+            ):
                 e = s.exemplar
                 line += f" # {_labels(e.labels) or '{}'} {number(e.value)}"
                 if e.timestamp is not None:
-                    line += f" {number(e.timestamp)}"
+                    line += f" {_timestamp(e.timestamp)}"
             out.append(line)
     out.append("# EOF")
     return ("\n".join(out) + "\n").encode()

@@ -15,23 +15,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from sidecarkit.agents.metrics import (
+    discovering,
     exposition,
+    mapping,
+    merging,
     openmetrics,
     promtext,
     pushing,
+    reading,
     relabeling,
     rendering,
+    selfmetrics,
     settings,
     statsd,
 )
@@ -39,6 +46,10 @@ from sidecarkit.agents.metrics import (
 __all__ = ["ACCEPT", "Agent"]
 
 log = logging.getLogger("sidecarkit.agent.metrics")
+
+#: Seconds a target that has never answered may fail before it is reported: the app behind it
+#: may still be starting.
+FIRST_ANSWER_GRACE = 60.0
 
 #: What Prometheus 2.42 sends: OpenMetrics 1.0 first, then 0.0.1, then text 0.0.4.
 ACCEPT = (
@@ -49,12 +60,24 @@ ACCEPT = (
 
 @dataclass(slots=True)
 class _Target:
-    url: str
+    spec: settings.Target
+    labels: tuple[tuple[str, str], ...]
+    """What the agent adds to this target's series: the pod's identity, static labels, the
+    target label and the target's own."""
+    honor: bool
+    source: merging.Source
     families: list[exposition.Family] = field(default_factory=list)
     up: float = 0.0
     duration: float = 0.0
     samples: int = 0
-    limited: int = 0
+    limited: dict[str, int] = field(default_factory=dict)
+    """Scrapes refused by a limit, by the limit's name."""
+    held: int = 0
+    """The memory its series hold, by ``reading.estimate``."""
+    answered: bool = False
+    scraped_ms: int | None = None
+    """When the last scrape started, in milliseconds since the epoch."""
+    warned_silent: bool = False
     error: str = "not scraped yet"
 
 
@@ -64,7 +87,17 @@ class _Statsd(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.agent.statsd_packets += 1
-        self.agent.aggregator.add_packet(data)
+        aggregator = self.agent.aggregator
+        aggregator.add_packet(data)
+        if aggregator.newly_capped:
+            for name in aggregator.newly_capped:
+                log.warning(
+                    "StatsD set %s reached %d distinct values; further ones are not counted "
+                    "(sidecarkit_metrics_statsd_set_values_dropped_total)",
+                    name,
+                    statsd.MAX_SET_VALUES,
+                )
+            aggregator.newly_capped.clear()
 
 
 def _grow_receive_buffer(sock: socket.socket | None, size: int = 8 << 20) -> None:
@@ -80,64 +113,212 @@ class Agent:
 
     def __init__(self, config: settings.Settings) -> None:
         self.settings = config
-        self.targets = [_Target(url) for url in config.targets]
+        if not config.targets and config.annotations_file:
+            config = replace(config, targets=discovering.read_targets(config.annotations_file))
+            self.settings = config
+        self.targets = [self._target(t) for t in config.targets]
+        self.conflicts: dict[str, int] = {"type": 0, "duplicate": 0}
+        self._active_conflicts: set[tuple[str, str, str]] = set()
         self.aggregator = statsd.Aggregator(
-            buckets=config.buckets, max_series=config.statsd_series_limit
+            buckets=config.buckets,
+            max_series=config.statsd_series_limit,
+            ttl=config.statsd_ttl,
+            mapper=mapping.Mapper(config.statsd_mappings) if config.statsd_mappings else None,
         )
         self.statsd_packets = 0
-        self.writer = (
-            pushing.RemoteWriter(config.remote_write_url) if config.remote_write_url else None
-        )
+        self.writer = pushing.writer_for(config)
         self.pushes: dict[tuple[str, str], int] = {}
         self.stopping = asyncio.Event()
         self.port: int | None = None
+        self.started_at = time.monotonic()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._skipping: set[tuple[str, str]] = set()
         self.statsd_port: int | None = None
+
+    def _target(self, spec: settings.Target) -> _Target:
+        extra = dict(self.settings.labels)
+        if self.settings.target_label:
+            extra[self.settings.target_label] = spec.address
+        extra.update(spec.labels)
+        honor = self.settings.honor_labels if spec.honor_labels is None else spec.honor_labels
+        return _Target(spec, tuple(extra.items()), honor, merging.Source.of(spec.url, []))
 
     # -- scraping --------------------------------------------------------------------------
 
+    def _limits(self, target: _Target) -> reading.Limits:
+        """This scrape's limits: the settings', and the memory the other targets leave."""
+        config = self.settings
+        memory = 0
+        if config.memory_limit:
+            # The target's previous series stay until this scrape replaces them.
+            memory = max(1, config.memory_limit - sum(t.held for t in self.targets))
+        return reading.Limits(
+            body_bytes=config.body_size_limit,
+            samples=config.series_limit,
+            labels=config.label_limit,
+            label_name_length=config.label_name_length_limit,
+            label_value_length=config.label_value_length_limit,
+            memory_bytes=memory,
+        )
+
+    def _interval(self, target: _Target) -> float:
+        return target.spec.interval or self.settings.interval
+
     async def scrape(self, session: aiohttp.ClientSession, target: _Target) -> None:
         started = time.perf_counter()
+        target.scraped_ms = int(time.time() * 1000)  # what samples without a timestamp get
+        limit = min(target.spec.timeout or self.settings.timeout, self._interval(target))
         try:
-            timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
-            async with session.get(target.url, headers={"Accept": ACCEPT}, timeout=timeout) as r:
+            limits = self._limits(target)
+            async with session.get(
+                target.spec.url,
+                headers={"Accept": ACCEPT},
+                timeout=aiohttp.ClientTimeout(total=limit),
+            ) as r:
+                target.answered = True
                 if r.status != 200:
                     raise ValueError(f"HTTP {r.status}")
+                if limits.body_bytes and (r.content_length or 0) > limits.body_bytes:
+                    raise reading.LimitExceeded(
+                        "body_bytes",
+                        f"the body is {r.content_length} bytes, over {limits.body_bytes} "
+                        "(body_size_limit); raise it, or expose fewer series",
+                    )
                 content_type = r.headers.get("Content-Type", "")
                 parser: openmetrics.OpenMetricsParser | promtext.PrometheusTextParser
                 if content_type.startswith("application/openmetrics-text"):
-                    parser = openmetrics.OpenMetricsParser()
+                    parser = openmetrics.OpenMetricsParser(limits)
                 else:
-                    parser = promtext.PrometheusTextParser()
+                    parser = promtext.PrometheusTextParser(limits)
                 async for chunk in r.content.iter_chunked(1 << 16):
                     parser.feed(chunk)
                 families = parser.close()
             samples = sum(len(f.samples) for f in families)
-            if samples > self.settings.series_limit:
-                target.limited += 1
-                raise ValueError(
-                    f"{samples} series, over the limit of {self.settings.series_limit}"
-                )
             families = relabeling.apply(families, self.settings.rules)
-            target.families = relabeling.enrich(families, self.settings.labels, in_place=True)
+            target.families = relabeling.enrich(
+                families, target.labels, in_place=True, honor=target.honor
+            )
+            target.source = merging.Source.of(target.spec.url, target.families)
+            target.held = reading.estimate(lines=parser.reader.lines, size=parser.reader.fed)
             target.up, target.samples, target.error = 1.0, samples, ""
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            if target.up or target.error != str(exc):
-                log.warning("scrape of %s failed: %s", target.url, exc or type(exc).__name__)
-            target.families, target.up, target.samples = [], 0.0, 0
-            target.error = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                reason = f"no complete answer within {limit:g} s (timeout, at most the interval)"
+            elif isinstance(exc, reading.LimitExceeded):
+                reason = f"over a limit: {exc}"
+                target.limited[exc.limit] = target.limited.get(exc.limit, 0) + 1
+            else:
+                reason = str(exc) or type(exc).__name__
+            self._report_failure(target, reason)
+            target.families, target.up, target.samples, target.held = [], 0.0, 0, 0
+            target.source = merging.Source.of(target.spec.url, [])
+            target.error = reason
         target.duration = time.perf_counter() - started
+
+    def _report_failure(self, target: _Target, reason: str) -> None:
+        """Log a failed scrape once per change of reason. Before a target has ever answered
+        HTTP (the app is still starting, and the agent, a native sidecar, started first)
+        failures stay at debug level for ``FIRST_ANSWER_GRACE`` seconds, as Prometheus shows such a
+        target as unknown rather than down."""
+        if not target.answered:
+            waited = time.monotonic() - self.started_at
+            if waited < FIRST_ANSWER_GRACE:
+                log.debug("scrape of %s failed (not up yet): %s", target.spec.url, reason)
+                return
+            if not target.warned_silent:
+                target.warned_silent = True
+                log.warning(
+                    "%s has not answered a scrape in %.0f s: %s",
+                    target.spec.url,
+                    waited,
+                    reason,
+                )
+                target.error = reason
+                return
+        if target.up or target.error != reason:
+            log.warning("scrape of %s failed: %s", target.spec.url, reason)
 
     async def _scrape_loop(self, session: aiohttp.ClientSession, target: _Target) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        interval = self._interval(target)
         while not self.stopping.is_set():
+            deadline = time.monotonic() + interval
             await self.scrape(session, target)
-            next_at += self.settings.interval
+            if self.writer is not None:
+                url = target.spec.url
+                families, stamp = target.families, target.scraped_ms
+                self._start_push(
+                    "remote_write",
+                    url,
+                    functools.partial(
+                        self._write, session, families, source=url, at=stamp, until=deadline
+                    ),
+                )
+            next_at += interval
             delay = max(0.0, next_at - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
 
     # -- pushing ---------------------------------------------------------------------------
+    #
+    # remote_write sends each target's samples right after its scrape, stamped with the
+    # scrape's time, as Prometheus in agent mode does; StatsD's and the agent's own series go
+    # on the push timer, as does the Pushgateway's whole group. Every push has a deadline: the
+    # next push of the same series. A push still running when the next is due makes that one
+    # skipped and counted, never queued behind it.
+
+    def _start_push(
+        self, to: str, source: str, push: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        key = (to, source)
+        running = self._in_flight.get(key)
+        if running is not None and not running.done():
+            self._count(to, "skipped")
+            if key not in self._skipping:
+                self._skipping.add(key)
+                log.warning(
+                    "%s push of %s skipped: the previous one is still running (the receiver "
+                    "is slower than the interval); counted in sidecarkit_metrics_pushes_total",
+                    to,
+                    source,
+                )
+            return
+        self._skipping.discard(key)
+        if self._tasks is not None:
+            self._in_flight[key] = self._tasks.create_task(push(), name=f"{to} {source}")
+
+    def _count(self, to: str, result: str) -> None:
+        self.pushes[(to, result)] = self.pushes.get((to, result), 0) + 1
+
+    async def _write(
+        self,
+        session: aiohttp.ClientSession,
+        families: Sequence[exposition.Family],
+        *,
+        source: str,
+        at: int | None,
+        until: float,
+    ) -> None:
+        assert self.writer is not None
+        result = await self.writer.push(session, families, deadline=until, source=source, now_ms=at)
+        self._count("remote_write", "ok" if result.ok else "failed")
+        if self.writer.dropped_bodies:
+            self.pushes[("remote_write", "dropped")] = self.writer.dropped_bodies
+
+    async def _push_gateway(self, session: aiohttp.ClientSession, *, until: float) -> None:
+        assert self.settings.pushgateway_url
+        grouping = [(k, v) for k, v in self.settings.labels if k in ("namespace", "pod")]
+        result = await pushing.push_gateway(
+            session,
+            self.settings.pushgateway_url,
+            self.settings.push_job,
+            grouping or [("instance", socket.gethostname())],
+            self.families(),
+            timeout=max(0.05, until - time.monotonic()),
+        )
+        self._count("pushgateway", "ok" if result.ok else "failed")
 
     async def _push_loop(self, session: aiohttp.ClientSession) -> None:
         interval = self.settings.push_interval or self.settings.interval
@@ -148,96 +329,84 @@ class Agent:
                 await asyncio.wait_for(self.stopping.wait(), max(0.0, next_at - loop.time()))
             if self.stopping.is_set():
                 break
-            next_at += interval
-            await self.push(session, deadline=time.monotonic() + interval)
+            while next_at <= loop.time():  # ticks missed while the loop was busy: no burst
+                next_at += interval
+            until = time.monotonic() + interval
+            if self.writer is not None:
+                stamp = int(time.time() * 1000)
+                self._start_push(
+                    "remote_write",
+                    "agent",
+                    functools.partial(
+                        self._write,
+                        session,
+                        self._agent_families(),
+                        source="agent",
+                        at=stamp,
+                        until=until,
+                    ),
+                )
+            if self.settings.pushgateway_url:
+                self._start_push(
+                    "pushgateway",
+                    "group",
+                    functools.partial(self._push_gateway, session, until=until),
+                )
+        running = [t for t in self._in_flight.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=2)
         if self.writer is not None:  # leaving: end every series at once, not in five minutes
-            await self.writer.push(session, [], deadline=time.monotonic() + 2)
-
-    async def push(self, session: aiohttp.ClientSession, *, deadline: float) -> None:
-        families = self.families()
-        if self.writer is not None:
-            result = await self.writer.push(session, families, deadline=deadline)
-            key = ("remote_write", "ok" if result.ok else "failed")
-            self.pushes[key] = self.pushes.get(key, 0) + 1
-        if self.settings.pushgateway_url:
-            grouping = [(k, v) for k, v in self.settings.labels if k in ("namespace", "pod")]
-            result = await pushing.push_gateway(
-                session,
-                self.settings.pushgateway_url,
-                self.settings.push_job,
-                grouping or [("instance", socket.gethostname())],
-                families,
-            )
-            key = ("pushgateway", "ok" if result.ok else "failed")
-            self.pushes[key] = self.pushes.get(key, 0) + 1
+            until = time.monotonic() + 2
+            for source in self.writer.sources():
+                await self.writer.push(session, [], deadline=until, source=source)
 
     # -- exposing --------------------------------------------------------------------------
 
     def families(self) -> list[exposition.Family]:
-        """Every target's families, StatsD's, and the agent's own, merged by name."""
-        merged: dict[str, exposition.Family] = {}
-        sources = [f for t in self.targets for f in t.families]
+        """Every target's families, StatsD's, and the agent's own, merged by name.
+
+        What the merge leaves out (a family another source has with another type, a series
+        another target already gave) is logged and counted when it first shows, not on every
+        request that merges again.
+        """
+        sources = [t.source for t in self.targets]
         received = relabeling.apply(self.aggregator.families(), self.settings.rules)
-        sources += relabeling.enrich(received, self.settings.labels)
-        sources += relabeling.enrich(self._own(), self.settings.labels)
-        for family in sources:
-            known = merged.get(family.name)
-            if known is None:
-                merged[family.name] = exposition.Family(
-                    family.name, family.type, family.help, family.unit, list(family.samples)
-                )
-            elif known.type == family.type:
-                known.samples.extend(family.samples)
-        return list(merged.values())
+        sources.append(
+            merging.Source.of("statsd", relabeling.enrich(received, self.settings.labels))
+        )
+        families, conflicts = merging.merge(sources)
+        active = {(c.kind, c.family, c.source) for c in conflicts}
+        for conflict in conflicts:
+            if (conflict.kind, conflict.family, conflict.source) not in self._active_conflicts:
+                self.conflicts[conflict.kind] += 1
+                log.warning("%s", conflict.message)
+        self._active_conflicts = active
+        own = relabeling.enrich(self._own(), self.settings.labels)
+        return families + own
+
+    def _agent_families(self) -> list[exposition.Family]:
+        """StatsD's families and the agent's own, each with the pod's labels."""
+        received = relabeling.apply(self.aggregator.families(), self.settings.rules)
+        return relabeling.enrich([*received, *self._own()], self.settings.labels)
 
     def _own(self) -> list[exposition.Family]:
-        def family(name: str, kind: str, help_text: str) -> exposition.Family:
-            return exposition.Family(name, kind, help_text)
-
-        up = family("up", "gauge", "1 if the last scrape of the target succeeded.")
-        duration = family("scrape_duration_seconds", "gauge", "How long the last scrape took.")
-        scraped = family("scrape_samples_scraped", "gauge", "Samples in the last scrape.")
-        limited = family(
-            "sidecarkit_metrics_series_limit_exceeded",
-            "counter",
-            "Scrapes refused because the target exposed too many series.",
-        )
+        rows = []
         for t in self.targets:
-            labels = (("target", t.url),)
-            up.samples.append(exposition.Sample("up", labels, t.up))
-            duration.samples.append(
-                exposition.Sample("scrape_duration_seconds", labels, t.duration)
-            )
-            scraped.samples.append(exposition.Sample("scrape_samples_scraped", labels, t.samples))
-            limited.samples.append(
-                exposition.Sample(
-                    "sidecarkit_metrics_series_limit_exceeded_total", labels, t.limited
-                )
-            )
-        agg = self.aggregator
-        own = [up, duration, scraped, limited] if self.targets else []
-        if self.pushes:
-            pushes = family("sidecarkit_metrics_pushes", "counter", "Pushes, by where and result.")
-            for (to, result), count in sorted(self.pushes.items()):
-                pushes.samples.append(
-                    exposition.Sample(
-                        "sidecarkit_metrics_pushes_total", (("to", to), ("result", result)), count
-                    )
-                )
-            own.append(pushes)
-        for name, value, help_text in (
-            ("sidecarkit_metrics_statsd_packets", self.statsd_packets, "StatsD packets received."),
-            ("sidecarkit_metrics_statsd_malformed", agg.malformed, "Malformed StatsD lines."),
-            (
-                "sidecarkit_metrics_statsd_dropped",
-                agg.dropped,
-                "StatsD lines dropped at the series limit.",
+            labels = (("target", t.spec.url), *((k, v) for k, v in t.labels if k != "target"))
+            labels = tuple((k, v) for k, v in labels if (k, v) not in self.settings.labels)
+            rows.append(selfmetrics.TargetRow(labels, t.up, t.duration, t.samples, t.limited))
+        return selfmetrics.families(
+            rows,
+            conflicts=self.conflicts,
+            pushes=self.pushes,
+            statsd=(
+                self.statsd_packets,
+                self.aggregator.malformed,
+                self.aggregator.dropped,
+                self.aggregator.set_values_dropped,
+                self.aggregator.expired,
             ),
-        ):
-            f = family(name, "counter", help_text)
-            f.samples.append(exposition.Sample(name + "_total", (), float(value)))
-            own.append(f)
-        return own
+        )
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -293,16 +462,17 @@ class Agent:
         log.info(
             "metrics agent on :%s, scraping %s, StatsD on %s",
             self.port,
-            ", ".join(self.settings.targets) or "nothing",
+            ", ".join(t.url for t in self.settings.targets) or "nothing",
             self.statsd_port or "no port",
         )
         if started is not None:
             started(self)
         try:
             async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
                 for target in self.targets:
                     tasks.create_task(
-                        self._scrape_loop(session, target), name=f"scrape {target.url}"
+                        self._scrape_loop(session, target), name=f"scrape {target.spec.url}"
                     )
                 if self.writer is not None or self.settings.pushgateway_url:
                     tasks.create_task(self._push_loop(session), name="push")

@@ -24,18 +24,19 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sidecarkit.agents.metrics import exposition
+from sidecarkit.agents.metrics import exposition, mapping
 
 __all__ = ["DEFAULT_BUCKETS", "Aggregator", "Line", "parse_packet"]
 
 #: Prometheus's default histogram buckets, in seconds.
 DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _TYPES: Final = frozenset({"c", "g", "ms", "h", "d", "s"})
-_MAX_SET_VALUES: Final = 10_000
+MAX_SET_VALUES: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ def _sanitize(name: str) -> str:
     return "".join(out)
 
 
-def _parse_line(text: str) -> list[Line] | None:
+def _parse_line(text: str, mapper: mapping.Mapper | None = None) -> list[Line] | None:
     name, colon, rest = text.partition(":")
     if not colon or not name:
         return None
@@ -85,6 +86,11 @@ def _parse_line(text: str) -> list[Line] | None:
             continue  # DogStatsD container id, timestamp, external data: not ours to use
         else:
             return None
+    if mapper is not None:
+        mapped = mapper.map(name)
+        if mapped is not None:
+            name, labels = mapped
+            tags = [*labels, *(t for t in tags if t[0] not in dict(labels))]
     pieces = [values] if kind == "s" else values.split(":")
     lines = []
     for piece in pieces:
@@ -99,8 +105,9 @@ def _parse_line(text: str) -> list[Line] | None:
     return lines
 
 
-def parse_packet(data: bytes) -> tuple[list[Line], int]:
-    """The lines of one packet, and how many were malformed."""
+def parse_packet(data: bytes, mapper: mapping.Mapper | None = None) -> tuple[list[Line], int]:
+    """The lines of one packet, names mapped by ``mapper`` if given, and how many were
+    malformed."""
     lines: list[Line] = []
     bad = 0
     for chunk in data.split(b"\n"):
@@ -111,7 +118,7 @@ def parse_packet(data: bytes) -> tuple[list[Line], int]:
             continue
         if not raw:
             continue
-        parsed = _parse_line(raw)
+        parsed = _parse_line(raw, mapper)
         if parsed is None:
             bad += 1
         else:
@@ -138,13 +145,27 @@ class Aggregator:
         default_factory=dict
     )
     sets: dict[tuple[str, tuple[tuple[str, str], ...]], set[str]] = field(default_factory=dict)
+    ttl: float = 0.0
+    """Seconds a series may go without a line before it is forgotten (0: never), as
+    statsd_exporter's ``ttl``: an app that stopped sending a series no longer exposes it."""
+    clock: Callable[[], float] = time.monotonic
+    mapper: mapping.Mapper | None = None
+    """statsd_exporter-style name mapping (see ``mapping``)."""
     malformed: int = 0
     dropped: int = 0
     """Lines not kept because the series limit was reached."""
+    set_values_dropped: int = 0
+    """Set members not counted because the set already held ``MAX_SET_VALUES``."""
+    expired: int = 0
+    """Series forgotten after ``ttl`` without a line."""
+    newly_capped: list[str] = field(default_factory=list)
+    """Names of sets that reached their cap since the caller last emptied this list."""
     _kinds: dict[str, str] = field(default_factory=dict)
+    _touched: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
+    _capped: set[tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=set)
 
     def add_packet(self, data: bytes) -> None:
-        lines, bad = parse_packet(data)
+        lines, bad = parse_packet(data, self.mapper)
         self.malformed += bad
         for line in lines:
             self.add(line)
@@ -169,8 +190,12 @@ class Aggregator:
             "set": self.sets,
         }[kind]  # type: ignore[assignment]
         if key not in table and self._series_count() >= self.max_series:
-            self.dropped += 1
-            return
+            self.expire()
+            if self._series_count() >= self.max_series:
+                self.dropped += 1
+                return
+        if self.ttl:
+            self._touched[key] = self.clock()
         if kind == "counter":
             self.counters[key] = self.counters.get(key, 0.0) + float(line.value) / line.rate
         elif kind == "gauge":
@@ -181,8 +206,13 @@ class Aggregator:
                 self.gauges[key] = value
         elif kind == "set":
             seen = self.sets.setdefault(key, set())
-            if len(seen) < _MAX_SET_VALUES:
+            if len(seen) < MAX_SET_VALUES:
                 seen.add(line.value)
+            elif line.value not in seen:
+                self.set_values_dropped += 1
+                if key not in self._capped:
+                    self._capped.add(key)
+                    self.newly_capped.append(name)
         else:
             value = float(line.value) / (1000.0 if line.kind == "ms" else 1.0)
             histogram = self.histograms.get(key)
@@ -193,8 +223,24 @@ class Aggregator:
             histogram.total += value * weight
             histogram.count += weight
 
+    def expire(self) -> None:
+        """Forget the series idle for longer than ``ttl``."""
+        if not self.ttl or not self._touched:
+            return
+        cutoff = self.clock() - self.ttl
+        idle = [key for key, at in self._touched.items() if at < cutoff]
+        for key in idle:
+            del self._touched[key]
+            self._capped.discard(key)
+            self.counters.pop(key, None)
+            self.gauges.pop(key, None)
+            self.histograms.pop(key, None)
+            self.sets.pop(key, None)
+        self.expired += len(idle)
+
     def families(self) -> list[exposition.Family]:
-        """Everything so far, as families sorted by name."""
+        """Everything so far, as families sorted by name (idle series expired first)."""
+        self.expire()
         by_name: dict[str, exposition.Family] = {}
 
         def family(name: str, kind: str) -> exposition.Family:
