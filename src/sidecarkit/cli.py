@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -208,11 +209,11 @@ def inject(
     try:
         if annotate_only and from_cluster:
             raise click.UsageError("--annotate-only adds only a label; it needs no --cluster")
+        if (kubeconfig or context) and not from_cluster:
+            raise click.UsageError("--kubeconfig and --context go with --cluster")
+        transform: Callable[[Any, str], tuple[Any, reports.Report]]
         if annotate_only:
-
-            def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
-                return annotating.annotate(data, location=where, owned=True)
-
+            transform = _annotate
         elif from_cluster:
             transform = clustercli.cluster_injector(
                 kubeconfig,
@@ -224,20 +225,24 @@ def inject(
                 namespace_labels,
                 kubernetes_version,
             )
-        elif kubeconfig or context:
-            raise click.UsageError("--kubeconfig and --context go with --cluster")
         else:
             config = _config(config_path, mode)
             cluster = _facts(facts_path, namespace_labels, kubernetes_version)
 
-            def transform(data: Any, where: str) -> tuple[Any, reports.Report]:
+            def offline(data: Any, where: str) -> tuple[Any, reports.Report]:
                 return injecting.inject(data, config, cluster, location=where, owned=True)
+
+            transform = offline
 
         options = rewriting.Options(strict, output, report_format, recursive, check)
         code = rewriting.rewrite(files, transform, options)
     except errors.SidecarkitError as exc:
         _fail(exc)
     sys.exit(code)
+
+
+def _annotate(data: Any, where: str) -> tuple[Any, reports.Report]:
+    return annotating.annotate(data, location=where, owned=True)
 
 
 @cli.command()

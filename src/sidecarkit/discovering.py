@@ -258,8 +258,6 @@ def injector(
         cluster_facts = live.facts_for(
             document, kubernetes_version=version, extra_labels=namespace_labels
         )
-        return injecting.inject(
-            document, chosen, cluster_facts, location=where, owned=True
-        )
+        return injecting.inject(document, chosen, cluster_facts, location=where, owned=True)
 
     return transform

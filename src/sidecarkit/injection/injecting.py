@@ -302,6 +302,8 @@ def _init_names(template: MutableMapping[str, Any]) -> list[object]:
     network-setup container appended after the sidecars must end up before them again."""
     items = template["spec"].get("initContainers")
     return [c.get("name") for c in items if isinstance(c, dict)] if isinstance(items, list) else []
+
+
 def _revisions(old: statuses.Status, new: statuses.Status) -> str:
     """`` (logs revision a -> b)`` for the profiles whose revision changed, for the report."""
     before = {p.name: p.revision for p in old.profiles}

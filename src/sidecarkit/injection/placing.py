@@ -245,6 +245,8 @@ def _after_network_setup(inits: Sequence[Any], rendered: Sequence[conflicts.Rend
         if isinstance(c, dict) and c.get("name") in setup:
             at = i + 1
     return at
+
+
 def _revision(r: conflicts.Rendered) -> str:
     """The revision of a rendered profile, as the status records it."""
     parts = r.parts
