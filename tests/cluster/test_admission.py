@@ -32,7 +32,7 @@ OPT_OUT = {policy.INJECT_LABEL: "false"}
 def webhook(kube: Client, tls: webhooks.Tls, probe_namespace: str) -> Iterator[int]:
     """A ``sidecarkit webhook`` process, registered with failurePolicy Fail; yields its port."""
     with webhooks.process(tls) as (_, port):
-        config = k.url_mode(tls.ca.cert, port, name=k.unique("sidecarkit"))
+        config = k.url_mode(tls, port, name=k.unique("sidecarkit"))
         with k.registered(kube, config, probe_namespace=probe_namespace):
             yield port
 
@@ -254,7 +254,7 @@ def test_selecting_predicts_which_pods_the_api_server_sends(
 ) -> None:
     """``webhook.selecting`` (used to explain decisions) against the API server's own choice,
     over every combination of the opt-in label on namespace and pod."""
-    config = k.url_mode(tls.ca.cert, webhook, name="unused")
+    config = k.url_mode(tls, webhook, name="unused")
     compared = []
     for ns_labels in LABELS:
         namespace = k.namespace(kube, "truth", labels=ns_labels)

@@ -56,7 +56,7 @@ def test_without_sidecarkit_installed_the_explanation_says_so(
 def installed(kube: Client, tls: webhooks.Tls, probe_namespace: str) -> Iterator[int]:
     """The webhook registered under the name ``sidecarkit install`` gives it."""
     with webhooks.process(tls) as (_, port):
-        config = k.url_mode(tls.ca.cert, port, name=discovering.WEBHOOK_CONFIGURATION)
+        config = k.url_mode(tls, port, name=discovering.WEBHOOK_CONFIGURATION)
         with k.registered(kube, config, probe_namespace=probe_namespace):
             yield port
 

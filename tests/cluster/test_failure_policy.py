@@ -22,7 +22,7 @@ def test_with_the_webhook_stopped_the_failure_policy_decides(
         kube, f"down-{failure_policy.lower()}", labels={policy.INJECT_LABEL: "true"}
     )
     with webhooks.process(tls) as (proc, port):
-        config = k.url_mode(tls.ca.cert, port, name=k.unique("down"), failure_policy=failure_policy)
+        config = k.url_mode(tls, port, name=k.unique("down"), failure_policy=failure_policy)
         with k.registered(kube, config, probe_namespace=probe_namespace):
             proc.terminate()
             proc.wait(timeout=30)

@@ -102,7 +102,7 @@ def webhook(kube: Client, tls: webhooks.Tls, probe_namespace: str) -> Iterator[i
         webhooks.process(tls) as (_, port),
         k.registered(
             kube,
-            k.url_mode(tls.ca.cert, port, name=k.unique("sidecarkit")),
+            k.url_mode(tls, port, name=k.unique("sidecarkit")),
             probe_namespace=probe_namespace,
         ),
     ):

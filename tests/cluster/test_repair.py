@@ -74,7 +74,7 @@ def test_pods_created_before_the_webhook_are_found_and_their_deployment_restarte
     assert not any(k.injected(p) for p in pods(kube, namespace))
 
     with webhooks.process(tls) as (_, port):
-        config = k.url_mode(tls.ca.cert, port, name=discovering.WEBHOOK_CONFIGURATION)
+        config = k.url_mode(tls, port, name=discovering.WEBHOOK_CONFIGURATION)
         with k.registered(kube, config, probe_namespace=probe_namespace):
             listed = repair(control_plane, "-n", namespace)
             dry = repair(control_plane, "-n", namespace, "--apply", "--dry-run")
@@ -111,7 +111,7 @@ def test_a_cluster_where_every_pod_is_injected_needs_no_repair(
 ) -> None:
     namespace = k.namespace(kube, "all-good", labels=OPT_IN)
     with webhooks.process(tls) as (_, port):
-        config = k.url_mode(tls.ca.cert, port, name=discovering.WEBHOOK_CONFIGURATION)
+        config = k.url_mode(tls, port, name=discovering.WEBHOOK_CONFIGURATION)
         with k.registered(kube, config, probe_namespace=probe_namespace):
             k.create_pod(kube, namespace, k.pod_dict("app"))
 
@@ -128,7 +128,7 @@ def test_a_pod_injected_from_an_older_config_is_found_stale(
     namespace = k.namespace(kube, "old-config", labels=OPT_IN)
     install_namespace = k.namespace(kube, "sk-install")
     with webhooks.process(tls) as (_, port):
-        config = k.url_mode(tls.ca.cert, port, name=discovering.WEBHOOK_CONFIGURATION)
+        config = k.url_mode(tls, port, name=discovering.WEBHOOK_CONFIGURATION)
         with k.registered(kube, config, probe_namespace=probe_namespace):
             k.create_pod(kube, namespace, k.pod_dict("app"))  # logs and metrics, the built-ins
             kube.create(

@@ -106,7 +106,7 @@ def test_only_the_lease_holder_repairs_and_a_stopped_holder_hands_over(
     logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
 
     with webhooks.process(tls) as (_, port), ExitStack() as stack:
-        config = k.url_mode(tls.ca.cert, port, name=discovering.WEBHOOK_CONFIGURATION)
+        config = k.url_mode(tls, port, name=discovering.WEBHOOK_CONFIGURATION)
         stack.enter_context(k.registered(kube, config, probe_namespace=probe_namespace))
         procs = {
             name: stack.enter_context(

@@ -1,18 +1,18 @@
 """Small steps against a real API server through lightkube: namespaces, pods, webhooks.
 
-The MutatingWebhookConfiguration the tests register is the one ``sidecarkit install`` renders
-(``installing.render``), with each webhook's ``clientConfig.service`` swapped for a URL on
-loopback, since the webhook runs here as a process rather than behind a Service.
+The MutatingWebhookConfiguration the tests register is the one ``sidecarkit install --url``
+prints for a webhook running outside the cluster: here a process on loopback.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import http.server
 import itertools
 import json
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +27,10 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount
 from lightkube.types import PatchType
+from ruamel.yaml import YAML
 
 from sidecarkit.injection import policy
-from sidecarkit.webhook import installing
+from tests.support.webhooks import Tls
 
 Json = Any
 _serial = itertools.count(1)
@@ -106,17 +107,27 @@ def names_of_containers(pod: Json) -> list[str]:
     return [c["name"] for c in [*spec.get("initContainers", []), *spec["containers"]]]
 
 
-def url_mode(ca_pem: bytes, port: int, *, name: str, failure_policy: str = "Fail") -> Json:
-    """``sidecarkit install``'s MutatingWebhookConfiguration, pointed at 127.0.0.1:``port``."""
-    objects = installing.render(
-        installing.Install(image="unused.invalid/sidecarkit", ca_pem=ca_pem)
-    )
-    config = copy.deepcopy(next(o for o in objects if o["kind"] == "MutatingWebhookConfiguration"))
+def url_mode(tls: Tls, port: int, *, name: str, failure_policy: str = "Fail") -> Json:
+    """``sidecarkit install --url https://127.0.0.1:PORT --tls-dir DIR``'s configuration."""
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sidecarkit",
+            "install",
+            "--url",
+            f"https://127.0.0.1:{port}",
+            "--tls-dir",
+            str(tls.directory),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (config,) = [doc for doc in YAML(typ="safe").load_all(printed) if doc]
+    assert config["kind"] == "MutatingWebhookConfiguration", config["kind"]
     config["metadata"]["name"] = name
     for webhook in config["webhooks"]:
-        client = webhook["clientConfig"]
-        path = client.pop("service")["path"]
-        client["url"] = f"https://127.0.0.1:{port}{path}"
         webhook["failurePolicy"] = failure_policy
     return config
 
