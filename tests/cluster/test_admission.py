@@ -187,7 +187,8 @@ def test_a_second_webhook_s_container_makes_the_api_server_ask_again_and_nothing
 ) -> None:
     """Webhooks run in name order: sidecarkit's configuration, then ``zz-...``, whose injector
     appends a container; with reinvocationPolicy IfNeeded the API server calls sidecarkit again
-    on the changed pod, and that answer must keep one copy of each sidecar."""
+    on the changed pod, and that answer must keep one copy of each sidecar and give the new
+    container the mounts and env app containers get."""
     namespace = k.namespace(kube, "two-injectors", labels={**OPT_IN, "other-injector": "on"})
     with k.another_injector(tls.cert, tls.key, container="other-proxy") as port:
         name = k.unique("zz-other-injector")
@@ -239,11 +240,19 @@ def test_a_second_webhook_s_container_makes_the_api_server_ask_again_and_nothing
     assert len(names) == len(set(names)), names
     assert "other-proxy" in names
     assert k.injected(pod)
-    # Asked again after the other injector's change, sidecarkit finds its sidecars current.
+    # Asked again after the other injector's change, sidecarkit gives the new container what app
+    # containers get (the mounts and env of its profiles), and nothing else doubles.
     assert since(before, admissions(webhook, tls)) == {
         "patched/injected": 1,
-        "allowed/up-to-date": 1,
+        "patched/reinjected": 1,
     }
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    app_mounts = {m["name"] for m in containers["app"].get("volumeMounts", [])}
+    other_mounts = {m["name"] for m in containers["other-proxy"].get("volumeMounts", [])}
+    assert app_mounts, "the default profiles mount their volumes into app containers"
+    assert app_mounts <= other_mounts, (app_mounts, other_mounts)
+    app_env = {e["name"] for e in containers["app"].get("env", [])}
+    assert app_env <= {e["name"] for e in containers["other-proxy"].get("env", [])}
 
 
 LABELS = [{}, OPT_IN, OPT_OUT, {policy.INJECT_LABEL: "maybe"}]
