@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
-import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -318,25 +320,67 @@ def test_files_take_turns_so_a_busy_file_cannot_starve_a_quiet_one(tmp_path: Pat
     assert got == ["quiet line"]
 
 
-def test_too_many_open_files_is_reported_per_file_not_swallowed(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+_EMFILE_RUN = """
+import json, logging, os, resource, sys
+from sidecarkit.agents.logs import tailing
+logging.basicConfig(level=logging.WARNING)
+t = tailing.Tailer(sys.argv[1], max_open=1000)  # a cap set above the limit
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+in_use = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + int(sys.argv[2]), hard))
+try:
+    first = [c.data.decode() for c in t.poll()]
+finally:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+files, unreadable = len(t.files), dict(t.unreadable)
+second = [c.data.decode() for c in t.poll()]  # with descriptors to spare again
+print(json.dumps([first, files, unreadable, second, t.unreadable]))
+t.close()
+"""
+
+
+def test_too_many_open_files_is_reported_per_file_not_swallowed(tmp_path: Path) -> None:
+    """In a process of its own: the open-files limit is per process, and a test run's other
+    threads would take the few descriptors left."""
     for i in range(40):
         (tmp_path / f"app-{i:02d}.log").write_text(f"line {i}\n")
-    t = tailing.Tailer(str(tmp_path / "*.log"), max_open=1000)  # a cap set above the limit
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    in_use = len(os.listdir("/proc/self/fd"))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 10, hard))
-    try:
-        lines = _lines(t.poll())
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    run = subprocess.run(
+        [sys.executable, "-c", _EMFILE_RUN, str(tmp_path / "*.log"), "10"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    first, files, unreadable, second, left = json.loads(run.stdout)
+    lines = [line for data in first for line in data.split("\n")[:-1]]
     assert 0 < len(lines) < 40
-    assert len(t.unreadable) == 40 - len(t.files)
-    assert set(t.unreadable.values()) == {os.strerror(errno.EMFILE)}
-    assert "Too many open files" in caplog.text
-    assert "app-39.log" in caplog.text
-    lines += _lines(t.poll())  # with descriptors to spare again, the rest is read
+    assert len(unreadable) == 40 - files
+    assert set(unreadable.values()) == {os.strerror(errno.EMFILE)}
+    assert "Too many open files" in run.stderr
+    assert "app-39.log" in run.stderr
+    lines += [line for data in second for line in data.split("\n")[:-1]]
     assert sorted(lines) == sorted(f"line {i}" for i in range(40))
-    assert t.unreadable == {}
-    t.close()
+    assert left == {}
+
+
+def test_a_directory_it_cannot_list_is_reported_not_taken_for_an_empty_one(
+    tmp_path: Path,
+) -> None:
+    """Python's glob answers "nothing matched" for a directory it cannot list; with not one
+    descriptor left the agent must say so, name the directory, and read it once it can."""
+    for i in range(40):
+        (tmp_path / f"app-{i:02d}.log").write_text(f"line {i}\n")
+    run = subprocess.run(
+        [sys.executable, "-c", _EMFILE_RUN, str(tmp_path / "*.log"), "-4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    first, files, unreadable, second, left = json.loads(run.stdout)
+    assert (first, files) == ([], 0)
+    assert unreadable == {str(tmp_path): os.strerror(errno.EMFILE)}
+    assert f"cannot open {tmp_path}: Too many open files" in run.stderr
+    lines = [line for data in second for line in data.split("\n")[:-1]]
+    assert sorted(lines) == sorted(f"line {i}" for i in range(40))
+    assert left == {}

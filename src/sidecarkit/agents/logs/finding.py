@@ -230,11 +230,41 @@ class Finding:
         if not self._adopt_copy(original, (f.identity,)):
             self._remember(original)  # a copy the glob matches may still turn up
 
+    def _probe_directory(self) -> None:
+        """Python's glob takes a directory it cannot list for an empty one; when nothing
+        matched, list the pattern's fixed directory to tell "no files yet" from "cannot look"
+        (no descriptor left, no permission), which is then reported like an unreadable file."""
+        directory = self._fixed_directory()
+        try:
+            with os.scandir(directory):
+                pass
+        except FileNotFoundError:
+            return  # not there yet: usual before the app starts
+        except OSError as exc:
+            self._unreadable(directory, exc)
+            return
+        self.unreadable.pop(directory, None)
+
+    def _fixed_directory(self) -> str:
+        """The directory of the pattern up to its first wildcard: ``/var/log`` of
+        ``/var/log/*/app.log``."""
+        parts = self.pattern.split(os.sep)
+        last = len(parts) - 1  # the file name part
+        fixed = next((i for i, part in enumerate(parts[:last]) if globbing.has_magic(part)), last)
+        if fixed == 0:
+            return "."
+        return os.sep.join(parts[:fixed]) or os.sep
+
     def discover(self) -> None:
         """Open files the glob matches that are not followed yet (as many as ``max_open``)."""
         self._head_index = None
         found = []
-        for path in sorted(globbing.glob(self.pattern)):
+        matched = globbing.glob(self.pattern)
+        if not matched:
+            self._probe_directory()
+        elif self.unreadable:
+            self.unreadable.pop(self._fixed_directory(), None)
+        for path in sorted(matched):
             try:
                 st = os.stat(path)
             except OSError:
