@@ -12,7 +12,7 @@ connection, so a test can check what the proxy forwarded. Behaviour by path:
 ``/big/N``            200 with N bytes
 ``/upgrade``          101 to an ``Upgrade`` request, then echoes every byte
 
-usage: python backend.py PORT RECORD_DIR
+usage: python backend.py PORT RECORD_DIR [HOST]   (HOST: 127.0.0.1)
 """
 
 from __future__ import annotations
@@ -127,12 +127,12 @@ class Conn(asyncio.Protocol):
             await asyncio.sleep(0.05)
 
 
-async def main(port: int, record: Path) -> None:
+async def main(port: int, record: Path, host: str) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Conn(port, record), "127.0.0.1", port)
+    server = await loop.create_server(lambda: Conn(port, record), host, port)
     print("ready", flush=True)
     await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), Path(sys.argv[2])))
+    asyncio.run(main(int(sys.argv[1]), Path(sys.argv[2]), (sys.argv[3:] or ["127.0.0.1"])[0]))

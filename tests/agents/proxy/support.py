@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.support.webhooks import free_port
 
@@ -23,14 +24,17 @@ __all__ = ["Backend", "Proxy", "free_port", "request", "start_backend", "start_p
 
 
 class Backend:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, record: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, record: Path, host: str = "127.0.0.1"
+    ) -> None:
         self.proc = proc
         self.port = port
         self.record = record
+        self.host = host
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def received(self) -> list[bytes]:
         """What each connection received, in order of connection."""
@@ -42,16 +46,17 @@ class Backend:
             self.proc.wait(10)
 
 
-def start_backend(record: Path, port: int | None = None) -> Backend:
+def start_backend(record: Path, port: int | None = None, host: str = "127.0.0.1") -> Backend:
     record.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "backend.py"), str(port), str(record)], stdout=subprocess.PIPE
+        [sys.executable, str(HERE / "backend.py"), str(port), str(record), host],
+        stdout=subprocess.PIPE,
     )
     STARTED.append(proc)
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"ready\n"
-    return Backend(proc, port, record)
+    return Backend(proc, port, record, host)
 
 
 class Proxy:
@@ -100,6 +105,7 @@ def start_proxy(
     upstreams: dict[str, str] | None = None,
     loop: str = "uvloop",
     stdout: int | None = None,
+    stderr: Any = None,
 ) -> Proxy:
     """Start ``sidecarkit agent proxy`` with an inbound listener in front of ``inbound_app``
     and/or ``upstreams`` (name -> endpoints), on free ports; wait until it is ready."""
@@ -118,7 +124,7 @@ def start_proxy(
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if loop == "asyncio":
         env["SIDECARKIT_LOOP"] = "asyncio"
-    proc = subprocess.Popen([*argv, *args], env=env, stdout=stdout)
+    proc = subprocess.Popen([*argv, *args], env=env, stdout=stdout, stderr=stderr)
     STARTED.append(proc)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -37,6 +37,8 @@ def _upstream(text: str, index: int) -> dict[str, Any]:
         entry["file"] = endpoints[5:]
     elif endpoints.startswith("dns:"):
         entry["dns"] = endpoints[4:]
+    elif endpoints.startswith("kubernetes:"):
+        entry["kubernetes"] = endpoints[11:]
     else:
         entry["endpoints"] = endpoints
     return entry
@@ -62,7 +64,8 @@ def _upstream(text: str, index: int) -> dict[str, Any]:
     multiple=True,
     metavar="NAME=LISTEN=ENDPOINTS",
     help="A service the app calls on a local port, e.g. payments=15001=10.0.0.7:8080,"
-    "10.0.0.8:8080, payments=15001=file:/etc/eps or payments=15001=dns:payments.shop:8080; "
+    "10.0.0.8:8080, payments=15001=file:/etc/eps or payments=15001=dns:payments.shop:8080 or "
+    "payments=15001=kubernetes:payments.shop:8080; "
     "LISTEN '-' for one reached only through --http-proxy; repeatable.",
 )
 @click.option(

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import time
+from typing import Any
 
 from sidecarkit.agents.proxy import (
     admin,
@@ -49,6 +50,9 @@ class Agent:
         self.files: list[tuple[services.Service, discovery.FileSource]] = []
         self.names: list[tuple[services.Service, discovery.DnsSource]] = []
         self.resolving: set[asyncio.Task[None]] = set()
+        self.watches: list[tuple[services.Service, Any]] = []
+        """(service, ``kubewatch.KubernetesSource``): lightkube is imported only when used."""
+        self.watching: list[asyncio.Task[None]] = []
 
     def stop(self) -> None:
         """Begin the drain (a signal handler: it only sets a flag)."""
@@ -67,8 +71,16 @@ class Agent:
             now = time.monotonic()  # the balancer's clock
             for service in self.services:
                 service.gauges(now)
-            sources: list[tuple[services.Service, discovery.FileSource | discovery.DnsSource]]
-            sources = [*self.files, *self.names]
+            sources: list[tuple[services.Service, Any]] = [*self.files, *self.names]
+            for service, source in self.watches:
+                sources.append((service, source))
+                self.metrics.set_gauge(
+                    "discovery_stale",
+                    "1 while a watched endpoints source is broken and the last good endpoints "
+                    "are kept.",
+                    {"upstream": service.name, "source": source.path},
+                    int(source.stale),
+                )
             for service, source in sources:
                 self.metrics.add_counter(
                     "discovery_errors_total",
@@ -109,6 +121,13 @@ class Agent:
                 self.files.append((service, source))
             if up.dns:
                 self.names.append((service, discovery.DnsSource(*up.dns)))
+            if up.kubernetes:
+                from sidecarkit.agents.proxy import kubewatch  # noqa: PLC0415 - only when used
+
+                watch = kubewatch.KubernetesSource(
+                    *up.kubernetes, zone=s.zone, publish=service.set_endpoints
+                )
+                self.watches.append((service, watch))
             service.set_endpoints(endpoints)
             self.services.append(service)
             if up.listen is not None:
@@ -135,6 +154,13 @@ class Agent:
                 host, port, backlog=4096, reuse_address=True,
             )  # fmt: skip
             log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)
+        for _, source in self.watches:
+            self.watching.append(loop.create_task(source.run(), name=source.path))
+        for _, source in self.watches:  # the first list before /ready says yes
+            for _ in range(40):
+                if source.last is not None or source.errors:
+                    break
+                await asyncio.sleep(0.05)
         for service, name in self.names:  # the first answer before /ready says yes
             with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
                 await asyncio.wait_for(self._resolve(service, name), 2.0)
@@ -147,6 +173,8 @@ class Agent:
         self.ready = False
         await self._drain(loop)
         ticker.cancel()
+        for task in self.watching:
+            task.cancel()
         admin_server.close()
 
     async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -13,11 +13,13 @@ for the proxy to do anything)::
         endpoints: [10.0.0.7:8080, 10.0.0.8:8080]   # static, or:
         file: /etc/sidecarkit/payments.endpoints     # one host:port a line, watched
         dns: payments.shop.svc.cluster.local:8080     # or: A/AAAA records, re-resolved
+        kubernetes: payments.shop:8080  # or: the Service's EndpointSlices (port number or name)
         balancer: p2c-peak-ewma       # or round-robin, least-request
         host: payments.shop.svc       # Host header sent upstream (default: as the app sent it)
         protocol: http                # or tcp: an opaque L4 relay, one endpoint per connection
         hosts: [payments, payments.shop.svc]  # names it answers to in HTTP-proxy mode
     http_proxy: 127.0.0.1:15080       # the app's HTTP_PROXY: routes by the authority it names
+    zone: eu-west-1a                  # this pod's zone: EndpointSlice zone hints are followed
     limits:
       max_connections: 10000          # per listener; more are closed at once
       max_requests_in_flight: 10000   # per listener; more get 503 with Retry-After
@@ -76,6 +78,7 @@ __all__ = [
     "Upstream",
     "from_mapping",
     "parse_address",
+    "parse_kubernetes",
     "to_mapping",
 ]
 
@@ -110,6 +113,9 @@ class Upstream:
     """``http``, or ``tcp`` for an opaque L4 relay (one endpoint per connection)."""
     hosts: tuple[str, ...] = ()
     """Authorities (``name`` or ``name:port``) routed here in HTTP-proxy mode, besides ``name``."""
+    kubernetes: tuple[str, str, str] | None = None
+    """(service, namespace, port): the ready endpoints of the Service's EndpointSlices, followed
+    by list+watch. The port is the Service's port number or name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +199,31 @@ class Settings:
     pool: Pool = field(default_factory=Pool)
     drain: Drain = field(default_factory=Drain)
     access_log: bool = False
+    zone: str | None = None
+    """The zone this proxy runs in; with it, EndpointSlice ``hints.forZones`` are honoured as
+    kube-proxy honours them (topology-aware routing)."""
+
+
+def parse_kubernetes(value: Any, where: str) -> tuple[str, str, str]:
+    """``SERVICE.NAMESPACE:PORT`` (a ``.svc.cluster.local`` suffix allowed) as its parts."""
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    parts = host.split(".")
+    if len(parts) > 2 and parts[2] == "svc":
+        parts = parts[:2]
+    ok = (
+        sep
+        and port
+        and len(parts) == 2
+        and all(p and all(c.isalnum() or c == "-" for c in p) for p in parts)
+        and all(c.isalnum() or c == "-" for c in port)
+    )
+    if not ok:
+        raise ValueError(
+            f"{where}: {value!r} is not a Service; write SERVICE.NAMESPACE:PORT with the "
+            "Service's port number or name, e.g. payments.shop:8080 or payments.shop:http"
+        )
+    return parts[0], parts[1], port
 
 
 def parse_address(value: Any, where: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
@@ -301,7 +332,8 @@ def _statuses(value: Any, where: str) -> tuple[int, ...]:
 def _upstream(data: Any, where: str) -> Upstream:
     data = _mapping(data, where)
     allowed = (
-        "name", "listen", "endpoints", "file", "dns", "balancer", "host", "hosts", "protocol",
+        "name", "listen", "endpoints", "file", "dns", "kubernetes", "balancer", "host", "hosts",
+        "protocol",
     )  # fmt: skip
     _known(data, where, allowed)
     name = str(data.get("name", "")).strip()
@@ -320,9 +352,13 @@ def _upstream(data: Any, where: str) -> Upstream:
         dns = parse_address(data["dns"], f"{where}.dns", default_host="")
         if not dns[0]:
             raise ValueError(f"{where}.dns: give NAME:PORT, e.g. payments.shop.svc:8080")
-    if not endpoints and not file and not dns:
+    kubernetes = None
+    if data.get("kubernetes"):
+        kubernetes = parse_kubernetes(data["kubernetes"], f"{where}.kubernetes")
+    if not endpoints and not file and not dns and not kubernetes:
         raise ValueError(
-            f"{where}: no endpoints; give endpoints: [host:port, ...], file: PATH or dns: NAME:PORT"
+            f"{where}: no endpoints; give endpoints: [host:port, ...], file: PATH, "
+            "dns: NAME:PORT or kubernetes: SERVICE.NAMESPACE:PORT"
         )
     balancer = str(data.get("balancer", "p2c-peak-ewma"))
     if balancer not in BALANCERS:
@@ -346,6 +382,7 @@ def _upstream(data: Any, where: str) -> Upstream:
         str(host) if host else None,
         protocol,
         hosts,
+        kubernetes,
     )
 
 
@@ -379,7 +416,7 @@ _POOL = {
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
-    "pool", "drain", "access_log",
+    "pool", "drain", "access_log", "zone",
 )  # fmt: skip
 
 
@@ -438,6 +475,8 @@ def from_mapping(
             )
         if "access_log" in data:
             changes["access_log"] = _bool(data["access_log"], "access_log")
+        if data.get("zone"):
+            changes["zone"] = str(data["zone"]).strip()
         result = replace(settings, **changes)
         if final:
             _check(result)
@@ -497,6 +536,7 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             **({"endpoints": [address(e) for e in u.endpoints]} if u.endpoints else {}),
             **({"file": u.file} if u.file else {}),
             **({"dns": address(u.dns)} if u.dns else {}),
+            **({"kubernetes": "{}.{}:{}".format(*u.kubernetes)} if u.kubernetes else {}),
             "balancer": u.balancer,
             "protocol": u.protocol,
             **({"host": u.host} if u.host else {}),
@@ -512,4 +552,6 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             k.rstrip("_"): list(v) if isinstance(v, tuple) else v for k, v in section.items()
         }
     out["access_log"] = settings.access_log
+    if settings.zone:
+        out["zone"] = settings.zone
     return out
