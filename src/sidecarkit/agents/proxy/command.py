@@ -7,6 +7,8 @@ megabyte of each pod that runs it. YAML support is loaded only when ``--config``
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import sys
 from typing import Any, NoReturn
@@ -42,6 +44,60 @@ def _upstream(text: str, index: int) -> dict[str, Any]:
     else:
         entry["endpoints"] = endpoints
     return entry
+
+
+def _given(
+    inbound: str | None,
+    app: str | None,
+    upstreams: tuple[str, ...],
+    tcp_upstreams: tuple[str, ...],
+    http_proxy: str | None,
+    admin: str | None,
+    balancer: str | None,
+    access_log: bool | None,
+    drain_grace: str | None,
+) -> dict[str, Any]:
+    """The flags as YAML-shaped data, to lay over the file's."""
+    given: dict[str, Any] = {}
+    if inbound or app:
+        given["inbound"] = {k: v for k, v in (("listen", inbound), ("app", app)) if v is not None}
+    if upstreams or tcp_upstreams:
+        given["upstreams"] = [_upstream(u, i) for i, u in enumerate(upstreams)] + [
+            {**_upstream(u, i), "protocol": "tcp"} for i, u in enumerate(tcp_upstreams)
+        ]
+        if balancer:
+            for entry in given["upstreams"]:
+                entry["balancer"] = balancer
+    if admin:
+        given["admin"] = admin
+    if http_proxy:
+        given["http_proxy"] = http_proxy
+    if access_log is not None:
+        given["access_log"] = access_log
+    if drain_grace:
+        given["drain"] = {"grace": drain_grace}
+    return given
+
+
+def _load(
+    config_path: str | None, given: dict[str, Any], balancer: str | None
+) -> proxy_settings.Settings:
+    """The file's settings under the flags; ConfigError names the file or flag and the key.
+    Called at start and again on each reload (SIGHUP or a changed file)."""
+    try:
+        config = proxy_settings.Settings()
+        if config_path:
+            from sidecarkit import configfiles  # noqa: PLC0415 - YAML only when asked for
+
+            data = configfiles.load_mapping(config_path)
+            config = proxy_settings.from_mapping(data, source=config_path, base=config, final=False)
+        config = proxy_settings.from_mapping(given, source="options", base=config)
+    except ValueError as exc:
+        raise errors.ConfigError(str(exc)) from exc
+    if balancer and config_path:
+        ups = tuple(dataclasses.replace(u, balancer=balancer) for u in config.upstreams)
+        config = dataclasses.replace(config, upstreams=ups)
+    return config
 
 
 @click.command("proxy", context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,40 +172,13 @@ def proxy(
         stream=sys.stderr,
     )
     try:
-        config = proxy_settings.Settings()
-        if config_path:
-            from sidecarkit import configfiles  # noqa: PLC0415 - YAML only when asked for
-
-            data = configfiles.load_mapping(config_path)
-            config = proxy_settings.from_mapping(data, source=config_path, base=config, final=False)
-        given: dict[str, Any] = {}
-        if inbound or app:
-            given["inbound"] = {
-                k: v for k, v in (("listen", inbound), ("app", app)) if v is not None
-            }
-        if upstreams or tcp_upstreams:
-            given["upstreams"] = [_upstream(u, i) for i, u in enumerate(upstreams)] + [
-                {**_upstream(u, i), "protocol": "tcp"} for i, u in enumerate(tcp_upstreams)
-            ]
-            if balancer:
-                for entry in given["upstreams"]:
-                    entry["balancer"] = balancer
-        if admin:
-            given["admin"] = admin
-        if http_proxy:
-            given["http_proxy"] = http_proxy
-        if access_log is not None:
-            given["access_log"] = access_log
-        if drain_grace:
-            given["drain"] = {"grace": drain_grace}
-        config = proxy_settings.from_mapping(given, source="options", base=config)
-        if balancer and config_path:
-            import dataclasses  # noqa: PLC0415
-
-            ups = tuple(dataclasses.replace(u, balancer=balancer) for u in config.upstreams)
-            config = dataclasses.replace(config, upstreams=ups)
+        given = _given(inbound, app, upstreams, tcp_upstreams, http_proxy, admin, balancer,
+                       access_log, drain_grace)  # fmt: skip
     except ValueError as exc:
         _fail(errors.ConfigError(str(exc)))
+    load = functools.partial(_load, config_path, given, balancer)
+    try:
+        config = load()
     except errors.SidecarkitError as exc:
         _fail(exc)
     if dry_run:
@@ -165,4 +194,4 @@ def proxy(
     from sidecarkit.agents import process  # noqa: PLC0415
     from sidecarkit.agents.proxy import running  # noqa: PLC0415
 
-    process.run_agent(running.Agent(config))
+    process.run_agent(running.Agent(config, reload=load, config_path=config_path))

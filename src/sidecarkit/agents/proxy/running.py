@@ -1,8 +1,12 @@
 """``sidecarkit agent proxy``: the listeners, the admin endpoint, discovery and the drain.
 
 Start-up order: services and their endpoints, then the listeners, then the admin endpoint,
-then ``/ready`` turns true. Shutdown order (SIGTERM or SIGINT), written down because a pod's
-requests depend on it:
+then ``/ready`` turns true. Start-up is a reload from nothing: ``_apply`` opens what the
+settings name, and on SIGHUP or a changed ``--config`` file the same code moves from the
+running settings to the new ones (``reloading`` says what changes); a file that does not load,
+or a port that cannot be opened, leaves everything as it was.
+
+Shutdown order (SIGTERM or SIGINT), written down because a pod's requests depend on it:
 
 1. ``/ready`` answers 503, so the endpoint leaves the Service while the proxy still serves;
 2. after ``drain.delay`` the listeners close (no new connection is accepted), idle keep-alive
@@ -18,19 +22,24 @@ import asyncio
 import contextlib
 import functools
 import logging
+import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from sidecarkit import errors, watching
 from sidecarkit.agents.proxy import (
     admin,
     discovery,
     forwarding,
     relaying,
+    reloading,
     routing,
-    services,
     telemetry,
 )
 from sidecarkit.agents.proxy import settings as proxy_settings
+from sidecarkit.agents.proxy.services import Service
 
 __all__ = ["Agent"]
 
@@ -41,18 +50,34 @@ TICK = 1.0
 
 
 class Agent:
-    def __init__(self, settings: proxy_settings.Settings) -> None:
+    def __init__(
+        self,
+        settings: proxy_settings.Settings,
+        *,
+        reload: Callable[[], proxy_settings.Settings] | None = None,
+        config_path: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.load = reload
+        """Reads the settings again (file under flags); None: no reloads."""
+        self.config_watch = watching.FileWatch((Path(config_path),)) if config_path else None
+        self.reloading = asyncio.Lock()
+        self.started = False
+        self.admin_address = settings.admin
         self.stopping = asyncio.Event()
         self.ready = False
         self.metrics = telemetry.Registry()
-        self.services: list[services.Service] = []
-        self.files: list[tuple[services.Service, discovery.FileSource]] = []
-        self.names: list[tuple[services.Service, discovery.DnsSource]] = []
-        self.resolving: set[asyncio.Task[None]] = set()
-        self.watches: list[tuple[services.Service, Any]] = []
+        self.keyed: dict[str, Service] = {}
+        """Services by listener key (``reloading.listeners``)."""
+        self.services: list[Service] = []
+        self.retired: list[Service] = []
+        """Services a reload removed, draining until their last connection closes."""
+        self.files: list[tuple[Service, discovery.FileSource]] = []
+        self.names: list[tuple[Service, discovery.DnsSource]] = []
+        self.resolving: set[asyncio.Task[Any]] = set()
+        self.watches: list[tuple[Service, Any]] = []
         """(service, ``kubewatch.KubernetesSource``): lightkube is imported only when used."""
-        self.watching: list[asyncio.Task[None]] = []
+        self.watching: dict[Any, asyncio.Task[None]] = {}
 
     def stop(self) -> None:
         """Begin the drain (a signal handler: it only sets a flag)."""
@@ -71,7 +96,7 @@ class Agent:
             now = time.monotonic()  # the balancer's clock
             for service in self.services:
                 service.gauges(now)
-            sources: list[tuple[services.Service, Any]] = [*self.files, *self.names]
+            sources: list[tuple[Service, Any]] = [*self.files, *self.names]
             for service, source in self.watches:
                 sources.append((service, source))
                 self.metrics.set_gauge(
@@ -93,69 +118,188 @@ class Agent:
 
         return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
 
-    def _build(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> list[tuple[services.Service, tuple[str, int]]]:
-        """Every service, and the listeners to open: (service, address)."""
-        s = self.settings
-        listeners = []
-        if s.inbound is not None:
-            service = services.Service(
-                "app", direction="inbound", balancer="round-robin", host=None,
-                settings=s, metrics=self.metrics, loop=loop,
-            )  # fmt: skip
-            service.set_endpoints([s.inbound.app])
-            self.services.append(service)
-            listeners.append((service, s.inbound.listen))
-        names: dict[str, services.Service] = {}
-        for up in s.upstreams:
-            service = services.Service(
-                up.name, direction="outbound", balancer=up.balancer, host=up.host,
-                settings=s, metrics=self.metrics, loop=loop,
-            )  # fmt: skip
-            service.protocol = up.protocol
-            endpoints = list(up.endpoints)
-            if up.file:
-                source = discovery.FileSource(up.file)
-                endpoints += source.poll() or []
-                self.files.append((service, source))
-            if up.dns:
-                self.names.append((service, discovery.DnsSource(*up.dns)))
-            if up.kubernetes:
-                from sidecarkit.agents.proxy import kubewatch  # noqa: PLC0415 - only when used
+    def _service(
+        self,
+        listener: reloading.Listener,
+        settings: proxy_settings.Settings,
+        loop: asyncio.AbstractEventLoop,
+    ) -> Service:
+        up = listener.upstream
+        if up is None:
+            name = "app" if listener.key == "inbound" else "http-proxy"
+            direction = "inbound" if listener.key == "inbound" else "outbound"
+            balancer, host = "round-robin", None
+        else:
+            name, direction, balancer, host = up.name, "outbound", up.balancer, up.host
+        service = Service(
+            name, direction=direction, balancer=balancer, host=host,
+            settings=settings, metrics=self.metrics, loop=loop,
+        )  # fmt: skip
+        service.protocol = listener.protocol
+        return service
 
-                watch = kubewatch.KubernetesSource(
-                    *up.kubernetes, zone=s.zone, publish=service.set_endpoints
+    def _discover(self, service: Service, listener: reloading.Listener) -> None:
+        """Start ``service``'s endpoint sources (the ones it had are stopped first)."""
+        self._forget(service)
+        s = self.settings
+        if listener.key == "inbound" and s.inbound is not None:
+            service.set_endpoints([s.inbound.app])
+        up = listener.upstream
+        if up is None:
+            return
+        endpoints = list(up.endpoints)
+        if up.file:
+            source = discovery.FileSource(up.file)
+            endpoints += source.poll() or []
+            self.files.append((service, source))
+        if up.dns:
+            name = discovery.DnsSource(*up.dns)
+            self.names.append((service, name))
+            if self.started:
+                name.due = 0.0  # resolved at the next tick
+        if up.kubernetes:
+            from sidecarkit.agents.proxy import kubewatch  # noqa: PLC0415 - only when used
+
+            watch = kubewatch.KubernetesSource(
+                *up.kubernetes, zone=s.zone, publish=service.set_endpoints
+            )
+            self.watches.append((service, watch))
+            if self.started:
+                self.watching[watch] = asyncio.get_running_loop().create_task(
+                    watch.run(), name=watch.path
                 )
-                self.watches.append((service, watch))
-            service.set_endpoints(endpoints)
-            self.services.append(service)
-            if up.listen is not None:
-                listeners.append((service, up.listen))
-            for name in (up.name, *up.hosts) if up.protocol == "http" else ():
-                names.setdefault(name, service)
-        if s.http_proxy is not None:
-            front = services.Service(
-                "http-proxy", direction="outbound", balancer="round-robin", host=None,
-                settings=s, metrics=self.metrics, loop=loop,
-            )  # fmt: skip
+        service.set_endpoints(endpoints)
+
+    def _forget(self, service: Service) -> None:
+        self.files = [(svc, f) for svc, f in self.files if svc is not service]
+        self.names = [(svc, n) for svc, n in self.names if svc is not service]
+        for svc, watch in self.watches:
+            if svc is service:
+                task = self.watching.pop(watch, None)
+                if task is not None:
+                    task.cancel()
+        self.watches = [(svc, w) for svc, w in self.watches if svc is not service]
+
+    async def _listen(self, service: Service, address: tuple[str, int]) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        kind = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
+        host, port = address
+        server = await loop.create_server(
+            functools.partial(kind, service), host, port, backlog=4096, reuse_address=True
+        )
+        log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)
+        return server
+
+    async def _apply(self, new: proxy_settings.Settings) -> None:
+        """Make ``new`` the running settings; OSError (a port that cannot be opened) before
+        anything running was changed."""
+        loop = asyncio.get_running_loop()
+        old = self.settings
+        change = reloading.plan(old, new)
+        after = reloading.listeners(new)
+        before = reloading.listeners(old)
+        fresh = {key: self._service(after[key], new, loop) for key in change.add}
+        opened: dict[str, asyncio.Server] = {}
+        ours = {
+            before[key].address for key in (*change.retire, *change.move) if before[key].address
+        }
+        later = []
+        try:
+            for key in (*change.add, *change.move):
+                address = after[key].address
+                if address is None:
+                    continue
+                if address in ours:  # a port this proxy gives up in the same reload
+                    later.append(key)
+                    continue
+                service = fresh.get(key) or self.keyed[key]
+                opened[key] = await self._listen(service, address)
+        except OSError:
+            for server in opened.values():
+                server.close()
+            raise
+        self.settings = new
+        for key in change.retire:
+            self._retire(self.keyed.pop(key))
+        for key in change.move:
+            service = self.keyed[key]
+            if service.server is not None:
+                service.server.close()
+            service.server = None
+        for key, service in fresh.items():
+            self.keyed[key] = service
+        for key in later:  # after the old listener on the port closed
+            opened[key] = await self._listen(self.keyed[key], after[key].address)  # type: ignore[arg-type]
+        for key, server in opened.items():
+            self.keyed[key].server = server
+        for key in (*change.keep, *change.move):
+            up = after[key].upstream
+            balancer, host = (up.balancer, up.host) if up else ("round-robin", None)
+            self.keyed[key].configure(new, balancer=balancer, host=host)
+        for key in (*change.add, *change.rediscover):
+            self._discover(self.keyed[key], after[key])
+        self.services = list(self.keyed.values())
+        front = self.keyed.get("http-proxy")
+        if front is not None:
+            names: dict[str, Service] = {}
+            for key, listener in after.items():
+                up = listener.upstream
+                if up is not None and up.protocol == "http":
+                    for name in (up.name, *up.hosts):
+                        names.setdefault(name, self.keyed[key])
             front.router = routing.Router(names)
-            self.services.append(front)
-            listeners.append((front, s.http_proxy))
-        return listeners
+
+    def _retire(self, service: Service) -> None:
+        """A service the new settings dropped: drain it as on SIGTERM, off the books."""
+        self._forget(service)
+        service.drain()
+        self.retired.append(service)
+        log.info("%s %s removed: draining its connections", service.direction, service.name)
+
+    async def reload(self, reason: str) -> bool:
+        """Load the settings again and apply them; a bad file or a port that cannot be opened
+        leaves the running ones in force. True when the new settings run."""
+        if self.load is None or self.stopping.is_set():
+            return False  # a drain is under way: the listeners are closing anyway
+        async with self.reloading:
+            try:
+                new = self.load()
+                if new.inbound is None and not new.upstreams:
+                    raise errors.ConfigError("nothing to proxy: no inbound: and no upstreams:")
+                await self._apply(new)
+            except errors.SidecarkitError as exc:
+                return self._reloaded(False, f"reload ({reason}) refused: {exc}")
+            except OSError as exc:
+                return self._reloaded(False, f"reload ({reason}) refused: cannot listen: {exc}")
+            if new.admin != self.admin_address:
+                log.warning(
+                    "admin: the admin endpoint stays on %s:%d until the proxy restarts",
+                    *self.admin_address,
+                )
+            return self._reloaded(True, f"reloaded the settings ({reason})")
+
+    def _reloaded(self, ok: bool, message: str) -> bool:
+        if ok:
+            log.info("%s", message)
+        else:
+            log.error("%s; the running settings stay in force", message)
+        result = "success" if ok else "failure"
+        self.metrics.add_counter(
+            "config_reloads_total", "Reloads of the settings, by result.", {"result": result}, 1
+        )
+        self.metrics.set_gauge(
+            "config_last_reload_successful", "1 if the last reload was applied.", {}, int(ok)
+        )
+        return ok
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.settings
-        for service, (host, port) in self._build(loop):
-            kind = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
-            service.server = await loop.create_server(
-                functools.partial(kind, service),
-                host, port, backlog=4096, reuse_address=True,
-            )  # fmt: skip
-            log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)
+        self.settings = proxy_settings.Settings(admin=s.admin)  # nothing runs yet
+        await self._apply(s)
+        self.started = True
         for _, source in self.watches:
-            self.watching.append(loop.create_task(source.run(), name=source.path))
+            self.watching[source] = loop.create_task(source.run(), name=source.path)
         for _, source in self.watches:  # the first list before /ready says yes
             for _ in range(40):
                 if source.last is not None or source.errors:
@@ -165,17 +309,31 @@ class Agent:
             with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
                 await asyncio.wait_for(self._resolve(service, name), 2.0)
             name.due = loop.time() + discovery.DNS_INTERVAL
+        self.admin_address = s.admin
         admin_server = await admin.serve(s.admin[0], s.admin[1], self._routes())
         log.info("admin endpoint on %s:%d", *s.admin)
+        if self.config_watch is not None:
+            with contextlib.suppress(OSError):
+                self.config_watch.accept(self.config_watch.changed() or ())
+        if self.load is not None:
+            loop.add_signal_handler(signal.SIGHUP, self._hangup, loop)
         self.ready = True
         ticker = loop.create_task(self._tick(loop), name="proxy ticker")
         await self.stopping.wait()
         self.ready = False
         await self._drain(loop)
         ticker.cancel()
-        for task in self.watching:
+        for task in self.watching.values():
             task.cancel()
         admin_server.close()
+
+    def _hangup(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._spawn(loop, self.reload("SIGHUP"), "reload")
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop, work: Any, name: str) -> None:
+        task = loop.create_task(work, name=name)
+        self.resolving.add(task)
+        task.add_done_callback(self.resolving.discard)
 
     async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
@@ -183,6 +341,15 @@ class Agent:
             now = loop.time()
             for service in self.services:
                 service.tick(now)
+            self._sweep(now)
+            if self.config_watch is not None:
+                try:
+                    contents = self.config_watch.changed()
+                except OSError:  # mid-swap of a ConfigMap: look again at the next tick
+                    contents = None
+                if contents is not None:
+                    self.config_watch.accept(contents)
+                    self._spawn(loop, self.reload("the file changed"), "reload")
             for service, source in self.files:
                 endpoints = source.poll()
                 if endpoints is not None:
@@ -190,17 +357,26 @@ class Agent:
             for service, name in self.names:
                 if now >= name.due:
                     name.due = now + discovery.DNS_INTERVAL
-                    task = loop.create_task(self._resolve(service, name), name=name.path)
-                    self.resolving.add(task)
-                    task.add_done_callback(self.resolving.discard)
+                    self._spawn(loop, self._resolve(service, name), name.path)
 
-    async def _resolve(self, service: services.Service, name: discovery.DnsSource) -> None:
+    def _sweep(self, now: float) -> None:
+        """Tick the services a reload removed; drop each once its last connection closed."""
+        for service in list(self.retired):
+            service.tick(now)
+            if not service.connections:
+                for endpoint in service.balancer.endpoints:
+                    if endpoint.pool is not None:
+                        endpoint.pool.close()
+                self.retired.remove(service)
+
+    async def _resolve(self, service: Service, name: discovery.DnsSource) -> None:
         endpoints = await name.resolve()
         if endpoints is not None:
             service.set_endpoints(endpoints)
 
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         drain = self.settings.drain
+        self.services += self.retired
         log.info("draining: not ready; closing listeners in %.1fs", drain.delay)
         if drain.delay:
             await asyncio.sleep(drain.delay)

@@ -123,6 +123,35 @@ class Service:
             "ejections", "Ejections of endpoints (total).", labels, self.balancer.ejected_total
         )
 
+    def configure(
+        self, settings: proxy_settings.Settings, *, balancer: str, host: str | None
+    ) -> None:
+        """Take reloaded settings in place: connections open now keep their service object
+        and see the new limits, timeouts, retries and balancer from their next request on;
+        endpoint state (latency estimates, ejections, pools) is kept."""
+        self.settings = settings
+        self.limits = settings.limits
+        self.timeouts = settings.timeouts
+        if settings.retries != self.retries:
+            self.budget = budgets.RetryBudget(
+                ratio=settings.retries.budget_ratio,
+                floor=settings.retries.budget_floor,
+                window=settings.retries.budget_window,
+            )
+        self.retries = settings.retries
+        self.retry_methods = frozenset(m.encode() for m in settings.retries.methods)
+        if self.direction == "outbound":
+            self.retry_status = frozenset(settings.retries.on_status)
+        self.balancer.kind = balancer
+        self.balancer.outlier = settings.outlier
+        self.host = host.encode() if host else None
+        self.access_log = sys.stdout if settings.access_log else None
+        for endpoint in self.balancer.endpoints:
+            if endpoint.pool is not None:
+                endpoint.pool.limit = settings.pool.max_connections_per_endpoint
+                endpoint.pool.max_idle = settings.pool.max_idle_per_endpoint
+                endpoint.pool.connect_timeout = settings.timeouts.connect
+
     def drain(self) -> None:
         """Stop accepting; tell keep-alive clients to go; close the idle ones now."""
         self.draining = True

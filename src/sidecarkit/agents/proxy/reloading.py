@@ -1,0 +1,87 @@
+"""What a reload of the proxy's settings changes, worked out before anything is touched.
+
+A listener is known by a key: ``inbound``, ``upstream:NAME`` or ``http-proxy``. Comparing the
+running settings with the new ones gives, per key, one of:
+
+- ``keep``: the same listener (same address and protocol); the service takes the new settings
+  in place, and its connections, pools and endpoint state carry on;
+- ``move``: the same service on a new address; the new port is opened first, then the old one
+  closed (connections on it finish on the same service);
+- ``add``: a new service and listener;
+- ``retire``: a service that is gone or changed protocol; its listener closes and its
+  connections drain as on SIGTERM, while the new one (if any) takes its key.
+
+Whether an upstream's discovery must restart (its static list, file, DNS name, Service or the
+proxy's zone changed) is decided here too, so an unchanged Kubernetes watch is not re-listed.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sidecarkit.agents.proxy import settings as proxy_settings
+
+__all__ = ["Listener", "Plan", "listeners", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    key: str
+    address: tuple[str, int] | None
+    """None: an upstream reached only through the HTTP-proxy listener."""
+    protocol: str
+    upstream: proxy_settings.Upstream | None
+    """None for the inbound and the HTTP-proxy listeners."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    keep: tuple[str, ...]
+    move: tuple[str, ...]
+    add: tuple[str, ...]
+    retire: tuple[str, ...]
+    rediscover: tuple[str, ...]
+    """Keys among ``keep`` and ``move`` whose endpoint sources restart."""
+
+
+def listeners(settings: proxy_settings.Settings) -> dict[str, Listener]:
+    out = {}
+    if settings.inbound is not None:
+        out["inbound"] = Listener("inbound", settings.inbound.listen, "http", None)
+    for up in settings.upstreams:
+        key = f"upstream:{up.name}"
+        out[key] = Listener(key, up.listen, up.protocol, up)
+    if settings.http_proxy is not None:
+        out["http-proxy"] = Listener("http-proxy", settings.http_proxy, "http", None)
+    return out
+
+
+def _discovery(settings: proxy_settings.Settings, listener: Listener) -> object:
+    up = listener.upstream
+    if up is None:
+        return settings.inbound.app if listener.key == "inbound" and settings.inbound else None
+    zone = settings.zone if up.kubernetes else None
+    return (up.endpoints, up.file, up.dns, up.kubernetes, zone)
+
+
+def plan(old: proxy_settings.Settings, new: proxy_settings.Settings) -> Plan:
+    before, after = listeners(old), listeners(new)
+    keep: list[str] = []
+    move: list[str] = []
+    add: list[str] = []
+    retire: list[str] = []
+    rediscover: list[str] = []
+    for key, was in before.items():
+        then = after.get(key)
+        if then is None or then.protocol != was.protocol:
+            retire.append(key)
+    for key, now in after.items():
+        earlier = before.get(key)
+        if earlier is None or earlier.protocol != now.protocol:
+            add.append(key)
+            continue
+        (keep if earlier.address == now.address else move).append(key)
+        if _discovery(old, earlier) != _discovery(new, now):
+            rediscover.append(key)
+    return Plan(tuple(keep), tuple(move), tuple(add), tuple(retire), tuple(rediscover))
