@@ -1,5 +1,5 @@
 """Where a service's endpoints come from: a static list, a file re-read when it changes, or
-the A/AAAA records of a DNS name re-resolved every few seconds.
+a DNS name's A/AAAA or SRV records, asked again when their TTL runs out.
 
 An endpoints file holds one ``host:port`` a line; blank lines and ``#`` comments are ignored.
 It is polled once a second (``watching.FileWatch``: sees ConfigMap symlink swaps and renames that
@@ -18,12 +18,15 @@ from pathlib import Path
 from sidecarkit import watching
 from sidecarkit.agents.proxy import settings as proxy_settings
 
-__all__ = ["DNS_INTERVAL", "DnsSource", "FileSource", "parse_endpoints"]
+__all__ = ["DNS_INTERVAL", "MAX_TTL", "MIN_TTL", "DnsSource", "FileSource", "parse_endpoints"]
 
 DNS_INTERVAL = 5.0
-"""Seconds between resolutions of a DNS source. The system resolver does not expose record
-TTLs, and cluster DNS answers with 5-30 s TTLs: five seconds follows a rollout closely at one
-query per name per interval."""
+"""Seconds before a failed DNS question is asked again."""
+MIN_TTL = 1.0
+"""A TTL of 0 (or 1) is asked again after a second, not in a loop."""
+MAX_TTL = 60.0
+"""A long TTL is cut to a minute: a Service's pods change faster than external names do, and
+one question a minute per name costs nothing."""
 
 log = logging.getLogger("sidecarkit.agent.proxy")
 
@@ -41,39 +44,116 @@ def parse_endpoints(text: str, *, source: str) -> list[tuple[str, int]]:
 
 
 class DnsSource:
-    """The A/AAAA records of one name, as of the last good answer."""
+    """The endpoints behind one DNS name, as of the last good answer.
 
-    def __init__(self, host: str, port: int) -> None:
+    ``NAME:PORT`` takes the A and AAAA records (a headless Service: one per ready pod) with the
+    given port; a name starting with ``_`` and no port (``_http._tcp.payments.shop``) takes its
+    SRV records, each target's addresses with the record's port, from the lowest priority that
+    has any (RFC 2782; weights are left to the balancer, which measures instead). The name is
+    asked again when the answer's TTL runs out, between ``MIN_TTL`` and ``MAX_TTL`` seconds,
+    through the servers of ``/etc/resolv.conf`` with its search list, or one given server.
+    A NAME:PORT that DNS does not know is then looked up as ``getaddrinfo`` would (the hosts
+    file, a pod's ``hostAliases``), and asked again every ``DNS_INTERVAL`` seconds.
+    """
+
+    def __init__(self, host: str, port: int, *, server: tuple[str, int] | None = None) -> None:
+        import dns.asyncresolver  # noqa: PLC0415 - only a proxy with a DNS upstream pays for it
+
         self.host = host
         self.port = port
-        self.path = f"dns:{host}:{port}"
+        self.path = f"dns:{host}:{port}" if port else f"dns:{host}"
         """Names the source in logs and metrics."""
         self.errors = 0
         self.reported = 0
         """``errors`` already added to the metric."""
         self.due = 0.0
+        self.interval = DNS_INTERVAL
+        """Seconds until the next question: the last answer's TTL, or ``DNS_INTERVAL`` after
+        a failure."""
         self.last: list[tuple[str, int]] | None = None
         self._last_error = ""
+        self._system = server is None
+        if server is None:
+            self._resolver = dns.asyncresolver.Resolver()
+        else:
+            self._resolver = dns.asyncresolver.Resolver(configure=False)
+            self._resolver.nameservers = [server[0]]
+            self._resolver.port = server[1]
+        self._resolver.lifetime = 2.0
 
     async def resolve(self) -> list[tuple[str, int]] | None:
         """A new endpoint set when the answer changed, else None; a failed lookup keeps the
         last good set (a DNS outage must not empty a service)."""
-        loop = asyncio.get_running_loop()
+        import dns.exception  # noqa: PLC0415
+
+        ttl: float
         try:
-            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+            try:
+                found, ttl = await (self._srv() if not self.port else self._addresses(self.host))
+            except (dns.exception.DNSException, OSError):
+                if not self.port or not self._system:
+                    raise
+                found, ttl = await self._hosts()
+        except (dns.exception.DNSException, OSError) as exc:
             self.errors += 1
-            message = f"cannot resolve {self.host}: {exc}; keeping the last endpoints"
+            self.interval = DNS_INTERVAL
+            reason = str(exc) or type(exc).__name__
+            message = f"cannot resolve {self.path}: {reason}; keeping the last endpoints"
             if message != self._last_error:
                 log.warning("%s", message)
                 self._last_error = message
             return None
         self._last_error = ""
-        found = sorted({(str(info[4][0]), int(info[4][1])) for info in infos})
+        self.interval = min(max(float(ttl), MIN_TTL), MAX_TTL)
+        found = sorted(set(found))
         if found == self.last:
             return None
         self.last = found
         return found
+
+    async def _addresses(self, name: str, port: int = 0) -> tuple[list[tuple[str, int]], int]:
+        """A and AAAA records of ``name`` and the smaller TTL; NoAnswer for one family is
+        fine, for both an error."""
+        import dns.resolver  # noqa: PLC0415
+
+        out: list[tuple[str, int]] = []
+        ttls = []
+        missing: Exception | None = None
+        for kind in ("A", "AAAA"):
+            try:
+                answer = await self._resolver.resolve(name, kind, search=True)
+            except dns.resolver.NoAnswer as exc:
+                missing = exc
+                continue
+            ttls.append(answer.rrset.ttl if answer.rrset is not None else 0)
+            out += [(record.address, port or self.port) for record in answer]
+        if not out:
+            raise missing or OSError(f"no A or AAAA records for {name}")
+        return out, min(ttls)
+
+    async def _hosts(self) -> tuple[list[tuple[str, int]], float]:
+        """The system resolver's answer (``/etc/hosts``, a pod's ``hostAliases``, mDNS...),
+        for a name DNS does not know; it gives no TTL."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        return [(str(info[4][0]), int(info[4][1])) for info in infos], DNS_INTERVAL
+
+    async def _srv(self) -> tuple[list[tuple[str, int]], int]:
+        answer = await self._resolver.resolve(self.host, "SRV", search=True)
+        ttl = answer.rrset.ttl if answer.rrset is not None else 0
+        records = sorted(answer, key=lambda r: r.priority)
+        out: list[tuple[str, int]] = []
+        for priority in dict.fromkeys(r.priority for r in records):
+            for record in (r for r in records if r.priority == priority):
+                target = record.target.to_text()
+                if target == ".":  # "the service is decidedly not available" (RFC 2782)
+                    continue
+                addresses, target_ttl = await self._addresses(target, record.port)
+                out += addresses
+                ttl = min(ttl, target_ttl)
+            if out:
+                break
+        return out, ttl
 
 
 class FileSource:

@@ -62,7 +62,8 @@ def _discovery(settings: proxy_settings.Settings, listener: Listener) -> object:
     if up is None:
         return settings.inbound.app if listener.key == "inbound" and settings.inbound else None
     zone = settings.zone if up.kubernetes else None
-    return (up.endpoints, up.file, up.dns, up.kubernetes, zone)
+    server = settings.dns_server if up.dns else None
+    return (up.endpoints, up.file, up.dns, up.kubernetes, zone, server)
 
 
 def plan(old: proxy_settings.Settings, new: proxy_settings.Settings) -> Plan:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -153,7 +154,7 @@ class Agent:
             endpoints += source.poll() or []
             self.files.append((service, source))
         if up.dns:
-            name = discovery.DnsSource(*up.dns)
+            name = discovery.DnsSource(*up.dns, server=s.dns_server)
             self.names.append((service, name))
             if self.started:
                 name.due = 0.0  # resolved at the next tick
@@ -306,9 +307,9 @@ class Agent:
                     break
                 await asyncio.sleep(0.05)
         for service, name in self.names:  # the first answer before /ready says yes
+            name.due = math.inf
             with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
-                await asyncio.wait_for(self._resolve(service, name), 2.0)
-            name.due = loop.time() + discovery.DNS_INTERVAL
+                await asyncio.wait_for(asyncio.shield(self._resolve(service, name)), 2.5)
         self.admin_address = s.admin
         admin_server = await admin.serve(s.admin[0], s.admin[1], self._routes())
         log.info("admin endpoint on %s:%d", *s.admin)
@@ -356,7 +357,7 @@ class Agent:
                     service.set_endpoints(endpoints)
             for service, name in self.names:
                 if now >= name.due:
-                    name.due = now + discovery.DNS_INTERVAL
+                    name.due = math.inf  # until this question is answered
                     self._spawn(loop, self._resolve(service, name), name.path)
 
     def _sweep(self, now: float) -> None:
@@ -370,7 +371,10 @@ class Agent:
                 self.retired.remove(service)
 
     async def _resolve(self, service: Service, name: discovery.DnsSource) -> None:
-        endpoints = await name.resolve()
+        try:
+            endpoints = await name.resolve()
+        finally:
+            name.due = asyncio.get_running_loop().time() + name.interval
         if endpoints is not None:
             service.set_endpoints(endpoints)
 

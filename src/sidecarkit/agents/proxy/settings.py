@@ -12,13 +12,15 @@ for the proxy to do anything)::
         listen: 127.0.0.1:15001
         endpoints: [10.0.0.7:8080, 10.0.0.8:8080]   # static, or:
         file: /etc/sidecarkit/payments.endpoints     # one host:port a line, watched
-        dns: payments.shop.svc.cluster.local:8080     # or: A/AAAA records, re-resolved
+        dns: payments.shop.svc.cluster.local:8080     # or: A/AAAA records (or an SRV name
+                                                      # without a port), asked again by TTL
         kubernetes: payments.shop:8080  # or: the Service's EndpointSlices (port number or name)
         balancer: p2c-peak-ewma       # or round-robin, least-request
         host: payments.shop.svc       # Host header sent upstream (default: as the app sent it)
         protocol: http                # or tcp: an opaque L4 relay, one endpoint per connection
         hosts: [payments, payments.shop.svc]  # names it answers to in HTTP-proxy mode
     http_proxy: 127.0.0.1:15080       # the app's HTTP_PROXY: routes by the authority it names
+    dns_server: 127.0.0.1:53          # default: the servers of /etc/resolv.conf
     zone: eu-west-1a                  # this pod's zone: EndpointSlice zone hints are followed
     limits:
       max_connections: 10000          # per listener; more are closed at once
@@ -104,8 +106,8 @@ class Upstream:
     file: str | None = None
     """A file of ``host:port`` lines, re-read when it changes."""
     dns: tuple[str, int] | None = None
-    """A name whose A/AAAA records are the endpoints (a headless Service), re-resolved every
-    ``discovery.DNS_INTERVAL`` seconds."""
+    """A name whose A/AAAA records are the endpoints (a headless Service), or with port 0 an
+    SRV name (``_http._tcp.payments.shop``); asked again when the answer's TTL runs out."""
     balancer: str = "p2c-peak-ewma"
     host: str | None = None
     """Host header sent upstream; None keeps the app's."""
@@ -199,6 +201,8 @@ class Settings:
     pool: Pool = field(default_factory=Pool)
     drain: Drain = field(default_factory=Drain)
     access_log: bool = False
+    dns_server: tuple[str, int] | None = None
+    """The DNS server to ask; None: those of ``/etc/resolv.conf``, with its search list."""
     zone: str | None = None
     """The zone this proxy runs in; with it, EndpointSlice ``hints.forZones`` are honoured as
     kube-proxy honours them (topology-aware routing)."""
@@ -349,9 +353,16 @@ def _upstream(data: Any, where: str) -> Upstream:
     file = data.get("file")
     dns = None
     if data.get("dns"):
-        dns = parse_address(data["dns"], f"{where}.dns", default_host="")
-        if not dns[0]:
-            raise ValueError(f"{where}.dns: give NAME:PORT, e.g. payments.shop.svc:8080")
+        text = str(data["dns"]).strip()
+        if text.startswith("_") and ":" not in text:
+            dns = (text, 0)  # SRV records carry the ports
+        else:
+            dns = parse_address(data["dns"], f"{where}.dns", default_host="")
+        if not dns[0] or (dns[1] == 0 and not dns[0].startswith("_")):
+            raise ValueError(
+                f"{where}.dns: give NAME:PORT for A/AAAA records, e.g. payments.shop.svc:8080, "
+                "or an SRV name without a port, e.g. _http._tcp.payments.shop.svc"
+            )
     kubernetes = None
     if data.get("kubernetes"):
         kubernetes = parse_kubernetes(data["kubernetes"], f"{where}.kubernetes")
@@ -416,7 +427,7 @@ _POOL = {
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
-    "pool", "drain", "access_log", "zone",
+    "pool", "drain", "access_log", "zone", "dns_server",
 )  # fmt: skip
 
 
@@ -475,6 +486,10 @@ def from_mapping(
             )
         if "access_log" in data:
             changes["access_log"] = _bool(data["access_log"], "access_log")
+        if data.get("dns_server"):
+            changes["dns_server"] = parse_address(
+                data["dns_server"], "dns_server", default_host="127.0.0.1"
+            )
         if data.get("zone"):
             changes["zone"] = str(data["zone"]).strip()
         result = replace(settings, **changes)
@@ -535,7 +550,7 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             **({"listen": address(u.listen)} if u.listen else {}),
             **({"endpoints": [address(e) for e in u.endpoints]} if u.endpoints else {}),
             **({"file": u.file} if u.file else {}),
-            **({"dns": address(u.dns)} if u.dns else {}),
+            **({"dns": address(u.dns) if u.dns[1] else u.dns[0]} if u.dns else {}),
             **({"kubernetes": "{}.{}:{}".format(*u.kubernetes)} if u.kubernetes else {}),
             "balancer": u.balancer,
             "protocol": u.protocol,
@@ -554,4 +569,6 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
     out["access_log"] = settings.access_log
     if settings.zone:
         out["zone"] = settings.zone
+    if settings.dns_server:
+        out["dns_server"] = address(settings.dns_server)
     return out
