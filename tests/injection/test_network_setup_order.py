@@ -47,43 +47,43 @@ def test_without_network_setup_sidecars_go_first() -> None:
 def test_a_profile_can_ask_to_go_first_anyway() -> None:
     config = configfiles.parse_config(
         """
-defaultProfiles: [proxy]
+defaultProfiles: [mesh]
 profiles:
-  proxy:
+  mesh:
     afterInitContainers: []
     containers:
-      - name: proxy
-        image: proxy:1
+      - name: mesh
+        image: mesh:1
 """,
         source="config.yaml",
     )
     names = _init_names(inject(_pod("linkerd-init"), config)[0])
-    assert names == ["proxy", "linkerd-init"]
+    assert names == ["mesh", "linkerd-init"]
 
 
 def test_a_profile_names_its_own_setup_containers() -> None:
     config = configfiles.parse_config(
         """
-defaultProfiles: [proxy]
+defaultProfiles: [mesh]
 profiles:
-  proxy:
+  mesh:
     afterInitContainers: [cilium-wait]
     containers:
-      - name: proxy
-        image: proxy:1
+      - name: mesh
+        image: mesh:1
 """,
         source="config.yaml",
     )
     names = _init_names(inject(_pod("cilium-wait", "linkerd-init"), config)[0])
-    assert names == ["cilium-wait", "proxy", "linkerd-init"]
+    assert names == ["cilium-wait", "mesh", "linkerd-init"]
 
 
 def test_a_bad_after_init_containers_value_names_the_place() -> None:
     from sidecarkit import errors  # noqa: PLC0415
 
-    with pytest.raises(errors.ConfigError, match=r"profiles\.proxy\.afterInitContainers"):
+    with pytest.raises(errors.ConfigError, match=r"profiles\.mesh\.afterInitContainers"):
         configfiles.parse_config(
-            "profiles:\n  proxy:\n    afterInitContainers: linkerd-init\n"
-            "    containers: [{name: proxy, image: p}]\n",
+            "profiles:\n  mesh:\n    afterInitContainers: linkerd-init\n"
+            "    containers: [{name: mesh, image: p}]\n",
             source="config.yaml",
         )

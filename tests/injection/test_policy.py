@@ -85,8 +85,8 @@ def test_profiles_keep_annotation_order_and_drop_repeats() -> None:
             "is not one sidecarkit reads; accepted: sidecarkit.io/profiles",
         ),
         (
-            {"sidecarkit.io/proxy.port": "1"},
-            "is for profile 'proxy', which the built-in config does not define",
+            {"sidecarkit.io/mesh.port": "1"},
+            "is for profile 'mesh', which the built-in config does not define",
         ),
         ({"sidecarkit.io/mode": "fast"}, "accepted values are native, legacy, auto"),
         ({"sidecarkit.io/logs.memory": "lots"}, "expected a Kubernetes quantity"),

@@ -1,10 +1,11 @@
-"""Profiles: named sets of sidecars, and the two that ship with sidecarkit.
+"""Profiles: named sets of sidecars, and the three that ship with sidecarkit.
 
 A profile turns resolved settings into :class:`Parts`: the containers, volumes, and the mounts
 and env it adds to the app's containers. It does not decide where they go in the pod; placing
 them, checking conflicts and recording them is the same for every profile (``placing.py``).
 
-The built-in ``logs`` and ``metrics`` profiles run ``sidecarkit agent ROLE`` from one image. A
+The built-in ``logs``, ``metrics`` and ``proxy`` profiles run ``sidecarkit agent ROLE`` from one
+image. A
 profile from the config file is a template of Kubernetes objects in which ``${setting}`` is
 replaced by the setting's value.
 """
@@ -275,8 +276,66 @@ def _render_metrics(values: Mapping[str, str], ctx: Context) -> Parts:
     return Parts(sidecars=(container,), volumes=(_PODINFO_VOLUME,))
 
 
+PROXY_CONFIG_DIR: Final = "/etc/sidecarkit/proxy"
+
+
+def _render_proxy(values: Mapping[str, str], ctx: Context) -> Parts:
+    """Explicit-port mode: clients (the Service's targetPort) reach the proxy's inbound port,
+    the proxy forwards to the app on loopback; no capability, no iptables."""
+    inbound = int(values["inbound-port"])
+    env = [
+        {"name": "SIDECARKIT_PROXY_INBOUND", "value": f"0.0.0.0:{inbound}"},
+        {"name": "SIDECARKIT_PROXY_APP", "value": f"127.0.0.1:{values['port']}"},
+    ]
+    mounts: list[Json] = []
+    volumes: list[Json] = [_PODINFO_VOLUME]
+    if values.get("config-map"):
+        env.append({"name": "SIDECARKIT_PROXY_CONFIG", "value": f"{PROXY_CONFIG_DIR}/proxy.yaml"})
+        mounts.append(
+            {"name": "sidecarkit-proxy-config", "mountPath": PROXY_CONFIG_DIR, "readOnly": True}
+        )
+        volumes.append(
+            {"name": "sidecarkit-proxy-config", "configMap": {"name": values["config-map"]}}
+        )
+    ports = [{"name": "sk-proxy-in", "containerPort": inbound, "protocol": "TCP"}]
+    container = _agent_container("proxy", values, ctx, env=env, ports=ports, mounts=mounts)
+    return Parts(sidecars=(container,), volumes=tuple(volumes))
+
+
+def _proxy_profile(image: str) -> Profile:
+    K = _settings.Kind
+    return Profile(
+        name="proxy",
+        description="Fronts the app's port with the HTTP proxy; upstreams from a ConfigMap.",
+        settings=(
+            *COMMON_SETTINGS,
+            _image_setting(image),
+            _settings.Setting("port", K.PORT, "8080", "Port the app listens on (loopback)."),
+            _settings.Setting(
+                "inbound-port",
+                K.PORT,
+                "15006",
+                "Port the proxy listens on for the app's clients; point the Service here.",
+            ),
+            _settings.Setting(
+                "config-map",
+                K.NAME,
+                None,
+                "ConfigMap whose proxy.yaml holds upstreams and limits; reloaded on change.",
+            ),
+            _settings.Setting(
+                "admin-port", K.PORT, "15102", "Port of /healthz, /ready and /metrics."
+            ),
+            *_resource_settings("50m", "32Mi", "128Mi"),
+        ),
+        render=_render_proxy,
+        builtin=True,
+    )
+
+
 def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
-    """The ``logs`` and ``metrics`` profiles, running ``sidecarkit agent`` from ``image``."""
+    """The ``logs``, ``metrics`` and ``proxy`` profiles, running ``sidecarkit agent`` from
+    ``image``."""
     K = _settings.Kind
     logs = Profile(
         name="logs",
@@ -351,7 +410,8 @@ def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
         render=_render_metrics,
         builtin=True,
     )
-    return {logs.name: logs, metrics.name: metrics}
+    proxy = _proxy_profile(image)
+    return {logs.name: logs, metrics.name: metrics, proxy.name: proxy}
 
 
 _PLACEHOLDER: Final = re.compile(r"\$\$\{|\$\{([^}]*)\}")

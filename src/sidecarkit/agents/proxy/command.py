@@ -109,10 +109,17 @@ def _load(
     help="YAML settings (flags win). Env: SIDECARKIT_PROXY_CONFIG.",
 )
 @click.option(
-    "--inbound", "inbound", metavar="HOST:PORT", help="Listen for the app's clients here."
+    "--inbound",
+    "inbound",
+    metavar="HOST:PORT",
+    envvar="SIDECARKIT_PROXY_INBOUND",
+    help="Listen for the app's clients here. Env: SIDECARKIT_PROXY_INBOUND.",
 )
 @click.option(
-    "--app", metavar="HOST:PORT", help="The app behind the inbound listener, 127.0.0.1:8080."
+    "--app",
+    metavar="HOST:PORT",
+    envvar="SIDECARKIT_PROXY_APP",
+    help="The app behind the inbound listener, 127.0.0.1:8080. Env: SIDECARKIT_PROXY_APP.",
 )
 @click.option(
     "--upstream",
@@ -136,7 +143,13 @@ def _load(
     metavar="HOST:PORT",
     help="Be the app's HTTP_PROXY here: requests go to the upstream their host names.",
 )
-@click.option("--admin", metavar="HOST:PORT", help="/healthz, /ready and /metrics, 0.0.0.0:15190.")
+@click.option(
+    "--admin",
+    metavar="HOST:PORT",
+    envvar="SIDECARKIT_ADMIN_PORT",
+    help="/healthz, /ready and /metrics, 0.0.0.0:15190 (a bare port: on 0.0.0.0). "
+    "Env: SIDECARKIT_ADMIN_PORT.",
+)
 @click.option("--balancer", type=click.Choice(proxy_settings.BALANCERS), help="For every upstream.")
 @click.option(
     "--access-log/--no-access-log", default=None, help="One JSON line a request on stdout."
