@@ -146,3 +146,26 @@ def test_a_reload_restarts_only_the_discovery_that_changed() -> None:
     assert moved.rediscover == ("upstream:svc",)
     retyped = reloading.plan(settings(), settings(protocol="tcp"))
     assert (retyped.retire, retyped.add) == (("upstream:svc",), ("upstream:svc",))
+
+
+def test_a_reload_naming_a_port_in_use_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    a = support.start_backend(tmp_path / "a")
+    b = support.start_backend(tmp_path / "b")
+    port = support.free_port()
+    config = tmp_path / "proxy.yaml"
+    write(config, [{"name": "svc", "listen": port, "endpoints": [a.address]}])
+    log = tmp_path / "proxy.log"
+    proxy = support.start_proxy(config=config, stderr=log.open("wb"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        write(
+            config,
+            [
+                {"name": "svc", "listen": port, "endpoints": [b.address]},
+                {"name": "extra", "listen": busy, "endpoints": [b.address]},
+            ],
+        )
+        wait_reloads(proxy, "failure", 1)
+    assert "refused: cannot listen" in log.read_text()
+    assert support.request(port)[2] == b"ok %d" % a.port, "the svc change was not half-applied"
+    assert proxy.stop() == 0

@@ -230,7 +230,15 @@ class Agent:
         for key, service in fresh.items():
             self.keyed[key] = service
         for key in later:  # after the old listener on the port closed
-            opened[key] = await self._listen(self.keyed[key], after[key].address)  # type: ignore[arg-type]
+            address = after[key].address
+            assert address is not None  # only keys with an address are put in ``later``
+            try:
+                opened[key] = await self._listen(self.keyed[key], address)
+            except OSError as exc:  # the port was ours a moment ago: rare, and too late to undo
+                log.error(
+                    "%s: cannot listen on %s:%d (%s); it has no listener until the next reload",
+                    key, *address, exc,
+                )  # fmt: skip
         for key, server in opened.items():
             self.keyed[key].server = server
         for key in (*change.keep, *change.move):
