@@ -109,6 +109,7 @@ def test_a_names_records_are_asked_again_when_their_ttl_runs_out_and_kept_when_d
         assert proxy.metric("request_total", endpoint=f"127.0.0.2:{port}") == 0
         answered(proxy)
         assert proxy.metric("request_total", endpoint=f"127.0.0.1:{port}") == 8
+        assert proxy.metric("discovery_stale", upstream="svc") == 0
         records.set("svc.test.", "A", A("127.0.0.2"), ttl=1)
         deadline = time.monotonic() + 20
         while proxy.metric("request_total", endpoint=f"127.0.0.2:{port}") == 0:
@@ -121,6 +122,7 @@ def test_a_names_records_are_asked_again_when_their_ttl_runs_out_and_kept_when_d
         while proxy.metric("discovery_errors_total", upstream="svc") == 0:
             assert time.monotonic() < deadline, "the DNS outage was not noticed"
             time.sleep(0.2)
+        assert proxy.metric("discovery_stale", upstream="svc") == 1
         before = proxy.metric("request_total", endpoint=f"127.0.0.2:{port}")
         answered(proxy)
         assert proxy.metric("request_total", endpoint=f"127.0.0.2:{port}") == before + 8

@@ -71,6 +71,8 @@ class DnsSource:
         """Seconds until the next question: the last answer's TTL, or ``DNS_INTERVAL`` after
         a failure."""
         self.last: list[tuple[str, int]] | None = None
+        self.stale = False
+        """True while the last question failed (the endpoints in use may be out of date)."""
         self._last_error = ""
         self._system = server is None
         if server is None:
@@ -96,6 +98,7 @@ class DnsSource:
                 found, ttl = await self._hosts()
         except (dns.exception.DNSException, OSError) as exc:
             self.errors += 1
+            self.stale = True
             self.interval = DNS_INTERVAL
             reason = str(exc) or type(exc).__name__
             message = f"cannot resolve {self.path}: {reason}; keeping the last endpoints"
@@ -104,6 +107,7 @@ class DnsSource:
                 self._last_error = message
             return None
         self._last_error = ""
+        self.stale = False
         self.interval = min(max(float(ttl), MIN_TTL), MAX_TTL)
         found = sorted(set(found))
         if found == self.last:
@@ -163,6 +167,8 @@ class FileSource:
         self.path = path
         self.watch = watching.FileWatch((Path(path),))
         self.endpoints: list[tuple[str, int]] | None = None
+        self.stale = False
+        """True while the file cannot be read or is bad (the last good endpoints are used)."""
         self.errors = 0
         self.reported = 0
         """``errors`` already added to the metric."""
@@ -184,11 +190,13 @@ class FileSource:
             return None
         self.watch.accept(contents)
         self._last_error = ""
+        self.stale = False
         self.endpoints = endpoints
         return endpoints
 
     def _fail(self, message: str) -> None:
         self.errors += 1
+        self.stale = True
         if message != self._last_error:
             log.warning("%s", message)
             self._last_error = message

@@ -98,16 +98,14 @@ class Agent:
             for service in self.services:
                 service.gauges(now)
             sources: list[tuple[Service, Any]] = [*self.files, *self.names]
-            for service, source in self.watches:
-                sources.append((service, source))
+            sources += self.watches
+            for service, source in sources:
                 self.metrics.set_gauge(
                     "discovery_stale",
-                    "1 while a watched endpoints source is broken and the last good endpoints "
-                    "are kept.",
+                    "1 while an endpoints source fails and its last good endpoints are kept.",
                     {"upstream": service.name, "source": source.path},
                     int(source.stale),
                 )
-            for service, source in sources:
                 self.metrics.add_counter(
                     "discovery_errors_total",
                     "Failed reads of an endpoints source; the last good endpoints are kept.",
