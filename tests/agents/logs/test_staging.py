@@ -102,6 +102,16 @@ def test_redact_masks_emails_luhn_valid_cards_bearer_tokens_and_secret_values() 
     )
 
 
+def test_redact_masks_ipv4_addresses_but_not_longer_dotted_numbers() -> None:
+    out = _run(
+        [{"type": "redact", "patterns": ["ipv4"]}],
+        _lines('10.1.2.3 - - "GET /" from 192.168.0.1. build 1.2.3.4.5, 5.1.2.3.4 12345.1.1.1'),
+    )
+    assert out[0][1] == (
+        '[REDACTED] - - "GET /" from [REDACTED]. build 1.2.3.4.5, 5.1.2.3.4 12345.1.1.1'
+    )
+
+
 def test_redact_takes_your_own_regex_and_fields_other_than_the_message() -> None:
     events: list[records.Event] = [(0, "session=abc123", {"url": "/x?session=zz9", "n": 3}, None)]
     out = _run(

@@ -5,6 +5,7 @@ Built-ins, by name:
 - ``email``: addresses such as ``jane.doe@example.com``.
 - ``card``: payment card numbers, 13 to 19 digits, spaces or dashes between them allowed, that
   pass the Luhn check (so order numbers and timestamps of the same length are left alone).
+- ``ipv4``: IPv4 addresses (and anything written like one, such as a four-part version).
 - ``bearer``: the token after ``Bearer`` (an ``Authorization`` header as apps log it).
 - ``jwt``: JSON Web Tokens (three base64url parts, the first starting ``eyJ``).
 - ``secret``: the value after a key named like a secret (``password``, ``passwd``, ``secret``,
@@ -12,9 +13,10 @@ Built-ins, by name:
   ``password=hunter2`` or ``"token": "abc"``; the key stays, the value goes.
 - ``aws``: AWS access key ids (``AKIA...``, ``ASIA...``).
 
-Each is a regex with a cheap test in front (a substring the text must hold) so that lines
-without anything to mask cost one ``in``; a match is replaced by ``[REDACTED]`` (the key and
-the ``Bearer`` word are kept). Pure: no I/O.
+Each is a regex with a cheap test in front where one exists (a substring the text must hold), so
+that lines without anything to mask cost one ``in``; a match is replaced by ``[REDACTED]`` (the
+key and the ``Bearer`` word are kept). The built-ins read digits, letters and word boundaries as
+ASCII, as Fluent Bit's regexes do, which also makes them scan several times faster. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -50,8 +52,17 @@ class _Builtin:
     hints: tuple[str, ...]
     """Substrings one of which every match holds (lowercase text when ``folded``); none: scan."""
     folded: bool = False
-    check: Callable[[str], bool] | None = None
-    """A test of the match (Luhn), when the regex alone would mask too much."""
+    check: Callable[[re.Match[str]], bool] | None = None
+    """A test of the match (Luhn, what is around it), when the regex alone would mask too
+    much: cheaper than a regex that says it all, since it runs only where the regex matched."""
+
+
+def _address(found: re.Match[str]) -> bool:
+    """Not a part of a longer dotted number (``1.2.3.4.5``, a version)."""
+    text, start, end = found.string, found.start(), found.end()
+    if start and text[start - 1] == ".":
+        return False
+    return not (text[end : end + 1] == "." and text[end + 1 : end + 2].isdigit())
 
 
 def luhn(text: str) -> bool:
@@ -68,20 +79,23 @@ _SECRET_KEYS: Final = r"password|passwd|pwd|secret|token|api[_-]?key|access[_-]?
 
 BUILTIN: Final[dict[str, _Builtin]] = {
     "email": _Builtin(
-        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", MASK, ("@",)
+        r"(?a)\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", MASK, ("@",)
     ),
-    "card": _Builtin(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])", MASK, (), check=luhn),
+    "card": _Builtin(
+        r"(?a)\b\d{4}(?:[ -]?\d){9,15}\b", MASK, (), check=lambda found: luhn(found.group())
+    ),
+    "ipv4": _Builtin(r"(?a)\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b", MASK, (".",), check=_address),
     "bearer": _Builtin(
         r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*", rf"\g<1>{MASK}", ("bearer",), folded=True
     ),
-    "jwt": _Builtin(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", MASK, ("eyJ",)),
+    "jwt": _Builtin(r"(?a)\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", MASK, ("eyJ",)),
     "secret": _Builtin(
         rf"""(?i)((?:{_SECRET_KEYS})["']?\s*[:=]\s*["']?)[^\s"'&,;]+""",
         rf"\g<1>{MASK}",
         ("pass", "pwd", "secret", "token", "key"),
         folded=True,
     ),
-    "aws": _Builtin(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", MASK, ("AKIA", "ASIA")),
+    "aws": _Builtin(r"(?a)\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", MASK, ("AKIA", "ASIA")),
 }
 
 
@@ -166,7 +180,7 @@ def _one(pattern: Pattern) -> Callable[[str], str]:
     if check is not None:
 
         def template(found: re.Match[str]) -> str:
-            return MASK if check(found.group()) else found.group()
+            return MASK if check(found) else found.group()
 
     hints = builtin.hints
     if not hints:
