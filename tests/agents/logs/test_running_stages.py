@@ -208,3 +208,36 @@ def test_check_config_prints_the_effective_pipeline_in_order(tmp_path: Path) -> 
     positions = [out.index(line) for line in order]
     assert positions == sorted(positions)
     assert "secret" not in out
+
+
+def test_throttle_holds_the_rate_per_level_under_a_tenfold_flood_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    rate, seconds = 50, 10
+    config = _config(
+        tmp_path,
+        f"parser: json\nstages:\n  - {{type: throttle, key: level, rate: {rate}, per: 1s}}\n",
+    )
+    start = 1_795_973_184  # the flood's record times: ten times the rate, for each level
+    lines = []
+    for n in range(rate * 10 * 2 * seconds):
+        second, within = divmod(n, rate * 10 * 2)
+        stamp = f"{start + second}.{within * 1000 // (rate * 20):03d}"
+        lines.append(f'{{"ts": {stamp}, "level": "{"warn" if n % 2 else "info"}", "msg": "{n}"}}\n')
+    (tmp_path / "logs" / "app.log").write_text("".join(lines))
+    port = free_port()
+    proc = _start(config, port)
+    assert wait_for(
+        lambda: f'stage_in_total{{stage="throttle"}} {len(lines)}' in _metrics(port), 30
+    )
+    text = _metrics(port)
+    shipped = _stop(proc)
+    per_window: dict[tuple[object, str], int] = {}
+    for record in shipped:
+        window = (record["level"], str(record["time"])[:19])
+        per_window[window] = per_window.get(window, 0) + 1
+    assert len(per_window) == 2 * seconds
+    assert all(abs(count - rate) <= rate * 0.02 for count in per_window.values()), per_window
+    dropped = len(lines) - len(shipped)
+    assert dropped == 2 * seconds * rate * 9
+    assert f'sidecarkit_logs_throttled_total{{stage="throttle",key="warn"}} {dropped // 2}' in text

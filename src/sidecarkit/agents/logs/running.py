@@ -13,6 +13,7 @@ everything.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -198,6 +199,7 @@ class Agent:
         shipper.restore()
         for source in shipper.sources:
             source.tailer.discover()
+        gc.freeze()  # start-up's objects live as long as the agent: out of every collection
         shipper.start()
         self.ready = True
         log.info(
