@@ -26,7 +26,6 @@ from sidecarkit.agents.logs import (
     parsing,
     shipping,
     sinks,
-    staging,
     tailing,
     watching,
 )
@@ -83,9 +82,13 @@ class Agent:
 
         labels = dict(settings.labels)
         labels.update(pod_labels(settings.podinfo_dir, settings.pod_labels))
-        pipeline = staging.compile(
-            settings.stages, metadata=metadata(settings), metrics=self.metrics
-        )
+        pipeline = None
+        if settings.stages:
+            from sidecarkit.agents.logs import staging  # noqa: PLC0415 - only with stages
+
+            pipeline = staging.compile(
+                settings.stages, metadata=metadata(settings), metrics=self.metrics
+            )
         sources = [
             shipping.Source(
                 s.name,

@@ -37,11 +37,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sidecarkit import durations
 from sidecarkit.agents.identity import identity_labels, parse_labels
-from sidecarkit.agents.logs import parsing, shipping, sinks, stages
+from sidecarkit.agents.logs import parsing, shipping, sinks
+
+if TYPE_CHECKING:  # imported when a config has stages: an agent without them starts smaller
+    from sidecarkit.agents.logs import stages
 
 __all__ = [
     "Settings",
@@ -91,7 +94,11 @@ class Settings:
 def effective_sources(settings: Settings) -> tuple[SourceSettings, ...]:
     """The sources with a leading ``multiline`` stage moved into their parsers, which join
     lines before any stage runs; ValueError when a source already joins lines its own way."""
-    first = settings.stages[0] if settings.stages else None
+    if not settings.stages:
+        return settings.sources
+    from sidecarkit.agents.logs import stages  # noqa: PLC0415 - only with stages
+
+    first = settings.stages[0]
     if not isinstance(first, stages.Multiline):
         return settings.sources
     out = []
@@ -316,6 +323,8 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
     if "sinks" in data:
         changes["sinks"] = _sinks(data["sinks"], f"{source}: sinks")
     if "stages" in data:
+        from sidecarkit.agents.logs import stages  # noqa: PLC0415 - only with stages
+
         changes["stages"] = stages.from_config(data["stages"], f"{source}: stages")
     for key in ("offsets_dir", "host"):
         if data.get(key) is not None:
