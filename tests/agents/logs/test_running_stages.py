@@ -241,3 +241,23 @@ def test_throttle_holds_the_rate_per_level_under_a_tenfold_flood_and_counts_the_
     dropped = len(lines) - len(shipped)
     assert dropped == 2 * seconds * rate * 9
     assert f'sidecarkit_logs_throttled_total{{stage="throttle",key="warn"}} {dropped // 2}' in text
+
+
+def test_check_config_shows_what_flags_change_without_starting(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    port = free_port()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "sidecarkit", "agent", "logs", "--check-config", str(config)),
+            *("--paths", "/srv/other/*.log", "--port", str(port)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "app: /srv/other/*.log (parser: raw)" in proc.stdout
+    assert "stages: none" not in proc.stdout
+    assert _metrics(port) == "", "the check starts nothing"
