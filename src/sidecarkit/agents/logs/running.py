@@ -13,14 +13,23 @@ everything.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from sidecarkit import metering
-from sidecarkit.agents.logs import admin, offsets, parsing, shipping, sinks, tailing, watching
-from sidecarkit.agents.logs.settings import Settings, pod_labels
+from sidecarkit.agents.logs import (
+    admin,
+    offsets,
+    parsing,
+    shipping,
+    sinks,
+    tailing,
+    watching,
+)
+from sidecarkit.agents.logs.settings import Settings, effective_sources, pod_labels
 
 __all__ = ["Agent"]
 
@@ -29,6 +38,16 @@ log = logging.getLogger("sidecarkit.agent.logs")
 
 def _is_raw(spec: parsing.ParserSpec) -> bool:
     return spec.format == "raw" and not spec.multiline and not spec.multiline_start
+
+
+def metadata(settings: Settings) -> dict[str, str]:
+    """What a ``modify`` stage's ``copy`` can name: the pod's identity and static labels
+    (``pod``, ``namespace``, ``node``, ``container``, ...) and ``labels.NAME`` for every pod
+    label in the Downward API volume."""
+    found = dict(settings.labels)
+    for key, value in pod_labels(settings.podinfo_dir, ("*",)).items():
+        found[f"labels.{key}"] = value
+    return found
 
 
 class Agent:
@@ -61,17 +80,25 @@ class Agent:
                 ),
             )
 
+        labels = dict(settings.labels)
+        labels.update(pod_labels(settings.podinfo_dir, settings.pod_labels))
+        pipeline = None
+        if settings.stages:
+            from sidecarkit.agents.logs import staging  # noqa: PLC0415 - only with stages
+
+            pipeline = staging.compile(
+                settings.stages, metadata=metadata(settings), metrics=self.metrics
+            )
         sources = [
             shipping.Source(
                 s.name,
                 tailer(s.paths),
                 parsing.compile(s.parser),
-                raw=_is_raw(s.parser),
+                raw=_is_raw(s.parser) and pipeline is None,
+                stages=pipeline,
             )
-            for s in settings.sources
+            for s in effective_sources(settings)
         ]
-        labels = dict(settings.labels)
-        labels.update(pod_labels(settings.podinfo_dir, settings.pod_labels))
         store = (
             offsets.OffsetStore(Path(settings.offsets_dir) / "offsets.json")
             if settings.offsets_dir
@@ -175,6 +202,7 @@ class Agent:
         shipper.restore()
         for source in shipper.sources:
             source.tailer.discover()
+        gc.freeze()  # start-up's objects live as long as the agent: out of every collection
         shipper.start()
         self.ready = True
         log.info(

@@ -24,6 +24,8 @@ looks like this (every key optional)::
     retry_max: 30s
     max_retries: null                   # null: retry forever
     drain_timeout: 25s                  # on SIGTERM, how long to wait for the sinks
+    stages:                             # processing between parse and ship (docs/logs-pipeline.md)
+      - {type: grep, field: level, drop: ^debug$}
 
 The pod's identity comes from the Downward API env the ``logs`` injection profile sets and
 becomes the labels ``pod``, ``namespace``, ``node`` and ``container``.
@@ -35,13 +37,23 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sidecarkit import durations
 from sidecarkit.agents.identity import identity_labels, parse_labels
 from sidecarkit.agents.logs import parsing, shipping, sinks
 
-__all__ = ["Settings", "SourceSettings", "from_mapping", "identity_labels", "parse_sink"]
+if TYPE_CHECKING:  # imported when a config has stages: an agent without them starts smaller
+    from sidecarkit.agents.logs import stages
+
+__all__ = [
+    "Settings",
+    "SourceSettings",
+    "effective_sources",
+    "from_mapping",
+    "identity_labels",
+    "parse_sink",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,42 @@ class Settings:
     exit_when_done: tuple[str, ...] = ()
     """App containers whose ``<name>.done`` file ends the agent (legacy Job pods)."""
     lifecycle_dir: str = "/run/sidecarkit"
+    stages: tuple[stages.Stage, ...] = ()
+    """Processing stages, run in order on every record between parsing and shipping."""
+
+
+def effective_sources(settings: Settings) -> tuple[SourceSettings, ...]:
+    """The sources with a leading ``multiline`` stage moved into their parsers, which join
+    lines before any stage runs; ValueError when a source already joins lines its own way."""
+    if not settings.stages:
+        return settings.sources
+    from sidecarkit.agents.logs import stages  # noqa: PLC0415 - only with stages
+
+    first = settings.stages[0]
+    if not isinstance(first, stages.Multiline):
+        return settings.sources
+    out = []
+    for source in settings.sources:
+        parser = source.parser
+        if parser.multiline or parser.multiline_start or parser.multiline_continue:
+            raise ValueError(
+                f"stages[0] ({first.name}): source {source.name!r} already has a multiline "
+                "parser; keep one of the two (the source's parser or the multiline stage)"
+            )
+        out.append(
+            replace(
+                source,
+                parser=replace(
+                    parser,
+                    multiline=first.preset,
+                    multiline_start=first.start,
+                    multiline_continue=first.more,
+                    flush_timeout=first.flush_timeout,
+                    max_lines=first.max_lines,
+                ),
+            )
+        )
+    return tuple(out)
 
 
 def pod_labels(podinfo_dir: str | None, wanted: tuple[str, ...]) -> dict[str, str]:
@@ -249,6 +297,7 @@ _KEYS: Final = (
     "long_lines",
     "read_size",
     "drain_timeout",
+    "stages",
     *_TUNING,
 )
 
@@ -273,6 +322,10 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         )
     if "sinks" in data:
         changes["sinks"] = _sinks(data["sinks"], f"{source}: sinks")
+    if "stages" in data:
+        from sidecarkit.agents.logs import stages  # noqa: PLC0415 - only with stages
+
+        changes["stages"] = stages.from_config(data["stages"], f"{source}: stages")
     for key in ("offsets_dir", "host"):
         if data.get(key) is not None:
             changes[key] = str(data[key])

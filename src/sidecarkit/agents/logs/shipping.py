@@ -75,6 +75,8 @@ class Source:
     make_parser: Callable[[], Parser]
     raw: bool = False
     """The parser keeps lines as they are: a chunk can travel as its bytes."""
+    stages: Callable[[list[records.Event], int], list[records.Event]] | None = None
+    """Processing stages run on the parsed events of each group (``staging.Pipeline``)."""
     parsers: dict[tuple[int, int, int], Parser] = field(default_factory=dict)
 
 
@@ -211,6 +213,8 @@ class Shipper:
             source.tailer.counted(chunk, len(lines))
         self.meters.read.inc(source.name, amount=chunk.lines)
         events = parser.feed(lines, chunk.first, now)
+        if events and source.stages is not None:
+            events = source.stages(events, wall)
         if events:
             group = records.Group(f.path, f.key, events, wall, chunk.data if source.raw else None)
             self._add(group, len(events), len(chunk.data))
@@ -233,6 +237,9 @@ class Shipper:
                 if not parser.held_bytes and not force:
                     continue
                 events = parser.flush(now, force=force)
+                flushed = bool(events)
+                if events and source.stages is not None:
+                    events = source.stages(events, time.time_ns())
                 f = source.tailer.files.get((key[0], key[1]))
                 if f is None or f.generation != key[2]:
                     if events:
@@ -244,9 +251,10 @@ class Shipper:
                     path, file_key = "?", f"{key[0]:x}:{key[1]:x}:gone:{key[2]}"
                 else:
                     path, file_key = f.path, f.key
-                if not events:
+                if events:
+                    self._add(records.Group(path, file_key, events, time.time_ns()), len(events), 0)
+                elif not flushed:
                     continue
-                self._add(records.Group(path, file_key, events, time.time_ns()), len(events), 0)
                 if f is not None and f.generation == key[2]:
                     held_lines = parser.held_lines
                     self._marks.append(
