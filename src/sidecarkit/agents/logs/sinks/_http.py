@@ -443,17 +443,11 @@ def short(text: str, limit: int = 120) -> str:
 def refuse(
     sink: str, batch: records.Batch, reason: str, detail: str, *, events: int | None = None
 ) -> records.Outcome:
-    """``events`` of ``batch`` (default: all) refused for good, for ``reason``; logged with
-    ``detail``."""
+    """``events`` of ``batch`` (default: all) refused for good, for ``reason``; the shipper logs
+    ``detail`` with the batch's first event as a sample."""
     events = count(batch) if events is None else events
-    log.warning(
-        "sink %s: receiver refused %d event(s) of batch %d (not retried): %s",
-        sink,
-        events,
-        batch.seq,
-        detail,
-    )
-    return records.Outcome(rejected=events, reasons={reason: events})
+    first = records.sample(batch.groups[0]) if batch.groups else ""
+    return records.Outcome(rejected=events, reasons={reason: events}, detail=detail, sample=first)
 
 
 def encode(build: Callable[[records.Batch], bytes], batch: records.Batch) -> bytes:

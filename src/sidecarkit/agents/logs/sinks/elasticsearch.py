@@ -298,11 +298,11 @@ class ElasticsearchSink:
         reasons: Counter[str] = Counter()
         keep: list[list[bool]] = []
         again = 0
-        example = ""
+        example = first = ""
         position = 0
         for group in batch.groups:
             flags = []
-            for _ in range(group.count()):
+            for index in range(group.count()):
                 item = items[position]
                 position += 1
                 result: Any = next(iter(item.values()), None) if isinstance(item, dict) else None
@@ -316,20 +316,15 @@ class ElasticsearchSink:
                 elif not (200 <= code < 300 or code == 409):
                     kind, why = _item_error(result)
                     reasons[kind] += 1
-                    example = example or f"{kind}: {why}"
+                    if not example:
+                        example, first = f"{kind}: {why}", records.sample(group, index)
             keep.append(flags)
         rejected = sum(reasons.values())
-        if rejected:
-            log.warning(
-                "sink %s: %d event(s) of batch %d refused by Elasticsearch (not retried), e.g. %s",
-                self.name,
-                rejected,
-                batch.seq,
-                _http.short(example, 300),
-            )
         return records.Outcome(
             rejected=rejected,
             reasons=dict(reasons),
+            detail=_http.short(example, 300),
+            sample=first,
             retry=batch.subset(keep) if again else None,
             retry_after=reply.retry_after if again else None,
         )
