@@ -6,13 +6,12 @@ stops reading, memory stays flat, and the unread lines wait in the file.
 
 Every sealed batch goes to the sinks whose ``match`` rules its records satisfy (``routing``;
 a sink without a rule takes everything), each sink taking its batches in order, one request at
-a time. A sink answers per batch (``records.Outcome``): delivered, some events refused for good
-(counted by reason, never retried), or a smaller batch to retry. Retries back off exponentially
-with jitter and go on forever unless ``max_retries`` is set (then what is given up is counted as
-dropped). Once *every* sink the batch went to is done with it, and with every batch before it,
-the offsets of the lines it carried are committed; committed offsets are saved atomically at
-most every ``checkpoint_interval`` seconds and on exit. After a crash the agent resumes from
-there, so what it replays is at most what was not yet confirmed.
+a time (``delivering``: a sink's answer says what it took, refused for good or wants again;
+retries back off and go on unless ``max_retries`` is set). Once *every* sink the batch went to
+is done with it, and with every batch before it, the offsets of the lines it carried are
+committed; committed offsets are saved atomically at most every ``checkpoint_interval`` seconds
+and on exit. After a crash the agent resumes from there, so what it replays is at most what was
+not yet confirmed.
 
 Lines a parser holds (an unfinished multiline record, a partial CRI line) are not committed
 until the record they belong to is shipped: the commit point of a chunk is its end minus the
@@ -32,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -40,14 +38,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecarkit import metering
-from sidecarkit.agents.logs import meters, offsets, records, routing, tailing, watching
+from sidecarkit.agents.logs import (
+    delivering,
+    meters,
+    offsets,
+    records,
+    routing,
+    tailing,
+    watching,
+)
 
-__all__ = ["REFUSAL_LOG_EVERY", "Shipper", "Source", "Tuning"]
+__all__ = ["Shipper", "Source", "Tuning"]
 
 log = logging.getLogger("sidecarkit.agent.logs")
-
-REFUSAL_LOG_EVERY = 10.0
-"""Seconds between warnings about one sink's refused events."""
 
 
 class Parser(Protocol):
@@ -91,12 +94,6 @@ class Source:
     raw: bool = False
     """The parser keeps lines as they are: a chunk can travel as its bytes."""
     parsers: dict[tuple[int, int, int], Parser] = field(default_factory=dict)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Network trouble (refused, reset, timed out, or an HTTP client's own errors): expected
-    and retried quietly, unlike a failure that points at a bug."""
-    return isinstance(exc, OSError | TimeoutError) or type(exc).__module__.startswith("aiohttp")
 
 
 Mark = tuple[Source, tuple[int, int], int, int, int]
@@ -180,10 +177,15 @@ class Shipper:
         """The tailers' ``changes`` and ``grown`` at the last save: files that appeared or left
         the glob are saved at once, growth every ``checkpoint_interval``, even while nothing is
         delivered, so a restart finishes them."""
-        self._refusals: dict[str, tuple[float, int]] = {}
         self.progress = asyncio.Event()
         self.metrics = metrics or metering.Registry()
         self.meters = meters.Meters.add_to(self.metrics)
+        self.deliverer = delivering.Deliverer(
+            self.meters,
+            retry_initial=self.tuning.retry_initial,
+            retry_max=self.tuning.retry_max,
+            max_retries=self.tuning.max_retries,
+        )
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -428,77 +430,11 @@ class Shipper:
             pending, batch = item
             lane.busy_since, lane.current = time.monotonic(), pending
             try:
-                await self._deliver(lane.sink, batch)
+                await self.deliverer.deliver(lane.sink, batch)
             finally:
                 lane.busy_since = lane.current = None
             del item, batch  # the records go now, not when the next batch comes
             self._confirmed(lane, pending)
-
-    async def _deliver(self, sink: records.Sink, batch: records.Batch) -> None:
-        attempt = 0
-        current: records.Batch | None = batch
-        while current is not None:
-            try:
-                outcome = await sink.send(current)
-            except Exception as exc:  # whatever it is, the batch is kept
-                outcome = records.Outcome(retry=current)
-                if _transient(exc):
-                    self.meters.errors.inc(sink.name, type(exc).__name__)
-                    if attempt == 0:
-                        log.warning("sink %s: %s; retrying", sink.name, exc or type(exc).__name__)
-                else:
-                    # A bug must not lose lines: the batch is retried like any failure.
-                    self.meters.errors.inc(sink.name, "internal")
-                    log.exception("sink %s failed unexpectedly; retrying", sink.name)
-            retry = outcome.retry
-            settled = current.events - (retry.events if retry is not None else 0)
-            if outcome.rejected:
-                for reason, count in (outcome.reasons or {"rejected": outcome.rejected}).items():
-                    self.meters.rejected.inc(sink.name, reason, amount=count)
-                self._refused(sink.name, current.seq, outcome)
-            if settled - outcome.rejected > 0:
-                self.meters.shipped.inc(sink.name, amount=settled - outcome.rejected)
-            if retry is None:
-                self.meters.bytes_shipped.inc(sink.name, amount=batch.size)
-                return
-            attempt += 1
-            if self.tuning.max_retries is not None and attempt > self.tuning.max_retries:
-                self.meters.dropped.inc(sink.name, amount=retry.events)
-                log.error(
-                    "sink %s: giving up on %d events after %d retries (max_retries)",
-                    sink.name,
-                    retry.events,
-                    attempt - 1,
-                )
-                return
-            self.meters.retries.inc(sink.name)
-            delay = min(self.tuning.retry_max, self.tuning.retry_initial * 2 ** (attempt - 1))
-            delay = delay / 2 + random.uniform(0, delay / 2)
-            if outcome.retry_after is not None:
-                delay = max(delay, min(outcome.retry_after, 300.0))
-            await asyncio.sleep(delay)
-            current = retry
-
-    def _refused(self, sink: str, seq: int, outcome: records.Outcome) -> None:
-        """Log refused events, with the receiver's words and a sample; at most one warning per
-        sink every ``REFUSAL_LOG_EVERY`` seconds, so a receiver refusing everything does not
-        flood the agent's own log (the counter has every refusal)."""
-        now = time.monotonic()
-        last, quiet = self._refusals.get(sink, (-REFUSAL_LOG_EVERY, 0))
-        if now - last < REFUSAL_LOG_EVERY:
-            self._refusals[sink] = (last, quiet + outcome.rejected)
-            return
-        self._refusals[sink] = (now, 0)
-        log.warning(
-            "sink %s refused %d event(s) of batch %d for good (not retried)%s: %s%s%s",
-            sink,
-            outcome.rejected,
-            seq,
-            f", {quiet} more since the last warning" if quiet else "",
-            ", ".join(f"{k} x{v}" for k, v in outcome.reasons.items()) or "no reason given",
-            f"; {outcome.detail}" if outcome.detail else "",
-            f"; e.g. {outcome.sample}" if outcome.sample else "",
-        )
 
     # --- the loop -----------------------------------------------------------------------------
 
