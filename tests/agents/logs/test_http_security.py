@@ -1,4 +1,4 @@
-"""Every HTTP sink over TLS with a custom CA and a client certificate, and secrets from files.
+"""Every HTTP sink over TLS with a custom CA, a client certificate and gzip; secrets from files.
 
 The receivers are the local API servers of ``tests/support/receivers`` behind a real TLS
 server context that requires a client certificate signed by the test's CA.
@@ -55,10 +55,18 @@ def test_every_http_sink_presents_its_client_certificate_and_checks_the_custom_c
     with receiver_type(ssl_context=_mutual(tls)) as receiver:
         url = receiver.url + path
         with_cert = sinks.create(
-            spec(kind, url, ca_file=str(tls.ca_file), cert_file=str(cert), key_file=str(key))
+            spec(
+                kind,
+                url,
+                ca_file=str(tls.ca_file),
+                cert_file=str(cert),
+                key_file=str(key),
+                gzip=True,
+            )
         )
         assert run(send_all(with_cert, make_batch())) == [records.Outcome()]
         assert receiver.requests == 1
+        assert receiver.gzipped == 1, "the body went gzipped, and the receiver took it"
         without = sinks.create(spec(kind, url, ca_file=str(tls.ca_file)))
         with pytest.raises((ssl.SSLError, ConnectionError)):
             run(send_all(without, make_batch()))
