@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sidecarkit import errors
 from sidecarkit.agents.logs import records, routing, settings, shipping, tailing
 from tests.agents.logs.test_shipping import _offset, _shipper, _Sink, _until
 
@@ -226,3 +229,28 @@ def test_a_stalled_sink_lets_the_others_lead_by_max_lead_then_holds_reading(
         await shipper.close()
 
     asyncio.run(main())
+
+
+def test_a_bad_rule_stops_the_agent_before_start_with_the_config_error_exit_code(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "logs.yaml"
+    config.write_text(
+        "paths: /tmp/none/*.log\n"
+        "sinks:\n"
+        "  errors:\n"
+        "    kind: stdout\n"
+        "    match: {levels: [error]}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", "agent", "logs", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == errors.ConfigError.exit_code
+    assert done.stderr.strip() == (
+        f"sidecarkit: error: {config}: sinks.errors.match: unknown key 'levels'; "
+        "a match rule takes files, level, fields"
+    )
