@@ -244,6 +244,7 @@ class Tailer(Finding):
                 if last is not None:
                     chunks.append(last)
         self._active = active if full else active | (self._active & set(self.files))
+        self._uncounted.clear()  # the caller counts the rest; keep no chunk past the poll
         return chunks
 
     def _wait_over(self, f: TailedFile, now: float) -> bool:
@@ -310,7 +311,7 @@ class Tailer(Finding):
             f.position += advance
             return None
         previous = self._uncounted.get(f.identity)
-        if previous is not None and previous.lines < 0:
+        if previous is not None and previous.lines < 0 and previous.generation == f.generation:
             # Read again in the same poll before the caller counted the last chunk: count it
             # now, so this chunk's first line number follows it.
             self.counted(previous, previous.data.count(b"\n"))
