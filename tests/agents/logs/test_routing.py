@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from sidecarkit import errors
-from sidecarkit.agents.logs import records, routing, settings, shipping, tailing
-from tests.agents.logs.test_shipping import _offset, _shipper, _Sink, _until
+from sidecarkit.agents.logs import offsets, records, routing, settings, shipping, tailing
+from tests.agents.logs.test_shipping import _offset, _Sink, _until
 
 
 def _group(path: str, *fields: dict[str, Any] | None) -> records.Group:
@@ -76,6 +76,28 @@ def test_level_and_field_rules_pick_records_and_count_what_no_sink_took() -> Non
     assert unrouted == 1, "the record without fields went nowhere"
 
 
+def test_an_unmatched_sink_gets_what_no_rule_took_and_a_catch_all_does_not_count() -> None:
+    errors = _group("/a.log", {"level": "error"}, {"level": "info"}, None)
+    audit = records.Group("/audit.log", "k", [], 5, b"x\ny\n")
+    other = records.Group("/other.log", "k2", [], 5, b"z\n")
+    router = routing.Router(
+        [_rule(level="error"), _rule(files="/audit.log"), None, _rule(unmatched=True)]
+    )
+    routes, unrouted = router.split([errors, audit, other], [30, 4, 2], 6, 36)
+    rest = routes[3]
+    assert rest is not None
+    assert [(g.source, [e[1] for e in g.events]) for g in rest.groups[:1]] == [
+        ("/a.log", ["line 1", "line 2"])
+    ]
+    assert rest.groups[1] is other, "a group no rule took goes whole, bytes and all"
+    assert (rest.events, rest.size) == (3, 20 + 2)
+    assert routes[2] is not None
+    assert routes[2].groups[0] is errors
+    assert unrouted == 0
+    assert routing.Router([_rule(level="error")]).split([errors], [30], 3, 30)[1] == 2
+    assert _rule(unmatched=True).describe() == "what no other rule takes"
+
+
 def test_a_rule_must_hold_in_every_part() -> None:
     group = _group("/x/app.log", {"level": "error"})
     router = routing.Router(
@@ -95,6 +117,8 @@ def test_a_rule_must_hold_in_every_part() -> None:
         ({"level": []}, "sinks.x.match.level: give at least one value"),
         ({"fields": ["team"]}, "sinks.x.match.fields: a mapping of field names"),
         ({"fields": {"team": {"a": 1}}}, "sinks.x.match.fields.team: must be a value or a list"),
+        ({"unmatched": "yes"}, "sinks.x.match: unmatched takes only the value true"),
+        ({"unmatched": True, "level": "error"}, "sinks.x.match: unmatched takes only the value"),
     ],
 )
 def test_bad_rules_are_refused_with_the_key_and_the_fix(given: Any, message: str) -> None:
@@ -154,11 +178,18 @@ class _Fields:
 def _routed(
     tmp: Path, sinks: list[records.Sink], rules: list[routing.Match | None], **tuning: int
 ) -> tuple[shipping.Shipper, Any]:
-    shipper, store = _shipper(tmp, sinks, **tuning)
-    shipper.sources[0] = shipping.Source(
-        "app", tailing.Tailer(str(tmp / "*.log"), read_size=4096), _Fields
+    store = offsets.OffsetStore(tmp / "state" / "offsets.json")
+    source = shipping.Source("app", tailing.Tailer(str(tmp / "*.log"), read_size=4096), _Fields)
+    params: dict[str, float | int] = {"batch_wait": 0.01, "poll": 0.01, "retry_initial": 0.01}
+    params.update(tuning)
+    shipper = shipping.Shipper(
+        [source],
+        sinks,
+        labels={"pod": "p"},
+        store=store,
+        tuning=shipping.Tuning(checkpoint_interval=0.0, **params),  # type: ignore[arg-type]
+        routes=rules,
     )
-    shipper.router = routing.Router(rules)
     return shipper, store
 
 
@@ -252,5 +283,29 @@ def test_a_bad_rule_stops_the_agent_before_start_with_the_config_error_exit_code
     assert done.returncode == errors.ConfigError.exit_code
     assert done.stderr.strip() == (
         f"sidecarkit: error: {config}: sinks.errors.match: unknown key 'levels'; "
-        "a match rule takes files, level, fields"
+        "a match rule takes files, level, fields, unmatched"
     )
+
+
+def test_errors_to_one_sink_and_the_rest_to_another_every_line_once(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    lines = [f"{'error' if i % 7 == 0 else 'info'} {i}" for i in range(500)]
+    log.write_text("".join(line + "\n" for line in lines))
+
+    async def main() -> None:
+        errors, rest = _Sink("errors"), _Sink("rest")
+        shipper, store = _routed(
+            tmp_path, [errors, rest], [_rule(level="error"), _rule(unmatched=True)]
+        )
+        shipper.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(shipper.run(stop))
+        await _until(lambda: _offset(store) == log.stat().st_size)
+        assert errors.got == [line for line in lines if line.startswith("error")]
+        assert rest.got == [line for line in lines if line.startswith("info")]
+        assert "sidecarkit_logs_events_unrouted_total 0" in shipper.metrics.render().decode()
+        stop.set()
+        await task
+        await shipper.close()
+
+    asyncio.run(main())

@@ -5,16 +5,19 @@ records that satisfy all of the rule's parts:
 
 - ``files``: the path of the file the record came from matches one of these globs
   (``fnmatch``: ``*`` also crosses ``/``);
-- ``levels``: the record's ``level`` field is one of these, compared without case;
+- ``level``: the record's ``level`` field is one of these, compared without case;
 - ``fields``: every named field holds one of its listed values, compared as text
   (``500`` matches the JSON number 500, ``true`` the JSON ``true``).
 
-A record may go to several sinks; one that matches no rule goes nowhere and is counted as
-unrouted. Rules are compiled once, when the agent starts. Deciding costs nothing per record when
-no sink has a rule, one cached look-up per file read when rules name files only (groups of raw
-bytes then travel as they are), and a dict look-up per record and rule otherwise. A record
-without fields (the ``raw`` parser) has no level or field to match: rules on them need a parser
-that finds them.
+A rule of its own, ``unmatched: true``, takes the records that no other sink's rule took
+(sinks without a rule do not count): "errors to the pager, the rest to storage". A record may go
+to several sinks; one that no sink takes goes nowhere and is counted as unrouted.
+
+Rules are compiled once, when the agent starts. Deciding costs nothing per record when no sink
+has a rule, one cached look-up per file read when rules name files only (groups of raw bytes
+then travel as they are), and a dict look-up per record and rule otherwise. A record without
+fields (the ``raw`` parser) has no level or field to match: rules on them need a parser that
+finds them.
 
 This module is pure: it splits a batch's groups into the part each sink gets, and the shipper
 does the rest (``shipping.Shipper``).
@@ -32,7 +35,7 @@ from sidecarkit.agents.logs import records
 
 __all__ = ["Match", "Route", "Router", "parse_match"]
 
-_KEYS: Final = ("files", "level", "fields")
+_KEYS: Final = ("files", "level", "fields", "unmatched")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,8 @@ class Match:
     """Accepted values of the ``level`` field, lower case."""
     fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Field name and its accepted values, as text."""
+    unmatched: bool = False
+    """Takes what no other rule took (and nothing else: no other part may be given)."""
 
     @property
     def per_record(self) -> bool:
@@ -53,6 +58,8 @@ class Match:
 
     def describe(self) -> str:
         """The rule in a few words, for the agent's start-up log."""
+        if self.unmatched:
+            return "what no other rule takes"
         parts = []
         if self.files:
             parts.append(f"files {' or '.join(self.files)}")
@@ -93,6 +100,13 @@ def parse_match(data: Any, where: str) -> Match:
         raise ValueError(
             f"{where}: unknown key {unknown[0]!r}; a match rule takes {', '.join(_KEYS)}"
         )
+    if "unmatched" in data:
+        if data["unmatched"] is not True or len(data) > 1:
+            raise ValueError(
+                f"{where}: unmatched takes only the value true and stands alone "
+                "(match: {unmatched: true}): the sink then gets what no other rule took"
+            )
+        return Match(unmatched=True)
     files: tuple[str, ...] = ()
     if "files" in data:
         files = _texts(data["files"], f"{where}.files")
@@ -162,11 +176,15 @@ class _Compiled:
 class Router:
     """The rules of an agent's sinks, in the order of its sinks, compiled once."""
 
-    __slots__ = ("_rules", "everything")
+    __slots__ = ("_rest", "_rules", "everything")
 
     def __init__(self, rules: Sequence[Match | None]) -> None:
-        self._rules = [None if rule is None else _Compiled(rule) for rule in rules]
-        self.everything = all(rule is None for rule in self._rules)
+        self._rest = [rule is not None and rule.unmatched for rule in rules]
+        """Sinks with ``unmatched: true``."""
+        self._rules = [
+            None if rule is None or rule.unmatched else _Compiled(rule) for rule in rules
+        ]
+        self.everything = all(rule is None for rule in rules)
         """No sink has a rule: every batch goes whole to every sink."""
 
     def split(
@@ -177,11 +195,15 @@ class Router:
         took."""
         out: list[Route | None] = []
         taken_by: list[list[bool] | bool] = [False] * len(groups)
-        """Per group: taken whole (True), by no sink yet (False), or per event."""
-        for rule in self._rules:
+        """Per group: taken whole (True), by no rule yet (False), or per event."""
+        everything = False
+        for rule, rest in zip(self._rules, self._rest, strict=True):
+            if rest:
+                out.append(None)  # filled in below, once every rule had its pick
+                continue
             if rule is None:
                 out.append(Route(groups, events, size) if groups else None)
-                taken_by = [True] * len(groups)
+                everything = True
                 continue
             taken: list[records.Group] = []
             count = part_size = 0
@@ -211,13 +233,25 @@ class Router:
                 elif seen is not True:
                     taken_by[index] = [a or b for a, b in zip(seen, flags, strict=True)]
             out.append(Route(taken, count, part_size) if taken else None)
-        unrouted = 0
-        for group, seen in zip(groups, taken_by, strict=True):
+        left: list[records.Group] = []
+        left_count = left_size = 0
+        for group, group_size, seen in zip(groups, sizes, taken_by, strict=True):
             if seen is False:
-                unrouted += group.count()
+                left.append(group)
+                left_count += group.count()
+                left_size += group_size
             elif seen is not True:
-                unrouted += seen.count(False)
-        return out, unrouted
+                part = _part(group, [not flag for flag in seen])
+                if part is not None:
+                    left.append(part)
+                    left_count += len(part.events)
+                    left_size += group_size * len(part.events) // len(group.events)
+        if left and any(self._rest):
+            for index, rest in enumerate(self._rest):
+                if rest:
+                    out[index] = Route(left, left_count, left_size)
+            return out, 0
+        return out, 0 if everything else left_count
 
 
 def _part(group: records.Group, flags: list[bool]) -> records.Group | None:

@@ -180,6 +180,8 @@ class Shipper:
         self.progress = asyncio.Event()
         self.metrics = metrics or metering.Registry()
         self.meters = meters.Meters.add_to(self.metrics)
+        if not self.router.everything:
+            self.meters.unrouted.inc(amount=0)  # routing on: 0 says so, where no line says nothing
         self.deliverer = delivering.Deliverer(
             self.meters,
             retry_initial=self.tuning.retry_initial,
