@@ -112,8 +112,23 @@ class Agent:
             tuning=settings.tuning,
             metrics=self.metrics,
             watcher=watcher,
+            routes=[spec.match for spec in settings.sinks],
         )
         m = self.metrics
+        self.m_sink_pending = m.add(
+            metering.Gauge(
+                "sidecarkit_logs_sink_pending_bytes",
+                "Bytes of input routed to a sink and not yet confirmed by it.",
+                ("sink",),
+            )
+        )
+        self.m_sink_lag = m.add(
+            metering.Gauge(
+                "sidecarkit_logs_sink_lag_seconds",
+                "Age of the oldest batch a sink has not confirmed (0 when it is idle).",
+                ("sink",),
+            )
+        )
         self.m_lag = m.add(
             metering.Gauge(
                 "sidecarkit_logs_lag_bytes", "Bytes written but not yet delivered.", ("file",)
@@ -163,6 +178,9 @@ class Agent:
         self.m_lag.values.clear()
         for path, lag in self.shipper.lag().items():
             self.m_lag.set(lag, path)
+        for name, (pending, age) in self.shipper.sink_lag().items():
+            self.m_sink_pending.set(pending, name)
+            self.m_sink_lag.set(round(age, 3), name)
         for source in self.shipper.sources:
             t = source.tailer
             self.m_truncations.set(t.truncations, source.name)
@@ -209,7 +227,10 @@ class Agent:
             "logs agent on :%s, shipping %s to %s",
             self.port,
             ", ".join(s.paths for s in self.settings.sources),
-            ", ".join(s.name or s.kind for s in self.settings.sinks),
+            ", ".join(
+                (s.name or s.kind) + (f" ({s.match.describe()})" if s.match else "")
+                for s in self.settings.sinks
+            ),
         )
         if started is not None:
             started(self)
@@ -220,7 +241,7 @@ class Agent:
                 log.warning(
                     "sinks did not confirm %d bytes within %.0f s; they will be sent again "
                     "on the next start",
-                    shipper.inflight,
+                    shipper.lead,
                     self.settings.drain_timeout,
                 )
         finally:

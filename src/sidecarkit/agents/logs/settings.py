@@ -7,17 +7,21 @@ looks like this (every key optional)::
       - name: app                       # names the source in metrics and in the offsets file
         paths: /var/log/app/*.log       # a glob
         parser: {format: json, multiline: java}
-    sinks:
-      - kind: loki
+    sinks:                              # a mapping of names to sinks (or a list of sinks)
+      errors:
+        kind: loki
         endpoint: http://loki.monitoring:3100
         options: {tenant: shop}
-      - kind: stdout
+        match: {level: [error, fatal]}  # routing: which records it takes (default: all)
+      console:
+        kind: stdout
     labels: {team: payments}            # static labels on every record
     pod_labels: [app, version]          # pod labels copied from the Downward API volume ("*": all)
     offsets_dir: /var/log/app/.sidecarkit
     batch_bytes: 524288
     batch_wait: 1s
     max_inflight: 2097152               # bytes read but not yet confirmed; reading pauses above
+    max_lead: 8388608                   # bytes read past the committed offsets; pauses above
     max_line: 262144
     long_lines: split                   # or truncate
     retry_initial: 500ms
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sidecarkit import durations
 from sidecarkit.agents.identity import identity_labels, parse_labels
-from sidecarkit.agents.logs import parsing, shipping, sinks
+from sidecarkit.agents.logs import parsing, routing, shipping, sinks
 
 if TYPE_CHECKING:  # imported when a config has stages: an agent without them starts smaller
     from sidecarkit.agents.logs import stages
@@ -233,35 +237,56 @@ def _sources(data: Any, where: str) -> tuple[SourceSettings, ...]:
     return tuple(out)
 
 
+_SINK_KEYS: Final = ("kind", "endpoint", "options", "name", "match")
+
+
 def _sinks(data: Any, where: str) -> tuple[sinks.Spec, ...]:
+    """A list of sinks (``KIND=URL`` strings or mappings), or a mapping of names to sinks."""
     if isinstance(data, str):
         data = [s for s in data.split(",") if s.strip()]
-    if not isinstance(data, list) or not data:
-        raise ValueError(f"{where}: sinks is a list of {{kind, endpoint, options}} or KIND=URL")
+    items: list[tuple[str, Any, str | None]]
+    if isinstance(data, Mapping) and data:
+        items = [(f"{where}.{name}", item, str(name)) for name, item in data.items()]
+    elif isinstance(data, list) and data:
+        items = [(f"{where}[{index}]", item, None) for index, item in enumerate(data)]
+    else:
+        raise ValueError(
+            f"{where}: sinks is a mapping of names to {{kind, endpoint, options, match}}, "
+            "or a list of such mappings or KIND=URL strings"
+        )
     out = []
-    for index, item in enumerate(data):
-        here = f"{where}[{index}]"
-        if isinstance(item, str):
+    for here, item, name in items:
+        if isinstance(item, str) and name is None:
             spec = parse_sink(item, here)
         elif isinstance(item, Mapping):
-            unknown = sorted(set(item) - {"kind", "endpoint", "options", "name"})
+            unknown = sorted(str(k) for k in set(item) - set(_SINK_KEYS))
             if unknown:
                 raise ValueError(
-                    f"{here}: unknown key {unknown[0]!r}; accepted: kind, endpoint, options, name"
+                    f"{here}: unknown key {unknown[0]!r}; accepted: {', '.join(_SINK_KEYS)}"
                 )
             spec = parse_sink(str(item.get("kind", "")), here)
             options = item.get("options") or {}
             if not isinstance(options, Mapping):
                 raise ValueError(f"{here}.options: must be a mapping")
             endpoint = item.get("endpoint")
+            if name is not None and item.get("name") not in (None, name):
+                raise ValueError(f"{here}: the sink is named by its key; remove `name`")
             spec = replace(
                 spec,
                 endpoint=str(endpoint) if endpoint is not None else None,
                 options=dict(options),
-                name=str(item["name"]) if item.get("name") else None,
+                name=name or (str(item["name"]) if item.get("name") else None),
+                match=(
+                    routing.parse_match(item["match"], f"{here}.match")
+                    if item.get("match") is not None
+                    else None
+                ),
             )
         else:
-            raise ValueError(f"{here}: a sink is KIND=ENDPOINT or a mapping")
+            raise ValueError(
+                f"{here}: a sink is a mapping such as {{kind: loki, endpoint: http://loki:3100}}"
+                + ("" if name else " or a KIND=ENDPOINT string")
+            )
         try:
             sinks.create(spec)  # validates the endpoint and options now, not at the first batch
         except ValueError as exc:
@@ -277,6 +302,7 @@ _TUNING: Final = {
     "batch_bytes": "count",
     "batch_wait": "seconds",
     "max_inflight": "count",
+    "max_lead": "count",
     "poll": "seconds",
     "retry_initial": "seconds",
     "retry_max": "seconds",
