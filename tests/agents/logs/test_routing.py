@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from sidecarkit import errors
 from sidecarkit.agents.logs import offsets, records, routing, settings, shipping, tailing
 from tests.agents.logs.test_shipping import _offset, _Sink, _until
 
@@ -262,7 +261,7 @@ def test_a_stalled_sink_lets_the_others_lead_by_max_lead_then_holds_reading(
     asyncio.run(main())
 
 
-def test_a_bad_rule_stops_the_agent_before_start_with_the_config_error_exit_code(
+def test_a_bad_rule_stops_the_agent_before_start_with_exit_status_2(
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "logs.yaml"
@@ -280,7 +279,7 @@ def test_a_bad_rule_stops_the_agent_before_start_with_the_config_error_exit_code
         timeout=60,
         check=False,
     )
-    assert done.returncode == errors.ConfigError.exit_code
+    assert done.returncode == 2  # every bad setting of the logs agent, as --check-config
     assert done.stderr.strip() == (
         f"sidecarkit: error: {config}: sinks.errors.match: unknown key 'levels'; "
         "a match rule takes files, level, fields, unmatched"
@@ -309,3 +308,23 @@ def test_errors_to_one_sink_and_the_rest_to_another_every_line_once(tmp_path: Pa
         await shipper.close()
 
     asyncio.run(main())
+
+
+def test_check_config_prints_each_sinks_match_rule(tmp_path: Path) -> None:
+    config = tmp_path / "logs.yaml"
+    config.write_text(
+        "paths: /tmp/none/*.log\n"
+        "sinks:\n"
+        "  errors: {kind: stdout, match: {level: [error, fatal]}}\n"
+        "  rest: {kind: stdout, match: {unmatched: true}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", "agent", "logs", "--check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "  errors: stdout (takes level error or fatal)\n" in done.stdout
+    assert "  rest: stdout (takes what no other rule takes)\n" in done.stdout

@@ -49,7 +49,8 @@ def check(settings: Settings) -> str:
     lines.append("sinks:")
     for spec in settings.sinks:
         target = f" -> {_USERINFO.sub('//***@', spec.endpoint)}" if spec.endpoint else ""
-        lines.append(f"  {spec.name or spec.kind}: {spec.kind}{target}")
+        rule = f" (takes {spec.match.describe()})" if spec.match is not None else ""
+        lines.append(f"  {spec.name or spec.kind}: {spec.kind}{target}{rule}")
     labels = ", ".join(f"{k}={v}" for k, v in settings.labels)
     lines.append(f"labels: {labels or 'none'}")
     lines.append(f"offsets: {settings.offsets_dir or 'not saved (no offsets_dir)'}")
