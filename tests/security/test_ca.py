@@ -1,0 +1,233 @@
+"""``sidecarkit ca``: a real CA process over HTTPS, issuing only identities callers proved."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from ruamel.yaml import YAML
+
+from sidecarkit.security import authority, spiffe, workload
+from tests.security.support import (
+    init_ca,
+    key_and_csr,
+    new_token,
+    post_csr,
+    running_ca,
+    sidecarkit,
+)
+
+
+@pytest.fixture(scope="module")
+def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = init_ca(tmp_path_factory.mktemp("ca") / "ca")
+    return directory
+
+
+def test_a_bootstrap_token_gets_a_24_hour_certificate_for_the_identity_it_proves(
+    ca_dir: Path,
+) -> None:
+    token = new_token(ca_dir, "shop", "web")
+    with running_ca(ca_dir) as ca:
+        _, csr = key_and_csr()
+        status, answer = post_csr(ca, csr, token)
+    assert status == 200, answer
+    leaf = x509.load_pem_x509_certificate(answer["certificate_chain"].encode())
+    assert spiffe.from_certificate(leaf) == spiffe.Identity("cluster.local", "shop", "web")
+    assert answer["spiffe_id"] == "spiffe://cluster.local/ns/shop/sa/web"
+    life = leaf.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    assert datetime.timedelta(hours=23, minutes=58) < life <= datetime.timedelta(hours=24)
+    root = x509.load_pem_x509_certificate(answer["trust_bundle"].encode())
+    chain = x509.load_pem_x509_certificates(answer["certificate_chain"].encode())
+    assert len(chain) == 2  # leaf then intermediate: what a peer needs to reach the root
+    chain[0].verify_directly_issued_by(chain[1])
+    chain[1].verify_directly_issued_by(root)
+
+
+def test_a_csr_asking_for_another_identity_than_the_token_proves_is_refused(ca_dir: Path) -> None:
+    token = new_token(ca_dir, "shop", "web")
+    with running_ca(ca_dir) as ca:
+        _, csr = key_and_csr(spiffe.Identity("cluster.local", "kube-system", "admin"))
+        status, answer = post_csr(ca, csr, token)
+        metrics_ok = "sidecarkit_ca_requests_refused_total 1" in _metrics(ca)
+    assert status == 403
+    assert "spiffe://cluster.local/ns/shop/sa/web" in answer["error"]
+    assert "certificate_chain" not in answer
+    assert metrics_ok
+
+
+def test_a_csr_for_the_proven_identity_is_signed(ca_dir: Path) -> None:
+    token = new_token(ca_dir, "shop", "api")
+    with running_ca(ca_dir) as ca:
+        _, csr = key_and_csr(spiffe.Identity("cluster.local", "shop", "api"))
+        status, answer = post_csr(ca, csr, token)
+    assert status == 200
+    assert answer["spiffe_id"] == "spiffe://cluster.local/ns/shop/sa/api"
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (None, "Authorization: Bearer"),
+        ("not-a-granted-token", "not in the tokens file"),
+        ("", "Authorization: Bearer"),
+    ],
+)
+def test_a_caller_without_a_granted_token_gets_401_and_no_certificate(
+    ca_dir: Path, token: str | None, reason: str
+) -> None:
+    with running_ca(ca_dir) as ca:
+        _, csr = key_and_csr()
+        status, answer = post_csr(ca, csr, token)
+        log = ca.stop()
+    assert status == 401
+    assert reason in answer["error"]
+    assert "issued" not in log
+    assert "refused 127.0.0.1" in log or token is None or not token
+
+
+def test_a_tampered_csr_is_refused(ca_dir: Path) -> None:
+    token = new_token(ca_dir, "shop", "web")
+    _, csr = key_and_csr()
+    der = bytearray(x509.load_pem_x509_csr(csr).public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0x01  # a bit of the signature: it no longer matches the CSR's key
+    pem = (
+        b"-----BEGIN CERTIFICATE REQUEST-----\n"
+        + base64.encodebytes(bytes(der))
+        + b"-----END CERTIFICATE REQUEST-----\n"
+    )
+    with running_ca(ca_dir) as ca:
+        status, answer = post_csr(ca, pem, token)
+        status2, answer2 = post_csr(ca, b"not a csr", token)
+    assert status == 400, answer
+    assert "signature" in answer["error"]
+    assert status2 == 400
+    assert "csr" in answer2["error"]
+
+
+def test_keys_and_tokens_never_appear_in_the_cas_log(tmp_path: Path) -> None:
+    directory = init_ca(tmp_path / "ca")
+    token = new_token(directory, "shop", "web")
+    secrets = [
+        (directory / "intermediate.key").read_text(),
+        (directory / "root.key").read_text(),
+    ]
+    with running_ca(directory) as ca:
+        key, csr = key_and_csr()
+        assert post_csr(ca, csr, token)[0] == 200
+        assert post_csr(ca, csr, token + "x")[0] == 401
+        _, other = key_and_csr(spiffe.Identity("cluster.local", "x", "y"))
+        assert post_csr(ca, other, token)[0] == 403
+        log = ca.stop()
+    assert "issued spiffe://cluster.local/ns/shop/sa/web" in log
+    assert token not in log
+    assert token[:12] not in log
+    for pem in [*secrets, authority.pem_key(key).decode()]:
+        body = "".join(pem.splitlines()[1:-1])
+        assert body[:24] not in log.replace("\n", "")
+    assert "PRIVATE KEY" not in log
+
+
+def test_the_workload_client_fetches_a_certificate_whose_key_never_left_it(ca_dir: Path) -> None:
+    token = new_token(ca_dir, "shop", "web")
+    token_file = ca_dir.parent / "web.token"
+    token_file.write_text(token + "\n")
+    with running_ca(ca_dir) as ca:
+        issued = workload.fetch(ca.url, token_file, bundle=ca.bundle)
+    assert issued.identity == spiffe.Identity("cluster.local", "shop", "web")
+    assert issued.not_before < issued.renew_at < issued.not_after
+    assert abs((issued.renew_at - issued.not_before) - (issued.not_after - issued.renew_at)) < 1
+
+
+def test_a_ca_of_another_trust_domain_is_not_trusted_by_the_client(
+    ca_dir: Path, tmp_path: Path
+) -> None:
+    other = init_ca(tmp_path / "other", "other.example")
+    token = new_token(ca_dir, "shop", "web")
+    token_file = tmp_path / "t"
+    token_file.write_text(token)
+    with running_ca(ca_dir) as ca, pytest.raises(workload.FetchError, match="cannot reach"):
+        workload.fetch(ca.url, token_file, bundle=(other / "root.crt").read_bytes())
+
+
+def test_init_makes_a_two_tier_ca_constrained_to_its_trust_domain(tmp_path: Path) -> None:
+    directory = init_ca(tmp_path / "ca", "prod.example.com")
+    root = x509.load_pem_x509_certificate((directory / "root.crt").read_bytes())
+    inter = x509.load_pem_x509_certificate((directory / "intermediate.crt").read_bytes())
+    inter.verify_directly_issued_by(root)
+    constraints = inter.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert constraints.ca
+    assert constraints.path_length == 0
+    names = inter.extensions.get_extension_for_class(x509.NameConstraints).value
+    assert names.permitted_subtrees == [x509.UniformResourceIdentifier("prod.example.com")]
+    assert oct((directory / "intermediate.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((directory / "root.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_init_refuses_to_replace_a_ca_without_force(ca_dir: Path) -> None:
+    before = (ca_dir / "root.crt").read_bytes()
+    done = sidecarkit("ca", "init", "--dir", str(ca_dir), check=False)
+    assert done.returncode == 3
+    assert "already holds a CA" in done.stderr
+    assert "--force" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (ca_dir / "root.crt").read_bytes() == before
+
+
+def test_init_secret_prints_the_intermediate_for_the_cluster_but_never_the_root_key(
+    tmp_path: Path,
+) -> None:
+    done = sidecarkit("ca", "init", "--secret", "sidecarkit-ca", "--dir", str(tmp_path / "ca"))
+    secret = YAML(typ="safe").load(done.stdout)
+    assert secret["kind"] == "Secret"
+    assert secret["metadata"]["name"] == "sidecarkit-ca"
+    assert set(secret["data"]) == {"root.crt", "intermediate.crt", "intermediate.key"}
+    key = base64.b64decode(secret["data"]["intermediate.key"])
+    assert key == (tmp_path / "ca" / "intermediate.key").read_bytes()
+    root_key = (tmp_path / "ca" / "root.key").read_text()
+    assert "".join(root_key.splitlines()[1:-1])[:24] not in done.stdout
+    assert base64.b64encode(root_key.encode()).decode() not in done.stdout.replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ca", "init"], "--dir DIR"),
+        (["ca", "init", "--dir", "x", "--trust-domain", "Bad Domain"], "not a trust domain"),
+        (["ca", "serve", "--dir", "/nonexistent", "--tokens", "t"], "cannot read the CA"),
+        (["ca", "token", "--tokens", "t", "--namespace", "Shop!", "--service-account", "a"],
+         "not a Kubernetes namespace name"),
+    ],
+)  # fmt: skip
+def test_bad_ca_commands_say_what_to_do_without_a_traceback(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    done = sidecarkit(*args, check=False)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_tokens_file_with_a_bad_line_names_the_line(ca_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "tokens"
+    bad.write_text("# comment\nsha256:abc shop/web\n")
+    done = sidecarkit("ca", "serve", "--dir", str(ca_dir), "--tokens", str(bad), check=False)
+    assert done.returncode == 3
+    assert f"{bad}:2" in done.stderr
+    assert "sidecarkit ca token" in done.stderr
+
+
+def _metrics(ca: object) -> str:
+    import ssl  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    url: str = getattr(ca, "url")  # noqa: B009
+    bundle: bytes = getattr(ca, "bundle")  # noqa: B009
+    context = ssl.create_default_context(cadata=bundle.decode())
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10, context=context) as r:
+        return str(r.read().decode())
