@@ -210,8 +210,8 @@ def serve(
         lifetime = durations.setting(ttl, "--ttl")
     except ValueError as exc:
         _fail(str(exc))
-    if lifetime < 60:
-        _fail(f"--ttl {ttl}: a certificate must live at least 1m (renewal is at half-life)")
+    if lifetime < 10:
+        _fail(f"--ttl {ttl}: a certificate must live at least 10s (renewal is at half-life)")
     if tokens_file is None and not token_review:
         _fail("give --tokens FILE (bootstrap tokens), --token-review (in a cluster), or both")
     try:

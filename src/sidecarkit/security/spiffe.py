@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from cryptography import x509
+if TYPE_CHECKING:  # cryptography is loaded when a certificate is read, not by the settings
+    from cryptography import x509
 
 __all__ = [
     "DEFAULT_TRUST_DOMAIN",
@@ -123,6 +124,8 @@ def from_service_account_user(username: str, trust_domain: str) -> Identity | No
 
 def uris(cert: x509.Certificate) -> list[str]:
     """The URI SANs of ``cert`` (none when it has no SAN extension)."""
+    from cryptography import x509  # noqa: PLC0415
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

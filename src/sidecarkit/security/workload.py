@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -34,13 +35,15 @@ class Issued:
     identity: spiffe.Identity | None
     not_before: float
     not_after: float
-    """Unix times."""
+    received: float
+    """Unix times; ``received`` is when it came (``not_before`` is set back for clock skew)."""
 
     @property
     def renew_at(self) -> float:
         """Half-life, as Istio's and Linkerd's agents: a CA outage of up to half the lifetime
         (12 h for the default 24 h) passes unnoticed."""
-        return self.not_before + (self.not_after - self.not_before) / 2
+        start = max(self.received, self.not_before)
+        return start + (self.not_after - start) / 2
 
 
 def from_pair(pair: authority.Pair) -> Issued:
@@ -51,6 +54,7 @@ def from_pair(pair: authority.Pair) -> Issued:
         spiffe.from_certificate(cert),
         cert.not_valid_before_utc.timestamp(),
         cert.not_valid_after_utc.timestamp(),
+        time.time(),
     )
 
 

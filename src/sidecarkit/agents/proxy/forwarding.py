@@ -83,6 +83,7 @@ class Downstream(asyncio.Protocol):
         "out",
         "parser",
         "paused",
+        "peer",
         "queue",
         "refuse",
         "service",
@@ -120,6 +121,8 @@ class Downstream(asyncio.Protocol):
         self.tunnel_wait = b""
         """Bytes after an ``Upgrade`` request, held until the endpoint answers it."""
         self.upgrading: Exchange | None = None
+        self.peer = b""
+        """The mTLS-verified client identity, as ``x-forwarded-client-cert`` (``securing``)."""
 
     # -- transport -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -132,6 +135,12 @@ class Downstream(asyncio.Protocol):
         if len(service.connections) >= service.limits.max_connections or service.draining:
             t.abort()
             return
+        if service.mesh is not None:
+            peer_id = service.mesh.peer(transport)
+            if peer_id is None:  # a certificate without an identity of ours
+                t.abort()
+                return
+            self.peer = peer_id
         service.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]).encode() if peer else b"unknown"
@@ -331,6 +340,7 @@ class Downstream(asyncio.Protocol):
             client=self.client,
             forwarded=upstream.forwarded if upstream else False,
             host=upstream.host if upstream else None,
+            peer=self.peer,
         )  # fmt: skip
         if req.error:
             self.refuse = (req.error, req.detail)

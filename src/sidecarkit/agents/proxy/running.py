@@ -26,6 +26,7 @@ from sidecarkit.agents.proxy import (
     forwarding,
     relaying,
     routing,
+    securing,
     services,
     telemetry,
 )
@@ -49,6 +50,8 @@ class Agent:
         self.files: list[tuple[services.Service, discovery.FileSource]] = []
         self.names: list[tuple[services.Service, discovery.DnsSource]] = []
         self.resolving: set[asyncio.Task[None]] = set()
+        self.mesh: securing.Mesh | None = None
+        self.terminators: list[securing.Terminator] = []
 
     def stop(self) -> None:
         """Begin the drain (a signal handler: it only sets a flag)."""
@@ -67,6 +70,8 @@ class Agent:
             now = time.monotonic()  # the balancer's clock
             for service in self.services:
                 service.gauges(now)
+            if self.mesh is not None:
+                self.mesh.gauges()
             sources: list[tuple[services.Service, discovery.FileSource | discovery.DnsSource]]
             sources = [*self.files, *self.names]
             for service, source in sources:
@@ -92,6 +97,8 @@ class Agent:
                 "app", direction="inbound", balancer="round-robin", host=None,
                 settings=s, metrics=self.metrics, loop=loop,
             )  # fmt: skip
+            if s.inbound.mtls != "off":
+                service.mesh = self.mesh
             service.set_endpoints([s.inbound.app])
             self.services.append(service)
             listeners.append((service, s.inbound.listen))
@@ -102,6 +109,8 @@ class Agent:
                 settings=s, metrics=self.metrics, loop=loop,
             )  # fmt: skip
             service.protocol = up.protocol
+            if up.mtls and self.mesh is not None:
+                service.tls = self.mesh.outbound(up.peer)
             endpoints = list(up.endpoints)
             if up.file:
                 source = discovery.FileSource(up.file)
@@ -128,12 +137,30 @@ class Agent:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.settings
+        if s.identity is not None:  # the certificate comes before any listener
+            self.mesh = securing.Mesh(s.identity, self.metrics)
+            await self.mesh.start(loop)
         for service, (host, port) in self._build(loop):
             kind = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
-            service.server = await loop.create_server(
-                functools.partial(kind, service),
-                host, port, backlog=4096, reuse_address=True,
-            )  # fmt: skip
+            factory = functools.partial(kind, service)
+            inbound = s.inbound if service.direction == "inbound" else None
+            if inbound is not None and self.mesh is not None and inbound.mtls != "off":
+                acceptor = securing.Acceptor(
+                    loop, factory, mesh=self.mesh, mode=inbound.mtls,
+                    handshake_timeout=s.timeouts.header,
+                )  # fmt: skip
+                await acceptor.start(host, port)
+                service.server = acceptor
+            else:
+                tls = None
+                if inbound is not None and inbound.tls is not None:
+                    terminator = securing.Terminator(inbound.tls)
+                    self.terminators.append(terminator)
+                    tls = terminator.context
+                service.server = await loop.create_server(
+                    factory, host, port, backlog=4096, reuse_address=True, ssl=tls,
+                    ssl_handshake_timeout=s.timeouts.header if tls else None,
+                )  # fmt: skip
             log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)
         for service, name in self.names:  # the first answer before /ready says yes
             with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
@@ -155,6 +182,10 @@ class Agent:
             now = loop.time()
             for service in self.services:
                 service.tick(now)
+            if self.mesh is not None:
+                self.mesh.tick(loop)
+            for terminator in self.terminators:
+                terminator.tick()
             for service, source in self.files:
                 endpoints = source.poll()
                 if endpoints is not None:

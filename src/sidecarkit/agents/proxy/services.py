@@ -62,7 +62,12 @@ class Service:
         self.in_flight = 0
         self.draining = False
         self.access_log = sys.stdout if settings.access_log else None
-        self.server: asyncio.Server | None = None
+        self.server: Any = None
+        """What accepts its connections: an ``asyncio.Server`` or a ``securing.Acceptor``."""
+        self.mesh: Any = None
+        """Inbound with mTLS: the ``securing.Mesh`` that checks each client's identity."""
+        self.tls: Any = None
+        """Outbound with mTLS: (client context, check of the endpoint's identity)."""
         self.tasks: set[asyncio.Task[None]] = set()
         """Connects under way (L4 mode), held so that they are not collected mid-way."""
         self.protocol = "http"
@@ -87,6 +92,7 @@ class Service:
                     connect_timeout=self.timeouts.connect,
                     tcp=self.endpoint_tcp,
                     series=self.metrics.request_series(self.direction, self.name, endpoint.label),
+                    tls=self.tls,
                 )
         log.info(
             "%s %s: %d endpoint(s): %s",

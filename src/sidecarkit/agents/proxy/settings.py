@@ -62,6 +62,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Final
 
 from sidecarkit import durations
+from sidecarkit.agents.proxy import tlsconfig
 
 __all__ = [
     "BALANCERS",
@@ -89,6 +90,10 @@ class Inbound:
     """Where clients of the app connect."""
     app: tuple[str, int] = ("127.0.0.1", 8080)
     """The app, on the pod's loopback."""
+    mtls: str = "off"
+    """``off``, ``permissive`` or ``strict`` (``tlsconfig``); needs ``identity``."""
+    tls: tlsconfig.Termination | None = None
+    """TLS termination with certificates from files, for clients outside the mesh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,10 @@ class Upstream:
     """``http``, or ``tcp`` for an opaque L4 relay (one endpoint per connection)."""
     hosts: tuple[str, ...] = ()
     """Authorities (``name`` or ``name:port``) routed here in HTTP-proxy mode, besides ``name``."""
+    mtls: bool = False
+    """The endpoints have a sidecar: connect with mTLS (needs ``identity``)."""
+    peer: str | None = None
+    """With ``mtls``: the SPIFFE ID the endpoints must have; None takes any of the trust domain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +202,8 @@ class Settings:
     pool: Pool = field(default_factory=Pool)
     drain: Drain = field(default_factory=Drain)
     access_log: bool = False
+    identity: tlsconfig.Identity | None = None
+    """This workload's certificate for mTLS (``tlsconfig``)."""
 
 
 def parse_address(value: Any, where: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
@@ -302,6 +313,7 @@ def _upstream(data: Any, where: str) -> Upstream:
     data = _mapping(data, where)
     allowed = (
         "name", "listen", "endpoints", "file", "dns", "balancer", "host", "hosts", "protocol",
+        "mtls", "peer",
     )  # fmt: skip
     _known(data, where, allowed)
     name = str(data.get("name", "")).strip()
@@ -346,6 +358,8 @@ def _upstream(data: Any, where: str) -> Upstream:
         str(host) if host else None,
         protocol,
         hosts,
+        mtls=_bool(data.get("mtls", False), f"{where}.mtls"),
+        peer=tlsconfig.peer_id(data["peer"], f"{where}.peer") if data.get("peer") else None,
     )
 
 
@@ -379,7 +393,7 @@ _POOL = {
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
-    "pool", "drain", "access_log",
+    "pool", "drain", "access_log", "identity",
 )  # fmt: skip
 
 
@@ -407,7 +421,7 @@ def from_mapping(
             changes["admin"] = parse_address(data["admin"], "admin")
         if "inbound" in data and data["inbound"] is not None:
             section = _mapping(data["inbound"], "inbound")
-            _known(section, "inbound", ("listen", "app"))
+            _known(section, "inbound", ("listen", "app", "mtls", "tls"))
             inbound = settings.inbound or Inbound()
             if "listen" in section:
                 inbound = replace(
@@ -416,6 +430,12 @@ def from_mapping(
             if "app" in section:
                 app = parse_address(section["app"], "inbound.app", default_host="127.0.0.1")
                 inbound = replace(inbound, app=app)
+            if "mtls" in section:
+                mode = tlsconfig.mtls_mode(section["mtls"], "inbound.mtls")
+                inbound = replace(inbound, mtls=mode)
+            if section.get("tls"):
+                tls = tlsconfig.termination_from(section["tls"], "inbound.tls")
+                inbound = replace(inbound, tls=tls)
             changes["inbound"] = inbound
         if "upstreams" in data:
             items = _list(data["upstreams"], "upstreams") if data["upstreams"] else []
@@ -438,6 +458,8 @@ def from_mapping(
             )
         if "access_log" in data:
             changes["access_log"] = _bool(data["access_log"], "access_log")
+        if data.get("identity"):
+            changes["identity"] = tlsconfig.identity_from(data["identity"])
         result = replace(settings, **changes)
         if final:
             _check(result)
@@ -473,6 +495,23 @@ def _check(settings: Settings) -> None:
                 "give each its own port"
             )
         seen[address] = where
+    inbound = settings.inbound
+    if inbound is not None and inbound.mtls != "off":
+        if settings.identity is None:
+            raise ValueError(
+                f"inbound.mtls: {inbound.mtls} needs this workload's certificate; "
+                "give identity: (ca: and token:, or cert: and key:)"
+            )
+        if inbound.tls is not None:
+            raise ValueError(
+                "inbound: a port takes either mTLS from the mesh (mtls:) or TLS from outside "
+                "clients (tls:); give one"
+            )
+    for up in settings.upstreams:
+        if up.mtls and settings.identity is None:
+            raise ValueError(
+                f"upstreams[{up.name}].mtls: needs this workload's certificate; give identity:"
+            )
     if settings.outlier.max_ejected_percent > 100:
         raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
 
@@ -489,7 +528,10 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         out["inbound"] = {
             "listen": address(settings.inbound.listen),
             "app": address(settings.inbound.app),
+            "mtls": settings.inbound.mtls,
         }
+        if settings.inbound.tls is not None:
+            out["inbound"]["tls"] = tlsconfig.termination_mapping(settings.inbound.tls)
     out["upstreams"] = [
         {
             "name": u.name,
@@ -501,6 +543,8 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             "protocol": u.protocol,
             **({"host": u.host} if u.host else {}),
             **({"hosts": list(u.hosts)} if u.hosts else {}),
+            **({"mtls": True} if u.mtls else {}),
+            **({"peer": u.peer} if u.peer else {}),
         }
         for u in settings.upstreams
     ]
@@ -512,4 +556,6 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             k.rstrip("_"): list(v) if isinstance(v, tuple) else v for k, v in section.items()
         }
     out["access_log"] = settings.access_log
+    if settings.identity is not None:
+        out["identity"] = tlsconfig.identity_mapping(settings.identity)
     return out
