@@ -162,4 +162,7 @@ def proxy(
     from sidecarkit.agents import process  # noqa: PLC0415
     from sidecarkit.agents.proxy import running  # noqa: PLC0415
 
-    process.run_agent(running.Agent(config))
+    try:
+        process.run_agent(running.Agent(config))
+    except errors.SidecarkitError as exc:  # e.g. no certificate could be had at start
+        _fail(exc)
