@@ -30,6 +30,7 @@ import hashlib
 import logging
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +83,8 @@ class Mesh:
         self.due = 0.0
         self.failures = 0
         self.refused: dict[str, int] = {}
+        self.quiet_until = 0.0
+        self.quieted = 0
 
     # -- getting and renewing the certificate --------------------------------------------
     def _fetch(self) -> workload.Issued:
@@ -206,9 +209,21 @@ class Mesh:
         )
 
     def _refuse(self, kind: str, reason: str, transport: Any) -> None:
-        self.refused[kind] = self.refused.get(kind, 0) + 1
         peer = transport.get_extra_info("peername")
-        log.warning("mTLS: refused %s: %s", peer[0] if peer else "a peer", reason)
+        self.refuse(kind, f"refused {peer[0] if peer else 'a peer'}: {reason}")
+
+    def refuse(self, kind: str, message: str) -> None:
+        """Count a refused connection and log it, at most one line a second: a client
+        hammering the port must not flood the log (the counter has them all)."""
+        self.refused[kind] = self.refused.get(kind, 0) + 1
+        now = time.monotonic()
+        if now < self.quiet_until:
+            self.quieted += 1
+            return
+        more = f" ({self.quieted} more refusals not logged)" if self.quieted else ""
+        log.warning("mTLS: %s%s", message, more)
+        self.quiet_until = now + 1.0
+        self.quieted = 0
 
     def outbound(self, expected: str | None) -> tuple[ssl.SSLContext, Callable[[Any], bool]]:
         """The client context and the check of the endpoint's identity after the handshake."""
@@ -303,13 +318,16 @@ class Acceptor:
                 self.factory, conn, ssl=self.mesh.server, ssl_handshake_timeout=self.timeout
             )
         except (ssl.SSLError, OSError, TimeoutError) as exc:
-            self.mesh.refused["handshake"] = self.mesh.refused.get("handshake", 0) + 1
-            log.warning("mTLS: handshake refused: %s", _short(exc))
+            self.mesh.refuse("handshake", f"handshake refused: {_short(exc)}")
             with contextlib.suppress(OSError):
                 conn.close()
 
     def _plaintext_refused(self, conn: socket.socket) -> None:
-        self.mesh.refused["plaintext"] = self.mesh.refused.get("plaintext", 0) + 1
+        try:
+            peer = str(conn.getpeername()[0])
+        except OSError:
+            peer = "a peer"
+        self.mesh.refuse("plaintext", f"refused plaintext from {peer}")
         body = b"this port accepts mTLS only (strict); call it through a sidecarkit proxy\n"
         with contextlib.suppress(OSError):
             conn.send(
@@ -334,6 +352,7 @@ class Terminator:
             self.contexts.append(context)
         self.leaves: list[Any] = [None] * len(self.contexts)
         self.contexts[0].sni_callback = self._pick
+        _quiet_bad_server_names()
         for cert in settings.certificates:
             self.watches.append(watching.FileWatch((Path(cert.cert), Path(cert.key))))
         for index in range(len(self.contexts)):
@@ -391,6 +410,31 @@ class Terminator:
         log.info("TLS certificate %s loaded, valid until %s", cert.cert,
                  leaf.not_valid_after_utc.isoformat(timespec="seconds"))  # fmt: skip
         return True
+
+
+def _quiet_bad_server_names() -> None:
+    """A ClientHello whose server name is not ASCII fails in the ssl module before our SNI
+    callback runs, and CPython prints that as an "Exception ignored" traceback. The handshake
+    is refused either way (an alert); this turns the traceback into one log line a second, so
+    that a client sending such names cannot flood the log."""
+    default = sys.unraisablehook
+    last = [0.0, 0]
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, UnicodeDecodeError) and isinstance(
+            unraisable.object, bytes
+        ):
+            now = time.monotonic()
+            last[1] += 1
+            if now >= last[0]:
+                log.warning("TLS: refused %d ClientHello(s) with a server name that is not "
+                            "ASCII", last[1])  # fmt: skip
+                last[0], last[1] = now + 1.0, 0
+            return
+        default(unraisable)
+
+    if getattr(sys.unraisablehook, "__name__", "") != "hook":
+        sys.unraisablehook = hook
 
 
 def _dns_names(cert: Any) -> list[str]:
