@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from ruamel.yaml import YAML
 
 from sidecarkit.agents.proxy import heads
 from sidecarkit.agents.proxy import settings as proxy_settings
@@ -72,3 +76,23 @@ def test_a_client_sent_x_forwarded_client_cert_never_reaches_the_app() -> None:
         b"GET", b"/", "1.1", headers, client=b"10.0.0.9", forwarded=False, host=None
     )
     assert b"spiffe://evil" in outbound.head  # the next proxy's inbound removes it
+
+
+def test_the_mtls_flags_make_the_identity_and_the_inbound_mode() -> None:
+    argv = [sys.executable, "-m", "sidecarkit", "agent", "proxy", "--dry-run",
+            "--inbound", "15006", "--app", "127.0.0.1:8080", "--mtls", "strict",
+            "--identity-ca", "https://ca.test:15443", "--identity-token", "/var/run/token",
+            "--trust-bundle", "/etc/ca/root.crt"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30)
+    shown = YAML(typ="safe").load(done.stdout)
+    assert shown["inbound"]["mtls"] == "strict"
+    assert shown["identity"] == {
+        "trust_bundle": "/etc/ca/root.crt",
+        "trust_domain": "cluster.local",
+        "ca": "https://ca.test:15443",
+        "token": "/var/run/token",
+    }
+    lone = subprocess.run([*argv[:5], "--mtls", "strict"], capture_output=True, text=True,
+                          check=False, timeout=30)  # fmt: skip
+    assert lone.returncode == 3
+    assert "--mtls: there is no inbound port" in lone.stderr

@@ -50,6 +50,8 @@ for the proxy to do anything)::
       delay: 0s                       # after SIGTERM, readiness false this long before closing
       grace: 25s                      # then in-flight requests get this long to finish
     access_log: false                 # one JSON line a request on stdout
+    identity: ...                     # TLS: identity:, inbound.mtls/tls, upstreams[].mtls/peer
+                                      # are described in ``tlsconfig``
 
 Every error names the key and says what would be accepted, because the reader is usually
 looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
@@ -495,23 +497,11 @@ def _check(settings: Settings) -> None:
                 "give each its own port"
             )
         seen[address] = where
-    inbound = settings.inbound
-    if inbound is not None and inbound.mtls != "off":
-        if settings.identity is None:
-            raise ValueError(
-                f"inbound.mtls: {inbound.mtls} needs this workload's certificate; "
-                "give identity: (ca: and token:, or cert: and key:)"
-            )
-        if inbound.tls is not None:
-            raise ValueError(
-                "inbound: a port takes either mTLS from the mesh (mtls:) or TLS from outside "
-                "clients (tls:); give one"
-            )
-    for up in settings.upstreams:
-        if up.mtls and settings.identity is None:
-            raise ValueError(
-                f"upstreams[{up.name}].mtls: needs this workload's certificate; give identity:"
-            )
+    tlsconfig.check(
+        identity=settings.identity,
+        inbound=(settings.inbound.mtls, settings.inbound.tls) if settings.inbound else None,
+        upstreams=[(u.name, u.mtls) for u in settings.upstreams],
+    )
     if settings.outlier.max_ejected_percent > 100:
         raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
 

@@ -37,6 +37,7 @@ __all__ = [
     "Certificate",
     "Identity",
     "Termination",
+    "check",
     "identity_from",
     "identity_mapping",
     "termination_from",
@@ -182,6 +183,32 @@ def termination_from(data: Any, where: str) -> Termination:
                 f"{where}.alpn: {name!r} is not spoken here; the proxy serves {', '.join(_ALPN)}"
             )
     return Termination(tuple(certificates), version, alpn)
+
+
+def check(
+    *,
+    identity: Identity | None,
+    inbound: tuple[str, Termination | None] | None,
+    upstreams: list[tuple[str, bool]],
+) -> None:
+    """What cannot work across keys: mTLS without a certificate, both mTLS and TLS on a port."""
+    if inbound is not None and inbound[0] != "off":
+        if identity is None:
+            raise ValueError(
+                f"inbound.mtls: {inbound[0]} needs this workload's certificate; give "
+                "identity: (ca: and token:, or cert: and key:) or --identity-ca and "
+                "--identity-token with --trust-bundle"
+            )
+        if inbound[1] is not None:
+            raise ValueError(
+                "inbound: a port takes either mTLS from the mesh (mtls:) or TLS from outside "
+                "clients (tls:); give one"
+            )
+    for name, mtls in upstreams:
+        if mtls and identity is None:
+            raise ValueError(
+                f"upstreams[{name}].mtls: needs this workload's certificate; give identity:"
+            )
 
 
 def identity_mapping(identity: Identity) -> dict[str, Any]:
