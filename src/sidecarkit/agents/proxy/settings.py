@@ -50,8 +50,7 @@ for the proxy to do anything)::
       delay: 0s                       # after SIGTERM, readiness false this long before closing
       grace: 25s                      # then in-flight requests get this long to finish
     access_log: false                 # one JSON line a request on stdout
-    identity: ...                     # TLS: identity:, inbound.mtls/tls, upstreams[].mtls/peer
-                                      # are described in ``tlsconfig``
+    # TLS (identity:, inbound.mtls, inbound.tls, upstreams[].mtls and .peer): see tlsconfig
 
 Every error names the key and says what would be accepted, because the reader is usually
 looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
