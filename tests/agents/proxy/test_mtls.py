@@ -247,3 +247,24 @@ def test_the_proxy_renews_its_certificate_at_half_life_without_dropping_connecti
     assert failures == 0
     assert len(serials) >= 2
     assert log.count(f"issued {SERVER_ID}") >= 2
+
+
+def test_each_inbound_port_has_its_own_mode(tmp_path: Path, ca: CaProcess, app: Backend) -> None:
+    other = start_backend(tmp_path / "other")
+    strict, permissive = free_port(), free_port()
+    ports = (
+        "inbound:\n"
+        f"  - {{listen: 127.0.0.1:{strict}, app: {app.address}, mtls: strict}}\n"
+        f"  - {{listen: 127.0.0.1:{permissive}, app: {other.address}, mtls: permissive}}\n"
+    )
+    proxy = start_proxy(config=_config(tmp_path / "ports.yaml", ca, "web", ports))
+    refused = request(strict, "/ok")
+    taken = request(permissive, "/ok")
+    status, _, body, _ = _tls_get(strict, _client_context(ca))
+    proxy.stop()
+    other.kill()
+    assert refused[0] == 400
+    assert taken[0] == 200
+    assert taken[2] == f"ok {other.port}".encode()
+    assert status == 200
+    assert f"URI={CLIENT_ID}" in _echoed(body)["x-forwarded-client-cert"]

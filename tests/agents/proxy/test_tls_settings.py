@@ -96,3 +96,25 @@ def test_the_mtls_flags_make_the_identity_and_the_inbound_mode() -> None:
                           check=False, timeout=30)  # fmt: skip
     assert lone.returncode == 3
     assert "--mtls: there is no inbound port" in lone.stderr
+
+
+def test_inbound_as_a_list_gives_each_port_its_own_mode_and_round_trips() -> None:
+    data = {
+        "identity": IDENTITY,
+        "inbound": [
+            {"listen": 15006, "app": "127.0.0.1:8080", "mtls": "strict"},
+            {"listen": 15007, "app": "127.0.0.1:9090", "mtls": "permissive"},
+        ],
+    }
+    settings = proxy_settings.from_mapping(data, source="proxy.yaml")
+    assert settings.inbound is not None
+    assert settings.inbound.mtls == "strict"
+    assert [(i.app[1], i.mtls) for i in settings.more_inbound] == [(9090, "permissive")]
+    again = proxy_settings.from_mapping(proxy_settings.to_mapping(settings), source="dry-run")
+    assert again == settings
+    clash = {"inbound": [{"listen": 15006}, {"listen": 15006, "app": 9090}]}
+    with pytest.raises(ValueError, match=r"inbound\[1\]\.listen: 0\.0\.0\.0:15006 is also"):
+        proxy_settings.from_mapping(clash, source="proxy.yaml")
+    bad = {"inbound": [{"listen": 15006}, {"listen": 15007, "mtls": "strict"}]}
+    with pytest.raises(ValueError, match=r"inbound\[1\]\.mtls: strict needs"):
+        proxy_settings.from_mapping(bad, source="proxy.yaml")

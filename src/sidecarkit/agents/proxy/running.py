@@ -52,6 +52,7 @@ class Agent:
         self.resolving: set[asyncio.Task[None]] = set()
         self.mesh: securing.Mesh | None = None
         self.terminators: list[securing.Terminator] = []
+        self.inbound_of: dict[services.Service, proxy_settings.Inbound] = {}
 
     def stop(self) -> None:
         """Begin the drain (a signal handler: it only sets a flag)."""
@@ -92,16 +93,17 @@ class Agent:
         """Every service, and the listeners to open: (service, address)."""
         s = self.settings
         listeners = []
-        if s.inbound is not None:
+        for index, inbound in enumerate((s.inbound, *s.more_inbound) if s.inbound else ()):
             service = services.Service(
-                "app", direction="inbound", balancer="round-robin", host=None,
-                settings=s, metrics=self.metrics, loop=loop,
+                f"app-{inbound.listen[1]}" if index else "app", direction="inbound",
+                balancer="round-robin", host=None, settings=s, metrics=self.metrics, loop=loop,
             )  # fmt: skip
-            if s.inbound.mtls != "off":
+            if inbound.mtls != "off":
                 service.mesh = self.mesh
-            service.set_endpoints([s.inbound.app])
+            service.set_endpoints([inbound.app])
             self.services.append(service)
-            listeners.append((service, s.inbound.listen))
+            self.inbound_of[service] = inbound
+            listeners.append((service, inbound.listen))
         names: dict[str, services.Service] = {}
         for up in s.upstreams:
             service = services.Service(
@@ -143,7 +145,7 @@ class Agent:
         for service, (host, port) in self._build(loop):
             kind = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
             factory = functools.partial(kind, service)
-            inbound = s.inbound if service.direction == "inbound" else None
+            inbound = self.inbound_of.get(service)
             if inbound is not None and self.mesh is not None and inbound.mtls != "off":
                 acceptor = securing.Acceptor(
                     loop, factory, mesh=self.mesh, mode=inbound.mtls,

@@ -205,6 +205,9 @@ class Settings:
     access_log: bool = False
     identity: tlsconfig.Identity | None = None
     """This workload's certificate for mTLS (``tlsconfig``)."""
+    more_inbound: tuple[Inbound, ...] = ()
+    """Further inbound ports (``inbound:`` given as a list), each with its app port and its
+    own ``mtls`` mode or ``tls``, as Istio's port-level PeerAuthentication."""
 
 
 def parse_address(value: Any, where: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
@@ -409,6 +412,21 @@ def _bool(value: Any, where: str) -> bool:
     raise ValueError(f"{where}: {value!r} is not true or false")
 
 
+def _inbound(data: Any, where: str, inbound: Inbound) -> Inbound:
+    section = _mapping(data, where)
+    _known(section, where, ("listen", "app", "mtls", "tls"))
+    if "listen" in section:
+        inbound = replace(inbound, listen=parse_address(section["listen"], f"{where}.listen"))
+    if "app" in section:
+        app = parse_address(section["app"], f"{where}.app", default_host="127.0.0.1")
+        inbound = replace(inbound, app=app)
+    if "mtls" in section:
+        inbound = replace(inbound, mtls=tlsconfig.mtls_mode(section["mtls"], f"{where}.mtls"))
+    if section.get("tls"):
+        inbound = replace(inbound, tls=tlsconfig.termination_from(section["tls"], f"{where}.tls"))
+    return inbound
+
+
 def from_mapping(
     data: Mapping[str, Any], *, source: str, base: Settings | None = None, final: bool = True
 ) -> Settings:
@@ -421,23 +439,15 @@ def from_mapping(
         if "admin" in data:
             changes["admin"] = parse_address(data["admin"], "admin")
         if "inbound" in data and data["inbound"] is not None:
-            section = _mapping(data["inbound"], "inbound")
-            _known(section, "inbound", ("listen", "app", "mtls", "tls"))
-            inbound = settings.inbound or Inbound()
-            if "listen" in section:
-                inbound = replace(
-                    inbound, listen=parse_address(section["listen"], "inbound.listen")
-                )
-            if "app" in section:
-                app = parse_address(section["app"], "inbound.app", default_host="127.0.0.1")
-                inbound = replace(inbound, app=app)
-            if "mtls" in section:
-                mode = tlsconfig.mtls_mode(section["mtls"], "inbound.mtls")
-                inbound = replace(inbound, mtls=mode)
-            if section.get("tls"):
-                tls = tlsconfig.termination_from(section["tls"], "inbound.tls")
-                inbound = replace(inbound, tls=tls)
-            changes["inbound"] = inbound
+            given = data["inbound"]
+            if isinstance(given, list | tuple):  # several ports, each with its own app port
+                if not given:
+                    raise ValueError("inbound: an empty list; give a mapping or leave it out")
+                more = [_inbound(e, f"inbound[{i}]", Inbound()) for i, e in enumerate(given)]
+                changes["inbound"] = _inbound(given[0], "inbound[0]", settings.inbound or Inbound())
+                changes["more_inbound"] = tuple(more[1:])
+            else:
+                changes["inbound"] = _inbound(given, "inbound", settings.inbound or Inbound())
         if "upstreams" in data:
             items = _list(data["upstreams"], "upstreams") if data["upstreams"] else []
             ups = tuple(_upstream(u, f"upstreams[{i}]") for i, u in enumerate(items))
@@ -472,6 +482,9 @@ def from_mapping(
 def _check(settings: Settings) -> None:
     seen: dict[tuple[str, int], str] = {}
     listeners = [("inbound.listen", settings.inbound.listen)] if settings.inbound else []
+    listeners += [
+        (f"inbound[{i}].listen", b.listen) for i, b in enumerate(settings.more_inbound, 1)
+    ]
     listeners += [(f"upstreams[{u.name}].listen", u.listen) for u in settings.upstreams if u.listen]
     if settings.http_proxy:
         listeners.append(("http_proxy", settings.http_proxy))
@@ -496,11 +509,13 @@ def _check(settings: Settings) -> None:
                 "give each its own port"
             )
         seen[address] = where
-    tlsconfig.check(
-        identity=settings.identity,
-        inbound=(settings.inbound.mtls, settings.inbound.tls) if settings.inbound else None,
-        upstreams=[(u.name, u.mtls) for u in settings.upstreams],
-    )
+    for index, inbound in enumerate((settings.inbound, *settings.more_inbound)):
+        tlsconfig.check(
+            identity=settings.identity,
+            inbound=(inbound.mtls, inbound.tls) if inbound else None,
+            upstreams=[(u.name, u.mtls) for u in settings.upstreams],
+            where=f"inbound[{index}]" if settings.more_inbound else "inbound",
+        )
     if settings.outlier.max_ejected_percent > 100:
         raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
 
@@ -513,14 +528,18 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     out: dict[str, Any] = {"admin": address(settings.admin)}
-    if settings.inbound:
-        out["inbound"] = {
-            "listen": address(settings.inbound.listen),
-            "app": address(settings.inbound.app),
-            "mtls": settings.inbound.mtls,
+    ports = []
+    for inbound in (settings.inbound, *settings.more_inbound) if settings.inbound else ():
+        port: dict[str, Any] = {
+            "listen": address(inbound.listen),
+            "app": address(inbound.app),
+            "mtls": inbound.mtls,
         }
-        if settings.inbound.tls is not None:
-            out["inbound"]["tls"] = tlsconfig.termination_mapping(settings.inbound.tls)
+        if inbound.tls is not None:
+            port["tls"] = tlsconfig.termination_mapping(inbound.tls)
+        ports.append(port)
+    if ports:
+        out["inbound"] = ports if len(ports) > 1 else ports[0]
     out["upstreams"] = [
         {
             "name": u.name,

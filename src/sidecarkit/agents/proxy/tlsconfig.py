@@ -190,18 +190,19 @@ def check(
     identity: Identity | None,
     inbound: tuple[str, Termination | None] | None,
     upstreams: list[tuple[str, bool]],
+    where: str = "inbound",
 ) -> None:
     """What cannot work across keys: mTLS without a certificate, both mTLS and TLS on a port."""
     if inbound is not None and inbound[0] != "off":
         if identity is None:
             raise ValueError(
-                f"inbound.mtls: {inbound[0]} needs this workload's certificate; give "
+                f"{where}.mtls: {inbound[0]} needs this workload's certificate; give "
                 "identity: (ca: and token:, or cert: and key:) or --identity-ca and "
                 "--identity-token with --trust-bundle"
             )
         if inbound[1] is not None:
             raise ValueError(
-                "inbound: a port takes either mTLS from the mesh (mtls:) or TLS from outside "
+                f"{where}: a port takes either mTLS from the mesh (mtls:) or TLS from outside "
                 "clients (tls:); give one"
             )
     for name, mtls in upstreams:
