@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from sidecarkit.security import authority, contexts, workload
+from sidecarkit.security import authority, contexts, spiffe, workload
 from tests.agents.proxy.support import (
     Backend,
     Proxy,
@@ -268,3 +268,34 @@ def test_each_inbound_port_has_its_own_mode(tmp_path: Path, ca: CaProcess, app: 
     assert taken[2] == f"ok {other.port}".encode()
     assert status == 200
     assert f"URI={CLIENT_ID}" in _echoed(body)["x-forwarded-client-cert"]
+
+
+def test_a_root_added_to_the_trust_bundle_is_trusted_without_a_restart(
+    tmp_path: Path, ca: CaProcess, app: Backend
+) -> None:
+    new_root, new_intermediate = authority.new_authority("cluster.local")
+    issuer = authority.load_authority(new_intermediate, new_root.cert, source="test")
+    key = authority.new_key()
+    who = spiffe.parse(CLIENT_ID)
+    chain = authority.issue_workload(issuer, authority.new_csr(key), who, ttl=3600)
+    context = contexts.client_context(ca.bundle)
+    contexts.load_pair(context, authority.Pair(chain, authority.pem_key(key)))
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ca.bundle)
+    config = _config(tmp_path / "b.yaml", ca, "web", "inbound:\n  mtls: strict\n")
+    config.write_text(config.read_text().replace(str(ca.directory / "root.crt"), str(bundle)))
+    proxy = start_proxy(config=config, inbound_app=app.address)
+    port = proxy.ports["inbound"]
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        _tls_get(port, context)
+    bundle.write_bytes(ca.bundle + new_root.cert)
+    deadline = time.monotonic() + 15
+    status = 0
+    while time.monotonic() < deadline and status != 200:
+        try:
+            status = _tls_get(port, context)[0]
+        except (ssl.SSLError, OSError):
+            time.sleep(0.2)
+    assert status == 200
+    assert _tls_get(port, _client_context(ca))[0] == 200  # the old root still counts
+    proxy.stop()

@@ -208,11 +208,11 @@ class Pool:
         connect_timeout: float,
         tcp: telemetry.TcpSeries,
         series: telemetry.RequestSeries,
-        tls: tuple[Any, Callable[[Any], bool]] | None = None,
+        tls: tuple[Callable[[], Any], Callable[[Any], bool]] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.tls = tls
-        """mTLS to a sidecar: the client context, and the check of its identity."""
+        """mTLS to a sidecar: the client context in use, and the check of its identity."""
         self.loop = loop
         self.idle: list[Connection] = []
         self.open = 0
@@ -259,7 +259,7 @@ class Pool:
                 connecting = self.loop.create_connection(lambda: Connection(self), host, port)
             else:
                 connecting = self.loop.create_connection(
-                    lambda: Connection(self), host, port, ssl=tls[0], server_hostname="",
+                    lambda: Connection(self), host, port, ssl=tls[0](), server_hostname="",
                     ssl_handshake_timeout=self.connect_timeout or None,
                 )  # fmt: skip
             _, conn = await asyncio.wait_for(connecting, self.connect_timeout or None)

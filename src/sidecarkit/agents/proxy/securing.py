@@ -59,17 +59,16 @@ class Mesh:
         self.settings = settings
         self.metrics = metrics
         self.trust_domain = settings.trust_domain
+        self.bundle_watch = watching.FileWatch((Path(settings.trust_bundle),))
         try:
-            bundle = Path(settings.trust_bundle).read_bytes()
-            self.server = contexts.server_context()
-            self.server.verify_mode = ssl.CERT_REQUIRED
-            contexts.load_bundle(self.server, bundle)
-            self.client = contexts.client_context(bundle)
+            (bundle,) = self.bundle_watch.changed() or (b"",)
+            self.server, self.client = self._contexts(bundle)
         except (OSError, ssl.SSLError) as exc:
             raise errors.ConfigError(
                 f"identity.trust_bundle {settings.trust_bundle}: cannot use it ({exc}); give "
                 "the root.crt of `sidecarkit ca init`"
             ) from exc
+        self.bundle_watch.accept((bundle,))
         self.bundle = bundle
         self.issued: workload.Issued | None = None
         self.by = b""
@@ -86,6 +85,37 @@ class Mesh:
         self.quiet_until = 0.0
         self.quieted = 0
 
+    @staticmethod
+    def _contexts(bundle: bytes) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        server = contexts.server_context()
+        server.verify_mode = ssl.CERT_REQUIRED
+        contexts.load_bundle(server, bundle)
+        return server, contexts.client_context(bundle)
+
+    def _reload_bundle(self) -> None:
+        """A changed trust bundle (a root being added or retired) makes new contexts: roots
+        cannot be taken out of a context. New handshakes use them; open connections go on."""
+        try:
+            contents = self.bundle_watch.changed()
+        except OSError as exc:
+            log.error("trust bundle unreadable (%s); keeping the one in use", exc.strerror)
+            return
+        if contents is None:
+            return
+        try:
+            server, client = self._contexts(contents[0])
+            if self.issued is not None:
+                for context in (server, client):
+                    contexts.load_pair(context, self.issued.pair)
+        except ssl.SSLError as exc:
+            log.warning("trust bundle %s not usable, keeping the one in use: %s",
+                        self.settings.trust_bundle, exc)  # fmt: skip
+            self.bundle_watch.accept(contents)
+            return
+        self.bundle_watch.accept(contents)
+        self.server, self.client, self.bundle = server, client, contents[0]
+        log.info("trust bundle reloaded from %s", self.settings.trust_bundle)
+
     # -- getting and renewing the certificate --------------------------------------------
     def _fetch(self) -> workload.Issued:
         settings = self.settings
@@ -94,7 +124,8 @@ class Mesh:
         return workload.fetch(settings.ca, Path(settings.token), bundle=self.bundle)
 
     def _use(self, issued: workload.Issued) -> None:
-        for context in (self.server, self.client):
+        server, client = self.server, self.client
+        for context in (server, client):
             contexts.load_pair(context, issued.pair)
         self.issued = issued
         self.by = issued.identity.uri.encode() if issued.identity else b""
@@ -128,6 +159,7 @@ class Mesh:
 
     def tick(self, loop: asyncio.AbstractEventLoop) -> None:
         """Once a second: reload changed files, or renew when the half-life passed."""
+        self._reload_bundle()
         if self.watch is not None:
             self._reload_files()
             return
@@ -225,13 +257,19 @@ class Mesh:
         self.quiet_until = now + 1.0
         self.quieted = 0
 
-    def outbound(self, expected: str | None) -> tuple[ssl.SSLContext, Callable[[Any], bool]]:
-        """The client context and the check of the endpoint's identity after the handshake."""
+    def outbound(
+        self, expected: str | None
+    ) -> tuple[Callable[[], ssl.SSLContext], Callable[[Any], bool]]:
+        """The client context in use (it changes with the trust bundle), and the check of the
+        endpoint's identity after the handshake."""
+
+        def context() -> ssl.SSLContext:
+            return self.client
 
         def check(transport: Any) -> bool:
             return bool(self.peer(transport, expected))
 
-        return self.client, check
+        return context, check
 
 
 class Acceptor:
