@@ -299,3 +299,27 @@ def test_a_root_added_to_the_trust_bundle_is_trusted_without_a_restart(
     assert status == 200
     assert _tls_get(port, _client_context(ca))[0] == 200  # the old root still counts
     proxy.stop()
+
+
+def test_an_endpoint_the_endpoints_file_marks_mtls_is_reached_over_mtls(
+    tmp_path: Path, ca: CaProcess, app: Backend
+) -> None:
+    server = _mesh_proxy(tmp_path, ca, app, "strict")
+    inbound = server.ports["inbound"]
+    endpoints = tmp_path / "web.endpoints"
+    endpoints.write_text(f"127.0.0.1:{inbound} mtls   # it has a sidecar\n")
+    web = free_port()
+    upstreams = f"upstreams:\n  - {{name: web, listen: {web}, file: {endpoints}}}\n"
+    client = start_proxy(config=_config(tmp_path / "client.yaml", ca, "client", upstreams))
+    status, _, body = request(web, "/echo")
+    assert status == 200
+    assert f"URI={CLIENT_ID}" in _echoed(body)["x-forwarded-client-cert"]
+    endpoints.write_text(f"127.0.0.1:{inbound} plaintext\n")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and status == 200:
+        status, _, body = request(web, "/echo")
+        time.sleep(0.1)
+    assert status == 400  # the strict port refused the plaintext the new mark asked for
+    assert b"mTLS only" in body
+    client.stop()
+    server.stop()

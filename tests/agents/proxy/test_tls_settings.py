@@ -8,7 +8,7 @@ import sys
 import pytest
 from ruamel.yaml import YAML
 
-from sidecarkit.agents.proxy import heads
+from sidecarkit.agents.proxy import discovery, heads
 from sidecarkit.agents.proxy import settings as proxy_settings
 
 IDENTITY = {"trust_bundle": "/ca/root.crt", "ca": "https://ca:15443", "token": "/t"}
@@ -118,3 +118,14 @@ def test_inbound_as_a_list_gives_each_port_its_own_mode_and_round_trips() -> Non
     bad = {"inbound": [{"listen": 15006}, {"listen": 15007, "mtls": "strict"}]}
     with pytest.raises(ValueError, match=r"inbound\[1\]\.mtls: strict needs"):
         proxy_settings.from_mapping(bad, source="proxy.yaml")
+
+
+def test_an_endpoints_file_line_may_mark_mtls_or_plaintext_and_nothing_else() -> None:
+    text = "10.0.0.7:8080 mtls\n10.0.0.8:8080   plaintext # no sidecar\n10.0.0.9:8080\n"
+    assert discovery.parse_marked(text, source="eps") == [
+        (("10.0.0.7", 8080), "mtls"),
+        (("10.0.0.8", 8080), "plaintext"),
+        (("10.0.0.9", 8080), None),
+    ]
+    with pytest.raises(ValueError, match=r"eps:2: 'tls' after the address is unknown"):
+        discovery.parse_marked("10.0.0.7:8080\n10.0.0.8:8080 tls\n", source="eps")

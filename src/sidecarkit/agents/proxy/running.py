@@ -111,12 +111,15 @@ class Agent:
                 settings=s, metrics=self.metrics, loop=loop,
             )  # fmt: skip
             service.protocol = up.protocol
-            if up.mtls and self.mesh is not None:
-                service.tls = self.mesh.outbound(up.peer)
+            if self.mesh is not None:
+                service.mesh_tls = self.mesh.outbound(up.peer)
+                if up.mtls:
+                    service.tls = service.mesh_tls
             endpoints = list(up.endpoints)
             if up.file:
                 source = discovery.FileSource(up.file)
                 endpoints += source.poll() or []
+                service.marks = source.marks
                 self.files.append((service, source))
             if up.dns:
                 self.names.append((service, discovery.DnsSource(*up.dns)))
@@ -191,6 +194,7 @@ class Agent:
             for service, source in self.files:
                 endpoints = source.poll()
                 if endpoints is not None:
+                    service.marks = source.marks
                     service.set_endpoints(endpoints)
             for service, name in self.names:
                 if now >= name.due:

@@ -349,7 +349,10 @@ class Acceptor:
             if self.mode != "permissive":
                 self._plaintext_refused(conn)
                 return
-            await loop.connect_accepted_socket(self.factory, conn)
+            try:
+                await loop.connect_accepted_socket(self.factory, conn)
+            except OSError:  # gone before it was handed over
+                conn.close()
             return
         try:
             await loop.connect_accepted_socket(
