@@ -31,7 +31,15 @@ __all__ = [
     "load_pair",
     "peer_identity",
     "server_context",
+    "why",
 ]
+
+
+def why(exc: BaseException) -> str:
+    """An exception as a log line wants it: ``SSLError("x")`` prints as ``('x',)`` otherwise."""
+    if len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc) or type(exc).__name__
 
 
 def server_context(*, alpn: Sequence[str] = ("http/1.1",)) -> ssl.SSLContext:

@@ -29,6 +29,7 @@ from sidecarkit.agents.proxy import (
     securing,
     services,
     telemetry,
+    terminating,
 )
 from sidecarkit.agents.proxy import settings as proxy_settings
 
@@ -51,7 +52,7 @@ class Agent:
         self.names: list[tuple[services.Service, discovery.DnsSource]] = []
         self.resolving: set[asyncio.Task[None]] = set()
         self.mesh: securing.Mesh | None = None
-        self.terminators: list[securing.Terminator] = []
+        self.terminators: list[terminating.Terminator] = []
         self.inbound_of: dict[services.Service, proxy_settings.Inbound] = {}
 
     def stop(self) -> None:
@@ -159,7 +160,7 @@ class Agent:
             else:
                 tls = None
                 if inbound is not None and inbound.tls is not None:
-                    terminator = securing.Terminator(inbound.tls)
+                    terminator = terminating.Terminator(inbound.tls)
                     self.terminators.append(terminator)
                     tls = terminator.context
                 service.server = await loop.create_server(
