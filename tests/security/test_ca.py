@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import base64
 import datetime
+import http.client
+import json
+import random
+import ssl
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -225,11 +230,71 @@ def test_a_tokens_file_with_a_bad_line_names_the_line(ca_dir: Path, tmp_path: Pa
 
 
 def _metrics(ca: object) -> str:
-    import ssl  # noqa: PLC0415
-    import urllib.request  # noqa: PLC0415
-
     url: str = getattr(ca, "url")  # noqa: B009
     bundle: bytes = getattr(ca, "bundle")  # noqa: B009
     context = ssl.create_default_context(cadata=bundle.decode())
     with urllib.request.urlopen(f"{url}/metrics", timeout=10, context=context) as r:
         return str(r.read().decode())
+
+
+def test_hostile_requests_to_the_ca_get_4xx_never_5xx_and_never_a_certificate(
+    ca_dir: Path,
+) -> None:
+    token = new_token(ca_dir, "shop", "web")
+    _, csr = key_and_csr()
+    rng = random.Random(18)
+
+    def body() -> bytes:
+        kind = rng.randrange(5)
+        if kind == 0:
+            return rng.randbytes(rng.randrange(200))
+        if kind == 1:
+            return json.dumps({"csr": rng.randbytes(40).hex()}).encode()
+        if kind == 2:  # a real CSR with bytes flipped
+            damaged = bytearray(csr)
+            for _ in range(rng.randint(1, 6)):
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            return json.dumps({"csr": damaged.decode("latin-1")}).encode()
+        if kind == 3:
+            return json.dumps([1, {"csr": None}, "x" * rng.randrange(100)]).encode()
+        return b'{"csr": ' + b"[" * rng.randrange(1, 2000) + b"}"
+
+    statuses: dict[int, int] = {}
+    dropped = 0
+    with running_ca(ca_dir) as ca:
+        context = ssl.create_default_context(cadata=ca.bundle.decode())
+        conn = http.client.HTTPSConnection("127.0.0.1", ca.port, context=context, timeout=10)
+        for i in range(1000):
+            who = rng.choice(
+                [token, token[:-1], "", "Bearer", rng.randbytes(30).hex(), token + " x"]
+            )
+            headers = {"Authorization": f"Bearer {who}", "Content-Type": "application/json"}
+            if i % 7 == 0:
+                headers["Authorization"] = rng.choice(["Basic abc", "bearer", "Bearer  "])
+            try:
+                conn.request("POST", "/v1/certificates", body=body(), headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+            except (http.client.RemoteDisconnected, ConnectionError):
+                # the server may close a connection after a refusal; the next one is fresh
+                dropped += 1
+                conn.close()
+                conn = http.client.HTTPSConnection(
+                    "127.0.0.1", ca.port, context=context, timeout=10
+                )
+                continue
+            statuses[answer.status] = statuses.get(answer.status, 0) + 1
+            assert answer.status < 500, data
+            assert b"BEGIN CERTIFICATE" not in data
+            if answer.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = http.client.HTTPSConnection(
+                    "127.0.0.1", ca.port, context=context, timeout=10
+                )
+        conn.close()
+        status, _ = post_csr(ca, csr, token)  # still serving
+        log = ca.stop()
+    assert status == 200
+    assert set(statuses) <= {400, 401, 403, 413}
+    assert sum(statuses.values()) > 900, (statuses, dropped)
+    assert "Traceback" not in log

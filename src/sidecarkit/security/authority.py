@@ -21,7 +21,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -220,6 +220,20 @@ def new_csr(key: ec.EllipticCurvePrivateKey, identity: spiffe.Identity | None = 
 
 
 def _check_csr(csr_pem: bytes, proven: spiffe.Identity) -> x509.CertificateSigningRequest:
+    """The CSR, if its signature, key and names are acceptable; CsrError says what is not.
+
+    ``cryptography`` raises ValueError (and for some keys UnsupportedAlgorithm) from several
+    accessors of a malformed CSR, not only from loading it: every one is a refusal here.
+    """
+    try:
+        return _checked_csr(csr_pem, proven)
+    except CsrError:
+        raise
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise CsrError(f"csr: cannot be read ({exc}); send a PEM CSR for an ECDSA key") from None
+
+
+def _checked_csr(csr_pem: bytes, proven: spiffe.Identity) -> x509.CertificateSigningRequest:
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError:

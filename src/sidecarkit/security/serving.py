@@ -22,6 +22,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 from cryptography import x509
 
@@ -85,8 +86,8 @@ async def _certificates(request: web.Request) -> web.Response:
         state.refused += 1
         log.warning("refused %s: %s", peer, exc)
         return _answer(401, str(exc))
-    try:
-        body: Any = await request.json()
+    try:  # orjson: bounded nesting (the stdlib parser recurses into a RecursionError)
+        body: Any = orjson.loads(await request.read())
     except ValueError:
         body = None
     csr = body.get("csr") if isinstance(body, dict) else None
