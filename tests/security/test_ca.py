@@ -25,6 +25,7 @@ from tests.security.support import (
     running_ca,
     sidecarkit,
 )
+from tests.support import schema
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +299,31 @@ def test_hostile_requests_to_the_ca_get_4xx_never_5xx_and_never_a_certificate(
     assert set(statuses) <= {400, 401, 403, 413}
     assert sum(statuses.values()) > 900, (statuses, dropped)
     assert "Traceback" not in log
+
+
+def test_install_prints_valid_objects_with_the_intermediate_but_never_the_root_key(
+    ca_dir: Path,
+) -> None:
+    done = sidecarkit(
+        "ca", "install", "--dir", str(ca_dir), "--namespace", "mesh",
+        "--bundle-namespace", "shop", "--bundle-namespace", "web",
+    )  # fmt: skip
+    objects = list(YAML(typ="safe").load_all(done.stdout))
+    kinds = [o["kind"] for o in objects]
+    assert kinds == [
+        "ServiceAccount", "ClusterRoleBinding", "Secret", "Deployment", "Service",
+        "ConfigMap", "ConfigMap",
+    ]  # fmt: skip
+    for obj in objects:
+        schema.validate(obj)
+    secret = objects[2]
+    assert set(secret["data"]) == {"root.crt", "intermediate.crt", "intermediate.key"}
+    root_key = (ca_dir / "root.key").read_text()
+    assert "".join(root_key.splitlines()[1:-1])[:24] not in done.stdout
+    assert base64.b64encode(root_key.encode()).decode() not in done.stdout.replace("\n", "")
+    command = objects[3]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--token-review" in command
+    assert "sidecarkit-ca.mesh.svc" in command
+    assert objects[1]["roleRef"]["name"] == "system:auth-delegator"
+    bundle = objects[5]["data"]["root.crt"].encode()
+    assert bundle == (ca_dir / "root.crt").read_bytes()

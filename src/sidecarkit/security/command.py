@@ -160,6 +160,55 @@ def token(tokens_file: Path, namespace: str, service_account: str, trust_domain:
     click.echo(value)
 
 
+@ca.command("install")
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False,
+              path_type=Path), help="The CA made by `ca init`.")  # fmt: skip
+@click.option("--namespace", default="sidecarkit", show_default=True, help="Where the CA runs.")
+@click.option("--image", default="ghcr.io/sidecarkit/sidecarkit:0.1.0", show_default=True)
+@click.option(
+    "--bundle-namespace",
+    "bundle_namespaces",
+    multiple=True,
+    metavar="NS",
+    help="Put the trust bundle ConfigMap (sidecarkit-ca-bundle) here; repeatable.",
+)
+@click.option("--ttl", default="24h", show_default=True, help="Workload certificate lifetime.")
+@click.option("--replicas", type=click.IntRange(1), default=2, show_default=True)
+def install(
+    directory: Path,
+    namespace: str,
+    image: str,
+    bundle_namespaces: tuple[str, ...],
+    ttl: str,
+    replicas: int,
+) -> None:
+    """Print the CA's ServiceAccount, RBAC, Secret, Deployment, Service and bundle ConfigMaps.
+
+    The root key stays in --dir: only the intermediate goes into the cluster.
+    """
+    from sidecarkit.k8s import manifests  # noqa: PLC0415
+    from sidecarkit.security import installing  # noqa: PLC0415
+
+    try:
+        durations.setting(ttl, "--ttl")
+        pair = authority.Pair(
+            (directory / "intermediate.crt").read_bytes(),
+            (directory / "intermediate.key").read_bytes(),
+        )
+        root = (directory / "root.crt").read_bytes()
+        auth = authority.load_authority(pair, root, source=str(directory))
+    except OSError as exc:
+        _fail(f"cannot read the CA in {directory}: {exc.strerror} ({exc.filename}); "
+              "make one with `sidecarkit ca init --dir DIR`")  # fmt: skip
+    except ValueError as exc:
+        _fail(str(exc))
+    spec = installing.Install(
+        namespace, image, root, pair.cert, pair.key, auth.trust_domain,
+        bundle_namespaces, replicas, ttl,
+    )  # fmt: skip
+    click.echo(manifests.dump_objects(installing.render(spec)), nl=False)
+
+
 @ca.command("serve")
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False,
               path_type=Path), help="Holds intermediate.crt/.key and root.crt (a mounted "
