@@ -327,3 +327,22 @@ def test_install_prints_valid_objects_with_the_intermediate_but_never_the_root_k
     assert objects[1]["roleRef"]["name"] == "system:auth-delegator"
     bundle = objects[5]["data"]["root.crt"].encode()
     assert bundle == (ca_dir / "root.crt").read_bytes()
+
+
+def test_a_token_granted_while_the_ca_runs_works_without_a_restart(tmp_path: Path) -> None:
+    directory = init_ca(tmp_path / "ca")
+    new_token(directory, "shop", "first")
+    with running_ca(directory) as ca:
+        later = new_token(directory, "shop", "later")
+        _, csr = key_and_csr()
+        status, answer = post_csr(ca, csr, later)
+    assert status == 200, answer
+    assert answer["spiffe_id"] == "spiffe://cluster.local/ns/shop/sa/later"
+
+
+def test_serve_without_the_tokens_file_says_how_to_make_it(ca_dir: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "none"
+    done = sidecarkit("ca", "serve", "--dir", str(ca_dir), "--tokens", str(missing), check=False)
+    assert done.returncode == 3
+    assert "sidecarkit ca token" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -49,6 +49,11 @@ must not see a certificate from the future."""
 class CsrError(ValueError):
     """A certificate signing request that cannot be signed; the message says why."""
 
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status the CA answers with: 403 for another identity, else 400."""
+
 
 @dataclass(frozen=True, slots=True)
 class Pair:
@@ -254,7 +259,8 @@ def _checked_csr(csr_pem: bytes, proven: spiffe.Identity) -> x509.CertificateSig
     if any(u != proven.uri for u in asked) or len(san) != len(asked):
         raise CsrError(
             f"csr: asks for {', '.join(asked) or 'names other than a SPIFFE ID'}, but the token "
-            f"proves {proven.uri}; ask for that identity or for none"
+            f"proves {proven.uri}; ask for that identity or for none",
+            status=403,
         )
     return csr
 
@@ -269,7 +275,8 @@ def issue_workload(
     """
     if proven.trust_domain != authority.trust_domain:
         raise CsrError(
-            f"identity {proven.uri} is not in this CA's trust domain {authority.trust_domain}"
+            f"identity {proven.uri} is not in this CA's trust domain {authority.trust_domain}",
+            status=403,
         )
     csr = _check_csr(csr_pem, proven)
     now = _now()

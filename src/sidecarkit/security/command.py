@@ -274,9 +274,7 @@ def serve(
               "make one with `sidecarkit ca init --dir DIR`")  # fmt: skip
     try:
         auth = authority.load_authority(pair, root, source=str(directory))
-        tokens = (
-            proving.BootstrapTokens.read(tokens_file, auth.trust_domain) if tokens_file else None
-        )
+        tokens = proving.TokensFile(tokens_file, auth.trust_domain) if tokens_file else None
         host, _, port_text = listen.rpartition(":")
         port = int(port_text)
     except ValueError as exc:

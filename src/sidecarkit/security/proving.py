@@ -23,7 +23,14 @@ from typing import Any
 
 from sidecarkit.security import spiffe
 
-__all__ = ["BootstrapTokens", "Refusal", "TokenReviewer", "hash_token", "token_line"]
+__all__ = [
+    "BootstrapTokens",
+    "Refusal",
+    "TokenReviewer",
+    "TokensFile",
+    "hash_token",
+    "token_line",
+]
 
 
 class Refusal(Exception):
@@ -78,6 +85,39 @@ class BootstrapTokens:
         if found is None:
             raise Refusal("the bootstrap token is not in the tokens file")
         return found
+
+
+class TokensFile:
+    """A tokens file, re-read when it changes, so that ``sidecarkit ca token`` takes effect
+    without restarting the CA. A file that became unreadable or invalid keeps the last good
+    grants (and the reason is logged by the caller)."""
+
+    def __init__(self, path: Path, trust_domain: str) -> None:
+        self.path = path
+        self.trust_domain = trust_domain
+        try:
+            self.stamp = self._stamp()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read the tokens file {path}: {exc.strerror}; `sidecarkit ca token "
+                f"--tokens {path}` makes it"
+            ) from None
+        self.tokens = BootstrapTokens.read(path, trust_domain)
+
+    def _stamp(self) -> tuple[int, int, int]:
+        st = self.path.stat()
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def current(self) -> tuple[BootstrapTokens, str | None]:
+        """The grants in force, and why a changed file was not taken (None when it was)."""
+        try:
+            stamp = self._stamp()
+            if stamp != self.stamp:
+                self.tokens = BootstrapTokens.read(self.path, self.trust_domain)
+                self.stamp = stamp
+        except (OSError, ValueError) as exc:
+            return self.tokens, f"{exc}; keeping the tokens read before"
+        return self.tokens, None
 
 
 class TokenReviewer:

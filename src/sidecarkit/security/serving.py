@@ -44,15 +44,21 @@ class Ca:
     authority: ca.Authority
     ttl: float
     """Seconds a workload certificate is valid; 24 h by default, as Istio and Linkerd."""
-    tokens: proving.BootstrapTokens | None = None
+    tokens: proving.TokensFile | None = None
     reviewer: proving.TokenReviewer | None = None
     issued: int = 0
     refused: int = 0
+    problem: str | None = None
+    """The last reason the tokens file could not be re-read, logged once."""
 
     async def prove(self, token: str) -> spiffe.Identity:
         if self.tokens is not None:
+            grants, problem = self.tokens.current()
+            if problem is not None and problem != self.problem:
+                log.warning("tokens file: %s", problem)
+            self.problem = problem
             try:
-                return self.tokens.prove(token)
+                return grants.prove(token)
             except proving.Refusal:
                 if self.reviewer is None:
                     raise
@@ -100,7 +106,7 @@ async def _certificates(request: web.Request) -> web.Response:
     except ca.CsrError as exc:
         state.refused += 1
         log.warning("refused %s (%s): %s", peer, who, exc)
-        return _answer(403 if "asks for" in str(exc) else 400, str(exc))
+        return _answer(exc.status, str(exc))
     leaf = x509.load_pem_x509_certificate(chain)
     expires = leaf.not_valid_after_utc
     state.issued += 1
