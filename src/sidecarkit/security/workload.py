@@ -16,8 +16,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-
 from sidecarkit.security import authority, contexts, spiffe
 
 __all__ = ["FetchError", "Issued", "fetch", "from_pair"]
@@ -99,7 +97,3 @@ def fetch(url: str, token_file: Path, *, bundle: bytes, timeout: float = 10.0) -
     if issued.identity is None:
         raise FetchError(f"the CA at {url} answered with a certificate without a SPIFFE ID")
     return issued
-
-
-def leaf(pem: bytes) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(pem)
