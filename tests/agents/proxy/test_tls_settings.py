@@ -129,3 +129,18 @@ def test_an_endpoints_file_line_may_mark_mtls_or_plaintext_and_nothing_else() ->
     ]
     with pytest.raises(ValueError, match=r"eps:2: 'tls' after the address is unknown"):
         discovery.parse_marked("10.0.0.7:8080\n10.0.0.8:8080 tls\n", source="eps")
+
+
+def test_a_proxy_without_tls_settings_never_loads_the_tls_code() -> None:
+    """cryptography and the TLS modules cost every pod about 12 MB; only TLS users pay it."""
+    code = (
+        "import sys\n"
+        "from sidecarkit.agents.proxy import command, running, settings\n"
+        "s = settings.from_mapping({'inbound': {'app': 8080}}, source='x')\n"
+        "running.Agent(s)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('cryptography', "
+        "'sidecarkit.agents.proxy.securing', 'sidecarkit.agents.proxy.terminating'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)  # fmt: skip
+    assert done.stdout.strip() == "[]"

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from sidecarkit.agents.proxy import (
     admin,
@@ -26,12 +27,13 @@ from sidecarkit.agents.proxy import (
     forwarding,
     relaying,
     routing,
-    securing,
     services,
     telemetry,
-    terminating,
 )
 from sidecarkit.agents.proxy import settings as proxy_settings
+
+if TYPE_CHECKING:  # TLS (and cryptography, ~12 MB) is loaded only by a proxy that uses it
+    from sidecarkit.agents.proxy import securing, terminating
 
 __all__ = ["Agent"]
 
@@ -144,6 +146,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         s = self.settings
         if s.identity is not None:  # the certificate comes before any listener
+            from sidecarkit.agents.proxy import securing  # noqa: PLC0415
+
             self.mesh = securing.Mesh(s.identity, self.metrics)
             await self.mesh.start(loop)
         for service, (host, port) in self._build(loop):
@@ -151,6 +155,8 @@ class Agent:
             factory = functools.partial(kind, service)
             inbound = self.inbound_of.get(service)
             if inbound is not None and self.mesh is not None and inbound.mtls != "off":
+                from sidecarkit.agents.proxy import securing  # noqa: PLC0415
+
                 acceptor = securing.Acceptor(
                     loop, factory, mesh=self.mesh, mode=inbound.mtls,
                     handshake_timeout=s.timeouts.header,
@@ -160,6 +166,8 @@ class Agent:
             else:
                 tls = None
                 if inbound is not None and inbound.tls is not None:
+                    from sidecarkit.agents.proxy import terminating  # noqa: PLC0415
+
                     terminator = terminating.Terminator(inbound.tls)
                     self.terminators.append(terminator)
                     tls = terminator.context
