@@ -33,6 +33,7 @@ from sidecarkit.injection import (
 )
 from sidecarkit.k8s import manifests
 from sidecarkit.runner import command as runner_command
+from sidecarkit.security import command as ca_command
 
 __all__ = ["main"]
 
@@ -735,6 +736,7 @@ def agent_metrics(
 
 
 cli.add_command(runner_command.run_pod, "run")
+cli.add_command(ca_command.ca, "ca")
 
 
 def main() -> None:

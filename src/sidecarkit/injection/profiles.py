@@ -276,7 +276,8 @@ def _render_metrics(values: Mapping[str, str], ctx: Context) -> Parts:
 
 
 def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
-    """The ``logs`` and ``metrics`` profiles, running ``sidecarkit agent`` from ``image``."""
+    """The ``logs``, ``metrics`` and ``mtls`` profiles, running ``sidecarkit agent`` from
+    ``image``."""
     K = _settings.Kind
     logs = Profile(
         name="logs",
@@ -351,7 +352,10 @@ def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
         render=_render_metrics,
         builtin=True,
     )
-    return {logs.name: logs, metrics.name: metrics}
+    from sidecarkit.injection import meshing  # noqa: PLC0415 - it builds on this module
+
+    mtls = meshing.mtls_profile(image)
+    return {logs.name: logs, metrics.name: metrics, mtls.name: mtls}
 
 
 _PLACEHOLDER: Final = re.compile(r"\$\$\{|\$\{([^}]*)\}")

@@ -42,6 +42,24 @@ def _upstream(text: str, index: int) -> dict[str, Any]:
     return entry
 
 
+def _identity(
+    config: proxy_settings.Settings,
+    ca: str | None,
+    token: str | None,
+    bundle: str | None,
+    domain: str | None,
+) -> dict[str, Any]:
+    """The identity flags over the file's ``identity:`` section."""
+    from sidecarkit.agents.proxy import tlsconfig  # noqa: PLC0415
+
+    base = tlsconfig.identity_mapping(config.identity) if config.identity else {}
+    if ca or token:
+        base.pop("cert", None)
+        base.pop("key", None)
+    given = {"ca": ca, "token": token, "trust_bundle": bundle, "trust_domain": domain}
+    return {**base, **{k: v for k, v in given.items() if v}}
+
+
 @click.command("proxy", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -78,6 +96,36 @@ def _upstream(text: str, index: int) -> dict[str, Any]:
     help="Be the app's HTTP_PROXY here: requests go to the upstream their host names.",
 )
 @click.option("--admin", metavar="HOST:PORT", help="/healthz, /ready and /metrics, 0.0.0.0:15190.")
+@click.option(
+    "--mtls",
+    type=click.Choice(["off", "permissive", "strict"]),
+    envvar="SIDECARKIT_PROXY_MTLS",
+    help="mTLS on the inbound port (needs an identity). Env: SIDECARKIT_PROXY_MTLS.",
+)
+@click.option(
+    "--identity-ca",
+    metavar="URL",
+    envvar="SIDECARKIT_PROXY_IDENTITY_CA",
+    help="`sidecarkit ca serve` to get this workload's certificate from. "
+    "Env: SIDECARKIT_PROXY_IDENTITY_CA.",
+)
+@click.option(
+    "--identity-token",
+    metavar="FILE",
+    envvar="SIDECARKIT_PROXY_IDENTITY_TOKEN",
+    help="Token proving who we are to the CA. Env: SIDECARKIT_PROXY_IDENTITY_TOKEN.",
+)
+@click.option(
+    "--trust-bundle",
+    metavar="FILE",
+    envvar="SIDECARKIT_PROXY_TRUST_BUNDLE",
+    help="The mesh's root certificate(s). Env: SIDECARKIT_PROXY_TRUST_BUNDLE.",
+)
+@click.option(
+    "--trust-domain",
+    envvar="SIDECARKIT_PROXY_TRUST_DOMAIN",
+    help="Peers' SPIFFE IDs must be in it, cluster.local. Env: SIDECARKIT_PROXY_TRUST_DOMAIN.",
+)
 @click.option("--balancer", type=click.Choice(proxy_settings.BALANCERS), help="For every upstream.")
 @click.option(
     "--access-log/--no-access-log", default=None, help="One JSON line a request on stdout."
@@ -100,6 +148,11 @@ def proxy(
     tcp_upstreams: tuple[str, ...],
     http_proxy: str | None,
     admin: str | None,
+    mtls: str | None,
+    identity_ca: str | None,
+    identity_token: str | None,
+    trust_bundle: str | None,
+    trust_domain: str | None,
     balancer: str | None,
     access_log: bool | None,
     drain_grace: str | None,
@@ -133,6 +186,14 @@ def proxy(
                     entry["balancer"] = balancer
         if admin:
             given["admin"] = admin
+        if mtls:
+            if config.inbound is None and "inbound" not in given:
+                raise ValueError("--mtls: there is no inbound port; give --inbound and --app")
+            given.setdefault("inbound", {})["mtls"] = mtls
+        if identity_ca or identity_token or trust_bundle or trust_domain:
+            given["identity"] = _identity(
+                config, identity_ca, identity_token, trust_bundle, trust_domain
+            )
         if http_proxy:
             given["http_proxy"] = http_proxy
         if access_log is not None:
@@ -162,4 +223,7 @@ def proxy(
     from sidecarkit.agents import process  # noqa: PLC0415
     from sidecarkit.agents.proxy import running  # noqa: PLC0415
 
-    process.run_agent(running.Agent(config))
+    try:
+        process.run_agent(running.Agent(config))
+    except errors.SidecarkitError as exc:  # e.g. no certificate could be had at start
+        _fail(exc)

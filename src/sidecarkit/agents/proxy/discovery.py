@@ -2,6 +2,7 @@
 the A/AAAA records of a DNS name re-resolved every few seconds.
 
 An endpoints file holds one ``host:port`` a line; blank lines and ``#`` comments are ignored.
+A line may end in ``mtls`` (the endpoint has a sidecar: mTLS to it) or ``plaintext``.
 It is polled once a second (``watching.FileWatch``: sees ConfigMap symlink swaps and renames that
 inotify on the file misses). A file that cannot be read or has a bad line keeps the last good
 endpoint set: a half-written update must not empty a service. That is logged once per change
@@ -18,7 +19,7 @@ from pathlib import Path
 from sidecarkit import watching
 from sidecarkit.agents.proxy import settings as proxy_settings
 
-__all__ = ["DNS_INTERVAL", "DnsSource", "FileSource", "parse_endpoints"]
+__all__ = ["DNS_INTERVAL", "MARKS", "DnsSource", "FileSource", "parse_endpoints", "parse_marked"]
 
 DNS_INTERVAL = 5.0
 """Seconds between resolutions of a DNS source. The system resolver does not expose record
@@ -28,16 +29,34 @@ query per name per interval."""
 log = logging.getLogger("sidecarkit.agent.proxy")
 
 
-def parse_endpoints(text: str, *, source: str) -> list[tuple[str, int]]:
-    """The endpoints in an endpoints file's text; ValueError names the line and the fix."""
+MARKS = ("mtls", "plaintext")
+"""What an endpoints file line may say after the address: the endpoint has a sidecar (speak
+mTLS to it) or has none (plaintext, even in an upstream with ``mtls: true``)."""
+
+
+def parse_marked(text: str, *, source: str) -> list[tuple[tuple[str, int], str | None]]:
+    """The endpoints in an endpoints file's text with their marks; ValueError names the line
+    and the fix."""
     out = []
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            out.append(
-                proxy_settings.parse_address(line, f"{source}:{number}", default_host="127.0.0.1")
+        address, _, mark = raw.split("#", 1)[0].strip().partition(" ")
+        if not address:
+            continue
+        where = f"{source}:{number}"
+        mark = mark.strip()
+        if mark and mark not in MARKS:
+            raise ValueError(
+                f"{where}: {mark!r} after the address is unknown; write HOST:PORT, "
+                "HOST:PORT mtls (it has a sidecar) or HOST:PORT plaintext"
             )
+        endpoint = proxy_settings.parse_address(address, where, default_host="127.0.0.1")
+        out.append((endpoint, mark or None))
     return out
+
+
+def parse_endpoints(text: str, *, source: str) -> list[tuple[str, int]]:
+    """The endpoints in an endpoints file's text; ValueError names the line and the fix."""
+    return [address for address, _ in parse_marked(text, source=source)]
 
 
 class DnsSource:
@@ -83,6 +102,8 @@ class FileSource:
         self.path = path
         self.watch = watching.FileWatch((Path(path),))
         self.endpoints: list[tuple[str, int]] | None = None
+        self.marks: dict[tuple[str, int], str] = {}
+        """Endpoints the file marks ``mtls`` or ``plaintext``."""
         self.errors = 0
         self.reported = 0
         """``errors`` already added to the metric."""
@@ -98,14 +119,15 @@ class FileSource:
         if contents is None:
             return None
         try:
-            endpoints = parse_endpoints(contents[0].decode("utf-8", "replace"), source=self.path)
+            marked = parse_marked(contents[0].decode("utf-8", "replace"), source=self.path)
         except ValueError as exc:
             self._fail(f"{exc}; keeping the last endpoints")
             return None
         self.watch.accept(contents)
         self._last_error = ""
-        self.endpoints = endpoints
-        return endpoints
+        self.endpoints = [address for address, _ in marked]
+        self.marks = {address: mark for address, mark in marked if mark}
+        return self.endpoints
 
     def _fail(self, message: str) -> None:
         self.errors += 1

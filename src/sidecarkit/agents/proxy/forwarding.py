@@ -50,6 +50,9 @@ DRAIN_IDLE: Final = 1.0
 """Seconds an idle keep-alive connection is kept open once draining began."""
 PIPELINE_DEPTH: Final = 32
 """Requests queued on one connection before reading pauses."""
+_JOIN_TLS: Final = 16384
+"""Below this, the pieces of a batch are joined before a TLS write: each write is a record
+(encrypted and framed on its own), so one record for head and body costs less than two."""
 
 _PAUSE_HOLD: Final = exchanges.PAUSE_HOLD
 _PAUSE_UPSTREAM: Final = exchanges.PAUSE_UPSTREAM
@@ -83,6 +86,7 @@ class Downstream(asyncio.Protocol):
         "out",
         "parser",
         "paused",
+        "peer",
         "queue",
         "refuse",
         "service",
@@ -120,6 +124,9 @@ class Downstream(asyncio.Protocol):
         self.tunnel_wait = b""
         """Bytes after an ``Upgrade`` request, held until the endpoint answers it."""
         self.upgrading: Exchange | None = None
+        self.peer: bytes | None = None
+        """On a TLS connection, the mTLS-verified client identity as ``x-forwarded-client-cert``
+        (``securing``; b"" when there is none); None on plaintext."""
 
     # -- transport -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -132,6 +139,15 @@ class Downstream(asyncio.Protocol):
         if len(service.connections) >= service.limits.max_connections or service.draining:
             t.abort()
             return
+        if service.mesh is not None:
+            peer_id = service.mesh.peer(transport)
+            if peer_id is None:  # a certificate without an identity of ours
+                t.abort()
+                return
+            if peer_id or transport.get_extra_info("ssl_object") is not None:
+                self.peer = peer_id
+        elif transport.get_extra_info("ssl_object") is not None:  # TLS terminated here
+            self.peer = b""
         service.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]).encode() if peer else b"unknown"
@@ -169,8 +185,12 @@ class Downstream(asyncio.Protocol):
             self.tcp.written += len(out[0])
             self.t.write(out[0])
         else:  # uvloop gathers the pieces with writev: a large body is not copied to join it
-            self.tcp.written += sum(map(len, out))
-            self.t.writelines(out)
+            size = sum(map(len, out))
+            self.tcp.written += size
+            if self.peer is not None and size < _JOIN_TLS:
+                self.t.write(b"".join(out))  # TLS: one record, not one per piece
+            else:
+                self.t.writelines(out)
         self.out = []
 
     def pause_writing(self) -> None:
@@ -331,6 +351,7 @@ class Downstream(asyncio.Protocol):
             client=self.client,
             forwarded=upstream.forwarded if upstream else False,
             host=upstream.host if upstream else None,
+            peer=self.peer or b"",
         )  # fmt: skip
         if req.error:
             self.refuse = (req.error, req.detail)

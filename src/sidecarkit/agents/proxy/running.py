@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from sidecarkit.agents.proxy import (
     admin,
@@ -30,6 +31,9 @@ from sidecarkit.agents.proxy import (
     telemetry,
 )
 from sidecarkit.agents.proxy import settings as proxy_settings
+
+if TYPE_CHECKING:  # TLS (and cryptography, ~12 MB) is loaded only by a proxy that uses it
+    from sidecarkit.agents.proxy import securing, terminating
 
 __all__ = ["Agent"]
 
@@ -49,6 +53,9 @@ class Agent:
         self.files: list[tuple[services.Service, discovery.FileSource]] = []
         self.names: list[tuple[services.Service, discovery.DnsSource]] = []
         self.resolving: set[asyncio.Task[None]] = set()
+        self.mesh: securing.Mesh | None = None
+        self.terminators: list[terminating.Terminator] = []
+        self.inbound_of: dict[services.Service, proxy_settings.Inbound] = {}
 
     def stop(self) -> None:
         """Begin the drain (a signal handler: it only sets a flag)."""
@@ -67,6 +74,8 @@ class Agent:
             now = time.monotonic()  # the balancer's clock
             for service in self.services:
                 service.gauges(now)
+            if self.mesh is not None:
+                self.mesh.gauges()
             sources: list[tuple[services.Service, discovery.FileSource | discovery.DnsSource]]
             sources = [*self.files, *self.names]
             for service, source in sources:
@@ -87,14 +96,17 @@ class Agent:
         """Every service, and the listeners to open: (service, address)."""
         s = self.settings
         listeners = []
-        if s.inbound is not None:
+        for index, inbound in enumerate((s.inbound, *s.more_inbound) if s.inbound else ()):
             service = services.Service(
-                "app", direction="inbound", balancer="round-robin", host=None,
-                settings=s, metrics=self.metrics, loop=loop,
+                f"app-{inbound.listen[1]}" if index else "app", direction="inbound",
+                balancer="round-robin", host=None, settings=s, metrics=self.metrics, loop=loop,
             )  # fmt: skip
-            service.set_endpoints([s.inbound.app])
+            if inbound.mtls != "off":
+                service.mesh = self.mesh
+            service.set_endpoints([inbound.app])
             self.services.append(service)
-            listeners.append((service, s.inbound.listen))
+            self.inbound_of[service] = inbound
+            listeners.append((service, inbound.listen))
         names: dict[str, services.Service] = {}
         for up in s.upstreams:
             service = services.Service(
@@ -102,10 +114,15 @@ class Agent:
                 settings=s, metrics=self.metrics, loop=loop,
             )  # fmt: skip
             service.protocol = up.protocol
+            if self.mesh is not None:
+                service.mesh_tls = self.mesh.outbound(up.peer)
+                if up.mtls:
+                    service.tls = service.mesh_tls
             endpoints = list(up.endpoints)
             if up.file:
                 source = discovery.FileSource(up.file)
                 endpoints += source.poll() or []
+                service.marks = source.marks
                 self.files.append((service, source))
             if up.dns:
                 self.names.append((service, discovery.DnsSource(*up.dns)))
@@ -128,12 +145,36 @@ class Agent:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.settings
+        if s.identity is not None:  # the certificate comes before any listener
+            from sidecarkit.agents.proxy import securing  # noqa: PLC0415
+
+            self.mesh = securing.Mesh(s.identity, self.metrics)
+            await self.mesh.start(loop)
         for service, (host, port) in self._build(loop):
             kind = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
-            service.server = await loop.create_server(
-                functools.partial(kind, service),
-                host, port, backlog=4096, reuse_address=True,
-            )  # fmt: skip
+            factory = functools.partial(kind, service)
+            inbound = self.inbound_of.get(service)
+            if inbound is not None and self.mesh is not None and inbound.mtls != "off":
+                from sidecarkit.agents.proxy import securing  # noqa: PLC0415
+
+                acceptor = securing.Acceptor(
+                    loop, factory, mesh=self.mesh, mode=inbound.mtls,
+                    handshake_timeout=s.timeouts.header,
+                )  # fmt: skip
+                await acceptor.start(host, port)
+                service.server = acceptor
+            else:
+                tls = None
+                if inbound is not None and inbound.tls is not None:
+                    from sidecarkit.agents.proxy import terminating  # noqa: PLC0415
+
+                    terminator = terminating.Terminator(inbound.tls)
+                    self.terminators.append(terminator)
+                    tls = terminator.context
+                service.server = await loop.create_server(
+                    factory, host, port, backlog=4096, reuse_address=True, ssl=tls,
+                    ssl_handshake_timeout=s.timeouts.header if tls else None,
+                )  # fmt: skip
             log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)
         for service, name in self.names:  # the first answer before /ready says yes
             with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
@@ -155,9 +196,14 @@ class Agent:
             now = loop.time()
             for service in self.services:
                 service.tick(now)
+            if self.mesh is not None:
+                self.mesh.tick(loop)
+            for terminator in self.terminators:
+                terminator.tick()
             for service, source in self.files:
                 endpoints = source.poll()
                 if endpoints is not None:
+                    service.marks = source.marks
                     service.set_endpoints(endpoints)
             for service, name in self.names:
                 if now >= name.due:

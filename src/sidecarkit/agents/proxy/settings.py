@@ -50,6 +50,7 @@ for the proxy to do anything)::
       delay: 0s                       # after SIGTERM, readiness false this long before closing
       grace: 25s                      # then in-flight requests get this long to finish
     access_log: false                 # one JSON line a request on stdout
+    # TLS (identity:, inbound.mtls, inbound.tls, upstreams[].mtls and .peer): see tlsconfig
 
 Every error names the key and says what would be accepted, because the reader is usually
 looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
@@ -62,6 +63,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Final
 
 from sidecarkit import durations
+from sidecarkit.agents.proxy import tlsconfig
 
 __all__ = [
     "BALANCERS",
@@ -89,6 +91,10 @@ class Inbound:
     """Where clients of the app connect."""
     app: tuple[str, int] = ("127.0.0.1", 8080)
     """The app, on the pod's loopback."""
+    mtls: str = "off"
+    """``off``, ``permissive`` or ``strict`` (``tlsconfig``); needs ``identity``."""
+    tls: tlsconfig.Termination | None = None
+    """TLS termination with certificates from files, for clients outside the mesh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,10 @@ class Upstream:
     """``http``, or ``tcp`` for an opaque L4 relay (one endpoint per connection)."""
     hosts: tuple[str, ...] = ()
     """Authorities (``name`` or ``name:port``) routed here in HTTP-proxy mode, besides ``name``."""
+    mtls: bool = False
+    """The endpoints have a sidecar: connect with mTLS (needs ``identity``)."""
+    peer: str | None = None
+    """With ``mtls``: the SPIFFE ID the endpoints must have; None takes any of the trust domain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +203,11 @@ class Settings:
     pool: Pool = field(default_factory=Pool)
     drain: Drain = field(default_factory=Drain)
     access_log: bool = False
+    identity: tlsconfig.Identity | None = None
+    """This workload's certificate for mTLS (``tlsconfig``)."""
+    more_inbound: tuple[Inbound, ...] = ()
+    """Further inbound ports (``inbound:`` given as a list), each with its app port and its
+    own ``mtls`` mode or ``tls``, as Istio's port-level PeerAuthentication."""
 
 
 def parse_address(value: Any, where: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
@@ -302,6 +317,7 @@ def _upstream(data: Any, where: str) -> Upstream:
     data = _mapping(data, where)
     allowed = (
         "name", "listen", "endpoints", "file", "dns", "balancer", "host", "hosts", "protocol",
+        "mtls", "peer",
     )  # fmt: skip
     _known(data, where, allowed)
     name = str(data.get("name", "")).strip()
@@ -346,6 +362,8 @@ def _upstream(data: Any, where: str) -> Upstream:
         str(host) if host else None,
         protocol,
         hosts,
+        mtls=_bool(data.get("mtls", False), f"{where}.mtls"),
+        peer=tlsconfig.peer_id(data["peer"], f"{where}.peer") if data.get("peer") else None,
     )
 
 
@@ -379,7 +397,7 @@ _POOL = {
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
-    "pool", "drain", "access_log",
+    "pool", "drain", "access_log", "identity",
 )  # fmt: skip
 
 
@@ -394,6 +412,21 @@ def _bool(value: Any, where: str) -> bool:
     raise ValueError(f"{where}: {value!r} is not true or false")
 
 
+def _inbound(data: Any, where: str, inbound: Inbound) -> Inbound:
+    section = _mapping(data, where)
+    _known(section, where, ("listen", "app", "mtls", "tls"))
+    if "listen" in section:
+        inbound = replace(inbound, listen=parse_address(section["listen"], f"{where}.listen"))
+    if "app" in section:
+        app = parse_address(section["app"], f"{where}.app", default_host="127.0.0.1")
+        inbound = replace(inbound, app=app)
+    if "mtls" in section:
+        inbound = replace(inbound, mtls=tlsconfig.mtls_mode(section["mtls"], f"{where}.mtls"))
+    if section.get("tls"):
+        inbound = replace(inbound, tls=tlsconfig.termination_from(section["tls"], f"{where}.tls"))
+    return inbound
+
+
 def from_mapping(
     data: Mapping[str, Any], *, source: str, base: Settings | None = None, final: bool = True
 ) -> Settings:
@@ -406,17 +439,15 @@ def from_mapping(
         if "admin" in data:
             changes["admin"] = parse_address(data["admin"], "admin")
         if "inbound" in data and data["inbound"] is not None:
-            section = _mapping(data["inbound"], "inbound")
-            _known(section, "inbound", ("listen", "app"))
-            inbound = settings.inbound or Inbound()
-            if "listen" in section:
-                inbound = replace(
-                    inbound, listen=parse_address(section["listen"], "inbound.listen")
-                )
-            if "app" in section:
-                app = parse_address(section["app"], "inbound.app", default_host="127.0.0.1")
-                inbound = replace(inbound, app=app)
-            changes["inbound"] = inbound
+            given = data["inbound"]
+            if isinstance(given, list | tuple):  # several ports, each with its own app port
+                if not given:
+                    raise ValueError("inbound: an empty list; give a mapping or leave it out")
+                more = [_inbound(e, f"inbound[{i}]", Inbound()) for i, e in enumerate(given)]
+                changes["inbound"] = _inbound(given[0], "inbound[0]", settings.inbound or Inbound())
+                changes["more_inbound"] = tuple(more[1:])
+            else:
+                changes["inbound"] = _inbound(given, "inbound", settings.inbound or Inbound())
         if "upstreams" in data:
             items = _list(data["upstreams"], "upstreams") if data["upstreams"] else []
             ups = tuple(_upstream(u, f"upstreams[{i}]") for i, u in enumerate(items))
@@ -438,6 +469,8 @@ def from_mapping(
             )
         if "access_log" in data:
             changes["access_log"] = _bool(data["access_log"], "access_log")
+        if data.get("identity"):
+            changes["identity"] = tlsconfig.identity_from(data["identity"])
         result = replace(settings, **changes)
         if final:
             _check(result)
@@ -449,6 +482,9 @@ def from_mapping(
 def _check(settings: Settings) -> None:
     seen: dict[tuple[str, int], str] = {}
     listeners = [("inbound.listen", settings.inbound.listen)] if settings.inbound else []
+    listeners += [
+        (f"inbound[{i}].listen", b.listen) for i, b in enumerate(settings.more_inbound, 1)
+    ]
     listeners += [(f"upstreams[{u.name}].listen", u.listen) for u in settings.upstreams if u.listen]
     if settings.http_proxy:
         listeners.append(("http_proxy", settings.http_proxy))
@@ -473,6 +509,13 @@ def _check(settings: Settings) -> None:
                 "give each its own port"
             )
         seen[address] = where
+    for index, inbound in enumerate((settings.inbound, *settings.more_inbound)):
+        tlsconfig.check(
+            identity=settings.identity,
+            inbound=(inbound.mtls, inbound.tls) if inbound else None,
+            upstreams=[(u.name, u.mtls) for u in settings.upstreams],
+            where=f"inbound[{index}]" if settings.more_inbound else "inbound",
+        )
     if settings.outlier.max_ejected_percent > 100:
         raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
 
@@ -485,11 +528,18 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     out: dict[str, Any] = {"admin": address(settings.admin)}
-    if settings.inbound:
-        out["inbound"] = {
-            "listen": address(settings.inbound.listen),
-            "app": address(settings.inbound.app),
+    ports = []
+    for inbound in (settings.inbound, *settings.more_inbound) if settings.inbound else ():
+        port: dict[str, Any] = {
+            "listen": address(inbound.listen),
+            "app": address(inbound.app),
+            "mtls": inbound.mtls,
         }
+        if inbound.tls is not None:
+            port["tls"] = tlsconfig.termination_mapping(inbound.tls)
+        ports.append(port)
+    if ports:
+        out["inbound"] = ports if len(ports) > 1 else ports[0]
     out["upstreams"] = [
         {
             "name": u.name,
@@ -501,6 +551,8 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             "protocol": u.protocol,
             **({"host": u.host} if u.host else {}),
             **({"hosts": list(u.hosts)} if u.hosts else {}),
+            **({"mtls": True} if u.mtls else {}),
+            **({"peer": u.peer} if u.peer else {}),
         }
         for u in settings.upstreams
     ]
@@ -512,4 +564,6 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             k.rstrip("_"): list(v) if isinstance(v, tuple) else v for k, v in section.items()
         }
     out["access_log"] = settings.access_log
+    if settings.identity is not None:
+        out["identity"] = tlsconfig.identity_mapping(settings.identity)
     return out
