@@ -100,6 +100,7 @@ def start_proxy(
     upstreams: dict[str, str] | None = None,
     loop: str = "uvloop",
     stdout: int | None = None,
+    stderr: int | None = None,
 ) -> Proxy:
     """Start ``sidecarkit agent proxy`` with an inbound listener in front of ``inbound_app``
     and/or ``upstreams`` (name -> endpoints), on free ports; wait until it is ready."""
@@ -118,7 +119,7 @@ def start_proxy(
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if loop == "asyncio":
         env["SIDECARKIT_LOOP"] = "asyncio"
-    proc = subprocess.Popen([*argv, *args], env=env, stdout=stdout)
+    proc = subprocess.Popen([*argv, *args], env=env, stdout=stdout, stderr=stderr)
     STARTED.append(proc)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -83,6 +83,7 @@ class Downstream(asyncio.Protocol):
         "out",
         "parser",
         "paused",
+        "peer",
         "queue",
         "refuse",
         "service",
@@ -100,6 +101,8 @@ class Downstream(asyncio.Protocol):
         self.t: Any = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = b""
+        self.peer = ""
+        """The client's verified identity (the SPIFFE ID of its certificate); "" in plaintext."""
         self.queue: collections.deque[Exchange] = collections.deque()
         self.current: Exchange | None = None
         self.url = b""
@@ -357,6 +360,8 @@ class Downstream(asyncio.Protocol):
             )
             service.local.requests += 1
             service.local.respond(503, 0.0)
+        elif service.guard is not None and service.guard.stop(self, ex):
+            pass  # refused by the policy: ex.local holds the answer
         else:
             service.in_flight += 1
         if len(queue) == 1:

@@ -24,6 +24,9 @@ from sidecarkit.agents.proxy import (
     admin,
     discovery,
     forwarding,
+    guarding,
+    keysources,
+    policies,
     relaying,
     routing,
     services,
@@ -40,8 +43,13 @@ TICK = 1.0
 
 
 class Agent:
-    def __init__(self, settings: proxy_settings.Settings) -> None:
+    def __init__(
+        self, settings: proxy_settings.Settings, *, policy: policies.Policy | None = None
+    ) -> None:
         self.settings = settings
+        self.policy = policy
+        self.sources = keysources.Sources(policy) if policy is not None else None
+        self.guards: list[guarding.Guard] = []
         self.stopping = asyncio.Event()
         self.ready = False
         self.metrics = telemetry.Registry()
@@ -77,6 +85,16 @@ class Agent:
                     source.errors - source.reported,
                 )
                 source.reported = source.errors
+            for guard in self.guards:
+                guard.export(self.metrics)
+            if self.sources is not None:
+                self.metrics.add_counter(
+                    "policy_key_errors_total",
+                    "Failed reads or fetches of the policy's keys; the last good keys are kept.",
+                    {},
+                    self.sources.errors - self.sources.reported,
+                )
+                self.sources.reported = self.sources.errors
             return 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
         return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
@@ -93,6 +111,15 @@ class Agent:
                 settings=s, metrics=self.metrics, loop=loop,
             )  # fmt: skip
             service.set_endpoints([s.inbound.app])
+            if self.policy is not None and self.sources is not None:
+                guard = guarding.Guard(
+                    self.policy, authenticator=self.sources.authenticator,
+                    direction="inbound", upstream="app",
+                )  # fmt: skip
+                guard.fetch = self.sources.want
+                self.sources.listeners.append(guard.keys_arrived)
+                service.guard = guard
+                self.guards.append(guard)
             self.services.append(service)
             listeners.append((service, s.inbound.listen))
         names: dict[str, services.Service] = {}
@@ -139,6 +166,8 @@ class Agent:
             with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
                 await asyncio.wait_for(self._resolve(service, name), 2.0)
             name.due = loop.time() + discovery.DNS_INTERVAL
+        if self.sources is not None:
+            await self.sources.start()
         admin_server = await admin.serve(s.admin[0], s.admin[1], self._routes())
         log.info("admin endpoint on %s:%d", *s.admin)
         self.ready = True
@@ -147,6 +176,8 @@ class Agent:
         self.ready = False
         await self._drain(loop)
         ticker.cancel()
+        if self.sources is not None:
+            await self.sources.close()
         admin_server.close()
 
     async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -155,6 +186,10 @@ class Agent:
             now = loop.time()
             for service in self.services:
                 service.tick(now)
+            if self.sources is not None:
+                self.sources.tick(loop)
+                for guard in self.guards:
+                    guard.tick(time.monotonic())
             for service, source in self.files:
                 endpoints = source.poll()
                 if endpoints is not None:

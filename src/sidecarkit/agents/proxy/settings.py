@@ -50,6 +50,7 @@ for the proxy to do anything)::
       delay: 0s                       # after SIGTERM, readiness false this long before closing
       grace: 25s                      # then in-flight requests get this long to finish
     access_log: false                 # one JSON line a request on stdout
+    policy: /etc/sidecarkit/policy.yaml   # authentication, authorization, rate limits (inbound)
 
 Every error names the key and says what would be accepted, because the reader is usually
 looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
@@ -193,6 +194,8 @@ class Settings:
     pool: Pool = field(default_factory=Pool)
     drain: Drain = field(default_factory=Drain)
     access_log: bool = False
+    policy: str | None = None
+    """A policy file (``policies``) for the inbound listener; None: every request goes on."""
 
 
 def parse_address(value: Any, where: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
@@ -379,7 +382,7 @@ _POOL = {
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
-    "pool", "drain", "access_log",
+    "pool", "drain", "access_log", "policy",
 )  # fmt: skip
 
 
@@ -438,6 +441,8 @@ def from_mapping(
             )
         if "access_log" in data:
             changes["access_log"] = _bool(data["access_log"], "access_log")
+        if data.get("policy"):
+            changes["policy"] = str(data["policy"])
         result = replace(settings, **changes)
         if final:
             _check(result)
@@ -512,4 +517,6 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             k.rstrip("_"): list(v) if isinstance(v, tuple) else v for k, v in section.items()
         }
     out["access_log"] = settings.access_log
+    if settings.policy:
+        out["policy"] = settings.policy
     return out

@@ -1,0 +1,293 @@
+"""The security stages on a listener's request path: authenticate, authorize, rate-limit.
+
+Called once per request head by ``forwarding`` (``Guard.stop``), after the head was checked
+and before the request is dispatched. In order:
+
+====================  ========================================================================
+stage                 outcome
+====================  ========================================================================
+path                  ambiguous target (``policies.normal_path``): 400
+authentication        a credential that does not verify: 401; none and ``required``: 401;
+                      a JWT whose ``kid`` is not known yet: the exchange waits (``gate``)
+                      until the key set was fetched again, then goes on from here
+authorization         denied by a rule or by default: 403
+rate limits           a bucket is empty: 429 with ``Retry-After`` and ``RateLimit-*``
+forwarded             headers only the proxy may set are replaced: the peer identity,
+                      verified claims, the API key's name; the credential is removed
+====================  ========================================================================
+
+Every refusal is counted (``/metrics``) and logged with its reason at INFO, at most
+``LOG_BURST`` lines a second per kind of refusal (the rest are counted and summed up in the
+next line), so a flood of bad requests cannot flood the log. Allowed requests are logged at
+DEBUG. Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from sidecarkit.agents.proxy import buckets, heads, policies, telemetry, tokens
+
+if TYPE_CHECKING:
+    from sidecarkit.agents.proxy.exchanges import Exchange
+    from sidecarkit.agents.proxy.forwarding import Downstream
+
+__all__ = ["Guard"]
+
+log = logging.getLogger("sidecarkit.agent.proxy.policy")
+
+LOG_BURST: Final = 10
+_PEER: Final = policies.PEER_HEADER
+
+
+class _Throttle:
+    """At most ``LOG_BURST`` lines a second per kind; the rest are counted."""
+
+    __slots__ = ("lines", "second", "skipped")
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.lines: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+
+    def info(self, kind: str, message: str, *args: Any) -> None:
+        second = int(time.monotonic())
+        if second != self.second:
+            self.second = second
+            self.lines.clear()
+        count = self.lines.get(kind, 0)
+        if count >= LOG_BURST:
+            self.skipped[kind] = self.skipped.get(kind, 0) + 1
+            return
+        self.lines[kind] = count + 1
+        skipped = self.skipped.pop(kind, 0)
+        if skipped:
+            message += " (and %d more like it not logged)"
+            args = (*args, skipped)
+        log.info(message, *args)
+
+
+class Guard:
+    """One listener's policy, its buckets and its counters."""
+
+    def __init__(
+        self,
+        policy: policies.Policy,
+        *,
+        authenticator: tokens.Authenticator | None,
+        direction: str,
+        upstream: str,
+    ) -> None:
+        self.policy = policy
+        self.authenticator = authenticator
+        self.labels = {"direction": direction, "upstream": upstream}
+        self.buckets = {
+            limit.name: buckets.Buckets(rate=limit.rate, burst=limit.burst)
+            for limit in policy.rate_limits
+        }
+        self.strip = frozenset(
+            (_PEER, *(authenticator.always_strip if authenticator is not None else ()))
+        )
+        spec = policy.authentication
+        self.required = spec is not None and spec.required
+        self.realm = spec.realm.encode() if spec is not None else b""
+        self.counts: dict[tuple[str, str, str], int] = {}
+        """(metric, label name, label value) -> count since the last scrape."""
+        self.throttle = _Throttle()
+        self.waiting: dict[str, list[tuple[Downstream, Exchange]]] = {}
+        """Exchanges waiting for an issuer's key set, by issuer."""
+        self.fetch: Callable[[str], None] | None = None
+        """Asks for an issuer's key set to be fetched now (``keysources.Sources.want``)."""
+
+    # -- the hook ------------------------------------------------------------------------
+    def stop(self, down: Downstream, ex: Exchange) -> bool:
+        """Run the stages; True when the request was answered here (``ex.local`` is set)."""
+        path, why = policies.normal_path(ex.target)
+        if why:
+            return self._refuse(ex, 400, b"%s\n" % why.encode(), "path", why, down)
+        headers: dict[bytes, tuple[bytes, ...]] = {}
+        for name, value in down.headers:
+            key = name.lower()
+            headers[key] = (*headers.get(key, ()), value)
+        outcome = None
+        if self.authenticator is not None:
+            outcome = self.authenticator.authenticate(headers, time.monotonic())
+            if outcome.kind == tokens.PENDING:
+                self.waiting.setdefault(outcome.issuer, []).append((down, ex))
+                ex.gate = (path, headers)
+                if self.fetch is not None:
+                    self.fetch(outcome.issuer)
+                return False
+        return self._after_authentication(down, ex, path, headers, outcome)
+
+    def keys_arrived(self, issuer: str) -> None:
+        """The key set of ``issuer`` was fetched (or failed to be): finish what waited."""
+        assert self.authenticator is not None
+        for down, ex in self.waiting.pop(issuer, []):
+            if ex.done or ex.gate is None:
+                continue
+            path, headers = ex.gate
+            ex.gate = None
+            outcome = self.authenticator.authenticate(headers, time.monotonic())
+            if outcome.kind == tokens.PENDING:  # still unknown: refuse, don't loop
+                outcome = tokens.Outcome(tokens.REFUSED, reason="unknown kid after a refetch")
+            if self._after_authentication(down, ex, path, headers, outcome):
+                down.service.in_flight -= 1  # counted as in flight when it began to wait
+            if down.queue and down.queue[0] is ex:
+                ex.dispatch()
+
+    def _after_authentication(
+        self,
+        down: Downstream,
+        ex: Exchange,
+        path: bytes,
+        headers: dict[bytes, tuple[bytes, ...]],
+        outcome: tokens.Outcome | None,
+    ) -> bool:
+        subject = ""
+        add = b""
+        strip = self.strip
+        if outcome is not None:
+            if outcome.kind == tokens.REFUSED:
+                return self._unauthenticated(down, ex, outcome)
+            if outcome.kind == tokens.NONE:
+                if self.required:
+                    return self._unauthenticated(down, ex, outcome)
+                self._count("http_authn_total", "result", "anonymous")
+            else:
+                self._count("http_authn_total", "result", "ok")
+                subject = outcome.subject
+                add = outcome.add
+                strip = strip | outcome.strip
+        peer = down.peer
+        if add:  # the rules see the verified claims, not what the client sent
+            headers = {k: v for k, v in headers.items() if k not in strip}
+            for line in add.split(b"\r\n")[:-1]:
+                name, _, value = line.partition(b": ")
+                headers[name] = (*headers.get(name, ()), value)
+        request = policies.Request(
+            ex.method, path, headers, peer=peer, subject=subject, client=down.client.decode()
+        )
+        decision = self.policy.authorize(request)
+        if not decision.allowed:
+            self._count("http_authz_deny_total", "rule", decision.rule)
+            body = b"forbidden by policy (%s)\n" % decision.rule.encode()
+            return self._refuse(ex, 403, body, "authz", f"rule {decision.rule}", down, subject)
+        self._count("http_authz_allow_total", "rule", decision.rule)
+        if self.buckets and self._limited(down, ex, request):
+            return True
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("allow rule=%s %s", decision.rule, _who(down, ex, subject))
+        if peer:
+            add += b"%s: %s\r\n" % (_PEER, peer.encode())
+        _rewrite(ex, down.headers, strip, add)
+        return False
+
+    def _limited(self, down: Downstream, ex: Exchange, request: policies.Request) -> bool:
+        now = time.monotonic()
+        for limit in self.policy.limits_for(request):
+            key = _key(limit.key, request)
+            if key is None:
+                continue
+            table = self.buckets[limit.name]
+            wait = table.take(key, now)
+            if wait:
+                self._count("http_ratelimit_limited_total", "limit", limit.name)
+                extra = b"retry-after: %d\r\nratelimit-limit: %d\r\nratelimit-remaining: 0\r\n" \
+                    b"ratelimit-reset: %d\r\nratelimit-policy: %d;w=1;burst=%d\r\n" % (
+                        max(1, int(wait + 0.999)), round(limit.burst), table.reset_after(key),
+                        round(limit.rate), round(limit.burst),
+                    )  # fmt: skip
+                body = b"rate limit %s exceeded\n" % limit.name.encode()
+                self._refuse(ex, 429, body, "ratelimit", f"limit {limit.name}", down,
+                             request.subject, extra=extra)  # fmt: skip
+                return True
+        return False
+
+    # -- answers -------------------------------------------------------------------------
+    def _unauthenticated(self, down: Downstream, ex: Exchange, outcome: tokens.Outcome) -> bool:
+        self._count("http_authn_total", "result", "refused")
+        challenge = b'www-authenticate: Bearer realm="%s"' % self.realm
+        if outcome.error:
+            challenge += b', error="%s"' % outcome.error.encode()
+        body = b"authentication required\n" if outcome.kind == tokens.NONE else (
+            b"credential refused\n")  # fmt: skip
+        return self._refuse(ex, 401, body, "authn", outcome.reason, down,
+                            extra=challenge + b"\r\n")  # fmt: skip
+
+    def _refuse(
+        self,
+        ex: Exchange,
+        status: int,
+        body: bytes,
+        kind: str,
+        reason: str,
+        down: Downstream,
+        subject: str = "",
+        *,
+        extra: bytes = b"",
+    ) -> bool:
+        ex.status = status
+        ex.local = heads.simple_response(status, body, close=False, extra=extra)
+        down.service.local.requests += 1
+        down.service.local.respond(status, 0.0)
+        self.throttle.info(kind + reason[:12], "refused %d %s: %s; %s", status, kind, reason,
+                           _who(down, ex, subject))  # fmt: skip
+        return True
+
+    def _count(self, metric: str, label: str, value: str) -> None:
+        key = (metric, label, value)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def export(self, metrics: telemetry.Registry) -> None:
+        """Move the counts into the registry (at scrape time, off the request path)."""
+        helps = {
+            "http_authn_total": "End-user authentication results (ok, anonymous, refused).",
+            "http_authz_allow_total": "Requests allowed by the policy, by deciding rule.",
+            "http_authz_deny_total": "Requests denied by the policy (403), by deciding rule.",
+            "http_ratelimit_limited_total": "Requests refused by a rate limit (429).",
+        }
+        counts, self.counts = self.counts, {}
+        for (metric, label, value), count in counts.items():
+            metrics.add_counter(metric, helps[metric], {**self.labels, label: value}, count)
+
+    def tick(self, now: float) -> None:
+        for table in self.buckets.values():
+            table.sweep(now)
+
+
+def _key(kind: str, request: policies.Request) -> bytes | None:
+    if kind == "client_ip":
+        return request.client.encode()
+    if kind == "subject":
+        return request.subject.encode() or None
+    if kind == "peer":
+        return request.peer.encode() or None
+    values = request.headers.get(kind[7:].encode())
+    return b"\0".join(values) if values else None
+
+
+def _who(down: Downstream, ex: Exchange, subject: str) -> str:
+    return (
+        f"method={ex.method.decode('latin-1')} path={ex.target[:200].decode('latin-1')!r} "
+        f"client={down.client.decode()} peer={down.peer or '-'} subject={subject[:100] or '-'} "
+        f"request_id={ex.req.request_id.decode('latin-1')}"
+    )
+
+
+def _rewrite(
+    ex: Exchange, sent: list[tuple[bytes, bytes]], strip: frozenset[bytes], add: bytes
+) -> None:
+    """Remove the fields in ``strip`` from the head going upstream and append ``add``."""
+    head = ex.req.head
+    if any(name.lower() in strip for name, _ in sent):
+        lines = head[:-4].split(b"\r\n")
+        kept = [lines[0]]
+        kept += [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in strip]
+        head = b"\r\n".join(kept) + b"\r\n\r\n"
+    if add:
+        head = head[:-2] + add + b"\r\n"
+    ex.req.head = head

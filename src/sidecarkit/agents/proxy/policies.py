@@ -1,0 +1,529 @@
+"""The proxy's security policy: who may call the app, how callers prove who they are, how often.
+
+A policy file (``policy:`` in the proxy's settings, ``--policy``) looks like this; every
+section is optional::
+
+    authentication:                   # end users: a JWT or an API key
+      required: true                  # no credential: 401 (default true when a method is set)
+      realm: orders                   # in WWW-Authenticate
+      jwt:
+        - issuer: https://auth.example.com
+          audiences: [orders-api]     # the token's aud must name one (none given: any)
+          jwks_url: https://auth.example.com/.well-known/jwks.json   # or jwks_file: PATH
+          algorithms: [RS256, ES256, EdDSA]
+          clock_skew: 30s             # leeway on exp and nbf
+          claims_to_headers: {sub: x-user-id, email: x-user-email}
+          forward_token: false        # keep Authorization for the app (default: removed)
+      api_keys:
+        file: /etc/sidecarkit/api-keys/keys   # NAME sha256:SALT:HASH lines (a mounted Secret)
+        header: x-api-key
+        name_header: x-api-key-name   # the key's name goes to the app here
+    authorization:                    # with rules: present, what no rule allows is denied
+      rules:
+        - name: no-admin-from-outside
+          action: deny
+          paths: [/admin]
+          namespaces: [public]        # the namespace in the peer's SPIFFE ID
+        - name: frontend-reads
+          action: allow
+          peers: [spiffe://cluster.local/ns/shop/sa/frontend]
+          methods: [GET, HEAD]
+          paths: [/api]
+          headers: {x-tenant: [acme, "beta-*"]}
+          subjects: ["*"]             # any authenticated user (JWT sub or API key name)
+    rate_limits:
+      - name: per-client
+        key: client_ip                # or header:NAME, subject, peer
+        rate: 100/s                   # or 6000/m, 10/h
+        burst: 200                    # default: one second's worth
+
+Rules are Istio's ``AuthorizationPolicy`` semantics, not first-match: any matching ``deny``
+rule denies (so an allow rule placed earlier cannot undo it); otherwise any matching
+``allow`` rule allows; otherwise the request is denied. Inside a rule every condition given
+must hold (AND); inside a condition any listed value may match (OR). Patterns are exact,
+``*`` (present at all), ``prefix*`` or ``*suffix``.
+
+Headers are matched in the way least kind to the caller: for an ``allow`` every value the
+request carries for the name must match, for a ``deny`` one is enough, so repeating a header
+can neither earn an allow nor dodge a deny. Paths are matched by whole segments (``/api``
+matches ``/api`` and ``/api/orders``, not ``/apix``) after percent-decoding and merging
+``//``; a target with dot segments (``/a/../b``, also encoded or with ``;`` parameters), an
+encoded ``/`` or ``\\``, or a bad ``%`` escape is refused outright (400), because the app
+might read it differently from the policy (the path-confusion bypasses known from Tomcat's
+``..;`` and Envoy's ``%2F``).
+
+Pure: no I/O. The shell (``guarding``) reads the file, fetches keys and calls in here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sidecarkit import durations
+
+__all__ = [
+    "ALGORITHMS",
+    "ApiKeys",
+    "Authentication",
+    "Decision",
+    "JwtProvider",
+    "Policy",
+    "RateLimit",
+    "Request",
+    "Rule",
+    "from_mapping",
+    "namespace_of",
+    "normal_path",
+]
+
+ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                     "ES256", "ES384", "ES512", "EdDSA")  # fmt: skip
+"""Public-key algorithms only: with no shared secret, HS256 signed with a public key (the
+algorithm-confusion attack) and ``none`` have nothing to verify against and are refused."""
+DEFAULT_ALGORITHMS: Final = ("RS256", "ES256", "EdDSA")
+KEY_KINDS: Final = ("client_ip", "subject", "peer", "header:NAME")
+PEER_HEADER: Final = b"x-sidecarkit-peer-identity"
+"""The verified peer identity (SPIFFE ID) as the app sees it; never what a client sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class JwtProvider:
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    """The token's ``aud`` must name one of these; empty: any audience."""
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    clock_skew: float = 30.0
+    """Seconds of leeway on ``exp`` and ``nbf``: clocks in a cluster drift by a few seconds;
+    Istio and Envoy allow 60 s, 30 s keeps an expired token's afterlife shorter."""
+    claims_to_headers: tuple[tuple[str, str], ...] = ()
+    """(claim, header) pairs: the verified claim's value goes to the app in that header."""
+    forward_token: bool = False
+    """Keep ``Authorization`` for the app; removed by default as Istio and Envoy do."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeys:
+    file: str
+    header: str = "x-api-key"
+    name_header: str = "x-api-key-name"
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    jwt: tuple[JwtProvider, ...] = ()
+    api_keys: ApiKeys | None = None
+    required: bool = True
+    """No credential at all: 401. False lets anonymous requests on to the rules (which may
+    still demand ``subjects``)."""
+    realm: str = "sidecarkit"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    action: str
+    peers: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    subjects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    name: str
+    key: str
+    """``client_ip``, ``subject``, ``peer`` or ``header:NAME`` (lower-case)."""
+    rate: float
+    """Tokens a second."""
+    burst: float
+    methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the policy sees of a request; built by the shell from the parsed head."""
+
+    method: bytes
+    path: bytes
+    """Normalized by ``normal_path``."""
+    headers: Mapping[bytes, tuple[bytes, ...]]
+    """Lower-case names, as forwarded (claim headers set by the proxy included)."""
+    peer: str = ""
+    subject: str = ""
+    client: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    rule: str
+    """The rule that decided, or ``default``."""
+
+
+_Match = Callable[[Request], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    authentication: Authentication | None = None
+    rules: tuple[Rule, ...] | None = None
+    """None: no authorization section, everything is allowed; empty: everything denied."""
+    rate_limits: tuple[RateLimit, ...] = ()
+    _deny: tuple[tuple[str, _Match], ...] = field(default=(), repr=False, compare=False)
+    _allow: tuple[tuple[str, _Match], ...] = field(default=(), repr=False, compare=False)
+    _limits: tuple[tuple[RateLimit, _Match], ...] = field(default=(), repr=False, compare=False)
+
+    def authorize(self, request: Request) -> Decision:
+        if self.rules is None:
+            return _ALLOWED
+        for name, match in self._deny:
+            if match(request):
+                return Decision(False, name)
+        for name, match in self._allow:
+            if match(request):
+                return Decision(True, name)
+        return _DEFAULT_DENY
+
+    def limits_for(self, request: Request) -> list[RateLimit]:
+        """The rate limits whose methods and paths take in this request."""
+        return [limit for limit, match in self._limits if match(request)]
+
+
+_ALLOWED: Final = Decision(True, "no-rules")
+_DEFAULT_DENY: Final = Decision(False, "default")
+
+
+# -- paths ------------------------------------------------------------------------------
+_ESCAPE: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def normal_path(target: bytes) -> tuple[bytes, str]:
+    """The path of a request target as the policy matches it, or (b"", why) when it is
+    ambiguous and must be refused: see the module docstring."""
+    path = target.split(b"?", 1)[0].split(b"#", 1)[0]
+    if not path.startswith(b"/"):
+        return b"", "the target is not a path starting with /"
+    if b"%" in path:
+        if path.count(b"%") != len(_ESCAPE.findall(path)):
+            return b"", "a % in the path does not start a %XX escape"
+        if re.search(rb"%(2[fF]|5[cC])", path):
+            return b"", "the path holds an encoded / or \\ (%2F, %5C)"
+        path = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path)
+    if b"\\" in path or any(c < 0x20 or c == 0x7F for c in path):
+        return b"", "the path holds a backslash or a control character"
+    parts = []
+    for segment in path.split(b"/"):
+        bare = segment.split(b";", 1)[0]
+        if bare in (b".", b".."):
+            return b"", "the path has a . or .. segment"
+        if segment:
+            parts.append(segment)
+    normal = b"/" + b"/".join(parts)
+    return normal, ""
+
+
+def _path_matcher(prefixes: tuple[str, ...]) -> _Match:
+    exact = tuple(p.encode().rstrip(b"/") or b"/" for p in prefixes)
+    if b"/" in exact:
+        return lambda r: True
+    below = tuple(p + b"/" for p in exact)
+    return lambda r: r.path in exact or r.path.startswith(below)
+
+
+# -- patterns ---------------------------------------------------------------------------
+def _pattern(text: str) -> Callable[[str], bool]:
+    if text == "*":
+        return bool
+    if text.endswith("*"):
+        head = text[:-1]
+        return lambda v: v.startswith(head)
+    if text.startswith("*"):
+        tail = text[1:]
+        return lambda v: v.endswith(tail)
+    return lambda v: v == text
+
+
+def _any_of(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    tests = tuple(_pattern(p) for p in patterns)
+    return lambda v: any(t(v) for t in tests)
+
+
+_NS: Final = re.compile(r"^spiffe://[^/]+/ns/([^/]+)/sa/[^/]+$")
+
+
+def namespace_of(peer: str) -> str:
+    """The namespace in a SPIFFE ID ``spiffe://TD/ns/NS/sa/SA``; empty for any other."""
+    m = _NS.match(peer)
+    return m.group(1) if m else ""
+
+
+def _rule_matcher(rule: Rule) -> _Match:
+    checks: list[_Match] = []
+    if rule.peers:
+        peers = _any_of(rule.peers)
+        checks.append(lambda r: peers(r.peer))
+    if rule.namespaces:
+        spaces = _any_of(rule.namespaces)
+        checks.append(lambda r: spaces(namespace_of(r.peer)))
+    if rule.methods:
+        methods = frozenset(m.encode() for m in rule.methods)
+        checks.append(lambda r: r.method in methods)
+    if rule.paths:
+        checks.append(_path_matcher(rule.paths))
+    for name, values in rule.headers:
+        checks.append(_header_matcher(name.encode(), values, every=rule.action == "allow"))
+    if rule.subjects:
+        subjects = _any_of(rule.subjects)
+        checks.append(lambda r: subjects(r.subject))
+    return lambda r: all(check(r) for check in checks)
+
+
+def _header_matcher(name: bytes, values: tuple[str, ...], *, every: bool) -> _Match:
+    test = _any_of(values)
+
+    def match(r: Request) -> bool:
+        got = r.headers.get(name, ())
+        if not got:
+            return False
+        found = (test(v.decode("latin-1")) for v in got)
+        return all(found) if every else any(found)
+
+    return match
+
+
+def _scope_matcher(limit: RateLimit) -> _Match:
+    checks: list[_Match] = []
+    if limit.methods:
+        methods = frozenset(m.encode() for m in limit.methods)
+        checks.append(lambda r: r.method in methods)
+    if limit.paths:
+        checks.append(_path_matcher(limit.paths))
+    return lambda r: all(check(r) for check in checks)
+
+
+# -- reading ----------------------------------------------------------------------------
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected a mapping of keys, not {type(value).__name__}")
+    return value
+
+
+def _known(data: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in allowed:
+            place = f"{where}.{key}" if where else str(key)
+            raise ValueError(f"{place}: unknown key; the keys here are {', '.join(allowed)}")
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple) else [value]
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str | int) or isinstance(item, bool) or str(item).strip() == "":
+            raise ValueError(f"{where}[{i}]: expected a non-empty string, not {item!r}")
+        out.append(str(item).strip())
+    return tuple(out)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{where}: {value!r} is not true or false")
+
+
+_TOKEN: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _header_name(value: Any, where: str) -> str:
+    name = str(value).strip().lower()
+    if not _TOKEN.match(name):
+        raise ValueError(f"{where}: {value!r} is not an HTTP header name such as x-user-id")
+    return name
+
+
+def _jwt(data: Any, where: str) -> JwtProvider:
+    data = _mapping(data, where)
+    allowed = ("issuer", "audiences", "jwks_url", "jwks_file", "algorithms", "clock_skew",
+               "claims_to_headers", "forward_token")  # fmt: skip
+    _known(data, where, allowed)
+    issuer = str(data.get("issuer") or "").strip()
+    if not issuer:
+        raise ValueError(f"{where}.issuer: missing; give the iss the tokens carry")
+    url, file = data.get("jwks_url"), data.get("jwks_file")
+    if bool(url) == bool(file):
+        raise ValueError(f"{where}: give exactly one of jwks_url: URL or jwks_file: PATH")
+    if url and not str(url).startswith(("https://", "http://")):
+        raise ValueError(f"{where}.jwks_url: {url!r} is not an http(s) URL")
+    algorithms = _strings(data.get("algorithms"), f"{where}.algorithms") or DEFAULT_ALGORITHMS
+    for alg in algorithms:
+        if alg not in ALGORITHMS:
+            raise ValueError(
+                f"{where}.algorithms: {alg!r} is not accepted; use public-key algorithms "
+                f"({', '.join(ALGORITHMS)}): shared-secret and 'none' tokens are refused"
+            )
+    claims = _mapping(data.get("claims_to_headers"), f"{where}.claims_to_headers")
+    pairs = tuple(
+        (str(c), _header_name(h, f"{where}.claims_to_headers.{c}")) for c, h in claims.items()
+    )
+    return JwtProvider(
+        issuer=issuer,
+        audiences=_strings(data.get("audiences"), f"{where}.audiences"),
+        jwks_url=str(url) if url else None,
+        jwks_file=str(file) if file else None,
+        algorithms=algorithms,
+        clock_skew=durations.setting(data.get("clock_skew", 30), f"{where}.clock_skew"),
+        claims_to_headers=pairs,
+        forward_token=_bool(data.get("forward_token", False), f"{where}.forward_token"),
+    )
+
+
+def _authentication(data: Any, where: str) -> Authentication:
+    data = _mapping(data, where)
+    _known(data, where, ("jwt", "api_keys", "required", "realm"))
+    jwt_items = data.get("jwt") or []
+    if not isinstance(jwt_items, list):
+        raise ValueError(f"{where}.jwt: expected a list of issuers")
+    providers = tuple(_jwt(p, f"{where}.jwt[{i}]") for i, p in enumerate(jwt_items))
+    issuers = [p.issuer for p in providers]
+    if len(set(issuers)) != len(issuers):
+        raise ValueError(f"{where}.jwt: an issuer is listed twice; give each once")
+    keys = None
+    if data.get("api_keys") is not None:
+        section = _mapping(data["api_keys"], f"{where}.api_keys")
+        _known(section, f"{where}.api_keys", ("file", "header", "name_header"))
+        if not section.get("file"):
+            raise ValueError(f"{where}.api_keys.file: missing; give the mounted key file")
+        keys = ApiKeys(
+            file=str(section["file"]),
+            header=_header_name(section.get("header", "x-api-key"), f"{where}.api_keys.header"),
+            name_header=_header_name(
+                section.get("name_header", "x-api-key-name"), f"{where}.api_keys.name_header"
+            ),
+        )
+    realm = str(data.get("realm", "sidecarkit"))
+    if '"' in realm or "\\" in realm or not realm.isprintable():
+        raise ValueError(f"{where}.realm: {realm!r} may not hold quotes or backslashes")
+    return Authentication(
+        jwt=providers,
+        api_keys=keys,
+        required=_bool(data.get("required", bool(providers or keys)), f"{where}.required"),
+        realm=realm,
+    )
+
+
+def _rule(data: Any, where: str, index: int) -> Rule:
+    data = _mapping(data, where)
+    allowed = ("name", "action", "peers", "namespaces", "methods", "paths", "headers", "subjects")
+    _known(data, where, allowed)
+    action = data.get("action")
+    if action not in ("allow", "deny"):
+        raise ValueError(f"{where}.action: {action!r} is unknown; use allow or deny")
+    methods = tuple(m.upper() for m in _strings(data.get("methods"), f"{where}.methods"))
+    paths = _strings(data.get("paths"), f"{where}.paths")
+    for i, p in enumerate(paths):
+        if not p.startswith("/") or normal_path(p.encode())[1]:
+            raise ValueError(f"{where}.paths[{i}]: {p!r} is not a plain path such as /api")
+    headers = _mapping(data.get("headers"), f"{where}.headers")
+    return Rule(
+        name=str(data.get("name") or f"rules[{index}]"),
+        action=action,
+        peers=_strings(data.get("peers"), f"{where}.peers"),
+        namespaces=_strings(data.get("namespaces"), f"{where}.namespaces"),
+        methods=methods,
+        paths=paths,
+        headers=tuple(
+            (_header_name(n, f"{where}.headers"), _strings(v, f"{where}.headers.{n}"))
+            for n, v in headers.items()
+        ),
+        subjects=_strings(data.get("subjects"), f"{where}.subjects"),
+    )
+
+
+_RATE: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|m|h|second|minute|hour)\s*$")
+_PER: Final = {"s": 1.0, "second": 1.0, "m": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def _rate_limit(data: Any, where: str, index: int) -> RateLimit:
+    data = _mapping(data, where)
+    _known(data, where, ("name", "key", "rate", "burst", "methods", "paths"))
+    key = str(data.get("key", "client_ip")).strip()
+    if key.startswith("header:"):
+        key = "header:" + _header_name(key[7:], f"{where}.key")
+    elif key not in ("client_ip", "subject", "peer"):
+        raise ValueError(f"{where}.key: {key!r} is unknown; use one of {', '.join(KEY_KINDS)}")
+    m = _RATE.match(str(data.get("rate", "")))
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(
+            f"{where}.rate: {data.get('rate')!r} is not a rate; write e.g. 100/s, 6000/m or 10/h"
+        )
+    rate = float(m.group(1)) / _PER[m.group(2)]
+    burst = data.get("burst", max(1.0, rate))
+    if isinstance(burst, bool) or not isinstance(burst, int | float) or burst < 1:
+        raise ValueError(f"{where}.burst: must be a number of at least 1, not {burst!r}")
+    paths = _strings(data.get("paths"), f"{where}.paths")
+    for i, p in enumerate(paths):
+        if not p.startswith("/") or normal_path(p.encode())[1]:
+            raise ValueError(f"{where}.paths[{i}]: {p!r} is not a plain path such as /api")
+    methods = tuple(x.upper() for x in _strings(data.get("methods"), f"{where}.methods"))
+    return RateLimit(
+        name=str(data.get("name") or f"rate_limits[{index}]"),
+        key=key,
+        rate=rate,
+        burst=float(burst),
+        methods=methods,
+        paths=paths,
+    )
+
+
+def from_mapping(data: Mapping[str, Any], *, source: str) -> Policy:
+    """A policy from YAML-shaped data; ValueError names ``source``, the key and the fix."""
+    try:
+        _known(data, "", ("authentication", "authorization", "rate_limits"))
+        authn = None
+        if data.get("authentication") is not None:
+            authn = _authentication(data["authentication"], "authentication")
+        rules: tuple[Rule, ...] | None = None
+        if "authorization" in data:
+            section = _mapping(data["authorization"], "authorization")
+            _known(section, "authorization", ("rules",))
+            items = section.get("rules") or []
+            if not isinstance(items, list):
+                raise ValueError("authorization.rules: expected a list of rules")
+            rules = tuple(_rule(r, f"authorization.rules[{i}]", i) for i, r in enumerate(items))
+        items = data.get("rate_limits") or []
+        if not isinstance(items, list):
+            raise ValueError("rate_limits: expected a list of limits")
+        limits = tuple(_rate_limit(x, f"rate_limits[{i}]", i) for i, x in enumerate(items))
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from exc
+    return compile_policy(authn, rules, limits)
+
+
+def compile_policy(
+    authentication: Authentication | None,
+    rules: tuple[Rule, ...] | None,
+    rate_limits: tuple[RateLimit, ...] = (),
+) -> Policy:
+    """A policy with its rules turned into matchers once, so a request costs calls, not
+    interpretation of the file."""
+    rules_seen = rules or ()
+    return Policy(
+        authentication=authentication,
+        rules=rules,
+        rate_limits=rate_limits,
+        _deny=tuple((r.name, _rule_matcher(r)) for r in rules_seen if r.action == "deny"),
+        _allow=tuple((r.name, _rule_matcher(r)) for r in rules_seen if r.action == "allow"),
+        _limits=tuple((x, _scope_matcher(x)) for x in rate_limits),
+    )

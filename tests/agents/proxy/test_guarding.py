@@ -1,0 +1,145 @@
+"""The policy on the proxy's inbound path: 403s, 400s for ambiguous paths, counted and logged
+decisions, and the peer-identity header no client can forge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agents.proxy.support import (
+    Backend,
+    Proxy,
+    connection,
+    read_response,
+    request,
+    start_backend,
+    start_proxy,
+)
+
+POLICY = """
+authorization:
+  rules:
+    - name: reads
+      action: allow
+      methods: [GET, HEAD]
+      paths: [/api, /echo]
+    - name: no-admin
+      action: deny
+      paths: [/api/admin]
+    - name: tenant-acme-writes
+      action: allow
+      methods: [POST]
+      headers: {x-tenant: acme}
+    - name: frontend
+      action: allow
+      peers: [spiffe://cluster.local/ns/shop/sa/frontend]
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Backend]:
+    backend = start_backend(tmp_path / "app")
+    yield backend
+    backend.kill()
+
+
+@pytest.fixture
+def proxy(app: Backend, tmp_path: Path) -> Iterator[Proxy]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    p = start_proxy(
+        "--policy", str(policy), "--log-level", "info", "--drain-grace", "1s",
+        inbound_app=app.address, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    yield p
+    p.stop()
+
+
+def test_requests_the_rules_allow_reach_the_app_and_the_rest_get_403(proxy: Proxy) -> None:
+    port = proxy.ports["inbound"]
+    status, _, body = request(port, "/echo")
+    assert status == 200
+    assert json.loads(body)["target"] == "/echo"
+    status, _, body = request(port, "/api/admin/users")
+    assert (status, body) == (403, b"forbidden by policy (no-admin)\n")
+    assert request(port, "/other")[0] == 403
+    assert request(port, "/echo", method="POST", body=b"x")[0] == 403
+    assert request(port, "/echo", method="POST", body=b"x", headers={"X-Tenant": "acme"})[0] == 200
+
+
+def test_a_403_keeps_the_connection_and_pipelined_requests_answer_in_order(proxy: Proxy) -> None:
+    with connection(proxy.ports["inbound"]) as s:
+        s.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /secret HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        assert [read_response(s)[0] for _ in range(3)] == [200, 403, 200]
+
+
+@pytest.mark.parametrize(
+    "target", ["/echo/../api/admin", "/echo/%2e%2e/api/admin", "/echo/..;/admin", "/api%2Fadmin"]
+)
+def test_an_ambiguous_path_is_refused_before_any_rule(
+    proxy: Proxy, app: Backend, target: str
+) -> None:
+    status, _, body = request(proxy.ports["inbound"], target)
+    assert status == 400
+    assert b"path" in body
+    assert not any(target.encode() in conn for conn in app.received())
+
+
+def test_a_peer_identity_sent_by_the_client_is_neither_believed_nor_forwarded(
+    proxy: Proxy,
+) -> None:
+    port = proxy.ports["inbound"]
+    forged = {"X-Sidecarkit-Peer-Identity": "spiffe://cluster.local/ns/shop/sa/frontend"}
+    assert request(port, "/other", headers=forged)[0] == 403
+    status, _, body = request(port, "/echo", headers=forged)
+    assert status == 200
+    names = [k.lower() for k, _ in json.loads(body)["headers"]]
+    assert "x-sidecarkit-peer-identity" not in names
+
+
+def test_decisions_are_counted_on_the_admin_endpoint_and_denials_logged(
+    app: Backend, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    proxy = start_proxy(
+        "--policy", str(policy), "--log-level", "info", inbound_app=app.address,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    port = proxy.ports["inbound"]
+    for _ in range(3):
+        request(port, "/echo")
+    for _ in range(2):
+        request(port, "/api/admin")
+    request(port, "/nope")
+    assert proxy.metric("http_authz_allow_total", rule="reads", direction="inbound") == 3
+    assert proxy.metric("http_authz_deny_total", rule="no-admin") == 2
+    assert proxy.metric("http_authz_deny_total", rule="default") == 1
+    assert proxy.metric("response_total", status_code="403") == 3
+    proxy.stop()
+    assert proxy.proc.stderr is not None
+    log = proxy.proc.stderr.read().decode()
+    assert "refused 403 authz: rule no-admin; method=GET path='/api/admin'" in log
+    assert "refused 403 authz: rule default; method=GET path='/nope'" in log
+
+
+def test_a_bad_policy_file_stops_the_proxy_with_the_key_and_the_fix(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("authorization:\n  rules:\n    - action: permit\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", "agent", "proxy", "--inbound", "127.0.0.1:0",
+         "--app", "127.0.0.1:1", "--policy", str(policy)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 3
+    assert "authorization.rules[0].action: 'permit' is unknown; use allow or deny" in out.stderr
+    assert "Traceback" not in out.stderr
