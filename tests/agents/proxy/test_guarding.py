@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +144,59 @@ def test_a_bad_policy_file_stops_the_proxy_with_the_key_and_the_fix(tmp_path: Pa
     assert out.returncode == 3
     assert "authorization.rules[0].action: 'permit' is unknown; use allow or deny" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_burst_is_admitted_at_the_configured_rate_within_two_percent(
+    app: Backend, tmp_path: Path
+) -> None:
+    rate, burst = 200, 100
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"rate_limits:\n  - name: per-client\n    key: client_ip\n    rate: {rate}/s\n"
+        f"    burst: {burst}\n"
+    )
+    proxy = start_proxy("--policy", str(policy), inbound_app=app.address)
+    admitted = limited = 0
+    refusal: dict[str, str] = {}
+    with connection(proxy.ports["inbound"], timeout=30) as s:
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0 and admitted + limited < 200_000:
+            s.sendall(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n" * 20)
+            for _ in range(20):
+                status, headers, _ = read_response(s)
+                if status == 200:
+                    admitted += 1
+                else:
+                    assert status == 429
+                    limited += 1
+                    refusal = headers
+        elapsed = time.monotonic() - started
+    expected = burst + rate * elapsed
+    print(f"admitted {admitted}, expected {expected:.0f}, refused {limited} in {elapsed:.2f} s")
+    assert limited > admitted  # it was a burst: far more asked than allowed
+    assert abs(admitted - expected) <= 0.02 * expected
+    assert refusal["retry-after"] == "1"
+    assert refusal["ratelimit-limit"] == str(burst)
+    assert refusal["ratelimit-remaining"] == "0"
+    assert refusal["ratelimit-policy"] == f"{burst};w=1"
+    assert 1 <= int(refusal["ratelimit-reset"]) <= 1
+    assert proxy.metric("http_ratelimit_limited_total", limit="per-client") == limited
+    proxy.stop()
+
+
+def test_each_value_of_a_header_key_has_its_own_bucket(app: Backend, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rate_limits:\n  - name: per-tenant\n    key: header:x-tenant\n    rate: 1/m\n    burst: 2\n"
+    )
+    proxy = start_proxy("--policy", str(policy), inbound_app=app.address)
+    port = proxy.ports["inbound"]
+    acme = [request(port, "/ok", headers={"X-Tenant": "acme"})[0] for _ in range(3)]
+    globex = [request(port, "/ok", headers={"X-Tenant": "globex"})[0] for _ in range(3)]
+    assert acme == globex == [200, 200, 429]
+    assert request(port, "/ok")[0] == 200  # no header: this limit does not apply
+    status, headers, _ = request(port, "/ok", headers={"X-Tenant": "acme"})
+    assert status == 429
+    assert 1 <= int(headers["retry-after"]) <= 60
+    assert headers["ratelimit-policy"] == "2;w=120"
+    proxy.stop()

@@ -25,6 +25,7 @@ DEBUG. Tokens are never logged.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -196,11 +197,7 @@ class Guard:
             wait = table.take(key, now)
             if wait:
                 self._count("http_ratelimit_limited_total", "limit", limit.name)
-                extra = b"retry-after: %d\r\nratelimit-limit: %d\r\nratelimit-remaining: 0\r\n" \
-                    b"ratelimit-reset: %d\r\nratelimit-policy: %d;w=1;burst=%d\r\n" % (
-                        max(1, int(wait + 0.999)), round(limit.burst), table.reset_after(key),
-                        round(limit.rate), round(limit.burst),
-                    )  # fmt: skip
+                extra = _limit_fields(limit, wait, table.reset_after(key))
                 body = b"rate limit %s exceeded\n" % limit.name.encode()
                 self._refuse(ex, 429, body, "ratelimit", f"limit {limit.name}", down,
                              request.subject, extra=extra)  # fmt: skip
@@ -257,6 +254,21 @@ class Guard:
     def tick(self, now: float) -> None:
         for table in self.buckets.values():
             table.sweep(now)
+
+
+def _limit_fields(limit: policies.RateLimit, wait: float, reset: int) -> bytes:
+    """``Retry-After`` and the RateLimit fields of draft-ietf-httpapi-ratelimit-headers-06.
+
+    A token bucket as the draft's quota policy: ``burst`` requests per window of
+    ``burst / rate`` seconds (the time an empty bucket takes to fill); ``RateLimit-Reset`` is
+    when this key's bucket is full again.
+    """
+    window = max(1, math.ceil(limit.burst / limit.rate))
+    return (
+        b"retry-after: %d\r\nratelimit-limit: %d\r\nratelimit-remaining: 0\r\n"
+        b"ratelimit-reset: %d\r\nratelimit-policy: %d;w=%d\r\n"
+        % (max(1, math.ceil(wait)), int(limit.burst), max(1, reset), int(limit.burst), window)
+    )
 
 
 def _key(kind: str, request: policies.Request) -> bytes | None:
