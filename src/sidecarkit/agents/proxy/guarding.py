@@ -93,6 +93,17 @@ class Guard:
             (_PEER, *(authenticator.always_strip if authenticator is not None else ()))
         )
         spec = policy.authentication
+        rule_headers = {name.encode() for rule in policy.rules or () for name, _ in rule.headers}
+        limit_headers = {
+            x.key[7:].encode() for x in policy.rate_limits if x.key.startswith("header:")
+        }
+        self.rules_read_headers = bool(rule_headers or limit_headers)
+        self.wanted = frozenset(
+            {b"authorization", *self.strip, *rule_headers, *limit_headers}
+            | ({authenticator.key_header} if authenticator is not None else set())
+        )
+        """The request fields any stage reads or may remove."""
+        self.wanted_sizes = frozenset(len(name) for name in self.wanted)
         self.required = spec is not None and spec.required
         self.realm = spec.realm.encode() if spec is not None else b""
         self.counts: dict[tuple[str, str, str], int] = {}
@@ -109,20 +120,28 @@ class Guard:
         path, why = policies.normal_path(ex.target)
         if why:
             return self._refuse(ex, 400, b"%s\n" % why.encode(), "path", why, down)
+        # one pass over the fields, keeping only those some stage reads or may remove
         headers: dict[bytes, tuple[bytes, ...]] = {}
+        raw: list[tuple[bytes, bytes, bytes]] = []
+        wanted = self.wanted
+        sizes = self.wanted_sizes
         for name, value in down.headers:
+            if len(name) not in sizes:  # names are ASCII tokens: lower() keeps the length
+                continue
             key = name.lower()
-            headers[key] = (*headers.get(key, ()), value)
+            if key in wanted:
+                headers[key] = (*headers.get(key, ()), value)
+                raw.append((key, name, value))
         outcome = None
         if self.authenticator is not None:
             outcome = self.authenticator.authenticate(headers, time.monotonic())
             if outcome.kind == tokens.PENDING:
                 self.waiting.setdefault(outcome.issuer, []).append((down, ex))
-                ex.gate = (path, headers)
+                ex.gate = (path, headers, raw)
                 if self.fetch is not None:
                     self.fetch(outcome.issuer)
                 return False
-        return self._after_authentication(down, ex, path, headers, outcome)
+        return self._after_authentication(down, ex, path, headers, raw, outcome)
 
     def keys_arrived(self, issuer: str) -> None:
         """The key set of ``issuer`` was fetched (or failed to be): finish what waited."""
@@ -130,12 +149,12 @@ class Guard:
         for down, ex in self.waiting.pop(issuer, []):
             if ex.done or ex.gate is None:
                 continue
-            path, headers = ex.gate
+            path, headers, raw = ex.gate
             ex.gate = None
             outcome = self.authenticator.authenticate(headers, time.monotonic())
             if outcome.kind == tokens.PENDING:  # still unknown: refuse, don't loop
                 outcome = tokens.Outcome(tokens.REFUSED, reason="unknown kid after a refetch")
-            if self._after_authentication(down, ex, path, headers, outcome):
+            if self._after_authentication(down, ex, path, headers, raw, outcome):
                 down.service.in_flight -= 1  # counted as in flight when it began to wait
             if down.queue and down.queue[0] is ex:
                 ex.dispatch()
@@ -146,6 +165,7 @@ class Guard:
         ex: Exchange,
         path: bytes,
         headers: dict[bytes, tuple[bytes, ...]],
+        raw: list[tuple[bytes, bytes, bytes]],
         outcome: tokens.Outcome | None,
     ) -> bool:
         subject = ""
@@ -162,16 +182,13 @@ class Guard:
                 self._count("http_authn_total", "result", "ok")
                 subject = outcome.subject
                 add = outcome.add
-                strip = strip | outcome.strip
-        peer = down.peer
-        if add:  # the rules see the verified claims, not what the client sent
+                strip = strip | outcome.strip if outcome.strip else strip
+        if add and self.rules_read_headers:  # the rules see the verified claims only
             headers = {k: v for k, v in headers.items() if k not in strip}
-            for line in add.split(b"\r\n")[:-1]:
-                name, _, value = line.partition(b": ")
+            for name, value in outcome.fields if outcome is not None else ():
                 headers[name] = (*headers.get(name, ()), value)
-        request = policies.Request(
-            ex.method, path, headers, peer=peer, subject=subject, client=down.client.decode()
-        )
+        peer = down.peer
+        request = policies.Request(ex.method, path, headers, peer, subject, down.client)
         decision = self.policy.authorize(request)
         if not decision.allowed:
             self._count("http_authz_deny_total", "rule", decision.rule)
@@ -184,7 +201,7 @@ class Guard:
             log.debug("allow rule=%s %s", decision.rule, _who(down, ex, subject))
         if peer:
             add += b"%s: %s\r\n" % (_PEER, peer.encode())
-        _rewrite(ex, down.headers, strip, add)
+        _rewrite(ex, raw, strip, add)
         return False
 
     def _limited(self, down: Downstream, ex: Exchange, request: policies.Request) -> bool:
@@ -273,7 +290,7 @@ def _limit_fields(limit: policies.RateLimit, wait: float, reset: int) -> bytes:
 
 def _key(kind: str, request: policies.Request) -> bytes | None:
     if kind == "client_ip":
-        return request.client.encode()
+        return request.client
     if kind == "subject":
         return request.subject.encode() or None
     if kind == "peer":
@@ -291,15 +308,18 @@ def _who(down: Downstream, ex: Exchange, subject: str) -> str:
 
 
 def _rewrite(
-    ex: Exchange, sent: list[tuple[bytes, bytes]], strip: frozenset[bytes], add: bytes
+    ex: Exchange, raw: list[tuple[bytes, bytes, bytes]], strip: frozenset[bytes], add: bytes
 ) -> None:
-    """Remove the fields in ``strip`` from the head going upstream and append ``add``."""
+    """Remove the fields in ``strip`` from the head going upstream and append ``add``.
+
+    ``raw`` holds (lower-case name, name, value) of the fields any stage cared about.
+    ``build_request`` copied each field as ``name: value`` on its own line; names and values
+    hold no CR or LF, so ``\\r\\nname: value\\r\\n`` can only be that field's line, and
+    removing it is one ``bytes.replace`` rather than a parse of the head."""
     head = ex.req.head
-    if any(name.lower() in strip for name, _ in sent):
-        lines = head[:-4].split(b"\r\n")
-        kept = [lines[0]]
-        kept += [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in strip]
-        head = b"\r\n".join(kept) + b"\r\n\r\n"
+    for key, name, value in raw:
+        if key in strip:
+            head = head.replace(b"\r\n%s: %s\r\n" % (name, value), b"\r\n", 1)
     if add:
         head = head[:-2] + add + b"\r\n"
     ex.req.head = head

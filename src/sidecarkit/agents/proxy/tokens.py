@@ -60,7 +60,9 @@ _SAFE: Final = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
 class Outcome:
     """What authentication made of a request."""
 
-    __slots__ = ("add", "error", "expires", "issuer", "kind", "reason", "strip", "subject")
+    __slots__ = (
+        "add", "error", "expires", "fields", "issuer", "kind", "reason", "strip", "subject",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -69,7 +71,7 @@ class Outcome:
         reason: str = "",
         error: str = "invalid_token",
         subject: str = "",
-        add: bytes = b"",
+        fields: tuple[tuple[bytes, bytes], ...] = (),
         strip: frozenset[bytes] = frozenset(),
         expires: float = 0.0,
         issuer: str = "",
@@ -80,8 +82,10 @@ class Outcome:
         self.error = error
         """The RFC 6750 error code for WWW-Authenticate."""
         self.subject = subject
-        self.add = add
-        """Header lines for the app (verified claims, the API key's name)."""
+        self.fields = fields
+        """Fields for the app (verified claims, the API key's name), lower-case names."""
+        self.add = b"".join(b"%s: %s\r\n" % pair for pair in fields)
+        """The same as header lines."""
         self.strip = strip
         """Header names removed from what the client sent (the credential, when not kept)."""
         self.expires = expires
@@ -248,7 +252,7 @@ class Authenticator:
         return Outcome(
             OK,
             subject=jwt_outcome.subject,
-            add=jwt_outcome.add + key_outcome.add,
+            fields=jwt_outcome.fields + key_outcome.fields,
             strip=jwt_outcome.strip | key_outcome.strip,
             issuer=jwt_outcome.issuer,
         )
@@ -271,7 +275,7 @@ class Authenticator:
         return Outcome(
             OK,
             subject=name,
-            add=b"%s: %s\r\n" % (header, name.encode()),
+            fields=((header, name.encode()),),
             strip=frozenset((self.key_header,)),
         )
 
@@ -354,14 +358,14 @@ class Authenticator:
             else:
                 text = orjson.dumps(value)
             if _SAFE.match(text):
-                add.append(b"%s: %s\r\n" % (header.encode(), text))
+                add.append((header.encode(), text))
         strip = frozenset() if provider.forward_token else frozenset((b"authorization",))
         exp = float(claims["exp"])
         subject = claims.get("sub")
         return Outcome(
             OK,
             subject=subject if isinstance(subject, str) else "",
-            add=b"".join(add),
+            fields=tuple(add),
             strip=strip,
             expires=min(exp + provider.clock_skew, now + 86400.0),
             issuer=provider.issuer,
