@@ -254,3 +254,27 @@ def test_ten_thousand_malformed_tokens_get_401s_never_a_5xx_or_a_crash(
     log = log_of(proxy)
     assert "Traceback" not in log
     assert "more like it not logged" in log  # a flood of refusals does not flood the log
+
+
+def test_removing_a_key_from_a_key_file_revokes_its_cached_tokens(
+    tmp_path: Path, app: Backend, keys: dict[str, jwts.Key]
+) -> None:
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [keys["rsa"].jwk, keys["ed"].jwk]}))
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"authentication:\n  jwt:\n    - issuer: {jwts.ISSUER}\n      jwks_file: {jwks_file}\n"
+        "authorization:\n  rules:\n    - {action: allow, subjects: [alice]}\n"
+    )
+    proxy = start(path, app)
+    port = proxy.ports["inbound"]
+    leaked = keys["rsa"].sign()
+    assert request(port, "/echo", headers=bearer(leaked))[0] == 200
+    assert request(port, "/echo", headers=bearer(keys["ed"].sign(sub="bob")))[0] == 403
+    jwks_file.write_text(json.dumps({"keys": [keys["ed"].jwk]}))
+    deadline = time.monotonic() + 10
+    while request(port, "/echo", headers=bearer(leaked))[0] == 200:
+        assert time.monotonic() < deadline, "the removed key's token is still accepted"
+        time.sleep(0.2)
+    assert request(port, "/echo", headers=bearer(keys["ed"].sign()))[0] == 200
+    assert "refused 401 authn: unknown kid 'rsa-1'" in log_of(proxy)

@@ -245,6 +245,8 @@ class Guard:
         extra: bytes = b"",
     ) -> bool:
         ex.status = status
+        # keep-alive: the body of a refused request is read and dropped, so a client that sends
+        # it anyway is not reset mid-upload before it read the answer
         ex.local = heads.simple_response(status, body, close=False, extra=extra)
         down.service.local.requests += 1
         down.service.local.respond(status, 0.0)

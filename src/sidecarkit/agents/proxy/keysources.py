@@ -29,6 +29,8 @@ log = logging.getLogger("sidecarkit.agent.proxy.policy")
 FETCH_TIMEOUT: Final = 3.0
 REFRESH: Final = 300.0
 """Seconds between routine fetches of a JWKS URL (Envoy caches remote JWKS for 5 min)."""
+RETRY: Final = 10.0
+"""Seconds between fetches while the last one failed."""
 
 
 class Sources:
@@ -70,6 +72,7 @@ class Sources:
                 if data is not None:
                     problem = self.keysets[p.issuer].load(data, now)
                     self._problem(problem)
+                    self._forget_tokens(problem)
         if self.keyfile is not None:
             data = self._read(self.keyfile_path)
             if data is not None:
@@ -83,7 +86,8 @@ class Sources:
         now = time.monotonic()
         for p in self.providers:
             keyset = self.keysets[p.issuer]
-            if p.jwks_url and (keyset.wanted or now - keyset.fetched >= REFRESH):
+            every = RETRY if keyset.error else REFRESH
+            if p.jwks_url and (keyset.wanted or now - keyset.fetched >= every):
                 self.want(p.issuer)
 
     def want(self, issuer: str) -> None:
@@ -120,8 +124,15 @@ class Sources:
             keyset.failed(problem, time.monotonic())
         else:
             log.info("key set of %s: %d key(s) from %s", provider.issuer, len(keyset.keys), url)
+        self._forget_tokens(problem)
         self._problem(problem)
         self._arrived(provider.issuer)
+
+    def _forget_tokens(self, problem: str) -> None:
+        """A key set changed: tokens verified with a key that is gone must not stay accepted
+        from the cache (removing a leaked key from the set is how it is revoked)."""
+        if not problem and self.authenticator is not None:
+            self.authenticator.cache.clear()
 
     def _arrived(self, issuer: str) -> None:
         for listener in self.listeners:
