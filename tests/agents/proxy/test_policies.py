@@ -69,6 +69,10 @@ def test_peers_and_namespaces_come_from_the_verified_spiffe_id() -> None:
     assert p.authorize(request(peer="spiffe://other.domain/ns/a/sa/b")).rule == "mesh-prefix"
     assert not p.authorize(request(peer="")).allowed  # plaintext: no identity
     assert policies.namespace_of("spiffe://td/ns/shop/sa/x") == "shop"
+    xfcc = b"By=spiffe://td/ns/a/sa/app;Hash=ab12;URI=spiffe://td/ns/shop/sa/x"
+    assert policies.peer_identity(xfcc) == "spiffe://td/ns/shop/sa/x"
+    assert policies.peer_identity(b"spiffe://td/ns/shop/sa/x") == "spiffe://td/ns/shop/sa/x"
+    assert policies.peer_identity(b"") == ""
     assert policies.namespace_of("spiffe://td/sa/x") == ""
 
 

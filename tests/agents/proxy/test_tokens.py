@@ -69,10 +69,10 @@ authentication:
     return path
 
 
-def start(path: Path, app: Backend) -> Proxy:
+def start(path: Path, app: Backend, loop: str = "uvloop") -> Proxy:
     return start_proxy(
         "--policy", str(path), "--log-level", "info", inbound_app=app.address,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, loop=loop,
     )  # fmt: skip
 
 
@@ -86,10 +86,11 @@ def bearer(token: str, **more: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **more}
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_tokens_of_each_algorithm_reach_the_app_with_claims_as_headers_not_the_clients(
-    tmp_path: Path, app: Backend, jwks: jwts.JwksServer, keys: dict[str, jwts.Key]
+    tmp_path: Path, app: Backend, jwks: jwts.JwksServer, keys: dict[str, jwts.Key], loop: str
 ) -> None:
-    proxy = start(policy(tmp_path, jwks.url), app)
+    proxy = start(policy(tmp_path, jwks.url), app, loop)
     port = proxy.ports["inbound"]
     for name in ("rsa", "ec", "ed"):
         token = keys[name].sign(sub=f"user-{name}", groups=["admins", "ops"])

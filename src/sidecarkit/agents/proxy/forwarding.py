@@ -101,8 +101,6 @@ class Downstream(asyncio.Protocol):
         self.t: Any = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = b""
-        self.peer = ""
-        """The client's verified identity (the SPIFFE ID of its certificate); "" in plaintext."""
         self.queue: collections.deque[Exchange] = collections.deque()
         self.current: Exchange | None = None
         self.url = b""
@@ -123,6 +121,8 @@ class Downstream(asyncio.Protocol):
         self.tunnel_wait = b""
         """Bytes after an ``Upgrade`` request, held until the endpoint answers it."""
         self.upgrading: Exchange | None = None
+        self.peer = b""
+        """The mTLS-verified client identity, as ``x-forwarded-client-cert`` (``securing``)."""
 
     # -- transport -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -12,8 +12,8 @@ authentication        a credential that does not verify: 401; none and ``require
                       until the key set was fetched again, then goes on from here
 authorization         denied by a rule or by default: 403
 rate limits           a bucket is empty: 429 with ``Retry-After`` and ``RateLimit-*``
-forwarded             headers only the proxy may set are replaced: the peer identity,
-                      verified claims, the API key's name; the credential is removed
+forwarded             headers only the proxy may set are replaced: verified claims, the
+                      API key's name; the credential is removed
 ====================  ========================================================================
 
 Every refusal is counted (``/metrics``) and logged with its reason at INFO, at most
@@ -41,7 +41,6 @@ __all__ = ["Guard"]
 log = logging.getLogger("sidecarkit.agent.proxy.policy")
 
 LOG_BURST: Final = 10
-_PEER: Final = policies.PEER_HEADER
 
 
 class _Throttle:
@@ -89,9 +88,7 @@ class Guard:
             limit.name: buckets.Buckets(rate=limit.rate, burst=limit.burst)
             for limit in policy.rate_limits
         }
-        self.strip = frozenset(
-            (_PEER, *(authenticator.always_strip if authenticator is not None else ()))
-        )
+        self.strip = authenticator.always_strip if authenticator is not None else frozenset()
         spec = policy.authentication
         rule_headers = {name.encode() for rule in policy.rules or () for name, _ in rule.headers}
         limit_headers = {
@@ -187,7 +184,7 @@ class Guard:
             headers = {k: v for k, v in headers.items() if k not in strip}
             for name, value in outcome.fields if outcome is not None else ():
                 headers[name] = (*headers.get(name, ()), value)
-        peer = down.peer
+        peer = policies.peer_identity(down.peer) if down.peer else ""
         request = policies.Request(ex.method, path, headers, peer, subject, down.client)
         decision = self.policy.authorize(request)
         if not decision.allowed:
@@ -199,8 +196,6 @@ class Guard:
             return True
         if log.isEnabledFor(logging.DEBUG):
             log.debug("allow rule=%s %s", decision.rule, _who(down, ex, subject))
-        if peer:
-            add += b"%s: %s\r\n" % (_PEER, peer.encode())
         _rewrite(ex, raw, strip, add)
         return False
 
@@ -304,7 +299,8 @@ def _key(kind: str, request: policies.Request) -> bytes | None:
 def _who(down: Downstream, ex: Exchange, subject: str) -> str:
     return (
         f"method={ex.method.decode('latin-1')} path={ex.target[:200].decode('latin-1')!r} "
-        f"client={down.client.decode()} peer={down.peer or '-'} subject={subject[:100] or '-'} "
+        f"client={down.client.decode()} peer={policies.peer_identity(down.peer) or '-'} "
+        f"subject={subject[:100] or '-'} "
         f"request_id={ex.req.request_id.decode('latin-1')}"
     )
 

@@ -77,6 +77,7 @@ __all__ = [
     "from_mapping",
     "namespace_of",
     "normal_path",
+    "peer_identity",
 ]
 
 ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -85,8 +86,6 @@ ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
 algorithm-confusion attack) and ``none`` have nothing to verify against and are refused."""
 DEFAULT_ALGORITHMS: Final = ("RS256", "ES256", "EdDSA")
 KEY_KINDS: Final = ("client_ip", "subject", "peer", "header:NAME")
-PEER_HEADER: Final = b"x-sidecarkit-peer-identity"
-"""The verified peer identity (SPIFFE ID) as the app sees it; never what a client sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +274,18 @@ def _any_of(patterns: tuple[str, ...]) -> Callable[[str], bool]:
 
 
 _NS: Final = re.compile(r"^spiffe://[^/]+/ns/([^/]+)/sa/[^/]+$")
+
+
+def peer_identity(verified: bytes) -> str:
+    """The SPIFFE ID in what the mTLS stage verified of the client: an
+    ``x-forwarded-client-cert`` element (``By=...;Hash=...;URI=spiffe://...``) or the bare ID;
+    "" for a plaintext client."""
+    if not verified or verified.startswith(b"spiffe://"):
+        return verified.decode()
+    for part in verified.split(b";"):
+        if part[:4].upper() == b"URI=":
+            return part[4:].strip(b'"').decode()
+    return ""
 
 
 def namespace_of(peer: str) -> str:
