@@ -141,6 +141,10 @@ def test_every_bad_token_is_refused_with_its_reason_in_the_log(
         assert status == 401, name
         assert "www-authenticate" in headers
     assert not any(b"GET /echo" in conn for conn in app.received())
+    for reason in ("expired", "not_yet_valid", "signature", "audience", "issuer", "algorithm",
+                   "claims", "key_mismatch"):  # fmt: skip
+        assert proxy.metric("http_authn_refused_total", reason=reason) >= 1, reason
+    assert proxy.metric("http_authn_refused_total") == len(cases)
     log = log_of(proxy)
     for name, (_, reason) in cases.items():
         assert f"refused 401 authn: {reason}" in log, name

@@ -219,6 +219,7 @@ class Guard:
     # -- answers -------------------------------------------------------------------------
     def _unauthenticated(self, down: Downstream, ex: Exchange, outcome: tokens.Outcome) -> bool:
         self._count("http_authn_total", "result", "refused")
+        self._count("http_authn_refused_total", "reason", _reason_code(outcome.reason))
         challenge = b'www-authenticate: Bearer realm="%s"' % self.realm
         if outcome.error:
             challenge += b', error="%s"' % outcome.error.encode()
@@ -257,6 +258,7 @@ class Guard:
         """Move the counts into the registry (at scrape time, off the request path)."""
         helps = {
             "http_authn_total": "End-user authentication results (ok, anonymous, refused).",
+            "http_authn_refused_total": "Credentials refused (401), by kind of reason.",
             "http_authz_allow_total": "Requests allowed by the policy, by deciding rule.",
             "http_authz_deny_total": "Requests denied by the policy (403), by deciding rule.",
             "http_ratelimit_limited_total": "Requests refused by a rate limit (429).",
@@ -283,6 +285,23 @@ def _limit_fields(limit: policies.RateLimit, wait: float, reset: int) -> bytes:
         b"ratelimit-reset: %d\r\nratelimit-policy: %d;w=%d\r\n"
         % (max(1, math.ceil(wait)), int(limit.burst), max(1, reset), int(limit.burst), window)
     )
+
+
+_REASONS: Final = (
+    ("no credential", "missing"), ("expired", "expired"), ("not yet valid", "not_yet_valid"),
+    ("wrong audience", "audience"), ("wrong issuer", "issuer"), ("unknown issuer", "issuer"),
+    ("bad signature", "signature"), ("alg", "algorithm"), ("unknown kid", "unknown_kid"),
+    ("key ", "key_mismatch"), ("unknown API key", "api_key"), ("more than one", "repeated"),
+    ("missing claim", "claims"),
+)  # fmt: skip
+"""Log reasons by prefix -> the bounded ``reason`` label of ``http_authn_refused_total``."""
+
+
+def _reason_code(reason: str) -> str:
+    for prefix, code in _REASONS:
+        if reason.startswith(prefix):
+            return code
+    return "malformed"
 
 
 def _key(kind: str, request: policies.Request) -> bytes | None:
