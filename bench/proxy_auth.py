@@ -32,6 +32,8 @@ import proxy as harness
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ISSUER = "https://auth.bench.test"
+PROXY, BACKEND = 18500, 18580
+"""Ports of its own, so that it can run beside ``bench/proxy.py``."""
 
 
 def policy_files(d: Path) -> tuple[Path, str]:
@@ -65,7 +67,7 @@ def wrk(seconds: int, extra: list[str]) -> tuple[int, float, int]:
     cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds}s"]
     for header in [*harness.HEADERS, *extra]:
         cmd += ["-H", header]
-    cmd.append(f"http://127.0.0.1:{harness.PROXY}/small")
+    cmd.append(f"http://127.0.0.1:{PROXY}/small")
     started = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     wall = time.monotonic() - started
@@ -91,7 +93,7 @@ def measure(argv: list[str], seconds: int, extra: list[str]) -> float:
     """Requests per CPU-second of the proxy started with ``argv``."""
     proc = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=subprocess.DEVNULL)
     try:
-        harness.wait_port(harness.PROXY)
+        harness.wait_port(PROXY)
         wrk(2, extra)  # warm up: pooled connections, the token cache
         before = harness.cpu_seconds(proc.pid)
         requests, _, bad = wrk(seconds, extra)
@@ -120,11 +122,11 @@ def main() -> int:
     d = Path(tempfile.mkdtemp(prefix="sidecarkit-bench-auth-"))
     (d / "www").mkdir()
     (d / "www" / "small").write_bytes(b"x" * 99 + b"\n")
-    (d / "backend.conf").write_text(harness.BACKEND_CONF.format(d=d, port=harness.BACKEND))
+    (d / "backend.conf").write_text(harness.BACKEND_CONF.format(d=d, port=BACKEND))
     policy, token = policy_files(d)
     base = [
         sys.executable, "-c", "from sidecarkit.entry import main; main()", "agent", "proxy",
-        "--inbound", f"127.0.0.1:{harness.PROXY}", "--app", f"127.0.0.1:{harness.BACKEND}",
+        "--inbound", f"127.0.0.1:{PROXY}", "--app", f"127.0.0.1:{BACKEND}",
         "--admin", "127.0.0.1:0", "--log-level", "warning",
     ]  # fmt: skip
     auth = [f"Authorization: Bearer {token}"]  # the same requests to both: only the check differs
@@ -132,7 +134,7 @@ def main() -> int:
     backend = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", str(d / "backend.conf")])
     results: dict[str, list[float]] = {name: [] for name in variants}
     try:
-        harness.wait_port(harness.BACKEND)
+        harness.wait_port(BACKEND)
         for _ in range(args.rounds):
             for name, (argv, extra) in variants.items():
                 results[name].append(measure(argv, args.duration, extra))
