@@ -105,6 +105,13 @@ class Guard:
         self.realm = spec.realm.encode() if spec is not None else b""
         self.counts: dict[tuple[str, str, str], int] = {}
         """(metric, label name, label value) -> count since the last scrape."""
+        self.open = policy.rules is None and not policy.rate_limits
+        """Nothing after authentication: no request view needs to be made."""
+        self.authn_ok = 0
+        self.unruled = 0
+        self.allowed: dict[str, int] = {}
+        """The two counts every allowed request adds to, kept apart from ``counts`` to cost an
+        addition each rather than a call."""
         self.throttle = _Throttle()
         self.waiting: dict[str, list[tuple[Downstream, Exchange]]] = {}
         """Exchanges waiting for an issuer's key set, by issuer."""
@@ -131,7 +138,7 @@ class Guard:
                 raw.append((key, name, value))
         outcome = None
         if self.authenticator is not None:
-            outcome = self.authenticator.authenticate(headers, time.monotonic())
+            outcome = self.authenticator.authenticate(headers)
             if outcome.kind == tokens.PENDING:
                 self.waiting.setdefault(outcome.issuer, []).append((down, ex))
                 ex.gate = (path, headers, raw)
@@ -148,7 +155,7 @@ class Guard:
                 continue
             path, headers, raw = ex.gate
             ex.gate = None
-            outcome = self.authenticator.authenticate(headers, time.monotonic())
+            outcome = self.authenticator.authenticate(headers)
             if outcome.kind == tokens.PENDING:  # still unknown: refuse, don't loop
                 outcome = tokens.Outcome(tokens.REFUSED, reason="unknown kid after a refetch")
             if self._after_authentication(down, ex, path, headers, raw, outcome):
@@ -176,10 +183,14 @@ class Guard:
                     return self._unauthenticated(down, ex, outcome)
                 self._count("http_authn_total", "result", "anonymous")
             else:
-                self._count("http_authn_total", "result", "ok")
+                self.authn_ok += 1
                 subject = outcome.subject
                 add = outcome.add
-                strip = strip | outcome.strip if outcome.strip else strip
+                strip = outcome.strip or strip
+        if self.open:  # authentication alone: no rule to ask, no bucket to fill
+            self.unruled += 1
+            _rewrite(ex, raw, strip, add)
+            return False
         if add and self.rules_read_headers:  # the rules see the verified claims only
             headers = {k: v for k, v in headers.items() if k not in strip}
             for name, value in outcome.fields if outcome is not None else ():
@@ -191,7 +202,8 @@ class Guard:
             self._count("http_authz_deny_total", "rule", decision.rule)
             body = b"forbidden by policy (%s)\n" % decision.rule.encode()
             return self._refuse(ex, 403, body, "authz", f"rule {decision.rule}", down, subject)
-        self._count("http_authz_allow_total", "rule", decision.rule)
+        allowed = self.allowed
+        allowed[decision.rule] = allowed.get(decision.rule, 0) + 1
         if self.buckets and self._limited(down, ex, request):
             return True
         if log.isEnabledFor(logging.DEBUG):
@@ -264,6 +276,15 @@ class Guard:
             "http_ratelimit_limited_total": "Requests refused by a rate limit (429).",
         }
         counts, self.counts = self.counts, {}
+        if self.authn_ok:
+            counts[("http_authn_total", "result", "ok")] = self.authn_ok
+            self.authn_ok = 0
+        allowed, self.allowed = self.allowed, {}
+        if self.unruled:
+            allowed["no-rules"] = allowed.get("no-rules", 0) + self.unruled
+            self.unruled = 0
+        for rule, count in allowed.items():
+            counts[("http_authz_allow_total", "rule", rule)] = count
         for (metric, label, value), count in counts.items():
             metrics.add_counter(metric, helps[metric], {**self.labels, label: value}, count)
 

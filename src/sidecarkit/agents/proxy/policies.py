@@ -214,6 +214,8 @@ _DEFAULT_DENY: Final = Decision(False, "default")
 
 
 # -- paths ------------------------------------------------------------------------------
+_PLAIN: Final = b"!$&'()*+,-./0123456789:;=@ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
+"""RFC 3986 path characters without ``%``: a path of these alone needs no decoding."""
 _ESCAPE: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
 _SLASHES: Final = re.compile(rb"%(2[fF]|5[cC])")
 _CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f\\]")
@@ -224,7 +226,11 @@ _RUNS: Final = re.compile(rb"//+")
 def normal_path(target: bytes) -> tuple[bytes, str]:
     """The path of a request target as the policy matches it, or (b"", why) when it is
     ambiguous and must be refused: see the module docstring."""
-    path = target.partition(b"?")[0].partition(b"#")[0]
+    path = target.partition(b"?")[0]
+    plain = not path.translate(None, _PLAIN) and b"/." not in path and b"//" not in path
+    if plain and path[:1] == b"/":  # the common case: nothing to decode, merge or refuse
+        return path, ""
+    path = path.partition(b"#")[0]
     if not path.startswith(b"/"):
         return b"", "the target is not a path starting with /"
     if b"%" in path:
@@ -242,10 +248,11 @@ def normal_path(target: bytes) -> tuple[bytes, str]:
     return path, ""
 
 
-def _path_matcher(prefixes: tuple[str, ...]) -> _Match:
+def _path_matcher(prefixes: tuple[str, ...]) -> _Match | None:
+    """None when a prefix is ``/``: every path matches, there is nothing to check."""
     exact = tuple(p.encode().rstrip(b"/") or b"/" for p in prefixes)
     if b"/" in exact:
-        return lambda r: True
+        return None
     below = tuple(p + b"/" for p in exact)
     return lambda r: r.path in exact or r.path.startswith(below)
 
@@ -305,8 +312,9 @@ def _rule_matcher(rule: Rule) -> _Match:
     if rule.methods:
         methods = frozenset(m.encode() for m in rule.methods)
         checks.append(lambda r: r.method in methods)
-    if rule.paths:
-        checks.append(_path_matcher(rule.paths))
+    paths = _path_matcher(rule.paths) if rule.paths else None
+    if paths is not None:
+        checks.append(paths)
     for name, values in rule.headers:
         checks.append(_header_matcher(name.encode(), values, every=rule.action == "allow"))
     if rule.subjects:
@@ -354,8 +362,9 @@ def _scope_matcher(limit: RateLimit) -> _Match:
     if limit.methods:
         methods = frozenset(m.encode() for m in limit.methods)
         checks.append(lambda r: r.method in methods)
-    if limit.paths:
-        checks.append(_path_matcher(limit.paths))
+    paths = _path_matcher(limit.paths) if limit.paths else None
+    if paths is not None:
+        checks.append(paths)
     return _all(checks)
 
 

@@ -54,6 +54,7 @@ PENDING: Final = 3
 
 _KTY: Final = {"RS": ("RSA",), "PS": ("RSA",), "ES": ("EC",), "Ed": ("OKP",)}
 _CURVE: Final = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+_sha256: Final = hashlib.sha256
 _SAFE: Final = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
 
 
@@ -87,7 +88,8 @@ class Outcome:
         self.add = b"".join(b"%s: %s\r\n" % pair for pair in fields)
         """The same as header lines."""
         self.strip = strip
-        """Header names removed from what the client sent (the credential, when not kept)."""
+        """Header names removed from what the client sent: the credential when not kept, and
+        every name only the proxy may set (``Authenticator.always_strip``)."""
         self.expires = expires
         self.issuer = issuer
 
@@ -226,7 +228,7 @@ class Authenticator:
         """Headers only the proxy may set: whatever a client sent in them is removed."""
         self.key_header = spec.api_keys.header.encode() if spec.api_keys else b""
 
-    def authenticate(self, headers: Mapping[bytes, tuple[bytes, ...]], monotonic: float) -> Outcome:
+    def authenticate(self, headers: Mapping[bytes, tuple[bytes, ...]]) -> Outcome:
         auth = headers.get(b"authorization", ())
         jwt_outcome = None
         if self.providers and auth:
@@ -235,7 +237,7 @@ class Authenticator:
                                error="invalid_request")  # fmt: skip
             scheme, _, token = auth[0].partition(b" ")
             if scheme.lower() == b"bearer":
-                jwt_outcome = self._jwt(token.strip(), monotonic)
+                jwt_outcome = self._jwt(token.strip())
                 if jwt_outcome.kind != OK:
                     return jwt_outcome
         key_outcome = None
@@ -276,18 +278,18 @@ class Authenticator:
             OK,
             subject=name,
             fields=((header, name.encode()),),
-            strip=frozenset((self.key_header,)),
+            strip=self.always_strip | {self.key_header},
         )
 
-    def _jwt(self, token: bytes, monotonic: float) -> Outcome:
-        digest = hashlib.sha256(token).digest()
+    def _jwt(self, token: bytes) -> Outcome:
+        digest = _sha256(token).digest()
         now = self.wall()
         hit = self.cache.get(digest)
         if hit is not None:
             if hit.expires > now:
                 return hit
             del self.cache[digest]
-        outcome = self._verify(token, now, monotonic)
+        outcome = self._verify(token, now, time.monotonic())
         if outcome.kind == OK:
             cache = self.cache
             if len(cache) >= CACHE_SIZE:
@@ -359,7 +361,9 @@ class Authenticator:
                 text = orjson.dumps(value)
             if _SAFE.match(text):
                 add.append((header.encode(), text))
-        strip = frozenset() if provider.forward_token else frozenset((b"authorization",))
+        strip = self.always_strip | (
+            frozenset() if provider.forward_token else frozenset((b"authorization",))
+        )
         exp = float(claims["exp"])
         subject = claims.get("sub")
         return Outcome(
