@@ -88,6 +88,11 @@ class Guard:
             limit.name: buckets.Buckets(rate=limit.rate, burst=limit.burst)
             for limit in policy.rate_limits
         }
+        self.limits = tuple(
+            (limit, policy.scope_of(limit), self.buckets[limit.name])
+            for limit in policy.rate_limits
+        )
+        """(limit, its method/path scope or None for every request, its buckets)"""
         self.strip = authenticator.always_strip if authenticator is not None else frozenset()
         spec = policy.authentication
         rule_headers = {name.encode() for rule in policy.rules or () for name, _ in rule.headers}
@@ -213,11 +218,12 @@ class Guard:
 
     def _limited(self, down: Downstream, ex: Exchange, request: policies.Request) -> bool:
         now = time.monotonic()
-        for limit in self.policy.limits_for(request):
-            key = _key(limit.key, request)
+        for limit, scope, table in self.limits:
+            if scope is not None and not scope(request):
+                continue
+            key = request.client if limit.key == "client_ip" else _key(limit.key, request)
             if key is None:
                 continue
-            table = self.buckets[limit.name]
             wait = table.take(key, now)
             if wait:
                 self._count("http_ratelimit_limited_total", "limit", limit.name)

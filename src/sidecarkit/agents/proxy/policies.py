@@ -208,6 +208,13 @@ class Policy:
         """The rate limits whose methods and paths take in this request."""
         return [limit for limit, match in self._limits if match(request)]
 
+    def scope_of(self, limit: RateLimit) -> _Match | None:
+        """The check of a limit's methods and paths; None when it takes in every request."""
+        for known, match in self._limits:
+            if known is limit:
+                return None if not (limit.methods or limit.paths) else match
+        raise KeyError(limit.name)
+
 
 _ALLOWED: Final = Decision(True, "no-rules")
 _DEFAULT_DENY: Final = Decision(False, "default")
