@@ -196,6 +196,7 @@ def test_each_value_of_a_header_key_has_its_own_bucket(app: Backend, tmp_path: P
     globex = [request(port, "/ok", headers={"X-Tenant": "globex"})[0] for _ in range(3)]
     assert acme == globex == [200, 200, 429]
     assert request(port, "/ok")[0] == 200  # no header: this limit does not apply
+    assert request(port, "/a/../ok")[0] == 200  # no rule reads paths: nothing to confuse
     status, headers, _ = request(port, "/ok", headers={"X-Tenant": "acme"})
     assert status == 429
     assert 1 <= int(headers["retry-after"]) <= 60

@@ -6,7 +6,8 @@ and before the request is dispatched. In order:
 ====================  ========================================================================
 stage                 outcome
 ====================  ========================================================================
-path                  ambiguous target (``policies.normal_path``): 400
+path                  ambiguous target (``policies.normal_path``): 400, when a rule or a
+                      limit matches on paths
 authentication        a credential that does not verify: 401; none and ``required``: 401;
                       a JWT whose ``kid`` is not known yet: the exchange waits (``gate``)
                       until the key set was fetched again, then goes on from here
@@ -110,6 +111,10 @@ class Guard:
         self.realm = spec.realm.encode() if spec is not None else b""
         self.counts: dict[tuple[str, str, str], int] = {}
         """(metric, label name, label value) -> count since the last scrape."""
+        self.paths = any(r.paths for r in policy.rules or ()) or any(
+            x.paths for x in policy.rate_limits
+        )
+        """Some rule or limit matches on paths: ambiguous ones are refused."""
         self.open = policy.rules is None and not policy.rate_limits
         """Nothing after authentication: no request view needs to be made."""
         self.authn_ok = 0
@@ -126,9 +131,11 @@ class Guard:
     # -- the hook ------------------------------------------------------------------------
     def stop(self, down: Downstream, ex: Exchange) -> bool:
         """Run the stages; True when the request was answered here (``ex.local`` is set)."""
-        path, why = policies.normal_path(ex.target)
-        if why:
-            return self._refuse(ex, 400, b"%s\n" % why.encode(), "path", why, down)
+        path = b""
+        if self.paths:  # only rules on paths can be fooled by a path the app reads otherwise
+            path, why = policies.normal_path(ex.target)
+            if why:
+                return self._refuse(ex, 400, b"%s\n" % why.encode(), "path", why, down)
         # one pass over the fields, keeping only those some stage reads or may remove
         headers: dict[bytes, tuple[bytes, ...]] = {}
         raw: list[tuple[bytes, bytes, bytes]] = []
