@@ -283,3 +283,25 @@ def test_removing_a_key_from_a_key_file_revokes_its_cached_tokens(
         time.sleep(0.2)
     assert request(port, "/echo", headers=bearer(keys["ed"].sign()))[0] == 200
     assert "refused 401 authn: unknown kid 'rsa-1'" in log_of(proxy)
+
+
+def test_requests_pipelined_behind_one_waiting_for_its_key_are_answered_in_order(
+    tmp_path: Path, app: Backend, jwks: jwts.JwksServer, keys: dict[str, jwts.Key]
+) -> None:
+    proxy = start(policy(tmp_path, jwks.url), app)
+    time.sleep(tokens.REFETCH_EVERY + 0.2)  # the start-up fetch no longer counts as recent
+    jwks.publish(keys["rsa"], keys["rotated"])
+    fresh, known = keys["rotated"].sign(sub="new"), keys["rsa"].sign(sub="old")
+    with connection(proxy.ports["inbound"]) as s:
+        s.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\n\r\n"
+            b"GET /echo HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\n\r\n"
+            b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n" % (fresh.encode(), known.encode())
+        )
+        first, second, third = (read_response(s) for _ in range(3))
+    assert (first[0], second[0], third[0]) == (200, 200, 401)
+    users = [{k.lower(): v for k, v in json.loads(r[2])["headers"]}["x-user"]
+             for r in (first, second)]  # fmt: skip
+    assert users == ["new", "old"]
+    assert proxy.metric("requests_in_flight") == 0
+    proxy.stop()
