@@ -134,16 +134,26 @@ def test_decisions_are_counted_on_the_admin_endpoint_and_denials_logged(
     assert "refused 403 authz: rule default; method=GET path='/nope'" in log
 
 
-def test_a_bad_policy_file_stops_the_proxy_with_the_key_and_the_fix(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("policy_text", "where", "message"),
+    [
+        ("authorization:\n  rules:\n    - action: permit\n", ["--inbound", "127.0.0.1:0", "--app", "127.0.0.1:1"],
+         "authorization.rules[0].action: 'permit' is unknown; use allow or deny"),
+        ("rate_limits: [{rate: 1/s}]\n", ["--upstream", "a=15001=127.0.0.1:1"],
+         "a policy guards the inbound listener; give --inbound and --app"),
+    ],
+)  # fmt: skip
+def test_a_bad_policy_file_stops_the_proxy_with_the_key_and_the_fix(
+    tmp_path: Path, policy_text: str, where: list[str], message: str
+) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text("authorization:\n  rules:\n    - action: permit\n")
+    policy.write_text(policy_text)
     out = subprocess.run(
-        [sys.executable, "-m", "sidecarkit", "agent", "proxy", "--inbound", "127.0.0.1:0",
-         "--app", "127.0.0.1:1", "--policy", str(policy)],
+        [sys.executable, "-m", "sidecarkit", "agent", "proxy", *where, "--policy", str(policy)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert out.returncode == 3
-    assert "authorization.rules[0].action: 'permit' is unknown; use allow or deny" in out.stderr
+    assert message in out.stderr
     assert "Traceback" not in out.stderr
 
 

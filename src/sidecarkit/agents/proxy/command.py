@@ -168,6 +168,10 @@ def proxy(
             ups = tuple(dataclasses.replace(u, balancer=balancer) for u in config.upstreams)
             config = dataclasses.replace(config, upstreams=ups)
         policy = _policy(config.policy)
+        if policy is not None and config.inbound is None:
+            raise ValueError(
+                f"{config.policy}: a policy guards the inbound listener; give --inbound and --app"
+            )
     except ValueError as exc:
         _fail(errors.ConfigError(str(exc)))
     except errors.SidecarkitError as exc:
