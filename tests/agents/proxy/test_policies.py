@@ -73,6 +73,7 @@ def test_peers_and_namespaces_come_from_the_verified_spiffe_id() -> None:
     assert policies.peer_identity(xfcc) == "spiffe://td/ns/shop/sa/x"
     assert policies.peer_identity(b"spiffe://td/ns/shop/sa/x") == "spiffe://td/ns/shop/sa/x"
     assert policies.peer_identity(b"") == ""
+    assert policies.peer_identity(None) == ""
     assert policies.namespace_of("spiffe://td/sa/x") == ""
 
 

@@ -290,11 +290,13 @@ def _any_of(patterns: tuple[str, ...]) -> Callable[[str], bool]:
 _NS: Final = re.compile(r"^spiffe://[^/]+/ns/([^/]+)/sa/[^/]+$")
 
 
-def peer_identity(verified: bytes) -> str:
+def peer_identity(verified: bytes | None) -> str:
     """The SPIFFE ID in what the mTLS stage verified of the client: an
     ``x-forwarded-client-cert`` element (``By=...;Hash=...;URI=spiffe://...``) or the bare ID;
-    "" for a plaintext client."""
-    if not verified or verified.startswith(b"spiffe://"):
+    "" for a client without one (plaintext: None or b"")."""
+    if not verified:
+        return ""
+    if verified.startswith(b"spiffe://"):
         return verified.decode()
     for part in verified.split(b";"):
         if part[:4].upper() == b"URI=":

@@ -99,6 +99,19 @@ class Agent:
 
         return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
 
+    def _guard(self, service: services.Service) -> None:
+        """Put the policy's stages on an inbound listener (every one shares the key sets)."""
+        if self.policy is None or self.sources is None:
+            return
+        guard = guarding.Guard(
+            self.policy, authenticator=self.sources.authenticator,
+            direction=service.direction, upstream=service.name,
+        )  # fmt: skip
+        guard.fetch = self.sources.want
+        self.sources.listeners.append(guard.keys_arrived)
+        service.guard = guard
+        self.guards.append(guard)
+
     def _build(
         self, loop: asyncio.AbstractEventLoop
     ) -> list[tuple[services.Service, tuple[str, int]]]:
@@ -111,15 +124,7 @@ class Agent:
                 settings=s, metrics=self.metrics, loop=loop,
             )  # fmt: skip
             service.set_endpoints([s.inbound.app])
-            if self.policy is not None and self.sources is not None:
-                guard = guarding.Guard(
-                    self.policy, authenticator=self.sources.authenticator,
-                    direction="inbound", upstream="app",
-                )  # fmt: skip
-                guard.fetch = self.sources.want
-                self.sources.listeners.append(guard.keys_arrived)
-                service.guard = guard
-                self.guards.append(guard)
+            self._guard(service)
             self.services.append(service)
             listeners.append((service, s.inbound.listen))
         names: dict[str, services.Service] = {}
