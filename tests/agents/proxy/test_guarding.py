@@ -212,3 +212,37 @@ def test_each_value_of_a_header_key_has_its_own_bucket(app: Backend, tmp_path: P
     assert 1 <= int(headers["retry-after"]) <= 60
     assert headers["ratelimit-policy"] == "2;w=120"
     proxy.stop()
+
+
+def test_a_changed_policy_file_applies_without_a_restart_and_a_bad_one_keeps_the_last(
+    app: Backend, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("authorization:\n  rules:\n    - {action: allow, paths: [/echo]}\n")
+    proxy = start_proxy(
+        "--policy", str(policy), "--log-level", "info", inbound_app=app.address,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    port = proxy.ports["inbound"]
+    assert request(port, "/other")[0] == 403
+    fresh = tmp_path / "fresh.yaml"  # replaced whole, as a ConfigMap's symlink swap does
+    fresh.write_text("authorization:\n  rules:\n    - {action: allow, paths: [/other]}\n")
+    fresh.rename(policy)
+    deadline = time.monotonic() + 15
+    while request(port, "/other")[0] != 200:
+        assert time.monotonic() < deadline, "the new policy was not applied"
+        time.sleep(0.2)
+    assert request(port, "/echo")[0] == 403
+    policy.write_text("authorization:\n  rules:\n    - {action: permit}\n")
+    deadline = time.monotonic() + 15
+    while proxy.metric("policy_reloads_total", result="error") < 1:
+        assert time.monotonic() < deadline, "the bad policy was not noticed"
+        time.sleep(0.2)
+    assert request(port, "/other")[0] == 200  # the last good policy stays
+    assert proxy.metric("policy_reloads_total", result="ok") == 1
+    proxy.stop()
+    assert proxy.proc.stderr is not None
+    log = proxy.proc.stderr.read().decode()
+    assert "policy reloaded from" in log
+    assert "authorization.rules[0].action: 'permit' is unknown" in log
+    assert "the last good policy stays" in log

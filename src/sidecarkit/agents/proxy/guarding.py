@@ -82,20 +82,45 @@ class Guard:
         direction: str,
         upstream: str,
     ) -> None:
-        self.policy = policy
         self.authenticator = authenticator
         self.labels = {"direction": direction, "upstream": upstream}
+        self.strip = authenticator.always_strip if authenticator is not None else frozenset()
+        spec = policy.authentication
+        self.required = spec is not None and spec.required
+        self.realm = spec.realm.encode() if spec is not None else b""
+        self.counts: dict[tuple[str, str, str], int] = {}
+        """(metric, label name, label value) -> count since the last scrape."""
+        self.buckets: dict[str, buckets.Buckets] = {}
+        self.take(policy)
+        self.authn_ok = 0
+        self.unruled = 0
+        self.allowed: dict[str, int] = {}
+        """The two counts every allowed request adds to, kept apart from ``counts`` to cost an
+        addition each rather than a call."""
+        self.throttle = _Throttle()
+        self.waiting: dict[str, list[tuple[Downstream, Exchange]]] = {}
+        """Exchanges waiting for an issuer's key set, by issuer."""
+        self.fetch: Callable[[str], None] | None = None
+        """Asks for an issuer's key set to be fetched now (``keysources.Sources.want``)."""
+
+    def take(self, policy: policies.Policy) -> None:
+        """Use ``policy``'s rules and limits from the next request on (at start, and when the
+        file changed). Its authentication must be this guard's: key sets and the token cache
+        stay. A limit kept with the same name, rate and burst keeps its buckets, so a reload
+        does not hand every client a fresh burst."""
+        authenticator = self.authenticator
+        old = self.buckets
         self.buckets = {
-            limit.name: buckets.Buckets(rate=limit.rate, burst=limit.burst)
-            for limit in policy.rate_limits
+            x.name: old[x.name]
+            if x.name in old and (old[x.name].rate, old[x.name].burst) == (x.rate, x.burst)
+            else buckets.Buckets(rate=x.rate, burst=x.burst)
+            for x in policy.rate_limits
         }
         self.limits = tuple(
             (limit, policy.scope_of(limit), self.buckets[limit.name])
             for limit in policy.rate_limits
         )
         """(limit, its method/path scope or None for every request, its buckets)"""
-        self.strip = authenticator.always_strip if authenticator is not None else frozenset()
-        spec = policy.authentication
         rule_headers = {name.encode() for rule in policy.rules or () for name, _ in rule.headers}
         limit_headers = {
             x.key[7:].encode() for x in policy.rate_limits if x.key.startswith("header:")
@@ -107,26 +132,13 @@ class Guard:
         )
         """The request fields any stage reads or may remove."""
         self.wanted_sizes = frozenset(len(name) for name in self.wanted)
-        self.required = spec is not None and spec.required
-        self.realm = spec.realm.encode() if spec is not None else b""
-        self.counts: dict[tuple[str, str, str], int] = {}
-        """(metric, label name, label value) -> count since the last scrape."""
         self.paths = any(r.paths for r in policy.rules or ()) or any(
             x.paths for x in policy.rate_limits
         )
         """Some rule or limit matches on paths: ambiguous ones are refused."""
         self.open = policy.rules is None and not policy.rate_limits
         """Nothing after authentication: no request view needs to be made."""
-        self.authn_ok = 0
-        self.unruled = 0
-        self.allowed: dict[str, int] = {}
-        """The two counts every allowed request adds to, kept apart from ``counts`` to cost an
-        addition each rather than a call."""
-        self.throttle = _Throttle()
-        self.waiting: dict[str, list[tuple[Downstream, Exchange]]] = {}
-        """Exchanges waiting for an issuer's key set, by issuer."""
-        self.fetch: Callable[[str], None] | None = None
-        """Asks for an issuer's key set to be fetched now (``keysources.Sources.want``)."""
+        self.policy = policy
 
     # -- the hook ------------------------------------------------------------------------
     def stop(self, down: Downstream, ex: Exchange) -> bool:

@@ -28,6 +28,7 @@ from sidecarkit.agents.proxy import (
     keysources,
     policies,
     relaying,
+    reloading,
     routing,
     services,
     telemetry,
@@ -49,6 +50,11 @@ class Agent:
         self.settings = settings
         self.policy = policy
         self.sources = keysources.Sources(policy) if policy is not None else None
+        self.policy_file = (
+            reloading.PolicyFile(settings.policy, policy)
+            if policy is not None and settings.policy
+            else None
+        )
         self.guards: list[guarding.Guard] = []
         self.stopping = asyncio.Event()
         self.ready = False
@@ -95,6 +101,17 @@ class Agent:
                     self.sources.errors - self.sources.reported,
                 )
                 self.sources.reported = self.sources.errors
+            if self.policy_file is not None:
+                reloads, failed = self.policy_file.reloads, self.policy_file.errors
+                done, bad = self.policy_file.reported
+                for result, amount in (("ok", reloads - done), ("error", failed - bad)):
+                    self.metrics.add_counter(
+                        "policy_reloads_total",
+                        "Changes of the policy file applied (ok) or refused (error).",
+                        {"result": result},
+                        amount,
+                    )
+                self.policy_file.reported = (reloads, failed)
             return 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
         return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
@@ -191,6 +208,9 @@ class Agent:
             now = loop.time()
             for service in self.services:
                 service.tick(now)
+            if self.policy_file is not None and (new := self.policy_file.poll()) is not None:
+                for guard in self.guards:
+                    guard.take(new)
             if self.sources is not None:
                 self.sources.tick(loop)
                 for guard in self.guards:
