@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sidecarkit.agents.proxy import buckets, policies
+from sidecarkit.agents.proxy import buckets, policies, policyfiles
 
 FRONTEND = "spiffe://cluster.local/ns/shop/sa/frontend"
 BATCH = "spiffe://cluster.local/ns/jobs/sa/batch"
@@ -32,11 +32,11 @@ def request(
 
 
 def policy(*rules: dict[str, Any]) -> policies.Policy:
-    return policies.from_mapping({"authorization": {"rules": list(rules)}}, source="policy.yaml")
+    return policyfiles.from_mapping({"authorization": {"rules": list(rules)}}, source="policy.yaml")
 
 
 def test_without_an_authorization_section_everything_is_allowed() -> None:
-    p = policies.from_mapping({"rate_limits": [{"rate": "10/s"}]}, source="policy.yaml")
+    p = policyfiles.from_mapping({"rate_limits": [{"rate": "10/s"}]}, source="policy.yaml")
     assert p.authorize(request()).allowed
 
 
@@ -172,12 +172,12 @@ def test_subjects_name_authenticated_users_and_star_means_any() -> None:
 )  # fmt: skip
 def test_a_bad_policy_names_the_key_and_the_fix(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=r"^policy\.yaml: ") as caught:
-        policies.from_mapping(data, source="policy.yaml")
+        policyfiles.from_mapping(data, source="policy.yaml")
     assert message in str(caught.value)
 
 
 def test_rate_limits_are_scoped_by_method_and_path() -> None:
-    p = policies.from_mapping(
+    p = policyfiles.from_mapping(
         {"rate_limits": [
             {"name": "all", "rate": "100/s"},
             {"name": "writes", "rate": "6000/m", "methods": ["POST"], "paths": ["/orders"]},

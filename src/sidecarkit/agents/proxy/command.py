@@ -48,9 +48,9 @@ def _policy(path: str | None) -> Any:
     if not path:
         return None
     from sidecarkit import configfiles  # noqa: PLC0415 - YAML only when asked for
-    from sidecarkit.agents.proxy import policies  # noqa: PLC0415
+    from sidecarkit.agents.proxy import policyfiles  # noqa: PLC0415
 
-    return policies.from_mapping(configfiles.load_mapping(path), source=path)
+    return policyfiles.from_mapping(configfiles.load_mapping(path), source=path)
 
 
 @click.command("proxy", context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,7 +15,7 @@ import hashlib
 import logging
 
 from sidecarkit import errors
-from sidecarkit.agents.proxy import policies
+from sidecarkit.agents.proxy import policies, policyfiles
 
 __all__ = ["PolicyFile"]
 
@@ -48,7 +48,7 @@ class PolicyFile:
         from sidecarkit import configfiles  # noqa: PLC0415 - loaded by the command already
 
         try:
-            new = policies.from_mapping(configfiles.load_mapping(self.path), source=self.path)
+            new = policyfiles.from_mapping(configfiles.load_mapping(self.path), source=self.path)
         except (ValueError, errors.SidecarkitError) as exc:
             self.errors += 1
             log.warning("policy not reloaded: %s; the last good policy stays", exc)
