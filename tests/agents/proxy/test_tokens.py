@@ -305,3 +305,23 @@ def test_requests_pipelined_behind_one_waiting_for_its_key_are_answered_in_order
     assert users == ["new", "old"]
     assert proxy.metric("requests_in_flight") == 0
     proxy.stop()
+
+
+def test_a_rate_limit_keyed_by_subject_counts_each_user_apart(tmp_path: Path, app: Backend) -> None:
+    keyfile = tmp_path / "keys"
+    keyfile.write_text(
+        tokens.hash_line("ci-bot", "k-1", os.urandom(16)) + "\n"
+        + tokens.hash_line("reporting", "k-2", os.urandom(16)) + "\n"
+    )  # fmt: skip
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"authentication:\n  api_keys:\n    file: {keyfile}\n"
+        "rate_limits:\n  - {name: per-user, key: subject, rate: 1/m, burst: 1}\n"
+    )
+    proxy = start(path, app)
+    port = proxy.ports["inbound"]
+    first = [request(port, "/ok", headers={"X-Api-Key": "k-1"})[0] for _ in range(2)]
+    second = [request(port, "/ok", headers={"X-Api-Key": "k-2"})[0] for _ in range(2)]
+    assert first == second == [200, 429]
+    assert proxy.metric("http_ratelimit_limited_total", limit="per-user") == 2
+    assert "refused 429 ratelimit: limit per-user; method=GET path='/ok'" in log_of(proxy)
