@@ -19,21 +19,21 @@ import contextlib
 import functools
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from sidecarkit.agents.proxy import (
     admin,
     discovery,
     forwarding,
-    guarding,
-    keysources,
-    policies,
     relaying,
-    reloading,
     routing,
     services,
     telemetry,
 )
 from sidecarkit.agents.proxy import settings as proxy_settings
+
+if TYPE_CHECKING:
+    from sidecarkit.agents.proxy import guarding, keysources, policies, reloading
 
 __all__ = ["Agent"]
 
@@ -49,13 +49,15 @@ class Agent:
     ) -> None:
         self.settings = settings
         self.policy = policy
-        self.sources = keysources.Sources(policy) if policy is not None else None
-        self.policy_file = (
-            reloading.PolicyFile(settings.policy, policy)
-            if policy is not None and settings.policy
-            else None
-        )
+        self.sources: keysources.Sources | None = None
+        self.policy_file: reloading.PolicyFile | None = None
         self.guards: list[guarding.Guard] = []
+        if policy is not None:  # JWT and crypto libraries cost ~12 MB: loaded only for a policy
+            from sidecarkit.agents.proxy import keysources, reloading  # noqa: PLC0415
+
+            self.sources = keysources.Sources(policy)
+            if settings.policy:
+                self.policy_file = reloading.PolicyFile(settings.policy, policy)
         self.stopping = asyncio.Event()
         self.ready = False
         self.metrics = telemetry.Registry()
@@ -120,6 +122,8 @@ class Agent:
         """Put the policy's stages on an inbound listener (every one shares the key sets)."""
         if self.policy is None or self.sources is None:
             return
+        from sidecarkit.agents.proxy import guarding  # noqa: PLC0415 - only with a policy
+
         guard = guarding.Guard(
             self.policy, authenticator=self.sources.authenticator,
             direction=service.direction, upstream=service.name,
