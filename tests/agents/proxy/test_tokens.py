@@ -325,3 +325,24 @@ def test_a_rate_limit_keyed_by_subject_counts_each_user_apart(tmp_path: Path, ap
     assert first == second == [200, 429]
     assert proxy.metric("http_ratelimit_limited_total", limit="per-user") == 2
     assert "refused 429 ratelimit: limit per-user; method=GET path='/ok'" in log_of(proxy)
+
+
+def test_a_claim_header_the_token_lacks_cannot_be_supplied_by_the_client(
+    tmp_path: Path, app: Backend, keys: dict[str, jwts.Key]
+) -> None:
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [keys["ed"].jwk]}))
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"authentication:\n  jwt:\n    - issuer: {jwts.ISSUER}\n      jwks_file: {jwks_file}\n"
+        "      claims_to_headers: {groups: x-groups}\n"
+        "authorization:\n  rules:\n    - {name: admins, action: allow, headers: {x-groups: admin}}\n"
+    )
+    proxy = start(path, app)
+    port = proxy.ports["inbound"]
+    plain_user = keys["ed"].sign()  # no groups claim
+    forged = bearer(plain_user, **{"X-Groups": "admin"})
+    assert request(port, "/echo", headers=forged)[0] == 403
+    admin = bearer(keys["ed"].sign(groups=["admin"]))
+    assert request(port, "/echo", headers=admin)[0] == 200
+    proxy.stop()

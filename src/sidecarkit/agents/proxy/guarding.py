@@ -179,6 +179,14 @@ class Guard:
                 continue
             path, headers, raw = ex.gate
             ex.gate = None
+            if self.paths and not path:  # the policy was reloaded meanwhile
+                path, why = policies.normal_path(ex.target)
+                if why:
+                    self._refuse(ex, 400, b"%s\n" % why.encode(), "path", why, down)
+                    down.service.in_flight -= 1
+                    if down.queue and down.queue[0] is ex:
+                        ex.dispatch()
+                    continue
             outcome = self.authenticator.authenticate(headers)
             if outcome.kind == tokens.PENDING:  # still unknown: refuse, don't loop
                 outcome = tokens.Outcome(tokens.REFUSED, reason="unknown kid after a refetch")
@@ -215,7 +223,7 @@ class Guard:
             self.unruled += 1
             _rewrite(ex, raw, strip, add)
             return False
-        if add and self.rules_read_headers:  # the rules see the verified claims only
+        if self.rules_read_headers:  # the rules see verified claims only, never the client's
             headers = {k: v for k, v in headers.items() if k not in strip}
             for name, value in outcome.fields if outcome is not None else ():
                 headers[name] = (*headers.get(name, ()), value)
