@@ -98,6 +98,8 @@ def test_path_prefixes_match_whole_segments() -> None:
         ("/a//b/", b"/a/b/"),
         ("/%61dmin", b"/admin"),
         ("/a?x=/../..", b"/a"),
+        ("/admin;jsessionid=1", b"/admin"),
+        ("/admin%3Bx/users", b"/admin/users"),
         ("/", b"/"),
     ],
 )
@@ -120,6 +122,8 @@ def test_a_denied_path_cannot_be_reached_by_encoding_it() -> None:
     p = policy({"action": "allow"}, {"name": "admin", "action": "deny", "paths": ["/admin"]})
     assert p.authorize(request(path="/%61dmin")).rule == "admin"
     assert p.authorize(request(path="//admin")).rule == "admin"
+    assert p.authorize(request(path="/admin;jsessionid=1")).rule == "admin"
+    assert p.authorize(request(path="/admin%3B/x")).rule == "admin"
 
 
 def test_a_repeated_header_neither_earns_an_allow_nor_dodges_a_deny() -> None:

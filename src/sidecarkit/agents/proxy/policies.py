@@ -46,7 +46,8 @@ must hold (AND); inside a condition any listed value may match (OR). Patterns ar
 Headers are matched in the way least kind to the caller: for an ``allow`` every value the
 request carries for the name must match, for a ``deny`` one is enough, so repeating a header
 can neither earn an allow nor dodge a deny. Paths are matched by whole segments (``/api``
-matches ``/api`` and ``/api/orders``, not ``/apix``) after percent-decoding and merging
+matches ``/api`` and ``/api/orders``, not ``/apix``) after percent-decoding, dropping
+``;`` path parameters (``/admin;jsessionid=1`` is ``/admin`` to Tomcat and Spring) and merging
 ``//``; a target with dot segments (``/a/../b``, also encoded or with ``;`` parameters), an
 encoded ``/`` or ``\\``, or a bad ``%`` escape is refused outright (400), because the app
 might read it differently from the policy (the path-confusion bypasses known from Tomcat's
@@ -220,13 +221,14 @@ _DEFAULT_DENY: Final = Decision(False, "default")
 
 
 # -- paths ------------------------------------------------------------------------------
-_PLAIN: Final = b"!$&'()*+,-./0123456789:;=@ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
-"""RFC 3986 path characters without ``%``: a path of these alone needs no decoding."""
+_PLAIN: Final = b"!$&'()*+,-./0123456789:=@ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
+"""RFC 3986 path characters without ``%`` and ``;``: a path of these alone needs no work."""
 _ESCAPE: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
 _SLASHES: Final = re.compile(rb"%(2[fF]|5[cC])")
 _CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f\\]")
 _DOTS: Final = re.compile(rb"/\.\.?(/|;|$)")
 _RUNS: Final = re.compile(rb"//+")
+_PARAMS: Final = re.compile(rb";[^/]*")
 
 
 def normal_path(target: bytes) -> tuple[bytes, str]:
@@ -249,6 +251,8 @@ def normal_path(target: bytes) -> tuple[bytes, str]:
         return b"", "the path holds a backslash or a control character"
     if b"/." in path and _DOTS.search(path):
         return b"", "the path has a . or .. segment"
+    if b";" in path:  # path parameters, which Tomcat and Spring drop: /admin;x is /admin
+        path = _PARAMS.sub(b"", path)
     if b"//" in path:
         path = _RUNS.sub(b"/", path)
     return path, ""
