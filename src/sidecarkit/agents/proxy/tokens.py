@@ -47,6 +47,10 @@ REFETCH_EVERY: Final = 5.0
 """Seconds between key-set fetches caused by unknown ``kid`` values: a client sending random
 ``kid`` values must not turn the proxy into a load generator against the issuer."""
 
+TRIES_WITHOUT_KID: Final = 4
+"""Keys a token without ``kid`` is tried against: a large key set must not let one token cost
+dozens of signature checks."""
+
 OK: Final = 0
 NONE: Final = 1
 REFUSED: Final = 2
@@ -327,7 +331,7 @@ class Authenticator:
             state = f"key set unavailable: {keyset.error}" if keyset.error else "not in key set"
             return Outcome(REFUSED, reason=f"unknown kid {str(kid)[:100]!r}; {state}")
         problem = ""
-        for key in keys:
+        for key in keys[:TRIES_WITHOUT_KID]:  # with a kid there is one; without, a few at most
             try:
                 claims = jwt.decode(
                     token,
