@@ -60,6 +60,17 @@ def _identity(
     return {**base, **{k: v for k, v in given.items() if v}}
 
 
+def _policy(path: str | None) -> Any:
+    """The policy file, read and checked before anything listens: a bad rule is a crash-loop
+    with a message that names it, never a proxy that lets everything through."""
+    if not path:
+        return None
+    from sidecarkit import configfiles  # noqa: PLC0415 - YAML only when asked for
+    from sidecarkit.agents.proxy import policyfiles  # noqa: PLC0415
+
+    return policyfiles.from_mapping(configfiles.load_mapping(path), source=path)
+
+
 @click.command("proxy", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -133,6 +144,14 @@ def _identity(
 @click.option(
     "--drain-grace", metavar="DURATION", help="On SIGTERM, time for requests in flight, 25s."
 )
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False),
+    envvar="SIDECARKIT_PROXY_POLICY",
+    help="Authentication, authorization and rate limits for inbound requests (YAML); "
+    "see docs/policy.md. Env: SIDECARKIT_PROXY_POLICY.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the effective settings as YAML and exit.")
 @click.option(
     "--log-level",
@@ -156,6 +175,7 @@ def proxy(
     balancer: str | None,
     access_log: bool | None,
     drain_grace: str | None,
+    policy_path: str | None,
     dry_run: bool,
     log_level: str,
 ) -> None:
@@ -200,12 +220,19 @@ def proxy(
             given["access_log"] = access_log
         if drain_grace:
             given["drain"] = {"grace": drain_grace}
+        if policy_path:
+            given["policy"] = policy_path
         config = proxy_settings.from_mapping(given, source="options", base=config)
         if balancer and config_path:
             import dataclasses  # noqa: PLC0415
 
             ups = tuple(dataclasses.replace(u, balancer=balancer) for u in config.upstreams)
             config = dataclasses.replace(config, upstreams=ups)
+        policy = _policy(config.policy)
+        if policy is not None and config.inbound is None:
+            raise ValueError(
+                f"{config.policy}: a policy guards the inbound listener; give --inbound and --app"
+            )
     except ValueError as exc:
         _fail(errors.ConfigError(str(exc)))
     except errors.SidecarkitError as exc:
@@ -224,6 +251,6 @@ def proxy(
     from sidecarkit.agents.proxy import running  # noqa: PLC0415
 
     try:
-        process.run_agent(running.Agent(config))
+        process.run_agent(running.Agent(config, policy=policy))
     except errors.SidecarkitError as exc:  # e.g. no certificate could be had at start
         _fail(exc)

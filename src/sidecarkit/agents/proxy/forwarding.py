@@ -21,6 +21,7 @@ response complete     metrics, access log; next queued exchange, or idle
 101 to an upgrade     both connections become one byte stream until either closes
 bad request           400/413/414/431/505 from the proxy, connection closed
 shed (in-flight cap)  503 + Retry-After, keep-alive kept
+refused by policy     401/403/429 (400: ambiguous path) from ``guarding``, keep-alive kept
 connect fails         retry on another endpoint (any method: nothing was sent), else 502
 endpoint fails early  retry when idempotent, body-less and the budget allows, else 502
 retryable status      same rule, the response is dropped with its connection
@@ -378,6 +379,8 @@ class Downstream(asyncio.Protocol):
             )
             service.local.requests += 1
             service.local.respond(503, 0.0)
+        elif service.guard is not None and service.guard.stop(self, ex):
+            pass  # refused by the policy: ex.local holds the answer
         else:
             service.in_flight += 1
         if len(queue) == 1:

@@ -33,7 +33,14 @@ from sidecarkit.agents.proxy import (
 from sidecarkit.agents.proxy import settings as proxy_settings
 
 if TYPE_CHECKING:  # TLS (and cryptography, ~12 MB) is loaded only by a proxy that uses it
-    from sidecarkit.agents.proxy import securing, terminating
+    from sidecarkit.agents.proxy import (
+        guarding,
+        keysources,
+        policies,
+        reloading,
+        securing,
+        terminating,
+    )
 
 __all__ = ["Agent"]
 
@@ -44,8 +51,20 @@ TICK = 1.0
 
 
 class Agent:
-    def __init__(self, settings: proxy_settings.Settings) -> None:
+    def __init__(
+        self, settings: proxy_settings.Settings, *, policy: policies.Policy | None = None
+    ) -> None:
         self.settings = settings
+        self.policy = policy
+        self.sources: keysources.Sources | None = None
+        self.policy_file: reloading.PolicyFile | None = None
+        self.guards: list[guarding.Guard] = []
+        if policy is not None:  # JWT and crypto libraries cost ~12 MB: loaded only for a policy
+            from sidecarkit.agents.proxy import keysources, reloading  # noqa: PLC0415
+
+            self.sources = keysources.Sources(policy)
+            if settings.policy:
+                self.policy_file = reloading.PolicyFile(settings.policy, policy)
         self.stopping = asyncio.Event()
         self.ready = False
         self.metrics = telemetry.Registry()
@@ -86,9 +105,45 @@ class Agent:
                     source.errors - source.reported,
                 )
                 source.reported = source.errors
+            for guard in self.guards:
+                guard.export(self.metrics)
+            if self.sources is not None:
+                self.metrics.add_counter(
+                    "policy_key_errors_total",
+                    "Failed reads or fetches of the policy's keys; the last good keys are kept.",
+                    {},
+                    self.sources.errors - self.sources.reported,
+                )
+                self.sources.reported = self.sources.errors
+            if self.policy_file is not None:
+                reloads, failed = self.policy_file.reloads, self.policy_file.errors
+                done, bad = self.policy_file.reported
+                for result, amount in (("ok", reloads - done), ("error", failed - bad)):
+                    self.metrics.add_counter(
+                        "policy_reloads_total",
+                        "Changes of the policy file applied (ok) or refused (error).",
+                        {"result": result},
+                        amount,
+                    )
+                self.policy_file.reported = (reloads, failed)
             return 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
         return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
+
+    def _guard(self, service: services.Service) -> None:
+        """Put the policy's stages on an inbound listener (every one shares the key sets)."""
+        if self.policy is None or self.sources is None:
+            return
+        from sidecarkit.agents.proxy import guarding  # noqa: PLC0415 - only with a policy
+
+        guard = guarding.Guard(
+            self.policy, authenticator=self.sources.authenticator,
+            direction=service.direction, upstream=service.name,
+        )  # fmt: skip
+        guard.fetch = self.sources.want
+        self.sources.listeners.append(guard.keys_arrived)
+        service.guard = guard
+        self.guards.append(guard)
 
     def _build(
         self, loop: asyncio.AbstractEventLoop
@@ -104,6 +159,7 @@ class Agent:
             if inbound.mtls != "off":
                 service.mesh = self.mesh
             service.set_endpoints([inbound.app])
+            self._guard(service)
             self.services.append(service)
             self.inbound_of[service] = inbound
             listeners.append((service, inbound.listen))
@@ -180,6 +236,8 @@ class Agent:
             with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
                 await asyncio.wait_for(self._resolve(service, name), 2.0)
             name.due = loop.time() + discovery.DNS_INTERVAL
+        if self.sources is not None:
+            await self.sources.start()
         admin_server = await admin.serve(s.admin[0], s.admin[1], self._routes())
         log.info("admin endpoint on %s:%d", *s.admin)
         self.ready = True
@@ -188,6 +246,8 @@ class Agent:
         self.ready = False
         await self._drain(loop)
         ticker.cancel()
+        if self.sources is not None:
+            await self.sources.close()
         admin_server.close()
 
     async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -200,6 +260,13 @@ class Agent:
                 self.mesh.tick(loop)
             for terminator in self.terminators:
                 terminator.tick()
+            if self.policy_file is not None and (new := self.policy_file.poll()) is not None:
+                for guard in self.guards:
+                    guard.take(new)
+            if self.sources is not None:
+                self.sources.tick(loop)
+                for guard in self.guards:
+                    guard.tick(time.monotonic())
             for service, source in self.files:
                 endpoints = source.poll()
                 if endpoints is not None:

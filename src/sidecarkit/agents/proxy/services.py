@@ -76,6 +76,8 @@ class Service:
         """Connects under way (L4 mode), held so that they are not collected mid-way."""
         self.protocol = "http"
         """``tcp`` for an L4 relay (``relaying``)."""
+        self.guard: Any = None
+        """The policy's stages (``guarding.Guard``) on this listener; None: no policy."""
         self.router: routing.Router[Service] | None = None
         """Set on the HTTP-proxy listener's service: requests go where their authority says."""
 

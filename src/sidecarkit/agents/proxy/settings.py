@@ -51,6 +51,7 @@ for the proxy to do anything)::
       grace: 25s                      # then in-flight requests get this long to finish
     access_log: false                 # one JSON line a request on stdout
     # TLS (identity:, inbound.mtls, inbound.tls, upstreams[].mtls and .peer): see tlsconfig
+    policy: /etc/sidecarkit/policy.yaml   # authentication, authorization, rate limits (inbound)
 
 Every error names the key and says what would be accepted, because the reader is usually
 looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
@@ -208,6 +209,8 @@ class Settings:
     more_inbound: tuple[Inbound, ...] = ()
     """Further inbound ports (``inbound:`` given as a list), each with its app port and its
     own ``mtls`` mode or ``tls``, as Istio's port-level PeerAuthentication."""
+    policy: str | None = None
+    """A policy file (``policies``) for the inbound listener; None: every request goes on."""
 
 
 def parse_address(value: Any, where: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
@@ -397,7 +400,7 @@ _POOL = {
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
-    "pool", "drain", "access_log", "identity",
+    "pool", "drain", "access_log", "identity", "policy",
 )  # fmt: skip
 
 
@@ -471,6 +474,8 @@ def from_mapping(
             changes["access_log"] = _bool(data["access_log"], "access_log")
         if data.get("identity"):
             changes["identity"] = tlsconfig.identity_from(data["identity"])
+        if data.get("policy"):
+            changes["policy"] = str(data["policy"])
         result = replace(settings, **changes)
         if final:
             _check(result)
@@ -566,4 +571,6 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
     out["access_log"] = settings.access_log
     if settings.identity is not None:
         out["identity"] = tlsconfig.identity_mapping(settings.identity)
+    if settings.policy:
+        out["policy"] = settings.policy
     return out
