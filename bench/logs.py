@@ -1,9 +1,11 @@
-"""Benchmark: the logs agent against rsyslog and syslog-ng, in three scenarios, one command.
+"""Benchmark: the logs agent against rsyslog and syslog-ng, in four scenarios, one command.
 
 - **plain** (below): one file over syslog TCP;
 - **http** (``_logs_http.py``): 100-byte lines to Elasticsearch ``_bulk`` (against rsyslog's
   omelasticsearch) and to Loki;
-- **files** (``_logs_files.py``): 1,000 files written at once by small writers.
+- **files** (``_logs_files.py``): 1,000 files written at once by small writers;
+- **pipeline** (``_logs_pipeline.py``): grep + modify + redact to Elasticsearch ``_bulk``, against
+  rsyslog with the equivalent rule set (property filter, ``set``, ``mmanon``).
 
 Every target missed, and every peer missing, fails the benchmark (exit status 1).
 
@@ -31,7 +33,8 @@ on a shared machine it says more about the neighbours). rsyslog and syslog-ng co
 ``/opt/sidecarkit-peers`` (``.ci/run`` unpacks them there).
 
     .venv/bin/python bench/logs.py [--lines 2000000] [--repeat 3] [--quick] [--only agent,...]
-        [--scenarios plain,http,files] [--http-lines 1000000] [--files 1000] [--file-lines 200]
+        [--scenarios plain,http,files,pipeline] [--http-lines 1000000] [--files 1000]
+        [--file-lines 200] [--pipeline-lines 1000000]
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 import _logs_files  # noqa: E402
 import _logs_http  # noqa: E402
+import _logs_pipeline  # noqa: E402
 import _measuring as m  # noqa: E402
 
 from tests.support import syslogd  # noqa: E402
@@ -386,14 +390,18 @@ def main() -> None:
         "--only", default="", help="comma-separated subjects: agent,rsyslog,syslog-ng,python,stdout"
     )
     parser.add_argument(
-        "--scenarios", default="plain,http,files", help="comma-separated: plain,http,files"
+        "--scenarios",
+        default="plain,http,files,pipeline",
+        help="comma-separated: plain,http,files,pipeline",
     )
+    parser.add_argument("--pipeline-lines", type=int, default=1_000_000)
     parser.add_argument("--http-lines", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--file-lines", type=int, default=200, help="lines per file")
     args = parser.parse_args()
     if args.quick:
         args.lines, args.repeat, args.http_lines, args.file_lines = 100_000, 1, 100_000, 50
+        args.pipeline_lines = 100_000
     scenarios = set(args.scenarios.split(","))
     missed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sidecarkit-bench-logs-") as tmp:
@@ -402,6 +410,10 @@ def main() -> None:
         if "http" in scenarios:
             missed += _logs_http.run(
                 Path(tmp), lines=args.http_lines, repeat=args.repeat, syslog_check=verify
+            )
+        if "pipeline" in scenarios:
+            missed += _logs_pipeline.run(
+                Path(tmp), lines=args.pipeline_lines, repeat=args.repeat, generate=generate
             )
         if "files" in scenarios:
             missed += _logs_files.run(

@@ -14,11 +14,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from sidecarkit import __version__, awaiting, clustercli, configfiles, errors, rewriting
+from sidecarkit import __version__, awaiting, clustercli, configfiles, errors, rewriting, shell
 from sidecarkit.agents import process
 from sidecarkit.agents.logs.command import logs as logs_command
 from sidecarkit.agents.proxy.command import proxy as proxy_command
@@ -33,43 +33,9 @@ from sidecarkit.injection import (
 )
 from sidecarkit.k8s import manifests
 from sidecarkit.runner import command as runner_command
+from sidecarkit.security import command as ca_command
 
 __all__ = ["main"]
-
-
-def _fail(exc: errors.SidecarkitError) -> NoReturn:
-    click.echo(f"sidecarkit: error: {exc}", err=True)
-    sys.exit(exc.exit_code)
-
-
-def _read(path: str) -> tuple[str, str]:
-    """(source name, text) of ``-`` (stdin) or a file."""
-    if path == "-":
-        return "<stdin>", sys.stdin.read()
-    try:
-        with open(path, encoding="utf-8") as f:
-            return path, f.read()
-    except OSError as exc:
-        raise errors.InputError(f"cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise errors.ManifestError(
-            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from exc
-
-
-def _labels(text: str | None) -> dict[str, str]:
-    if not text:
-        return {}
-    labels: dict[str, str] = {}
-    for part in text.split(","):
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise errors.ConfigError(
-                f"--namespace-labels {text!r}: {part!r} is not key=value; "
-                "write them as sidecarkit.io/inject=true,team=a"
-            )
-        labels[key.strip()] = value.strip()
-    return labels
 
 
 def _config(config_path: str | None, mode: str | None) -> configs.Config:
@@ -83,7 +49,7 @@ def _facts(
     facts_path: str | None, namespace_labels: str | None, version: str | None
 ) -> facts.Facts:
     cluster = configfiles.load_facts(facts_path) if facts_path else facts.Facts()
-    labels = {**cluster.namespace_labels, **_labels(namespace_labels)}
+    labels = {**cluster.namespace_labels, **shell.namespace_labels(namespace_labels)}
     return facts.Facts(
         kubernetes_version=facts.parse_version(version) if version else cluster.kubernetes_version,
         namespace_labels=MappingProxyType(labels),
@@ -237,7 +203,7 @@ def inject(
         options = rewriting.Options(strict, output, report_format, recursive, check)
         code = rewriting.rewrite(files, transform, options)
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
     sys.exit(code)
 
 
@@ -270,7 +236,7 @@ def uninject(
         options = rewriting.Options(strict, output, report_format, recursive)
         code = rewriting.rewrite(files, transform, options)
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
     sys.exit(code)
 
 
@@ -281,7 +247,7 @@ def list_profiles(config_path: str | None) -> None:
     try:
         config = _config(config_path, None)
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
     defaults = set(config.default_profiles)
     for profile in config.profiles.values():
         mark = " (default)" if profile.name in defaults else ""
@@ -424,7 +390,7 @@ def webhook(
             )
         )
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
 
 
 @cli.command()
@@ -479,7 +445,7 @@ def certs(
         names = [*certificates.dns_names(service, namespace), *extra_names]
         certificates.write_pair(certificates.issue(ca, names=names, days=days), out, stem="tls")
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
     click.echo(f"wrote {out}/tls.crt and tls.key for {', '.join(names)}", err=True)
 
 
@@ -589,7 +555,7 @@ def install(
             )
         )
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
     sys.stdout.write(manifests.dump_objects(objects))
 
 
@@ -759,17 +725,18 @@ def agent_metrics(
             chosen["honor_labels"] = honor_labels
         config = metrics_settings.from_mapping(chosen, source="options", base=config)
     except ValueError as exc:
-        _fail(errors.ConfigError(str(exc)))
+        shell.fail(errors.ConfigError(str(exc)))
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
     try:
         metrics_agent = running.Agent(config)
     except ValueError as exc:
-        _fail(errors.ConfigError(str(exc)))
+        shell.fail(errors.ConfigError(str(exc)))
     process.run_agent(metrics_agent)
 
 
 cli.add_command(runner_command.run_pod, "run")
+cli.add_command(ca_command.ca, "ca")
 
 
 def main() -> None:

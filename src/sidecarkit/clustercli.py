@@ -7,52 +7,16 @@ them runs; ``cli.py`` registers the commands. The few option helpers below mirro
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from sidecarkit import configfiles, errors
+from sidecarkit import configfiles, errors, shell
 from sidecarkit.injection import facts, profiles, reports, settings
 from sidecarkit.k8s import manifests
 
 __all__ = ["cluster_injector", "explain", "repair"]
-
-
-def _fail(exc: errors.SidecarkitError) -> NoReturn:
-    click.echo(f"sidecarkit: error: {exc}", err=True)
-    sys.exit(exc.exit_code)
-
-
-def _read(path: str) -> tuple[str, str]:
-    """(source name, text) of ``-`` (stdin) or a file."""
-    if path == "-":
-        return "<stdin>", sys.stdin.read()
-    try:
-        with open(path, encoding="utf-8") as f:
-            return path, f.read()
-    except OSError as exc:
-        raise errors.InputError(f"cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise errors.ManifestError(
-            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from exc
-
-
-def _labels(text: str | None) -> dict[str, str]:
-    if not text:
-        return {}
-    labels: dict[str, str] = {}
-    for part in text.split(","):
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise errors.ConfigError(
-                f"--namespace-labels {text!r}: {part!r} is not key=value; "
-                "write them as sidecarkit.io/inject=true,team=a"
-            )
-        labels[key.strip()] = value.strip()
-    return labels
 
 
 def _seconds(value: str, option: str) -> float:
@@ -95,7 +59,7 @@ def cluster_injector(
         config=configfiles.load_config(config_path) if config_path else None,
         mode=profiles.Mode(mode) if mode else None,
         kubernetes_version=facts.parse_version(version) if version else None,
-        namespace_labels=_labels(namespace_labels),
+        namespace_labels=shell.namespace_labels(namespace_labels),
         install_namespace=webhook_namespace,
     )
 
@@ -152,7 +116,7 @@ def explain(
         else:
             documents = [
                 (f"{source} document {doc.index}", doc.data)
-                for source, text in (_read(f) for f in files or ("-",))
+                for source, text in (shell.read(f) for f in files or ("-",))
                 for doc in manifests.load_stream(text, source=source)
             ]
         lines = explaining.run(
@@ -163,11 +127,11 @@ def explain(
             kubernetes_version=facts.parse_version(kubernetes_version)
             if kubernetes_version
             else None,
-            namespace_labels=_labels(namespace_labels),
+            namespace_labels=shell.namespace_labels(namespace_labels),
             install_namespace=webhook_namespace,
         )
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
     for line in lines:
         click.echo(line)
 
@@ -235,7 +199,7 @@ def repair(
             say=click.echo,
         )
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
     if not findings:
         click.echo("no pod needs repair", err=True)
 
@@ -277,4 +241,4 @@ def _repair_watch(
             say=lambda line: click.echo(line, err=True),
         )
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)

@@ -51,12 +51,30 @@ class Daemon:
     """Module folder to pass on the command line (unpacked copies only)."""
     libraries: Path | None = None
     """Folder for ``LD_LIBRARY_PATH`` (the unpacked syslog-ng's own libraries)."""
+    extra_modules: tuple[Path, ...] = ()
+    """More module folders (rsyslog-openssl's, unpacked apart): merged with ``modules``."""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the daemon can take TLS: syslog-ng always, rsyslog with lmnsd_ossl."""
+        if self.kind == "syslog-ng":
+            return True
+        return any((d / "lmnsd_ossl.so").exists() for d in (*self.extra_modules, self.modules) if d)
 
     def command(self, config: Path, run: Path) -> list[str]:
         """The foreground command line, with every file it writes inside ``run``."""
         if self.kind == "rsyslog":
             cmd = [str(self.binary), "-n", "-f", str(config), "-i", str(run / "rsyslogd.pid")]
-            if self.modules:
+            if self.modules and self.extra_modules:
+                merged = run / "modules"  # rsyslog takes one module folder: link them into one
+                merged.mkdir(exist_ok=True)
+                for folder in (self.modules, *self.extra_modules):
+                    for module in folder.glob("*.so"):
+                        link = merged / module.name
+                        if not link.exists():
+                            link.symlink_to(module)
+                cmd += ["-M", str(merged)]
+            elif self.modules:
                 cmd += ["-M", str(self.modules)]
             return cmd
         cmd = [
@@ -106,7 +124,9 @@ def rsyslog() -> Daemon | None:
     binary = PEERS / "rsyslog" / "usr" / "sbin" / "rsyslogd"
     modules = sorted((PEERS / "rsyslog" / "usr" / "lib").glob("*/rsyslog/imtcp.so"))
     if binary.is_file() and modules:
-        return Daemon("rsyslog", binary, modules=modules[0].parent)
+        ossl = sorted((PEERS / "rsyslog-openssl" / "usr" / "lib").glob("*/rsyslog/lmnsd_ossl.so"))
+        extra = (ossl[0].parent,) if ossl else ()
+        return Daemon("rsyslog", binary, modules=modules[0].parent, extra_modules=extra)
     return None
 
 
@@ -131,12 +151,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _rsyslog_receiver(port: int, run: Path, output: Path) -> str:
+@dataclass(frozen=True)
+class Transport:
+    """How the receiver listens: ``tcp`` (octet counting), ``udp`` (RFC 5426) or ``tls``
+    (RFC 5425, with ``cert``/``key``, and ``ca`` to require a client certificate it signed)."""
+
+    kind: str = "tcp"
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+
+def _rsyslog_input(port: int, transport: Transport) -> str:
+    if transport.kind == "udp":
+        return f"""module(load="imudp")
+input(type="imudp" address="127.0.0.1" port="{port}" ruleset="in" rcvbufSize="4m")"""
+    if transport.kind == "tls":
+        auth = "x509/certvalid" if transport.ca else "anon"
+        ca = f'DefaultNetstreamDriverCAFile="{transport.ca}"' if transport.ca else ""
+        return f"""global(DefaultNetstreamDriver="ossl" {ca}
+       DefaultNetstreamDriverCertFile="{transport.cert}"
+       DefaultNetstreamDriverKeyFile="{transport.key}")
+module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1"
+       StreamDriver.AuthMode="{auth}")
+input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="in")"""
+    return f"""module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="in")"""
+
+
+def _rsyslog_receiver(port: int, run: Path, output: Path, transport: Transport) -> str:
     # Control characters stay as they are (the default would write a newline as "#012");
     # mmpstrucdata parses STRUCTURED-DATA, so the params come back as rsyslog understood them.
     return f"""
 global(workDirectory="{run}" maxMessageSize="256k" parser.escapeControlCharactersOnReceive="off")
-module(load="imtcp")
+{_rsyslog_input(port, transport)}
 module(load="mmpstrucdata")
 template(name="fields" type="list" option.jsonf="on") {{
   property(outname="pri" name="pri" format="jsonf")
@@ -153,11 +201,23 @@ ruleset(name="in") {{
   action(type="mmpstrucdata")
   action(type="omfile" file="{output}" template="fields")
 }}
-input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="in")
 """
 
 
-def _syslog_ng_receiver(port: int, run: Path, output: Path) -> str:
+def _syslog_ng_source(port: int, transport: Transport) -> str:
+    if transport.kind == "tls":
+        verify = (
+            f'ca-file("{transport.ca}") peer-verify(required-trusted)'
+            if transport.ca
+            else ("peer-verify(optional-untrusted)")
+        )
+        tls = f'tls(key-file("{transport.key}") cert-file("{transport.cert}") {verify})'
+        return f'syslog(ip("127.0.0.1") port({port}) transport("tls") {tls})'
+    buffer = " so-rcvbuf(4194304)" if transport.kind == "udp" else ""
+    return f'syslog(ip("127.0.0.1") port({port}) transport("{transport.kind}"){buffer})'
+
+
+def _syslog_ng_receiver(port: int, run: Path, output: Path, transport: Transport) -> str:
     # ``--key .SDATA.*`` adds every SD param as syslog-ng parsed it, one flat key each.
     fields = (
         "pri=int(${PRI}) time=${S_ISODATE} host=${HOST} app=${PROGRAM} procid=${PID} "
@@ -169,7 +229,7 @@ options {{
   keep-hostname(yes); chain-hostnames(no); log-msg-size(262144);
   frac-digits(6); ts-format(iso);
 }};
-source s_in {{ syslog(ip("127.0.0.1") port({port}) transport("tcp")); }};
+source s_in {{ {_syslog_ng_source(port, transport)}; }};
 destination d_out {{
   file("{output}" template("$(format-json --scope none --key-delimiter ~ --key .SDATA.* {fields})\\n"));
 }};
@@ -229,29 +289,45 @@ def stop(process: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
             process.wait(5)
 
 
-def wait_listening(port: int, process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> None:
-    """Return once something accepts TCP connections on 127.0.0.1:``port``."""
+def _udp_bound(port: int) -> bool:
+    """Whether a UDP socket is bound to ``port`` (``/proc/net/udp``: UDP has no handshake)."""
+    with contextlib.suppress(OSError), open("/proc/net/udp") as table:
+        return any(f":{port:04X} " in line.split()[1] + " " for line in list(table)[1:])
+    return False
+
+
+def wait_listening(
+    port: int, process: subprocess.Popen[bytes], *, timeout: float = 15.0, udp: bool = False
+) -> None:
+    """Return once something accepts TCP connections on 127.0.0.1:``port`` (or, with ``udp``,
+    has a UDP socket bound to it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"the daemon exited with {process.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
+        if udp:
+            if _udp_bound(port):
+                return
+        else:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 @contextlib.contextmanager
-def receiving(daemon: Daemon, run: Path) -> Iterator[Running]:
-    """``daemon`` as an octet-counted RFC 5424 receiver on 127.0.0.1, stopped afterwards."""
+def receiving(daemon: Daemon, run: Path, transport: Transport | None = None) -> Iterator[Running]:
+    """``daemon`` as an RFC 5424 receiver on 127.0.0.1 (octet-counted TCP unless
+    ``transport`` says otherwise), stopped afterwards."""
+    transport = transport or Transport()
     port = free_port()
     output = run / "received.jsonl"
     make = _rsyslog_receiver if daemon.kind == "rsyslog" else _syslog_ng_receiver
-    process = daemon.start(make(port, run, output), run)
+    process = daemon.start(make(port, run, output, transport), run)
     running = Running(daemon, process, port, run, output)
     try:
         try:
-            wait_listening(port, process)
+            wait_listening(port, process, udp=transport.kind == "udp")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; {daemon.kind}'s log:\n{running.log()}") from None
         yield running

@@ -334,7 +334,7 @@ def _proxy_profile(image: str) -> Profile:
 
 
 def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
-    """The ``logs``, ``metrics`` and ``proxy`` profiles, running ``sidecarkit agent`` from
+    """The ``logs``, ``metrics``, ``proxy`` and ``mtls`` profiles, running ``sidecarkit agent`` from
     ``image``."""
     K = _settings.Kind
     logs = Profile(
@@ -411,7 +411,10 @@ def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
         builtin=True,
     )
     proxy = _proxy_profile(image)
-    return {logs.name: logs, metrics.name: metrics, proxy.name: proxy}
+    from sidecarkit.injection import meshing  # noqa: PLC0415 - it builds on this module
+
+    mtls = meshing.mtls_profile(image)
+    return {logs.name: logs, metrics.name: metrics, proxy.name: proxy, mtls.name: mtls}
 
 
 _PLACEHOLDER: Final = re.compile(r"\$\$\{|\$\{([^}]*)\}")

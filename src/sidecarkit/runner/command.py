@@ -18,38 +18,19 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from sidecarkit import durations, errors
+from sidecarkit import durations, errors, shell
 
 __all__ = ["run_pod"]
-
-
-def _fail(exc: errors.SidecarkitError) -> NoReturn:
-    click.echo(f"sidecarkit: error: {exc}", err=True)
-    sys.exit(exc.exit_code)
 
 
 def _not_nan(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
     if math.isnan(value):
         raise click.BadParameter("nan is not a number; use one above 0, e.g. 0.01")
     return value
-
-
-def _read(path: str) -> tuple[str, str]:
-    if path == "-":
-        return "<stdin>", sys.stdin.read()
-    try:
-        with open(path, encoding="utf-8") as f:
-            return path, f.read()
-    except OSError as exc:
-        raise errors.InputError(f"cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise errors.ManifestError(
-            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from exc
 
 
 def _documents(text: str, source: str) -> list[Any]:
@@ -138,7 +119,7 @@ def run_pod(
     from sidecarkit.runner import launching  # noqa: PLC0415
 
     try:
-        source, text = _read(manifest)
+        source, text = shell.read(manifest)
         documents = _documents(text, source)
         if inject:
             documents = _inject(documents, config_path)
@@ -165,5 +146,5 @@ def run_pod(
             lenient=lenient,
         )
     except errors.SidecarkitError as exc:
-        _fail(exc)
+        shell.fail(exc)
     sys.exit(code)

@@ -638,7 +638,7 @@ def test_elasticsearch_api_key_header() -> None:
             "loki",
             "http://loki:3100",
             {"tenat": "a"},
-            "unknown option 'tenat'; accepted options: bearer_token_file, ca_file, gzip, headers, password, structured_metadata, tenant, timeout, tls_verify, username",
+            "unknown option 'tenat'; accepted options: bearer_token_file, ca_file, cert_file, gzip, header_files, headers, key_file, password, structured_metadata, tenant, timeout, tls_verify, username",
         ),
         ("otlp", "http://c:4318", {"index": "x"}, "unknown option 'index'"),
         ("loki", None, {}, "needs an endpoint URL, e.g. endpoint: http://loki:3100"),

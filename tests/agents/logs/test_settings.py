@@ -109,6 +109,6 @@ def test_the_agent_refuses_to_start_with_a_bad_setting(tmp_path: Path) -> None:
         timeout=30,
         check=False,
     )
-    assert proc.returncode == 3
+    assert proc.returncode == 2
     assert str(config) in proc.stderr
     assert "sinks[0]" in proc.stderr

@@ -387,9 +387,9 @@ def test_a_receiver_that_stops_reading_times_the_write_out_and_the_next_send_rec
 @pytest.mark.parametrize(
     ("endpoint", "options", "message"),
     [
-        (None, {}, "no endpoint; use tcp://HOST:PORT or tls://HOST:PORT"),
-        ("udp://127.0.0.1:514", {}, "has scheme 'udp'; use tcp://HOST:PORT"),
-        ("127.0.0.1:514", {}, "use tcp://HOST:PORT or tls://HOST:PORT"),
+        (None, {}, "no endpoint; use tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT"),
+        ("http://127.0.0.1:514", {}, "has scheme 'http'; use tcp://HOST:PORT"),
+        ("127.0.0.1:514", {}, "use tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT"),
         ("tcp://127.0.0.1", {}, "needs a host and a port"),
         ("tcp://127.0.0.1:99999", {}, "has a bad port"),
         ("tcp://127.0.0.1:514/path", {}, "more than scheme, host and port"),

@@ -384,3 +384,26 @@ def test_a_directory_it_cannot_list_is_reported_not_taken_for_an_empty_one(
     lines = [line for data in second for line in data.split("\n")[:-1]]
     assert sorted(lines) == sorted(f"line {i}" for i in range(40))
     assert left == {}
+
+
+def test_a_file_read_twice_in_one_poll_numbers_its_second_chunk_after_the_first(
+    tmp_path: Path,
+) -> None:
+    # With count_lines off (the shipper counts), a budget that ends mid-line makes the same
+    # poll read the file again for the rest of that line: its chunk must not start at line 0,
+    # or Elasticsearch ids (file + line) of two lines collide and one is lost as a "duplicate".
+    (tmp_path / "app.log").write_bytes(b"".join(b"line %03d\n" for n in range(100)))
+    t = tailing.Tailer(str(tmp_path / "*.log"), read_size=1 << 20, count_lines=False)
+    t.discover()
+    chunks = t.poll(45)  # four lines and half of the fifth
+    assert len(chunks) == 2
+    for chunk in chunks:
+        if chunk.lines < 0:
+            t.counted(chunk, chunk.data.count(b"\n"))
+    assert [(c.first, c.lines) for c in chunks] == [(0, 4), (4, 1)]
+    more = t.poll(None)
+    for chunk in more:
+        if chunk.lines < 0:
+            t.counted(chunk, chunk.data.count(b"\n"))
+    assert more[0].first == 5
+    t.close()

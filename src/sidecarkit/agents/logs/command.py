@@ -34,6 +34,12 @@ def _fail(exc: errors.SidecarkitError) -> NoReturn:
     help="YAML settings (flags and env win).",
 )
 @click.option(
+    "--check-config",
+    "check_path",
+    type=click.Path(dir_okay=False),
+    help="Validate this YAML file (with env and flags), print the pipeline, exit: 0 or 2.",
+)
+@click.option(
     "--paths",
     multiple=True,
     metavar="GLOB",
@@ -82,6 +88,7 @@ def _fail(exc: errors.SidecarkitError) -> NoReturn:
 )
 def logs(
     config_path: str | None,
+    check_path: str | None,
     paths: tuple[str, ...],
     parser: str | None,
     multiline: str | None,
@@ -105,6 +112,7 @@ def logs(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    config_path = check_path or config_path
     try:
         config = logs_settings.Settings()
         if config_path:
@@ -134,9 +142,14 @@ def logs(
         config = logs_settings.from_mapping(
             {k: v for k, v in given.items() if v}, source="options", base=config
         )
+        if check_path:
+            from sidecarkit.agents.logs import checking  # noqa: PLC0415 - only for the check
+
+            click.echo(checking.check(config), nl=False)
+            click.echo(f"{check_path}: ok", err=True)
+            return
         instance = running.Agent(config)
-    except ValueError as exc:
-        _fail(errors.ConfigError(str(exc)))
-    except errors.SidecarkitError as exc:
-        _fail(exc)
+    except (ValueError, errors.SidecarkitError) as exc:
+        # Settings that are wrong stop the agent before it starts, with exit status 2.
+        _fail(errors.InputError(str(exc)))
     process.run_agent(instance)

@@ -20,6 +20,7 @@ class Meters:
     rejected: metering.Counter
     dropped: metering.Counter
     inflight: metering.Gauge
+    unrouted: metering.Counter
 
     @classmethod
     def add_to(cls, registry: metering.Registry) -> Meters:
@@ -72,6 +73,15 @@ class Meters:
                 )
             ),
             inflight=registry.add(
-                metering.Gauge("sidecarkit_logs_inflight_bytes", "Bytes read, not yet confirmed.")
+                metering.Gauge(
+                    "sidecarkit_logs_inflight_bytes",
+                    "Bytes read and held until every sink they went to confirmed them.",
+                )
+            ),
+            unrouted=registry.add(
+                metering.Counter(
+                    "sidecarkit_logs_events_unrouted_total",
+                    "Events no sink's match rule took (dropped, their offsets committed).",
+                )
             ),
         )

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Batch", "Event", "Group", "Outcome", "Sink", "clean"]
+__all__ = ["Batch", "Event", "Group", "Outcome", "Sink", "clean", "sample"]
 
 Event = tuple[int, str, dict[str, Any] | None, int | None]
 
@@ -108,6 +108,10 @@ class Outcome:
     """What still has to be sent again (all or part of the batch), after a pause."""
     retry_after: float | None = None
     """Seconds the receiver asked to wait (``Retry-After``), if it did."""
+    detail: str = field(default="", compare=False)
+    """What the receiver said about the refused events, for the log (not compared)."""
+    sample: str = field(default="", compare=False)
+    """One refused event, for the log: ``sample(group, index)`` (not compared)."""
 
 
 class Sink(Protocol):
@@ -124,6 +128,22 @@ class Sink(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def sample(group: Group, index: int = 0, *, limit: int = 200) -> str:
+    """Event ``index`` of ``group`` as ``file:line: text`` (cut to ``limit`` characters), for a
+    log that says which record a receiver refused."""
+    if group.events:
+        event = group.events[index]
+    else:
+        events = group.materialized()
+        if not events:
+            return ""
+        event = events[min(index, len(events) - 1)]
+    text = clean(event[1])
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{group.source}:{event[0] + 1}: {text!r}"
 
 
 def clean(text: str) -> str:

@@ -13,14 +13,23 @@ everything.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from sidecarkit import metering
-from sidecarkit.agents.logs import admin, offsets, parsing, shipping, sinks, tailing, watching
-from sidecarkit.agents.logs.settings import Settings, pod_labels
+from sidecarkit.agents.logs import (
+    admin,
+    offsets,
+    parsing,
+    shipping,
+    sinks,
+    tailing,
+    watching,
+)
+from sidecarkit.agents.logs.settings import Settings, effective_sources, pod_labels
 
 __all__ = ["Agent"]
 
@@ -29,6 +38,16 @@ log = logging.getLogger("sidecarkit.agent.logs")
 
 def _is_raw(spec: parsing.ParserSpec) -> bool:
     return spec.format == "raw" and not spec.multiline and not spec.multiline_start
+
+
+def metadata(settings: Settings) -> dict[str, str]:
+    """What a ``modify`` stage's ``copy`` can name: the pod's identity and static labels
+    (``pod``, ``namespace``, ``node``, ``container``, ...) and ``labels.NAME`` for every pod
+    label in the Downward API volume."""
+    found = dict(settings.labels)
+    for key, value in pod_labels(settings.podinfo_dir, ("*",)).items():
+        found[f"labels.{key}"] = value
+    return found
 
 
 class Agent:
@@ -61,17 +80,25 @@ class Agent:
                 ),
             )
 
+        labels = dict(settings.labels)
+        labels.update(pod_labels(settings.podinfo_dir, settings.pod_labels))
+        pipeline = None
+        if settings.stages:
+            from sidecarkit.agents.logs import staging  # noqa: PLC0415 - only with stages
+
+            pipeline = staging.compile(
+                settings.stages, metadata=metadata(settings), metrics=self.metrics
+            )
         sources = [
             shipping.Source(
                 s.name,
                 tailer(s.paths),
                 parsing.compile(s.parser),
-                raw=_is_raw(s.parser),
+                raw=_is_raw(s.parser) and pipeline is None,
+                stages=pipeline,
             )
-            for s in settings.sources
+            for s in effective_sources(settings)
         ]
-        labels = dict(settings.labels)
-        labels.update(pod_labels(settings.podinfo_dir, settings.pod_labels))
         store = (
             offsets.OffsetStore(Path(settings.offsets_dir) / "offsets.json")
             if settings.offsets_dir
@@ -85,8 +112,23 @@ class Agent:
             tuning=settings.tuning,
             metrics=self.metrics,
             watcher=watcher,
+            routes=[spec.match for spec in settings.sinks],
         )
         m = self.metrics
+        self.m_sink_pending = m.add(
+            metering.Gauge(
+                "sidecarkit_logs_sink_pending_bytes",
+                "Bytes of input routed to a sink and not yet confirmed by it.",
+                ("sink",),
+            )
+        )
+        self.m_sink_lag = m.add(
+            metering.Gauge(
+                "sidecarkit_logs_sink_lag_seconds",
+                "Age of the oldest batch a sink has not confirmed (0 when it is idle).",
+                ("sink",),
+            )
+        )
         self.m_lag = m.add(
             metering.Gauge(
                 "sidecarkit_logs_lag_bytes", "Bytes written but not yet delivered.", ("file",)
@@ -136,6 +178,9 @@ class Agent:
         self.m_lag.values.clear()
         for path, lag in self.shipper.lag().items():
             self.m_lag.set(lag, path)
+        for name, (pending, age) in self.shipper.sink_lag().items():
+            self.m_sink_pending.set(pending, name)
+            self.m_sink_lag.set(round(age, 3), name)
         for source in self.shipper.sources:
             t = source.tailer
             self.m_truncations.set(t.truncations, source.name)
@@ -175,13 +220,17 @@ class Agent:
         shipper.restore()
         for source in shipper.sources:
             source.tailer.discover()
+        gc.freeze()  # start-up's objects live as long as the agent: out of every collection
         shipper.start()
         self.ready = True
         log.info(
             "logs agent on :%s, shipping %s to %s",
             self.port,
             ", ".join(s.paths for s in self.settings.sources),
-            ", ".join(s.name or s.kind for s in self.settings.sinks),
+            ", ".join(
+                (s.name or s.kind) + (f" ({s.match.describe()})" if s.match else "")
+                for s in self.settings.sinks
+            ),
         )
         if started is not None:
             started(self)
@@ -192,7 +241,7 @@ class Agent:
                 log.warning(
                     "sinks did not confirm %d bytes within %.0f s; they will be sent again "
                     "on the next start",
-                    shipper.inflight,
+                    shipper.lead,
                     self.settings.drain_timeout,
                 )
         finally:

@@ -7,23 +7,29 @@ looks like this (every key optional)::
       - name: app                       # names the source in metrics and in the offsets file
         paths: /var/log/app/*.log       # a glob
         parser: {format: json, multiline: java}
-    sinks:
-      - kind: loki
+    sinks:                              # a mapping of names to sinks (or a list of sinks)
+      errors:
+        kind: loki
         endpoint: http://loki.monitoring:3100
         options: {tenant: shop}
-      - kind: stdout
+        match: {level: [error, fatal]}  # routing: which records it takes (default: all)
+      console:
+        kind: stdout
     labels: {team: payments}            # static labels on every record
     pod_labels: [app, version]          # pod labels copied from the Downward API volume ("*": all)
     offsets_dir: /var/log/app/.sidecarkit
     batch_bytes: 524288
     batch_wait: 1s
     max_inflight: 2097152               # bytes read but not yet confirmed; reading pauses above
+    max_lead: 8388608                   # bytes read past the committed offsets; pauses above
     max_line: 262144
     long_lines: split                   # or truncate
     retry_initial: 500ms
     retry_max: 30s
     max_retries: null                   # null: retry forever
     drain_timeout: 25s                  # on SIGTERM, how long to wait for the sinks
+    stages:                             # processing between parse and ship (docs/logs-pipeline.md)
+      - {type: grep, field: level, drop: ^debug$}
 
 The pod's identity comes from the Downward API env the ``logs`` injection profile sets and
 becomes the labels ``pod``, ``namespace``, ``node`` and ``container``.
@@ -35,13 +41,23 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sidecarkit import durations
 from sidecarkit.agents.identity import identity_labels, parse_labels
-from sidecarkit.agents.logs import parsing, shipping, sinks
+from sidecarkit.agents.logs import parsing, routing, shipping, sinks
 
-__all__ = ["Settings", "SourceSettings", "from_mapping", "identity_labels", "parse_sink"]
+if TYPE_CHECKING:  # imported when a config has stages: an agent without them starts smaller
+    from sidecarkit.agents.logs import stages
+
+__all__ = [
+    "Settings",
+    "SourceSettings",
+    "effective_sources",
+    "from_mapping",
+    "identity_labels",
+    "parse_sink",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,42 @@ class Settings:
     exit_when_done: tuple[str, ...] = ()
     """App containers whose ``<name>.done`` file ends the agent (legacy Job pods)."""
     lifecycle_dir: str = "/run/sidecarkit"
+    stages: tuple[stages.Stage, ...] = ()
+    """Processing stages, run in order on every record between parsing and shipping."""
+
+
+def effective_sources(settings: Settings) -> tuple[SourceSettings, ...]:
+    """The sources with a leading ``multiline`` stage moved into their parsers, which join
+    lines before any stage runs; ValueError when a source already joins lines its own way."""
+    if not settings.stages:
+        return settings.sources
+    from sidecarkit.agents.logs import stages  # noqa: PLC0415 - only with stages
+
+    first = settings.stages[0]
+    if not isinstance(first, stages.Multiline):
+        return settings.sources
+    out = []
+    for source in settings.sources:
+        parser = source.parser
+        if parser.multiline or parser.multiline_start or parser.multiline_continue:
+            raise ValueError(
+                f"stages[0] ({first.name}): source {source.name!r} already has a multiline "
+                "parser; keep one of the two (the source's parser or the multiline stage)"
+            )
+        out.append(
+            replace(
+                source,
+                parser=replace(
+                    parser,
+                    multiline=first.preset,
+                    multiline_start=first.start,
+                    multiline_continue=first.more,
+                    flush_timeout=first.flush_timeout,
+                    max_lines=first.max_lines,
+                ),
+            )
+        )
+    return tuple(out)
 
 
 def pod_labels(podinfo_dir: str | None, wanted: tuple[str, ...]) -> dict[str, str]:
@@ -185,35 +237,56 @@ def _sources(data: Any, where: str) -> tuple[SourceSettings, ...]:
     return tuple(out)
 
 
+_SINK_KEYS: Final = ("kind", "endpoint", "options", "name", "match")
+
+
 def _sinks(data: Any, where: str) -> tuple[sinks.Spec, ...]:
+    """A list of sinks (``KIND=URL`` strings or mappings), or a mapping of names to sinks."""
     if isinstance(data, str):
         data = [s for s in data.split(",") if s.strip()]
-    if not isinstance(data, list) or not data:
-        raise ValueError(f"{where}: sinks is a list of {{kind, endpoint, options}} or KIND=URL")
+    items: list[tuple[str, Any, str | None]]
+    if isinstance(data, Mapping) and data:
+        items = [(f"{where}.{name}", item, str(name)) for name, item in data.items()]
+    elif isinstance(data, list) and data:
+        items = [(f"{where}[{index}]", item, None) for index, item in enumerate(data)]
+    else:
+        raise ValueError(
+            f"{where}: sinks is a mapping of names to {{kind, endpoint, options, match}}, "
+            "or a list of such mappings or KIND=URL strings"
+        )
     out = []
-    for index, item in enumerate(data):
-        here = f"{where}[{index}]"
-        if isinstance(item, str):
+    for here, item, name in items:
+        if isinstance(item, str) and name is None:
             spec = parse_sink(item, here)
         elif isinstance(item, Mapping):
-            unknown = sorted(set(item) - {"kind", "endpoint", "options", "name"})
+            unknown = sorted(str(k) for k in set(item) - set(_SINK_KEYS))
             if unknown:
                 raise ValueError(
-                    f"{here}: unknown key {unknown[0]!r}; accepted: kind, endpoint, options, name"
+                    f"{here}: unknown key {unknown[0]!r}; accepted: {', '.join(_SINK_KEYS)}"
                 )
             spec = parse_sink(str(item.get("kind", "")), here)
             options = item.get("options") or {}
             if not isinstance(options, Mapping):
                 raise ValueError(f"{here}.options: must be a mapping")
             endpoint = item.get("endpoint")
+            if name is not None and item.get("name") not in (None, name):
+                raise ValueError(f"{here}: the sink is named by its key; remove `name`")
             spec = replace(
                 spec,
                 endpoint=str(endpoint) if endpoint is not None else None,
                 options=dict(options),
-                name=str(item["name"]) if item.get("name") else None,
+                name=name or (str(item["name"]) if item.get("name") else None),
+                match=(
+                    routing.parse_match(item["match"], f"{here}.match")
+                    if item.get("match") is not None
+                    else None
+                ),
             )
         else:
-            raise ValueError(f"{here}: a sink is KIND=ENDPOINT or a mapping")
+            raise ValueError(
+                f"{here}: a sink is a mapping such as {{kind: loki, endpoint: http://loki:3100}}"
+                + ("" if name else " or a KIND=ENDPOINT string")
+            )
         try:
             sinks.create(spec)  # validates the endpoint and options now, not at the first batch
         except ValueError as exc:
@@ -229,6 +302,7 @@ _TUNING: Final = {
     "batch_bytes": "count",
     "batch_wait": "seconds",
     "max_inflight": "count",
+    "max_lead": "count",
     "poll": "seconds",
     "retry_initial": "seconds",
     "retry_max": "seconds",
@@ -249,6 +323,7 @@ _KEYS: Final = (
     "long_lines",
     "read_size",
     "drain_timeout",
+    "stages",
     *_TUNING,
 )
 
@@ -273,6 +348,10 @@ def from_mapping(data: Mapping[str, Any], *, source: str, base: Settings | None 
         )
     if "sinks" in data:
         changes["sinks"] = _sinks(data["sinks"], f"{source}: sinks")
+    if "stages" in data:
+        from sidecarkit.agents.logs import stages  # noqa: PLC0415 - only with stages
+
+        changes["stages"] = stages.from_config(data["stages"], f"{source}: stages")
     for key in ("offsets_dir", "host"):
         if data.get(key) is not None:
             changes[key] = str(data[key])

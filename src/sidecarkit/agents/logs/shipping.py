@@ -4,18 +4,26 @@ The log file is the buffer. The ``Shipper`` reads only while the bytes in flight
 not yet confirmed plus the batch being filled) stay under ``max_inflight``; when a sink stalls it
 stops reading, memory stays flat, and the unread lines wait in the file.
 
-Every sealed batch goes to every sink, each sink taking its batches in order, one request at a
-time. A sink answers per batch (``records.Outcome``): delivered, some events refused for good
-(counted by reason, never retried), or a smaller batch to retry. Retries back off exponentially
-with jitter and go on forever unless ``max_retries`` is set (then what is given up is counted as
-dropped). Once *every* sink is done with a batch, and with every batch before it, the offsets
-of the lines it carried are committed; committed offsets are saved atomically at most every
-``checkpoint_interval`` seconds and on exit. After a crash the agent resumes from there, so what
-it replays is at most what was not yet confirmed.
+Every sealed batch goes to the sinks whose ``match`` rules its records satisfy (``routing``;
+a sink without a rule takes everything), each sink taking its batches in order, one request at
+a time (``delivering``: a sink's answer says what it took, refused for good or wants again;
+retries back off and go on unless ``max_retries`` is set). Once *every* sink the batch went to
+is done with it, and with every batch before it, the offsets of the lines it carried are
+committed; committed offsets are saved atomically at most every ``checkpoint_interval`` seconds
+and on exit. After a crash the agent resumes from there, so what it replays is at most what was
+not yet confirmed.
 
 Lines a parser holds (an unfinished multiline record, a partial CRI line) are not committed
 until the record they belong to is shipped: the commit point of a chunk is its end minus the
 parser's ``held_bytes``.
+
+Two bounds hold reading back. ``max_inflight`` bounds memory: the bytes of batches some sink has
+not yet confirmed (a batch's records are let go as soon as each of its sinks has them).
+``max_lead`` bounds how far reading runs ahead of the committed offsets, which is what a crash
+replays. One stalled sink therefore does not stop the others at once: they keep receiving until
+the records waiting for it fill ``max_inflight``, or until reading is ``max_lead`` bytes past its
+oldest unconfirmed batch; then reading pauses for all of them (back-pressure, nothing dropped)
+until it recovers. The lines wait in the file meanwhile.
 """
 
 from __future__ import annotations
@@ -23,15 +31,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecarkit import metering
-from sidecarkit.agents.logs import meters, offsets, records, tailing, watching
+from sidecarkit.agents.logs import (
+    delivering,
+    meters,
+    offsets,
+    records,
+    routing,
+    tailing,
+    watching,
+)
 
 __all__ = ["Shipper", "Source", "Tuning"]
 
@@ -59,6 +74,9 @@ class Tuning:
     """Bytes read but not yet confirmed by every sink; reading pauses above it. Four batches:
     one being sent, the next ones ready; more only costs memory (about 2.5 times the bytes, as
     Python objects)."""
+    max_lead: int = 8 << 20
+    """Bytes reading may run ahead of the committed offsets (at least ``max_inflight``): how far
+    the other sinks get while one sink stalls, and at most what a crash replays to them."""
     poll: float = 0.25
     """Seconds between looks at the files when there was nothing new."""
     retry_initial: float = 0.5
@@ -75,13 +93,9 @@ class Source:
     make_parser: Callable[[], Parser]
     raw: bool = False
     """The parser keeps lines as they are: a chunk can travel as its bytes."""
+    stages: Callable[[list[records.Event], int], list[records.Event]] | None = None
+    """Processing stages run on the parsed events of each group (``staging.Pipeline``)."""
     parsers: dict[tuple[int, int, int], Parser] = field(default_factory=dict)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Network trouble (refused, reset, timed out, or an HTTP client's own errors): expected
-    and retried quietly, unlike a failure that points at a bug."""
-    return isinstance(exc, OSError | TimeoutError) or type(exc).__module__.startswith("aiohttp")
 
 
 Mark = tuple[Source, tuple[int, int], int, int, int]
@@ -90,19 +104,28 @@ Mark = tuple[Source, tuple[int, int], int, int, int]
 
 @dataclass(slots=True, eq=False)
 class _Pending:
-    batch: records.Batch
     marks: list[Mark]
     size: int
-    waiting: int
+    """Bytes of input read into the batch: counted against ``max_lead`` until committed."""
+    sealed_at: float
+    routes: dict[int, int] = field(default_factory=dict)
+    """Sinks (by lane index) that have yet to confirm their part, with its size in bytes."""
+    held: int = 0
+    """Bytes counted against ``max_inflight``: the largest part not yet confirmed."""
     done: bool = False
 
 
 @dataclass(slots=True, eq=False)
 class _Lane:
+    index: int
     sink: records.Sink
-    queue: asyncio.Queue[_Pending | None]
+    queue: asyncio.Queue[tuple[_Pending, records.Batch] | None]
     task: asyncio.Task[None] | None = None
     busy_since: float | None = None
+    current: _Pending | None = None
+    """The batch being delivered: its age is the sink's lag."""
+    pending_bytes: int = 0
+    """Bytes of input routed to the sink and not yet confirmed by it."""
 
 
 class Shipper:
@@ -116,6 +139,7 @@ class Shipper:
         tuning: Tuning | None = None,
         metrics: metering.Registry | None = None,
         watcher: watching.Watcher | None = None,
+        routes: Sequence[routing.Match | None] | None = None,
     ) -> None:
         self.sources = sources
         self.watcher = watcher
@@ -124,7 +148,8 @@ class Shipper:
         self.labels = labels
         self.store = store
         self.tuning = tuning or Tuning()
-        self.lanes = [_Lane(sink, asyncio.Queue()) for sink in sinks]
+        self.lanes = [_Lane(n, sink, asyncio.Queue()) for n, sink in enumerate(sinks)]
+        self.router = routing.Router(routes or [None] * len(sinks))
         self.events_wanted = any(not getattr(sink, "raw", False) for sink in sinks)
         self.lines_wanted = any(getattr(sink, "wants_lines", False) for sink in sinks)
         """A sink frames raw groups line by line: split them once here, counting them too."""
@@ -133,8 +158,12 @@ class Shipper:
         is sent as soon as the files are caught up with, not after ``batch_wait``."""
         self.pending: deque[_Pending] = deque()
         self.inflight = 0
+        """Bytes of batches not yet confirmed by all their sinks (held in memory)."""
+        self.lead = 0
+        """Bytes read and not yet committed (the batches of ``pending``)."""
         self.seq = 0
         self._groups: list[records.Group] = []
+        self._sizes: list[int] = []
         self._marks: list[Mark] = []
         self._size = 0
         self._events = 0
@@ -153,6 +182,14 @@ class Shipper:
         self.progress = asyncio.Event()
         self.metrics = metrics or metering.Registry()
         self.meters = meters.Meters.add_to(self.metrics)
+        if not self.router.everything:
+            self.meters.unrouted.inc(amount=0)  # routing on: 0 says so, where no line says nothing
+        self.deliverer = delivering.Deliverer(
+            self.meters,
+            retry_initial=self.tuning.retry_initial,
+            retry_max=self.tuning.retry_max,
+            max_retries=self.tuning.max_retries,
+        )
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -164,7 +201,7 @@ class Shipper:
         away (or deleted) during an outage is still read once they catch up."""
         now = time.monotonic()
         room = max(self.tuning.batch_bytes - self._size, min(self.tuning.batch_bytes, 64 << 10))
-        budget = max(0, min(self.tuning.max_inflight - self.inflight - self._size, room))
+        budget = max(0, min(self._room(), room))
         total = 0
         sources = self.sources
         if len(sources) > 1:  # take turns: the first source cannot starve the others
@@ -211,6 +248,8 @@ class Shipper:
             source.tailer.counted(chunk, len(lines))
         self.meters.read.inc(source.name, amount=chunk.lines)
         events = parser.feed(lines, chunk.first, now)
+        if events and source.stages is not None:
+            events = source.stages(events, wall)
         if events:
             group = records.Group(f.path, f.key, events, wall, chunk.data if source.raw else None)
             self._add(group, len(events), len(chunk.data))
@@ -233,6 +272,9 @@ class Shipper:
                 if not parser.held_bytes and not force:
                     continue
                 events = parser.flush(now, force=force)
+                flushed = bool(events)
+                if events and source.stages is not None:
+                    events = source.stages(events, time.time_ns())
                 f = source.tailer.files.get((key[0], key[1]))
                 if f is None or f.generation != key[2]:
                     if events:
@@ -244,9 +286,10 @@ class Shipper:
                     path, file_key = "?", f"{key[0]:x}:{key[1]:x}:gone:{key[2]}"
                 else:
                     path, file_key = f.path, f.key
-                if not events:
+                if events:
+                    self._add(records.Group(path, file_key, events, time.time_ns()), len(events), 0)
+                elif not flushed:
                     continue
-                self._add(records.Group(path, file_key, events, time.time_ns()), len(events), 0)
                 if f is not None and f.generation == key[2]:
                     held_lines = parser.held_lines
                     self._marks.append(
@@ -263,40 +306,86 @@ class Shipper:
         if self._since is None:
             self._since = time.monotonic()
         self._groups.append(group)
+        self._sizes.append(size)
         self._events += events
         self._size += size
 
     # --- batching and delivery ----------------------------------------------------------------
 
+    def _room(self) -> int:
+        """Bytes that may still be read before ``max_inflight`` or ``max_lead`` is reached."""
+        tuning = self.tuning
+        lead = max(tuning.max_lead, tuning.max_inflight)
+        return min(tuning.max_inflight - self.inflight, lead - self.lead) - self._size
+
     def due(self, now: float) -> bool:
         if not self._marks and not self._groups:
             return False
-        if self._size >= min(self.tuning.batch_bytes, self.tuning.max_inflight - self.inflight):
-            return True  # full, or as full as the in-flight bound lets it get
+        if self._size >= min(self.tuning.batch_bytes, self._room() + self._size):
+            return True  # full, or as full as the in-flight bounds let it get
         return self._since is None or now - self._since >= self.tuning.batch_wait
 
     def seal(self) -> None:
-        """Send the open batch to every sink (or, if it has no events, just commit its marks)."""
+        """Send the open batch's records to their sinks (a batch none of them takes, or with no
+        records, just commits its marks)."""
         if not self._marks and not self._groups:
             return
         self.seq += 1
         batch = records.Batch(self._groups, self.labels, self._events, self._size, self.seq)
-        pending = _Pending(batch, self._marks, self._size, len(self.lanes) if self._groups else 0)
-        self._groups, self._marks, self._size, self._events, self._since = [], [], 0, 0, None
+        pending = _Pending(self._marks, self._size, time.monotonic())
+        if self._groups:
+            if self.router.everything:
+                for lane in self.lanes:
+                    pending.routes[lane.index] = batch.size
+                    lane.queue.put_nowait((pending, batch))
+            else:
+                self._route(pending, batch)
+        self._groups, self._marks, self._sizes = [], [], []
+        self._size, self._events, self._since = 0, 0, None
         self.pending.append(pending)
-        self.inflight += pending.size
-        if pending.waiting == 0:
+        self.lead += pending.size
+        if not pending.routes:
             pending.done = True
             self._advance()
             return
+        pending.held = max(pending.routes.values())
+        self.inflight += pending.held
         for lane in self.lanes:
-            lane.queue.put_nowait(pending)
+            lane.pending_bytes += pending.routes.get(lane.index, 0)
+
+    def _route(self, pending: _Pending, batch: records.Batch) -> None:
+        routes, unrouted = self.router.split(batch.groups, self._sizes, batch.events, batch.size)
+        if unrouted:
+            self.meters.unrouted.inc(amount=unrouted)
+        for lane, route in zip(self.lanes, routes, strict=True):
+            if route is None:
+                continue
+            part = batch
+            if route.groups is not batch.groups:
+                part = records.Batch(
+                    route.groups, batch.labels, route.events, route.size, batch.seq
+                )
+            pending.routes[lane.index] = route.size
+            lane.queue.put_nowait((pending, part))
+
+    def _confirmed(self, lane: _Lane, pending: _Pending) -> None:
+        """``lane``'s sink is done with its part of ``pending``: free what no other sink holds."""
+        lane.pending_bytes -= pending.routes.pop(lane.index)
+        held = max(pending.routes.values(), default=0)
+        self.inflight -= pending.held - held
+        pending.held = held
+        if not pending.routes:
+            pending.done = True
+            self._advance()
+        else:
+            self.meters.inflight.set(self.inflight + self._size)
+            self.progress.set()
 
     def _advance(self) -> None:
         """Commit the offsets of every batch at the front that all sinks are done with."""
         while self.pending and self.pending[0].done:
             pending = self.pending.popleft()
-            self.inflight -= pending.size
+            self.lead -= pending.size
             for source, identity, generation, offset, line in pending.marks:
                 source.tailer.commit(identity, generation, offset, line)
             self._dirty = True
@@ -345,65 +434,17 @@ class Shipper:
 
     async def _lane(self, lane: _Lane) -> None:
         while True:
-            pending = await lane.queue.get()
-            if pending is None:
+            item = await lane.queue.get()
+            if item is None:
                 return
-            lane.busy_since = time.monotonic()
+            pending, batch = item
+            lane.busy_since, lane.current = time.monotonic(), pending
             try:
-                await self._deliver(lane.sink, pending.batch)
+                await self.deliverer.deliver(lane.sink, batch)
             finally:
-                lane.busy_since = None
-            pending.waiting -= 1
-            if pending.waiting == 0:
-                pending.done = True
-                self._advance()
-
-    async def _deliver(self, sink: records.Sink, batch: records.Batch) -> None:
-        attempt = 0
-        current: records.Batch | None = batch
-        while current is not None:
-            try:
-                outcome = await sink.send(current)
-            except Exception as exc:  # whatever it is, the batch is kept
-                outcome = records.Outcome(retry=current)
-                if _transient(exc):
-                    self.meters.errors.inc(sink.name, type(exc).__name__)
-                    if attempt == 0:
-                        log.warning("sink %s: %s; retrying", sink.name, exc or type(exc).__name__)
-                else:
-                    # A bug must not lose lines: the batch is retried like any failure.
-                    self.meters.errors.inc(sink.name, "internal")
-                    log.exception("sink %s failed unexpectedly; retrying", sink.name)
-            retry = outcome.retry
-            settled = current.events - (retry.events if retry is not None else 0)
-            if outcome.rejected:
-                for reason, count in (outcome.reasons or {"rejected": outcome.rejected}).items():
-                    self.meters.rejected.inc(sink.name, reason, amount=count)
-                log.warning(
-                    "sink %s refused %d events: %s", sink.name, outcome.rejected, outcome.reasons
-                )
-            if settled - outcome.rejected > 0:
-                self.meters.shipped.inc(sink.name, amount=settled - outcome.rejected)
-            if retry is None:
-                self.meters.bytes_shipped.inc(sink.name, amount=batch.size)
-                return
-            attempt += 1
-            if self.tuning.max_retries is not None and attempt > self.tuning.max_retries:
-                self.meters.dropped.inc(sink.name, amount=retry.events)
-                log.error(
-                    "sink %s: giving up on %d events after %d retries (max_retries)",
-                    sink.name,
-                    retry.events,
-                    attempt - 1,
-                )
-                return
-            self.meters.retries.inc(sink.name)
-            delay = min(self.tuning.retry_max, self.tuning.retry_initial * 2 ** (attempt - 1))
-            delay = delay / 2 + random.uniform(0, delay / 2)
-            if outcome.retry_after is not None:
-                delay = max(delay, min(outcome.retry_after, 300.0))
-            await asyncio.sleep(delay)
-            current = retry
+                lane.busy_since = lane.current = None
+            del item, batch  # the records go now, not when the next batch comes
+            self._confirmed(lane, pending)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -437,7 +478,7 @@ class Shipper:
             if done is not None and done():
                 log.info("every app container is done; shipping the rest and exiting")
                 break
-            room = self.inflight + self._size < tuning.max_inflight
+            room = self._room() > 0
             if read and room:
                 await asyncio.sleep(0)
                 continue
@@ -467,7 +508,7 @@ class Shipper:
             self.seal()
             if not read and not self.pending:
                 break
-            if self.inflight >= self.tuning.max_inflight or not read:
+            if self._room() <= 0 or not read:
                 self.progress.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
@@ -491,6 +532,18 @@ class Shipper:
             self.watcher.close()
         for source in self.sources:
             source.tailer.close()
+
+    def sink_lag(self) -> dict[str, tuple[int, float]]:
+        """Per sink: bytes routed to it and not yet confirmed, and the age in seconds of the
+        oldest batch it has not confirmed (0 when it is idle)."""
+        now = time.monotonic()
+        return {
+            lane.sink.name: (
+                lane.pending_bytes,
+                now - lane.current.sealed_at if lane.current is not None else 0.0,
+            )
+            for lane in self.lanes
+        }
 
     def lag(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -123,6 +123,8 @@ class Tailer(Finding):
     _looked_at: float = float("-inf")
     _head_index: Any = None
     _active: set[tuple[int, int]] = field(default_factory=set)
+    _uncounted: dict[tuple[int, int], Chunk] = field(default_factory=dict)
+    """This poll's last chunk per file while ``count_lines`` is off and the caller counts."""
 
     def __post_init__(self) -> None:
         self.cutter = LongLines(self.max_line, self.long_lines)
@@ -211,6 +213,7 @@ class Tailer(Finding):
         else:
             candidates = [f for i, f in self.files.items() if i in self._active]
         chunks: list[Chunk] = []
+        self._uncounted.clear()
         left = self.read_size * max(1, len(self.files)) if budget is None else budget
         order = [f for f in candidates if not f.waiting or self._wait_over(f, now)]
         if len(order) > 1:
@@ -241,6 +244,7 @@ class Tailer(Finding):
                 if last is not None:
                     chunks.append(last)
         self._active = active if full else active | (self._active & set(self.files))
+        self._uncounted.clear()  # the caller counts the rest; keep no chunk past the poll
         return chunks
 
     def _wait_over(self, f: TailedFile, now: float) -> bool:
@@ -306,10 +310,17 @@ class Tailer(Finding):
         if not body:
             f.position += advance
             return None
+        previous = self._uncounted.get(f.identity)
+        if previous is not None and previous.lines < 0 and previous.generation == f.generation:
+            # Read again in the same poll before the caller counted the last chunk: count it
+            # now, so this chunk's first line number follows it.
+            self.counted(previous, previous.data.count(b"\n"))
         chunk = Chunk(f, body, f.line, f.position + advance, -1, f.generation)
         f.position += advance
         if self.count_lines or final:
             self.counted(chunk, body.count(b"\n"))
+        else:
+            self._uncounted[f.identity] = chunk
         return chunk
 
     def counted(self, chunk: Chunk, lines: int) -> None:

@@ -6,5 +6,6 @@ queue) → ``heads`` (check and rewrite; pure) → ``routing`` (HTTP-proxy mode;
 ``balancing`` (pick an endpoint, eject outliers; pure) → ``pools`` (keep-alive connections to
 endpoints). ``relaying`` is the L4 mode, ``budgets`` bounds retries (pure), ``telemetry``
 keeps the golden metrics (pure), ``discovery`` feeds endpoint sets, ``running`` starts and
-drains it all.
+drains it all. ``securing`` (workload identity, mTLS) and ``terminating`` (TLS from files) put
+TLS on the connections; ``tlsconfig`` holds their settings (pure).
 """

@@ -56,6 +56,8 @@ def _given(
     balancer: str | None,
     access_log: bool | None,
     drain_grace: str | None,
+    mtls: str | None,
+    policy_path: str | None,
 ) -> dict[str, Any]:
     """The flags as YAML-shaped data, to lay over the file's."""
     given: dict[str, Any] = {}
@@ -76,11 +78,18 @@ def _given(
         given["access_log"] = access_log
     if drain_grace:
         given["drain"] = {"grace": drain_grace}
+    if mtls:
+        given.setdefault("inbound", {})["mtls"] = mtls
+    if policy_path:
+        given["policy"] = policy_path
     return given
 
 
 def _load(
-    config_path: str | None, given: dict[str, Any], balancer: str | None
+    config_path: str | None,
+    given: dict[str, Any],
+    balancer: str | None,
+    identity: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None),
 ) -> proxy_settings.Settings:
     """The file's settings under the flags; ConfigError names the file or flag and the key.
     Called at start and again on each reload (SIGHUP or a changed file)."""
@@ -91,6 +100,11 @@ def _load(
 
             data = configfiles.load_mapping(config_path)
             config = proxy_settings.from_mapping(data, source=config_path, base=config, final=False)
+        flags_inbound = given.get("inbound", {})
+        if config.inbound is None and "mtls" in flags_inbound and len(flags_inbound) == 1:
+            raise ValueError("--mtls: there is no inbound port; give --inbound and --app")
+        if any(identity):
+            given = {**given, "identity": _identity(config, *identity)}
         config = proxy_settings.from_mapping(given, source="options", base=config)
     except ValueError as exc:
         raise errors.ConfigError(str(exc)) from exc
@@ -98,6 +112,35 @@ def _load(
         ups = tuple(dataclasses.replace(u, balancer=balancer) for u in config.upstreams)
         config = dataclasses.replace(config, upstreams=ups)
     return config
+
+
+def _identity(
+    config: proxy_settings.Settings,
+    ca: str | None,
+    token: str | None,
+    bundle: str | None,
+    domain: str | None,
+) -> dict[str, Any]:
+    """The identity flags over the file's ``identity:`` section."""
+    from sidecarkit.agents.proxy import tlsconfig  # noqa: PLC0415
+
+    base = tlsconfig.identity_mapping(config.identity) if config.identity else {}
+    if ca or token:
+        base.pop("cert", None)
+        base.pop("key", None)
+    given = {"ca": ca, "token": token, "trust_bundle": bundle, "trust_domain": domain}
+    return {**base, **{k: v for k, v in given.items() if v}}
+
+
+def _policy(path: str | None) -> Any:
+    """The policy file, read and checked before anything listens: a bad rule is a crash-loop
+    with a message that names it, never a proxy that lets everything through."""
+    if not path:
+        return None
+    from sidecarkit import configfiles  # noqa: PLC0415 - YAML only when asked for
+    from sidecarkit.agents.proxy import policyfiles  # noqa: PLC0415
+
+    return policyfiles.from_mapping(configfiles.load_mapping(path), source=path)
 
 
 @click.command("proxy", context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,12 +193,50 @@ def _load(
     help="/healthz, /ready and /metrics, 0.0.0.0:15190 (a bare port: on 0.0.0.0). "
     "Env: SIDECARKIT_ADMIN_PORT.",
 )
+@click.option(
+    "--mtls",
+    type=click.Choice(["off", "permissive", "strict"]),
+    envvar="SIDECARKIT_PROXY_MTLS",
+    help="mTLS on the inbound port (needs an identity). Env: SIDECARKIT_PROXY_MTLS.",
+)
+@click.option(
+    "--identity-ca",
+    metavar="URL",
+    envvar="SIDECARKIT_PROXY_IDENTITY_CA",
+    help="`sidecarkit ca serve` to get this workload's certificate from. "
+    "Env: SIDECARKIT_PROXY_IDENTITY_CA.",
+)
+@click.option(
+    "--identity-token",
+    metavar="FILE",
+    envvar="SIDECARKIT_PROXY_IDENTITY_TOKEN",
+    help="Token proving who we are to the CA. Env: SIDECARKIT_PROXY_IDENTITY_TOKEN.",
+)
+@click.option(
+    "--trust-bundle",
+    metavar="FILE",
+    envvar="SIDECARKIT_PROXY_TRUST_BUNDLE",
+    help="The mesh's root certificate(s). Env: SIDECARKIT_PROXY_TRUST_BUNDLE.",
+)
+@click.option(
+    "--trust-domain",
+    envvar="SIDECARKIT_PROXY_TRUST_DOMAIN",
+    help="Peers' SPIFFE IDs must be in it, cluster.local. Env: SIDECARKIT_PROXY_TRUST_DOMAIN.",
+)
 @click.option("--balancer", type=click.Choice(proxy_settings.BALANCERS), help="For every upstream.")
 @click.option(
     "--access-log/--no-access-log", default=None, help="One JSON line a request on stdout."
 )
 @click.option(
     "--drain-grace", metavar="DURATION", help="On SIGTERM, time for requests in flight, 25s."
+)
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False),
+    envvar="SIDECARKIT_PROXY_POLICY",
+    help="Authentication, authorization and rate limits for inbound requests (YAML); "
+    "see docs/policy.md. Env: SIDECARKIT_PROXY_POLICY.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the effective settings as YAML and exit.")
 @click.option(
@@ -172,9 +253,15 @@ def proxy(
     tcp_upstreams: tuple[str, ...],
     http_proxy: str | None,
     admin: str | None,
+    mtls: str | None,
+    identity_ca: str | None,
+    identity_token: str | None,
+    trust_bundle: str | None,
+    trust_domain: str | None,
     balancer: str | None,
     access_log: bool | None,
     drain_grace: str | None,
+    policy_path: str | None,
     dry_run: bool,
     log_level: str,
 ) -> None:
@@ -186,12 +273,20 @@ def proxy(
     )
     try:
         given = _given(inbound, app, upstreams, tcp_upstreams, http_proxy, admin, balancer,
-                       access_log, drain_grace)  # fmt: skip
+                       access_log, drain_grace, mtls, policy_path)  # fmt: skip
     except ValueError as exc:
         _fail(errors.ConfigError(str(exc)))
-    load = functools.partial(_load, config_path, given, balancer)
+    identity = (identity_ca, identity_token, trust_bundle, trust_domain)
+    load = functools.partial(_load, config_path, given, balancer, identity)
     try:
         config = load()
+        policy = _policy(config.policy)
+        if policy is not None and config.inbound is None:
+            raise errors.ConfigError(
+                f"{config.policy}: a policy guards the inbound listener; give --inbound and --app"
+            )
+    except ValueError as exc:
+        _fail(errors.ConfigError(str(exc)))
     except errors.SidecarkitError as exc:
         _fail(exc)
     if dry_run:
@@ -207,4 +302,8 @@ def proxy(
     from sidecarkit.agents import process  # noqa: PLC0415
     from sidecarkit.agents.proxy import running  # noqa: PLC0415
 
-    process.run_agent(running.Agent(config, reload=load, config_path=config_path))
+    agent = running.Agent(config, policy=policy, reload=load, config_path=config_path)
+    try:
+        process.run_agent(agent)
+    except errors.SidecarkitError as exc:  # e.g. no certificate could be had at start
+        _fail(exc)

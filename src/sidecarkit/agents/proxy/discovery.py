@@ -2,6 +2,7 @@
 a DNS name's A/AAAA or SRV records, asked again when their TTL runs out.
 
 An endpoints file holds one ``host:port`` a line; blank lines and ``#`` comments are ignored.
+A line may end in ``mtls`` (the endpoint has a sidecar: mTLS to it) or ``plaintext``.
 It is polled once a second (``watching.FileWatch``: sees ConfigMap symlink swaps and renames that
 inotify on the file misses). A file that cannot be read or has a bad line keeps the last good
 endpoint set: a half-written update must not empty a service. That is logged once per change
@@ -18,7 +19,16 @@ from pathlib import Path
 from sidecarkit import watching
 from sidecarkit.agents.proxy import settings as proxy_settings
 
-__all__ = ["DNS_INTERVAL", "MAX_TTL", "MIN_TTL", "DnsSource", "FileSource", "parse_endpoints"]
+__all__ = [
+    "DNS_INTERVAL",
+    "MARKS",
+    "MAX_TTL",
+    "MIN_TTL",
+    "DnsSource",
+    "FileSource",
+    "parse_endpoints",
+    "parse_marked",
+]
 
 DNS_INTERVAL = 5.0
 """Seconds before a failed DNS question is asked again."""
@@ -31,16 +41,34 @@ one question a minute per name costs nothing."""
 log = logging.getLogger("sidecarkit.agent.proxy")
 
 
-def parse_endpoints(text: str, *, source: str) -> list[tuple[str, int]]:
-    """The endpoints in an endpoints file's text; ValueError names the line and the fix."""
+MARKS = ("mtls", "plaintext")
+"""What an endpoints file line may say after the address: the endpoint has a sidecar (speak
+mTLS to it) or has none (plaintext, even in an upstream with ``mtls: true``)."""
+
+
+def parse_marked(text: str, *, source: str) -> list[tuple[tuple[str, int], str | None]]:
+    """The endpoints in an endpoints file's text with their marks; ValueError names the line
+    and the fix."""
     out = []
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            out.append(
-                proxy_settings.parse_address(line, f"{source}:{number}", default_host="127.0.0.1")
+        address, _, mark = raw.split("#", 1)[0].strip().partition(" ")
+        if not address:
+            continue
+        where = f"{source}:{number}"
+        mark = mark.strip()
+        if mark and mark not in MARKS:
+            raise ValueError(
+                f"{where}: {mark!r} after the address is unknown; write HOST:PORT, "
+                "HOST:PORT mtls (it has a sidecar) or HOST:PORT plaintext"
             )
+        endpoint = proxy_settings.parse_address(address, where, default_host="127.0.0.1")
+        out.append((endpoint, mark or None))
     return out
+
+
+def parse_endpoints(text: str, *, source: str) -> list[tuple[str, int]]:
+    """The endpoints in an endpoints file's text; ValueError names the line and the fix."""
+    return [address for address, _ in parse_marked(text, source=source)]
 
 
 class DnsSource:
@@ -169,6 +197,8 @@ class FileSource:
         self.endpoints: list[tuple[str, int]] | None = None
         self.stale = False
         """True while the file cannot be read or is bad (the last good endpoints are used)."""
+        self.marks: dict[tuple[str, int], str] = {}
+        """Endpoints the file marks ``mtls`` or ``plaintext``."""
         self.errors = 0
         self.reported = 0
         """``errors`` already added to the metric."""
@@ -184,15 +214,16 @@ class FileSource:
         if contents is None:
             return None
         try:
-            endpoints = parse_endpoints(contents[0].decode("utf-8", "replace"), source=self.path)
+            marked = parse_marked(contents[0].decode("utf-8", "replace"), source=self.path)
         except ValueError as exc:
             self._fail(f"{exc}; keeping the last endpoints")
             return None
         self.watch.accept(contents)
         self._last_error = ""
         self.stale = False
-        self.endpoints = endpoints
-        return endpoints
+        self.endpoints = [address for address, _ in marked]
+        self.marks = {address: mark for address, mark in marked if mark}
+        return self.endpoints
 
     def _fail(self, message: str) -> None:
         self.errors += 1

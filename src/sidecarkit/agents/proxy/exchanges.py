@@ -58,6 +58,7 @@ class Exchange:
         "done",
         "down",
         "endpoint",
+        "gate",
         "held",
         "held_bytes",
         "local",
@@ -112,6 +113,8 @@ class Exchange:
         self.wrote_request = False
         self.pending: Any = None
         """The endpoint whose in-flight count this try holds."""
+        self.gate: Any = None
+        """Set while the policy waits (for a key set) before it lets the request go on."""
 
     # -- client side ---------------------------------------------------------------------
     def body(self, data: bytes) -> None:
@@ -147,6 +150,8 @@ class Exchange:
     # -- dispatch ------------------------------------------------------------------------
     def dispatch(self) -> None:
         """Send to an endpoint (the exchange is first in its connection's queue)."""
+        if self.gate is not None:  # the policy calls again when it has decided
+            return
         service = self.service
         if self.local:
             self.down.write(self.local)

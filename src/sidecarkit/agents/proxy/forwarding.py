@@ -21,6 +21,7 @@ response complete     metrics, access log; next queued exchange, or idle
 101 to an upgrade     both connections become one byte stream until either closes
 bad request           400/413/414/431/505 from the proxy, connection closed
 shed (in-flight cap)  503 + Retry-After, keep-alive kept
+refused by policy     401/403/429 (400: ambiguous path) from ``guarding``, keep-alive kept
 connect fails         retry on another endpoint (any method: nothing was sent), else 502
 endpoint fails early  retry when idempotent, body-less and the budget allows, else 502
 retryable status      same rule, the response is dropped with its connection
@@ -50,6 +51,9 @@ DRAIN_IDLE: Final = 1.0
 """Seconds an idle keep-alive connection is kept open once draining began."""
 PIPELINE_DEPTH: Final = 32
 """Requests queued on one connection before reading pauses."""
+_JOIN_TLS: Final = 16384
+"""Below this, the pieces of a batch are joined before a TLS write: each write is a record
+(encrypted and framed on its own), so one record for head and body costs less than two."""
 
 _PAUSE_HOLD: Final = exchanges.PAUSE_HOLD
 _PAUSE_UPSTREAM: Final = exchanges.PAUSE_UPSTREAM
@@ -83,6 +87,7 @@ class Downstream(asyncio.Protocol):
         "out",
         "parser",
         "paused",
+        "peer",
         "queue",
         "refuse",
         "service",
@@ -120,6 +125,9 @@ class Downstream(asyncio.Protocol):
         self.tunnel_wait = b""
         """Bytes after an ``Upgrade`` request, held until the endpoint answers it."""
         self.upgrading: Exchange | None = None
+        self.peer: bytes | None = None
+        """On a TLS connection, the mTLS-verified client identity as ``x-forwarded-client-cert``
+        (``securing``; b"" when there is none); None on plaintext."""
 
     # -- transport -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -132,6 +140,15 @@ class Downstream(asyncio.Protocol):
         if len(service.connections) >= service.limits.max_connections or service.draining:
             t.abort()
             return
+        if service.mesh is not None:
+            peer_id = service.mesh.peer(transport)
+            if peer_id is None:  # a certificate without an identity of ours
+                t.abort()
+                return
+            if peer_id or transport.get_extra_info("ssl_object") is not None:
+                self.peer = peer_id
+        elif transport.get_extra_info("ssl_object") is not None:  # TLS terminated here
+            self.peer = b""
         service.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]).encode() if peer else b"unknown"
@@ -169,8 +186,12 @@ class Downstream(asyncio.Protocol):
             self.tcp.written += len(out[0])
             self.t.write(out[0])
         else:  # uvloop gathers the pieces with writev: a large body is not copied to join it
-            self.tcp.written += sum(map(len, out))
-            self.t.writelines(out)
+            size = sum(map(len, out))
+            self.tcp.written += size
+            if self.peer is not None and size < _JOIN_TLS:
+                self.t.write(b"".join(out))  # TLS: one record, not one per piece
+            else:
+                self.t.writelines(out)
         self.out = []
 
     def pause_writing(self) -> None:
@@ -331,6 +352,7 @@ class Downstream(asyncio.Protocol):
             client=self.client,
             forwarded=upstream.forwarded if upstream else False,
             host=upstream.host if upstream else None,
+            peer=self.peer or b"",
         )  # fmt: skip
         if req.error:
             self.refuse = (req.error, req.detail)
@@ -357,6 +379,8 @@ class Downstream(asyncio.Protocol):
             )
             service.local.requests += 1
             service.local.respond(503, 0.0)
+        elif service.guard is not None and service.guard.stop(self, ex):
+            pass  # refused by the policy: ex.local holds the answer
         else:
             service.in_flight += 1
         if len(queue) == 1:

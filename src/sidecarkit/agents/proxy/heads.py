@@ -119,11 +119,12 @@ _RID: Final = 6
 _XFF: Final = 7
 _FORWARDED: Final = 8
 _UPGRADE: Final = 9
+_XFCC: Final = 10
 _SPECIAL: Final = {
     b"keep-alive": _HOP, b"proxy-connection": _HOP, b"te": _HOP, b"trailer": _HOP,
     b"upgrade": _UPGRADE, b"content-length": _LENGTH, b"transfer-encoding": _TE,
     b"connection": _CONNECTION, b"host": _HOST, b"x-request-id": _RID,
-    b"x-forwarded-for": _XFF, b"forwarded": _FORWARDED,
+    b"x-forwarded-for": _XFF, b"forwarded": _FORWARDED, b"x-forwarded-client-cert": _XFCC,
 }  # fmt: skip
 """Request fields that need more than copying: one dict lookup a field finds them."""
 
@@ -137,8 +138,13 @@ def build_request(
     client: bytes,
     forwarded: bool,
     host: bytes | None,
+    peer: bytes = b"",
 ) -> Request:
-    """Check one parsed request head and write the head to send upstream."""
+    """Check one parsed request head and write the head to send upstream.
+
+    Inbound (``forwarded``), a client's ``x-forwarded-client-cert`` is always dropped and
+    ``peer`` (the mTLS-verified identity, ``securing.Mesh.peer``) written instead, when given.
+    """
     out = Request()
     if version not in ("1.1", "1.0"):
         out.error, out.detail = 505, b"only HTTP/1.0 and HTTP/1.1 are served here\n"
@@ -186,6 +192,9 @@ def build_request(
             elif kind == _UPGRADE:
                 upgrade = value
                 continue
+            elif kind == _XFCC:
+                if forwarded:
+                    continue
             elif forwarded:
                 if kind == _XFF:
                     xff = value if xff is None else xff + b", " + value
@@ -216,6 +225,8 @@ def build_request(
         lines.append(b"x-request-id: %s\r\n" % rid)
     out.request_id = rid
     if forwarded:
+        if peer:
+            lines.append(b"x-forwarded-client-cert: %s\r\n" % peer)
         node = b'"[%s]"' % client if b":" in client else client
         entry = b"for=%s;proto=http" % node
         lines.append(

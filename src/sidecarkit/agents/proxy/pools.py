@@ -195,6 +195,7 @@ class Pool:
         "series",
         "tasks",
         "tcp",
+        "tls",
     )
 
     def __init__(
@@ -207,8 +208,11 @@ class Pool:
         connect_timeout: float,
         tcp: telemetry.TcpSeries,
         series: telemetry.RequestSeries,
+        tls: tuple[Callable[[], Any], Callable[[Any], bool]] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.tls = tls
+        """mTLS to a sidecar: the client context in use, and the check of its identity."""
         self.loop = loop
         self.idle: list[Connection] = []
         self.open = 0
@@ -249,14 +253,23 @@ class Pool:
         self, done: Callable[[Connection | None, BaseException | None], None]
     ) -> None:
         host, port = self.endpoint.address
+        tls = self.tls
         try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: Connection(self), host, port),
-                self.connect_timeout or None,
-            )
-        except (TimeoutError, OSError) as exc:
+            if tls is None:
+                connecting = self.loop.create_connection(lambda: Connection(self), host, port)
+            else:
+                connecting = self.loop.create_connection(
+                    lambda: Connection(self), host, port, ssl=tls[0](), server_hostname="",
+                    ssl_handshake_timeout=self.connect_timeout or None,
+                )  # fmt: skip
+            _, conn = await asyncio.wait_for(connecting, self.connect_timeout or None)
+        except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
             self.open -= 1
             done(None, exc)
+            return
+        if tls is not None and not tls[1](conn.t):  # not the identity asked for: logged
+            conn.abort()
+            done(None, ConnectionRefusedError("the endpoint's identity was refused"))
             return
         done(conn, None)
 

@@ -1,6 +1,8 @@
 """What a reload of the proxy's settings changes, worked out before anything is touched.
 
-A listener is known by a key: ``inbound``, ``upstream:NAME`` or ``http-proxy``. Comparing the
+A listener is known by a key: ``inbound`` (``inbound:PORT`` for further inbound ports),
+``upstream:NAME`` or ``http-proxy``. An inbound port's security (plain, ``mtls`` mode, ``tls``)
+is part of its protocol: changing it replaces the listener. Comparing the
 running settings with the new ones gives, per key, one of:
 
 - ``keep``: the same listener (same address and protocol); the service takes the new settings
@@ -33,6 +35,8 @@ class Listener:
     protocol: str
     upstream: proxy_settings.Upstream | None
     """None for the inbound and the HTTP-proxy listeners."""
+    inbound: proxy_settings.Inbound | None = None
+    """The inbound port's settings; None for the others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,14 @@ class Plan:
 
 def listeners(settings: proxy_settings.Settings) -> dict[str, Listener]:
     out = {}
-    if settings.inbound is not None:
-        out["inbound"] = Listener("inbound", settings.inbound.listen, "http", None)
+    inbounds = (settings.inbound, *settings.more_inbound) if settings.inbound else ()
+    for index, inbound in enumerate(inbounds):
+        key = f"inbound:{inbound.listen[1]}" if index else "inbound"
+        if inbound.mtls != "off":
+            protocol = f"http+mtls-{inbound.mtls}"
+        else:
+            protocol = "https" if inbound.tls is not None else "http"
+        out[key] = Listener(key, inbound.listen, protocol, None, inbound)
     for up in settings.upstreams:
         key = f"upstream:{up.name}"
         out[key] = Listener(key, up.listen, up.protocol, up)
@@ -60,10 +70,18 @@ def listeners(settings: proxy_settings.Settings) -> dict[str, Listener]:
 def _discovery(settings: proxy_settings.Settings, listener: Listener) -> object:
     up = listener.upstream
     if up is None:
-        return settings.inbound.app if listener.key == "inbound" and settings.inbound else None
+        return listener.inbound.app if listener.inbound is not None else None
     zone = settings.zone if up.kubernetes else None
     server = settings.dns_server if up.dns else None
     return (up.endpoints, up.file, up.dns, up.kubernetes, zone, server)
+
+
+def _same_kind(a: Listener, b: Listener) -> bool:
+    """Whether one listener can stand for the other: same protocol and, for a TLS port, the
+    same certificates (the files' contents reload by themselves; other files need a new one)."""
+    tls_a = a.inbound.tls if a.inbound is not None else None
+    tls_b = b.inbound.tls if b.inbound is not None else None
+    return a.protocol == b.protocol and tls_a == tls_b
 
 
 def plan(old: proxy_settings.Settings, new: proxy_settings.Settings) -> Plan:
@@ -75,11 +93,11 @@ def plan(old: proxy_settings.Settings, new: proxy_settings.Settings) -> Plan:
     rediscover: list[str] = []
     for key, was in before.items():
         then = after.get(key)
-        if then is None or then.protocol != was.protocol:
+        if then is None or not _same_kind(was, then):
             retire.append(key)
     for key, now in after.items():
         earlier = before.get(key)
-        if earlier is None or earlier.protocol != now.protocol:
+        if earlier is None or not _same_kind(earlier, now):
             add.append(key)
             continue
         (keep if earlier.address == now.address else move).append(key)

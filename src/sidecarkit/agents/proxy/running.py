@@ -27,7 +27,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecarkit import errors, watching
 from sidecarkit.agents.proxy import (
@@ -42,6 +42,15 @@ from sidecarkit.agents.proxy import (
 from sidecarkit.agents.proxy import settings as proxy_settings
 from sidecarkit.agents.proxy.services import Service
 
+if TYPE_CHECKING:  # TLS, JWT and cryptography (~12 MB) load only in a proxy that uses them
+    from sidecarkit.agents.proxy import (
+        guarding,
+        keysources,
+        policies,
+        policyreloading,
+        securing,
+    )
+
 __all__ = ["Agent"]
 
 log = logging.getLogger("sidecarkit.agent.proxy")
@@ -55,10 +64,24 @@ class Agent:
         self,
         settings: proxy_settings.Settings,
         *,
+        policy: policies.Policy | None = None,
         reload: Callable[[], proxy_settings.Settings] | None = None,
         config_path: str | None = None,
     ) -> None:
         self.settings = settings
+        self.policy = policy
+        self.sources: keysources.Sources | None = None
+        self.policy_file: policyreloading.PolicyFile | None = None
+        self.guards: list[guarding.Guard] = []
+        if policy is not None:  # JWT and crypto libraries cost ~12 MB: loaded only for a policy
+            from sidecarkit.agents.proxy import keysources, policyreloading  # noqa: PLC0415
+
+            self.sources = keysources.Sources(policy)
+            if settings.policy:
+                self.policy_file = policyreloading.PolicyFile(settings.policy, policy)
+        self.mesh: securing.Mesh | None = None
+        self.start_settings = settings
+        """What the process started with: ``identity`` and ``policy`` are not reloaded."""
         self.load = reload
         """Reads the settings again (file under flags); None: no reloads."""
         self.config_watch = watching.FileWatch((Path(config_path),)) if config_path else None
@@ -97,6 +120,8 @@ class Agent:
             now = time.monotonic()  # the balancer's clock
             for service in self.services:
                 service.gauges(now)
+            if self.mesh is not None:
+                self.mesh.gauges()
             sources: list[tuple[Service, Any]] = [*self.files, *self.names]
             sources += self.watches
             for service, source in sources:
@@ -113,6 +138,27 @@ class Agent:
                     source.errors - source.reported,
                 )
                 source.reported = source.errors
+            for guard in self.guards:
+                guard.export(self.metrics)
+            if self.sources is not None:
+                self.metrics.add_counter(
+                    "policy_key_errors_total",
+                    "Failed reads or fetches of the policy's keys; the last good keys are kept.",
+                    {},
+                    self.sources.errors - self.sources.reported,
+                )
+                self.sources.reported = self.sources.errors
+            if self.policy_file is not None:
+                reloads, failed = self.policy_file.reloads, self.policy_file.errors
+                done, bad = self.policy_file.reported
+                for result, amount in (("ok", reloads - done), ("error", failed - bad)):
+                    self.metrics.add_counter(
+                        "policy_reloads_total",
+                        "Changes of the policy file applied (ok) or refused (error).",
+                        {"result": result},
+                        amount,
+                    )
+                self.policy_file.reported = (reloads, failed)
             return 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
         return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
@@ -123,26 +169,54 @@ class Agent:
         settings: proxy_settings.Settings,
         loop: asyncio.AbstractEventLoop,
     ) -> Service:
-        up = listener.upstream
-        if up is None:
-            name = "app" if listener.key == "inbound" else "http-proxy"
-            direction = "inbound" if listener.key == "inbound" else "outbound"
-            balancer, host = "round-robin", None
+        up, inbound = listener.upstream, listener.inbound
+        if inbound is not None:
+            name = "app" if listener.key == "inbound" else f"app-{inbound.listen[1]}"
+            direction, balancer, host = "inbound", "round-robin", None
+        elif up is None:
+            name, direction, balancer, host = "http-proxy", "outbound", "round-robin", None
         else:
             name, direction, balancer, host = up.name, "outbound", up.balancer, up.host
         service = Service(
             name, direction=direction, balancer=balancer, host=host,
             settings=settings, metrics=self.metrics, loop=loop,
         )  # fmt: skip
-        service.protocol = listener.protocol
+        service.protocol = "tcp" if listener.protocol == "tcp" else "http"
+        self._secure(service, listener)
+        if inbound is not None:
+            self._guard(service)
         return service
+
+    def _secure(self, service: Service, listener: reloading.Listener) -> None:
+        """mTLS toward upstreams (and their expected peer), the mesh on an mTLS inbound port."""
+        inbound, up = listener.inbound, listener.upstream
+        if inbound is not None and inbound.mtls != "off":
+            service.mesh = self.mesh
+        if up is not None and self.mesh is not None:
+            service.mesh_tls = self.mesh.outbound(up.peer)
+            service.tls = service.mesh_tls if up.mtls else None
+
+    def _guard(self, service: Service) -> None:
+        """Put the policy's stages on an inbound listener (every one shares the key sets)."""
+        if self.policy is None or self.sources is None:
+            return
+        from sidecarkit.agents.proxy import guarding  # noqa: PLC0415 - only with a policy
+
+        guard = guarding.Guard(
+            self.policy, authenticator=self.sources.authenticator,
+            direction=service.direction, upstream=service.name,
+        )  # fmt: skip
+        guard.fetch = self.sources.want
+        self.sources.listeners.append(guard.keys_arrived)
+        service.guard = guard
+        self.guards.append(guard)
 
     def _discover(self, service: Service, listener: reloading.Listener) -> None:
         """Start ``service``'s endpoint sources (the ones it had are stopped first)."""
         self._forget(service)
         s = self.settings
-        if listener.key == "inbound" and s.inbound is not None:
-            service.set_endpoints([s.inbound.app])
+        if listener.inbound is not None:
+            service.set_endpoints([listener.inbound.app])
         up = listener.upstream
         if up is None:
             return
@@ -150,6 +224,7 @@ class Agent:
         if up.file:
             source = discovery.FileSource(up.file)
             endpoints += source.poll() or []
+            service.marks = source.marks
             self.files.append((service, source))
         if up.dns:
             name = discovery.DnsSource(*up.dns, server=s.dns_server)
@@ -179,13 +254,34 @@ class Agent:
                     task.cancel()
         self.watches = [(svc, w) for svc, w in self.watches if svc is not service]
 
-    async def _listen(self, service: Service, address: tuple[str, int]) -> asyncio.Server:
+    async def _listen(
+        self, service: Service, listener: reloading.Listener, address: tuple[str, int]
+    ) -> Any:
+        """The listener: plain, TLS-terminating, or an mTLS port (``securing.Acceptor``)."""
         loop = asyncio.get_running_loop()
         kind = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
+        factory = functools.partial(kind, service)
         host, port = address
-        server = await loop.create_server(
-            functools.partial(kind, service), host, port, backlog=4096, reuse_address=True
-        )
+        inbound, header = listener.inbound, self.settings.timeouts.header
+        server: Any
+        if inbound is not None and self.mesh is not None and inbound.mtls != "off":
+            from sidecarkit.agents.proxy import securing  # noqa: PLC0415
+
+            server = securing.Acceptor(
+                loop, factory, mesh=self.mesh, mode=inbound.mtls, handshake_timeout=header
+            )
+            await server.start(host, port)
+        else:
+            tls = None
+            if inbound is not None and inbound.tls is not None:
+                from sidecarkit.agents.proxy import terminating  # noqa: PLC0415
+
+                service.terminator = terminating.Terminator(inbound.tls)
+                tls = service.terminator.context
+            server = await loop.create_server(
+                factory, host, port, backlog=4096, reuse_address=True, ssl=tls,
+                ssl_handshake_timeout=header if tls else None,
+            )  # fmt: skip
         log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)
         return server
 
@@ -198,7 +294,7 @@ class Agent:
         after = reloading.listeners(new)
         before = reloading.listeners(old)
         fresh = {key: self._service(after[key], new, loop) for key in change.add}
-        opened: dict[str, asyncio.Server] = {}
+        opened: dict[str, Any] = {}
         ours = {
             before[key].address for key in (*change.retire, *change.move) if before[key].address
         }
@@ -212,7 +308,7 @@ class Agent:
                     later.append(key)
                     continue
                 service = fresh.get(key) or self.keyed[key]
-                opened[key] = await self._listen(service, address)
+                opened[key] = await self._listen(service, after[key], address)
         except OSError:
             for server in opened.values():
                 server.close()
@@ -231,7 +327,7 @@ class Agent:
             address = after[key].address
             assert address is not None  # only keys with an address are put in ``later``
             try:
-                opened[key] = await self._listen(self.keyed[key], address)
+                opened[key] = await self._listen(self.keyed[key], after[key], address)
             except OSError as exc:  # the port was ours a moment ago: rare, and too late to undo
                 log.error(
                     "%s: cannot listen on %s:%d (%s); it has no listener until the next reload",
@@ -243,6 +339,7 @@ class Agent:
             up = after[key].upstream
             balancer, host = (up.balancer, up.host) if up else ("round-robin", None)
             self.keyed[key].configure(new, balancer=balancer, host=host)
+            self._secure(self.keyed[key], after[key])
         for key in (*change.add, *change.rediscover):
             self._discover(self.keyed[key], after[key])
         self.services = list(self.keyed.values())
@@ -278,6 +375,9 @@ class Agent:
                 return self._reloaded(False, f"reload ({reason}) refused: {exc}")
             except OSError as exc:
                 return self._reloaded(False, f"reload ({reason}) refused: cannot listen: {exc}")
+            for key, what in (("identity", "the workload identity"), ("policy", "the policy file")):
+                if getattr(new, key) != getattr(self.start_settings, key):
+                    log.warning("%s: %s stays as it was until the proxy restarts", key, what)
             if new.admin != self.admin_address:
                 log.warning(
                     "admin: the admin endpoint stays on %s:%d until the proxy restarts",
@@ -302,6 +402,12 @@ class Agent:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.settings
+        if s.identity is not None:  # the certificate comes before any listener
+            from sidecarkit.agents.proxy import securing  # noqa: PLC0415
+
+            self.mesh = securing.Mesh(s.identity, self.metrics)
+            await self.mesh.start(loop)
+        self.start_settings = s
         self.settings = proxy_settings.Settings(admin=s.admin)  # nothing runs yet
         await self._apply(s)
         self.started = True
@@ -316,6 +422,8 @@ class Agent:
             name.due = math.inf
             with contextlib.suppress(asyncio.TimeoutError):  # a hung resolver must not stall us
                 await asyncio.wait_for(asyncio.shield(self._resolve(service, name)), 2.5)
+        if self.sources is not None:
+            await self.sources.start()
         self.admin_address = s.admin
         admin_server = await admin.serve(s.admin[0], s.admin[1], self._routes())
         log.info("admin endpoint on %s:%d", *s.admin)
@@ -332,6 +440,8 @@ class Agent:
         ticker.cancel()
         for task in self.watching.values():
             task.cancel()
+        if self.sources is not None:
+            await self.sources.close()
         admin_server.close()
 
     def _hangup(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -348,6 +458,17 @@ class Agent:
             now = loop.time()
             for service in self.services:
                 service.tick(now)
+                if service.terminator is not None:
+                    service.terminator.tick()
+            if self.mesh is not None:
+                self.mesh.tick(loop)
+            if self.policy_file is not None and (new := self.policy_file.poll()) is not None:
+                for guard in self.guards:
+                    guard.take(new)
+            if self.sources is not None:
+                self.sources.tick(loop)
+                for guard in self.guards:
+                    guard.tick(time.monotonic())
             self._sweep(now)
             if self.config_watch is not None:
                 try:

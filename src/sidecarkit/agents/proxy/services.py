@@ -62,11 +62,24 @@ class Service:
         self.in_flight = 0
         self.draining = False
         self.access_log = sys.stdout if settings.access_log else None
-        self.server: asyncio.Server | None = None
+        self.server: Any = None
+        """What accepts its connections: an ``asyncio.Server`` or a ``securing.Acceptor``."""
+        self.mesh: Any = None
+        """Inbound with mTLS: the ``securing.Mesh`` that checks each client's identity."""
+        self.tls: Any = None
+        """Outbound with mTLS: (client context, check of the endpoint's identity)."""
+        self.mesh_tls: Any = None
+        """The same for endpoints discovery marks ``mtls`` (set whenever there is an identity)."""
+        self.marks: dict[tuple[str, int], str] = {}
+        """Endpoints marked ``mtls`` or ``plaintext`` by discovery (``discovery.MARKS``)."""
         self.tasks: set[asyncio.Task[None]] = set()
         """Connects under way (L4 mode), held so that they are not collected mid-way."""
         self.protocol = "http"
         """``tcp`` for an L4 relay (``relaying``)."""
+        self.guard: Any = None
+        """The policy's stages (``guarding.Guard``) on this listener; None: no policy."""
+        self.terminator: Any = None
+        """Inbound with ``tls``: the ``terminating.Terminator`` whose certificates it serves."""
         self.router: routing.Router[Service] | None = None
         """Set on the HTTP-proxy listener's service: requests go where their authority says."""
 
@@ -78,6 +91,10 @@ class Service:
             if endpoint.pool is not None:
                 endpoint.pool.close()
         for endpoint in self.balancer.endpoints:
+            tls = self._tls(endpoint.address)
+            if endpoint.pool is not None and endpoint.pool.tls is not tls:  # its mark changed
+                endpoint.pool.close()
+                endpoint.pool = None
             if endpoint.pool is None:
                 endpoint.pool = pools.Pool(
                     endpoint,
@@ -87,6 +104,7 @@ class Service:
                     connect_timeout=self.timeouts.connect,
                     tcp=self.endpoint_tcp,
                     series=self.metrics.request_series(self.direction, self.name, endpoint.label),
+                    tls=tls,
                 )
         log.info(
             "%s %s: %d endpoint(s): %s",
@@ -95,6 +113,19 @@ class Service:
             len(self.balancer.endpoints),
             ", ".join(e.label for e in self.balancer.endpoints) or "none",
         )
+
+    def _tls(self, address: tuple[str, int]) -> Any:
+        mark = self.marks.get(address)
+        if mark == "plaintext":
+            return None
+        if mark == "mtls":
+            if self.mesh_tls is None:
+                log.warning(
+                    "%s: %s is marked mtls, but this proxy has no identity: plaintext",
+                    self.name, address,
+                )  # fmt: skip
+            return self.mesh_tls
+        return self.tls
 
     def tick(self, now: float) -> None:
         """Once a second: time out idle and slow client connections, expire pooled ones."""

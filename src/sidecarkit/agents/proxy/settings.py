@@ -54,6 +54,8 @@ for the proxy to do anything)::
       delay: 0s                       # after SIGTERM, readiness false this long before closing
       grace: 25s                      # then in-flight requests get this long to finish
     access_log: false                 # one JSON line a request on stdout
+    # TLS (identity:, inbound.mtls, inbound.tls, upstreams[].mtls and .peer): see tlsconfig
+    policy: /etc/sidecarkit/policy.yaml   # authentication, authorization, rate limits (inbound)
 
 Every error names the key and says what would be accepted, because the reader is usually
 looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
@@ -66,6 +68,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Final
 
 from sidecarkit import durations
+from sidecarkit.agents.proxy import tlsconfig
 
 __all__ = [
     "BALANCERS",
@@ -94,6 +97,10 @@ class Inbound:
     """Where clients of the app connect."""
     app: tuple[str, int] = ("127.0.0.1", 8080)
     """The app, on the pod's loopback."""
+    mtls: str = "off"
+    """``off``, ``permissive`` or ``strict`` (``tlsconfig``); needs ``identity``."""
+    tls: tlsconfig.Termination | None = None
+    """TLS termination with certificates from files, for clients outside the mesh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,10 @@ class Upstream:
     kubernetes: tuple[str, str, str] | None = None
     """(service, namespace, port): the ready endpoints of the Service's EndpointSlices, followed
     by list+watch. The port is the Service's port number or name."""
+    mtls: bool = False
+    """The endpoints have a sidecar: connect with mTLS (needs ``identity``)."""
+    peer: str | None = None
+    """With ``mtls``: the SPIFFE ID the endpoints must have; None takes any of the trust domain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +217,13 @@ class Settings:
     zone: str | None = None
     """The zone this proxy runs in; with it, EndpointSlice ``hints.forZones`` are honoured as
     kube-proxy honours them (topology-aware routing)."""
+    identity: tlsconfig.Identity | None = None
+    """This workload's certificate for mTLS (``tlsconfig``)."""
+    more_inbound: tuple[Inbound, ...] = ()
+    """Further inbound ports (``inbound:`` given as a list), each with its app port and its
+    own ``mtls`` mode or ``tls``, as Istio's port-level PeerAuthentication."""
+    policy: str | None = None
+    """A policy file (``policies``) for the inbound listener; None: every request goes on."""
 
 
 def parse_kubernetes(value: Any, where: str) -> tuple[str, str, str]:
@@ -337,7 +355,7 @@ def _upstream(data: Any, where: str) -> Upstream:
     data = _mapping(data, where)
     allowed = (
         "name", "listen", "endpoints", "file", "dns", "kubernetes", "balancer", "host", "hosts",
-        "protocol",
+        "protocol", "mtls", "peer",
     )  # fmt: skip
     _known(data, where, allowed)
     name = str(data.get("name", "")).strip()
@@ -394,6 +412,8 @@ def _upstream(data: Any, where: str) -> Upstream:
         protocol,
         hosts,
         kubernetes,
+        mtls=_bool(data.get("mtls", False), f"{where}.mtls"),
+        peer=tlsconfig.peer_id(data["peer"], f"{where}.peer") if data.get("peer") else None,
     )
 
 
@@ -427,7 +447,7 @@ _POOL = {
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
-    "pool", "drain", "access_log", "zone", "dns_server",
+    "pool", "drain", "access_log", "zone", "dns_server", "identity", "policy",
 )  # fmt: skip
 
 
@@ -442,6 +462,21 @@ def _bool(value: Any, where: str) -> bool:
     raise ValueError(f"{where}: {value!r} is not true or false")
 
 
+def _inbound(data: Any, where: str, inbound: Inbound) -> Inbound:
+    section = _mapping(data, where)
+    _known(section, where, ("listen", "app", "mtls", "tls"))
+    if "listen" in section:
+        inbound = replace(inbound, listen=parse_address(section["listen"], f"{where}.listen"))
+    if "app" in section:
+        app = parse_address(section["app"], f"{where}.app", default_host="127.0.0.1")
+        inbound = replace(inbound, app=app)
+    if "mtls" in section:
+        inbound = replace(inbound, mtls=tlsconfig.mtls_mode(section["mtls"], f"{where}.mtls"))
+    if section.get("tls"):
+        inbound = replace(inbound, tls=tlsconfig.termination_from(section["tls"], f"{where}.tls"))
+    return inbound
+
+
 def from_mapping(
     data: Mapping[str, Any], *, source: str, base: Settings | None = None, final: bool = True
 ) -> Settings:
@@ -454,17 +489,15 @@ def from_mapping(
         if "admin" in data:
             changes["admin"] = parse_address(data["admin"], "admin")
         if "inbound" in data and data["inbound"] is not None:
-            section = _mapping(data["inbound"], "inbound")
-            _known(section, "inbound", ("listen", "app"))
-            inbound = settings.inbound or Inbound()
-            if "listen" in section:
-                inbound = replace(
-                    inbound, listen=parse_address(section["listen"], "inbound.listen")
-                )
-            if "app" in section:
-                app = parse_address(section["app"], "inbound.app", default_host="127.0.0.1")
-                inbound = replace(inbound, app=app)
-            changes["inbound"] = inbound
+            given = data["inbound"]
+            if isinstance(given, list | tuple):  # several ports, each with its own app port
+                if not given:
+                    raise ValueError("inbound: an empty list; give a mapping or leave it out")
+                more = [_inbound(e, f"inbound[{i}]", Inbound()) for i, e in enumerate(given)]
+                changes["inbound"] = _inbound(given[0], "inbound[0]", settings.inbound or Inbound())
+                changes["more_inbound"] = tuple(more[1:])
+            else:
+                changes["inbound"] = _inbound(given, "inbound", settings.inbound or Inbound())
         if "upstreams" in data:
             items = _list(data["upstreams"], "upstreams") if data["upstreams"] else []
             ups = tuple(_upstream(u, f"upstreams[{i}]") for i, u in enumerate(items))
@@ -492,6 +525,10 @@ def from_mapping(
             )
         if data.get("zone"):
             changes["zone"] = str(data["zone"]).strip()
+        if data.get("identity"):
+            changes["identity"] = tlsconfig.identity_from(data["identity"])
+        if data.get("policy"):
+            changes["policy"] = str(data["policy"])
         result = replace(settings, **changes)
         if final:
             _check(result)
@@ -503,6 +540,9 @@ def from_mapping(
 def _check(settings: Settings) -> None:
     seen: dict[tuple[str, int], str] = {}
     listeners = [("inbound.listen", settings.inbound.listen)] if settings.inbound else []
+    listeners += [
+        (f"inbound[{i}].listen", b.listen) for i, b in enumerate(settings.more_inbound, 1)
+    ]
     listeners += [(f"upstreams[{u.name}].listen", u.listen) for u in settings.upstreams if u.listen]
     if settings.http_proxy:
         listeners.append(("http_proxy", settings.http_proxy))
@@ -527,6 +567,13 @@ def _check(settings: Settings) -> None:
                 "give each its own port"
             )
         seen[address] = where
+    for index, inbound in enumerate((settings.inbound, *settings.more_inbound)):
+        tlsconfig.check(
+            identity=settings.identity,
+            inbound=(inbound.mtls, inbound.tls) if inbound else None,
+            upstreams=[(u.name, u.mtls) for u in settings.upstreams],
+            where=f"inbound[{index}]" if settings.more_inbound else "inbound",
+        )
     if settings.outlier.max_ejected_percent > 100:
         raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
 
@@ -539,11 +586,18 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     out: dict[str, Any] = {"admin": address(settings.admin)}
-    if settings.inbound:
-        out["inbound"] = {
-            "listen": address(settings.inbound.listen),
-            "app": address(settings.inbound.app),
+    ports = []
+    for inbound in (settings.inbound, *settings.more_inbound) if settings.inbound else ():
+        port: dict[str, Any] = {
+            "listen": address(inbound.listen),
+            "app": address(inbound.app),
+            "mtls": inbound.mtls,
         }
+        if inbound.tls is not None:
+            port["tls"] = tlsconfig.termination_mapping(inbound.tls)
+        ports.append(port)
+    if ports:
+        out["inbound"] = ports if len(ports) > 1 else ports[0]
     out["upstreams"] = [
         {
             "name": u.name,
@@ -556,6 +610,8 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             "protocol": u.protocol,
             **({"host": u.host} if u.host else {}),
             **({"hosts": list(u.hosts)} if u.hosts else {}),
+            **({"mtls": True} if u.mtls else {}),
+            **({"peer": u.peer} if u.peer else {}),
         }
         for u in settings.upstreams
     ]
@@ -571,4 +627,8 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         out["zone"] = settings.zone
     if settings.dns_server:
         out["dns_server"] = address(settings.dns_server)
+    if settings.identity is not None:
+        out["identity"] = tlsconfig.identity_mapping(settings.identity)
+    if settings.policy:
+        out["policy"] = settings.policy
     return out

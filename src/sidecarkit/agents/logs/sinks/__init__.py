@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sidecarkit.agents.logs.records import Sink
+from sidecarkit.agents.logs.routing import Match
 
 __all__ = ["KINDS", "Spec", "create"]
 
@@ -35,6 +36,8 @@ class Spec:
     options: Mapping[str, Any] = field(default_factory=dict)
     name: str | None = None
     """Name in metrics and logs; defaults to the kind."""
+    match: Match | None = None
+    """Which records the sink takes (``routing``); ``None``: all of them."""
 
 
 def create(spec: Spec) -> Sink:

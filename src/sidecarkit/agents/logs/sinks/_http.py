@@ -1,7 +1,8 @@
 """What the HTTP sinks share: their options, one client session, gzip, and reading answers.
 
-Every HTTP sink takes the same common options (``headers``, ``timeout``, ``gzip``, ``ca_file``,
-``tls_verify``, ``username``/``password`` or ``bearer_token_file``) next to its own; ``settings``
+Every HTTP sink takes the same common options (``headers``, ``header_files``, ``timeout``,
+``gzip``, ``ca_file``, ``cert_file``/``key_file``, ``tls_verify``, ``username``/``password`` or
+``bearer_token_file``) next to its own; ``settings``
 checks them all once, when the sink is created, so a typo fails at start-up with a message that
 names the option instead of surfacing as a refused request hours later.
 
@@ -64,8 +65,11 @@ COMMON_OPTIONS: Final = frozenset(
     {
         "bearer_token_file",
         "ca_file",
+        "cert_file",
         "gzip",
+        "header_files",
         "headers",
+        "key_file",
         "password",
         "timeout",
         "tls_verify",
@@ -105,9 +109,17 @@ class Settings:
     ``False`` when ``tls_verify`` is off."""
     authorization: str | None = None
     """A fixed ``Authorization`` header (basic auth), if any."""
-    bearer_token_file: Path | None = None
-    """File read before every request for ``Authorization: Bearer``; re-read each time because
-    Kubernetes rotates projected service-account tokens in place."""
+    secret_headers: tuple[tuple[str, Path, str], ...] = ()
+    """Headers whose value is a file's content (``header_files``, and ``bearer_token_file`` as
+    ``Authorization: Bearer <token>``): name, file, prefix. Read again whenever the file
+    changes, because Kubernetes updates mounted secrets and projected tokens in place."""
+
+    @property
+    def bearer_token_file(self) -> Path | None:
+        for name, path, prefix in self.secret_headers:
+            if name == "Authorization" and prefix == "Bearer ":
+                return path
+        return None
 
 
 def settings(
@@ -141,21 +153,12 @@ def settings(
     headers = o.headers()
     timeout = o.number("timeout", 30.0)
     compress = o.flag("gzip", False)
-    verify = o.flag("tls_verify", True)
-    ca_file = o.path("ca_file")
-    context: ssl.SSLContext | bool = True
-    if ca_file is not None:
-        try:
-            context = ssl.create_default_context(cafile=str(ca_file))
-        except ssl.SSLError as exc:
-            raise ValueError(
-                f"sink {name!r}: option 'ca_file': {ca_file} holds no usable PEM certificate "
-                f"({exc}); point it at the CA bundle that signed the receiver's certificate"
-            ) from exc
-    if not verify:
-        context = False
+    context = tls_context(o)
     username, password = o.text("username"), o.text("password")
     token_file = o.path("bearer_token_file")
+    secret_headers = o.header_files()
+    if token_file is not None:
+        secret_headers += (("Authorization", token_file, "Bearer "),)
     authorization = None
     if (username is None) != (password is None):
         missing = "password" if password is None else "username"
@@ -178,9 +181,43 @@ def settings(
         gzip=compress,
         ssl=context,
         authorization=authorization,
-        bearer_token_file=token_file,
+        secret_headers=secret_headers,
     )
     return common, own_options
+
+
+def tls_context(o: Options) -> ssl.SSLContext | bool:
+    """The TLS settings of ``o`` (``ca_file``, ``cert_file``/``key_file``, ``tls_verify``) as a
+    context; ``True`` when they are all defaults (the system's CAs, no client certificate)."""
+    verify = o.flag("tls_verify", True)
+    ca_file = o.path("ca_file")
+    cert_file, key_file = o.path("cert_file"), o.path("key_file")
+    if key_file is not None and cert_file is None:
+        raise ValueError(
+            f"sink {o.name!r}: option 'key_file' needs 'cert_file', the client certificate"
+        )
+    if ca_file is None and cert_file is None and verify:
+        return True
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"sink {o.name!r}: option 'ca_file': {ca_file} holds no usable PEM certificate "
+            f"({exc}); point it at the CA bundle that signed the receiver's certificate"
+        ) from exc
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert_file is not None:
+        try:
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"sink {o.name!r}: options 'cert_file'/'key_file': {cert_file} and "
+                f"{key_file or '(no key_file)'} are not a PEM certificate and its private key "
+                f"({exc}); give the client certificate in cert_file and its key in key_file"
+            ) from exc
+    return context
 
 
 def _endpoint(name: str, endpoint: Any, *, path: str | None, example: str) -> str:
@@ -258,6 +295,22 @@ class Options:
             )
         return path
 
+    def header_files(self) -> tuple[tuple[str, Path, str], ...]:
+        value = self.options.get("header_files", {})
+        if not isinstance(value, Mapping):
+            raise self._fail("header_files", "a mapping of header names to file paths", value)
+        out = []
+        for key, path in value.items():
+            if not isinstance(key, str) or not key or any(c in key for c in " :\r\n"):
+                raise self._fail("header_files", "a mapping with header names as keys", key)
+            if not isinstance(path, str) or not Path(path).is_file():
+                raise ValueError(
+                    f"sink {self.name!r}: option 'header_files.{key}': {path!r} is not a "
+                    "readable file; mount the secret into the container or fix the path"
+                )
+            out.append((key, Path(path), ""))
+        return tuple(out)
+
     def headers(self) -> tuple[tuple[str, str], ...]:
         value = self.options.get("headers", {})
         if not isinstance(value, Mapping):
@@ -294,7 +347,7 @@ class Reply:
 class Client:
     """POSTs bodies to one URL over kept-alive connections made on first use (``_client``)."""
 
-    __slots__ = ("_context", "_head", "_idle", "_loop", "limit", "settings")
+    __slots__ = ("_context", "_head", "_idle", "_loop", "_secrets", "limit", "settings")
 
     def __init__(
         self,
@@ -325,6 +378,7 @@ class Client:
         self._idle: list[_client.Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._context: ssl.SSLContext | None = None
+        self._secrets = _Secrets(settings.secret_headers) if settings.secret_headers else None
 
     def _tls(self) -> ssl.SSLContext | None:
         if not self.settings.url.startswith("https:"):
@@ -350,9 +404,8 @@ class Client:
         if self._loop is not loop:
             self._idle, self._loop = [], loop  # connections of a loop since closed are dropped
         head = self._head
-        if self.settings.bearer_token_file is not None:
-            token = self.settings.bearer_token_file.read_text().strip()
-            head += f"Authorization: Bearer {token}\r\n".encode("latin-1", "replace")
+        if self._secrets is not None:
+            head += self._secrets.lines()
         if self.settings.gzip:
             if len(body) > _GZIP_INLINE:
                 body = await loop.run_in_executor(None, gzip, body)
@@ -400,6 +453,51 @@ class Client:
                 await connection.writer.wait_closed()
 
 
+class _Secrets:
+    """Header lines whose values are files' contents, read again when a file changes.
+
+    A ``stat`` per file and request tells whether it changed (inode, size, time): Kubernetes
+    replaces a mounted secret by swapping a symlink, and rotates projected tokens in place. A
+    file that cannot be read keeps its last value, with a warning; one never read is an
+    ``OSError``, so the request is retried later."""
+
+    __slots__ = ("_files", "_lines", "_stamps", "_values")
+
+    def __init__(self, files: tuple[tuple[str, Path, str], ...]) -> None:
+        self._files = files
+        self._stamps: list[tuple[int, int, int] | None] = [None] * len(files)
+        self._values: list[str | None] = [None] * len(files)
+        self._lines = b""
+
+    def lines(self) -> bytes:
+        changed = False
+        for n, (name, path, prefix) in enumerate(self._files):
+            try:
+                st = path.stat()
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if stamp == self._stamps[n]:
+                    continue
+                text = path.read_text().strip()
+            except OSError as exc:
+                if self._values[n] is None:
+                    raise OSError(f"cannot read {path} for the {name} header: {exc}") from exc
+                log.warning(
+                    "cannot read %s for the %s header (%s); using its last value", path, name, exc
+                )
+                continue
+            if any(c in text for c in "\r\n"):
+                log.warning("%s holds more than one line; only the first is sent as %s", path, name)
+                text = text.splitlines()[0]
+            self._stamps[n], self._values[n] = stamp, prefix + text
+            changed = True
+        if changed:
+            self._lines = b"".join(
+                f"{name}: {value}\r\n".encode("latin-1", "replace")
+                for (name, _, _), value in zip(self._files, self._values, strict=True)
+            )
+        return self._lines
+
+
 def gzip(body: bytes) -> bytes:
     """``body`` as a gzip member, level 1."""
     compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
@@ -443,17 +541,11 @@ def short(text: str, limit: int = 120) -> str:
 def refuse(
     sink: str, batch: records.Batch, reason: str, detail: str, *, events: int | None = None
 ) -> records.Outcome:
-    """``events`` of ``batch`` (default: all) refused for good, for ``reason``; logged with
-    ``detail``."""
+    """``events`` of ``batch`` (default: all) refused for good, for ``reason``; the shipper logs
+    ``detail`` with the batch's first event as a sample."""
     events = count(batch) if events is None else events
-    log.warning(
-        "sink %s: receiver refused %d event(s) of batch %d (not retried): %s",
-        sink,
-        events,
-        batch.seq,
-        detail,
-    )
-    return records.Outcome(rejected=events, reasons={reason: events})
+    first = records.sample(batch.groups[0]) if batch.groups else ""
+    return records.Outcome(rejected=events, reasons={reason: events}, detail=detail, sample=first)
 
 
 def encode(build: Callable[[records.Batch], bytes], batch: records.Batch) -> bytes:

@@ -44,6 +44,7 @@ log = logging.getLogger("sidecarkit.agent.logs.sinks")
 OPTIONS: Final = {
     "index": "the index or data stream, optionally with %Y %m %d %y %j from the event's UTC date",
     "api_key": "an Elasticsearch API key (base64 'id:key'), sent as Authorization: ApiKey",
+    "api_key_file": "a file holding the API key (a mounted secret), read again when it changes",
 }
 DEFAULT_INDEX: Final = "logs-sidecarkit"
 FILTER_PATH: Final = "filter_path=errors,items.*.status,items.*.error"
@@ -63,15 +64,25 @@ def create(spec: sinks.Spec) -> ElasticsearchSink:
     options = _http.Options(common.name, own)
     index = options.text("index") or DEFAULT_INDEX
     _check_index(common.name, index)
-    api_key = options.text("api_key")
+    api_key, key_file = options.text("api_key"), options.path("api_key_file")
     headers = None
+    chosen = [
+        api_key is not None,
+        key_file is not None,
+        common.authorization is not None,
+        common.bearer_token_file is not None,
+    ]
+    if sum(chosen) > 1:
+        raise ValueError(
+            f"sink {common.name!r}: set one of 'api_key', 'api_key_file', 'username'/'password' "
+            f"and 'bearer_token_file', not several"
+        )
     if api_key is not None:
-        if common.authorization or common.bearer_token_file:
-            raise ValueError(
-                f"sink {common.name!r}: set one of 'api_key', 'username'/'password' and "
-                f"'bearer_token_file', not several"
-            )
         headers = {"Authorization": f"ApiKey {api_key}"}
+    if key_file is not None:
+        common = replace(
+            common, secret_headers=(*common.secret_headers, ("Authorization", key_file, "ApiKey "))
+        )
     client = _http.Client(
         common, content_type="application/x-ndjson", headers=headers, limit=64 << 20
     )
@@ -298,11 +309,11 @@ class ElasticsearchSink:
         reasons: Counter[str] = Counter()
         keep: list[list[bool]] = []
         again = 0
-        example = ""
+        example = first = ""
         position = 0
         for group in batch.groups:
             flags = []
-            for _ in range(group.count()):
+            for index in range(group.count()):
                 item = items[position]
                 position += 1
                 result: Any = next(iter(item.values()), None) if isinstance(item, dict) else None
@@ -316,20 +327,15 @@ class ElasticsearchSink:
                 elif not (200 <= code < 300 or code == 409):
                     kind, why = _item_error(result)
                     reasons[kind] += 1
-                    example = example or f"{kind}: {why}"
+                    if not example:
+                        example, first = f"{kind}: {why}", records.sample(group, index)
             keep.append(flags)
         rejected = sum(reasons.values())
-        if rejected:
-            log.warning(
-                "sink %s: %d event(s) of batch %d refused by Elasticsearch (not retried), e.g. %s",
-                self.name,
-                rejected,
-                batch.seq,
-                _http.short(example, 300),
-            )
         return records.Outcome(
             rejected=rejected,
             reasons=dict(reasons),
+            detail=_http.short(example, 300),
+            sample=first,
             retry=batch.subset(keep) if again else None,
             retry_after=reply.retry_after if again else None,
         )

@@ -1,4 +1,5 @@
-"""The syslog sink: RFC 5424 messages over TCP or TLS, framed by octet counting (RFC 6587).
+"""The syslog sink: RFC 5424 messages over TCP or TLS (RFC 5425), framed by octet counting
+(RFC 6587), or over UDP (RFC 5426, one message per datagram: ``_udp``).
 
 ``rfc5424`` turns each batch into frames, one per event; this module delivers them and reads
 the sink's options.
@@ -14,15 +15,19 @@ part of it twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import ssl
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Final, cast
 
 from sidecarkit.agents.logs import records
-from sidecarkit.agents.logs.sinks import Spec, rfc5424
+from sidecarkit.agents.logs.sinks import Spec, _udp, rfc5424
 
 __all__ = ["SyslogSink", "create"]
+
+log = logging.getLogger("sidecarkit.agent.logs.sinks")
 
 _OPTIONS: Final = (
     "facility",
@@ -36,6 +41,7 @@ _OPTIONS: Final = (
     "key_file",
     "connect_timeout",
     "write_timeout",
+    "max_message",
 )
 _TLS_OPTIONS: Final = ("ca_file", "tls_verify", "server_name", "cert_file", "key_file")
 
@@ -84,9 +90,19 @@ class _Connection(asyncio.Protocol):
     async def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
             raise ConnectionResetError("the syslog receiver closed the connection")
-        self.transport.write(data)
-        if self._waiter is not None:
-            await self._waiter
+        transport = self.transport
+        transport.write(data)
+        # Wait for the buffer to empty, not for a pause/resume pair: asyncio's TLS transport
+        # with a high-water mark of 0 pauses at an empty buffer too and may never resume,
+        # so the wait is bounded by a look at the buffer every 50 ms.
+        while transport.get_write_buffer_size():
+            if self.closed:
+                raise ConnectionResetError("the syslog receiver closed the connection")
+            if self._waiter is None or self._waiter.done():
+                self._waiter = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._waiter), 0.05)
+        self._waiter = None
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -112,6 +128,8 @@ class SyslogSink:
         connect_timeout: float = 10.0,
         write_timeout: float = 30.0,
         name: str = "syslog",
+        udp: _udp.Sender | None = None,
+        max_message: int = _udp.MAX_MESSAGE,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
@@ -130,10 +148,28 @@ class SyslogSink:
         self.wants_lines = True
         """...and may come split into lines already (``Group.raw_lines``)."""
         self._connection: _Connection | None = None
+        self.udp = udp
+        """Over UDP: the socket, and the longest datagram (longer messages are cut)."""
+        self.max_message = max_message
+        self.cut = 0
+        """Messages cut to ``max_message`` (UDP only)."""
 
     async def send(self, batch: records.Batch) -> records.Outcome:
         payload = self.encoder.encode(batch)
         if not payload:
+            return records.Outcome()
+        if self.udp is not None:
+            datagrams, cut = _udp.messages(payload, self.max_message)
+            if cut:
+                if not self.cut:
+                    log.warning(
+                        "sink %s: messages longer than max_message=%d bytes are cut to fit a "
+                        "datagram; raise max_message (and the receiver's limit) or use tcp://",
+                        self.name,
+                        self.max_message,
+                    )
+                self.cut += cut
+            await self.udp.send(datagrams)
             return records.Outcome()
         connection = await self._connected()
         try:
@@ -194,6 +230,8 @@ class SyslogSink:
 
     async def close(self) -> None:
         """Close the connection after what was written reached the kernel."""
+        if self.udp is not None:
+            self.udp.close()
         connection, self._connection = self._connection, None
         if connection is None or connection.transport is None or connection.closed:
             return
@@ -259,12 +297,12 @@ def _field(spec: Spec, option: str, value: object, limit: int) -> str:
 
 def _endpoint(spec: Spec) -> tuple[str, str, int]:
     endpoint = spec.endpoint or ""
-    usage = "use tcp://HOST:PORT or tls://HOST:PORT, e.g. tcp://127.0.0.1:514"
+    usage = "use tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT, e.g. tcp://127.0.0.1:514"
     where = f"sink {spec.name or spec.kind!r}: endpoint {endpoint!r}"
     if not endpoint:
         raise ValueError(f"sink {spec.name or spec.kind!r}: no endpoint; {usage}")
     parts = urllib.parse.urlsplit(endpoint)
-    if parts.scheme not in ("tcp", "tls"):
+    if parts.scheme not in ("tcp", "tls", "udp"):
         raise ValueError(f"{where} has scheme {parts.scheme!r}; {usage}")
     try:
         port = parts.port
@@ -328,6 +366,17 @@ def create(spec: Spec) -> SyslogSink:
         if "app_name" in options
         else None,
     )
+    max_message = _udp.MAX_MESSAGE
+    if "max_message" in options:
+        if scheme != "udp":
+            raise ValueError(
+                f"sink {spec.name or spec.kind!r}: option max_message applies to udp:// only; "
+                "over tcp:// and tls:// octet counting carries messages of any length"
+            )
+        value = options["max_message"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 480 <= value <= 65000:
+            raise _fail(spec, "max_message", value, "use a number of bytes from 480 to 65000")
+        max_message = value
     server_name = options.get("server_name", host)
     if not isinstance(server_name, str) or not server_name:
         raise _fail(spec, "server_name", server_name, "use the name in the receiver's certificate")
@@ -341,4 +390,6 @@ def create(spec: Spec) -> SyslogSink:
         connect_timeout=_seconds(spec, "connect_timeout", options.get("connect_timeout", 10)),
         write_timeout=_seconds(spec, "write_timeout", options.get("write_timeout", 30)),
         name=spec.name or spec.kind,
+        udp=_udp.Sender(host, port, spec.endpoint or "") if scheme == "udp" else None,
+        max_message=max_message,
     )

@@ -1,0 +1,396 @@
+"""The security stages on a listener's request path: authenticate, authorize, rate-limit.
+
+Called once per request head by ``forwarding`` (``Guard.stop``), after the head was checked
+and before the request is dispatched. In order:
+
+====================  ========================================================================
+stage                 outcome
+====================  ========================================================================
+path                  ambiguous target (``policies.normal_path``): 400, when a rule or a
+                      limit matches on paths
+authentication        a credential that does not verify: 401; none and ``required``: 401;
+                      a JWT whose ``kid`` is not known yet: the exchange waits (``gate``)
+                      until the key set was fetched again, then goes on from here
+authorization         denied by a rule or by default: 403
+rate limits           a bucket is empty: 429 with ``Retry-After`` and ``RateLimit-*``
+forwarded             headers only the proxy may set are replaced: verified claims, the
+                      API key's name; the credential is removed
+====================  ========================================================================
+
+Every refusal is counted (``/metrics``) and logged with its reason at INFO, at most
+``LOG_BURST`` lines a second per kind of refusal (the rest are counted and summed up in the
+next line), so a flood of bad requests cannot flood the log. Allowed requests are logged at
+DEBUG. Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from sidecarkit.agents.proxy import buckets, heads, policies, telemetry, tokens
+
+if TYPE_CHECKING:
+    from sidecarkit.agents.proxy.exchanges import Exchange
+    from sidecarkit.agents.proxy.forwarding import Downstream
+
+__all__ = ["Guard"]
+
+log = logging.getLogger("sidecarkit.agent.proxy.policy")
+
+LOG_BURST: Final = 10
+
+
+class _Throttle:
+    """At most ``LOG_BURST`` lines a second per kind; the rest are counted."""
+
+    __slots__ = ("lines", "second", "skipped")
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.lines: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+
+    def info(self, kind: str, message: str, *args: Any) -> None:
+        second = int(time.monotonic())
+        if second != self.second:
+            self.second = second
+            self.lines.clear()
+        count = self.lines.get(kind, 0)
+        if count >= LOG_BURST:
+            self.skipped[kind] = self.skipped.get(kind, 0) + 1
+            return
+        self.lines[kind] = count + 1
+        skipped = self.skipped.pop(kind, 0)
+        if skipped:
+            message += " (and %d more like it not logged)"
+            args = (*args, skipped)
+        log.info(message, *args)
+
+
+class Guard:
+    """One listener's policy, its buckets and its counters."""
+
+    def __init__(
+        self,
+        policy: policies.Policy,
+        *,
+        authenticator: tokens.Authenticator | None,
+        direction: str,
+        upstream: str,
+    ) -> None:
+        self.authenticator = authenticator
+        self.labels = {"direction": direction, "upstream": upstream}
+        self.strip = authenticator.always_strip if authenticator is not None else frozenset()
+        spec = policy.authentication
+        self.required = spec is not None and spec.required
+        self.realm = spec.realm.encode() if spec is not None else b""
+        self.counts: dict[tuple[str, str, str], int] = {}
+        """(metric, label name, label value) -> count since the last scrape."""
+        self.buckets: dict[str, buckets.Buckets] = {}
+        self.take(policy)
+        self.authn_ok = 0
+        self.unruled = 0
+        self.allowed: dict[str, int] = {}
+        """The two counts every allowed request adds to, kept apart from ``counts`` to cost an
+        addition each rather than a call."""
+        self.throttle = _Throttle()
+        self.waiting: dict[str, list[tuple[Downstream, Exchange]]] = {}
+        """Exchanges waiting for an issuer's key set, by issuer."""
+        self.fetch: Callable[[str], None] | None = None
+        """Asks for an issuer's key set to be fetched now (``keysources.Sources.want``)."""
+
+    def take(self, policy: policies.Policy) -> None:
+        """Use ``policy``'s rules and limits from the next request on (at start, and when the
+        file changed). Its authentication must be this guard's: key sets and the token cache
+        stay. A limit kept with the same name, rate and burst keeps its buckets, so a reload
+        does not hand every client a fresh burst."""
+        authenticator = self.authenticator
+        old = self.buckets
+        self.buckets = {
+            x.name: old[x.name]
+            if x.name in old and (old[x.name].rate, old[x.name].burst) == (x.rate, x.burst)
+            else buckets.Buckets(rate=x.rate, burst=x.burst)
+            for x in policy.rate_limits
+        }
+        self.limits = tuple(
+            (limit, policy.scope_of(limit), self.buckets[limit.name])
+            for limit in policy.rate_limits
+        )
+        """(limit, its method/path scope or None for every request, its buckets)"""
+        rule_headers = {name.encode() for rule in policy.rules or () for name, _ in rule.headers}
+        limit_headers = {
+            x.key[7:].encode() for x in policy.rate_limits if x.key.startswith("header:")
+        }
+        self.rules_read_headers = bool(rule_headers or limit_headers)
+        self.wanted = frozenset(
+            {b"authorization", *self.strip, *rule_headers, *limit_headers}
+            | ({authenticator.key_header} if authenticator is not None else set())
+        )
+        """The request fields any stage reads or may remove."""
+        self.wanted_sizes = frozenset(len(name) for name in self.wanted)
+        self.paths = any(r.paths for r in policy.rules or ()) or any(
+            x.paths for x in policy.rate_limits
+        )
+        """Some rule or limit matches on paths: ambiguous ones are refused."""
+        self.open = policy.rules is None and not policy.rate_limits
+        """Nothing after authentication: no request view needs to be made."""
+        self.policy = policy
+
+    # -- the hook ------------------------------------------------------------------------
+    def stop(self, down: Downstream, ex: Exchange) -> bool:
+        """Run the stages; True when the request was answered here (``ex.local`` is set)."""
+        path = b""
+        if self.paths:  # only rules on paths can be fooled by a path the app reads otherwise
+            path, why = policies.normal_path(ex.target)
+            if why:
+                return self._refuse(ex, 400, b"%s\n" % why.encode(), "path", why, down)
+        # one pass over the fields, keeping only those some stage reads or may remove
+        headers: dict[bytes, tuple[bytes, ...]] = {}
+        raw: list[tuple[bytes, bytes, bytes]] = []
+        wanted = self.wanted
+        sizes = self.wanted_sizes
+        for name, value in down.headers:
+            if len(name) not in sizes:  # names are ASCII tokens: lower() keeps the length
+                continue
+            key = name.lower()
+            if key in wanted:
+                headers[key] = (*headers.get(key, ()), value)
+                raw.append((key, name, value))
+        outcome = None
+        if self.authenticator is not None:
+            outcome = self.authenticator.authenticate(headers)
+            if outcome.kind == tokens.PENDING:
+                self.waiting.setdefault(outcome.issuer, []).append((down, ex))
+                ex.gate = (path, headers, raw)
+                if self.fetch is not None:
+                    self.fetch(outcome.issuer)
+                return False
+        return self._after_authentication(down, ex, path, headers, raw, outcome)
+
+    def keys_arrived(self, issuer: str) -> None:
+        """The key set of ``issuer`` was fetched (or failed to be): finish what waited."""
+        assert self.authenticator is not None
+        for down, ex in self.waiting.pop(issuer, []):
+            if ex.done or ex.gate is None:
+                continue
+            path, headers, raw = ex.gate
+            ex.gate = None
+            if self.paths and not path:  # the policy was reloaded meanwhile
+                path, why = policies.normal_path(ex.target)
+                if why:
+                    self._refuse(ex, 400, b"%s\n" % why.encode(), "path", why, down)
+                    down.service.in_flight -= 1
+                    if down.queue and down.queue[0] is ex:
+                        ex.dispatch()
+                    continue
+            outcome = self.authenticator.authenticate(headers)
+            if outcome.kind == tokens.PENDING:  # still unknown: refuse, don't loop
+                outcome = tokens.Outcome(tokens.REFUSED, reason="unknown kid after a refetch")
+            if self._after_authentication(down, ex, path, headers, raw, outcome):
+                down.service.in_flight -= 1  # counted as in flight when it began to wait
+            if down.queue and down.queue[0] is ex:
+                ex.dispatch()
+
+    def _after_authentication(
+        self,
+        down: Downstream,
+        ex: Exchange,
+        path: bytes,
+        headers: dict[bytes, tuple[bytes, ...]],
+        raw: list[tuple[bytes, bytes, bytes]],
+        outcome: tokens.Outcome | None,
+    ) -> bool:
+        subject = ""
+        add = b""
+        strip = self.strip
+        if outcome is not None:
+            if outcome.kind == tokens.REFUSED:
+                return self._unauthenticated(down, ex, outcome)
+            if outcome.kind == tokens.NONE:
+                if self.required:
+                    return self._unauthenticated(down, ex, outcome)
+                self._count("http_authn_total", "result", "anonymous")
+            else:
+                self.authn_ok += 1
+                subject = outcome.subject
+                add = outcome.add
+                strip = outcome.strip or strip
+        if self.open:  # authentication alone: no rule to ask, no bucket to fill
+            self.unruled += 1
+            _rewrite(ex, raw, strip, add)
+            return False
+        if self.rules_read_headers:  # the rules see verified claims only, never the client's
+            headers = {k: v for k, v in headers.items() if k not in strip}
+            for name, value in outcome.fields if outcome is not None else ():
+                headers[name] = (*headers.get(name, ()), value)
+        peer = policies.peer_identity(down.peer) if down.peer else ""
+        request = policies.Request(ex.method, path, headers, peer, subject, down.client)
+        decision = self.policy.authorize(request)
+        if not decision.allowed:
+            self._count("http_authz_deny_total", "rule", decision.rule)
+            body = b"forbidden by policy (%s)\n" % decision.rule.encode()
+            return self._refuse(ex, 403, body, "authz", f"rule {decision.rule}", down, subject)
+        allowed = self.allowed
+        allowed[decision.rule] = allowed.get(decision.rule, 0) + 1
+        if self.buckets and self._limited(down, ex, request):
+            return True
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("allow rule=%s %s", decision.rule, _who(down, ex, subject))
+        _rewrite(ex, raw, strip, add)
+        return False
+
+    def _limited(self, down: Downstream, ex: Exchange, request: policies.Request) -> bool:
+        now = time.monotonic()
+        for limit, scope, table in self.limits:
+            if scope is not None and not scope(request):
+                continue
+            key = request.client if limit.key == "client_ip" else _key(limit.key, request)
+            if key is None:
+                continue
+            wait = table.take(key, now)
+            if wait:
+                self._count("http_ratelimit_limited_total", "limit", limit.name)
+                extra = _limit_fields(limit, wait, table.reset_after(key))
+                body = b"rate limit %s exceeded\n" % limit.name.encode()
+                self._refuse(ex, 429, body, "ratelimit", f"limit {limit.name}", down,
+                             request.subject, extra=extra)  # fmt: skip
+                return True
+        return False
+
+    # -- answers -------------------------------------------------------------------------
+    def _unauthenticated(self, down: Downstream, ex: Exchange, outcome: tokens.Outcome) -> bool:
+        self._count("http_authn_total", "result", "refused")
+        self._count("http_authn_refused_total", "reason", _reason_code(outcome.reason))
+        challenge = b'www-authenticate: Bearer realm="%s"' % self.realm
+        if outcome.error:
+            challenge += b', error="%s"' % outcome.error.encode()
+        body = b"authentication required\n" if outcome.kind == tokens.NONE else (
+            b"credential refused\n")  # fmt: skip
+        return self._refuse(ex, 401, body, "authn", outcome.reason, down,
+                            extra=challenge + b"\r\n")  # fmt: skip
+
+    def _refuse(
+        self,
+        ex: Exchange,
+        status: int,
+        body: bytes,
+        kind: str,
+        reason: str,
+        down: Downstream,
+        subject: str = "",
+        *,
+        extra: bytes = b"",
+    ) -> bool:
+        ex.status = status
+        # keep-alive: the body of a refused request is read and dropped, so a client that sends
+        # it anyway is not reset mid-upload before it read the answer
+        ex.local = heads.simple_response(status, body, close=False, extra=extra)
+        down.service.local.requests += 1
+        down.service.local.respond(status, 0.0)
+        self.throttle.info(kind + reason[:12], "refused %d %s: %s; %s", status, kind, reason,
+                           _who(down, ex, subject))  # fmt: skip
+        return True
+
+    def _count(self, metric: str, label: str, value: str) -> None:
+        key = (metric, label, value)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def export(self, metrics: telemetry.Registry) -> None:
+        """Move the counts into the registry (at scrape time, off the request path)."""
+        helps = {
+            "http_authn_total": "End-user authentication results (ok, anonymous, refused).",
+            "http_authn_refused_total": "Credentials refused (401), by kind of reason.",
+            "http_authz_allow_total": "Requests allowed by the policy, by deciding rule.",
+            "http_authz_deny_total": "Requests denied by the policy (403), by deciding rule.",
+            "http_ratelimit_limited_total": "Requests refused by a rate limit (429).",
+        }
+        counts, self.counts = self.counts, {}
+        if self.authn_ok:
+            counts[("http_authn_total", "result", "ok")] = self.authn_ok
+            self.authn_ok = 0
+        allowed, self.allowed = self.allowed, {}
+        if self.unruled:
+            allowed["no-rules"] = allowed.get("no-rules", 0) + self.unruled
+            self.unruled = 0
+        for rule, count in allowed.items():
+            counts[("http_authz_allow_total", "rule", rule)] = count
+        for (metric, label, value), count in counts.items():
+            metrics.add_counter(metric, helps[metric], {**self.labels, label: value}, count)
+
+    def tick(self, now: float) -> None:
+        for table in self.buckets.values():
+            table.sweep(now)
+
+
+def _limit_fields(limit: policies.RateLimit, wait: float, reset: int) -> bytes:
+    """``Retry-After`` and the RateLimit fields of draft-ietf-httpapi-ratelimit-headers-06.
+
+    A token bucket as the draft's quota policy: ``burst`` requests per window of
+    ``burst / rate`` seconds (the time an empty bucket takes to fill); ``RateLimit-Reset`` is
+    when this key's bucket is full again.
+    """
+    window = max(1, math.ceil(limit.burst / limit.rate))
+    return (
+        b"retry-after: %d\r\nratelimit-limit: %d\r\nratelimit-remaining: 0\r\n"
+        b"ratelimit-reset: %d\r\nratelimit-policy: %d;w=%d\r\n"
+        % (max(1, math.ceil(wait)), int(limit.burst), max(1, reset), int(limit.burst), window)
+    )
+
+
+_REASONS: Final = (
+    ("no credential", "missing"), ("expired", "expired"), ("not yet valid", "not_yet_valid"),
+    ("wrong audience", "audience"), ("wrong issuer", "issuer"), ("unknown issuer", "issuer"),
+    ("bad signature", "signature"), ("alg", "algorithm"), ("unknown kid", "unknown_kid"),
+    ("key ", "key_mismatch"), ("unknown API key", "api_key"), ("more than one", "repeated"),
+    ("missing claim", "claims"),
+)  # fmt: skip
+"""Log reasons by prefix -> the bounded ``reason`` label of ``http_authn_refused_total``."""
+
+
+def _reason_code(reason: str) -> str:
+    for prefix, code in _REASONS:
+        if reason.startswith(prefix):
+            return code
+    return "malformed"
+
+
+def _key(kind: str, request: policies.Request) -> bytes | None:
+    if kind == "client_ip":
+        return request.client
+    if kind == "subject":
+        return request.subject.encode() or None
+    if kind == "peer":
+        return request.peer.encode() or None
+    values = request.headers.get(kind[7:].encode())
+    return b"\0".join(values) if values else None
+
+
+def _who(down: Downstream, ex: Exchange, subject: str) -> str:
+    return (
+        f"method={ex.method.decode('latin-1')} path={ex.target[:200].decode('latin-1')!r} "
+        f"client={down.client.decode()} peer={policies.peer_identity(down.peer) or '-'} "
+        f"subject={subject[:100] or '-'} "
+        f"request_id={ex.req.request_id.decode('latin-1')}"
+    )
+
+
+def _rewrite(
+    ex: Exchange, raw: list[tuple[bytes, bytes, bytes]], strip: frozenset[bytes], add: bytes
+) -> None:
+    """Remove the fields in ``strip`` from the head going upstream and append ``add``.
+
+    ``raw`` holds (lower-case name, name, value) of the fields any stage cared about.
+    ``build_request`` copied each field as ``name: value`` on its own line; names and values
+    hold no CR or LF, so ``\\r\\nname: value\\r\\n`` can only be that field's line, and
+    removing it is one ``bytes.replace`` rather than a parse of the head."""
+    head = ex.req.head
+    for key, name, value in raw:
+        if key in strip:
+            head = head.replace(b"\r\n%s: %s\r\n" % (name, value), b"\r\n", 1)
+    if add:
+        head = head[:-2] + add + b"\r\n"
+    ex.req.head = head

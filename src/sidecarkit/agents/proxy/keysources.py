@@ -1,0 +1,167 @@
+"""Where the policy's keys come from: JWKS URLs, JWKS files and the API key file.
+
+At start every source is read once before the proxy reports ready (a JWKS URL gets
+``FETCH_TIMEOUT`` seconds; if it fails the proxy starts anyway and tokens are refused until a
+fetch succeeds, which the log says). Afterwards:
+
+* a JWKS URL is fetched again every ``REFRESH`` seconds, and at once when a token names a
+  ``kid`` the set lacks (at most every ``tokens.REFETCH_EVERY`` seconds); a failed fetch
+  keeps the last good keys, logs the error and counts ``policy_key_errors_total``;
+* files (a mounted Secret or ConfigMap) are re-read when their content changes, checked once a
+  second like the endpoints files; a bad file keeps the last good keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from sidecarkit.agents.proxy import policies, tokens
+
+__all__ = ["Sources"]
+
+log = logging.getLogger("sidecarkit.agent.proxy.policy")
+
+FETCH_TIMEOUT: Final = 3.0
+REFRESH: Final = 300.0
+"""Seconds between routine fetches of a JWKS URL (Envoy caches remote JWKS for 5 min)."""
+RETRY: Final = 10.0
+"""Seconds between fetches while the last one failed."""
+
+
+class Sources:
+    """The key sets and the key file of one policy, and what keeps them fresh."""
+
+    def __init__(self, policy: policies.Policy) -> None:
+        spec = policy.authentication
+        self.providers = spec.jwt if spec is not None else ()
+        self.keysets = {
+            p.issuer: tokens.KeySet(p.jwks_url or p.jwks_file or "") for p in self.providers
+        }
+        self.keyfile = tokens.KeyFile() if spec is not None and spec.api_keys else None
+        self.keyfile_path = spec.api_keys.file if spec is not None and spec.api_keys else ""
+        self.digests: dict[str, bytes] = {}
+        self.errors = 0
+        self.reported = 0
+        self.fetching: dict[str, asyncio.Task[None]] = {}
+        self.listeners: list[Callable[[str], None]] = []
+        """Called with an issuer once its key set was fetched again (guards' waiting requests)."""
+        self.authenticator = (
+            tokens.Authenticator(spec, keysets=self.keysets, keyfile=self.keyfile)
+            if spec is not None
+            else None
+        )
+        self.session: Any = None
+
+    async def start(self) -> None:
+        self.poll()
+        fetches = [self._fetch(p) for p in self.providers if p.jwks_url]
+        if fetches:
+            await asyncio.gather(*fetches)
+
+    def poll(self) -> None:
+        """Re-read the files whose content changed (called once a second)."""
+        now = time.monotonic()
+        for p in self.providers:
+            if p.jwks_file:
+                data = self._read(p.jwks_file)
+                if data is not None:
+                    problem = self.keysets[p.issuer].load(data, now)
+                    self._problem(problem)
+                    self._forget_tokens(problem)
+        if self.keyfile is not None:
+            data = self._read(self.keyfile_path)
+            if data is not None:
+                problem = self.keyfile.load(data.decode(errors="replace"), self.keyfile_path)
+                self._problem(problem)
+                if not problem and self.authenticator is not None:
+                    self.authenticator.key_cache.clear()
+
+    def tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.poll()
+        now = time.monotonic()
+        for p in self.providers:
+            keyset = self.keysets[p.issuer]
+            every = RETRY if keyset.error else REFRESH
+            if p.jwks_url and (keyset.wanted or now - keyset.fetched >= every):
+                self.want(p.issuer)
+
+    def want(self, issuer: str) -> None:
+        """Fetch ``issuer``'s key set now unless a fetch is under way."""
+        provider = next(p for p in self.providers if p.issuer == issuer)
+        loop = asyncio.get_running_loop()
+        if not provider.jwks_url:  # a file: nothing to fetch, the waiting go on next
+            self.keysets[issuer].fetched = time.monotonic()
+            loop.call_soon(self._arrived, issuer)
+            return
+        if issuer in self.fetching:
+            return
+        task = loop.create_task(self._fetch(provider), name=f"jwks {issuer}")
+        self.fetching[issuer] = task
+        task.add_done_callback(lambda _: self.fetching.pop(issuer, None))
+
+    async def _fetch(self, provider: policies.JwtProvider) -> None:
+        import aiohttp  # noqa: PLC0415 - only for a policy with a JWKS URL
+
+        keyset = self.keysets[provider.issuer]
+        keyset.wanted = False
+        url = provider.jwks_url or ""
+        if self.session is None:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT))
+        try:
+            async with self.session.get(url, headers={"accept": "application/json"}) as r:
+                if r.status != 200:
+                    problem = f"{url}: HTTP {r.status}"
+                else:
+                    problem = keyset.load(await r.content.read(1 << 20), time.monotonic())
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            problem = f"{url}: {exc or type(exc).__name__}"
+        if problem:
+            keyset.failed(problem, time.monotonic())
+        else:
+            log.info("key set of %s: %d key(s) from %s", provider.issuer, len(keyset.keys), url)
+        self._forget_tokens(problem)
+        self._problem(problem)
+        self._arrived(provider.issuer)
+
+    def _forget_tokens(self, problem: str) -> None:
+        """A key set changed: tokens verified with a key that is gone must not stay accepted
+        from the cache (removing a leaked key from the set is how it is revoked)."""
+        if not problem and self.authenticator is not None:
+            self.authenticator.cache.clear()
+
+    def _arrived(self, issuer: str) -> None:
+        for listener in self.listeners:
+            listener(issuer)
+
+    def _read(self, path: str) -> bytes | None:
+        """The file's bytes when they changed since the last read, else None."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read(1 << 20)
+        except OSError as exc:
+            problem = f"cannot read {path}: {exc.strerror}"
+            if self.digests.get(path) != b"!" + problem.encode():
+                self.digests[path] = b"!" + problem.encode()
+                self._problem(problem)
+            return None
+        digest = hashlib.sha256(data).digest()
+        if self.digests.get(path) == digest:
+            return None
+        self.digests[path] = digest
+        return data
+
+    def _problem(self, problem: str) -> None:
+        if problem:
+            self.errors += 1
+            log.warning("policy keys: %s; the last good keys stay", problem)
+
+    async def close(self) -> None:
+        for task in list(self.fetching.values()):
+            task.cancel()
+        if self.session is not None:
+            await self.session.close()

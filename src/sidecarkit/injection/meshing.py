@@ -1,0 +1,113 @@
+"""The built-in ``mtls`` profile: the proxy sidecar in front of the app's port, speaking mTLS.
+
+The proxy gets its workload certificate from ``sidecarkit ca serve`` with a projected
+ServiceAccount token (audience ``audience``, rotated by the kubelet) and trusts the root in a
+ConfigMap (``bundle``). Other sidecars reach the app on ``inbound-port``; with
+``mtls: permissive`` plaintext clients still can, which is how a namespace migrates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from sidecarkit.injection import profiles as p
+from sidecarkit.injection import settings as _settings
+
+__all__ = ["IDENTITY_DIR", "mtls_profile"]
+
+IDENTITY_DIR: Final = "/var/run/secrets/sidecarkit"
+"""Where the ``mtls`` profile mounts the projected token (``token/``) and the bundle (``ca/``)."""
+
+
+def _render_mtls(values: Mapping[str, str], ctx: p.Context) -> p.Parts:
+    """The proxy in front of the app's port, with a workload certificate from ``sidecarkit ca``:
+    the token is a projected ServiceAccount token for the CA's audience (the kubelet rotates
+    it), the trust bundle a ConfigMap. Clients reach the app through ``inbound-port``."""
+    env = [
+        {"name": "SIDECARKIT_PROXY_MTLS", "value": values["mtls"]},
+        {"name": "SIDECARKIT_PROXY_IDENTITY_CA", "value": values["ca"]},
+        {"name": "SIDECARKIT_PROXY_IDENTITY_TOKEN", "value": f"{IDENTITY_DIR}/token/token"},
+        {"name": "SIDECARKIT_PROXY_TRUST_BUNDLE", "value": f"{IDENTITY_DIR}/ca/root.crt"},
+        {"name": "SIDECARKIT_PROXY_TRUST_DOMAIN", "value": values["trust-domain"]},
+    ]
+    inbound = int(values["inbound-port"])
+    ports = [{"name": "sk-inbound", "containerPort": inbound, "protocol": "TCP"}]
+    mounts = [
+        {
+            "name": "sidecarkit-identity-token",
+            "mountPath": f"{IDENTITY_DIR}/token",
+            "readOnly": True,
+        },
+        {"name": "sidecarkit-trust-bundle", "mountPath": f"{IDENTITY_DIR}/ca", "readOnly": True},
+    ]
+    container = p._agent_container("proxy", values, ctx, env=env, ports=ports, mounts=mounts)
+    container["args"] = [
+        "--inbound", f"0.0.0.0:{inbound}", "--app", f"127.0.0.1:{values['port']}",
+        "--admin", f"0.0.0.0:{values['admin-port']}",
+    ]  # fmt: skip
+    token = {
+        "name": "sidecarkit-identity-token",
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": values["audience"],
+                        "expirationSeconds": 3600,
+                        "path": "token",
+                    }
+                }
+            ]
+        },
+    }
+    bundle = {"name": "sidecarkit-trust-bundle", "configMap": {"name": values["bundle"]}}
+    return p.Parts(sidecars=(container,), volumes=(token, bundle, p._PODINFO_VOLUME))
+
+
+def mtls_profile(image: str) -> p.Profile:
+    K = _settings.Kind
+    return p.Profile(
+        name="mtls",
+        description="Fronts the app's port with the proxy speaking mTLS (a SPIFFE identity "
+        "from `sidecarkit ca`).",
+        settings=(
+            *p.COMMON_SETTINGS,
+            p._image_setting(image),
+            _settings.Setting("port", K.PORT, "8080", "The app's port the proxy fronts."),
+            _settings.Setting(
+                "inbound-port", K.PORT, "15006", "Port clients (other sidecars) connect to."
+            ),
+            _settings.Setting(
+                "mtls",
+                K.CHOICE,
+                "permissive",
+                "permissive takes plaintext too (to migrate); strict refuses it.",
+                ("permissive", "strict"),
+            ),
+            _settings.Setting(
+                "ca",
+                K.STRING,
+                "https://sidecarkit-ca.sidecarkit.svc:15443",
+                "URL of `sidecarkit ca serve`.",
+            ),
+            _settings.Setting("trust-domain", K.STRING, "cluster.local", "Of the SPIFFE IDs."),
+            _settings.Setting(
+                "bundle",
+                K.NAME,
+                "sidecarkit-ca-bundle",
+                "ConfigMap in the pod's namespace holding root.crt, the trust bundle.",
+            ),
+            _settings.Setting(
+                "audience",
+                K.STRING,
+                "sidecarkit-ca",
+                "Audience of the ServiceAccount token sent to the CA (its --audience).",
+            ),
+            _settings.Setting(
+                "admin-port", K.PORT, "15102", "Port of /healthz, /ready and /metrics of the proxy."
+            ),
+            *p._resource_settings("10m", "32Mi", "128Mi"),
+        ),
+        render=_render_mtls,
+        builtin=True,
+    )
