@@ -17,7 +17,7 @@ def _fails(text: str, pattern: str) -> None:
 
 def test_an_empty_file_is_the_built_in_config() -> None:
     config = configfiles.parse_config("", source="c.yaml")
-    assert set(config.profiles) == {"logs", "metrics", "mtls"}
+    assert set(config.profiles) == {"logs", "metrics", "proxy", "mtls"}
     assert config.default_profiles == ("logs", "metrics")
     assert config.mode is Mode.NATIVE
 
@@ -45,8 +45,8 @@ def test_image_mode_defaults_and_built_in_overrides_are_read() -> None:
         ("mode: sometimes\n", r"c\.yaml:1:1: mode: must be one of native, legacy, auto"),
         ("kind: Config\n", r"c\.yaml:1:1: kind: must be InjectionConfig"),
         (
-            "defaultProfiles: [logs, proxy]\n",
-            r"c\.yaml:1:\d+: defaultProfiles\[1\]: no profile 'proxy'",
+            "defaultProfiles: [logs, tracing]\n",
+            r"c\.yaml:1:\d+: defaultProfiles\[1\]: no profile 'tracing'",
         ),
         (
             "profiles:\n  logs:\n    settings:\n      dir: relative\n",

@@ -148,6 +148,30 @@ def test_a_reload_restarts_only_the_discovery_that_changed() -> None:
     assert (retyped.retire, retyped.add) == (("upstream:svc",), ("upstream:svc",))
 
 
+def test_an_inbound_ports_security_is_part_of_its_listener() -> None:
+    """A port that changes between plain, mTLS modes and TLS is a new listener (new kind of
+    socket); each further inbound port has its own key."""
+
+    def settings(*inbounds: dict[str, Any]) -> proxy_settings.Settings:
+        data = {"inbound": list(inbounds) if len(inbounds) > 1 else inbounds[0]}
+        return proxy_settings.from_mapping(data, source="f", final=False)
+
+    plain = {"listen": 15006, "app": "127.0.0.1:8080"}
+    strict = {**plain, "mtls": "strict"}
+    assert set(reloading.listeners(settings(plain, {**plain, "listen": 15007}))) == {
+        "inbound",
+        "inbound:15007",
+    }
+    same = reloading.plan(settings(strict), settings(strict))
+    assert (same.keep, same.retire, same.add) == (("inbound",), (), ())
+    tightened = reloading.plan(settings(plain), settings(strict))
+    assert (tightened.retire, tightened.add) == (("inbound",), ("inbound",))
+    relaxed = reloading.plan(settings(strict), settings({**plain, "mtls": "permissive"}))
+    assert (relaxed.retire, relaxed.add) == (("inbound",), ("inbound",))
+    second = reloading.plan(settings(plain), settings(plain, {**plain, "listen": 15007}))
+    assert (second.keep, second.add) == (("inbound",), ("inbound:15007",))
+
+
 def test_a_reload_naming_a_port_in_use_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     a = support.start_backend(tmp_path / "a")
     b = support.start_backend(tmp_path / "b")

@@ -481,6 +481,7 @@ class Agent:
             for service, source in self.files:
                 endpoints = source.poll()
                 if endpoints is not None:
+                    service.marks = source.marks
                     service.set_endpoints(endpoints)
             for service, name in self.names:
                 if now >= name.due:
