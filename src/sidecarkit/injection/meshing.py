@@ -41,6 +41,9 @@ def _render_mtls(values: Mapping[str, str], ctx: p.Context) -> p.Parts:
         },
         {"name": "sidecarkit-trust-bundle", "mountPath": f"{IDENTITY_DIR}/ca", "readOnly": True},
     ]
+    policy_env, policy_mounts, policy_volumes = p.policy_parts(values)
+    env += policy_env
+    mounts += policy_mounts
     container = p._agent_container("proxy", values, ctx, env=env, ports=ports, mounts=mounts)
     container["args"] = [
         "--inbound", f"0.0.0.0:{inbound}", "--app", f"127.0.0.1:{values['port']}",
@@ -61,7 +64,8 @@ def _render_mtls(values: Mapping[str, str], ctx: p.Context) -> p.Parts:
         },
     }
     bundle = {"name": "sidecarkit-trust-bundle", "configMap": {"name": values["bundle"]}}
-    return p.Parts(sidecars=(container,), volumes=(token, bundle, p._PODINFO_VOLUME))
+    volumes = (token, bundle, p._PODINFO_VOLUME, *policy_volumes)
+    return p.Parts(sidecars=(container,), volumes=volumes)
 
 
 def mtls_profile(image: str) -> p.Profile:
@@ -106,6 +110,7 @@ def mtls_profile(image: str) -> p.Profile:
             _settings.Setting(
                 "admin-port", K.PORT, "15102", "Port of /healthz, /ready and /metrics of the proxy."
             ),
+            p.policy_setting(),
             *p._resource_settings("10m", "32Mi", "128Mi"),
         ),
         render=_render_mtls,

@@ -24,12 +24,15 @@ __all__ = [
     "ADMIN_READY_PATH",
     "COMMON_SETTINGS",
     "DEFAULT_IMAGE",
+    "PROXY_POLICY_DIR",
     "Context",
     "Mode",
     "Parts",
     "Profile",
     "builtin_profiles",
     "placeholders",
+    "policy_parts",
+    "policy_setting",
     "template_profile",
 ]
 
@@ -277,6 +280,30 @@ def _render_metrics(values: Mapping[str, str], ctx: Context) -> Parts:
 
 
 PROXY_CONFIG_DIR: Final = "/etc/sidecarkit/proxy"
+PROXY_POLICY_DIR: Final = "/etc/sidecarkit/policy"
+
+
+def policy_parts(values: Mapping[str, str]) -> tuple[list[Json], list[Json], list[Json]]:
+    """(env, mounts, volumes) for a proxy profile's ``policy`` setting: the ConfigMap whose
+    ``policy.yaml`` holds authentication, authorization and rate limits, mounted as a directory
+    so that the proxy sees its updates (a subPath mount would not)."""
+    name = values.get("policy")
+    if not name:
+        return [], [], []
+    env = [{"name": "SIDECARKIT_PROXY_POLICY", "value": f"{PROXY_POLICY_DIR}/policy.yaml"}]
+    mounts = [{"name": "sidecarkit-proxy-policy", "mountPath": PROXY_POLICY_DIR, "readOnly": True}]
+    volumes = [{"name": "sidecarkit-proxy-policy", "configMap": {"name": name}}]
+    return env, mounts, volumes
+
+
+def policy_setting() -> _settings.Setting:
+    return _settings.Setting(
+        "policy",
+        _settings.Kind.NAME,
+        None,
+        "ConfigMap whose policy.yaml holds JWT/API-key checks, allow/deny rules and rate limits "
+        "for inbound requests (docs/policy.md); reloaded on change.",
+    )
 
 
 def _render_proxy(values: Mapping[str, str], ctx: Context) -> Parts:
@@ -297,6 +324,10 @@ def _render_proxy(values: Mapping[str, str], ctx: Context) -> Parts:
         volumes.append(
             {"name": "sidecarkit-proxy-config", "configMap": {"name": values["config-map"]}}
         )
+    policy_env, policy_mounts, policy_volumes = policy_parts(values)
+    env += policy_env
+    mounts += policy_mounts
+    volumes += policy_volumes
     ports = [{"name": "sk-proxy-in", "containerPort": inbound, "protocol": "TCP"}]
     container = _agent_container("proxy", values, ctx, env=env, ports=ports, mounts=mounts)
     return Parts(sidecars=(container,), volumes=tuple(volumes))
@@ -323,6 +354,7 @@ def _proxy_profile(image: str) -> Profile:
                 None,
                 "ConfigMap whose proxy.yaml holds upstreams and limits; reloaded on change.",
             ),
+            policy_setting(),
             _settings.Setting(
                 "admin-port", K.PORT, "15102", "Port of /healthz, /ready and /metrics."
             ),
