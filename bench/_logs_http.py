@@ -72,26 +72,6 @@ def generate(path: Path, lines: int, *, seed: int = 20261204) -> array.array[int
     return crcs
 
 
-def _check_message(
-    message: bytes, crcs: array.array[int], verdict: m.Verdict, seen: bytearray
-) -> None:
-    verdict.frames += 1
-    try:
-        number = int(message[message.rindex(b"seq") + 3 :].strip(b'":=}'))
-        intact = 0 <= number < len(crcs) and zlib.crc32(message) == crcs[number]
-    except ValueError:
-        intact, number = False, -1
-    if not intact:
-        verdict.damaged += 1
-        if len(verdict.examples) < 3:
-            verdict.examples.append(repr(message[:120]))
-    elif seen[number]:
-        verdict.duplicates += 1
-    else:
-        seen[number] = 1
-        verdict.good += 1
-
-
 def verify_bulk(dumps: list[Path], crcs: array.array[int]) -> m.Verdict:
     """Match the ``message`` of every document of every ``_bulk`` body to its line."""
     verdict, seen = m.Verdict(), bytearray(len(crcs))
@@ -99,7 +79,7 @@ def verify_bulk(dumps: list[Path], crcs: array.array[int]) -> m.Verdict:
         for body in bulkd.bodies(dump):
             verdict.bytes += len(body)
             for doc in body.split(b"\n")[1::2]:
-                _check_message(orjson.loads(doc)["message"].encode(), crcs, verdict, seen)
+                m.count_line(verdict, orjson.loads(doc)["message"].encode(), crcs, seen)
     return verdict
 
 
@@ -111,7 +91,7 @@ def verify_loki(dumps: list[Path], crcs: array.array[int]) -> m.Verdict:
             verdict.bytes += len(body)
             for stream in orjson.loads(body)["streams"]:
                 for value in stream["values"]:
-                    _check_message(value[1].encode(), crcs, verdict, seen)
+                    m.count_line(verdict, value[1].encode(), crcs, seen)
     return verdict
 
 

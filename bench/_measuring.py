@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,26 @@ class Verdict:
     damaged: int = 0
     bytes: int = 0
     examples: list[str] = field(default_factory=list)
+
+
+def count_line(verdict: Verdict, message: bytes, crcs: array.array[int], seen: bytearray) -> None:
+    """Count one delivered line in ``verdict``: intact (its number's CRC matches) and new, a
+    duplicate, or damaged (with the first few kept as examples)."""
+    verdict.frames += 1
+    try:
+        number = int(message[message.rindex(b"seq") + 3 :].strip(b'":=}'))
+        intact = 0 <= number < len(crcs) and zlib.crc32(message) == crcs[number]
+    except ValueError:
+        intact, number = False, -1
+    if not intact:
+        verdict.damaged += 1
+        if len(verdict.examples) < 3:
+            verdict.examples.append(repr(message[:120]))
+    elif seen[number]:
+        verdict.duplicates += 1
+    else:
+        seen[number] = 1
+        verdict.good += 1
 
 
 class Lines:

@@ -230,24 +230,13 @@ def verify(dumps: list[Path], crcs: array.array[int]) -> m.Verdict:
         data = dump.read_bytes()
         verdict.bytes += len(data)
         for message in syslogd.frames(data):
-            verdict.frames += 1
             try:
                 msg = syslogd.split(message)[2]
-                if msg.endswith(b"\n"):  # rsyslog's template ends the message with LF
-                    msg = msg[:-1]
-                number = int(msg[msg.rindex(b"seq") + 3 :].strip(b'":=}'))
-                intact = 0 <= number < len(crcs) and zlib.crc32(msg) == crcs[number]
             except ValueError:
-                intact, number = False, -1
-            if not intact:
-                verdict.damaged += 1
-                if len(verdict.examples) < 3:
-                    verdict.examples.append(repr(message[:120]))
-            elif seen[number]:
-                verdict.duplicates += 1
-            else:
-                seen[number] = 1
-                verdict.good += 1
+                msg = message  # not a syslog frame: counted as damaged, shown whole
+            if msg.endswith(b"\n"):  # rsyslog's template ends the message with LF
+                msg = msg[:-1]
+            m.count_line(verdict, msg, crcs, seen)
     return verdict
 
 

@@ -88,6 +88,18 @@ L4_FILE_MB = 256
 L4_ROUNDS = 4
 
 
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to each, then up to 10 s for each to exit; SIGKILL for those that do not."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -197,12 +209,7 @@ def measure(name: str, argv: list[str], seconds: int) -> dict[str, float]:
             result["l4_mb_per_cpu_s"] = relay_mb_per_cpu_s(proc.pid)
         return result
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def main() -> int:
@@ -266,8 +273,7 @@ def main() -> int:
                     flush=True,
                 )
     finally:
-        backend.terminate()
-        backend.wait(10)
+        stop(backend)
         shutil.rmtree(d, ignore_errors=True)
     results = {
         name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}

@@ -108,12 +108,7 @@ def measure(argv: list[str], seconds: int, extra: list[str]) -> float:
             raise SystemExit(f"{bad} failed requests (non-2xx or socket errors)")
         return requests / cpu if cpu else 0.0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        harness.stop(proc)
 
 
 def main() -> int:
@@ -150,8 +145,7 @@ def main() -> int:
                 results[name].append(measure(argv, args.duration, extra))
                 print(f"{name:6s} {results[name][-1]:8.0f} req/CPU-s", flush=True)
     finally:
-        backend.terminate()
-        backend.wait(10)
+        harness.stop(backend)
         shutil.rmtree(d, ignore_errors=True)
     medians = {name: statistics.median(runs) for name, runs in results.items()}
     print(

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy import BACKEND_CONF, cpu_seconds, wait_port, wrk
+from proxy import stop as stop_processes
 
 from sidecarkit.security import authority, spiffe
 
@@ -160,9 +161,7 @@ def rotation_under_load(
         )
         return bad + int(counts["failed"])
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+        stop_processes(*procs)
 
 
 def measure(name: str, pair: list[list[str]], seconds: int) -> dict[str, float]:
@@ -185,14 +184,7 @@ def measure(name: str, pair: list[list[str]], seconds: int) -> dict[str, float]:
             result[f"{label}_per_cpu_s"] = requests / cpu if cpu else 0.0
         return result
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(*procs)
 
 
 def main() -> int:
@@ -241,8 +233,7 @@ def main() -> int:
                 )
         failed_in_rotation = rotation_under_load(d, auth, pairs["sidecarkit"], args.duration)
     finally:
-        backend.terminate()
-        backend.wait(10)
+        stop_processes(backend)
         shutil.rmtree(d, ignore_errors=True)
     med = {
         name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}

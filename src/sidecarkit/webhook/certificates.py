@@ -12,7 +12,6 @@ import datetime
 import ipaddress
 import os
 import ssl
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sidecarkit import errors
+from sidecarkit.security import authority, contexts
 
 __all__ = [
     "Pair",
@@ -166,29 +166,7 @@ def load_into(context: ssl.SSLContext, pair: Pair) -> None:
 
     ``load_cert_chain`` reads files, and reading the watched paths again would race a rotation:
     the check could pass on one generation and the live context take the next one's certificate
-    with the previous key. So the pair is checked (the key must match the certificate) and
-    loaded from the very bytes that were read, through an anonymous in-memory file, which also
-    works on a read-only root filesystem.
+    with the previous key. So the pair is checked and loaded from the very bytes that were read
+    (``contexts.load_pair``, which the proxy uses for the same reason).
     """
-    try:
-        cert = x509.load_pem_x509_certificate(pair.cert)
-        key = serialization.load_pem_private_key(pair.key, password=None)
-    except ValueError as exc:
-        raise ssl.SSLError(f"certificate or key is not PEM: {exc}") from exc
-    public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if cert.public_key().public_bytes(*public) != key.public_key().public_bytes(*public):
-        raise ssl.SSLError("the key does not belong to the certificate (a rotation half done?)")
-    data = pair.key + b"\n" + pair.cert
-    try:
-        fd = os.memfd_create("sidecarkit-tls", os.MFD_CLOEXEC)
-    except (AttributeError, OSError):  # not Linux: a private temporary file
-        with tempfile.NamedTemporaryFile(prefix="sidecarkit-tls-") as f:
-            f.write(data)
-            f.flush()
-            context.load_cert_chain(f.name)
-        return
-    try:
-        os.write(fd, data)
-        context.load_cert_chain(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
+    contexts.load_pair(context, authority.Pair(pair.cert, pair.key))

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from sidecarkit.agents.logs import timestamps
+from sidecarkit.agents.logs import parsing, timestamps
 
 __all__ = ["Parsed", "parser"]
 
@@ -60,16 +60,8 @@ def _lift(obj: dict[str, Any]) -> Parsed:
 
 
 def _json(text: str) -> Parsed | None:
-    if not text.lstrip().startswith("{"):
-        return None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        try:
-            value = json.loads(text, strict=False)
-        except ValueError:
-            return None
-    return _lift(value) if isinstance(value, dict) else None
+    value = parsing.json_object(text)
+    return _lift(value) if value is not None else None
 
 
 def _logfmt(text: str) -> Parsed | None:

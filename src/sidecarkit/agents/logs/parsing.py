@@ -44,7 +44,7 @@ import orjson
 
 from sidecarkit.agents.logs import multiline, records, timestamps
 
-__all__ = ["FORMATS", "PRESETS", "Parser", "ParserSpec", "compile"]
+__all__ = ["FORMATS", "PRESETS", "Parser", "ParserSpec", "compile", "json_object"]
 
 FORMATS: Final = ("raw", "json", "cri", "docker", "container", "regex")
 PRESETS: Final = ("java", "python", "go", "ruby", "backslash")
@@ -386,7 +386,7 @@ class _Pipeline:
         partials = self._partials
         plain = self._joiners is None
         for n, line in enumerate(lines, first):
-            obj = _object(line)
+            obj = json_object(line)
             text = obj.pop("log", None) if obj is not None else None
             if obj is None or not isinstance(text, str):
                 if cri:
@@ -414,7 +414,7 @@ class _Pipeline:
             self._piece(key, piece, final, now, out)
 
     def _json(self, n: int, line: str) -> records.Event:
-        obj = _object(line)
+        obj = json_object(line)
         if obj is None:
             return (n, line, None, None)
         config = self._config
@@ -552,7 +552,7 @@ def _held_order(joiner: multiline.Joiner) -> int:
     return -1 if held is None else held
 
 
-def _object(line: str) -> dict[str, Any] | None:
+def json_object(line: str) -> dict[str, Any] | None:
     """``line`` as a JSON object, or None. Raw control characters inside strings are accepted
     (docker writes them as they came), and so are undecodable bytes."""
     if not line.lstrip().startswith("{"):

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
+    "COUNTER_LIKE",
+    "FAMILY_SUFFIXES",
+    "NON_NEGATIVE",
     "Exemplar",
     "Family",
     "ParseError",
@@ -29,6 +32,22 @@ __all__ = [
 LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 METRIC_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _SPACE: Final = " \t"
+
+FAMILY_SUFFIXES: Final[dict[str, tuple[str, ...]]] = {
+    "counter": ("_total", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "histogram": ("_count", "_sum", "_bucket", "_created"),
+    "gaugehistogram": ("_gcount", "_gsum", "_bucket"),
+    "info": ("_info",),
+    "gauge": ("",),
+    "unknown": ("",),
+    "stateset": ("",),
+}
+"""The sample names an OpenMetrics family of each type may hold, as suffixes of its name."""
+COUNTER_LIKE: Final = frozenset({"_total", "_sum", "_count", "_bucket", "_gcount", "_gsum"})
+"""Suffixes whose values OpenMetrics forbids to be NaN."""
+NON_NEGATIVE: Final = frozenset({"_total", "_sum", "_count", "_bucket", "_gcount"})
+"""Suffixes whose values OpenMetrics forbids to be negative."""
 
 
 class ParseError(ValueError):

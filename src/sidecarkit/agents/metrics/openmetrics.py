@@ -27,19 +27,6 @@ __all__ = ["CONTENT_TYPE", "OpenMetricsParser", "parse"]
 
 CONTENT_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-_SUFFIXES: Final[dict[str, tuple[str, ...]]] = {
-    "counter": ("_total", "_created"),
-    "summary": ("", "_sum", "_count", "_created"),
-    "histogram": ("_count", "_sum", "_bucket", "_created"),
-    "gaugehistogram": ("_gcount", "_gsum", "_bucket"),
-    "info": ("_info",),
-    "gauge": ("",),
-    "unknown": ("",),
-    "stateset": ("",),
-}
-_COUNTER_LIKE: Final = frozenset({"_total", "_sum", "_count", "_bucket", "_gcount", "_gsum"})
-_NON_NEGATIVE: Final = frozenset({"_total", "_sum", "_count", "_bucket", "_gcount"})
-
 
 #: What the quick path checks for a sample name of the open family, by type and suffix:
 #: nothing, a value that is neither negative nor NaN, a whole non-negative count, a bucket
@@ -102,7 +89,7 @@ class _Open:
     def set_type(self, kind: str) -> None:
         name = self.family.name
         self.family.type = kind
-        self.allowed = tuple(name + s for s in _SUFFIXES[kind])
+        self.allowed = tuple(name + s for s in exposition.FAMILY_SUFFIXES[kind])
         self.quick = {name + s: (code, s) for s, code in _QUICK.get(kind, {}).items()}
         if kind in ("histogram", "gaugehistogram"):
             self.buckets = histograms.Buckets(name)
@@ -330,10 +317,9 @@ class OpenMetricsParser:
         elif kind == "TYPE":
             if family.type:
                 raise ParseError(f"second TYPE for {name}", self._line)
-            if text not in _SUFFIXES:
-                raise ParseError(
-                    f"unknown type {text!r}; expected one of {', '.join(_SUFFIXES)}", self._line
-                )
+            if text not in exposition.FAMILY_SUFFIXES:
+                known = ", ".join(exposition.FAMILY_SUFFIXES)
+                raise ParseError(f"unknown type {text!r}; expected one of {known}", self._line)
             current.set_type(text)
         elif kind == "UNIT":
             if family.unit is not None:
@@ -350,7 +336,7 @@ class OpenMetricsParser:
         family = current.family
         if not family.type:
             family.type = "unknown"
-        for suffix in {*_SUFFIXES[family.type], ""}:
+        for suffix in {*exposition.FAMILY_SUFFIXES[family.type], ""}:
             full = family.name + suffix
             if full in self._seen_names:
                 raise ParseError(f"{full} clashes with an earlier family", self._line)
@@ -411,9 +397,9 @@ class OpenMetricsParser:
                 raise ParseError("a quantile label in [0, 1] is needed", self._line)
             if value < 0:
                 raise ParseError("quantile values are not negative", self._line)
-        if suffix in _COUNTER_LIKE and math.isnan(value):
+        if suffix in exposition.COUNTER_LIKE and math.isnan(value):
             raise ParseError(f"{sample.name} is counter-like and cannot be NaN", self._line)
-        if suffix in _NON_NEGATIVE and value < 0:
+        if suffix in exposition.NON_NEGATIVE and value < 0:
             raise ParseError(f"{sample.name} is counter-like and cannot be negative", self._line)
         if sample.exemplar is not None and not (
             (kind in ("histogram", "gaugehistogram") and suffix == "_bucket")

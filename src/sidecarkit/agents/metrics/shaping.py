@@ -26,18 +26,6 @@ from sidecarkit.agents.metrics import exposition, histograms
 
 __all__ = ["Shaped", "shape"]
 
-_SUFFIXES: Final[dict[str, tuple[str, ...]]] = {
-    "counter": ("_total", "_created"),
-    "summary": ("", "_sum", "_count", "_created"),
-    "histogram": ("_count", "_sum", "_bucket", "_created"),
-    "gaugehistogram": ("_gcount", "_gsum", "_bucket"),
-    "info": ("_info",),
-    "stateset": ("",),
-    "gauge": ("",),
-    "unknown": ("",),
-}
-_COUNTER_LIKE: Final = ("_total", "_sum", "_count", "_bucket", "_gcount", "_gsum")
-_NON_NEGATIVE: Final = ("_total", "_sum", "_count", "_bucket", "_gcount")
 _INTEGER: Final = ("_bucket", "_count", "_gcount")
 
 
@@ -82,7 +70,7 @@ def shape(families: Iterable[exposition.Family]) -> list[Shaped]:
     demoted: dict[str, list[exposition.Sample]] = {}
     taken: set[str] = set()  # names reserved by the families kept with their type
     for family, (name, kind), own in zip(families, proper, claimed, strict=True):
-        reserved = {name, *(name + s for s in _SUFFIXES.get(kind, ("",)))}
+        reserved = {name, *(name + s for s in exposition.FAMILY_SUFFIXES.get(kind, ("",)))}
         free = taken.isdisjoint(reserved) and all(
             claims.get(n, 0) <= (1 if n in own else 0) for n in reserved
         )
@@ -165,7 +153,7 @@ def _grouped(
 
 def _valid(samples: Sequence[exposition.Sample], name: str, kind: str) -> bool:
     """Whether ``samples`` pass the value checks of an OpenMetrics family ``kind``."""
-    allowed = {name + s: s for s in _SUFFIXES.get(kind, ("",))}
+    allowed = {name + s: s for s in exposition.FAMILY_SUFFIXES.get(kind, ("",))}
     if not {s.name for s in samples} <= allowed.keys():
         return False
     if kind in ("gauge", "unknown"):
@@ -178,8 +166,8 @@ def _valid(samples: Sequence[exposition.Sample], name: str, kind: str) -> bool:
         if suffix is None:
             return False
         value = s.value
-        if suffix in _COUNTER_LIKE:
-            if math.isnan(value) or (value < 0 and suffix in _NON_NEGATIVE):
+        if suffix in exposition.COUNTER_LIKE:
+            if math.isnan(value) or (value < 0 and suffix in exposition.NON_NEGATIVE):
                 return False
             if suffix in _INTEGER and value != int(value):
                 return False
