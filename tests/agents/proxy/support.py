@@ -98,6 +98,16 @@ class Proxy:
         return self.proc.returncode
 
 
+def _distinct_ports(count: int) -> list[int]:
+    """``count`` free ports, all different: bound together, so the kernel cannot hand out the
+    same one twice (one at a time, it may, and the proxy then refuses its own settings)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def start_proxy(
     *args: str,
     config: Path | None = None,
@@ -109,15 +119,16 @@ def start_proxy(
 ) -> Proxy:
     """Start ``sidecarkit agent proxy`` with an inbound listener in front of ``inbound_app``
     and/or ``upstreams`` (name -> endpoints), on free ports; wait until it is ready."""
-    admin = free_port()
+    spare = _distinct_ports(2 + len(upstreams or {}))
+    admin = spare.pop()
     argv = [sys.executable, "-m", "sidecarkit", "agent", "proxy", "--admin", f"127.0.0.1:{admin}",
             "--log-level", "warning"]  # fmt: skip
     ports: dict[str, int] = {}
     if inbound_app:
-        ports["inbound"] = free_port()
+        ports["inbound"] = spare.pop()
         argv += ["--inbound", f"127.0.0.1:{ports['inbound']}", "--app", inbound_app]
     for name, endpoints in (upstreams or {}).items():
-        ports[name] = free_port()
+        ports[name] = spare.pop()
         argv += ["--upstream", f"{name}=127.0.0.1:{ports[name]}={endpoints}"]
     if config:
         argv += ["--config", str(config)]
