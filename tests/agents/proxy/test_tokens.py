@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -259,6 +260,24 @@ def test_ten_thousand_malformed_tokens_get_401s_never_a_5xx_or_a_crash(
     log = log_of(proxy)
     assert "Traceback" not in log
     assert "more like it not logged" in log  # a flood of refusals does not flood the log
+
+
+def test_a_burst_of_refusals_is_summed_up_in_the_log_once_it_stops(
+    tmp_path: Path, app: Backend, jwks: jwts.JwksServer
+) -> None:
+    """Refusals past the log's ten a second are counted and reported on the next tick, even
+    when no refusal follows the burst: every one is either logged or summed up."""
+    proxy = start(policy(tmp_path, jwks.url), app)
+    with connection(proxy.ports["inbound"], timeout=30) as s:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x.y.z\r\n\r\n" * 40)
+        assert [read_response(s)[0] for _ in range(40)] == [401] * 40
+    time.sleep(2.5)  # the summary comes on the tick after the burst's second is over
+    log = log_of(proxy)
+    logged = len(re.findall(r"refused 401 authn: .*request_id=", log))
+    summed = sum(int(n) for n in re.findall(r"(\d+) more like it not logged", log))
+    assert logged <= 20, log  # at most ten a second: the burst took at most two seconds
+    assert summed > 0, log
+    assert logged + summed == 40, log
 
 
 def test_removing_a_key_from_a_key_file_revokes_its_cached_tokens(

@@ -70,6 +70,15 @@ class _Throttle:
             args = (*args, skipped)
         log.info(message, *args)
 
+    def flush(self, now: float | None = None) -> None:
+        """Report what was held back once its second is over (or now, when ``now`` is None),
+        so a flood that stops is still summed up in the log, not only in the counters."""
+        if not self.skipped or (now is not None and int(now) == self.second):
+            return
+        for kind, skipped in self.skipped.items():
+            log.info("refused %s ...: %d more like it not logged", kind, skipped)
+        self.skipped.clear()
+
 
 class Guard:
     """One listener's policy, its buckets and its counters."""
@@ -291,8 +300,10 @@ class Guard:
         ex.local = heads.simple_response(status, body, close=False, extra=extra)
         down.service.local.requests += 1
         down.service.local.respond(status, 0.0)
-        self.throttle.info(kind + reason[:12], "refused %d %s: %s; %s", status, kind, reason,
-                           _who(down, ex, subject))  # fmt: skip
+        self.throttle.info(
+            f"{status} {kind}: {reason[:24]}", "refused %d %s: %s; %s",
+            status, kind, reason, _who(down, ex, subject),
+        )  # fmt: skip
         return True
 
     def _count(self, metric: str, label: str, value: str) -> None:
@@ -324,6 +335,7 @@ class Guard:
     def tick(self, now: float) -> None:
         for table in self.buckets.values():
             table.sweep(now)
+        self.throttle.flush(now)
 
 
 def _limit_fields(limit: policies.RateLimit, wait: float, reset: int) -> bytes:

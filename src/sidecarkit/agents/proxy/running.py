@@ -528,6 +528,10 @@ class Agent:
             for endpoint in service.balancer.endpoints:
                 if endpoint.pool is not None:
                     endpoint.pool.close()
+        for guard in self.guards:
+            guard.throttle.flush()
+        if self.mesh is not None:
+            self.mesh.flush()
         if cut:
             log.warning(
                 "drain grace over: cut %d connection(s), %d request(s) in flight", cut, left

@@ -156,6 +156,7 @@ class Mesh:
 
     def tick(self, loop: asyncio.AbstractEventLoop) -> None:
         """Once a second: reload changed files, or renew when the half-life passed."""
+        self.flush(now=time.monotonic())
         self._reload_bundle()
         if self.watch is not None:
             self._reload_files()
@@ -255,6 +256,13 @@ class Mesh:
         log.warning("mTLS: %s%s", message, more)
         self.quiet_until = now + 1.0
         self.quieted = 0
+
+    def flush(self, *, now: float | None = None) -> None:
+        """Log the refusals held back once their quiet second is over (at once when ``now`` is
+        None): a flood that stops is still summed up in the log."""
+        if self.quieted and (now is None or now >= self.quiet_until):
+            log.warning("mTLS: %d more refusals not logged", self.quieted)
+            self.quieted = 0
 
     def outbound(
         self, expected: str | None
