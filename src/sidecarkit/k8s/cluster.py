@@ -39,6 +39,9 @@ class Target:
     """The context in it; None means its ``current-context``."""
     timeout: float = 10.0
     """Seconds for one request; the API server answers reads in milliseconds."""
+    flag: bool = True
+    """Whether the command has a ``--kubeconfig`` option to suggest when no kubeconfig is found
+    (an agent reads only ``$KUBECONFIG`` and the pod's service account)."""
 
 
 def _candidates(target: Target) -> list[Path]:
@@ -68,7 +71,8 @@ def load(target: Target) -> kubeconfig.SingleConfig:
                 return single
         where = " or ".join(str(path) for path in paths)
         raise errors.ConfigError(
-            f"no kubeconfig at {where}; give --kubeconfig FILE, set KUBECONFIG, "
+            f"no kubeconfig at {where}; {'give --kubeconfig FILE, ' if target.flag else ''}"
+            "set KUBECONFIG, "
             "or run inside a pod with a service account"
         )
     try:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sidecarkit.agents.proxy import endpointslices
 from sidecarkit.agents.proxy import settings as proxy_settings
+from tests.agents.proxy import support
 
 
 def slice_(*endpoints: dict[str, Any], port: int = 8080, kind: str = "IPv4") -> dict[str, Any]:
@@ -71,3 +78,34 @@ def test_a_kubernetes_upstream_is_read_from_yaml_and_a_bad_one_says_how_to_write
     with pytest.raises(ValueError, match=r"f.yaml: upstreams\[0\].kubernetes: 'payments:8080' is"
                        " not a Service; write SERVICE.NAMESPACE:PORT"):  # fmt: skip
         proxy_settings.from_mapping(bad, source="f.yaml")
+
+
+def test_without_a_kubeconfig_the_proxy_says_how_to_give_one_with_what_it_has(
+    tmp_path: Path,
+) -> None:
+    """The proxy has no ``--kubeconfig`` option: its message names only KUBECONFIG and the
+    pod's service account, which are how an agent gets a cluster."""
+    path = tmp_path / "proxy.yaml"
+    port = support.free_port()
+    path.write_text(json.dumps({"upstreams": [
+        {"name": "svc", "listen": f"127.0.0.1:{port}", "kubernetes": "ledger.shop:8080"},
+    ]}))  # fmt: skip
+    env = dict(os.environ, KUBECONFIG=str(tmp_path / "absent"), HOME=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecarkit", "agent", "proxy", "--config", str(path),
+         "--admin", f"127.0.0.1:{support.free_port()}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = ""
+        deadline = time.monotonic() + 30
+        while "no kubeconfig" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "the proxy exited before trying the cluster"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "no kubeconfig at " in line
+    assert "set KUBECONFIG" in line
+    assert "--kubeconfig" not in line

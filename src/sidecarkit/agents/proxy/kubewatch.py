@@ -80,7 +80,7 @@ class KubernetesSource:
         while True:
             try:
                 if client is None:
-                    client = cluster.async_client(cluster.Target())
+                    client = cluster.async_client(cluster.Target(flag=False))
                 await self._list_and_watch(client)
                 delay = BACKOFF[0]  # a watch the server ended normally: resume at once
             except asyncio.CancelledError:
