@@ -43,3 +43,9 @@ def test_the_quickstart_runs_with_logs_and_metrics_sidecars() -> None:
     assert [r["n"] for r in shipped] == list(range(len(shipped)))
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert {"container": "pod", "event": "succeeded"}.items() <= events[-1].items()
+    noise = [
+        line
+        for line in (out + result.stderr).splitlines()
+        if " WARNING " in line or " ERROR " in line or "Traceback" in line
+    ]
+    assert not noise, "the quickstart's sidecars start quietly: a target not up yet is no warning"
