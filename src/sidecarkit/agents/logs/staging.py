@@ -356,6 +356,11 @@ def compile(
     when nothing is left to run, so that an agent without stages does no per-record work."""
     scratch = metering.Registry()
     meters = _Meters(scratch)
+    if metrics is not None:  # compiled again on a reload: the counters go on where they were
+        known = {metric.name: metric for metric in metrics.metrics}
+        for attr, metric in vars(meters).items():
+            setattr(meters, attr, known.get(metric.name, metric))
+        scratch.metrics = [m for m in scratch.metrics if m.name not in known]
     steps: list[tuple[str, Step]] = []
     for spec in chosen:
         if isinstance(spec, stages.Grep):
