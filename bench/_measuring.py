@@ -253,10 +253,15 @@ def run_once(
             if process.stdout is not None:  # the bare sender says its peak RSS (in KiB)
                 rss = int(process.stdout.read() or 0) / 1024
                 process.stdout.close()
-        finals = []
+        finals: list[dict[str, Any]] = []
         for receiver, output in zip(started_receivers, outputs, strict=True):
             receiver.send_signal(signal.SIGTERM)
-            finals.append(output.json(30) or {})
+            final: dict[str, Any] = {}
+            while (said := output.json(30)) is not None:  # past a "done" not yet read
+                if "frames" in said:
+                    final = said
+                    break
+            finals.append(final)
         if done is None:
             note = note or f"timed out after {timeout:.0f} s"
             frames = ", ".join(f"{final.get('frames')}" for final in finals)
