@@ -199,7 +199,7 @@ def test_lines_written_across_reloads_reach_every_route_exactly_once_and_a_bad_c
             config.write({**second, "stages": [{"type": "grep", "keep": "(unclosed"}]})
             agent.hangup()
             bad = 'sidecarkit_logs_config_reloads_total{result="failure"}'
-            assert wait_for(lambda: agent.metric(bad) == 1, 30), "the bad config was not refused"
+            assert wait_for(lambda: agent.metric(bad) >= 1, 30), "the bad config was not refused"
             assert agent.metric("sidecarkit_logs_config_last_reload_successful") == 0
 
             # 3. SIGHUP after a sink is removed and another sent elsewhere.
@@ -213,15 +213,17 @@ def test_lines_written_across_reloads_reach_every_route_exactly_once_and_a_bad_c
                     "mirror": _http(mirror_new),
                 },
             }
+            before = agent.metric(ok)
             config.write(third)
-            agent.hangup()
-            assert wait_for(lambda: agent.metric(ok) == 2, 30)
+            agent.hangup()  # the file's poll may see it first: then both reload it
+            assert wait_for(lambda: agent.metric(ok) > before, 30)
             assert agent.metric("sidecarkit_logs_config_last_reload_successful") == 1
 
             # 4. Stages changed again, by a swap alone.
             assert wait_for(lambda: writer.written >= 60_000, 60)
+            before = agent.metric(ok)
             config.write({**third, "stages": [{"type": "modify", "set": {"reloaded": "twice"}}]})
-            assert wait_for(lambda: agent.metric(ok) == 3, 30)
+            assert wait_for(lambda: agent.metric(ok) > before, 30)
 
             writer.join(120)
             assert not writer.is_alive()
@@ -262,8 +264,15 @@ def test_lines_written_across_reloads_reach_every_route_exactly_once_and_a_bad_c
     assert mirror_old.unique
     assert mirror_new.unique
 
-    assert samples['sidecarkit_logs_config_reloads_total{result="success"}'] == 3
-    assert samples['sidecarkit_logs_config_reloads_total{result="failure"}'] == 1
+    assert samples['sidecarkit_logs_config_reloads_total{result="success"}'] == said.count(
+        "INFO sidecarkit.agent.logs: config reloaded"
+    )
+    assert said.count("config reloaded (the config file changed)") >= 2
+    assert "config reloaded (SIGHUP)" in said
+    assert samples['sidecarkit_logs_config_reloads_total{result="failure"}'] == said.count(
+        "refused: "
+    )
+    assert "config reload (SIGHUP) refused" in said
     assert samples["sidecarkit_logs_config_last_reload_successful"] == 1
     assert "stages[0].keep[0]: '(unclosed' is not a valid regular expression" in said
     assert "the running config stays" in said

@@ -177,6 +177,8 @@ def swap(
         after = next((n for n in new if n.task is None and n.sink.name == name), None)
         if after is not None:
             lane.after, after.before = after, lane
+            while lane.carry:  # handed to it by a lane it replaced, and not yet sent
+                hand_over(lane, after, lane.carry.popleft(), front=False)
             while not lane.queue.empty():
                 item = lane.queue.get_nowait()
                 if item is not None:
