@@ -366,3 +366,41 @@ def test_a_reload_keeps_the_settings_that_shape_the_open_files_and_names_each_it
     assert kept.stages[1] == new.stages[1]
     assert kept.tuning.batch_bytes == 4096
     assert reloading.fixed_changes(old, kept) == []
+
+
+def test_a_syslog_sink_changed_to_http_hands_its_unsent_lines_over_as_records(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    total = 3_000
+    config = ConfigMapDir(tmp_path / "config")
+    nobody = free_port()  # nothing listens: the syslog sink retries
+    with (
+        SequenceReceiver(total, total) as receiver,
+        (tmp_path / "agent.log").open("ab") as log,
+    ):
+        first = {
+            "paths": str(logs / "*.log"),
+            "offsets_dir": str(tmp_path / "state"),
+            "batch_bytes": 16384,
+            "batch_wait": "100ms",
+            "sinks": {"main": {"kind": "syslog", "endpoint": f"tcp://127.0.0.1:{nobody}"}},
+        }
+        config.write(first)
+        agent = ReloadingAgent(config, log)
+        try:
+            ready = "sidecarkit_logs_config_last_reload_successful"
+            assert wait_for(lambda: agent.metric(ready) == 1, 30)
+            (logs / "app.log").write_bytes(numbered(0, total))
+            retries = 'sidecarkit_logs_retries_total{sink="main"}'
+            assert wait_for(lambda: agent.metric(retries) >= 1, 30)
+            config.write({**first, "sinks": {"main": _http(receiver)}})
+            agent.hangup()
+            assert wait_for(lambda: receiver.unique == total, 30), (
+                f"the HTTP endpoint got {receiver.unique} of {total} lines"
+            )
+        finally:
+            assert agent.stop() == 0
+    assert [n for n in range(total) if receiver.counts[n] != 1] == []
+    assert receiver.bad == 0
