@@ -349,7 +349,7 @@ class Agent:
             for spec, lane in zip(new.sinks, kept, strict=True):
                 if lane is None:
                     made.append(sinks.create(spec))
-        except (ValueError, errors.SidecarkitError) as exc:
+        except (ValueError, OSError, errors.SidecarkitError) as exc:
             for sink in made:
                 asyncio.get_running_loop().create_task(sink.close(), name="closing a sink")
             return self._reloaded(False, f"config reload ({reason}) refused: {exc}")
