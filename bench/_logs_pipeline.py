@@ -15,9 +15,14 @@ Elasticsearch documents, each subject applying one rule set on the way:
   (``if $msg contains ... then stop``), ``set $!env``, ``mmanon`` (IPv4, zero mode, 32 bits),
   and ``omelasticsearch`` in bulk mode with a template carrying ``env``.
 
-After each timed run every document is checked: exactly the lines not dropped, each once, its
-message the line with its addresses masked, its ``env`` ``prod``. Target: the agent ships at
-least twice rsyslog's lines per CPU-second.
+With ``sinks=2`` (the **pipeline2** scenario) every kept record goes to two receivers, two
+``bulkd`` processes on their own ports: the agent with two named Elasticsearch sinks in its
+config (each its own lane, queue and connection), rsyslog with two ``omelasticsearch`` actions
+(each its own action queue). The run ends when both have every line.
+
+After each timed run every document is checked, on each receiver: exactly the lines not
+dropped, each once, its message the line with its addresses masked, its ``env`` ``prod``.
+Target: the agent ships at least twice rsyslog's lines per CPU-second.
 """
 
 from __future__ import annotations
@@ -97,11 +102,18 @@ def _verifier(where: array.array[int]) -> m.Check:
 
 
 def _agent(path: Path, port: int, run: Path) -> subprocess.Popen[bytes]:
+    return _agents(path, (port,), run)
+
+
+def _agents(path: Path, ports: tuple[int, ...], run: Path) -> subprocess.Popen[bytes]:
     config = run / "logs.yaml"
-    config.write_text(STAGES)
+    sinks = "".join(
+        f"  es-{n}: {{kind: elasticsearch, endpoint: 'http://127.0.0.1:{port}'}}\n"
+        for n, port in enumerate(ports)
+    )
+    config.write_text(STAGES + "sinks:\n" + sinks)
     env = dict(os.environ, SIDECARKIT_POD_NAME="bench-0", SIDECARKIT_POD_NAMESPACE="bench")
     command = [str(m.AGENT), "agent", "logs", "--config", str(config), "--paths", str(path)]
-    command += ["--sink", f"elasticsearch=http://127.0.0.1:{port}"]
     command += ["--offsets-dir", str(run / "offsets"), "--port", "0"]
     with (run / "agent.log").open("wb") as log:
         return subprocess.Popen(
@@ -118,6 +130,23 @@ def _mmanon(daemon: syslogd.Daemon) -> str | None:
 
 def _rsyslog(daemon: syslogd.Daemon, module: str) -> m.Start:
     def start(path: Path, port: int, run: Path) -> subprocess.Popen[bytes]:
+        return _rsyslogs(daemon, module)(path, (port,), run)
+
+    return start
+
+
+def _rsyslogs(
+    daemon: syslogd.Daemon, module: str
+) -> Callable[[Path, tuple[int, ...], Path], subprocess.Popen[bytes]]:
+    def start(path: Path, ports: tuple[int, ...], run: Path) -> subprocess.Popen[bytes]:
+        actions = "".join(
+            f"""
+  action(type="omelasticsearch" server="127.0.0.1" serverport="{port}" template="doc"
+         searchIndex="logs-bench" bulkmode="on" esVersion.major="8"
+         queue.type="linkedlist" queue.size="100000" queue.dequeueBatchSize="5000"
+         action.resumeRetryCount="-1")"""
+            for port in ports
+        )
         config = f"""
 global(workDirectory="{run}" maxMessageSize="64k")
 module(load="imfile" mode="inotify")
@@ -137,10 +166,7 @@ ruleset(name="pipeline") {{
   if $msg contains '"level":"debug"' then stop
   set $!env = "prod";
   action(type="mmanon" ipv4.enable="on" ipv4.mode="zero" ipv4.bits="32" ipv6.enable="off")
-  action(type="omelasticsearch" server="127.0.0.1" serverport="{port}" template="doc"
-         searchIndex="logs-bench" bulkmode="on" esVersion.major="8"
-         queue.type="linkedlist" queue.size="100000" queue.dequeueBatchSize="5000"
-         action.resumeRetryCount="-1")
+  {actions}
 }}
 """
         return daemon.start(config, run)
@@ -154,31 +180,41 @@ def run(
     lines: int,
     repeat: int,
     generate: Callable[[Path, int], object],
+    sinks: int = 1,
 ) -> list[str]:
     """The scenario, printed; the targets missed (a missing peer is one)."""
     path = work / "pipeline.log"
     generate(path, lines)
     crcs, where = expected(path, b"[REDACTED]")
     peer_crcs, _ = expected(path, b"0.0.0.0")
+    to = "Elasticsearch _bulk" if sinks == 1 else f"{sinks} Elasticsearch _bulk receivers"
     print(
-        f"\n== pipeline: grep + modify + redact to Elasticsearch _bulk, {lines:,} lines "
-        f"({lines - len(crcs):,} dropped by the filter), {repeat} round(s), interleaved"
+        f"\n== pipeline{'' if sinks == 1 else sinks}: grep + modify + redact to {to}, "
+        f"{lines:,} lines ({lines - len(crcs):,} dropped by the filter), {repeat} round(s), "
+        "interleaved"
     )
     missed = []
-    subjects = [m.Subject("agent-pipeline", _agent)]
+    subjects = [m.Subject("agent-pipeline", _agent, start_many=_agents)]
     peer = _logs_http.omelasticsearch()
     if peer is None or _mmanon(peer[0]) is None:
         missed.append(f"no rsyslog with omelasticsearch and mmanon; {syslogd.INSTALL_HINT}")
         print(f"  MISSED {missed[-1]}")
     else:
-        subjects.append(m.Subject("rsyslog-pipeline", _rsyslog(*peer)))
+        subjects.append(m.Subject("rsyslog-pipeline", _rsyslog(*peer), start_many=_rsyslogs(*peer)))
     check = _verifier(where)
     timeout = max(60.0, lines / 20_000 * 3)
 
     def one(subject: m.Subject) -> m.Result:
         wanted = crcs if subject.name.startswith("agent") else peer_crcs
         return m.run_once(
-            subject, path, wanted, work, timeout, receiver_module="tests.support.bulkd", check=check
+            subject,
+            path,
+            wanted,
+            work,
+            timeout * sinks,
+            receiver_module="tests.support.bulkd",
+            check=check,
+            receivers=sinks,
         )
 
     results = m.rounds(subjects, repeat, one)

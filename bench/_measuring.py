@@ -113,6 +113,8 @@ class Subject:
     start: Callable[[Path, int, Path], subprocess.Popen[bytes]]
     exits: bool = False
     """Exits by itself once everything was sent (the bare sender)."""
+    start_many: Callable[[Path, tuple[int, ...], Path], subprocess.Popen[bytes]] | None = None
+    """Starts it against several receivers (``run_once(receivers=N)``)."""
 
 
 @dataclass
@@ -195,58 +197,90 @@ def run_once(
     receiver_module: str = "tests.support.syslogd",
     check: Check,
     during: Callable[[], None] | None = None,
+    receivers: int = 1,
 ) -> Result:
-    """One timed run of ``subject`` against a fresh receiver (``receiver_module``, a module of
-    ``tests.support``), then the untimed ``check`` of everything it received.
+    """One timed run of ``subject`` against fresh receivers (``receiver_module``, a module of
+    ``tests.support``), then the untimed ``check`` of everything each received.
 
+    With ``receivers`` > 1 the subject gets every receiver's port (``Subject.start_many``) and
+    must deliver every line to each; the run ends when the last one has them all.
     ``during`` runs in a thread of its own from the moment the subject started (writers)."""
     lines = len(crcs)
     run = Path(tempfile.mkdtemp(prefix=f"{subject.name}-", dir=work))
-    dumps = run / "streams"
-    dumps.mkdir()
-    receiver = subprocess.Popen(
-        [
-            *(sys.executable, "-m", receiver_module, "receive"),
-            *("--expect", str(lines), "--dump", str(dumps)),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    dumps = [run / f"streams-{n}" for n in range(receivers)]
+    started_receivers: list[subprocess.Popen[str]] = []
     try:
-        assert receiver.stdout is not None
-        port = int(receiver.stdout.readline().split()[1])
-        output = Lines(receiver)
+        for dump in dumps:
+            dump.mkdir()
+            started_receivers.append(
+                subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", receiver_module, "receive"),
+                        *("--expect", str(lines), "--dump", str(dump)),
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        ports = []
+        for receiver in started_receivers:
+            assert receiver.stdout is not None
+            ports.append(int(receiver.stdout.readline().split()[1]))
+        outputs = [Lines(receiver) for receiver in started_receivers]
         if path.is_file():
             warm(path)
         started = time.monotonic()
-        process = subject.start(path, port, run)
+        if receivers == 1:
+            process = subject.start(path, ports[0], run)
+        else:
+            assert subject.start_many is not None, f"{subject.name} takes one receiver"
+            process = subject.start_many(path, tuple(ports), run)
         if during is not None:
             threading.Thread(target=during, name="writers", daemon=True).start()
+        done: dict[str, Any] | None = {}
+        at_done: tuple[float, float] | None = None
+        note = ""
         try:
-            done, at_done, note = wait_done(subject, process, output, started + timeout)
+            for output in outputs:  # the last "done" is when the run ended
+                one, at_done, note = wait_done(subject, process, output, started + timeout)
+                if one is None or done is None:
+                    done = None
+                    break
+                done = one if float(one["done_at"]) > float(done.get("done_at", 0)) else done
         finally:
             cpu, rss = reap(process)
             if process.stdout is not None:  # the bare sender says its peak RSS (in KiB)
                 rss = int(process.stdout.read() or 0) / 1024
                 process.stdout.close()
-        receiver.send_signal(signal.SIGTERM)
-        final = output.json(30) or {}
+        finals: list[dict[str, Any]] = []
+        for receiver, output in zip(started_receivers, outputs, strict=True):
+            receiver.send_signal(signal.SIGTERM)
+            final: dict[str, Any] = {}
+            while (said := output.json(30)) is not None:  # past a "done" not yet read
+                if "frames" in said:
+                    final = said
+                    break
+            finals.append(final)
         if done is None:
             note = note or f"timed out after {timeout:.0f} s"
-            frames = f"{final.get('frames')} of {lines} frames arrived"
-            return Result(False, note=f"{note}; {frames}; {tail(run, subject.name)}")
-        verdict = check(sorted(dumps.iterdir()), crcs)
+            frames = ", ".join(f"{final.get('frames')}" for final in finals)
+            return Result(
+                False, note=f"{note}; {frames} of {lines} frames arrived; {tail(run, subject.name)}"
+            )
+        verdicts = [check(sorted(dump.iterdir()), crcs) for dump in dumps]
     finally:
-        if receiver.poll() is None:
-            receiver.send_signal(signal.SIGTERM)
-        receiver.wait(30)
+        for receiver in started_receivers:
+            if receiver.poll() is None:
+                receiver.send_signal(signal.SIGTERM)
+            receiver.wait(30)
         shutil.rmtree(run, ignore_errors=True)
-    ok = verdict.good == lines and not verdict.duplicates and not verdict.damaged
+    ok = all(v.good == lines and not v.duplicates and not v.damaged for v in verdicts)
     if not ok:
-        note = (
-            f"{verdict.good} of {lines} lines intact, {verdict.duplicates} duplicates, "
-            f"{verdict.damaged} damaged {verdict.examples}"
+        note = "; ".join(
+            f"{v.good} of {lines} lines intact, {v.duplicates} duplicates, "
+            f"{v.damaged} damaged {v.examples}"
+            for v in verdicts
         )
     if at_done is not None:
         cpu, rss = at_done
@@ -255,7 +289,7 @@ def run_once(
         wall=float(done["done_at"]) - started,
         cpu=cpu,
         rss=rss,
-        frame_bytes=verdict.bytes / max(verdict.frames, 1),
+        frame_bytes=sum(v.bytes for v in verdicts) / max(sum(v.frames for v in verdicts), 1),
         note=note,
     )
 

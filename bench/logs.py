@@ -5,7 +5,8 @@
   omelasticsearch) and to Loki;
 - **files** (``_logs_files.py``): 1,000 files written at once by small writers;
 - **pipeline** (``_logs_pipeline.py``): grep + modify + redact to Elasticsearch ``_bulk``, against
-  rsyslog with the equivalent rule set (property filter, ``set``, ``mmanon``).
+  rsyslog with the equivalent rule set (property filter, ``set``, ``mmanon``); **pipeline2**:
+  the same to two receivers (two sinks; rsyslog with two actions).
 
 Every target missed, and every peer missing, fails the benchmark (exit status 1).
 
@@ -33,7 +34,7 @@ on a shared machine it says more about the neighbours). rsyslog and syslog-ng co
 ``/opt/sidecarkit-peers`` (``.ci/run`` unpacks them there).
 
     .venv/bin/python bench/logs.py [--lines 2000000] [--repeat 3] [--quick] [--only agent,...]
-        [--scenarios plain,http,files,pipeline] [--http-lines 1000000] [--files 1000]
+        [--scenarios plain,http,files,pipeline,pipeline2] [--http-lines 1000000] [--files 1000]
         [--file-lines 200] [--pipeline-lines 1000000]
 """
 
@@ -380,8 +381,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--scenarios",
-        default="plain,http,files,pipeline",
-        help="comma-separated: plain,http,files,pipeline",
+        default="plain,http,files,pipeline,pipeline2",
+        help="comma-separated: plain,http,files,pipeline,pipeline2",
     )
     parser.add_argument("--pipeline-lines", type=int, default=1_000_000)
     parser.add_argument("--http-lines", type=int, default=1_000_000)
@@ -403,6 +404,10 @@ def main() -> None:
         if "pipeline" in scenarios:
             missed += _logs_pipeline.run(
                 Path(tmp), lines=args.pipeline_lines, repeat=args.repeat, generate=generate
+            )
+        if "pipeline2" in scenarios:
+            missed += _logs_pipeline.run(
+                Path(tmp), lines=args.pipeline_lines, repeat=args.repeat, generate=generate, sinks=2
             )
         if "files" in scenarios:
             missed += _logs_files.run(

@@ -1,4 +1,5 @@
-"""The compiled stages on events: grep, modify, redact, parse, throttle, and what they count."""
+"""The compiled stages on events: grep, modify, redact, parse, throttle, sample, and what they
+count."""
 
 from __future__ import annotations
 
@@ -226,3 +227,42 @@ def test_each_stage_counts_what_it_took_in_passed_on_and_dropped() -> None:
     assert 'sidecarkit_logs_stage_dropped_total{stage="grep"} 2' in text
     assert 'sidecarkit_logs_stage_in_total{stage="redact"} 2' in text
     assert 'sidecarkit_logs_stage_dropped_total{stage="redact"} 0' in text
+
+
+def test_sample_keeps_one_record_in_rate_counting_across_groups_and_counts_the_rest_dropped() -> (
+    None
+):
+    registry = metering.Registry()
+    pipeline = staging.compile(
+        stages.from_config([{"type": "sample", "rate": 10}], "stages"), metrics=registry
+    )
+    assert pipeline is not None
+    kept: list[str] = []
+    for group in range(7):  # groups of 13 lines: the count goes on from one to the next
+        kept += [e[1] for e in pipeline(_lines(*(f"{group}-{n}" for n in range(13))), T0)]
+    everything = [f"{g}-{n}" for g in range(7) for n in range(13)]
+    assert kept == everything[::10]
+    text = registry.render().decode()
+    assert f'sidecarkit_logs_stage_dropped_total{{stage="sample"}} {91 - len(kept)}' in text
+    assert 'sidecarkit_logs_stage_out_total{stage="sample"} 10' in text
+
+
+def test_sample_by_key_keeps_or_drops_a_values_records_together_the_same_on_every_run() -> None:
+    config = [{"type": "sample", "rate": 4, "key": "trace_id"}]
+    events: list[records.Event] = [
+        (n, f"line {n}", {"trace_id": f"{n % 200:032x}"}, None) for n in range(2000)
+    ]
+    kept = _run(config, events)
+    traces = {event[2]["trace_id"] for event in kept if event[2]}
+    assert 30 <= len(traces) <= 70, "about one trace in four"
+    assert len(kept) == 10 * len(traces), "a kept trace keeps all its lines"
+    again = _run(config, list(reversed(events)))
+    assert {event[2]["trace_id"] for event in again if event[2]} == traces, (
+        "the same on every run and agent"
+    )
+
+
+def test_sample_by_key_counts_records_without_the_key_one_in_rate() -> None:
+    config = [{"type": "sample", "rate": 3, "key": "trace_id"}]
+    kept = _run(config, _lines(*(f"no trace {n}" for n in range(9))))
+    assert [e[1] for e in kept] == ["no trace 0", "no trace 3", "no trace 6"]

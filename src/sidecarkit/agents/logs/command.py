@@ -113,7 +113,28 @@ def logs(
         stream=sys.stderr,
     )
     config_path = check_path or config_path
-    try:
+    parser_spec: Any = None
+    if parser or multiline:
+        parser_spec = {"format": parser or "raw", "multiline": multiline}
+    given: dict[str, Any] = {
+        "paths": ",".join(paths),
+        "parser": parser_spec,
+        "sinks": list(sink_args),
+        "offsets_dir": offsets_dir,
+        "port": port,
+        "labels": ",".join(labels),
+        "max_line": max_line,
+        "long_lines": long_lines,
+        "batch_bytes": batch_bytes,
+        "batch_wait": batch_wait,
+        "max_inflight": max_inflight,
+        "max_retries": max_retries,
+        "drain_timeout": drain_timeout,
+    }
+    given = {k: v for k, v in given.items() if v}
+
+    def load() -> logs_settings.Settings:
+        """The file's settings under env and flags: at start, and again on each reload."""
         config = logs_settings.Settings()
         if config_path:
             from sidecarkit import configfiles  # noqa: PLC0415 - YAML only when asked for
@@ -121,34 +142,17 @@ def logs(
             data = configfiles.load_mapping(config_path)
             config = logs_settings.from_mapping(data, source=config_path, base=config)
         config = logs_settings.from_env(base=config)
-        parser_spec: Any = None
-        if parser or multiline:
-            parser_spec = {"format": parser or "raw", "multiline": multiline}
-        given: dict[str, Any] = {
-            "paths": ",".join(paths),
-            "parser": parser_spec,
-            "sinks": list(sink_args),
-            "offsets_dir": offsets_dir,
-            "port": port,
-            "labels": ",".join(labels),
-            "max_line": max_line,
-            "long_lines": long_lines,
-            "batch_bytes": batch_bytes,
-            "batch_wait": batch_wait,
-            "max_inflight": max_inflight,
-            "max_retries": max_retries,
-            "drain_timeout": drain_timeout,
-        }
-        config = logs_settings.from_mapping(
-            {k: v for k, v in given.items() if v}, source="options", base=config
-        )
+        return logs_settings.from_mapping(given, source="options", base=config)
+
+    try:
+        config = load()
         if check_path:
             from sidecarkit.agents.logs import checking  # noqa: PLC0415 - only for the check
 
             click.echo(checking.check(config), nl=False)
             click.echo(f"{check_path}: ok", err=True)
             return
-        instance = running.Agent(config)
+        instance = running.Agent(config, load=load, config_path=config_path)
     except (ValueError, errors.SidecarkitError) as exc:
         # Settings that are wrong stop the agent before it starts, with exit status 2.
         _fail(errors.InputError(str(exc)))

@@ -6,24 +6,57 @@ batch. A sink's answer (``records.Outcome``) says what it took, what it refused 
 what to send again; an exception means "send it all again". Retries back off exponentially
 from ``retry_initial`` to ``retry_max`` with jitter, honouring ``Retry-After`` up to 300 s, and
 go on forever unless ``max_retries`` is set (then what is given up is counted as dropped).
+
+A reload that drops or changes the sink ends its retries early (``Retirement``): a removed
+sink's batch is given up at ``until``, a replaced one's is handed back for the new sink.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Final
 
 from sidecarkit.agents.logs import meters, records
 
-__all__ = ["REFUSAL_LOG_EVERY", "Deliverer"]
+__all__ = ["REFUSAL_LOG_EVERY", "Deliverer", "Retirement"]
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
 REFUSAL_LOG_EVERY: Final = 10.0
 """Seconds between warnings about one sink's refused events."""
+
+
+@dataclass(slots=True, eq=False)
+class Retirement:
+    """Whether a reload retired a sink, told to the delivery under way (the sink's lane)."""
+
+    retired: bool = False
+    hand_back: bool = False
+    """Return what the sink wants again instead of retrying it: a new sink takes it."""
+    until: float | None = None
+    """Monotonic time after which what the sink did not take is given up (dropped)."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set on retirement: a delivery waiting to retry looks again at once."""
+    dropped: int = 0
+    """Events given up at ``until`` (logged once, when the sink's lane ends)."""
+
+    def overdue(self) -> bool:
+        """Retired for good and past ``until``: what the sink has not taken is given up."""
+        return (
+            self.retired
+            and not self.hand_back
+            and self.until is not None
+            and time.monotonic() >= self.until
+        )
+
+    def retire(self, *, hand_back: bool, until: float | None) -> None:
+        self.retired, self.hand_back, self.until = True, hand_back, until
+        self.wake.set()
 
 
 def _transient(exc: BaseException) -> bool:
@@ -48,10 +81,17 @@ class Deliverer:
         self._refusals: dict[str, tuple[float, int]] = {}
         """Per sink: when its refusals were last logged, and how many since."""
 
-    async def deliver(self, sink: records.Sink, batch: records.Batch) -> None:
-        """Send ``batch`` to ``sink`` until every event is taken, refused or given up."""
+    async def deliver(
+        self, sink: records.Sink, batch: records.Batch, retirement: Retirement | None = None
+    ) -> records.Batch | None:
+        """Send ``batch`` to ``sink`` until every event is taken, refused or given up; or,
+        once ``retirement`` says to hand back, until the sink wants some again: then what it
+        wants is returned."""
         attempt = 0
         current: records.Batch | None = batch
+        if retirement is not None and retirement.overdue():  # not even tried: it is gone
+            self._give_up(sink, batch, retirement)
+            return None
         while current is not None:
             try:
                 outcome = await sink.send(current)
@@ -75,7 +115,13 @@ class Deliverer:
                 self.meters.shipped.inc(sink.name, amount=settled - outcome.rejected)
             if retry is None:
                 self.meters.bytes_shipped.inc(sink.name, amount=batch.size)
-                return
+                return None
+            if retirement is not None and retirement.retired:
+                if retirement.hand_back:
+                    return retry
+                if retirement.overdue():
+                    self._give_up(sink, retry, retirement)
+                    return None
             attempt += 1
             if self.max_retries is not None and attempt > self.max_retries:
                 self.meters.dropped.inc(sink.name, amount=retry.events)
@@ -85,14 +131,29 @@ class Deliverer:
                     retry.events,
                     attempt - 1,
                 )
-                return
+                return None
             self.meters.retries.inc(sink.name)
             delay = min(self.retry_max, self.retry_initial * 2 ** (attempt - 1))
             delay = delay / 2 + random.uniform(0, delay / 2)
             if outcome.retry_after is not None:
                 delay = max(delay, min(outcome.retry_after, 300.0))
-            await asyncio.sleep(delay)
+            if retirement is None:
+                await asyncio.sleep(delay)
+            elif retirement.retired:  # retry until ``until``, no later
+                if retirement.until is not None:
+                    delay = max(0.0, min(delay, retirement.until - time.monotonic()))
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(retirement.wake.wait(), delay)
+                if retirement.hand_back:  # replaced while waiting: the new sink sends it
+                    return retry
             current = retry
+        return None
+
+    def _give_up(self, sink: records.Sink, batch: records.Batch, retirement: Retirement) -> None:
+        self.meters.dropped.inc(sink.name, amount=batch.events)
+        retirement.dropped += batch.events
 
     def _refused(self, sink: str, seq: int, outcome: records.Outcome) -> None:
         """Log refused events, with the receiver's words and a sample; at most one warning per

@@ -8,22 +8,34 @@ confirmed and exits; whatever a sink did not confirm by then is read again by th
 With ``SIDECARKIT_EXIT_WHEN_DONE`` (legacy Job pods) it also exits once every named app
 container has written its ``.done`` file into ``SIDECARKIT_LIFECYCLE_DIR``, after shipping
 everything.
+
+On SIGHUP, or when the ``--config`` file's content changes (looked at every
+``CONFIG_POLL`` seconds, which sees a ConfigMap's ``..data`` swap), the config is loaded again
+and applied between two batches (``reloading``); a config that does not load is refused with
+its error in the log, the running one stays, and ``sidecarkit_logs_config_*`` say so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
-from sidecarkit import metering
+from sidecarkit import errors, metering
+from sidecarkit import watching as filewatching
 from sidecarkit.agents.logs import (
     admin,
+    lanes,
     offsets,
     parsing,
+    records,
+    reloading,
     shipping,
     sinks,
     tailing,
@@ -31,7 +43,10 @@ from sidecarkit.agents.logs import (
 )
 from sidecarkit.agents.logs.settings import Settings, effective_sources, pod_labels
 
-__all__ = ["Agent"]
+__all__ = ["CONFIG_POLL", "Agent"]
+
+CONFIG_POLL: Final = 1.0
+"""Seconds between looks at the config file's content."""
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
@@ -50,9 +65,26 @@ def metadata(settings: Settings) -> dict[str, str]:
     return found
 
 
+def _labels(settings: Settings) -> dict[str, str]:
+    labels = dict(settings.labels)
+    labels.update(pod_labels(settings.podinfo_dir, settings.pod_labels))
+    return labels
+
+
 class Agent:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        load: Callable[[], Settings] | None = None,
+        config_path: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.load = load
+        """Reads the config again (file, env, flags) for a reload; None: no reloads."""
+        self.config_watch = (
+            filewatching.FileWatch((Path(config_path),)) if config_path and load else None
+        )
         self.stopping = asyncio.Event()
         self.ready = False
         self.port: int | None = None
@@ -80,8 +112,7 @@ class Agent:
                 ),
             )
 
-        labels = dict(settings.labels)
-        labels.update(pod_labels(settings.podinfo_dir, settings.pod_labels))
+        labels = _labels(settings)
         pipeline = None
         if settings.stages:
             from sidecarkit.agents.logs import staging  # noqa: PLC0415 - only with stages
@@ -114,7 +145,23 @@ class Agent:
             watcher=watcher,
             routes=[spec.match for spec in settings.sinks],
         )
+        for lane, spec in zip(self.shipper.lanes, settings.sinks, strict=True):
+            lane.spec = reloading.lane_spec(spec)
         m = self.metrics
+        self.m_reloads = m.add(
+            metering.Counter(
+                "sidecarkit_logs_config_reloads_total",
+                "Reloads of the config, by result.",
+                ("result",),
+            )
+        )
+        self.m_reload_ok = m.add(
+            metering.Gauge(
+                "sidecarkit_logs_config_last_reload_successful",
+                "1 if the last reload was applied (or none was tried), 0 if it was refused.",
+            )
+        )
+        self.m_reload_ok.set(1)
         self.m_sink_pending = m.add(
             metering.Gauge(
                 "sidecarkit_logs_sink_pending_bytes",
@@ -176,6 +223,8 @@ class Agent:
 
     async def _metrics(self) -> tuple[int, str, bytes]:
         self.m_lag.values.clear()
+        self.m_sink_pending.values.clear()
+        self.m_sink_lag.values.clear()
         for path, lag in self.shipper.lag().items():
             self.m_lag.set(lag, path)
         for name, (pending, age) in self.shipper.sink_lag().items():
@@ -234,6 +283,14 @@ class Agent:
         )
         if started is not None:
             started(self)
+        loop = asyncio.get_running_loop()
+        watcher = None
+        if self.load is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+            if self.config_watch is not None:
+                with contextlib.suppress(OSError):
+                    self.config_watch.accept(self.config_watch.changed() or ())
+                watcher = loop.create_task(self._watch_config(), name="config watch")
         try:
             await shipper.run(self.stopping, self._done)
             deadline = time.monotonic() + self.settings.drain_timeout
@@ -245,6 +302,10 @@ class Agent:
                     self.settings.drain_timeout,
                 )
         finally:
+            if watcher is not None:
+                watcher.cancel()
+            if self.load is not None:
+                loop.remove_signal_handler(signal.SIGHUP)
             shipper.checkpoint(force=True)
             await shipper.close()
             server.close()
@@ -253,3 +314,81 @@ class Agent:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    async def _watch_config(self) -> None:
+        assert self.config_watch is not None
+        while True:
+            await asyncio.sleep(CONFIG_POLL)
+            try:
+                changed = self.config_watch.changed()
+            except OSError:  # mid-swap of a ConfigMap, or gone: look again next time
+                continue
+            if changed is not None:
+                self.reload("the config file changed")
+
+    def reload(self, reason: str) -> bool:
+        """Load the config again and apply it between two batches; a config that does not
+        load (or whose sinks cannot be made) leaves the running one in force. True when the
+        new config runs."""
+        if self.load is None or self.stopping.is_set():
+            return False  # shutting down: the drain ships with what runs
+        if self.config_watch is not None:
+            with contextlib.suppress(OSError):  # this reload reads what is there now
+                self.config_watch.accept(self.config_watch.changed() or ())
+        shipper = self.shipper
+        made: list[records.Sink] = []
+        try:
+            new = self.load()
+            reloading.check_sources(new)
+            if new.stages:
+                from sidecarkit.agents.logs import staging  # noqa: PLC0415
+
+                staging.compile(new.stages, metadata=metadata(new))  # refused before any change
+            specs = [reloading.lane_spec(spec) for spec in new.sinks]
+            kept = lanes.kept(shipper.lanes, specs)
+            for spec, lane in zip(new.sinks, kept, strict=True):
+                if lane is None:
+                    made.append(sinks.create(spec))
+        except (ValueError, OSError, errors.SidecarkitError) as exc:
+            for sink in made:
+                asyncio.get_running_loop().create_task(sink.close(), name="closing a sink")
+            return self._reloaded(False, f"config reload ({reason}) refused: {exc}")
+        for key in reloading.fixed_changes(self.settings, new):
+            log.warning("%s: changed, but stays as it runs until the agent restarts", key)
+        new = reloading.keep_fixed(self.settings, new)
+        shipper.seal()  # what was read so far goes out under the old routes
+        pipeline = None
+        if new.stages:
+            from sidecarkit.agents.logs import staging  # noqa: PLC0415
+
+            pipeline = staging.compile(new.stages, metadata=metadata(new), metrics=self.metrics)
+        for source, given in zip(shipper.sources, effective_sources(new), strict=True):
+            source.stages = pipeline
+            source.raw = _is_raw(given.parser) and pipeline is None
+        fresh = iter(made)
+        wanted = [
+            (spec, lane, None if lane is not None else next(fresh))
+            for spec, lane in zip(specs, kept, strict=True)
+        ]
+        until = time.monotonic() + new.drain_timeout
+        lanes.swap(shipper, wanted, [spec.match for spec in new.sinks], until=until)
+        shipper.labels = _labels(new)
+        shipper.tuning = new.tuning
+        deliverer, tuning = shipper.deliverer, new.tuning
+        deliverer.retry_initial, deliverer.retry_max = tuning.retry_initial, tuning.retry_max
+        deliverer.max_retries = tuning.max_retries
+        self.settings = new
+        return self._reloaded(
+            True,
+            f"config reloaded ({reason}): {len(new.stages)} stage(s), sinks "
+            + ", ".join(lane.sink.name for lane in shipper.lanes),
+        )
+
+    def _reloaded(self, ok: bool, message: str) -> bool:
+        if ok:
+            log.info("%s", message)
+        else:
+            log.error("%s; the running config stays in force", message)
+        self.m_reloads.inc("success" if ok else "failure")
+        self.m_reload_ok.set(int(ok))
+        return ok

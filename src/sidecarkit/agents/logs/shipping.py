@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from sidecarkit import metering
 from sidecarkit.agents.logs import (
     delivering,
+    lanes,
     meters,
     offsets,
     records,
@@ -98,36 +99,6 @@ class Source:
     parsers: dict[tuple[int, int, int], Parser] = field(default_factory=dict)
 
 
-Mark = tuple[Source, tuple[int, int], int, int, int]
-"""A commit point: source, file identity, generation, offset, line number."""
-
-
-@dataclass(slots=True, eq=False)
-class _Pending:
-    marks: list[Mark]
-    size: int
-    """Bytes of input read into the batch: counted against ``max_lead`` until committed."""
-    sealed_at: float
-    routes: dict[int, int] = field(default_factory=dict)
-    """Sinks (by lane index) that have yet to confirm their part, with its size in bytes."""
-    held: int = 0
-    """Bytes counted against ``max_inflight``: the largest part not yet confirmed."""
-    done: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class _Lane:
-    index: int
-    sink: records.Sink
-    queue: asyncio.Queue[tuple[_Pending, records.Batch] | None]
-    task: asyncio.Task[None] | None = None
-    busy_since: float | None = None
-    current: _Pending | None = None
-    """The batch being delivered: its age is the sink's lag."""
-    pending_bytes: int = 0
-    """Bytes of input routed to the sink and not yet confirmed by it."""
-
-
 class Shipper:
     def __init__(
         self,
@@ -148,15 +119,17 @@ class Shipper:
         self.labels = labels
         self.store = store
         self.tuning = tuning or Tuning()
-        self.lanes = [_Lane(n, sink, asyncio.Queue()) for n, sink in enumerate(sinks)]
+        self.lanes = [lanes.Lane(n, sink) for n, sink in enumerate(sinks)]
+        self.made = len(self.lanes)
+        """Lanes made so far: the next one's index."""
+        self.retired: set[lanes.Lane] = set()
+        """Lanes a reload took away, finishing (or handing over) what they had."""
         self.router = routing.Router(routes or [None] * len(sinks))
-        self.events_wanted = any(not getattr(sink, "raw", False) for sink in sinks)
-        self.lines_wanted = any(getattr(sink, "wants_lines", False) for sink in sinks)
-        """A sink frames raw groups line by line: split them once here, counting them too."""
-        self.local = bool(sinks) and all(getattr(sink, "local", False) for sink in sinks)
-        """Every sink writes locally (stdout, a file): a request costs nothing, so what was read
-        is sent as soon as the files are caught up with, not after ``batch_wait``."""
-        self.pending: deque[_Pending] = deque()
+        self.events_wanted, self.lines_wanted, self.local = lanes.wanting_events(self.lanes)
+        """Some sink reads events; some frames raw groups line by line (split them once here,
+        counting them too); every sink writes locally (stdout, a file: a request costs nothing,
+        so what was read is sent as soon as the files are caught up with)."""
+        self.pending: deque[lanes.Pending] = deque()
         self.inflight = 0
         """Bytes of batches not yet confirmed by all their sinks (held in memory)."""
         self.lead = 0
@@ -164,7 +137,7 @@ class Shipper:
         self.seq = 0
         self._groups: list[records.Group] = []
         self._sizes: list[int] = []
-        self._marks: list[Mark] = []
+        self._marks: list[lanes.Mark] = []
         self._size = 0
         self._events = 0
         self._since: float | None = None
@@ -332,7 +305,7 @@ class Shipper:
             return
         self.seq += 1
         batch = records.Batch(self._groups, self.labels, self._events, self._size, self.seq)
-        pending = _Pending(self._marks, self._size, time.monotonic())
+        pending = lanes.Pending(self._marks, self._size, time.monotonic())
         if self._groups:
             if self.router.everything:
                 for lane in self.lanes:
@@ -353,7 +326,7 @@ class Shipper:
         for lane in self.lanes:
             lane.pending_bytes += pending.routes.get(lane.index, 0)
 
-    def _route(self, pending: _Pending, batch: records.Batch) -> None:
+    def _route(self, pending: lanes.Pending, batch: records.Batch) -> None:
         routes, unrouted = self.router.split(batch.groups, self._sizes, batch.events, batch.size)
         if unrouted:
             self.meters.unrouted.inc(amount=unrouted)
@@ -368,7 +341,7 @@ class Shipper:
             pending.routes[lane.index] = route.size
             lane.queue.put_nowait((pending, part))
 
-    def _confirmed(self, lane: _Lane, pending: _Pending) -> None:
+    def confirmed(self, lane: lanes.Lane, pending: lanes.Pending) -> None:
         """``lane``'s sink is done with its part of ``pending``: free what no other sink holds."""
         lane.pending_bytes -= pending.routes.pop(lane.index)
         held = max(pending.routes.values(), default=0)
@@ -430,21 +403,7 @@ class Shipper:
 
     def start(self) -> None:
         for lane in self.lanes:
-            lane.task = asyncio.create_task(self._lane(lane), name=f"sink {lane.sink.name}")
-
-    async def _lane(self, lane: _Lane) -> None:
-        while True:
-            item = await lane.queue.get()
-            if item is None:
-                return
-            pending, batch = item
-            lane.busy_since, lane.current = time.monotonic(), pending
-            try:
-                await self.deliverer.deliver(lane.sink, batch)
-            finally:
-                lane.busy_since = lane.current = None
-            del item, batch  # the records go now, not when the next batch comes
-            self._confirmed(lane, pending)
+            lane.task = asyncio.create_task(lanes.run(self, lane), name=f"sink {lane.sink.name}")
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -518,10 +477,11 @@ class Shipper:
         return not self.pending
 
     async def close(self) -> None:
-        for lane in self.lanes:
+        every = [*self.lanes, *self.retired]
+        for lane in every:
             if lane.task is not None:
                 lane.task.cancel()
-        for lane in self.lanes:
+        for lane in every:
             if lane.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await lane.task

@@ -22,6 +22,9 @@ Stages run in order on every record between parsing and shipping (``staging`` co
         key: level
         rate: 100
         per: 1s
+      - type: sample                  # keep one record in `rate`; by `key`, whole traces
+        rate: 10
+        key: trace_id
 
 This module holds the specs (frozen dataclasses) and reads them from the YAML data, with errors
 that name the stage, the key, the value and the fix. Pure: no I/O.
@@ -44,6 +47,7 @@ __all__ = [
     "Multiline",
     "Parse",
     "Redact",
+    "Sample",
     "Stage",
     "Throttle",
     "describe",
@@ -113,6 +117,17 @@ class Throttle:
 
 
 @dataclass(frozen=True, slots=True)
+class Sample:
+    """Keep one record in ``rate``. With ``key``, a record with that field is kept when the
+    hash of its value says so, so every record of a value (a trace) is kept or dropped together,
+    the same way on every run and by every agent; the others are counted, one in ``rate`` kept."""
+
+    name: str
+    rate: int = 10
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Multiline:
     """Join stack traces: applied by each source's parser, before any other stage."""
 
@@ -124,7 +139,7 @@ class Multiline:
     max_lines: int = 1000
 
 
-Stage = Grep | Modify | Redact | Parse | Throttle | Multiline
+Stage = Grep | Modify | Redact | Parse | Throttle | Sample | Multiline
 
 KINDS: Final[dict[str, type[Stage]]] = {
     "grep": Grep,
@@ -132,6 +147,7 @@ KINDS: Final[dict[str, type[Stage]]] = {
     "redact": Redact,
     "parse": Parse,
     "throttle": Throttle,
+    "sample": Sample,
     "multiline": Multiline,
 }
 PARSE_FORMATS: Final = ("json", "logfmt", "regex", "cri")
@@ -141,6 +157,7 @@ _KEYS: Final = {
     "redact": ("fields", "patterns"),
     "parse": ("format", "field", "regex"),
     "throttle": ("rate", "per", "key"),
+    "sample": ("rate", "key"),
     "multiline": ("preset", "start", "continue", "flush_timeout", "max_lines"),
 }
 
@@ -286,6 +303,14 @@ def _throttle(where: str, data: Mapping[str, Any], name: str) -> Throttle:
     return Throttle(name, rate, per, key)
 
 
+def _sample(where: str, data: Mapping[str, Any], name: str) -> Sample:
+    if "rate" not in data:
+        raise ValueError(f"{where}: a sample stage needs rate: keep one record in rate (e.g. 10)")
+    rate = _count(f"{where}.rate", data["rate"])
+    key = _name(f"{where}.key", data["key"]) if data.get("key") is not None else None
+    return Sample(name, rate, key)
+
+
 def _multiline(where: str, data: Mapping[str, Any], name: str) -> Multiline:
     timing: dict[str, Any] = {}
     if "flush_timeout" in data:
@@ -323,6 +348,7 @@ _READERS: Final[dict[str, Callable[[str, Mapping[str, Any], str], Stage]]] = {
     "redact": _redact,
     "parse": _parse,
     "throttle": _throttle,
+    "sample": _sample,
     "multiline": _multiline,
 }
 

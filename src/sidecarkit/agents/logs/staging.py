@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -346,6 +347,36 @@ class _Throttle:
             self.windows.clear()
 
 
+class _Sample:
+    """One record in ``rate``: by the CRC-32 of the key's value when there is one (stable
+    across runs, processes and machines, unlike Python's ``hash``), else by a running count
+    that goes on from one group to the next."""
+
+    __slots__ = ("get", "rate", "seen")
+
+    def __init__(self, spec: stages.Sample) -> None:
+        self.rate = spec.rate
+        self.get = _getter(spec.key) if spec.key is not None else None
+        self.seen = 0
+
+    def __call__(self, events: Events, time_ns: int) -> Events:
+        rate, seen = self.rate, self.seen
+        if self.get is None:
+            self.seen = seen + len(events)
+            return events[(-seen) % rate :: rate]
+        get, out = self.get, []
+        for event in events:
+            value = get(event)
+            if value is None:
+                if seen % rate == 0:
+                    out.append(event)
+                seen += 1
+            elif zlib.crc32(value.encode("utf-8", "surrogateescape")) % rate == 0:
+                out.append(event)
+        self.seen = seen
+        return out
+
+
 def compile(
     chosen: tuple[stages.Stage, ...],
     *,
@@ -356,6 +387,11 @@ def compile(
     when nothing is left to run, so that an agent without stages does no per-record work."""
     scratch = metering.Registry()
     meters = _Meters(scratch)
+    if metrics is not None:  # compiled again on a reload: the counters go on where they were
+        known = {metric.name: metric for metric in metrics.metrics}
+        for attr, metric in vars(meters).items():
+            setattr(meters, attr, known.get(metric.name, metric))
+        scratch.metrics = [m for m in scratch.metrics if m.name not in known]
     steps: list[tuple[str, Step]] = []
     for spec in chosen:
         if isinstance(spec, stages.Grep):
@@ -368,6 +404,8 @@ def compile(
             steps.append((spec.name, _parse(spec, meters)))
         elif isinstance(spec, stages.Throttle):
             steps.append((spec.name, _Throttle(spec, meters)))
+        elif isinstance(spec, stages.Sample):
+            steps.append((spec.name, _Sample(spec)))
     if not steps:
         return None
     if metrics is not None:
