@@ -42,6 +42,7 @@ __all__ = ["Guard"]
 log = logging.getLogger("sidecarkit.agent.proxy.policy")
 
 LOG_BURST: Final = 10
+_OPEN: Final = policies.Policy()
 
 
 class _Throttle:
@@ -91,7 +92,8 @@ class Guard:
         direction: str,
         upstream: str,
     ) -> None:
-        self.authenticator = authenticator
+        self.authenticator = authenticator if direction == "inbound" else None
+        self.direction = direction
         self.labels = {"direction": direction, "upstream": upstream}
         self.strip = authenticator.always_strip if authenticator is not None else frozenset()
         spec = policy.authentication
@@ -116,7 +118,10 @@ class Guard:
         """Use ``policy``'s rules and limits from the next request on (at start, and when the
         file changed). Its authentication must be this guard's: key sets and the token cache
         stay. A limit kept with the same name, rate and burst keeps its buckets, so a reload
-        does not hand every client a fresh burst."""
+        does not hand every client a fresh burst. An outbound guard takes the ``outbound:``
+        section (none: it lets everything through at the cost of one test)."""
+        if self.direction != "inbound":
+            policy = policy.outbound or _OPEN
         authenticator = self.authenticator
         old = self.buckets
         self.buckets = {
@@ -147,11 +152,15 @@ class Guard:
         """Some rule or limit matches on paths: ambiguous ones are refused."""
         self.open = policy.rules is None and not policy.rate_limits
         """Nothing after authentication: no request view needs to be made."""
+        self.idle = self.open and authenticator is None
+        """Nothing at all to do (an outbound listener of a policy without ``outbound:``)."""
         self.policy = policy
 
     # -- the hook ------------------------------------------------------------------------
     def stop(self, down: Downstream, ex: Exchange) -> bool:
         """Run the stages; True when the request was answered here (``ex.local`` is set)."""
+        if self.idle:
+            return False
         path = b""
         if self.paths:  # only rules on paths can be fooled by a path the app reads otherwise
             path, why = policies.normal_path(ex.target)
@@ -237,7 +246,9 @@ class Guard:
             for name, value in outcome.fields if outcome is not None else ():
                 headers[name] = (*headers.get(name, ()), value)
         peer = policies.peer_identity(down.peer) if down.peer else ""
-        request = policies.Request(ex.method, path, headers, peer, subject, down.client)
+        request = policies.Request(
+            ex.method, path, headers, peer, subject, down.client, ex.service.name
+        )
         decision = self.policy.authorize(request)
         if not decision.allowed:
             self._count("http_authz_deny_total", "rule", decision.rule)
@@ -377,6 +388,8 @@ def _key(kind: str, request: policies.Request) -> bytes | None:
         return request.subject.encode() or None
     if kind == "peer":
         return request.peer.encode() or None
+    if kind == "upstream":
+        return request.upstream.encode()
     values = request.headers.get(kind[7:].encode())
     return b"\0".join(values) if values else None
 

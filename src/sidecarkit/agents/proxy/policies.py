@@ -36,6 +36,12 @@ section is optional::
         key: client_ip                # or header:NAME, subject, peer
         rate: 100/s                   # or 6000/m, 10/h
         burst: 200                    # default: one second's worth
+    outbound:                         # what the app may call: outbound ports, HTTP-proxy mode
+      authorization:
+        rules:
+          - {name: payments-reads, action: allow, upstreams: [payments], methods: [GET]}
+      rate_limits:
+        - {name: to-payments, key: upstream, rate: 50/s, upstreams: [payments]}
 
 Rules are Istio's ``AuthorizationPolicy`` semantics, not first-match: any matching ``deny``
 rule denies (so an allow rule placed earlier cannot undo it); otherwise any matching
@@ -86,6 +92,9 @@ ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
 algorithm-confusion attack) and ``none`` have nothing to verify against and are refused."""
 DEFAULT_ALGORITHMS: Final = ("RS256", "ES256", "EdDSA")
 KEY_KINDS: Final = ("client_ip", "subject", "peer", "header:NAME")
+OUTBOUND_KEY_KINDS: Final = ("upstream", "client_ip", "header:NAME")
+"""The app's own requests carry no peer identity and no end user: on the outbound side a
+bucket is per upstream, per client address or per header value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +141,8 @@ class Rule:
     paths: tuple[str, ...] = ()
     headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     subjects: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()
+    """Outbound rules: the upstream names (as in the proxy's settings) the request goes to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +155,7 @@ class RateLimit:
     burst: float
     methods: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()
 
 
 class Request:
@@ -152,7 +164,7 @@ class Request:
     A plain slotted class rather than a frozen dataclass: one is made per request, and a frozen
     dataclass's ``__init__`` costs several times as much."""
 
-    __slots__ = ("client", "headers", "method", "path", "peer", "subject")
+    __slots__ = ("client", "headers", "method", "path", "peer", "subject", "upstream")
 
     def __init__(
         self,
@@ -162,6 +174,7 @@ class Request:
         peer: str = "",
         subject: str = "",
         client: bytes = b"",
+        upstream: str = "",
     ) -> None:
         self.method = method
         self.path = path
@@ -171,6 +184,8 @@ class Request:
         self.peer = peer
         self.subject = subject
         self.client = client
+        self.upstream = upstream
+        """The upstream the request goes to (``app`` on the inbound side)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +204,8 @@ class Policy:
     rules: tuple[Rule, ...] | None = None
     """None: no authorization section, everything is allowed; empty: everything denied."""
     rate_limits: tuple[RateLimit, ...] = ()
+    outbound: Policy | None = None
+    """The ``outbound:`` section: rules and limits on what the app calls (no authentication)."""
     _deny: tuple[tuple[str, _Match], ...] = field(default=(), repr=False, compare=False)
     _allow: tuple[tuple[str, _Match], ...] = field(default=(), repr=False, compare=False)
     _limits: tuple[tuple[RateLimit, _Match], ...] = field(default=(), repr=False, compare=False)
@@ -212,7 +229,7 @@ class Policy:
         """The check of a limit's methods and paths; None when it takes in every request."""
         for known, match in self._limits:
             if known is limit:
-                return None if not (limit.methods or limit.paths) else match
+                return None if not (limit.methods or limit.paths or limit.upstreams) else match
         raise KeyError(limit.name)
 
 
@@ -332,6 +349,9 @@ def _rule_matcher(rule: Rule) -> _Match:
     if rule.subjects:
         subjects = _any_of(rule.subjects)
         checks.append(lambda r: subjects(r.subject))
+    if rule.upstreams:
+        upstreams = _any_of(rule.upstreams)
+        checks.append(lambda r: upstreams(r.upstream))
     return _all(checks)
 
 
@@ -377,6 +397,9 @@ def _scope_matcher(limit: RateLimit) -> _Match:
     paths = _path_matcher(limit.paths) if limit.paths else None
     if paths is not None:
         checks.append(paths)
+    if limit.upstreams:
+        upstreams = _any_of(limit.upstreams)
+        checks.append(lambda r: upstreams(r.upstream))
     return _all(checks)
 
 
@@ -384,6 +407,7 @@ def compile_policy(
     authentication: Authentication | None,
     rules: tuple[Rule, ...] | None,
     rate_limits: tuple[RateLimit, ...] = (),
+    outbound: Policy | None = None,
 ) -> Policy:
     """A policy with its rules turned into matchers once, so a request costs calls, not
     interpretation of the file."""
@@ -392,6 +416,7 @@ def compile_policy(
         authentication=authentication,
         rules=rules,
         rate_limits=rate_limits,
+        outbound=outbound,
         _deny=tuple((r.name, _rule_matcher(r)) for r in rules_seen if r.action == "deny"),
         _allow=tuple((r.name, _rule_matcher(r)) for r in rules_seen if r.action == "allow"),
         _limits=tuple((x, _scope_matcher(x)) for x in rate_limits),

@@ -183,7 +183,7 @@ class Agent:
         )  # fmt: skip
         service.protocol = "tcp" if listener.protocol == "tcp" else "http"
         self._secure(service, listener)
-        if inbound is not None:
+        if service.protocol == "http":
             self._guard(service)
         return service
 
@@ -197,7 +197,8 @@ class Agent:
             service.tls = service.mesh_tls if up.mtls else None
 
     def _guard(self, service: Service) -> None:
-        """Put the policy's stages on an inbound listener (every one shares the key sets)."""
+        """Put the policy's stages on an HTTP listener: inbound ones share the key sets,
+        outbound ones and the HTTP proxy take the policy's ``outbound:`` section."""
         if self.policy is None or self.sources is None:
             return
         from sidecarkit.agents.proxy import guarding  # noqa: PLC0415 - only with a policy
@@ -206,8 +207,9 @@ class Agent:
             self.policy, authenticator=self.sources.authenticator,
             direction=service.direction, upstream=service.name,
         )  # fmt: skip
-        guard.fetch = self.sources.want
-        self.sources.listeners.append(guard.keys_arrived)
+        if guard.authenticator is not None:
+            guard.fetch = self.sources.want
+            self.sources.listeners.append(guard.keys_arrived)
         service.guard = guard
         self.guards.append(guard)
 
