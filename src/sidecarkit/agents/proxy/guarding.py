@@ -152,6 +152,8 @@ class Guard:
         """Some rule or limit matches on paths: ambiguous ones are refused."""
         self.open = policy.rules is None and not policy.rate_limits
         """Nothing after authentication: no request view needs to be made."""
+        self.shadowed = policy.shadowed
+        """Some rule is in shadow mode: every request is also decided with it."""
         self.idle = self.open and authenticator is None
         """Nothing at all to do (an outbound listener of a policy without ``outbound:``)."""
         self.policy = policy
@@ -250,6 +252,8 @@ class Guard:
             ex.method, path, headers, peer, subject, down.client, ex.service.name
         )
         decision = self.policy.authorize(request)
+        if self.shadowed:
+            self._audit(down, ex, request, decision)
         if not decision.allowed:
             self._count("http_authz_deny_total", "rule", decision.rule)
             body = b"forbidden by policy (%s)\n" % decision.rule.encode()
@@ -273,6 +277,13 @@ class Guard:
                 continue
             wait = table.take(key, now)
             if wait:
+                if limit.shadow:
+                    self._count("http_ratelimit_shadow_limited_total", "limit", limit.name)
+                    self.throttle.info(
+                        f"shadow 429 {limit.name[:24]}", "shadow: limit %s would refuse 429; %s",
+                        limit.name, _who(down, ex, request.subject),
+                    )  # fmt: skip
+                    continue
                 self._count("http_ratelimit_limited_total", "limit", limit.name)
                 extra = _limit_fields(limit, wait, table.reset_after(key))
                 body = b"rate limit %s exceeded\n" % limit.name.encode()
@@ -280,6 +291,22 @@ class Guard:
                              request.subject, extra=extra)  # fmt: skip
                 return True
         return False
+
+    def _audit(
+        self, down: Downstream, ex: Exchange, request: policies.Request, decision: policies.Decision
+    ) -> None:
+        """Count (and log, when it would refuse what is let through) the decision the rules
+        would make with the shadow ones enforced; the request goes on as ``decision`` says."""
+        audit = self.policy.audit(request)
+        if audit.allowed:
+            self._count("http_authz_shadow_allow_total", "rule", audit.rule)
+            return
+        self._count("http_authz_shadow_deny_total", "rule", audit.rule)
+        if decision.allowed:
+            self.throttle.info(
+                f"shadow 403 {audit.rule[:24]}", "shadow: rule %s would refuse 403; %s",
+                audit.rule, _who(down, ex, request.subject),
+            )  # fmt: skip
 
     # -- answers -------------------------------------------------------------------------
     def _unauthenticated(self, down: Downstream, ex: Exchange, outcome: tokens.Outcome) -> bool:
@@ -329,6 +356,9 @@ class Guard:
             "http_authz_allow_total": "Requests allowed by the policy, by deciding rule.",
             "http_authz_deny_total": "Requests denied by the policy (403), by deciding rule.",
             "http_ratelimit_limited_total": "Requests refused by a rate limit (429).",
+            "http_authz_shadow_allow_total": "Decisions with the shadow rules: would allow.",
+            "http_authz_shadow_deny_total": "Decisions with the shadow rules: would deny (403).",
+            "http_ratelimit_shadow_limited_total": "Requests a shadow limit would refuse (429).",
         }
         counts, self.counts = self.counts, {}
         if self.authn_ok:

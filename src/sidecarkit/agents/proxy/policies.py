@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 __all__ = [
@@ -143,6 +143,9 @@ class Rule:
     subjects: tuple[str, ...] = ()
     upstreams: tuple[str, ...] = ()
     """Outbound rules: the upstream names (as in the proxy's settings) the request goes to."""
+    shadow: bool = False
+    """Evaluated, counted and logged as if enforced, but never decides (Envoy's
+    ``shadow_rules``, Istio's dry-run): to try a rule on real traffic before enforcing it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,8 @@ class RateLimit:
     methods: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     upstreams: tuple[str, ...] = ()
+    shadow: bool = False
+    """Its bucket fills and empties, an empty one is counted and logged, nothing is refused."""
 
 
 class Request:
@@ -209,9 +214,12 @@ class Policy:
     _deny: tuple[tuple[str, _Match], ...] = field(default=(), repr=False, compare=False)
     _allow: tuple[tuple[str, _Match], ...] = field(default=(), repr=False, compare=False)
     _limits: tuple[tuple[RateLimit, _Match], ...] = field(default=(), repr=False, compare=False)
+    _enforced: bool = field(default=False, repr=False, compare=False)
+    _audit: Policy | None = field(default=None, repr=False, compare=False)
 
     def authorize(self, request: Request) -> Decision:
-        if self.rules is None:
+        """The decision of the rules not in shadow mode."""
+        if not self._enforced:
             return _ALLOWED
         for name, match in self._deny:
             if match(request):
@@ -220,6 +228,16 @@ class Policy:
             if match(request):
                 return Decision(True, name)
         return _DEFAULT_DENY
+
+    @property
+    def shadowed(self) -> bool:
+        """Some rule is in shadow mode: ``audit`` has something to say."""
+        return self._audit is not None
+
+    def audit(self, request: Request) -> Decision:
+        """The decision the rules would make with the shadow ones enforced too."""
+        assert self._audit is not None
+        return self._audit.authorize(request)
 
     def limits_for(self, request: Request) -> list[RateLimit]:
         """The rate limits whose methods and paths take in this request."""
@@ -410,14 +428,24 @@ def compile_policy(
     outbound: Policy | None = None,
 ) -> Policy:
     """A policy with its rules turned into matchers once, so a request costs calls, not
-    interpretation of the file."""
+    interpretation of the file.
+
+    Shadow rules are left out of the enforced decision; when every rule is a shadow one,
+    nothing is enforced (as if the section were absent, not an empty deny-all). ``audit``
+    decides with all of them."""
     rules_seen = rules or ()
+    enforced = tuple(r for r in rules_seen if not r.shadow)
+    audit = None
+    if len(enforced) < len(rules_seen):
+        audit = compile_policy(None, tuple(replace(r, shadow=False) for r in rules_seen))
     return Policy(
         authentication=authentication,
         rules=rules,
         rate_limits=rate_limits,
         outbound=outbound,
-        _deny=tuple((r.name, _rule_matcher(r)) for r in rules_seen if r.action == "deny"),
-        _allow=tuple((r.name, _rule_matcher(r)) for r in rules_seen if r.action == "allow"),
+        _deny=tuple((r.name, _rule_matcher(r)) for r in enforced if r.action == "deny"),
+        _allow=tuple((r.name, _rule_matcher(r)) for r in enforced if r.action == "allow"),
         _limits=tuple((x, _scope_matcher(x)) for x in rate_limits),
+        _enforced=rules is not None and (bool(enforced) or not rules_seen),
+        _audit=audit,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from sidecarkit import durations
@@ -140,7 +141,7 @@ _INBOUND_ONLY: Final = ("peers", "namespaces", "subjects")
 def _rule(data: Any, where: str, index: int, *, outbound: bool = False) -> policies.Rule:
     data = _mapping(data, where)
     allowed = ("name", "action", "peers", "namespaces", "methods", "paths", "headers", "subjects",
-               "upstreams")  # fmt: skip
+               "upstreams", "shadow")  # fmt: skip
     _known(data, where, allowed)
     _sided(data, where, outbound=outbound)
     action = data.get("action")
@@ -165,6 +166,7 @@ def _rule(data: Any, where: str, index: int, *, outbound: bool = False) -> polic
         ),
         subjects=_strings(data.get("subjects"), f"{where}.subjects"),
         upstreams=_strings(data.get("upstreams"), f"{where}.upstreams"),
+        shadow=_bool(data.get("shadow", False), f"{where}.shadow"),
     )
 
 
@@ -190,7 +192,8 @@ _PER: Final = {"s": 1.0, "second": 1.0, "m": 60.0, "minute": 60.0, "h": 3600.0, 
 
 def _rate_limit(data: Any, where: str, index: int, *, outbound: bool = False) -> policies.RateLimit:
     data = _mapping(data, where)
-    _known(data, where, ("name", "key", "rate", "burst", "methods", "paths", "upstreams"))
+    allowed = ("name", "key", "rate", "burst", "methods", "paths", "upstreams", "shadow")
+    _known(data, where, allowed)
     _sided(data, where, outbound=outbound)
     key = str(data.get("key", "client_ip")).strip()
     kinds = policies.OUTBOUND_KEY_KINDS if outbound else policies.KEY_KINDS
@@ -220,6 +223,7 @@ def _rate_limit(data: Any, where: str, index: int, *, outbound: bool = False) ->
         methods=methods,
         paths=paths,
         upstreams=_strings(data.get("upstreams"), f"{where}.upstreams"),
+        shadow=_bool(data.get("shadow", False), f"{where}.shadow"),
     )
 
 
@@ -230,7 +234,7 @@ def _rules_and_limits(
     rules: tuple[policies.Rule, ...] | None = None
     if "authorization" in data:
         section = _mapping(data["authorization"], f"{at}authorization")
-        _known(section, f"{at}authorization", ("rules",))
+        _known(section, f"{at}authorization", ("rules", "shadow"))
         items = section.get("rules") or []
         if not isinstance(items, list):
             raise ValueError(f"{at}authorization.rules: expected a list of rules")
@@ -238,6 +242,13 @@ def _rules_and_limits(
             _rule(r, f"{at}authorization.rules[{i}]", i, outbound=outbound)
             for i, r in enumerate(items)
         )
+        if _bool(section.get("shadow", False), f"{at}authorization.shadow"):
+            if not rules:
+                raise ValueError(
+                    f"{at}authorization.shadow: there are no rules to try; give the rules "
+                    "to evaluate in shadow mode"
+                )
+            rules = tuple(replace(r, shadow=True) for r in rules)
     items = data.get("rate_limits") or []
     if not isinstance(items, list):
         raise ValueError(f"{at}rate_limits: expected a list of limits")
