@@ -95,14 +95,9 @@ class Guard:
         self.authenticator = authenticator if direction == "inbound" else None
         self.direction = direction
         self.labels = {"direction": direction, "upstream": upstream}
-        self.strip = authenticator.always_strip if authenticator is not None else frozenset()
-        spec = policy.authentication
-        self.required = spec is not None and spec.required
-        self.realm = spec.realm.encode() if spec is not None else b""
         self.counts: dict[tuple[str, str, str], int] = {}
         """(metric, label name, label value) -> count since the last scrape."""
         self.buckets: dict[str, buckets.Buckets] = {}
-        self.take(policy)
         self.authn_ok = 0
         self.unruled = 0
         self.allowed: dict[str, int] = {}
@@ -113,16 +108,23 @@ class Guard:
         """Exchanges waiting for an issuer's key set, by issuer."""
         self.fetch: Callable[[str], None] | None = None
         """Asks for an issuer's key set to be fetched now (``keysources.Sources.want``)."""
+        self.take(policy, self.authenticator)
 
-    def take(self, policy: policies.Policy) -> None:
-        """Use ``policy``'s rules and limits from the next request on (at start, and when the
-        file changed). Its authentication must be this guard's: key sets and the token cache
-        stay. A limit kept with the same name, rate and burst keeps its buckets, so a reload
-        does not hand every client a fresh burst. An outbound guard takes the ``outbound:``
-        section (none: it lets everything through at the cost of one test)."""
+    def take(
+        self, policy: policies.Policy, authenticator: tokens.Authenticator | None = None
+    ) -> None:
+        """Use ``policy`` from the next request on (at start, and when the file changed), with
+        ``authenticator`` checking its ``authentication`` (``keysources.Sources.update``). A
+        limit kept with the same name, rate and burst keeps its buckets, so a reload does not
+        hand every client a fresh burst. An outbound guard takes the ``outbound:`` section
+        (none: it lets everything through at the cost of one test)."""
         if self.direction != "inbound":
-            policy = policy.outbound or _OPEN
-        authenticator = self.authenticator
+            policy, authenticator = policy.outbound or _OPEN, None
+        previous, self.authenticator = self.authenticator, authenticator
+        self.strip = authenticator.always_strip if authenticator is not None else frozenset()
+        spec = policy.authentication
+        self.required = spec is not None and spec.required
+        self.realm = spec.realm.encode() if spec is not None else b""
         old = self.buckets
         self.buckets = {
             x.name: old[x.name]
@@ -157,6 +159,9 @@ class Guard:
         self.idle = self.open and authenticator is None
         """Nothing at all to do (an outbound listener of a policy without ``outbound:``)."""
         self.policy = policy
+        if authenticator is not previous:  # what waited for a key is decided by the new one
+            for issuer in list(self.waiting):
+                self.keys_arrived(issuer)
 
     # -- the hook ------------------------------------------------------------------------
     def stop(self, down: Downstream, ex: Exchange) -> bool:
@@ -192,8 +197,8 @@ class Guard:
         return self._after_authentication(down, ex, path, headers, raw, outcome)
 
     def keys_arrived(self, issuer: str) -> None:
-        """The key set of ``issuer`` was fetched (or failed to be): finish what waited."""
-        assert self.authenticator is not None
+        """The key set of ``issuer`` was fetched (or failed to be), or the authentication
+        changed: finish what waited."""
         for down, ex in self.waiting.pop(issuer, []):
             if ex.done or ex.gate is None:
                 continue
@@ -207,8 +212,10 @@ class Guard:
                     if down.queue and down.queue[0] is ex:
                         ex.dispatch()
                     continue
-            outcome = self.authenticator.authenticate(headers)
-            if outcome.kind == tokens.PENDING:  # still unknown: refuse, don't loop
+            outcome = None
+            if self.authenticator is not None:  # None: the new policy authenticates nobody
+                outcome = self.authenticator.authenticate(headers)
+            if outcome is not None and outcome.kind == tokens.PENDING:  # still unknown: refuse
                 outcome = tokens.Outcome(tokens.REFUSED, reason="unknown kid after a refetch")
             if self._after_authentication(down, ex, path, headers, raw, outcome):
                 down.service.in_flight -= 1  # counted as in flight when it began to wait

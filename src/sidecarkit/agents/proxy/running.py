@@ -204,10 +204,10 @@ class Agent:
         from sidecarkit.agents.proxy import guarding  # noqa: PLC0415 - only with a policy
 
         guard = guarding.Guard(
-            self.policy, authenticator=self.sources.authenticator,
+            self.policy, authenticator=self.sources.active,
             direction=service.direction, upstream=service.name,
         )  # fmt: skip
-        if guard.authenticator is not None:
+        if guard.direction == "inbound":
             guard.fetch = self.sources.want
             self.sources.listeners.append(guard.keys_arrived)
         service.guard = guard
@@ -446,6 +446,14 @@ class Agent:
             await self.sources.close()
         admin_server.close()
 
+    async def _take_policy(self, new: policies.Policy) -> None:
+        """A changed policy file: a new authentication gets its key sets first."""
+        assert self.sources is not None
+        authenticator = await self.sources.update(new)
+        self.policy = new  # for listeners a settings reload adds
+        for guard in self.guards:
+            guard.take(new, authenticator)
+
     def _hangup(self, loop: asyncio.AbstractEventLoop) -> None:
         self._spawn(loop, self.reload("SIGHUP"), "reload")
 
@@ -465,8 +473,7 @@ class Agent:
             if self.mesh is not None:
                 self.mesh.tick(loop)
             if self.policy_file is not None and (new := self.policy_file.poll()) is not None:
-                for guard in self.guards:
-                    guard.take(new)
+                self._spawn(loop, self._take_policy(new), "policy")
             if self.sources is not None:
                 self.sources.tick(loop)
                 for guard in self.guards:
