@@ -181,7 +181,7 @@ class Agent:
             name, direction=direction, balancer=balancer, host=host,
             settings=settings, metrics=self.metrics, loop=loop,
         )  # fmt: skip
-        service.protocol = "tcp" if listener.protocol == "tcp" else "http"
+        service.protocol = "tcp" if listener.protocol.startswith("tcp") else "http"
         self._secure(service, listener)
         if service.protocol == "http":
             self._guard(service)
@@ -270,8 +270,9 @@ class Agent:
             from sidecarkit.agents.proxy import securing  # noqa: PLC0415
 
             server = securing.Acceptor(
-                loop, factory, mesh=self.mesh, mode=inbound.mtls, handshake_timeout=header
-            )
+                loop, factory, mesh=self.mesh, mode=inbound.mtls, handshake_timeout=header,
+                http=service.protocol == "http",
+            )  # fmt: skip
             await server.start(host, port)
         else:
             tls = None
