@@ -448,11 +448,22 @@ def _rewrite(
     ``raw`` holds (lower-case name, name, value) of the fields any stage cared about.
     ``build_request`` copied each field as ``name: value`` on its own line; names and values
     hold no CR or LF, so ``\\r\\nname: value\\r\\n`` can only be that field's line, and
-    removing it is one ``bytes.replace`` rather than a parse of the head."""
+    removing it is a search and a cut rather than a parse of the head. The search is for the
+    short ``\\r\\nname: `` and the value is then compared in place: searching for the whole
+    line, a bearer token of ~800 bytes, cost several times as much (``bytes.replace`` with a
+    long needle), a fifth of the JWT stage's time."""
     head = ex.req.head
     for key, name, value in raw:
         if key in strip:
-            head = head.replace(b"\r\n%s: %s\r\n" % (name, value), b"\r\n", 1)
+            prefix = b"\r\n%s: " % name
+            at = head.find(prefix)
+            while at >= 0:
+                start = at + len(prefix)
+                end = start + len(value)
+                if head.startswith(value, start) and head.startswith(b"\r\n", end):
+                    head = head[:at] + head[end:]
+                    break
+                at = head.find(prefix, start)
     if add:
         head = head[:-2] + add + b"\r\n"
     ex.req.head = head
