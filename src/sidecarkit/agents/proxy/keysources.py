@@ -103,9 +103,12 @@ class Sources:
             for p in fresh:  # a file another issuer read before is read again for this one
                 self.digests.pop(p.jwks_file or "", None)
             self.poll()
-            fetches = [self._fetch(p) for p in fresh if p.jwks_url]
+            for p in fresh:  # as tasks the ticker sees, so it does not fetch them twice
+                if p.jwks_url:
+                    self.want(p.issuer)
+            fetches = [self.fetching[p.issuer] for p in fresh if p.issuer in self.fetching]
             if fetches:
-                await asyncio.gather(*fetches)
+                await asyncio.gather(*fetches, return_exceptions=True)
             log.info(
                 "authentication changed: %d issuer(s) (%d kept with their keys), API keys %s",
                 len(self.providers), len(kept), "on" if self.keyfile is not None else "off",
