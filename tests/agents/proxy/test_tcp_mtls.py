@@ -8,6 +8,8 @@ import contextlib
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +164,29 @@ def _echo(port: int, payload: bytes) -> bytes:
                 got += chunk
         sender.join()
     return got
+
+
+def test_a_policy_for_inbound_http_on_a_proxy_whose_only_inbound_port_is_tcp_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Rules that could guard nothing would read as protection the port does not have."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("authorization:\n  rules: [{action: allow, methods: [GET]}]\n")
+    config = tmp_path / "proxy.yaml"
+    config.write_text("inbound: {listen: '127.0.0.1:0', app: '127.0.0.1:5432', protocol: tcp}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", "agent", "proxy", "--config", str(config),
+         "--policy", str(policy), "--dry-run"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 3
+    assert "every inbound port is protocol: tcp" in out.stderr
+    assert "Traceback" not in out.stderr
+    config.write_text("inbound: {listen: '127.0.0.1:0', app: '127.0.0.1:5432', protocol: tcp}\n")
+    policy.write_text("outbound: {rate_limits: [{key: upstream, rate: 5/s}]}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", "agent", "proxy", "--config", str(config),
+         "--policy", str(policy), "--dry-run"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "protocol: tcp" in out.stdout  # the effective settings keep the port's protocol
