@@ -50,7 +50,9 @@ def test_an_authorization_section_in_shadow_mode_refuses_nothing_but_counts_and_
     assert request(port, "/ok")[0] == 200
     assert request(port, "/admin")[0] == 200
     assert request(port, "/ok", method="POST", body=b"x")[0] == 200
+    assert request(port, "/ok/../admin")[0] == 200  # a shadow path rule refuses no path either
     assert any(b"/admin" in conn for conn in app.received())
+    assert proxy.metric("http_authz_shadow_deny_total", rule="ambiguous-path") == 1
     assert proxy.metric("http_authz_shadow_allow_total", rule="reads") == 1
     assert proxy.metric("http_authz_shadow_deny_total", rule="no-admin") == 1
     assert proxy.metric("http_authz_shadow_deny_total", rule="default") == 1
@@ -59,7 +61,8 @@ def test_an_authorization_section_in_shadow_mode_refuses_nothing_but_counts_and_
     log = _log(proxy)
     assert "shadow: rule no-admin would refuse 403; method=GET path='/admin'" in log
     assert "shadow: rule default would refuse 403; method=POST path='/ok'" in log
-    assert "refused 403" not in log
+    assert "shadow: would refuse 400 (the path has a . or .. segment); method=GET" in log
+    assert "refused 4" not in log
 
 
 def test_a_shadow_rule_beside_enforced_ones_is_tried_while_they_decide(

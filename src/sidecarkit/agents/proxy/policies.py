@@ -24,6 +24,10 @@ section is optional::
           action: deny
           paths: [/admin]
           namespaces: [public]        # the namespace in the peer's SPIFFE ID
+        - name: lock-reports          # tried on real traffic first: counted and
+          action: deny                # logged as it would decide, never refusing
+          paths: [/reports]
+          shadow: true
         - name: frontend-reads
           action: allow
           peers: [spiffe://cluster.local/ns/shop/sa/frontend]
