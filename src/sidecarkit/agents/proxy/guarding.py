@@ -287,6 +287,8 @@ class Guard:
 
     def _limited(self, down: Downstream, ex: Exchange, request: policies.Request) -> bool:
         now = time.monotonic()
+        closest: tuple[int, policies.RateLimit, buckets.Buckets, bytes] | None = None
+        """The ``headers: true`` limit with the fewest tokens left, for the admitted answer."""
         for limit, scope, table in self.limits:
             if scope is not None and not scope(request):
                 continue
@@ -308,6 +310,13 @@ class Guard:
                 self._refuse(ex, 429, body, "ratelimit", f"limit {limit.name}", down,
                              request.subject, extra=extra)  # fmt: skip
                 return True
+            if limit.headers and not limit.shadow:
+                left = table.remaining(key)
+                if closest is None or left < closest[0]:
+                    closest = (left, limit, table, key)
+        if closest is not None:  # draft-06: the policy closest to its limit is the one shown
+            left, limit, table, key = closest
+            ex.more_head = _quota_fields(limit, left, table.reset_after(key))
         return False
 
     def _audit(
@@ -411,6 +420,17 @@ def _limit_fields(limit: policies.RateLimit, wait: float, reset: int) -> bytes:
         b"retry-after: %d\r\nratelimit-limit: %d\r\nratelimit-remaining: 0\r\n"
         b"ratelimit-reset: %d\r\nratelimit-policy: %d;w=%d\r\n"
         % (max(1, math.ceil(wait)), int(limit.burst), max(1, reset), int(limit.burst), window)
+    )
+
+
+def _quota_fields(limit: policies.RateLimit, left: int, reset: int) -> bytes:
+    """The RateLimit fields of an admitted response (``headers: true``), same meaning as on a
+    429: the client can slow down before it is refused."""
+    window = max(1, math.ceil(limit.burst / limit.rate))
+    return (
+        b"ratelimit-limit: %d\r\nratelimit-remaining: %d\r\nratelimit-reset: %d\r\n"
+        b"ratelimit-policy: %d;w=%d\r\n"
+        % (int(limit.burst), left, max(0, reset), int(limit.burst), window)
     )
 
 

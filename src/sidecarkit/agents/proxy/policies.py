@@ -165,6 +165,8 @@ class RateLimit:
     upstreams: tuple[str, ...] = ()
     shadow: bool = False
     """Its bucket fills and empties, an empty one is counted and logged, nothing is refused."""
+    headers: bool = False
+    """Admitted responses carry ``RateLimit-*`` fields too (429s always do)."""
 
 
 class Request:

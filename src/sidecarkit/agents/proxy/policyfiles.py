@@ -192,7 +192,8 @@ _PER: Final = {"s": 1.0, "second": 1.0, "m": 60.0, "minute": 60.0, "h": 3600.0, 
 
 def _rate_limit(data: Any, where: str, index: int, *, outbound: bool = False) -> policies.RateLimit:
     data = _mapping(data, where)
-    allowed = ("name", "key", "rate", "burst", "methods", "paths", "upstreams", "shadow")
+    allowed = ("name", "key", "rate", "burst", "methods", "paths", "upstreams", "shadow",
+               "headers")  # fmt: skip
     _known(data, where, allowed)
     _sided(data, where, outbound=outbound)
     key = str(data.get("key", "client_ip")).strip()
@@ -224,6 +225,7 @@ def _rate_limit(data: Any, where: str, index: int, *, outbound: bool = False) ->
         paths=paths,
         upstreams=_strings(data.get("upstreams"), f"{where}.upstreams"),
         shadow=_bool(data.get("shadow", False), f"{where}.shadow"),
+        headers=_bool(data.get("headers", False), f"{where}.headers"),
     )
 
 
