@@ -257,3 +257,26 @@ def test_a_proxy_without_a_policy_loads_no_jwt_or_crypto_library() -> None:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+def test_admitted_responses_carry_the_ratelimit_fields_of_the_limit_closest_to_running_out(
+    app: Backend, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rate_limits:\n"
+        "  - {name: roomy, key: client_ip, rate: 1/m, burst: 10, headers: true}\n"
+        "  - {name: tight, key: client_ip, rate: 1/m, burst: 3, headers: true}\n"
+        "  - {name: silent, key: client_ip, rate: 1/m, burst: 5}\n"
+    )
+    proxy = start_proxy("--policy", str(policy), inbound_app=app.address)
+    port = proxy.ports["inbound"]
+    answers = [request(port, "/ok") for _ in range(4)]
+    assert [status for status, _, _ in answers] == [200, 200, 200, 429]
+    fields = [{k: v for k, v in h.items() if k.startswith("ratelimit")} for _, h, _ in answers]
+    assert [f["ratelimit-remaining"] for f in fields] == ["2", "1", "0", "0"]
+    assert {f["ratelimit-limit"] for f in fields} == {"3"}
+    assert {f["ratelimit-policy"] for f in fields} == {"3;w=180"}
+    assert 60 <= int(fields[0]["ratelimit-reset"]) <= 180
+    assert answers[0][2] == b"ok %d" % app.port  # the body is the app's, untouched
+    proxy.stop()

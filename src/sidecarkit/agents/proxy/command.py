@@ -281,9 +281,19 @@ def proxy(
     try:
         config = load()
         policy = _policy(config.policy)
-        if policy is not None and config.inbound is None:
+        inbound_parts = policy is not None and (
+            policy.authentication or policy.rules is not None or policy.rate_limits
+        )
+        if inbound_parts and config.inbound is None:
             raise errors.ConfigError(
                 f"{config.policy}: a policy guards the inbound listener; give --inbound and --app"
+                " (or put rules on what the app calls under outbound:)"
+            )
+        ports = (config.inbound, *config.more_inbound) if config.inbound else ()
+        if inbound_parts and ports and all(p.protocol == "tcp" for p in ports):
+            raise errors.ConfigError(
+                f"{config.policy}: authentication, rules and rate limits apply to HTTP, and every "
+                "inbound port is protocol: tcp; give an http port, or use mtls: strict there"
             )
     except ValueError as exc:
         _fail(errors.ConfigError(str(exc)))

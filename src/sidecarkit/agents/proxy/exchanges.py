@@ -63,6 +63,7 @@ class Exchange:
         "held_bytes",
         "local",
         "method",
+        "more_head",
         "pending",
         "req",
         "responded",
@@ -115,6 +116,8 @@ class Exchange:
         """The endpoint whose in-flight count this try holds."""
         self.gate: Any = None
         """Set while the policy waits (for a key set) before it lets the request go on."""
+        self.more_head = b""
+        """Fields the proxy adds to the response head (the policy's ``RateLimit-*``)."""
 
     # -- client side ---------------------------------------------------------------------
     def body(self, data: bytes) -> None:
@@ -287,6 +290,8 @@ class Exchange:
             service.balancer.succeeded(endpoint, now)
         self.responded = True
         self.status = status
+        if self.more_head:  # the proxy's fields replace the endpoint's of the same names
+            headers = [(n, v) for n, v in headers if not n.lower().startswith(b"ratelimit")]
         head, self.chunk, self.close = heads.response_head(
             status,
             reason,
@@ -296,6 +301,8 @@ class Exchange:
             or not self.complete,
             http10=down.http10,
         )  # fmt: skip
+        if self.more_head:
+            head = head[:-2] + self.more_head + b"\r\n"
         down.write(head)
         endpoint.pool.series.respond(status, now - self.started)
         if self.method == b"HEAD":

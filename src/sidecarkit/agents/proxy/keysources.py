@@ -37,31 +37,84 @@ class Sources:
     """The key sets and the key file of one policy, and what keeps them fresh."""
 
     def __init__(self, policy: policies.Policy) -> None:
-        spec = policy.authentication
-        self.providers = spec.jwt if spec is not None else ()
-        self.keysets = {
-            p.issuer: tokens.KeySet(p.jwks_url or p.jwks_file or "") for p in self.providers
-        }
-        self.keyfile = tokens.KeyFile() if spec is not None and spec.api_keys else None
-        self.keyfile_path = spec.api_keys.file if spec is not None and spec.api_keys else ""
         self.digests: dict[str, bytes] = {}
         self.errors = 0
         self.reported = 0
         self.fetching: dict[str, asyncio.Task[None]] = {}
         self.listeners: list[Callable[[str], None]] = []
         """Called with an issuer once its key set was fetched again (guards' waiting requests)."""
+        self.session: Any = None
+        self.updating = asyncio.Lock()
+        self._set(policy.authentication, {}, None)
+        self.active = self.authenticator
+        """The authenticator the guards use: a new one only once its key sets were read."""
+
+    def _set(
+        self,
+        spec: policies.Authentication | None,
+        keysets: dict[str, tokens.KeySet],
+        keyfile: tokens.KeyFile | None,
+    ) -> None:
+        self.spec = spec
+        self.providers = spec.jwt if spec is not None else ()
+        self.keysets = {
+            p.issuer: keysets.get(p.issuer) or tokens.KeySet(p.jwks_url or p.jwks_file or "")
+            for p in self.providers
+        }
+        if keyfile is None and spec is not None and spec.api_keys:
+            keyfile = tokens.KeyFile()
+        self.keyfile = keyfile
+        self.keyfile_path = spec.api_keys.file if spec is not None and spec.api_keys else ""
         self.authenticator = (
             tokens.Authenticator(spec, keysets=self.keysets, keyfile=self.keyfile)
             if spec is not None
             else None
         )
-        self.session: Any = None
 
     async def start(self) -> None:
         self.poll()
         fetches = [self._fetch(p) for p in self.providers if p.jwks_url]
         if fetches:
             await asyncio.gather(*fetches)
+
+    async def update(self, policy: policies.Policy) -> tokens.Authenticator | None:
+        """The authenticator of ``policy``'s ``authentication``: this one when it is unchanged;
+        else a new one, returned once its new key sources were read (as at start). A key set
+        whose issuer and source stay is kept (no fetch); the new authenticator's token cache
+        starts empty, so tokens of a removed issuer or key, or that no longer meet the new
+        audiences, are not accepted from a cache."""
+        async with self.updating:  # one change after the other, in the order they came
+            spec = policy.authentication
+            if spec == self.spec:
+                return self.authenticator
+            old = {p.issuer: (p.jwks_url, p.jwks_file) for p in self.providers}
+            providers = spec.jwt if spec is not None else ()
+            kept = {
+                p.issuer: self.keysets[p.issuer]
+                for p in providers
+                if old.get(p.issuer) == (p.jwks_url, p.jwks_file)
+            }
+            keys = spec.api_keys if spec is not None else None
+            same_keys = keys is not None and self.keyfile_path == keys.file
+            fresh = [p for p in providers if p.issuer not in kept]
+            self._set(spec, kept, self.keyfile if same_keys else None)
+            if not same_keys:
+                self.digests.pop(self.keyfile_path, None)
+            for p in fresh:  # a file another issuer read before is read again for this one
+                self.digests.pop(p.jwks_file or "", None)
+            self.poll()
+            for p in fresh:  # as tasks the ticker sees, so it does not fetch them twice
+                if p.jwks_url:
+                    self.want(p.issuer)
+            fetches = [self.fetching[p.issuer] for p in fresh if p.issuer in self.fetching]
+            if fetches:
+                await asyncio.gather(*fetches, return_exceptions=True)
+            log.info(
+                "authentication changed: %d issuer(s) (%d kept with their keys), API keys %s",
+                len(self.providers), len(kept), "on" if self.keyfile is not None else "off",
+            )  # fmt: skip
+            self.active = self.authenticator
+            return self.authenticator
 
     def poll(self) -> None:
         """Re-read the files whose content changed (called once a second)."""
@@ -92,8 +145,11 @@ class Sources:
 
     def want(self, issuer: str) -> None:
         """Fetch ``issuer``'s key set now unless a fetch is under way."""
-        provider = next(p for p in self.providers if p.issuer == issuer)
+        provider = next((p for p in self.providers if p.issuer == issuer), None)
         loop = asyncio.get_running_loop()
+        if provider is None:  # the issuer was removed meanwhile: the waiting are decided now
+            loop.call_soon(self._arrived, issuer)
+            return
         if not provider.jwks_url:  # a file: nothing to fetch, the waiting go on next
             self.keysets[issuer].fetched = time.monotonic()
             loop.call_soon(self._arrived, issuer)
@@ -107,7 +163,9 @@ class Sources:
     async def _fetch(self, provider: policies.JwtProvider) -> None:
         import aiohttp  # noqa: PLC0415 - only for a policy with a JWKS URL
 
-        keyset = self.keysets[provider.issuer]
+        keyset = self.keysets.get(provider.issuer)
+        if keyset is None:  # removed by a change of the policy meanwhile
+            return
         keyset.wanted = False
         url = provider.jwks_url or ""
         if self.session is None:

@@ -24,6 +24,10 @@ section is optional::
           action: deny
           paths: [/admin]
           namespaces: [public]        # the namespace in the peer's SPIFFE ID
+        - name: lock-reports          # tried on real traffic first: counted and
+          action: deny                # logged as it would decide, never refusing
+          paths: [/reports]
+          shadow: true
         - name: frontend-reads
           action: allow
           peers: [spiffe://cluster.local/ns/shop/sa/frontend]
@@ -36,6 +40,12 @@ section is optional::
         key: client_ip                # or header:NAME, subject, peer
         rate: 100/s                   # or 6000/m, 10/h
         burst: 200                    # default: one second's worth
+    outbound:                         # what the app may call: outbound ports, HTTP-proxy mode
+      authorization:
+        rules:
+          - {name: payments-reads, action: allow, upstreams: [payments], methods: [GET]}
+      rate_limits:
+        - {name: to-payments, key: upstream, rate: 50/s, upstreams: [payments]}
 
 Rules are Istio's ``AuthorizationPolicy`` semantics, not first-match: any matching ``deny``
 rule denies (so an allow rule placed earlier cannot undo it); otherwise any matching
@@ -61,7 +71,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 __all__ = [
@@ -86,6 +96,9 @@ ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
 algorithm-confusion attack) and ``none`` have nothing to verify against and are refused."""
 DEFAULT_ALGORITHMS: Final = ("RS256", "ES256", "EdDSA")
 KEY_KINDS: Final = ("client_ip", "subject", "peer", "header:NAME")
+OUTBOUND_KEY_KINDS: Final = ("upstream", "client_ip", "header:NAME")
+"""The app's own requests carry no peer identity and no end user: on the outbound side a
+bucket is per upstream, per client address or per header value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +145,11 @@ class Rule:
     paths: tuple[str, ...] = ()
     headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     subjects: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()
+    """Outbound rules: the upstream names (as in the proxy's settings) the request goes to."""
+    shadow: bool = False
+    """Evaluated, counted and logged as if enforced, but never decides (Envoy's
+    ``shadow_rules``, Istio's dry-run): to try a rule on real traffic before enforcing it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +162,11 @@ class RateLimit:
     burst: float
     methods: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()
+    shadow: bool = False
+    """Its bucket fills and empties, an empty one is counted and logged, nothing is refused."""
+    headers: bool = False
+    """Admitted responses carry ``RateLimit-*`` fields too (429s always do)."""
 
 
 class Request:
@@ -152,7 +175,7 @@ class Request:
     A plain slotted class rather than a frozen dataclass: one is made per request, and a frozen
     dataclass's ``__init__`` costs several times as much."""
 
-    __slots__ = ("client", "headers", "method", "path", "peer", "subject")
+    __slots__ = ("client", "headers", "method", "path", "peer", "subject", "upstream")
 
     def __init__(
         self,
@@ -162,6 +185,7 @@ class Request:
         peer: str = "",
         subject: str = "",
         client: bytes = b"",
+        upstream: str = "",
     ) -> None:
         self.method = method
         self.path = path
@@ -171,6 +195,8 @@ class Request:
         self.peer = peer
         self.subject = subject
         self.client = client
+        self.upstream = upstream
+        """The upstream the request goes to (``app`` on the inbound side)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +215,17 @@ class Policy:
     rules: tuple[Rule, ...] | None = None
     """None: no authorization section, everything is allowed; empty: everything denied."""
     rate_limits: tuple[RateLimit, ...] = ()
+    outbound: Policy | None = None
+    """The ``outbound:`` section: rules and limits on what the app calls (no authentication)."""
     _deny: tuple[tuple[str, _Match], ...] = field(default=(), repr=False, compare=False)
     _allow: tuple[tuple[str, _Match], ...] = field(default=(), repr=False, compare=False)
     _limits: tuple[tuple[RateLimit, _Match], ...] = field(default=(), repr=False, compare=False)
+    _enforced: bool = field(default=False, repr=False, compare=False)
+    _audit: Policy | None = field(default=None, repr=False, compare=False)
 
     def authorize(self, request: Request) -> Decision:
-        if self.rules is None:
+        """The decision of the rules not in shadow mode."""
+        if not self._enforced:
             return _ALLOWED
         for name, match in self._deny:
             if match(request):
@@ -204,6 +235,16 @@ class Policy:
                 return Decision(True, name)
         return _DEFAULT_DENY
 
+    @property
+    def shadowed(self) -> bool:
+        """Some rule is in shadow mode: ``audit`` has something to say."""
+        return self._audit is not None
+
+    def audit(self, request: Request) -> Decision:
+        """The decision the rules would make with the shadow ones enforced too."""
+        assert self._audit is not None
+        return self._audit.authorize(request)
+
     def limits_for(self, request: Request) -> list[RateLimit]:
         """The rate limits whose methods and paths take in this request."""
         return [limit for limit, match in self._limits if match(request)]
@@ -212,7 +253,7 @@ class Policy:
         """The check of a limit's methods and paths; None when it takes in every request."""
         for known, match in self._limits:
             if known is limit:
-                return None if not (limit.methods or limit.paths) else match
+                return None if not (limit.methods or limit.paths or limit.upstreams) else match
         raise KeyError(limit.name)
 
 
@@ -332,6 +373,9 @@ def _rule_matcher(rule: Rule) -> _Match:
     if rule.subjects:
         subjects = _any_of(rule.subjects)
         checks.append(lambda r: subjects(r.subject))
+    if rule.upstreams:
+        upstreams = _any_of(rule.upstreams)
+        checks.append(lambda r: upstreams(r.upstream))
     return _all(checks)
 
 
@@ -377,6 +421,9 @@ def _scope_matcher(limit: RateLimit) -> _Match:
     paths = _path_matcher(limit.paths) if limit.paths else None
     if paths is not None:
         checks.append(paths)
+    if limit.upstreams:
+        upstreams = _any_of(limit.upstreams)
+        checks.append(lambda r: upstreams(r.upstream))
     return _all(checks)
 
 
@@ -384,15 +431,27 @@ def compile_policy(
     authentication: Authentication | None,
     rules: tuple[Rule, ...] | None,
     rate_limits: tuple[RateLimit, ...] = (),
+    outbound: Policy | None = None,
 ) -> Policy:
     """A policy with its rules turned into matchers once, so a request costs calls, not
-    interpretation of the file."""
+    interpretation of the file.
+
+    Shadow rules are left out of the enforced decision; when every rule is a shadow one,
+    nothing is enforced (as if the section were absent, not an empty deny-all). ``audit``
+    decides with all of them."""
     rules_seen = rules or ()
+    enforced = tuple(r for r in rules_seen if not r.shadow)
+    audit = None
+    if len(enforced) < len(rules_seen):
+        audit = compile_policy(None, tuple(replace(r, shadow=False) for r in rules_seen))
     return Policy(
         authentication=authentication,
         rules=rules,
         rate_limits=rate_limits,
-        _deny=tuple((r.name, _rule_matcher(r)) for r in rules_seen if r.action == "deny"),
-        _allow=tuple((r.name, _rule_matcher(r)) for r in rules_seen if r.action == "allow"),
+        outbound=outbound,
+        _deny=tuple((r.name, _rule_matcher(r)) for r in enforced if r.action == "deny"),
+        _allow=tuple((r.name, _rule_matcher(r)) for r in enforced if r.action == "allow"),
         _limits=tuple((x, _scope_matcher(x)) for x in rate_limits),
+        _enforced=rules is not None and (bool(enforced) or not rules_seen),
+        _audit=audit,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from sidecarkit import durations
@@ -133,10 +134,16 @@ def _authentication(data: Any, where: str) -> policies.Authentication:
     )
 
 
-def _rule(data: Any, where: str, index: int) -> policies.Rule:
+_INBOUND_ONLY: Final = ("peers", "namespaces", "subjects")
+"""Rule keys that name the caller: outbound, the caller is the app itself."""
+
+
+def _rule(data: Any, where: str, index: int, *, outbound: bool = False) -> policies.Rule:
     data = _mapping(data, where)
-    allowed = ("name", "action", "peers", "namespaces", "methods", "paths", "headers", "subjects")
+    allowed = ("name", "action", "peers", "namespaces", "methods", "paths", "headers", "subjects",
+               "upstreams", "shadow")  # fmt: skip
     _known(data, where, allowed)
+    _sided(data, where, outbound=outbound)
     action = data.get("action")
     if action not in ("allow", "deny"):
         raise ValueError(f"{where}.action: {action!r} is unknown; use allow or deny")
@@ -158,23 +165,43 @@ def _rule(data: Any, where: str, index: int) -> policies.Rule:
             for n, v in headers.items()
         ),
         subjects=_strings(data.get("subjects"), f"{where}.subjects"),
+        upstreams=_strings(data.get("upstreams"), f"{where}.upstreams"),
+        shadow=_bool(data.get("shadow", False), f"{where}.shadow"),
     )
+
+
+def _sided(data: Mapping[str, Any], where: str, *, outbound: bool) -> None:
+    """Refuse a key that cannot match on this side, rather than a rule that never matches."""
+    if outbound:
+        for key in _INBOUND_ONLY:
+            if data.get(key):
+                raise ValueError(
+                    f"{where}.{key}: outbound requests come from the app itself, {key} "
+                    "names an inbound caller; put this under the top-level sections"
+                )
+    elif data.get("upstreams"):
+        raise ValueError(
+            f"{where}.upstreams: inbound requests all go to the app; "
+            "put rules on upstreams under outbound:"
+        )
 
 
 _RATE: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|m|h|second|minute|hour)\s*$")
 _PER: Final = {"s": 1.0, "second": 1.0, "m": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
 
 
-def _rate_limit(data: Any, where: str, index: int) -> policies.RateLimit:
+def _rate_limit(data: Any, where: str, index: int, *, outbound: bool = False) -> policies.RateLimit:
     data = _mapping(data, where)
-    _known(data, where, ("name", "key", "rate", "burst", "methods", "paths"))
+    allowed = ("name", "key", "rate", "burst", "methods", "paths", "upstreams", "shadow",
+               "headers")  # fmt: skip
+    _known(data, where, allowed)
+    _sided(data, where, outbound=outbound)
     key = str(data.get("key", "client_ip")).strip()
+    kinds = policies.OUTBOUND_KEY_KINDS if outbound else policies.KEY_KINDS
     if key.startswith("header:"):
         key = "header:" + _header_name(key[7:], f"{where}.key")
-    elif key not in ("client_ip", "subject", "peer"):
-        raise ValueError(
-            f"{where}.key: {key!r} is unknown; use one of {', '.join(policies.KEY_KINDS)}"
-        )
+    elif key not in kinds:
+        raise ValueError(f"{where}.key: {key!r} is unknown here; use one of {', '.join(kinds)}")
     m = _RATE.match(str(data.get("rate", "")))
     if not m or float(m.group(1)) <= 0:
         raise ValueError(
@@ -196,28 +223,57 @@ def _rate_limit(data: Any, where: str, index: int) -> policies.RateLimit:
         burst=float(burst),
         methods=methods,
         paths=paths,
+        upstreams=_strings(data.get("upstreams"), f"{where}.upstreams"),
+        shadow=_bool(data.get("shadow", False), f"{where}.shadow"),
+        headers=_bool(data.get("headers", False), f"{where}.headers"),
     )
+
+
+def _rules_and_limits(
+    data: Mapping[str, Any], where: str, *, outbound: bool
+) -> tuple[tuple[policies.Rule, ...] | None, tuple[policies.RateLimit, ...]]:
+    at = f"{where}." if where else ""
+    rules: tuple[policies.Rule, ...] | None = None
+    if "authorization" in data:
+        section = _mapping(data["authorization"], f"{at}authorization")
+        _known(section, f"{at}authorization", ("rules", "shadow"))
+        items = section.get("rules") or []
+        if not isinstance(items, list):
+            raise ValueError(f"{at}authorization.rules: expected a list of rules")
+        rules = tuple(
+            _rule(r, f"{at}authorization.rules[{i}]", i, outbound=outbound)
+            for i, r in enumerate(items)
+        )
+        if _bool(section.get("shadow", False), f"{at}authorization.shadow"):
+            if not rules:
+                raise ValueError(
+                    f"{at}authorization.shadow: there are no rules to try; give the rules "
+                    "to evaluate in shadow mode"
+                )
+            rules = tuple(replace(r, shadow=True) for r in rules)
+    items = data.get("rate_limits") or []
+    if not isinstance(items, list):
+        raise ValueError(f"{at}rate_limits: expected a list of limits")
+    limits = tuple(
+        _rate_limit(x, f"{at}rate_limits[{i}]", i, outbound=outbound) for i, x in enumerate(items)
+    )
+    return rules, limits
 
 
 def from_mapping(data: Mapping[str, Any], *, source: str) -> policies.Policy:
     """A policy from YAML-shaped data; ValueError names ``source``, the key and the fix."""
     try:
-        _known(data, "", ("authentication", "authorization", "rate_limits"))
+        _known(data, "", ("authentication", "authorization", "rate_limits", "outbound"))
         authn = None
         if data.get("authentication") is not None:
             authn = _authentication(data["authentication"], "authentication")
-        rules: tuple[policies.Rule, ...] | None = None
-        if "authorization" in data:
-            section = _mapping(data["authorization"], "authorization")
-            _known(section, "authorization", ("rules",))
-            items = section.get("rules") or []
-            if not isinstance(items, list):
-                raise ValueError("authorization.rules: expected a list of rules")
-            rules = tuple(_rule(r, f"authorization.rules[{i}]", i) for i, r in enumerate(items))
-        items = data.get("rate_limits") or []
-        if not isinstance(items, list):
-            raise ValueError("rate_limits: expected a list of limits")
-        limits = tuple(_rate_limit(x, f"rate_limits[{i}]", i) for i, x in enumerate(items))
+        rules, limits = _rules_and_limits(data, "", outbound=False)
+        outbound = None
+        if data.get("outbound") is not None:
+            section = _mapping(data["outbound"], "outbound")
+            _known(section, "outbound", ("authorization", "rate_limits"))
+            out_rules, out_limits = _rules_and_limits(section, "outbound", outbound=True)
+            outbound = policies.compile_policy(None, out_rules, out_limits)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from exc
-    return policies.compile_policy(authn, rules, limits)
+    return policies.compile_policy(authn, rules, limits, outbound)

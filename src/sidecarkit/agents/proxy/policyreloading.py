@@ -5,8 +5,8 @@ symlink swap is seen. A new file is checked whole before anything changes: a fil
 parse or names a bad key keeps the last good policy, logs why with the key and the fix, and
 counts ``policy_reloads_total{result="error"}``. Rules and rate limits take effect from the next
 request; limits kept with the same name, rate and burst keep their buckets. A change to
-``authentication`` needs a restart (key sets, caches and the headers the proxy owns are set up
-at start); the log says so and the rest of the file is applied.
+``authentication`` is applied once its new key sources were read (``keysources.Sources.update``),
+then the whole new file at once, so rules never run against the old authentication's users.
 """
 
 from __future__ import annotations
@@ -53,13 +53,6 @@ class PolicyFile:
             self.errors += 1
             log.warning("policy not reloaded: %s; the last good policy stays", exc)
             return None
-        if new.authentication != self.policy.authentication:
-            log.warning(
-                "%s: authentication changed; restart the proxy to apply it "
-                "(rules and rate limits are applied now)",
-                self.path,
-            )
-            new = policies.compile_policy(self.policy.authentication, new.rules, new.rate_limits)
         self.policy = new
         self.reloads += 1
         log.info(

@@ -54,10 +54,13 @@ def listeners(settings: proxy_settings.Settings) -> dict[str, Listener]:
     inbounds = (settings.inbound, *settings.more_inbound) if settings.inbound else ()
     for index, inbound in enumerate(inbounds):
         key = f"inbound:{inbound.listen[1]}" if index else "inbound"
+        base = inbound.protocol
         if inbound.mtls != "off":
-            protocol = f"http+mtls-{inbound.mtls}"
+            protocol = f"{base}+mtls-{inbound.mtls}"
+        elif inbound.tls is not None:
+            protocol = "https" if base == "http" else f"{base}+tls"
         else:
-            protocol = "https" if inbound.tls is not None else "http"
+            protocol = base
         out[key] = Listener(key, inbound.listen, protocol, None, inbound)
     for up in settings.upstreams:
         key = f"upstream:{up.name}"

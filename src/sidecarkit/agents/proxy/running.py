@@ -181,9 +181,9 @@ class Agent:
             name, direction=direction, balancer=balancer, host=host,
             settings=settings, metrics=self.metrics, loop=loop,
         )  # fmt: skip
-        service.protocol = "tcp" if listener.protocol == "tcp" else "http"
+        service.protocol = "tcp" if listener.protocol.startswith("tcp") else "http"
         self._secure(service, listener)
-        if inbound is not None:
+        if service.protocol == "http":
             self._guard(service)
         return service
 
@@ -197,17 +197,19 @@ class Agent:
             service.tls = service.mesh_tls if up.mtls else None
 
     def _guard(self, service: Service) -> None:
-        """Put the policy's stages on an inbound listener (every one shares the key sets)."""
+        """Put the policy's stages on an HTTP listener: inbound ones share the key sets,
+        outbound ones and the HTTP proxy take the policy's ``outbound:`` section."""
         if self.policy is None or self.sources is None:
             return
         from sidecarkit.agents.proxy import guarding  # noqa: PLC0415 - only with a policy
 
         guard = guarding.Guard(
-            self.policy, authenticator=self.sources.authenticator,
+            self.policy, authenticator=self.sources.active,
             direction=service.direction, upstream=service.name,
         )  # fmt: skip
-        guard.fetch = self.sources.want
-        self.sources.listeners.append(guard.keys_arrived)
+        if guard.direction == "inbound":
+            guard.fetch = self.sources.want
+            self.sources.listeners.append(guard.keys_arrived)
         service.guard = guard
         self.guards.append(guard)
 
@@ -268,8 +270,9 @@ class Agent:
             from sidecarkit.agents.proxy import securing  # noqa: PLC0415
 
             server = securing.Acceptor(
-                loop, factory, mesh=self.mesh, mode=inbound.mtls, handshake_timeout=header
-            )
+                loop, factory, mesh=self.mesh, mode=inbound.mtls, handshake_timeout=header,
+                http=service.protocol == "http",
+            )  # fmt: skip
             await server.start(host, port)
         else:
             tls = None
@@ -444,6 +447,14 @@ class Agent:
             await self.sources.close()
         admin_server.close()
 
+    async def _take_policy(self, new: policies.Policy) -> None:
+        """A changed policy file: a new authentication gets its key sets first."""
+        assert self.sources is not None
+        authenticator = await self.sources.update(new)
+        self.policy = new  # for listeners a settings reload adds
+        for guard in self.guards:
+            guard.take(new, authenticator)
+
     def _hangup(self, loop: asyncio.AbstractEventLoop) -> None:
         self._spawn(loop, self.reload("SIGHUP"), "reload")
 
@@ -463,8 +474,7 @@ class Agent:
             if self.mesh is not None:
                 self.mesh.tick(loop)
             if self.policy_file is not None and (new := self.policy_file.poll()) is not None:
-                for guard in self.guards:
-                    guard.take(new)
+                self._spawn(loop, self._take_policy(new), "policy")
             if self.sources is not None:
                 self.sources.tick(loop)
                 for guard in self.guards:

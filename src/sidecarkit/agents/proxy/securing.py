@@ -290,8 +290,11 @@ class Acceptor:
         mesh: Mesh,
         mode: str,
         handshake_timeout: float,
+        http: bool = True,
     ) -> None:
         self.loop = loop
+        self.http = http
+        """An HTTP port answers a refused plaintext client with a 400; an L4 one just closes."""
         self.factory = factory
         self.mesh = mesh
         self.mode = mode
@@ -378,10 +381,11 @@ class Acceptor:
         self.mesh.refuse("plaintext", f"refused plaintext from {peer}")
         body = b"this port accepts mTLS only (strict); call it through a sidecarkit proxy\n"
         with contextlib.suppress(OSError):
-            conn.send(
-                b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
-            )
+            if self.http:  # on an L4 port no answer is one the client could read
+                conn.send(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+                )
         conn.close()
 
 

@@ -91,7 +91,7 @@ class Service:
             if endpoint.pool is not None:
                 endpoint.pool.close()
         for endpoint in self.balancer.endpoints:
-            tls = self._tls(endpoint.address)
+            tls = self.tls_for(endpoint.address)
             if endpoint.pool is not None and endpoint.pool.tls is not tls:  # its mark changed
                 endpoint.pool.close()
                 endpoint.pool = None
@@ -114,7 +114,7 @@ class Service:
             ", ".join(e.label for e in self.balancer.endpoints) or "none",
         )
 
-    def _tls(self, address: tuple[str, int]) -> Any:
+    def tls_for(self, address: tuple[str, int]) -> Any:
         mark = self.marks.get(address)
         if mark == "plaintext":
             return None

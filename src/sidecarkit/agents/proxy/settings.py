@@ -7,6 +7,7 @@ for the proxy to do anything)::
     inbound:                          # the app's own port, fronted by the proxy
       listen: 0.0.0.0:15006
       app: 127.0.0.1:8080
+      protocol: http                  # or tcp: relayed to the app as opaque bytes (L4)
     upstreams:                        # services the app calls, one local port each
       - name: payments
         listen: 127.0.0.1:15001
@@ -101,6 +102,8 @@ class Inbound:
     """``off``, ``permissive`` or ``strict`` (``tlsconfig``); needs ``identity``."""
     tls: tlsconfig.Termination | None = None
     """TLS termination with certificates from files, for clients outside the mesh."""
+    protocol: str = "http"
+    """``http``, or ``tcp``: the port's bytes are relayed to the app as they are (L4)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +467,7 @@ def _bool(value: Any, where: str) -> bool:
 
 def _inbound(data: Any, where: str, inbound: Inbound) -> Inbound:
     section = _mapping(data, where)
-    _known(section, where, ("listen", "app", "mtls", "tls"))
+    _known(section, where, ("listen", "app", "mtls", "tls", "protocol"))
     if "listen" in section:
         inbound = replace(inbound, listen=parse_address(section["listen"], f"{where}.listen"))
     if "app" in section:
@@ -474,6 +477,11 @@ def _inbound(data: Any, where: str, inbound: Inbound) -> Inbound:
         inbound = replace(inbound, mtls=tlsconfig.mtls_mode(section["mtls"], f"{where}.mtls"))
     if section.get("tls"):
         inbound = replace(inbound, tls=tlsconfig.termination_from(section["tls"], f"{where}.tls"))
+    if "protocol" in section:
+        protocol = str(section["protocol"])
+        if protocol not in ("http", "tcp"):
+            raise ValueError(f"{where}.protocol: {protocol!r} is unknown; use http or tcp")
+        inbound = replace(inbound, protocol=protocol)
     return inbound
 
 
@@ -595,6 +603,8 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         }
         if inbound.tls is not None:
             port["tls"] = tlsconfig.termination_mapping(inbound.tls)
+        if inbound.protocol != "http":
+            port["protocol"] = inbound.protocol
         ports.append(port)
     if ports:
         out["inbound"] = ports if len(ports) > 1 else ports[0]
