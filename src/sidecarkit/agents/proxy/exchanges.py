@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from sidecarkit.agents.proxy import heads, pools, services
+from sidecarkit.agents.proxy import heads, pools, routetables, services
 
 if TYPE_CHECKING:
     from sidecarkit.agents.proxy.forwarding import Downstream
@@ -66,6 +66,7 @@ class Exchange:
         "pending",
         "req",
         "responded",
+        "rule",
         "sent_bytes",
         "service",
         "started",
@@ -115,6 +116,9 @@ class Exchange:
         """The endpoint whose in-flight count this try holds."""
         self.gate: Any = None
         """Set while the policy waits (for a key set) before it lets the request go on."""
+        self.rule: Any = None
+        """The HTTPRoute rule (``routetables.Choice``) that sent it here: its timeouts, retries
+        and response header edits replace the service's; None without routes."""
 
     # -- client side ---------------------------------------------------------------------
     def body(self, data: bytes) -> None:
@@ -176,11 +180,13 @@ class Exchange:
         pool.series.requests += 1
         endpoint.pending += 1
         self.pending = endpoint
-        timeouts = service.timeouts
-        if timeouts.try_:
-            self.try_timer = service.loop.call_later(timeouts.try_, self.try_timed_out)
-        if timeouts.request and self.timer is None:
-            self.timer = service.loop.call_later(timeouts.request, self.timed_out)
+        timeouts = service.timeouts if self.rule is None else None
+        try_ = timeouts.try_ if timeouts is not None else self.rule.try_timeout
+        if try_:
+            self.try_timer = service.loop.call_later(try_, self.try_timed_out)
+        request = timeouts.request if timeouts is not None else self.rule.request_timeout
+        if request and self.timer is None:
+            self.timer = service.loop.call_later(request, self.timed_out)
         idle = pool.idle
         while idle:
             conn = idle.pop()
@@ -238,7 +244,7 @@ class Exchange:
         return not (
             self.responded
             or self.done
-            or self.tries >= service.retries.attempts
+            or self.tries >= (service.retries.attempts if self.rule is None else self.rule.attempts)
             or (sent and self.method not in service.retry_methods)
             or (
                 sent
@@ -281,12 +287,15 @@ class Exchange:
         endpoint.observe(now - self.try_started, now)
         if status >= 500:
             service.balancer.failed(endpoint, now)
-            if status in service.retry_status and self.retry(now, sent=True):
+            retry_status = service.retry_status if self.rule is None else self.rule.retry_status
+            if status in retry_status and self.retry(now, sent=True):
                 return
         elif endpoint.failures or endpoint.ejections:
             service.balancer.succeeded(endpoint, now)
         self.responded = True
         self.status = status
+        if self.rule is not None and self.rule.response_edit is not None:
+            headers = routetables.edit_headers(headers, self.rule.response_edit)
         head, self.chunk, self.close = heads.response_head(
             status,
             reason,

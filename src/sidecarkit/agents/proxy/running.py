@@ -36,6 +36,7 @@ from sidecarkit.agents.proxy import (
     forwarding,
     relaying,
     reloading,
+    routetables,
     routing,
     telemetry,
 )
@@ -343,6 +344,7 @@ class Agent:
         for key in (*change.add, *change.rediscover):
             self._discover(self.keyed[key], after[key])
         self.services = list(self.keyed.values())
+        self._route(new)
         front = self.keyed.get("http-proxy")
         if front is not None:
             names: dict[str, Service] = {}
@@ -352,6 +354,18 @@ class Agent:
                     for name in (up.name, *up.hosts):
                         names.setdefault(name, self.keyed[key])
             front.router = routing.Router(names)
+
+    def _route(self, settings: proxy_settings.Settings) -> None:
+        """Attach each upstream's HTTPRoute rules (rebuilt whole on every reload: cheap)."""
+        named = {
+            key.partition(":")[2]: svc for key, svc in self.keyed.items()
+            if key.startswith("upstream:") and svc.protocol == "http"
+        }  # fmt: skip
+        tables = routetables.build(
+            settings.routes, named, timeouts=settings.timeouts, retries=settings.retries
+        )
+        for name, service in named.items():
+            service.routes = tables.get(name)
 
     def _retire(self, service: Service) -> None:
         """A service the new settings dropped: drain it as on SIGTERM, off the books."""

@@ -82,6 +82,8 @@ class Service:
         """Inbound with ``tls``: the ``terminating.Terminator`` whose certificates it serves."""
         self.router: routing.Router[Service] | None = None
         """Set on the HTTP-proxy listener's service: requests go where their authority says."""
+        self.routes: Any = None
+        """The HTTPRoute rules attached to this service (``routetables.Table``); None: none."""
 
     def set_endpoints(self, addresses: Iterable[tuple[str, int]]) -> None:
         """Take a new endpoint set from discovery; pools of endpoints that left are closed

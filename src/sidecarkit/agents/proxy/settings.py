@@ -56,6 +56,13 @@ for the proxy to do anything)::
     access_log: false                 # one JSON line a request on stdout
     # TLS (identity:, inbound.mtls, inbound.tls, upstreams[].mtls and .peer): see tlsconfig
     policy: /etc/sidecarkit/policy.yaml   # authentication, authorization, rate limits (inbound)
+    routes:                           # Gateway API HTTPRoute objects, as applied to a cluster
+      - apiVersion: gateway.networking.k8s.io/v1
+        kind: HTTPRoute
+        metadata: {name: orders-canary}
+        spec:
+          parentRefs: [{kind: Service, name: orders}]     # an upstream
+          rules: [{backendRefs: [{name: orders-v1, weight: 90}, {name: orders-v2, weight: 10}]}]
 
 Every error names the key and says what would be accepted, because the reader is usually
 looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
@@ -68,7 +75,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Final
 
 from sidecarkit import durations
-from sidecarkit.agents.proxy import tlsconfig
+from sidecarkit.agents.proxy import httproutes, tlsconfig
 
 __all__ = [
     "BALANCERS",
@@ -224,6 +231,9 @@ class Settings:
     own ``mtls`` mode or ``tls``, as Istio's port-level PeerAuthentication."""
     policy: str | None = None
     """A policy file (``policies``) for the inbound listener; None: every request goes on."""
+    routes: tuple[httproutes.HTTPRoute, ...] = ()
+    """Gateway API HTTPRoutes attached to upstreams (``httproutes``); their backends are
+    upstreams too, which need no ``listen`` of their own."""
 
 
 def parse_kubernetes(value: Any, where: str) -> tuple[str, str, str]:
@@ -447,7 +457,7 @@ _POOL = {
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
-    "pool", "drain", "access_log", "zone", "dns_server", "identity", "policy",
+    "pool", "drain", "access_log", "zone", "dns_server", "identity", "policy", "routes",
 )  # fmt: skip
 
 
@@ -529,6 +539,11 @@ def from_mapping(
             changes["identity"] = tlsconfig.identity_from(data["identity"])
         if data.get("policy"):
             changes["policy"] = str(data["policy"])
+        if "routes" in data:
+            items = _list(data["routes"], "routes") if data["routes"] else []
+            changes["routes"] = tuple(
+                httproutes.from_mapping(r, f"routes[{i}]", index=i) for i, r in enumerate(items)
+            )
         result = replace(settings, **changes)
         if final:
             _check(result)
@@ -548,8 +563,9 @@ def _check(settings: Settings) -> None:
         listeners.append(("http_proxy", settings.http_proxy))
     listeners.append(("admin", settings.admin))
     names = set()
+    backends = {b.name for r in settings.routes for rule in r.rules for b in rule.backends}
     for up in settings.upstreams:
-        if up.listen is None and settings.http_proxy is None:
+        if up.listen is None and settings.http_proxy is None and up.name not in backends:
             raise ValueError(
                 f"upstreams[{up.name}].listen: missing; give the local port the app calls "
                 "(e.g. 15001), or set http_proxy to reach it by name"
@@ -574,8 +590,28 @@ def _check(settings: Settings) -> None:
             upstreams=[(u.name, u.mtls) for u in settings.upstreams],
             where=f"inbound[{index}]" if settings.more_inbound else "inbound",
         )
+    _check_routes(settings)
     if settings.outlier.max_ejected_percent > 100:
         raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
+
+
+def _check_routes(settings: Settings) -> None:
+    http = {u.name for u in settings.upstreams if u.protocol == "http"}
+    for i, route in enumerate(settings.routes):
+        for name in route.parents:
+            if name not in http:
+                raise ValueError(
+                    f"routes[{i}].spec.parentRefs: {name!r} is not an http upstream; add it to "
+                    "upstreams: or attach the route to one of "
+                    + (", ".join(sorted(http)) or "none")
+                )
+        for r, rule in enumerate(route.rules):
+            for b, backend in enumerate(rule.backends):
+                if backend.name not in http:
+                    raise ValueError(
+                        f"routes[{i}].spec.rules[{r}].backendRefs[{b}]: {backend.name!r} is not "
+                        "an http upstream; add it to upstreams: (listen: is not needed)"
+                    )
 
 
 def to_mapping(settings: Settings) -> dict[str, Any]:
@@ -631,4 +667,6 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         out["identity"] = tlsconfig.identity_mapping(settings.identity)
     if settings.policy:
         out["policy"] = settings.policy
+    if settings.routes:
+        out["routes"] = [httproutes.to_mapping(r) for r in settings.routes]
     return out
