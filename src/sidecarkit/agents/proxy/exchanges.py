@@ -288,7 +288,9 @@ class Exchange:
         if status >= 500:
             service.balancer.failed(endpoint, now)
             retry_status = service.retry_status if self.rule is None else self.rule.retry_status
+            took = now - self.try_started
             if status in retry_status and self.retry(now, sent=True):
+                endpoint.pool.series.respond(status, took)  # its failure, though retried
                 return
         elif endpoint.failures or endpoint.ejections:
             service.balancer.succeeded(endpoint, now)
