@@ -518,7 +518,7 @@ class Agent:
         finally:
             name.due = asyncio.get_running_loop().time() + name.interval
         if endpoints is not None:
-            service.set_endpoints(endpoints)
+            service.set_endpoints(endpoints, name.weights)
 
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         drain = self.settings.drain
