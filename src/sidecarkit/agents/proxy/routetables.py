@@ -53,6 +53,7 @@ class Choice(Generic[T]):
         "retry_status",
         "total",
         "try_timeout",
+        "unresolved",
     )  # fmt: skip
 
     def __init__(
@@ -64,19 +65,23 @@ class Choice(Generic[T]):
         timeouts: proxy_settings.Timeouts,
         retries: proxy_settings.Retries,
     ) -> None:
-        self.backends: list[T] = []
+        self.backends: list[T | None] = []
+        """None for a backend that names no upstream: its share is answered 500."""
         self.bounds: list[int] = []
         total = 0
         for backend in rule.backends:
-            service = services.get(backend.name)
-            if backend.weight and service is not None:
+            if backend.weight:
                 total += backend.weight
-                self.backends.append(service)
+                self.backends.append(services.get(backend.name))
                 self.bounds.append(total)
         self.total = total
         self.refusal: tuple[int, bytes] | None = None
         if not total:
             self.refusal = (500, b"%s: no backend with a weight above 0\n" % where.encode())
+        self.unresolved = (
+            500,
+            b"%s: the backend is not an upstream of this proxy\n" % where.encode(),
+        )
         self.request_edit = rule.request_headers
         self.response_edit = rule.response_headers
         self.request_timeout = (
@@ -89,7 +94,7 @@ class Choice(Generic[T]):
             retries.on_status if rule.retry_codes is None else rule.retry_codes
         )
 
-    def pick(self) -> T:
+    def pick(self) -> T | None:
         if len(self.backends) == 1:
             return self.backends[0]
         return self.backends[bisect.bisect_right(self.bounds, random.random() * self.total)]
@@ -209,9 +214,12 @@ class Table(Generic[T]):
                 choice = entry.choice
                 if choice.refusal is not None:
                     return None, choice, choice.refusal
+                backend = choice.pick()
+                if backend is None:
+                    return None, choice, choice.unresolved
                 if choice.request_edit is not None:
                     headers[:] = edit_headers(headers, choice.request_edit)
-                return choice.pick(), choice, None
+                return backend, choice, None
         return None, None, (404, b"no route of %s matches this request\n" % self.name.encode())
 
 

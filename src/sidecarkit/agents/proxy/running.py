@@ -103,6 +103,8 @@ class Agent:
         self.watches: list[tuple[Service, Any]] = []
         """(service, ``kubewatch.KubernetesSource``): lightkube is imported only when used."""
         self.watching: dict[Any, asyncio.Task[None]] = {}
+        self.route_watch: Any = None
+        """``routewatch.RouteWatch`` with ``kubernetes_routes``: lightkube only when used."""
 
     def stop(self) -> None:
         """Begin the drain (a signal handler: it only sets a flag)."""
@@ -355,14 +357,19 @@ class Agent:
                         names.setdefault(name, self.keyed[key])
             front.router = routing.Router(names)
 
-    def _route(self, settings: proxy_settings.Settings) -> None:
-        """Attach each upstream's HTTPRoute rules (rebuilt whole on every reload: cheap)."""
+    def _route(self, settings: proxy_settings.Settings | None) -> None:
+        """Attach each upstream's HTTPRoute rules (rebuilt whole on every reload and change
+        of the cluster's routes: cheap)."""
+        settings = settings or self.settings
+        routes = list(settings.routes)
+        if self.route_watch is not None:
+            routes += self.route_watch.routes(settings)
         named = {
             key.partition(":")[2]: svc for key, svc in self.keyed.items()
             if key.startswith("upstream:") and svc.protocol == "http"
         }  # fmt: skip
         tables = routetables.build(
-            settings.routes, named, timeouts=settings.timeouts, retries=settings.retries
+            routes, named, timeouts=settings.timeouts, retries=settings.retries
         )
         for name, service in named.items():
             service.routes = tables.get(name)
@@ -425,6 +432,18 @@ class Agent:
         self.settings = proxy_settings.Settings(admin=s.admin)  # nothing runs yet
         await self._apply(s)
         self.started = True
+        if s.kubernetes_routes:
+            from sidecarkit.agents.proxy import routewatch  # noqa: PLC0415 - only when used
+
+            self.route_watch = routewatch.RouteWatch(
+                s.kubernetes_routes, metrics=self.metrics, publish=lambda: self._route(None)
+            )
+            watch = self.route_watch
+            self.watching[watch] = loop.create_task(watch.run(), name=watch.path)
+            for _ in range(40):  # its first list before /ready says yes
+                if watch.last is not None or watch.errors:
+                    break
+                await asyncio.sleep(0.05)
         for _, source in self.watches:
             self.watching[source] = loop.create_task(source.run(), name=source.path)
         for _, source in self.watches:  # the first list before /ready says yes

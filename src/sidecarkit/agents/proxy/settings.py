@@ -56,6 +56,7 @@ for the proxy to do anything)::
     access_log: false                 # one JSON line a request on stdout
     # TLS (identity:, inbound.mtls, inbound.tls, upstreams[].mtls and .peer): see tlsconfig
     policy: /etc/sidecarkit/policy.yaml   # authentication, authorization, rate limits (inbound)
+    kubernetes_routes: shop           # and the HTTPRoutes of this namespace, by list+watch
     routes:                           # Gateway API HTTPRoute objects, as applied to a cluster
       - apiVersion: gateway.networking.k8s.io/v1
         kind: HTTPRoute
@@ -232,6 +233,9 @@ class Settings:
     policy: str | None = None
     """A policy file (``policies``) for the inbound listener; None: every request goes on."""
     routes: tuple[httproutes.HTTPRoute, ...] = ()
+    kubernetes_routes: str | None = None
+    """A namespace whose HTTPRoutes are followed through the API server (``routewatch``);
+    read at start (a reload does not change it)."""
     """Gateway API HTTPRoutes attached to upstreams (``httproutes``); their backends are
     upstreams too, which need no ``listen`` of their own."""
 
@@ -458,6 +462,7 @@ _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
     "pool", "drain", "access_log", "zone", "dns_server", "identity", "policy", "routes",
+    "kubernetes_routes",
 )  # fmt: skip
 
 
@@ -539,6 +544,14 @@ def from_mapping(
             changes["identity"] = tlsconfig.identity_from(data["identity"])
         if data.get("policy"):
             changes["policy"] = str(data["policy"])
+        if data.get("kubernetes_routes"):
+            namespace = str(data["kubernetes_routes"]).strip()
+            if not all(c.isalnum() or c == "-" for c in namespace) or len(namespace) > 63:
+                raise ValueError(
+                    f"kubernetes_routes: {namespace!r} is not a namespace name; write the "
+                    "namespace whose HTTPRoutes the proxy follows, e.g. shop"
+                )
+            changes["kubernetes_routes"] = namespace
         if "routes" in data:
             items = _list(data["routes"], "routes") if data["routes"] else []
             changes["routes"] = tuple(
@@ -565,7 +578,8 @@ def _check(settings: Settings) -> None:
     names = set()
     backends = {b.name for r in settings.routes for rule in r.rules for b in rule.backends}
     for up in settings.upstreams:
-        if up.listen is None and settings.http_proxy is None and up.name not in backends:
+        routed = up.name in backends or settings.kubernetes_routes  # a backend of routes
+        if up.listen is None and settings.http_proxy is None and not routed:
             raise ValueError(
                 f"upstreams[{up.name}].listen: missing; give the local port the app calls "
                 "(e.g. 15001), or set http_proxy to reach it by name"
@@ -667,6 +681,8 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         out["identity"] = tlsconfig.identity_mapping(settings.identity)
     if settings.policy:
         out["policy"] = settings.policy
+    if settings.kubernetes_routes:
+        out["kubernetes_routes"] = settings.kubernetes_routes
     if settings.routes:
         out["routes"] = [httproutes.to_mapping(r) for r in settings.routes]
     return out
