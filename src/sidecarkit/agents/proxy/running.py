@@ -104,6 +104,8 @@ class Agent:
         """(service, ``kubewatch.KubernetesSource``): lightkube is imported only when used."""
         self.watching: dict[Any, asyncio.Task[None]] = {}
         self.route_watch: Any = None
+        self.interceptor: Any = None
+        """``intercepting.Interceptor`` in transparent mode."""
         """``routewatch.RouteWatch`` with ``kubernetes_routes``: lightkube only when used."""
 
     def stop(self) -> None:
@@ -457,6 +459,8 @@ class Agent:
                 await asyncio.wait_for(asyncio.shield(self._resolve(service, name)), 2.5)
         if self.sources is not None:
             await self.sources.start()
+        if s.transparent is not None:
+            await self._intercept(loop, s.transparent)
         self.admin_address = s.admin
         admin_server = await admin.serve(s.admin[0], s.admin[1], self._routes())
         log.info("admin endpoint on %s:%d", *s.admin)
@@ -469,6 +473,8 @@ class Agent:
         ticker = loop.create_task(self._tick(loop), name="proxy ticker")
         await self.stopping.wait()
         self.ready = False
+        if self.interceptor is not None:
+            self.interceptor.close()
         await self._drain(loop)
         ticker.cancel()
         for task in self.watching.values():
@@ -476,6 +482,20 @@ class Agent:
         if self.sources is not None:
             await self.sources.close()
         admin_server.close()
+
+    async def _intercept(self, loop: asyncio.AbstractEventLoop, address: tuple[str, int]) -> None:
+        from sidecarkit.agents.proxy import intercepting  # noqa: PLC0415 - only when used
+
+        def lookup(destination: tuple[str, int]) -> Service | None:
+            for up in self.settings.upstreams:
+                if destination in up.addresses:
+                    return self.keyed.get(f"upstream:{up.name}")
+            return None
+
+        self.interceptor = intercepting.Interceptor(
+            lookup=lookup, settings=lambda: self.settings, metrics=self.metrics, loop=loop
+        )
+        await self.interceptor.start(*address)
 
     def _hangup(self, loop: asyncio.AbstractEventLoop) -> None:
         self._spawn(loop, self.reload("SIGHUP"), "reload")

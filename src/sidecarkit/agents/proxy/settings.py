@@ -19,7 +19,9 @@ for the proxy to do anything)::
         host: payments.shop.svc       # Host header sent upstream (default: as the app sent it)
         protocol: http                # or tcp: an opaque L4 relay, one endpoint per connection
         hosts: [payments, payments.shop.svc]  # names it answers to in HTTP-proxy mode
+        addresses: [10.96.0.7:80]     # transparent mode: connections the app makes to these
     http_proxy: 127.0.0.1:15080       # the app's HTTP_PROXY: routes by the authority it names
+    transparent: 0.0.0.0:15001        # where `agent proxy-init`'s iptables rules redirect to
     dns_server: 127.0.0.1:53          # default: the servers of /etc/resolv.conf
     zone: eu-west-1a                  # this pod's zone: EndpointSlice zone hints are followed
     limits:
@@ -137,6 +139,9 @@ class Upstream:
     """The endpoints have a sidecar: connect with mTLS (needs ``identity``)."""
     peer: str | None = None
     """With ``mtls``: the SPIFFE ID the endpoints must have; None takes any of the trust domain."""
+    addresses: tuple[tuple[str, int], ...] = ()
+    """In transparent mode, the destinations (a Service's ClusterIP:port) whose redirected
+    connections are this upstream's (``intercepting``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +238,9 @@ class Settings:
     policy: str | None = None
     """A policy file (``policies``) for the inbound listener; None: every request goes on."""
     routes: tuple[httproutes.HTTPRoute, ...] = ()
+    transparent: tuple[str, int] | None = None
+    """The port iptables redirects the app's outbound TCP to (``intercepting``); read at
+    start."""
     kubernetes_routes: str | None = None
     """A namespace whose HTTPRoutes are followed through the API server (``routewatch``);
     read at start (a reload does not change it)."""
@@ -369,7 +377,7 @@ def _upstream(data: Any, where: str) -> Upstream:
     data = _mapping(data, where)
     allowed = (
         "name", "listen", "endpoints", "file", "dns", "kubernetes", "balancer", "host", "hosts",
-        "protocol", "mtls", "peer",
+        "protocol", "mtls", "peer", "addresses",
     )  # fmt: skip
     _known(data, where, allowed)
     name = str(data.get("name", "")).strip()
@@ -398,6 +406,16 @@ def _upstream(data: Any, where: str) -> Upstream:
     kubernetes = None
     if data.get("kubernetes"):
         kubernetes = parse_kubernetes(data["kubernetes"], f"{where}.kubernetes")
+    addresses = tuple(
+        parse_address(e, f"{where}.addresses[{i}]", default_host="")
+        for i, e in enumerate(_list(data.get("addresses", []), f"{where}.addresses"))
+    )
+    for i, (host, _) in enumerate(addresses):
+        if not host or not all(c.isdigit() or c == "." for c in host) or host.count(".") != 3:
+            raise ValueError(
+                f"{where}.addresses[{i}]: give the IPv4 address and port the app dials, "
+                "e.g. the Service's ClusterIP 10.96.0.7:80"
+            )
     if not endpoints and not file and not dns and not kubernetes:
         raise ValueError(
             f"{where}: no endpoints; give endpoints: [host:port, ...], file: PATH, "
@@ -428,6 +446,7 @@ def _upstream(data: Any, where: str) -> Upstream:
         kubernetes,
         mtls=_bool(data.get("mtls", False), f"{where}.mtls"),
         peer=tlsconfig.peer_id(data["peer"], f"{where}.peer") if data.get("peer") else None,
+        addresses=addresses,
     )
 
 
@@ -462,7 +481,7 @@ _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
     "pool", "drain", "access_log", "zone", "dns_server", "identity", "policy", "routes",
-    "kubernetes_routes",
+    "kubernetes_routes", "transparent",
 )  # fmt: skip
 
 
@@ -544,6 +563,8 @@ def from_mapping(
             changes["identity"] = tlsconfig.identity_from(data["identity"])
         if data.get("policy"):
             changes["policy"] = str(data["policy"])
+        if data.get("transparent"):
+            changes["transparent"] = parse_address(data["transparent"], "transparent")
         if data.get("kubernetes_routes"):
             namespace = str(data["kubernetes_routes"]).strip()
             if not all(c.isalnum() or c == "-" for c in namespace) or len(namespace) > 63:
@@ -574,11 +595,19 @@ def _check(settings: Settings) -> None:
     listeners += [(f"upstreams[{u.name}].listen", u.listen) for u in settings.upstreams if u.listen]
     if settings.http_proxy:
         listeners.append(("http_proxy", settings.http_proxy))
+    if settings.transparent:
+        listeners.append(("transparent", settings.transparent))
     listeners.append(("admin", settings.admin))
     names = set()
     backends = {b.name for r in settings.routes for rule in r.rules for b in rule.backends}
     for up in settings.upstreams:
-        routed = up.name in backends or settings.kubernetes_routes  # a backend of routes
+        # a backend of routes, or reached through transparent mode
+        routed = bool(up.name in backends or settings.kubernetes_routes or up.addresses)
+        if up.addresses and settings.transparent is None:
+            raise ValueError(
+                f"upstreams[{up.name}].addresses: only used in transparent mode; set "
+                "transparent: to the port proxy-init redirects to (e.g. 0.0.0.0:15001)"
+            )
         if up.listen is None and settings.http_proxy is None and not routed:
             raise ValueError(
                 f"upstreams[{up.name}].listen: missing; give the local port the app calls "
@@ -662,6 +691,7 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             **({"hosts": list(u.hosts)} if u.hosts else {}),
             **({"mtls": True} if u.mtls else {}),
             **({"peer": u.peer} if u.peer else {}),
+            **({"addresses": [address(a) for a in u.addresses]} if u.addresses else {}),
         }
         for u in settings.upstreams
     ]
@@ -681,6 +711,8 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         out["identity"] = tlsconfig.identity_mapping(settings.identity)
     if settings.policy:
         out["policy"] = settings.policy
+    if settings.transparent:
+        out["transparent"] = address(settings.transparent)
     if settings.kubernetes_routes:
         out["kubernetes_routes"] = settings.kubernetes_routes
     if settings.routes:
