@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,34 @@ def test_between_equal_matches_the_older_route_wins_then_the_name() -> None:
     assert winner(newer, older) == "a"
     assert winner(undated, newer) == "b"
     assert winner(parsed("beta", "", "a"), parsed("alpha", "", "b")) == "b"
+
+
+def test_changed_routes_take_effect_on_reload_without_dropping_a_keep_alive_connection(
+    tmp_path: Path,
+) -> None:
+    stable = support.start_backend(tmp_path / "stable")
+    canary = support.start_backend(tmp_path / "canary")
+    proxy, port = start(
+        tmp_path,
+        {"orders-v1": [stable], "orders-v2": [canary]},
+        # a canary's start: its backend is named with weight 0
+        [route([{"backendRefs": [{"name": "orders-v1"}, {"name": "orders-v2", "weight": 0}]}])],
+    )
+    config = tmp_path / "proxy.yaml"
+    data = json.loads(config.read_text())
+    with support.connection(port) as s:
+
+        def who() -> bytes:
+            s.sendall(b"GET /ok HTTP/1.1\r\nHost: orders\r\n\r\n")
+            return support.read_response(s)[2]
+
+        assert who() == b"ok %d" % stable.port
+        data["routes"] = [route([{"backendRefs": [{"name": "orders-v2"}]}])]
+        part = config.with_suffix(".part")
+        part.write_text(json.dumps(data))
+        part.replace(config)
+        deadline = time.monotonic() + 20
+        while proxy.metric("config_reloads_total", result="success") < 1:
+            assert time.monotonic() < deadline, proxy.metrics()
+            time.sleep(0.1)
+        assert who() == b"ok %d" % canary.port  # the same connection, the new route

@@ -599,10 +599,10 @@ def _check(settings: Settings) -> None:
         listeners.append(("transparent", settings.transparent))
     listeners.append(("admin", settings.admin))
     names = set()
-    backends = {b.name for r in settings.routes for rule in r.rules for b in rule.backends}
     for up in settings.upstreams:
-        # a backend of routes, or reached through transparent mode
-        routed = bool(up.name in backends or settings.kubernetes_routes or up.addresses)
+        # with routes, an upstream may be a backend (now, or after the next canary step); or
+        # it is reached through transparent mode
+        routed = bool(settings.routes or settings.kubernetes_routes or up.addresses)
         if up.addresses and settings.transparent is None:
             raise ValueError(
                 f"upstreams[{up.name}].addresses: only used in transparent mode; set "
