@@ -330,7 +330,7 @@ def _render_proxy(values: Mapping[str, str], ctx: Context) -> Parts:
     volumes += policy_volumes
     ports = [{"name": "sk-proxy-in", "containerPort": inbound, "protocol": "TCP"}]
     init: tuple[Json, ...] = ()
-    if values.get("transparent") == "outbound":
+    if values.get("transparent") in ("outbound", "all"):
         env.append(
             {"name": "SIDECARKIT_PROXY_TRANSPARENT", "value": f"127.0.0.1:{TRANSPARENT_PORT}"}
         )
@@ -352,6 +352,9 @@ def _proxy_init(values: Mapping[str, str]) -> Json:
     for cidr in (values.get("transparent-include") or "").split(","):
         if cidr.strip():
             command += ["--include", cidr.strip()]
+    if values.get("transparent") == "all":  # the app's port, reached from outside, too
+        command += ["--inbound-port", values["port"], "--inbound-redirect-to",
+                    values["inbound-port"]]  # fmt: skip
     return {
         "name": "sidecarkit-proxy-init",
         "image": values["image"],
@@ -398,8 +401,9 @@ def _proxy_profile(image: str) -> Profile:
                 K.CHOICE,
                 "off",
                 "outbound: an init container (NET_ADMIN) redirects the app's outbound TCP to the "
-                "proxy with iptables; upstreams are chosen by their addresses: (docs/proxy.md).",
-                ("off", "outbound"),
+                "proxy with iptables, upstreams chosen by their addresses: (docs/proxy.md); all: "
+                "also connections to the app's port from outside, to the inbound port.",
+                ("off", "outbound", "all"),
             ),
             _settings.Setting(
                 "transparent-include",

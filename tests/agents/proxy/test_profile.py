@@ -129,3 +129,8 @@ def test_transparent_outbound_adds_an_init_container_that_writes_the_redirect_fo
         check=True, capture_output=True, text=True, env=env,
     ).stdout  # fmt: skip
     assert "transparent: 127.0.0.1:15001" in settings
+
+    all_ports = inject(tmp_path, {"sidecarkit.io/proxy.transparent": "all",
+                                  "sidecarkit.io/proxy.port": "8080"})  # fmt: skip
+    command = all_ports["spec"]["initContainers"][0]["command"]
+    assert command[-4:] == ["--inbound-port", "8080", "--inbound-redirect-to", "15006"]

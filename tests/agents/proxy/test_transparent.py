@@ -22,7 +22,8 @@ from tests.agents.proxy import support
 APP = """
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 10)
-s.sendall(b"GET /ok HTTP/1.1\\r\\nHost: orders\\r\\n\\r\\n")
+path = (sys.argv[3:] or ["/ok"])[0].encode()
+s.sendall(b"GET " + path + b" HTTP/1.1\\r\\nHost: orders\\r\\n\\r\\n")
 out = b""
 while b"\\r\\n\\r\\n" not in out:
     out += s.recv(65536)
@@ -89,11 +90,11 @@ def backend(ns: str, record: Path, host: str, port: int) -> None:
     assert proc.stdout.readline() == b"ready\n"
 
 
-def app(ns: str, host: str, port: int) -> str:
+def app(ns: str, host: str, port: int, path: str = "/ok") -> str:
     """What the app (user nobody, so its connections are redirected) got back from host:port."""
     done = subprocess.run(
         ["ip", "netns", "exec", ns, "setpriv", "--reuid", "65534", "--regid", "65534",
-         "--clear-groups", "/usr/bin/python3", "-c", APP, host, str(port)],
+         "--clear-groups", "/usr/bin/python3", "-c", APP, host, str(port), path],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -170,3 +171,53 @@ def test_upstream_addresses_without_a_transparent_port_are_refused_with_the_fix(
     data["upstreams"][0]["addresses"] = ["orders.shop:80"]
     with pytest.raises(ValueError, match=r"addresses\[0\]: give the IPv4 address"):
         proxy_settings.from_mapping({**data, "transparent": 15001}, source="proxy.yaml")
+
+
+@pytest.fixture
+def client_netns(netns: str) -> Iterator[str]:
+    """A second namespace joined to the first by a veth pair: a client outside the pod."""
+    name = netns + "-client"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        made = subprocess.run(
+            ["ip", "-n", netns, "link", "add", "sk-pod", "type", "veth", "peer", "name",
+             "sk-client", "netns", name],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if made.returncode:
+            pytest.skip(f"cannot create a veth pair: {made.stderr.strip()}")
+        for ns, link, address in ((netns, "sk-pod", "10.88.0.2/24"),
+                                  (name, "sk-client", "10.88.0.1/24")):  # fmt: skip
+            subprocess.run(["ip", "-n", ns, "addr", "add", address, "dev", link], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", link, "up"], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_connections_from_outside_to_the_apps_port_reach_it_through_the_inbound_listener(
+    netns: str, client_netns: str, tmp_path: Path
+) -> None:
+    backend(netns, tmp_path / "app", "0.0.0.0", 8080)
+    init = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "sidecarkit", "agent", "proxy-init",
+         "--proxy-uid", "0", "--include", "10.96.0.0/16", "--inbound-port", "8080"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    proxy = inside(netns, sys.executable, "-m", "sidecarkit", "agent", "proxy",
+                   "--inbound", "0.0.0.0:15006", "--app", "127.0.0.1:8080",
+                   "--admin", f"127.0.0.1:{ADMIN}", "--log-level", "warning", stdout=None)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "ready" not in admin(netns, "/ready") and time.monotonic() < deadline:
+        assert proxy.poll() is None, "the proxy exited"
+        time.sleep(0.2)
+    # the client dials the app's own port; the proxy (which adds x-forwarded-for) answers
+    echoed = json.loads(app(client_netns, "10.88.0.2", 8080, "/echo"))
+    headers = {k.lower(): v for k, v in echoed["headers"]}
+    assert headers["x-forwarded-for"] == "10.88.0.1"
+    metrics = admin(netns, "/metrics")
+    assert 'request_total{direction="inbound",upstream="app",endpoint="127.0.0.1:8080"} 1' in (
+        metrics
+    )

@@ -49,6 +49,21 @@ __all__ = ["proxy_init"]
     help="Destination ports never redirected (repeatable).",
 )
 @click.option(
+    "--inbound-port",
+    "inbound_ports",
+    multiple=True,
+    type=int,
+    metavar="PORT",
+    help="An app port whose incoming connections go to the proxy's inbound listener (repeatable).",
+)
+@click.option(
+    "--inbound-redirect-to",
+    type=int,
+    default=15006,
+    show_default=True,
+    help="The proxy's inbound port, for --inbound-port.",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print the iptables commands instead of running them."
 )
 def proxy_init(
@@ -56,19 +71,28 @@ def proxy_init(
     proxy_uid: int,
     include: tuple[str, ...],
     exclude_ports: tuple[int, ...],
+    inbound_ports: tuple[int, ...],
+    inbound_redirect_to: int,
     dry_run: bool,
 ) -> None:
     """Redirect the app's outbound TCP to the proxy (transparent mode), with iptables."""
     try:
         plan = interception.check(
-            interception.Plan(redirect_to, proxy_uid, include or ("0.0.0.0/0",), exclude_ports)
+            interception.Plan(
+                redirect_to,
+                proxy_uid,
+                include or ("0.0.0.0/0",),
+                exclude_ports,
+                inbound_ports,
+                inbound_redirect_to,
+            )
         )
     except ValueError as exc:
         click.echo(f"sidecarkit: error: {exc}", err=True)
         sys.exit(2)
     program = shutil.which("iptables")
     if dry_run:
-        for argv in interception.rules(plan, chain_exists=False, jump_exists=False):
+        for argv in interception.rules(plan, chains=set(), jumps=set()):
             click.echo(" ".join(["iptables", *argv]))
         return
     if program is None:
@@ -78,13 +102,15 @@ def proxy_init(
             err=True,
         )
         sys.exit(1)
-    chain = subprocess.run([program, "-t", "nat", "-L", interception.CHAIN, "-n"],
-                           capture_output=True, check=False).returncode == 0  # fmt: skip
-    jump = subprocess.run(
-        [program, "-t", "nat", "-C", "OUTPUT", "-p", "tcp", "-j", interception.CHAIN],
-        capture_output=True, check=False,
-    ).returncode == 0  # fmt: skip
-    for argv in interception.rules(plan, chain_exists=chain, jump_exists=jump):
+    chains, jumps = set(), set()
+    for chain, parent in interception.JUMPS.items():
+        listed = [program, "-t", "nat", "-L", chain, "-n"]
+        if subprocess.run(listed, capture_output=True, check=False).returncode == 0:
+            chains.add(chain)
+        jump = [program, "-t", "nat", "-C", parent, "-p", "tcp", "-j", chain]
+        if subprocess.run(jump, capture_output=True, check=False).returncode == 0:
+            jumps.add(chain)
+    for argv in interception.rules(plan, chains=chains, jumps=jumps):
         done = subprocess.run([program, *argv], capture_output=True, text=True, check=False)
         if done.returncode:
             click.echo(

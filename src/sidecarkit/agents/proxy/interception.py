@@ -10,6 +10,13 @@ As Istio's init container does, in the pod's network namespace (an init containe
     iptables -t nat -A SIDECARKIT_OUTPUT -p tcp -d 10.96.0.0/12 -j REDIRECT --to-ports 15001
     iptables -t nat -A OUTPUT -p tcp -j SIDECARKIT_OUTPUT    # (once)
 
+and, with ``inbound_ports``, the app's ports reached from outside the pod go to the proxy's
+inbound listener, so a Service's ``targetPort`` can stay the app's own::
+
+    iptables -t nat -N SIDECARKIT_INBOUND
+    iptables -t nat -A SIDECARKIT_INBOUND -p tcp --dport 8080 -j REDIRECT --to-ports 15006
+    iptables -t nat -A PREROUTING -p tcp -j SIDECARKIT_INBOUND   # (once)
+
 Connections of the proxy's own user are never redirected (else its connections to endpoints
 would come back to it); only the destinations in ``include`` are (``0.0.0.0/0``: all, as
 Istio's default). REDIRECT keeps the original destination, which the proxy reads with
@@ -24,9 +31,12 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CHAIN", "Plan", "rules"]
+__all__ = ["CHAIN", "INBOUND_CHAIN", "Plan", "rules"]
 
 CHAIN: Final = "SIDECARKIT_OUTPUT"
+INBOUND_CHAIN: Final = "SIDECARKIT_INBOUND"
+JUMPS: Final = {CHAIN: "OUTPUT", INBOUND_CHAIN: "PREROUTING"}
+"""Each chain of ours, and the built-in chain that jumps to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +49,9 @@ class Plan:
     """Destinations redirected (CIDRs): the cluster's Service range, or everything."""
     exclude_ports: tuple[int, ...] = ()
     """Destination ports never redirected."""
+    inbound_ports: tuple[int, ...] = ()
+    """The app's ports whose incoming connections go to the proxy's inbound listener."""
+    inbound_redirect_to: int = 15006
 
 
 def check(plan: Plan) -> Plan:
@@ -55,17 +68,22 @@ def check(plan: Plan) -> Plan:
             raise ValueError(
                 f"--include: {cidr!r} is not an IPv4 CIDR such as 10.96.0.0/12 ({exc})"
             ) from exc
-    for port in plan.exclude_ports:
-        if not 0 < port < 65536:
-            raise ValueError(f"--exclude-port: {port} is not a port (1-65535)")
-    return Plan(plan.redirect_to, plan.proxy_uid, tuple(include), plan.exclude_ports)
+    for flag, ports in (("--exclude-port", plan.exclude_ports),
+                        ("--inbound-port", plan.inbound_ports),
+                        ("--inbound-redirect-to", (plan.inbound_redirect_to,))):  # fmt: skip
+        for port in ports:
+            if not 0 < port < 65536:
+                raise ValueError(f"{flag}: {port} is not a port (1-65535)")
+    return Plan(plan.redirect_to, plan.proxy_uid, tuple(include), plan.exclude_ports,
+                plan.inbound_ports, plan.inbound_redirect_to)  # fmt: skip
 
 
-def rules(plan: Plan, *, chain_exists: bool, jump_exists: bool) -> list[list[str]]:
-    """The iptables commands (without the program name) that make the chain say ``plan``;
-    run again, they replace what an earlier run wrote instead of adding to it."""
+def rules(plan: Plan, *, chains: set[str], jumps: set[str]) -> list[list[str]]:
+    """The iptables commands (without the program name) that make our chains say ``plan``;
+    ``chains`` and ``jumps`` are those of ours that exist and are jumped to already, so that
+    a second run replaces what the first wrote instead of adding to it."""
     nat = ["-t", "nat"]
-    out = [[*nat, "-F", CHAIN]] if chain_exists else [[*nat, "-N", CHAIN]]
+    out = [[*nat, "-F", CHAIN]] if CHAIN in chains else [[*nat, "-N", CHAIN]]
     add = [*nat, "-A", CHAIN]
     out.append([*add, "-m", "owner", "--uid-owner", str(plan.proxy_uid), "-j", "RETURN"])
     out.append([*add, "-d", "127.0.0.0/8", "-j", "RETURN"])
@@ -74,6 +92,14 @@ def rules(plan: Plan, *, chain_exists: bool, jump_exists: bool) -> list[list[str
     for cidr in plan.include:
         out.append([*add, "-p", "tcp", "-d", cidr, "-j", "REDIRECT",
                     "--to-ports", str(plan.redirect_to)])  # fmt: skip
-    if not jump_exists:
+    if CHAIN not in jumps:
         out.append([*nat, "-A", "OUTPUT", "-p", "tcp", "-j", CHAIN])
+    if plan.inbound_ports:
+        inbound = INBOUND_CHAIN
+        out.append([*nat, "-F", inbound] if inbound in chains else [*nat, "-N", inbound])
+        for port in plan.inbound_ports:
+            out.append([*nat, "-A", inbound, "-p", "tcp", "--dport", str(port), "-j", "REDIRECT",
+                        "--to-ports", str(plan.inbound_redirect_to)])  # fmt: skip
+        if inbound not in jumps:
+            out.append([*nat, "-A", "PREROUTING", "-p", "tcp", "-j", inbound])
     return out
