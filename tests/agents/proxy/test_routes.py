@@ -250,3 +250,27 @@ def test_changed_routes_take_effect_on_reload_without_dropping_a_keep_alive_conn
             assert time.monotonic() < deadline, proxy.metrics()
             time.sleep(0.1)
         assert who() == b"ok %d" % canary.port  # the same connection, the new route
+
+
+def test_routes_apply_to_requests_that_reach_their_upstream_through_http_proxy_mode(
+    tmp_path: Path,
+) -> None:
+    stable = support.start_backend(tmp_path / "stable")
+    canary = support.start_backend(tmp_path / "canary")
+    front = support.free_port()
+    config = tmp_path / "proxy.yaml"
+    config.write_text(json.dumps({
+        "http_proxy": f"127.0.0.1:{front}",
+        "upstreams": [{"name": "orders", "endpoints": [stable.address]},
+                      {"name": "orders-v2", "endpoints": [canary.address]}],
+        "routes": [route([{"matches": [{"headers": [{"name": "x-canary", "value": "yes"}]}],
+                           "backendRefs": [{"name": "orders-v2"}]},
+                          {"backendRefs": [{"name": "orders"}]}])],
+    }))  # fmt: skip
+    support.start_proxy(config=config)
+
+    def body(headers: dict[str, str]) -> bytes:
+        return ask(front, "http://orders/ok", headers=headers)[0][2]
+
+    assert body({}) == b"ok %d" % stable.port
+    assert body({"X-Canary": "yes"}) == b"ok %d" % canary.port
