@@ -274,3 +274,16 @@ def test_routes_apply_to_requests_that_reach_their_upstream_through_http_proxy_m
 
     assert body({}) == b"ok %d" % stable.port
     assert body({"X-Canary": "yes"}) == b"ok %d" % canary.port
+
+
+def test_a_routes_retry_backoff_waits_before_the_retry(tmp_path: Path) -> None:
+    group = [support.start_backend(tmp_path / f"b{i}") for i in range(2)]
+    rules = [{"retry": {"codes": [500], "attempts": 1, "backoff": "700ms"},
+              "backendRefs": [{"name": "orders-v1"}]}]  # fmt: skip
+    proxy, port = start(tmp_path, {"orders-v1": group}, [route(rules)])
+    started = time.monotonic()
+    assert ask(port, "/status/500")[0][0] == 500
+    # a lower bound only: a busy machine can make it longer, never shorter
+    assert time.monotonic() - started >= 0.7
+    assert proxy.metric("retry_total", upstream="orders-v1") == 1
+    assert proxy.metric("request_total", upstream="orders-v1") == 2

@@ -261,8 +261,15 @@ class Exchange:
         self._drop_conn()
         self._release()
         self._cancel_try_timer()
-        self.dispatch()
+        if self.rule is not None and self.rule.backoff:  # the route's retry.backoff
+            self.service.loop.call_later(self.rule.backoff, self._redispatch)
+        else:
+            self.dispatch()
         return True
+
+    def _redispatch(self) -> None:
+        if not self.done:  # the client may have gone, or the request timed out, meanwhile
+            self.dispatch()
 
     # -- upstream side (pools.Served) -----------------------------------------------------
     def response_head(

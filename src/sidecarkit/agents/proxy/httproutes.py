@@ -6,13 +6,13 @@ against the route's rules and sent to the rule's weighted ``backendRefs``. Here 
 backend is an upstream of the proxy's settings, named as the Service is. The object is
 written as it is applied to a cluster (``apiVersion``, ``kind``, ``metadata``, ``spec``), so the
 same YAML serves both; fields the proxy does not implement are refused by name rather than
-silently ignored, except ``hostnames`` (meaningless for a Service parent, as GAMMA says) and
-``retry.backoff`` (retries are immediate, bounded by the retry budget).
+silently ignored, except ``hostnames`` (meaningless for a Service parent, as GAMMA says).
 
 Supported, per rule: ``matches`` (``path`` Exact, PathPrefix or RegularExpression; ``method``;
 ``headers`` and ``queryParams`` Exact or RegularExpression), ``filters``
 (RequestHeaderModifier, ResponseHeaderModifier), ``backendRefs`` with ``weight``,
-``timeouts.request`` and ``timeouts.backendRequest``, ``retry.codes`` and ``retry.attempts``.
+``timeouts.request`` and ``timeouts.backendRequest``, ``retry.codes``, ``retry.attempts`` and
+``retry.backoff``.
 
 No I/O here: the settings hand over the parsed YAML.
 """
@@ -94,6 +94,8 @@ class Rule:
     retry_codes: tuple[int, ...] | None = None
     retry_attempts: int | None = None
     """Retries after the first try (GEP-1731), so tries in all are one more."""
+    retry_backoff: float | None = None
+    """Seconds to wait before each retry; None: at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,9 +317,10 @@ def _rule(data: Any, where: str) -> Rule:
         attempts = retry["attempts"]
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
             raise _fail(f"{where}.retry.attempts", f"{attempts!r} is not a whole number >= 0")
+    backoff = None
     if retry.get("backoff") is not None:
-        _duration(retry["backoff"], f"{where}.retry.backoff")
-    return Rule(matches, backends, request, response, total, per_try, codes, attempts)
+        backoff = _duration(retry["backoff"], f"{where}.retry.backoff")
+    return Rule(matches, backends, request, response, total, per_try, codes, attempts, backoff)
 
 
 def _code(value: Any, where: str) -> int:
@@ -414,6 +417,8 @@ def to_mapping(route: HTTPRoute) -> dict[str, Any]:
             retry["codes"] = list(rule.retry_codes)
         if rule.retry_attempts is not None:
             retry["attempts"] = rule.retry_attempts
+        if rule.retry_backoff is not None:
+            retry["backoff"] = f"{int(rule.retry_backoff * 1000)}ms"
         if retry:
             out["retry"] = retry
         rules.append(out)

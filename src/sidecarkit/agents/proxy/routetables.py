@@ -45,6 +45,7 @@ class Choice(Generic[T]):
     __slots__ = (
         "attempts",
         "backends",
+        "backoff",
         "bounds",
         "refusal",
         "request_edit",
@@ -93,6 +94,8 @@ class Choice(Generic[T]):
         self.retry_status = frozenset(
             retries.on_status if rule.retry_codes is None else rule.retry_codes
         )
+        self.backoff = rule.retry_backoff or 0.0
+        """Seconds before each retry (``retry.backoff``); 0: at once."""
 
     def pick(self) -> T | None:
         if len(self.backends) == 1:
