@@ -22,6 +22,7 @@ from sidecarkit import __version__, awaiting, clustercli, configfiles, errors, r
 from sidecarkit.agents import process
 from sidecarkit.agents.logs.command import logs as logs_command
 from sidecarkit.agents.proxy.command import proxy as proxy_command
+from sidecarkit.agents.proxy.initcommand import proxy_init as proxy_init_command
 from sidecarkit.injection import (
     annotating,
     configs,
@@ -566,6 +567,7 @@ def agent() -> None:
 
 agent.add_command(logs_command, "logs")
 agent.add_command(proxy_command, "proxy")
+agent.add_command(proxy_init_command, "proxy-init")
 cli.add_command(clustercli.explain, "explain")
 cli.add_command(clustercli.repair, "repair")
 

@@ -329,8 +329,46 @@ def _render_proxy(values: Mapping[str, str], ctx: Context) -> Parts:
     mounts += policy_mounts
     volumes += policy_volumes
     ports = [{"name": "sk-proxy-in", "containerPort": inbound, "protocol": "TCP"}]
+    init: tuple[Json, ...] = ()
+    if values.get("transparent") in ("outbound", "all"):
+        env.append(
+            {"name": "SIDECARKIT_PROXY_TRANSPARENT", "value": f"127.0.0.1:{TRANSPARENT_PORT}"}
+        )
+        init = (_proxy_init(values),)
     container = _agent_container("proxy", values, ctx, env=env, ports=ports, mounts=mounts)
-    return Parts(sidecars=(container,), volumes=tuple(volumes))
+    return Parts(init_containers=init, sidecars=(container,), volumes=tuple(volumes))
+
+
+TRANSPARENT_PORT: Final = 15001
+"""Where the app's redirected outbound TCP reaches the proxy (Istio's outbound capture port)."""
+
+
+def _proxy_init(values: Mapping[str, str]) -> Json:
+    """Transparent mode's init container: writes the iptables rules (``agent proxy-init``) in
+    the pod's network namespace, as root with NET_ADMIN and NET_RAW, as ``istio-init`` does;
+    the proxy's own user (the restricted context's) is left alone by them."""
+    command = ["sidecarkit", "agent", "proxy-init", "--redirect-to", str(TRANSPARENT_PORT),
+               "--proxy-uid", str(RESTRICTED_SECURITY_CONTEXT["runAsUser"])]  # fmt: skip
+    for cidr in (values.get("transparent-include") or "").split(","):
+        if cidr.strip():
+            command += ["--include", cidr.strip()]
+    if values.get("transparent") == "all":  # the app's port, reached from outside, too
+        command += ["--inbound-port", values["port"], "--inbound-redirect-to",
+                    values["inbound-port"]]  # fmt: skip
+    return {
+        "name": "sidecarkit-proxy-init",
+        "image": values["image"],
+        "command": command,
+        "resources": _resources(values),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+            "readOnlyRootFilesystem": False,  # iptables takes a lock file under /run
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+        },
+    }
 
 
 def _proxy_profile(image: str) -> Profile:
@@ -357,6 +395,22 @@ def _proxy_profile(image: str) -> Profile:
             policy_setting(),
             _settings.Setting(
                 "admin-port", K.PORT, "15102", "Port of /healthz, /ready and /metrics."
+            ),
+            _settings.Setting(
+                "transparent",
+                K.CHOICE,
+                "off",
+                "outbound: an init container (NET_ADMIN) redirects the app's outbound TCP to the "
+                "proxy with iptables, upstreams chosen by their addresses: (docs/proxy.md); all: "
+                "also connections to the app's port from outside, to the inbound port.",
+                ("off", "outbound", "all"),
+            ),
+            _settings.Setting(
+                "transparent-include",
+                K.STRING,
+                None,
+                "Comma-separated CIDRs redirected in transparent mode (e.g. the Service range); "
+                "default: every IPv4 destination.",
             ),
             *_resource_settings("50m", "32Mi", "128Mi"),
         ),

@@ -80,3 +80,25 @@ def test_the_retry_budget_allows_the_ratio_plus_the_floor_and_refills_with_time(
     assert allowed == 30  # 0.2 x 100 + 1/s x 10 s
     assert budget.denied == 70
     assert budget.withdraw(30.0)  # the window moved on
+
+
+def test_weighted_endpoints_get_traffic_in_proportion_under_every_balancer() -> None:
+    weights = {A: 1.0, B: 2.0, C: 5.0}
+    rr = _balancer("round-robin")
+    rr.update([A, B, C], weights)
+    assert Counter(rr.pick(0.0).address for _ in range(80)) == {A: 10, B: 20, C: 50}  # type: ignore[union-attr]
+    for kind in ("least-request", "p2c-peak-ewma"):
+        b = _balancer(kind)
+        b.update([A, B, C], weights)
+        picks: Counter[tuple[str, int]] = Counter()
+        for _ in range(4000):  # a request in flight on each pick, released every 8: some load
+            e = b.pick(1.0)
+            assert e is not None
+            picks[e.address] += 1
+            e.pending += 1
+            if sum(picks.values()) % 8 == 0:
+                for endpoint in b.endpoints:
+                    endpoint.pending = 0
+        assert picks[A] < picks[B] < picks[C], (kind, picks)
+    b.update([A, B, C])  # weights gone: back to equal shares
+    assert not b.bounds

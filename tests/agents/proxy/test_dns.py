@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,5 +151,51 @@ def test_srv_records_give_ports_and_only_the_lowest_priority_with_targets_is_use
         becomes(proxy, {b"ok %d" % a.port, b"ok %d" % b.port})
         records.set(srv, "SRV", SRV(priority=20, weight=1, port=c.port, target="c.test."))
         becomes(proxy, {b"ok %d" % c.port})
+    finally:
+        assert proxy.stop() == 0
+
+
+def test_srv_weights_share_traffic_among_targets_of_one_priority_as_rfc_2782_says(
+    tmp_path: Path, zone: tuple[Zone, DNSServer]
+) -> None:
+    records, server = zone
+    light, heavy, spare = (support.start_backend(tmp_path / n) for n in ("l", "h", "s"))
+    for name in ("light.test.", "heavy.test.", "spare.test."):
+        records.set(name, "A", A("127.0.0.1"))
+    srv = "_http._tcp.svc.test."
+    records.set(
+        srv,
+        "SRV",
+        SRV(priority=10, weight=10, port=light.port, target="light.test."),
+        SRV(priority=10, weight=30, port=heavy.port, target="heavy.test."),
+        SRV(priority=10, weight=0, port=spare.port, target="spare.test."),
+    )
+    proxy = start(tmp_path, server, "_http._tcp.svc.test")
+    try:
+        seen: Counter[bytes] = Counter()
+        for _ in range(400):
+            status, _, body = support.request(proxy.ports["svc"])
+            assert status == 200, body
+            seen[body] += 1
+        # smooth weighted round robin over 10 : 30 : 0.01 is exact but for the weight-0
+        # target's rare turn: 100 and 300 of 400, give or take 2
+        assert abs(seen[b"ok %d" % light.port] - 100) <= 2, seen
+        assert abs(seen[b"ok %d" % heavy.port] - 300) <= 2, seen
+        assert seen[b"ok %d" % spare.port] <= 1, seen
+        # the weights change: the split follows at the next answer
+        records.set(
+            srv,
+            "SRV",
+            SRV(priority=10, weight=1, port=light.port, target="light.test."),
+            SRV(priority=10, weight=1, port=heavy.port, target="heavy.test."),
+        )
+        deadline = time.monotonic() + 20
+        split: Counter[bytes] = Counter()
+        while time.monotonic() < deadline:
+            split = Counter(support.request(proxy.ports["svc"])[2] for _ in range(20))
+            if split[b"ok %d" % light.port] == 10:
+                break
+            time.sleep(0.2)
+        assert split == {b"ok %d" % light.port: 10, b"ok %d" % heavy.port: 10}, split
     finally:
         assert proxy.stop() == 0

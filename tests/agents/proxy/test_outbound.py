@@ -12,6 +12,7 @@ import pytest
 from tests.agents.proxy.support import (
     Backend,
     connection,
+    read_response,
     request,
     start_backend,
     start_proxy,
@@ -199,5 +200,44 @@ def test_a_dns_name_gives_the_endpoints_and_a_failing_one_keeps_the_service_up(
         assert status == 503
         assert headers["retry-after"] == "1"
         assert proxy.metric("discovery_errors_total", upstream="gone") >= 1
+    finally:
+        proxy.stop()
+
+
+def test_every_try_is_counted_in_response_total_on_the_endpoint_that_answered_it(
+    tmp_path: Path, backends: list[Backend]
+) -> None:
+    config = _config(tmp_path, "outlier:\n  max_ejected_percent: 0\n")
+    proxy = start_proxy(config=config, upstreams={"svc": ",".join(b.address for b in backends)})
+    try:
+        statuses = Counter(request(proxy.ports["svc"], "/status/503")[0] for _ in range(20))
+        assert statuses == {503: 20}
+        tries = proxy.metric("request_total", upstream="svc")
+        assert proxy.metric("retry_total", upstream="svc") > 0
+        # a 503 retried elsewhere is still a failure of the endpoint that gave it, as Linkerd
+        # counts it: every try has its response
+        failures = proxy.metric("response_total", upstream="svc", classification="failure")
+        assert failures == tries
+        for b in backends:
+            labels = {"upstream": "svc", "endpoint": b.address}
+            assert proxy.metric("response_total", **labels) == proxy.metric(
+                "request_total", **labels
+            )
+    finally:
+        proxy.stop()
+
+
+def test_no_series_for_the_proxys_own_answers_appears_before_it_answers_one(
+    tmp_path: Path, backends: list[Backend]
+) -> None:
+    proxy = start_proxy(upstreams={"svc": backends[0].address})
+    try:
+        assert request(proxy.ports["svc"])[0] == 200
+        assert 'endpoint=""' not in proxy.metrics()
+        with connection(proxy.ports["svc"]) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n")
+            assert read_response(s)[0] == 400
+        assert proxy.metric("request_total", upstream="svc", endpoint="") == 1
+        assert proxy.metric("response_total", upstream="svc", endpoint="", status_code="400") == 1
     finally:
         proxy.stop()

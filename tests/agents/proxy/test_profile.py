@@ -96,3 +96,41 @@ def test_the_injected_proxy_sidecar_runs_with_its_env_and_answers_its_probes(
     assert support.request(outbound)[2] == b"ok %d" % upstream.port, "the app reaches upstreams"
     proxy = support.Proxy(proc, admin, {})
     assert proxy.stop() == 0
+
+
+def test_transparent_outbound_adds_an_init_container_that_writes_the_redirect_for_the_proxy(
+    tmp_path: Path,
+) -> None:
+    pod = inject(
+        tmp_path,
+        {
+            "sidecarkit.io/proxy.transparent": "outbound",
+            "sidecarkit.io/proxy.transparent-include": "10.96.0.0/12, 10.100.0.0/16",
+        },
+    )
+    init, sidecar = pod["spec"]["initContainers"]
+    assert init["name"] == "sidecarkit-proxy-init"
+    assert "restartPolicy" not in init  # runs to completion before the proxy starts
+    assert init["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
+    uid = sidecar["securityContext"]["runAsUser"]
+    assert init["command"][:3] == ["sidecarkit", "agent", "proxy-init"]
+    printed = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", *init["command"][1:], "--dry-run"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    # the proxy's own connections are left alone, the app's to the included ranges redirected
+    assert f"-m owner --uid-owner {uid} -j RETURN" in printed
+    assert "-d 10.96.0.0/12 -j REDIRECT --to-ports 15001" in printed
+    assert "-d 10.100.0.0/16 -j REDIRECT --to-ports 15001" in printed
+    env = {**os.environ}
+    env.update({e["name"]: e["value"] for e in sidecar["env"] if "value" in e})
+    settings = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", *sidecar["command"][1:], "--dry-run"],
+        check=True, capture_output=True, text=True, env=env,
+    ).stdout  # fmt: skip
+    assert "transparent: 127.0.0.1:15001" in settings
+
+    all_ports = inject(tmp_path, {"sidecarkit.io/proxy.transparent": "all",
+                                  "sidecarkit.io/proxy.port": "8080"})  # fmt: skip
+    command = all_ports["spec"]["initContainers"][0]["command"]
+    assert command[-4:] == ["--inbound-port", "8080", "--inbound-redirect-to", "15006"]

@@ -10,6 +10,11 @@ Three balancers over one endpoint set:
 * ``least-request``: two random choices by requests in flight alone (Envoy's default form).
 * ``round-robin``: in turn.
 
+Endpoints may carry weights (DNS SRV records' RFC 2782 weights); when the live ones differ,
+round robin becomes nginx's smooth weighted round robin, and the two random choices are drawn
+in proportion to weight and compared by load / weight (as Envoy's weighted least-request does),
+so a heavier endpoint is both offered more often and allowed more load.
+
 Outlier ejection (Envoy's consecutive-errors detector): ``consecutive_failures`` 5xx answers or
 connect failures in a row take an endpoint out for ``base_ejection`` x the number of times it
 was ejected (capped at ``max_ejection``); at most ``max_ejected_percent`` of the endpoints are
@@ -22,9 +27,11 @@ drive time by hand.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from sidecarkit.agents.proxy import settings as proxy_settings
@@ -43,6 +50,7 @@ class Endpoint:
     __slots__ = (
         "address",
         "cost",
+        "current",
         "ejected_until",
         "ejections",
         "failures",
@@ -51,9 +59,10 @@ class Endpoint:
         "pending",
         "pool",
         "stamp",
+        "weight",
     )  # fmt: skip
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], weight: float = 1.0) -> None:
         self.address = address
         host, port = address
         self.label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -70,6 +79,10 @@ class Endpoint:
         self.last_ejection = 0.0
         self.pool: Any = None
         """The connection pool the I/O layer keeps for this endpoint."""
+        self.weight = weight
+        """Its share relative to the others' (1 unless discovery gives weights)."""
+        self.current = 0.0
+        """Smooth weighted round robin's running score."""
 
     def observe(self, rtt: float, now: float) -> None:
         """Fold one response latency (seconds) into the peak EWMA."""
@@ -107,8 +120,14 @@ class Balancer:
         self.next_return = math.inf
         self.cursor = 0
         self.ejected_total = 0
+        self.bounds: list[float] = []
+        """Running sums of the live endpoints' weights; empty when they weigh the same."""
 
-    def update(self, addresses: Iterable[tuple[str, int]]) -> list[Endpoint]:
+    def update(
+        self,
+        addresses: Iterable[tuple[str, int]],
+        weights: Mapping[tuple[str, int], float] | None = None,
+    ) -> list[Endpoint]:
         """Replace the endpoint set, keeping the state of addresses that stay; returns the
         endpoints that left (their pools are the caller's to close)."""
         known = {e.address: e for e in self.endpoints}
@@ -117,7 +136,9 @@ class Balancer:
             kept = known.get(address)
             if kept is not None:
                 del known[address]
-            fresh.append(kept if kept is not None else Endpoint(address))
+            endpoint = kept if kept is not None else Endpoint(address)
+            endpoint.weight = weights.get(address, 1.0) if weights else 1.0
+            fresh.append(endpoint)
         self.endpoints = fresh
         self._relive(self.next_return if math.isfinite(self.next_return) else 0.0)
         return list(known.values())
@@ -132,6 +153,9 @@ class Balancer:
                 live.append(endpoint)
         self.live = live or list(self.endpoints)
         self.next_return = soonest
+        self.bounds = []
+        if any(e.weight != self.live[0].weight for e in self.live):
+            self.bounds = list(itertools.accumulate(e.weight for e in self.live))
 
     def pick(self, now: float, *, avoid: Endpoint | None = None) -> Endpoint | None:
         """The endpoint for the next request (``avoid`` the one a retry comes from), or None
@@ -144,6 +168,8 @@ class Balancer:
             return None
         if count == 1:
             return live[0]
+        if self.bounds:
+            return self._weighted(now, avoid)
         if self.kind == "round-robin":
             self.cursor = (self.cursor + 1) % count
             chosen = live[self.cursor]
@@ -163,6 +189,39 @@ class Balancer:
         if self.kind == "least-request":
             return first if first.pending <= second.pending else second
         return first if first.load(now) <= second.load(now) else second
+
+    def _weighted(self, now: float, avoid: Endpoint | None) -> Endpoint:
+        live = self.live
+        if self.kind == "round-robin":  # nginx's smooth weighted round robin
+            total = self.bounds[-1]
+            best = live[0]
+            for endpoint in live:
+                endpoint.current += endpoint.weight
+                if endpoint.current > best.current:
+                    best = endpoint
+            best.current -= total
+            if best is avoid:
+                return self._weighted(now, None)
+            return best
+        bounds, total, rand = self.bounds, self.bounds[-1], self.rng.random
+        last = len(live) - 1
+        first = live[min(bisect.bisect_right(bounds, rand() * total), last)]
+        second = first
+        for _ in range(3):  # a heavy endpoint is often drawn twice: draw again, a few times
+            second = live[min(bisect.bisect_right(bounds, rand() * total), last)]
+            if second is not first:
+                break
+        if second is first:
+            second = live[last] if first is not live[last] else live[0]
+        if first is avoid:
+            return second
+        if second is avoid:
+            return first
+        if self.kind == "least-request":
+            a, b = (first.pending + 1) / first.weight, (second.pending + 1) / second.weight
+        else:
+            a, b = first.load(now) / first.weight, second.load(now) / second.weight
+        return first if a <= b else second
 
     def succeeded(self, endpoint: Endpoint, now: float) -> None:
         endpoint.failures = 0

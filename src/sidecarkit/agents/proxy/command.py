@@ -58,9 +58,12 @@ def _given(
     drain_grace: str | None,
     mtls: str | None,
     policy_path: str | None,
+    transparent: str | None = None,
 ) -> dict[str, Any]:
     """The flags as YAML-shaped data, to lay over the file's."""
     given: dict[str, Any] = {}
+    if transparent:
+        given["transparent"] = transparent
     if inbound or app:
         given["inbound"] = {k: v for k, v in (("listen", inbound), ("app", app)) if v is not None}
     if upstreams or tcp_upstreams:
@@ -187,6 +190,13 @@ def _policy(path: str | None) -> Any:
     help="Be the app's HTTP_PROXY here: requests go to the upstream their host names.",
 )
 @click.option(
+    "--transparent",
+    metavar="HOST:PORT",
+    envvar="SIDECARKIT_PROXY_TRANSPARENT",
+    help="Take the app's outbound TCP that `agent proxy-init` redirects here (transparent "
+    "mode). Env: SIDECARKIT_PROXY_TRANSPARENT.",
+)
+@click.option(
     "--admin",
     metavar="HOST:PORT",
     envvar="SIDECARKIT_ADMIN_PORT",
@@ -252,6 +262,7 @@ def proxy(
     upstreams: tuple[str, ...],
     tcp_upstreams: tuple[str, ...],
     http_proxy: str | None,
+    transparent: str | None,
     admin: str | None,
     mtls: str | None,
     identity_ca: str | None,
@@ -273,7 +284,7 @@ def proxy(
     )
     try:
         given = _given(inbound, app, upstreams, tcp_upstreams, http_proxy, admin, balancer,
-                       access_log, drain_grace, mtls, policy_path)  # fmt: skip
+                       access_log, drain_grace, mtls, policy_path, transparent)  # fmt: skip
     except ValueError as exc:
         _fail(errors.ConfigError(str(exc)))
     identity = (identity_ca, identity_token, trust_bundle, trust_domain)

@@ -37,6 +37,9 @@ MIN_TTL = 1.0
 MAX_TTL = 60.0
 """A long TTL is cut to a minute: a Service's pods change faster than external names do, and
 one question a minute per name costs nothing."""
+ZERO_WEIGHT = 0.01
+"""The weight an SRV record of weight 0 gets beside heavier ones: RFC 2782 gives it "a very
+small chance of being selected", not none (weights are 1-65535 otherwise)."""
 
 log = logging.getLogger("sidecarkit.agent.proxy")
 
@@ -77,7 +80,8 @@ class DnsSource:
     ``NAME:PORT`` takes the A and AAAA records (a headless Service: one per ready pod) with the
     given port; a name starting with ``_`` and no port (``_http._tcp.payments.shop``) takes its
     SRV records, each target's addresses with the record's port, from the lowest priority that
-    has any (RFC 2782; weights are left to the balancer, which measures instead). The name is
+    has any, weighted as RFC 2782 says: a target's weight is shared by its addresses, and a
+    weight of 0 gets a very small share (``ZERO_WEIGHT``) unless all are 0. The name is
     asked again when the answer's TTL runs out, between ``MIN_TTL`` and ``MAX_TTL`` seconds,
     through the servers of ``/etc/resolv.conf`` with its search list, or one given server.
     A NAME:PORT that DNS does not know is then looked up as ``getaddrinfo`` would (the hosts
@@ -99,6 +103,9 @@ class DnsSource:
         """Seconds until the next question: the last answer's TTL, or ``DNS_INTERVAL`` after
         a failure."""
         self.last: list[tuple[str, int]] | None = None
+        self.weights: dict[tuple[str, int], float] = {}
+        """Per endpoint, from SRV records; empty for A/AAAA records (all weigh the same)."""
+        self._weights_seen: dict[tuple[str, int], float] = {}
         self.stale = False
         """True while the last question failed (the endpoints in use may be out of date)."""
         self._last_error = ""
@@ -136,11 +143,14 @@ class DnsSource:
             return None
         self._last_error = ""
         self.stale = False
+        if self.port:  # A/AAAA records: no weights
+            self.weights = {}
         self.interval = min(max(float(ttl), MIN_TTL), MAX_TTL)
         found = sorted(set(found))
-        if found == self.last:
+        if found == self.last and self.weights == self._weights_seen:
             return None
         self.last = found
+        self._weights_seen = dict(self.weights)
         return found
 
     async def _addresses(self, name: str, port: int = 0) -> tuple[list[tuple[str, int]], int]:
@@ -175,16 +185,23 @@ class DnsSource:
         ttl = answer.rrset.ttl if answer.rrset is not None else 0
         records = sorted(answer, key=lambda r: r.priority)
         out: list[tuple[str, int]] = []
+        weights: dict[tuple[str, int], float] = {}
         for priority in dict.fromkeys(r.priority for r in records):
-            for record in (r for r in records if r.priority == priority):
+            group = [r for r in records if r.priority == priority]
+            every_zero = all(r.weight == 0 for r in group)
+            for record in group:
                 target = record.target.to_text()
                 if target == ".":  # "the service is decidedly not available" (RFC 2782)
                     continue
                 addresses, target_ttl = await self._addresses(target, record.port)
                 out += addresses
                 ttl = min(ttl, target_ttl)
+                weight = 1.0 if every_zero else float(record.weight) or ZERO_WEIGHT
+                for address in addresses:
+                    weights[address] = weights.get(address, 0.0) + weight / len(addresses)
             if out:
                 break
+        self.weights = weights
         return out, ttl
 
 

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from sidecarkit.agents.proxy import heads, pools, services
+from sidecarkit.agents.proxy import heads, pools, routetables, services
 
 if TYPE_CHECKING:
     from sidecarkit.agents.proxy.forwarding import Downstream
@@ -67,6 +67,7 @@ class Exchange:
         "pending",
         "req",
         "responded",
+        "rule",
         "sent_bytes",
         "service",
         "started",
@@ -118,6 +119,9 @@ class Exchange:
         """Set while the policy waits (for a key set) before it lets the request go on."""
         self.more_head = b""
         """Fields the proxy adds to the response head (the policy's ``RateLimit-*``)."""
+        self.rule: Any = None
+        """The HTTPRoute rule (``routetables.Choice``) that sent it here: its timeouts, retries
+        and response header edits replace the service's; None without routes."""
 
     # -- client side ---------------------------------------------------------------------
     def body(self, data: bytes) -> None:
@@ -179,11 +183,13 @@ class Exchange:
         pool.series.requests += 1
         endpoint.pending += 1
         self.pending = endpoint
-        timeouts = service.timeouts
-        if timeouts.try_:
-            self.try_timer = service.loop.call_later(timeouts.try_, self.try_timed_out)
-        if timeouts.request and self.timer is None:
-            self.timer = service.loop.call_later(timeouts.request, self.timed_out)
+        timeouts = service.timeouts if self.rule is None else None
+        try_ = timeouts.try_ if timeouts is not None else self.rule.try_timeout
+        if try_:
+            self.try_timer = service.loop.call_later(try_, self.try_timed_out)
+        request = timeouts.request if timeouts is not None else self.rule.request_timeout
+        if request and self.timer is None:
+            self.timer = service.loop.call_later(request, self.timed_out)
         idle = pool.idle
         while idle:
             conn = idle.pop()
@@ -241,7 +247,7 @@ class Exchange:
         return not (
             self.responded
             or self.done
-            or self.tries >= service.retries.attempts
+            or self.tries >= (service.retries.attempts if self.rule is None else self.rule.attempts)
             or (sent and self.method not in service.retry_methods)
             or (
                 sent
@@ -258,8 +264,15 @@ class Exchange:
         self._drop_conn()
         self._release()
         self._cancel_try_timer()
-        self.dispatch()
+        if self.rule is not None and self.rule.backoff:  # the route's retry.backoff
+            self.service.loop.call_later(self.rule.backoff, self._redispatch)
+        else:
+            self.dispatch()
         return True
+
+    def _redispatch(self) -> None:
+        if not self.done:  # the client may have gone, or the request timed out, meanwhile
+            self.dispatch()
 
     # -- upstream side (pools.Served) -----------------------------------------------------
     def response_head(
@@ -284,7 +297,10 @@ class Exchange:
         endpoint.observe(now - self.try_started, now)
         if status >= 500:
             service.balancer.failed(endpoint, now)
-            if status in service.retry_status and self.retry(now, sent=True):
+            retry_status = service.retry_status if self.rule is None else self.rule.retry_status
+            took = now - self.try_started
+            if status in retry_status and self.retry(now, sent=True):
+                endpoint.pool.series.respond(status, took)  # its failure, though retried
                 return
         elif endpoint.failures or endpoint.ejections:
             service.balancer.succeeded(endpoint, now)
@@ -292,6 +308,8 @@ class Exchange:
         self.status = status
         if self.more_head:  # the proxy's fields replace the endpoint's of the same names
             headers = [(n, v) for n, v in headers if not n.lower().startswith(b"ratelimit")]
+        if self.rule is not None and self.rule.response_edit is not None:
+            headers = routetables.edit_headers(headers, self.rule.response_edit)
         head, self.chunk, self.close = heads.response_head(
             status,
             reason,

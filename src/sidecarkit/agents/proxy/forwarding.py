@@ -347,6 +347,9 @@ class Downstream(asyncio.Protocol):
         if service.router is not None:  # HTTP-proxy mode: the authority names the upstream
             host = next((v for n, v in self.headers if n.lower() == b"host"), None)
             upstream, target, authority = service.router.route(target, host)
+        rule = refusal = None
+        if upstream is not None and upstream.routes is not None:  # HTTPRoute rules
+            upstream, rule, refusal = upstream.routes.route(method, target, self.headers)
         req = heads.build_request(
             method, target, version, self.headers,
             client=self.client,
@@ -362,10 +365,16 @@ class Downstream(asyncio.Protocol):
             self.refuse = (413, b"request body over the limit\n")
             raise _Refuse
         ex = Exchange(self, upstream or service, method, target, req, _now())
+        ex.rule = rule
         self.current = ex
         queue = self.queue
         queue.append(ex)
-        if upstream is None:
+        if refusal is not None:
+            ex.status = refusal[0]
+            ex.local = heads.simple_response(*refusal, close=False)
+            service.local.requests += 1
+            service.local.respond(refusal[0], 0.0)
+        elif upstream is None:
             ex.status = 404
             ex.local = heads.simple_response(
                 404, b"no upstream is named %s\n" % authority, close=False

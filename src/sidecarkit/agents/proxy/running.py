@@ -36,6 +36,7 @@ from sidecarkit.agents.proxy import (
     forwarding,
     relaying,
     reloading,
+    routetables,
     routing,
     telemetry,
 )
@@ -102,6 +103,10 @@ class Agent:
         self.watches: list[tuple[Service, Any]] = []
         """(service, ``kubewatch.KubernetesSource``): lightkube is imported only when used."""
         self.watching: dict[Any, asyncio.Task[None]] = {}
+        self.route_watch: Any = None
+        self.interceptor: Any = None
+        """``intercepting.Interceptor`` in transparent mode."""
+        """``routewatch.RouteWatch`` with ``kubernetes_routes``: lightkube only when used."""
 
     def stop(self) -> None:
         """Begin the drain (a signal handler: it only sets a flag)."""
@@ -346,6 +351,7 @@ class Agent:
         for key in (*change.add, *change.rediscover):
             self._discover(self.keyed[key], after[key])
         self.services = list(self.keyed.values())
+        self._route(new)
         front = self.keyed.get("http-proxy")
         if front is not None:
             names: dict[str, Service] = {}
@@ -355,6 +361,23 @@ class Agent:
                     for name in (up.name, *up.hosts):
                         names.setdefault(name, self.keyed[key])
             front.router = routing.Router(names)
+
+    def _route(self, settings: proxy_settings.Settings | None) -> None:
+        """Attach each upstream's HTTPRoute rules (rebuilt whole on every reload and change
+        of the cluster's routes: cheap)."""
+        settings = settings or self.settings
+        routes = list(settings.routes)
+        if self.route_watch is not None:
+            routes += self.route_watch.routes(settings)
+        named = {
+            key.partition(":")[2]: svc for key, svc in self.keyed.items()
+            if key.startswith("upstream:") and svc.protocol == "http"
+        }  # fmt: skip
+        tables = routetables.build(
+            routes, named, timeouts=settings.timeouts, retries=settings.retries
+        )
+        for name, service in named.items():
+            service.routes = tables.get(name)
 
     def _retire(self, service: Service) -> None:
         """A service the new settings dropped: drain it as on SIGTERM, off the books."""
@@ -414,6 +437,18 @@ class Agent:
         self.settings = proxy_settings.Settings(admin=s.admin)  # nothing runs yet
         await self._apply(s)
         self.started = True
+        if s.kubernetes_routes:
+            from sidecarkit.agents.proxy import routewatch  # noqa: PLC0415 - only when used
+
+            self.route_watch = routewatch.RouteWatch(
+                s.kubernetes_routes, metrics=self.metrics, publish=lambda: self._route(None)
+            )
+            watch = self.route_watch
+            self.watching[watch] = loop.create_task(watch.run(), name=watch.path)
+            for _ in range(40):  # its first list before /ready says yes
+                if watch.last is not None or watch.errors:
+                    break
+                await asyncio.sleep(0.05)
         for _, source in self.watches:
             self.watching[source] = loop.create_task(source.run(), name=source.path)
         for _, source in self.watches:  # the first list before /ready says yes
@@ -427,6 +462,8 @@ class Agent:
                 await asyncio.wait_for(asyncio.shield(self._resolve(service, name)), 2.5)
         if self.sources is not None:
             await self.sources.start()
+        if s.transparent is not None:
+            await self._intercept(loop, s.transparent)
         self.admin_address = s.admin
         admin_server = await admin.serve(s.admin[0], s.admin[1], self._routes())
         log.info("admin endpoint on %s:%d", *s.admin)
@@ -439,6 +476,8 @@ class Agent:
         ticker = loop.create_task(self._tick(loop), name="proxy ticker")
         await self.stopping.wait()
         self.ready = False
+        if self.interceptor is not None:
+            self.interceptor.close()
         await self._drain(loop)
         ticker.cancel()
         for task in self.watching.values():
@@ -454,6 +493,20 @@ class Agent:
         self.policy = new  # for listeners a settings reload adds
         for guard in self.guards:
             guard.take(new, authenticator)
+
+    async def _intercept(self, loop: asyncio.AbstractEventLoop, address: tuple[str, int]) -> None:
+        from sidecarkit.agents.proxy import intercepting  # noqa: PLC0415 - only when used
+
+        def lookup(destination: tuple[str, int]) -> Service | None:
+            for up in self.settings.upstreams:
+                if destination in up.addresses:
+                    return self.keyed.get(f"upstream:{up.name}")
+            return None
+
+        self.interceptor = intercepting.Interceptor(
+            lookup=lookup, settings=lambda: self.settings, metrics=self.metrics, loop=loop
+        )
+        await self.interceptor.start(*address)
 
     def _hangup(self, loop: asyncio.AbstractEventLoop) -> None:
         self._spawn(loop, self.reload("SIGHUP"), "reload")
@@ -514,7 +567,7 @@ class Agent:
         finally:
             name.due = asyncio.get_running_loop().time() + name.interval
         if endpoints is not None:
-            service.set_endpoints(endpoints)
+            service.set_endpoints(endpoints, name.weights)
 
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         drain = self.settings.drain

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sidecarkit.agents.proxy import balancing, budgets, pools, routing, telemetry
@@ -82,11 +82,17 @@ class Service:
         """Inbound with ``tls``: the ``terminating.Terminator`` whose certificates it serves."""
         self.router: routing.Router[Service] | None = None
         """Set on the HTTP-proxy listener's service: requests go where their authority says."""
+        self.routes: Any = None
+        """The HTTPRoute rules attached to this service (``routetables.Table``); None: none."""
 
-    def set_endpoints(self, addresses: Iterable[tuple[str, int]]) -> None:
-        """Take a new endpoint set from discovery; pools of endpoints that left are closed
-        when idle (requests in flight on them finish)."""
-        gone = self.balancer.update(addresses)
+    def set_endpoints(
+        self,
+        addresses: Iterable[tuple[str, int]],
+        weights: Mapping[tuple[str, int], float] | None = None,
+    ) -> None:
+        """Take a new endpoint set from discovery (with weights, from DNS SRV records); pools
+        of endpoints that left are closed when idle (requests in flight on them finish)."""
+        gone = self.balancer.update(addresses, weights)
         for endpoint in gone:
             if endpoint.pool is not None:
                 endpoint.pool.close()

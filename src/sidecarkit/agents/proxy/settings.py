@@ -20,7 +20,9 @@ for the proxy to do anything)::
         host: payments.shop.svc       # Host header sent upstream (default: as the app sent it)
         protocol: http                # or tcp: an opaque L4 relay, one endpoint per connection
         hosts: [payments, payments.shop.svc]  # names it answers to in HTTP-proxy mode
+        addresses: [10.96.0.7:80]     # transparent mode: connections the app makes to these
     http_proxy: 127.0.0.1:15080       # the app's HTTP_PROXY: routes by the authority it names
+    transparent: 0.0.0.0:15001        # where `agent proxy-init`'s iptables rules redirect to
     dns_server: 127.0.0.1:53          # default: the servers of /etc/resolv.conf
     zone: eu-west-1a                  # this pod's zone: EndpointSlice zone hints are followed
     limits:
@@ -57,6 +59,14 @@ for the proxy to do anything)::
     access_log: false                 # one JSON line a request on stdout
     # TLS (identity:, inbound.mtls, inbound.tls, upstreams[].mtls and .peer): see tlsconfig
     policy: /etc/sidecarkit/policy.yaml   # authentication, authorization, rate limits (inbound)
+    kubernetes_routes: shop           # and the HTTPRoutes of this namespace, by list+watch
+    routes:                           # Gateway API HTTPRoute objects, as applied to a cluster
+      - apiVersion: gateway.networking.k8s.io/v1
+        kind: HTTPRoute
+        metadata: {name: orders-canary}
+        spec:
+          parentRefs: [{kind: Service, name: orders}]     # an upstream
+          rules: [{backendRefs: [{name: orders-v1, weight: 90}, {name: orders-v2, weight: 10}]}]
 
 Every error names the key and says what would be accepted, because the reader is usually
 looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
@@ -69,7 +79,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Final
 
 from sidecarkit import durations
-from sidecarkit.agents.proxy import tlsconfig
+from sidecarkit.agents.proxy import httproutes, tlsconfig
 
 __all__ = [
     "BALANCERS",
@@ -132,6 +142,9 @@ class Upstream:
     """The endpoints have a sidecar: connect with mTLS (needs ``identity``)."""
     peer: str | None = None
     """With ``mtls``: the SPIFFE ID the endpoints must have; None takes any of the trust domain."""
+    addresses: tuple[tuple[str, int], ...] = ()
+    """In transparent mode, the destinations (a Service's ClusterIP:port) whose redirected
+    connections are this upstream's (``intercepting``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +240,15 @@ class Settings:
     own ``mtls`` mode or ``tls``, as Istio's port-level PeerAuthentication."""
     policy: str | None = None
     """A policy file (``policies``) for the inbound listener; None: every request goes on."""
+    routes: tuple[httproutes.HTTPRoute, ...] = ()
+    transparent: tuple[str, int] | None = None
+    """The port iptables redirects the app's outbound TCP to (``intercepting``); read at
+    start."""
+    kubernetes_routes: str | None = None
+    """A namespace whose HTTPRoutes are followed through the API server (``routewatch``);
+    read at start (a reload does not change it)."""
+    """Gateway API HTTPRoutes attached to upstreams (``httproutes``); their backends are
+    upstreams too, which need no ``listen`` of their own."""
 
 
 def parse_kubernetes(value: Any, where: str) -> tuple[str, str, str]:
@@ -358,7 +380,7 @@ def _upstream(data: Any, where: str) -> Upstream:
     data = _mapping(data, where)
     allowed = (
         "name", "listen", "endpoints", "file", "dns", "kubernetes", "balancer", "host", "hosts",
-        "protocol", "mtls", "peer",
+        "protocol", "mtls", "peer", "addresses",
     )  # fmt: skip
     _known(data, where, allowed)
     name = str(data.get("name", "")).strip()
@@ -387,6 +409,16 @@ def _upstream(data: Any, where: str) -> Upstream:
     kubernetes = None
     if data.get("kubernetes"):
         kubernetes = parse_kubernetes(data["kubernetes"], f"{where}.kubernetes")
+    addresses = tuple(
+        parse_address(e, f"{where}.addresses[{i}]", default_host="")
+        for i, e in enumerate(_list(data.get("addresses", []), f"{where}.addresses"))
+    )
+    for i, (host, _) in enumerate(addresses):
+        if not host or not all(c.isdigit() or c == "." for c in host) or host.count(".") != 3:
+            raise ValueError(
+                f"{where}.addresses[{i}]: give the IPv4 address and port the app dials, "
+                "e.g. the Service's ClusterIP 10.96.0.7:80"
+            )
     if not endpoints and not file and not dns and not kubernetes:
         raise ValueError(
             f"{where}: no endpoints; give endpoints: [host:port, ...], file: PATH, "
@@ -417,6 +449,7 @@ def _upstream(data: Any, where: str) -> Upstream:
         kubernetes,
         mtls=_bool(data.get("mtls", False), f"{where}.mtls"),
         peer=tlsconfig.peer_id(data["peer"], f"{where}.peer") if data.get("peer") else None,
+        addresses=addresses,
     )
 
 
@@ -450,7 +483,8 @@ _POOL = {
 _DRAIN = {"delay": _seconds, "grace": _seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
-    "pool", "drain", "access_log", "zone", "dns_server", "identity", "policy",
+    "pool", "drain", "access_log", "zone", "dns_server", "identity", "policy", "routes",
+    "kubernetes_routes", "transparent",
 )  # fmt: skip
 
 
@@ -537,6 +571,21 @@ def from_mapping(
             changes["identity"] = tlsconfig.identity_from(data["identity"])
         if data.get("policy"):
             changes["policy"] = str(data["policy"])
+        if data.get("transparent"):
+            changes["transparent"] = parse_address(data["transparent"], "transparent")
+        if data.get("kubernetes_routes"):
+            namespace = str(data["kubernetes_routes"]).strip()
+            if not all(c.isalnum() or c == "-" for c in namespace) or len(namespace) > 63:
+                raise ValueError(
+                    f"kubernetes_routes: {namespace!r} is not a namespace name; write the "
+                    "namespace whose HTTPRoutes the proxy follows, e.g. shop"
+                )
+            changes["kubernetes_routes"] = namespace
+        if "routes" in data:
+            items = _list(data["routes"], "routes") if data["routes"] else []
+            changes["routes"] = tuple(
+                httproutes.from_mapping(r, f"routes[{i}]", index=i) for i, r in enumerate(items)
+            )
         result = replace(settings, **changes)
         if final:
             _check(result)
@@ -554,10 +603,20 @@ def _check(settings: Settings) -> None:
     listeners += [(f"upstreams[{u.name}].listen", u.listen) for u in settings.upstreams if u.listen]
     if settings.http_proxy:
         listeners.append(("http_proxy", settings.http_proxy))
+    if settings.transparent:
+        listeners.append(("transparent", settings.transparent))
     listeners.append(("admin", settings.admin))
     names = set()
     for up in settings.upstreams:
-        if up.listen is None and settings.http_proxy is None:
+        # with routes, an upstream may be a backend (now, or after the next canary step); or
+        # it is reached through transparent mode
+        routed = bool(settings.routes or settings.kubernetes_routes or up.addresses)
+        if up.addresses and settings.transparent is None:
+            raise ValueError(
+                f"upstreams[{up.name}].addresses: only used in transparent mode; set "
+                "transparent: to the port proxy-init redirects to (e.g. 0.0.0.0:15001)"
+            )
+        if up.listen is None and settings.http_proxy is None and not routed:
             raise ValueError(
                 f"upstreams[{up.name}].listen: missing; give the local port the app calls "
                 "(e.g. 15001), or set http_proxy to reach it by name"
@@ -582,8 +641,28 @@ def _check(settings: Settings) -> None:
             upstreams=[(u.name, u.mtls) for u in settings.upstreams],
             where=f"inbound[{index}]" if settings.more_inbound else "inbound",
         )
+    _check_routes(settings)
     if settings.outlier.max_ejected_percent > 100:
         raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
+
+
+def _check_routes(settings: Settings) -> None:
+    http = {u.name for u in settings.upstreams if u.protocol == "http"}
+    for i, route in enumerate(settings.routes):
+        for name in route.parents:
+            if name not in http:
+                raise ValueError(
+                    f"routes[{i}].spec.parentRefs: {name!r} is not an http upstream; add it to "
+                    "upstreams: or attach the route to one of "
+                    + (", ".join(sorted(http)) or "none")
+                )
+        for r, rule in enumerate(route.rules):
+            for b, backend in enumerate(rule.backends):
+                if backend.name not in http:
+                    raise ValueError(
+                        f"routes[{i}].spec.rules[{r}].backendRefs[{b}]: {backend.name!r} is not "
+                        "an http upstream; add it to upstreams: (listen: is not needed)"
+                    )
 
 
 def to_mapping(settings: Settings) -> dict[str, Any]:
@@ -622,6 +701,7 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             **({"hosts": list(u.hosts)} if u.hosts else {}),
             **({"mtls": True} if u.mtls else {}),
             **({"peer": u.peer} if u.peer else {}),
+            **({"addresses": [address(a) for a in u.addresses]} if u.addresses else {}),
         }
         for u in settings.upstreams
     ]
@@ -641,4 +721,10 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
         out["identity"] = tlsconfig.identity_mapping(settings.identity)
     if settings.policy:
         out["policy"] = settings.policy
+    if settings.transparent:
+        out["transparent"] = address(settings.transparent)
+    if settings.kubernetes_routes:
+        out["kubernetes_routes"] = settings.kubernetes_routes
+    if settings.routes:
+        out["routes"] = [httproutes.to_mapping(r) for r in settings.routes]
     return out

@@ -29,10 +29,12 @@ _BOUNDS: Final = tuple(float(b) for b in LATENCY_BUCKETS_MS)
 class RequestSeries:
     """Requests through one (direction, upstream, endpoint)."""
 
-    __slots__ = ("buckets", "labels", "latency_sum", "requests", "responses", "retries")
+    __slots__ = ("buckets", "labels", "latency_sum", "local", "requests", "responses", "retries")
 
-    def __init__(self, labels: str) -> None:
+    def __init__(self, labels: str, *, local: bool = False) -> None:
         self.labels = labels
+        self.local = local
+        """The proxy's own answers (no endpoint): shown once there is one, not as a stray 0."""
         self.requests = 0
         self.responses: dict[int, int] = {}
         self.buckets = [0] * (len(_BOUNDS) + 1)
@@ -83,7 +85,7 @@ class Registry:
         series = self.requests.get(key)
         if series is None:
             labels = _labels(direction=direction, upstream=upstream, endpoint=endpoint)
-            series = self.requests[key] = RequestSeries(labels)
+            series = self.requests[key] = RequestSeries(labels, local=not endpoint)
         return series
 
     def tcp_series(self, direction: str, upstream: str, peer: str) -> TcpSeries:
@@ -104,7 +106,10 @@ class Registry:
 
     def render(self) -> bytes:
         out: list[str] = []
-        reqs = sorted(self.requests.values(), key=lambda s: s.labels)
+        reqs = sorted(
+            (s for s in self.requests.values() if s.requests or s.responses or not s.local),
+            key=lambda s: s.labels,
+        )
         out += ["# HELP request_total Requests sent on.", "# TYPE request_total counter"]
         out += [f"request_total{{{s.labels}}} {s.requests}" for s in reqs]
         out += [

@@ -1,0 +1,3 @@
+module sidecarkit/bench/openloop
+
+go 1.22
