@@ -58,6 +58,8 @@ def listeners(settings: proxy_settings.Settings) -> dict[str, Listener]:
             protocol = f"http+mtls-{inbound.mtls}"
         else:
             protocol = "https" if inbound.tls is not None else "http"
+        if inbound.protocol != "http":
+            protocol += "+" + inbound.protocol
         out[key] = Listener(key, inbound.listen, protocol, None, inbound)
     for up in settings.upstreams:
         key = f"upstream:{up.name}"
