@@ -22,6 +22,7 @@ does any failed call.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -32,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TCK = __import__("os").sysconf("SC_CLK_TCK")
+TCK = os.sysconf("SC_CLK_TCK")
 BACKEND, PROXY, ADMIN = 18580, 18500, 18590
 LOADS = {"c16m1": (16, 1), "c4m64": (4, 64)}
 MESSAGE = b"\x00\x00\x00\x00\x05hello"
