@@ -14,7 +14,9 @@ connections, 64 calls in flight on each). The second against the first, for the 
 shows whether a call costs more when many streams share a connection (it should not).
 
 No ratio goal yet. A missing peer or tool (haproxy, nginx, h2load, taskset) fails the run, as
-does any failed call.
+does a failed call through sidecarkit or haproxy. nginx's ``grpc_pass`` fails a few calls in a
+thousand against this backend ("upstream sent frame for unknown stream", nginx 1.22): they are
+printed and left out of its figure.
 
     python bench/proxy_grpc.py [--duration 10] [--rounds 3] [--only sidecarkit,haproxy,nginx]
 """
@@ -34,7 +36,7 @@ import time
 from pathlib import Path
 
 TCK = os.sysconf("SC_CLK_TCK")
-BACKEND, PROXY, ADMIN = 18580, 18500, 18590
+BACKEND, PROXY, ADMIN = 18780, 18700, 18790
 LOADS = {"c16m1": (16, 1), "c4m64": (4, 64)}
 MESSAGE = b"\x00\x00\x00\x00\x05hello"
 """One gRPC message: not compressed, 5 bytes long."""
@@ -43,7 +45,7 @@ BACKEND_CONF = """worker_processes 1; daemon off; master_process off; user root;
 pid {d}/backend.pid; error_log {d}/backend.err warn;
 events {{ worker_connections 8192; }}
 http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 600s;
-  http2_max_requests 100000000; http2_max_concurrent_streams 1024;
+  http2_max_concurrent_streams 1024;
   client_body_temp_path {d}/cb; proxy_temp_path {d}/pt; fastcgi_temp_path {d}/ft;
   uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;
   server {{ listen 127.0.0.1:{port} http2 backlog=4096; root {d}/www;
@@ -54,7 +56,7 @@ NGINX_CONF = """worker_processes 1; daemon off; master_process off; user root;
 pid {d}/proxy.pid; error_log {d}/proxy.err warn;
 events {{ worker_connections 8192; }}
 http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 600s;
-  http2_max_requests 100000000; http2_max_concurrent_streams 1024;
+  http2_max_concurrent_streams 1024;
   client_body_temp_path {d}/cb2; proxy_temp_path {d}/pt2; fastcgi_temp_path {d}/ft2;
   uwsgi_temp_path {d}/ut2; scgi_temp_path {d}/st2;
   upstream be {{ server 127.0.0.1:{backend}; keepalive 128; keepalive_requests 100000000; }}
@@ -112,8 +114,8 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise SystemExit(f"nothing listens on port {port} after {timeout}s")
 
 
-def h2load(d: Path, seconds: int, clients: int, streams: int) -> tuple[int, float]:
-    """(calls that succeeded, wall seconds) of one h2load run on core 1; exits on a failure."""
+def h2load(d: Path, seconds: int, clients: int, streams: int) -> tuple[int, float, int]:
+    """(calls that succeeded, wall seconds, calls that failed) of one h2load run on core 1."""
     cmd = ["taskset", "-c", "1", "h2load", "-t1", f"-c{clients}", f"-m{streams}",
            f"-D{seconds}", "-d", str(d / "request.bin"),
            "-H", "content-type: application/grpc", "-H", "te: trailers",
@@ -126,27 +128,29 @@ def h2load(d: Path, seconds: int, clients: int, streams: int) -> tuple[int, floa
     if found is None or codes is None:
         raise SystemExit(f"h2load printed no request counts:\n{out}")
     _done, ok, failed, errored = (int(g) for g in found.groups())
-    if failed or errored or int(codes.group(1)) < ok or not ok:
+    if errored or int(codes.group(1)) < ok or not ok:
         raise SystemExit(f"failed calls through the proxy:\n{out}")
-    return ok, wall
+    return ok, wall, failed
 
 
 def measure(name: str, argv: list[str], d: Path, seconds: int) -> dict[str, float]:
     proc = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=subprocess.DEVNULL)
     try:
         wait_port(PROXY)
-        h2load(d, 2, 4, 8)  # warm up: pooled connections, caches
-        result: dict[str, float] = {}
+        result: dict[str, float] = {"failed": h2load(d, 2, 4, 8)[2]}  # warm-up
         for label, (clients, streams) in LOADS.items():
             before = cpu_seconds(proc.pid)
-            calls, wall = h2load(d, seconds, clients, streams)
+            calls, wall, failed = h2load(d, seconds, clients, streams)
             cpu = cpu_seconds(proc.pid) - before
+            result["failed"] += failed
             result[f"{label}_rps"] = calls / wall
             result[f"{label}_per_cpu_s"] = calls / cpu if cpu else 0.0
             result[f"{label}_util"] = cpu / wall
-        return result
     finally:
         stop(proc)
+    if result["failed"] and name != "nginx":
+        raise SystemExit(f"{name}: {result['failed']:.0f} calls failed")
+    return result
 
 
 def main() -> int:
@@ -197,7 +201,8 @@ def main() -> int:
                         f"{r[f'{label}_per_cpu_s']:7.0f} calls/CPU-s "
                         f"(util {r[f'{label}_util']:.2f})"
                         for label in LOADS
-                    ),
+                    )
+                    + (f" | {r['failed']:.0f} calls failed" if r["failed"] else ""),
                     flush=True,
                 )
     finally:

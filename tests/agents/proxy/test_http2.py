@@ -8,6 +8,8 @@ callers are grpcio channels, which speak h2c with prior knowledge to the proxy's
 from __future__ import annotations
 
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ import grpc
 import pytest
 
 from sidecarkit.agents.proxy import settings as proxy_settings
+from sidecarkit.webhook import certificates
 from tests.agents.proxy import support
 from tests.agents.proxy.support import Proxy, free_port, start_proxy
 
@@ -271,3 +274,58 @@ def test_bad_http2_settings_name_the_key_and_the_fix() -> None:
         with pytest.raises(ValueError, match=r"^proxy\.yaml: ") as caught:
             proxy_settings.from_mapping(data, source="proxy.yaml")
         assert message in str(caught.value)
+
+
+def test_a_grpc_client_over_tls_gets_h2_by_alpn_and_reaches_the_app(
+    tmp_path: Path, app: App
+) -> None:
+    ca = certificates.new_ca(common_name="test ingress CA")
+    pair = certificates.issue(ca, names=["grpc.example.test"], days=1)
+    certificates.write_pair(pair, tmp_path / "tls", stem="tls")
+    proxy = _inbound(
+        tmp_path, app,
+        f"  tls:\n    certificates:\n      - {{cert: {tmp_path / 'tls' / 'tls.crt'}, "
+        f"key: {tmp_path / 'tls' / 'tls.key'}}}\n",
+    )  # fmt: skip
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca.cert)
+    options = [*OPTIONS, ("grpc.ssl_target_name_override", "grpc.example.test")]
+    target = f"127.0.0.1:{proxy.ports['inbound']}"
+    with grpc.secure_channel(target, credentials, options=options) as channel:
+        assert _unary(channel)(b"secret", timeout=10) == b"app:secret"
+    context = ssl.create_default_context(cadata=ca.cert.decode())
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", proxy.ports["inbound"]), 10)
+    with context.wrap_socket(raw, server_hostname="grpc.example.test") as s:
+        assert s.selected_alpn_protocol() == "h2"
+    assert proxy.stop() == 0
+
+
+def test_an_endpoint_shutting_down_with_goaway_finishes_its_calls_and_gets_no_new_ones(
+    tmp_path: Path,
+) -> None:
+    leaving, staying = start_app("leaving"), start_app("staying")
+    proxy = _outbound(tmp_path, [leaving.address, staying.address])
+    with _channel(proxy.ports["echo"]) as channel:
+        unary = _unary(channel)
+        assert {unary(b"x", timeout=10) for _ in range(4)} == {b"leaving:x", b"staying:x"}
+        slow = [unary.future(b"sleep:1.5", timeout=30) for _ in range(6)]
+        time.sleep(0.5)
+        leaving.proc.send_signal(signal.SIGTERM)  # grpcio: GOAWAY, then up to 5 s for calls
+        time.sleep(0.3)
+        later = [unary(b"y", timeout=10) for _ in range(6)]
+        finished = [call.result() for call in slow]
+    assert sorted(set(finished)) == [b"leaving:sleep:1.5", b"staying:sleep:1.5"]
+    assert later == [b"staying:y"] * 6
+    assert leaving.proc.wait(20) == 0
+    assert proxy.stop() == 0
+
+
+def test_a_call_past_the_request_timeout_gets_deadline_exceeded(tmp_path: Path, app: App) -> None:
+    proxy = _inbound(tmp_path, app, "timeouts:\n  request: 1s\n")
+    with _channel(proxy.ports["inbound"]) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            _unary(channel)(b"sleep:3", timeout=20)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert _unary(channel)(b"quick", timeout=10) == b"app:quick"
+    assert proxy.metric("response_total", direction="inbound", grpc_status="4") == 1
+    assert proxy.stop() == 0
