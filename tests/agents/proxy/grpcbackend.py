@@ -5,7 +5,8 @@ protobuf), so the methods say what they do by their bytes:
 
 - ``/test.Echo/Unary``: answers ``NAME:`` + the request; a request starting with ``fail:``
   ends with the status named after it (``fail:5`` is NOT_FOUND) and that detail;
-  ``size:N`` answers N bytes; ``sleep:S`` waits S seconds first;
+  ``size:N`` answers N bytes; ``sleep:S`` waits S seconds first; ``meta:KEY`` answers the
+  value of that request header (metadata);
 - ``/test.Echo/Stream``: bidirectional, answers each message as Unary does, until the client
   ends its side.
 
@@ -30,6 +31,10 @@ def _answer(name: bytes, request: bytes, context: Any) -> bytes:
         code = int(request[5:].split(b":")[0])
         context.abort(grpc.StatusCode(next(s for s in grpc.StatusCode if s.value[0] == code).value),
                       f"failed as asked with {code}")  # fmt: skip
+    if request.startswith(b"meta:"):
+        wanted = request[5:].decode()
+        found = [v for k, v in context.invocation_metadata() if k == wanted]
+        return str(found[0] if found else "").encode()
     if request.startswith(b"size:"):
         return b"x" * int(request[5:])
     if request.startswith(b"sleep:"):
