@@ -72,8 +72,8 @@ def test_grpc_calls_cross_the_mesh_as_http2_inside_mtls_with_the_callers_identit
     assert f"URI={CLIENT_ID}".encode() in caller
     assert server.metric("response_total", direction="inbound", grpc_status="0") == 3
     assert client.metric("tcp_open_total", direction="outbound", peer="dst") == 1
-    with grpc.insecure_channel(f"127.0.0.1:{server.ports['inbound']}") as plain:
-        with pytest.raises(grpc.RpcError):  # strict: no plaintext past the server's proxy
-            _unary(plain)(b"sneak", timeout=5)
+    plain = grpc.insecure_channel(f"127.0.0.1:{server.ports['inbound']}")
+    with plain, pytest.raises(grpc.RpcError):  # strict: no plaintext past the server's proxy
+        _unary(plain)(b"sneak", timeout=5)
     assert client.stop() == 0
     assert server.stop() == 0
