@@ -7,6 +7,7 @@ for the proxy to do anything)::
     inbound:                          # the app's own port, fronted by the proxy
       listen: 0.0.0.0:15006
       app: 127.0.0.1:8080
+      protocol: http                  # or http2: the app speaks h2c (a gRPC server)
     upstreams:                        # services the app calls, one local port each
       - name: payments
         listen: 127.0.0.1:15001
