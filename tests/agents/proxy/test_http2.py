@@ -329,3 +329,16 @@ def test_a_call_past_the_request_timeout_gets_deadline_exceeded(tmp_path: Path, 
         assert _unary(channel)(b"quick", timeout=10) == b"app:quick"
     assert proxy.metric("response_total", direction="inbound", grpc_status="4") == 1
     assert proxy.stop() == 0
+
+
+def test_an_endpoint_that_speaks_only_http11_fails_the_call_fast_as_unavailable(
+    tmp_path: Path,
+) -> None:
+    old = support.start_backend(tmp_path / "h1")  # HTTP/1.1 only: answers the preface 400
+    proxy = _outbound(tmp_path, [old.address])
+    with _channel(proxy.ports["echo"]) as channel, pytest.raises(grpc.RpcError) as caught:
+        _unary(channel)(b"x", timeout=20)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert proxy.metric("response_total", direction="outbound", grpc_status="14") == 1
+    old.kill()
+    assert proxy.stop() == 0

@@ -74,6 +74,9 @@ class Upstream(h2wire.Side):
         self.streams.clear()
         for stream in streams:
             stream.upstream_lost(self)
+        waiting, self.waiting = self.waiting, []
+        for stream in waiting:  # closed before its SETTINGS: not an HTTP/2 endpoint, say
+            stream.connect_failed(exc or ConnectionResetError("closed before HTTP/2 settings"))
 
     def open_stream(self, stream: Stream, headers: list[tuple[bytes, bytes]], end: bool) -> int:
         stream_id = self.h2.get_next_available_stream_id()
