@@ -7,6 +7,7 @@ callers are grpcio channels, which speak h2c with prior knowledge to the proxy's
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import ssl
@@ -342,3 +343,28 @@ def test_an_endpoint_that_speaks_only_http11_fails_the_call_fast_as_unavailable(
     assert proxy.metric("response_total", direction="outbound", grpc_status="14") == 1
     old.kill()
     assert proxy.stop() == 0
+
+
+def test_the_access_log_has_one_json_line_a_call_with_its_grpc_status(
+    tmp_path: Path, app: App
+) -> None:
+    config = tmp_path / "proxy.yaml"
+    config.write_text(f"inbound:\n  app: {app.address}\n  protocol: http2\naccess_log: true\n")
+    proxy = start_proxy(config=config, inbound_app=app.address, stdout=subprocess.PIPE)
+    try:
+        with _channel(proxy.ports["inbound"]) as channel:
+            assert _unary(channel)(b"12345", timeout=10) == b"app:12345"
+            with pytest.raises(grpc.RpcError):
+                _unary(channel)(b"fail:7", timeout=10)
+    finally:
+        proxy.stop()
+    assert proxy.proc.stdout is not None
+    lines = [json.loads(line) for line in proxy.proc.stdout.read().splitlines()]
+    assert [(r["method"], r["path"], r["status"], r["grpc_status"]) for r in lines] == [
+        ("POST", "/test.Echo/Unary", 200, 0),
+        ("POST", "/test.Echo/Unary", 200, 7),
+    ]
+    assert lines[0]["protocol"] == "HTTP/2"
+    assert lines[0]["endpoint"] == app.address
+    assert lines[0]["request_bytes"] == 5 + 5  # gRPC's 5-byte frame header, then the message
+    assert len(lines[0]["request_id"]) == 36
