@@ -267,6 +267,10 @@ def test_bad_http2_settings_name_the_key_and_the_fix() -> None:
             "upstreams[0].protocol: 'h2' is unknown; use http, http2 or tcp",
         ),
         (
+            {"upstreams": [{"name": "a", "endpoints": ["x:1"], "protocol": "http2"}]},
+            "upstreams[0].listen: a http2 upstream needs its own port",
+        ),
+        (
             {"inbound": {"protocol": "http2"}, "policy": "/p.yaml"},
             "policy: not enforced on HTTP/2 ports yet",
         ),

@@ -404,8 +404,11 @@ def _upstream(data: Any, where: str) -> Upstream:
     protocol = str(data.get("protocol", "http"))
     if protocol not in PROTOCOLS:
         raise ValueError(f"{where}.protocol: {protocol!r} is unknown; use http, http2 or tcp")
-    if protocol == "tcp" and listen is None:
-        raise ValueError(f"{where}.listen: a tcp upstream needs its own port, e.g. 15003")
+    if protocol in ("tcp", "http2") and listen is None:
+        raise ValueError(
+            f"{where}.listen: a {protocol} upstream needs its own port, e.g. 15003 "
+            "(HTTP-proxy mode serves HTTP/1.1 upstreams only)"
+        )
     return Upstream(
         name,
         listen,
