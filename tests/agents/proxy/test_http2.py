@@ -372,3 +372,22 @@ def test_the_access_log_has_one_json_line_a_call_with_its_grpc_status(
     assert lines[0]["endpoint"] == app.address
     assert lines[0]["request_bytes"] == 5 + 5  # gRPC's 5-byte frame header, then the message
     assert len(lines[0]["request_id"]) == 36
+
+
+def test_an_app_killed_mid_stream_ends_the_call_with_an_error_not_a_clean_end(
+    tmp_path: Path, app: App
+) -> None:
+    proxy = _inbound(tmp_path, app)
+    got: list[bytes] = []
+    with _channel(proxy.ports["inbound"]) as channel:
+        stream = channel.stream_stream("/test.Echo/Stream")
+        asks = iter([b"1", b"2", b"sleep:30"])
+        with pytest.raises(grpc.RpcError) as caught:
+            for answer in stream(asks, timeout=60):
+                got.append(answer)
+                if len(got) == 2:
+                    app.proc.kill()  # the third answer never comes
+    assert got == [b"app:1", b"app:2"]
+    assert caught.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
+    assert proxy.metric("requests_in_flight", direction="inbound") == 0
+    assert proxy.stop() == 0
