@@ -379,14 +379,18 @@ def test_an_app_killed_mid_stream_ends_the_call_with_an_error_not_a_clean_end(
 ) -> None:
     proxy = _inbound(tmp_path, app)
     got: list[bytes] = []
+
+    def read_all(answers: Iterator[bytes]) -> None:
+        for answer in answers:
+            got.append(answer)
+            if len(got) == 2:
+                app.proc.kill()  # the third answer never comes
+
     with _channel(proxy.ports["inbound"]) as channel:
         stream = channel.stream_stream("/test.Echo/Stream")
-        asks = iter([b"1", b"2", b"sleep:30"])
+        answers = stream(iter([b"1", b"2", b"sleep:30"]), timeout=60)
         with pytest.raises(grpc.RpcError) as caught:
-            for answer in stream(asks, timeout=60):
-                got.append(answer)
-                if len(got) == 2:
-                    app.proc.kill()  # the third answer never comes
+            read_all(answers)
     assert got == [b"app:1", b"app:2"]
     assert caught.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
     assert proxy.metric("requests_in_flight", direction="inbound") == 0
