@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from sidecarkit.agents.proxy import settings as proxy_settings
@@ -394,4 +397,28 @@ def test_an_app_killed_mid_stream_ends_the_call_with_an_error_not_a_clean_end(
     assert got == [b"app:1", b"app:2"]
     assert caught.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
     assert proxy.metric("requests_in_flight", direction="inbound") == 0
+    assert proxy.stop() == 0
+
+
+def test_a_silent_connection_and_an_idle_http2_connection_are_closed_in_time(
+    tmp_path: Path, app: App
+) -> None:
+    proxy = _inbound(tmp_path, app, "timeouts:\n  header: 1s\n  idle: 2s\n")
+    silent = socket.create_connection(("127.0.0.1", proxy.ports["inbound"]), 10)
+    idle = socket.create_connection(("127.0.0.1", proxy.ports["inbound"]), 10)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    idle.sendall(client.data_to_send())
+    started = time.monotonic()
+    silent.settimeout(10)
+    assert silent.recv(100) == b""  # closed without a word: it never spoke HTTP
+    idle.settimeout(10)
+    frames = b""
+    while chunk := idle.recv(65536):
+        frames += chunk
+    events = client.receive_data(frames)
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)  # GOAWAY first
+    assert time.monotonic() - started < 9
+    silent.close()
+    idle.close()
     assert proxy.stop() == 0
