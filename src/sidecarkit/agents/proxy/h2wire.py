@@ -30,7 +30,7 @@ import h2.connection
 import h2.errors
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame
 
 from sidecarkit.agents.proxy import telemetry
 
@@ -43,6 +43,16 @@ CONNECTION_WINDOW: Final = 4 << 20
 
 _STATES = h2.connection.ConnectionState
 _OPEN: Final = (_STATES.CLIENT_OPEN, _STATES.SERVER_OPEN)
+
+
+def _frame_repr(frame: Frame) -> str:
+    return f"{type(frame).__name__}(stream_id={frame.stream_id})"
+
+
+Frame.__repr__ = _frame_repr  # type: ignore[method-assign]
+"""``h2`` formats every frame it receives for a trace log it then drops (``repr`` is called
+before the logger is): with hyperframe's full ``repr`` that is a tenth of the proxy's CPU per
+call. The short form still names the frame and its stream."""
 
 _dirty: set[Side] = set()
 _scheduled = False
