@@ -31,7 +31,7 @@ IDENTITY = {"trust_bundle": "/ca/root.crt", "ca": "https://ca:15443", "token": "
         ({"inbound": {"tls": {"certificates": [{"cert": "/c", "key": "/k"}], "min_version": "1.0"}}},
          "inbound.tls.min_version: '1.0'; use 1.2 or 1.3"),
         ({"inbound": {"tls": {"certificates": [{"cert": "/c", "key": "/k"}], "alpn": ["h2"]}}},
-         "inbound.tls.alpn: 'h2' is not spoken here"),
+         "inbound[0].tls.alpn: h2 needs protocol: http2 on this port"),
         ({"upstreams": [{"name": "a", "listen": 1, "endpoints": ["x:1"], "mtls": True}]},
          "upstreams[a].mtls: needs this workload's certificate"),
         ({"identity": IDENTITY, "upstreams": [{"name": "a", "listen": 1, "endpoints": ["x:1"], "mtls": True, "peer": "spiffe://cluster.local/ns/a"}]},

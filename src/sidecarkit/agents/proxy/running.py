@@ -186,7 +186,8 @@ class Agent:
             name, direction=direction, balancer=balancer, host=host,
             settings=settings, metrics=self.metrics, loop=loop,
         )  # fmt: skip
-        service.protocol = "tcp" if listener.protocol.startswith("tcp") else "http"
+        kind = inbound.protocol if inbound is not None else listener.protocol
+        service.protocol = kind if kind in ("tcp", "http2") else "http"
         self._secure(service, listener)
         if service.protocol == "http":
             self._guard(service)
@@ -266,7 +267,11 @@ class Agent:
     ) -> Any:
         """The listener: plain, TLS-terminating, or an mTLS port (``securing.Acceptor``)."""
         loop = asyncio.get_running_loop()
-        kind = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
+        kind: Any = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
+        if service.protocol == "http2":
+            from sidecarkit.agents.proxy import h2serving  # noqa: PLC0415 - only when used
+
+            kind = h2serving.Downstream
         factory = functools.partial(kind, service)
         host, port = address
         inbound, header = listener.inbound, self.settings.timeouts.header
@@ -357,7 +362,7 @@ class Agent:
             names: dict[str, Service] = {}
             for key, listener in after.items():
                 up = listener.upstream
-                if up is not None and up.protocol == "http":
+                if up is not None and up.protocol == "http":  # http2: not through HTTP/1.1
                     for name in (up.name, *up.hosts):
                         names.setdefault(name, self.keyed[key])
             front.router = routing.Router(names)

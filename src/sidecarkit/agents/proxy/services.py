@@ -75,7 +75,7 @@ class Service:
         self.tasks: set[asyncio.Task[None]] = set()
         """Connects under way (L4 mode), held so that they are not collected mid-way."""
         self.protocol = "http"
-        """``tcp`` for an L4 relay (``relaying``)."""
+        """``tcp`` for an L4 relay (``relaying``), ``http2`` for HTTP/2 endpoints."""
         self.guard: Any = None
         """The policy's stages (``guarding.Guard``) on this listener; None: no policy."""
         self.terminator: Any = None
@@ -102,7 +102,12 @@ class Service:
                 endpoint.pool.close()
                 endpoint.pool = None
             if endpoint.pool is None:
-                endpoint.pool = pools.Pool(
+                kind: Any = pools.Pool
+                if self.protocol == "http2":
+                    from sidecarkit.agents.proxy import h2upstream  # noqa: PLC0415 - when used
+
+                    kind = h2upstream.Pool
+                endpoint.pool = kind(
                     endpoint,
                     loop=self.loop,
                     limit=self.settings.pool.max_connections_per_endpoint,

@@ -7,7 +7,7 @@ for the proxy to do anything)::
     inbound:                          # the app's own port, fronted by the proxy
       listen: 0.0.0.0:15006
       app: 127.0.0.1:8080
-      protocol: http                  # or tcp: relayed to the app as opaque bytes (L4)
+      protocol: http                  # or http2 (h2c: a gRPC server), or tcp (L4 bytes)
     upstreams:                        # services the app calls, one local port each
       - name: payments
         listen: 127.0.0.1:15001
@@ -18,7 +18,7 @@ for the proxy to do anything)::
         kubernetes: payments.shop:8080  # or: the Service's EndpointSlices (port number or name)
         balancer: p2c-peak-ewma       # or round-robin, least-request
         host: payments.shop.svc       # Host header sent upstream (default: as the app sent it)
-        protocol: http                # or tcp: an opaque L4 relay, one endpoint per connection
+        protocol: http                # or http2 (h2c, gRPC), or tcp: an opaque L4 relay
         hosts: [payments, payments.shop.svc]  # names it answers to in HTTP-proxy mode
         addresses: [10.96.0.7:80]     # transparent mode: connections the app makes to these
     http_proxy: 127.0.0.1:15080       # the app's HTTP_PROXY: routes by the authority it names
@@ -99,6 +99,7 @@ __all__ = [
 ]
 
 BALANCERS: Final = ("p2c-peak-ewma", "round-robin", "least-request")
+PROTOCOLS: Final = ("http", "http2", "tcp")
 IDEMPOTENT: Final = ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
 
 
@@ -113,7 +114,8 @@ class Inbound:
     tls: tlsconfig.Termination | None = None
     """TLS termination with certificates from files, for clients outside the mesh."""
     protocol: str = "http"
-    """``http``, or ``tcp``: the port's bytes are relayed to the app as they are (L4)."""
+    """``http`` (HTTP/1.1), ``http2`` (the app speaks h2c: a gRPC server), or ``tcp``: the
+    port's bytes are relayed to the app as they are (L4)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,8 @@ class Upstream:
     host: str | None = None
     """Host header sent upstream; None keeps the app's."""
     protocol: str = "http"
-    """``http``, or ``tcp`` for an opaque L4 relay (one endpoint per connection)."""
+    """``http``, ``http2`` (the endpoints speak HTTP/2: h2c, or h2 inside mTLS; gRPC), or
+    ``tcp`` for an opaque L4 relay (one endpoint per connection)."""
     hosts: tuple[str, ...] = ()
     """Authorities (``name`` or ``name:port``) routed here in HTTP-proxy mode, besides ``name``."""
     kubernetes: tuple[str, str, str] | None = None
@@ -432,10 +435,13 @@ def _upstream(data: Any, where: str) -> Upstream:
     host = data.get("host")
     hosts = tuple(str(h).strip() for h in _list(data.get("hosts", []), f"{where}.hosts"))
     protocol = str(data.get("protocol", "http"))
-    if protocol not in ("http", "tcp"):
-        raise ValueError(f"{where}.protocol: {protocol!r} is unknown; use http or tcp")
-    if protocol == "tcp" and listen is None:
-        raise ValueError(f"{where}.listen: a tcp upstream needs its own port, e.g. 15003")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{where}.protocol: {protocol!r} is unknown; use http, http2 or tcp")
+    if protocol in ("tcp", "http2") and listen is None:
+        raise ValueError(
+            f"{where}.listen: a {protocol} upstream needs its own port, e.g. 15003 "
+            "(HTTP-proxy mode serves HTTP/1.1 upstreams only)"
+        )
     return Upstream(
         name,
         listen,
@@ -509,13 +515,19 @@ def _inbound(data: Any, where: str, inbound: Inbound) -> Inbound:
         inbound = replace(inbound, app=app)
     if "mtls" in section:
         inbound = replace(inbound, mtls=tlsconfig.mtls_mode(section["mtls"], f"{where}.mtls"))
-    if section.get("tls"):
-        inbound = replace(inbound, tls=tlsconfig.termination_from(section["tls"], f"{where}.tls"))
     if "protocol" in section:
         protocol = str(section["protocol"])
-        if protocol not in ("http", "tcp"):
-            raise ValueError(f"{where}.protocol: {protocol!r} is unknown; use http or tcp")
+        if protocol not in ("http", "http2", "tcp"):
+            raise ValueError(
+                f"{where}.protocol: {protocol!r} is unknown; use http (HTTP/1.1), http2 "
+                "(an app that speaks h2c, such as a gRPC server) or tcp (bytes relayed as they are)"
+            )
         inbound = replace(inbound, protocol=protocol)
+    if section.get("tls"):
+        tls = tlsconfig.termination_from(section["tls"], f"{where}.tls")
+        if inbound.protocol == "http2" and "alpn" not in section["tls"]:
+            tls = replace(tls, alpn=("h2", "http/1.1"))  # HTTP/2 clients need ALPN h2
+        inbound = replace(inbound, tls=tls)
     return inbound
 
 
@@ -642,6 +654,19 @@ def _check(settings: Settings) -> None:
             where=f"inbound[{index}]" if settings.more_inbound else "inbound",
         )
     _check_routes(settings)
+    for index, inbound in enumerate((settings.inbound, *settings.more_inbound)):
+        if inbound is None or inbound.protocol != "http2":
+            if inbound is not None and inbound.tls is not None and "h2" in inbound.tls.alpn:
+                raise ValueError(
+                    f"inbound[{index}].tls.alpn: h2 needs protocol: http2 on this port "
+                    "(an app that speaks HTTP/2); drop h2 from alpn or set the protocol"
+                )
+            continue
+        if settings.policy:
+            raise ValueError(
+                f"policy: not enforced on HTTP/2 ports yet, and inbound[{index}] has "
+                "protocol: http2; drop the policy or serve that port as http"
+            )
     if settings.outlier.max_ejected_percent > 100:
         raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
 
@@ -679,6 +704,7 @@ def to_mapping(settings: Settings) -> dict[str, Any]:
             "listen": address(inbound.listen),
             "app": address(inbound.app),
             "mtls": inbound.mtls,
+            "protocol": inbound.protocol,
         }
         if inbound.tls is not None:
             port["tls"] = tlsconfig.termination_mapping(inbound.tls)

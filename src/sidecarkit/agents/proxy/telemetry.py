@@ -29,7 +29,9 @@ _BOUNDS: Final = tuple(float(b) for b in LATENCY_BUCKETS_MS)
 class RequestSeries:
     """Requests through one (direction, upstream, endpoint)."""
 
-    __slots__ = ("buckets", "labels", "latency_sum", "local", "requests", "responses", "retries")
+    __slots__ = (
+        "buckets", "grpc", "labels", "latency_sum", "local", "requests", "responses", "retries",
+    )  # fmt: skip
 
     def __init__(self, labels: str, *, local: bool = False) -> None:
         self.labels = labels
@@ -40,10 +42,24 @@ class RequestSeries:
         self.buckets = [0] * (len(_BOUNDS) + 1)
         self.latency_sum = 0.0
         self.retries = 0
+        self.grpc: dict[tuple[int, int], int] = {}
+        """gRPC responses by (HTTP status, ``grpc-status``)."""
 
     def respond(self, status: int, seconds: float) -> None:
         responses = self.responses
         responses[status] = responses.get(status, 0) + 1
+        ms = seconds * 1000.0
+        self.buckets[bisect.bisect_left(_BOUNDS, ms)] += 1
+        self.latency_sum += ms
+
+    def respond_grpc(self, status: int, grpc_status: int | None, seconds: float) -> None:
+        """An HTTP/2 response; with ``grpc_status`` it is counted with that label (Linkerd's
+        classification: any status but OK is a failure)."""
+        if grpc_status is None:
+            self.respond(status, seconds)
+            return
+        key = (status, grpc_status)
+        self.grpc[key] = self.grpc.get(key, 0) + 1
         ms = seconds * 1000.0
         self.buckets[bisect.bisect_left(_BOUNDS, ms)] += 1
         self.latency_sum += ms
@@ -122,6 +138,12 @@ class Registry:
                 out.append(
                     f'response_total{{{s.labels},classification="{kind}",'
                     f'status_code="{status}"}} {count}'
+                )
+            for (status, code), count in sorted(s.grpc.items()):
+                kind = "failure" if status >= 500 or code else "success"
+                out.append(
+                    f'response_total{{{s.labels},classification="{kind}",'
+                    f'grpc_status="{code}",status_code="{status}"}} {count}'
                 )
         out += [
             "# HELP response_latency_ms Time from request to response head, milliseconds.",

@@ -48,7 +48,7 @@ MTLS_MODES: Final = ("off", "permissive", "strict")
 """As Istio's PeerAuthentication: ``permissive`` takes mTLS and plaintext on the port (the
 way to migrate a namespace), ``strict`` refuses plaintext."""
 
-_ALPN: Final = ("http/1.1", "http/1.0")
+_ALPN: Final = ("h2", "http/1.1", "http/1.0")
 """What the HTTP listeners speak; offering h2 would make clients speak a protocol we don't."""
 
 
