@@ -77,6 +77,7 @@ def test_the_proxy_reads_the_profiles_env_and_args_as_an_strict_mtls_inbound(
         "listen": "0.0.0.0:15006",
         "app": "127.0.0.1:9090",
         "mtls": "strict",
+        "protocol": "http",
     }
     assert shown["identity"]["ca"] == "https://sidecarkit-ca.sidecarkit.svc:15443"
     assert shown["identity"]["token"] == f"{meshing.IDENTITY_DIR}/token/token"
