@@ -134,6 +134,7 @@ class Agent:
         self._tasks: asyncio.TaskGroup | None = None
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._skipping: set[tuple[str, str]] = set()
+        self._queued: set[asyncio.Task[None]] = set()
         self.statsd_port: int | None = None
 
     def _target(self, spec: settings.Target) -> _Target:
@@ -274,6 +275,13 @@ class Agent:
     ) -> None:
         key = (to, source)
         running = self._in_flight.get(key)
+        if running is not None and not running.done() and self._queues(to):
+            # With a WAL nothing is skipped: the push joins the bodies waiting on disk.
+            if self._tasks is not None:
+                task = self._tasks.create_task(push(), name=f"{to} {source} queued")
+                self._queued.add(task)
+                task.add_done_callback(self._queued.discard)
+            return
         if running is not None and not running.done():
             self._count(to, "skipped")
             if key not in self._skipping:
@@ -288,6 +296,9 @@ class Agent:
         self._skipping.discard(key)
         if self._tasks is not None:
             self._in_flight[key] = self._tasks.create_task(push(), name=f"{to} {source}")
+
+    def _queues(self, to: str) -> bool:
+        return to == "remote_write" and self.writer is not None and self.writer.journal is not None
 
     def _count(self, to: str, result: str) -> None:
         self.pushes[(to, result)] = self.pushes.get((to, result), 0) + 1
@@ -304,8 +315,18 @@ class Agent:
         assert self.writer is not None
         result = await self.writer.push(session, families, deadline=until, source=source, now_ms=at)
         self._count("remote_write", "ok" if result.ok else "failed")
-        if self.writer.dropped_bodies:
-            self.pushes[("remote_write", "dropped")] = self.writer.dropped_bodies
+        dropped, _ = self.writer.dropped()
+        if dropped:
+            self.pushes[("remote_write", "dropped")] = dropped
+
+    async def _drain(self, session: aiohttp.ClientSession, *, until: float) -> None:
+        """Send what waits for sources that push no more (a target gone since the WAL was
+        written); the others' bodies go first in their own next push."""
+        assert self.writer is not None
+        for source in self.writer.pending_sources():
+            running = self._in_flight.get(("remote_write", source))
+            if running is None or running.done():
+                await self.writer.drain(session, source, deadline=until)
 
     async def _push_gateway(self, session: aiohttp.ClientSession, *, until: float) -> None:
         assert self.settings.pushgateway_url
@@ -346,19 +367,27 @@ class Agent:
                         until=until,
                     ),
                 )
+            if self.writer is not None and self.writer.pending_sources():
+                self._start_push(
+                    "remote_write",
+                    "backlog",
+                    functools.partial(self._drain, session, until=until),
+                )
             if self.settings.pushgateway_url:
                 self._start_push(
                     "pushgateway",
                     "group",
                     functools.partial(self._push_gateway, session, until=until),
                 )
-        running = [t for t in self._in_flight.values() if not t.done()]
+        running = [t for t in (*self._in_flight.values(), *self._queued) if not t.done()]
         if running:
             await asyncio.wait(running, timeout=2)
         if self.writer is not None:  # leaving: end every series at once, not in five minutes
             until = time.monotonic() + 2
             for source in self.writer.sources():
                 await self.writer.push(session, [], deadline=until, source=source)
+            if self.writer.journal is not None:
+                self.writer.journal.close()
 
     # -- exposing --------------------------------------------------------------------------
 
@@ -406,7 +435,17 @@ class Agent:
                 self.aggregator.set_values_dropped,
                 self.aggregator.expired,
             ),
+            remote_write=self._remote_write_figures(),
         )
+
+    def _remote_write_figures(self) -> tuple[int, int | None, int] | None:
+        writer = self.writer
+        if writer is None:
+            return None
+        journal = writer.journal
+        if journal is None:
+            return writer.dropped()[1], None, 0
+        return writer.dropped()[1], journal.size, journal.corrupt_records
 
     def app(self) -> web.Application:
         app = web.Application()
