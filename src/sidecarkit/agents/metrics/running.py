@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -113,8 +114,20 @@ class Agent:
 
     def __init__(self, config: settings.Settings) -> None:
         self.settings = config
-        if not config.targets and config.annotations_file:
-            config = replace(config, targets=discovering.read_targets(config.annotations_file))
+        self._given = config.targets
+        """The targets the agent was given, kept while the pod's annotations do not speak."""
+        if config.annotations_file:
+            self._annotations = self._read_annotations(config.annotations_file)
+            try:
+                found = discovering.read_targets(config.annotations_file, fallback=config.targets)
+            except ValueError as exc:
+                if not config.targets:
+                    raise
+                # The injector ignored such an annotation with a warning: so does the agent,
+                # scraping the target it was given rather than failing to start.
+                log.warning("%s; scraping the targets given instead", exc)
+                found = config.targets
+            config = replace(config, targets=found)
             self.settings = config
         self.targets = [self._target(t) for t in config.targets]
         self.conflicts: dict[str, int] = {"type": 0, "duplicate": 0}
@@ -135,6 +148,7 @@ class Agent:
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._skipping: set[tuple[str, str]] = set()
         self._queued: set[asyncio.Task[None]] = set()
+        self._scrapers: dict[str, asyncio.Task[None]] = {}
         self.statsd_port: int | None = None
 
     def _target(self, spec: settings.Target) -> _Target:
@@ -261,6 +275,79 @@ class Agent:
             delay = max(0.0, next_at - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
+
+    def _start_scraping(self, session: aiohttp.ClientSession, target: _Target) -> None:
+        assert self._tasks is not None
+        self._scrapers[target.spec.url] = self._tasks.create_task(
+            self._scrape_loop(session, target), name=f"scrape {target.spec.url}"
+        )
+
+    # -- following the pod's annotations ------------------------------------------------------
+    #
+    # The kubelet rewrites the Downward API file when the pod's annotations change (within its
+    # sync period, about a minute). The file is read again every few seconds; when the target
+    # it names changes, the old target's loop stops, its series leave the merged endpoint and
+    # get stale markers on remote_write, and the new target's loop starts.
+
+    @staticmethod
+    def _read_annotations(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    async def _watch_annotations(self, session: aiohttp.ClientSession) -> None:
+        path = self.settings.annotations_file
+        assert path is not None
+        every = min(5.0, self.settings.interval)
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every)
+            text = self._read_annotations(path)
+            if text == self._annotations or not text:
+                continue
+            self._annotations = text
+            try:
+                found = discovering.read_targets(path, fallback=self._given)
+            except ValueError as exc:
+                log.warning("the pod's annotations changed but name no target: %s", exc)
+                continue
+            await self._retarget(session, found)
+
+    async def _retarget(
+        self, session: aiohttp.ClientSession, found: tuple[settings.Target, ...]
+    ) -> None:
+        wanted = {t.url: t for t in found}
+        gone = [t for t in self.targets if t.spec.url not in wanted]
+        kept = {t.spec.url for t in self.targets} & wanted.keys()
+        if not gone and len(kept) == len(wanted):
+            return
+        log.info(
+            "the pod's annotations changed: scraping %s",
+            ", ".join(wanted) or "nothing",
+        )
+        for target in gone:
+            task = self._scrapers.pop(target.spec.url, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.targets = [t for t in self.targets if t.spec.url in wanted]
+        self.settings = replace(self.settings, targets=found)
+        for url, spec in wanted.items():
+            if url not in kept:
+                target = self._target(spec)
+                self.targets.append(target)
+                self._start_scraping(session, target)
+        if self.writer is not None:  # end the old target's series now, not in five minutes
+            until = time.monotonic() + self.settings.interval
+            for target in gone:
+                url = target.spec.url
+                self._start_push(
+                    "remote_write",
+                    url,
+                    functools.partial(self._write, session, [], source=url, at=None, until=until),
+                )
 
     # -- pushing ---------------------------------------------------------------------------
     #
@@ -510,9 +597,9 @@ class Agent:
             async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
                 for target in self.targets:
-                    tasks.create_task(
-                        self._scrape_loop(session, target), name=f"scrape {target.spec.url}"
-                    )
+                    self._start_scraping(session, target)
+                if self.settings.annotations_file:
+                    tasks.create_task(self._watch_annotations(session), name="annotations")
                 if self.writer is not None or self.settings.pushgateway_url:
                     tasks.create_task(self._push_loop(session), name="push")
                 await self.stopping.wait()
