@@ -41,3 +41,35 @@ def test_a_dotted_name_needs_quotes_even_after_a_quoted_use() -> None:
 def test_a_timestamp_too_long_for_a_float_is_an_invalid_timestamp() -> None:
     with pytest.raises(ParseError, match="timestamp"):
         promtext.parse(b"x 1 " + b"9" * 400 + b"\n")
+
+
+def _read(parser: Any, body: bytes) -> list[Any]:
+    parser.feed(body)
+    return [(s.name, s.labels, s.value) for f in parser.close() for s in f.samples]
+
+
+@pytest.mark.parametrize(
+    ("make", "tail"),
+    [
+        pytest.param(promtext.PrometheusTextParser, b"", id="text"),
+        pytest.param(openmetrics.OpenMetricsParser, b"# EOF\n", id="om"),
+    ],
+)
+def test_label_sets_kept_across_scrapes_read_alike_and_refuse_alike(make: Any, tail: bytes) -> None:
+    # The agent keeps each target's label sets from one scrape to the next: a series seen
+    # before reads to the very same labels, and a line a fresh parser refuses is refused too.
+    first = b'# TYPE h histogram\nh_bucket{a="1",le="0.5"} 1\nh_bucket{a="1",le="+Inf"} 2\n'
+    first += b'h_count{a="1"} 2\nh_sum{a="1"} 1\n# TYPE g gauge\ng{a="1",le="x"} 3\n' + tail
+    kept: dict[str, Any] = {}
+    before = _read(make(label_sets=kept), first)
+    assert kept
+    again = _read(make(label_sets=kept), first)
+    assert again == before == _read(make(), first)
+    assert all(a[1] is b[1] for a, b in zip(again, before, strict=True))
+    # le="x" passed on a gauge; it is no bucket bound, and a cached label set must not say so.
+    wrong = b'# TYPE h histogram\nh_bucket{a="1",le="x"} 1\n' + tail
+    with pytest.raises(ParseError) as fresh:
+        _read(make(), wrong)
+    with pytest.raises(ParseError) as cached:
+        _read(make(label_sets=kept), wrong)
+    assert str(cached.value) == str(fresh.value)

@@ -57,6 +57,8 @@ _LabelSet = tuple[
 _NO_LABELS: Final[_LabelSet] = ((), frozenset(), None, 0.0, None)
 #: Entries per cache: label sets repeat, and hostile input cannot grow the caches further.
 _CACHED: Final = 16384
+#: Most label sets a cache kept across scrapes holds (``label_sets``): a large target's.
+LABEL_SETS: Final = 1 << 20
 
 
 class _Open:
@@ -121,7 +123,15 @@ class OpenMetricsParser:
     which accepts exactly the same lines and explains the rest.
     """
 
-    def __init__(self, limits: reading.Limits | None = None) -> None:
+    def __init__(
+        self,
+        limits: reading.Limits | None = None,
+        *,
+        label_sets: dict[str, _LabelSet] | None = None,
+    ) -> None:
+        """``label_sets``: a cache of label sets kept by the caller from one scrape of a
+        target to the next (its series repeat), so a known series is neither split nor
+        checked again and keeps its labels tuple; bounded by ``LABEL_SETS``."""
         self.reader = reading.Reader(limits)
         self.families: list[exposition.Family] = []
         self._line = 0
@@ -129,7 +139,8 @@ class OpenMetricsParser:
         self._open: _Open | None = None
         self._seen_names: set[str] = set()
         # The exact text of a label set that reads without errors, braces included.
-        self._label_sets: dict[str, _LabelSet] = {}
+        self._label_sets: dict[str, _LabelSet] = {} if label_sets is None else label_sets
+        self._label_bound = _CACHED if label_sets is None else LABEL_SETS
         # Label-set skeletons ({a="",b=""}) with distinct names, with where "le" and
         # "quantile" are (-1 when absent).
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
@@ -243,7 +254,7 @@ class OpenMetricsParser:
             values[le] if le >= 0 else None,
             values[quantile] if quantile >= 0 else None,
         )
-        if len(self._label_sets) < _CACHED:
+        if len(self._label_sets) < self._label_bound:
             self._label_sets[text] = entry
         return entry
 
@@ -257,7 +268,7 @@ class OpenMetricsParser:
         if end != len(text) or len(values) != len(labels):
             return None
         entry = _label_set_entry(tuple(labels), values.get("le"), values.get("quantile"))
-        if len(self._label_sets) < _CACHED:
+        if len(self._label_sets) < self._label_bound:
             self._label_sets[text] = entry
         return entry
 

@@ -53,6 +53,8 @@ _QUANTILE: Final = 3
 _NO_LABELS: Final[_LabelSet] = ((), True, False, False)
 #: Entries per cache: routes and label sets repeat, and hostile input cannot grow them further.
 _CACHED: Final = 16384
+#: Most label sets a cache kept across scrapes holds (``label_sets``): a large target's.
+LABEL_SETS: Final = 1 << 20
 
 
 class PrometheusTextParser:
@@ -64,7 +66,15 @@ class PrometheusTextParser:
     error) goes to the full lexer, which accepts exactly the same lines and explains the rest.
     """
 
-    def __init__(self, limits: reading.Limits | None = None) -> None:
+    def __init__(
+        self,
+        limits: reading.Limits | None = None,
+        *,
+        label_sets: dict[str, _LabelSet] | None = None,
+    ) -> None:
+        """``label_sets``: a cache of label sets kept by the caller from one scrape of a
+        target to the next (its series repeat), so a known series is neither split nor
+        checked again and keeps its labels tuple; bounded by ``LABEL_SETS``."""
         self.reader = reading.Reader(limits)
         self.families: dict[str, exposition.Family] = {}
         self._line = 0
@@ -77,7 +87,8 @@ class PrometheusTextParser:
         # belong to as a part (x for x_sum).
         self._stems: set[str] = set()
         # The exact text inside the braces of a label set that passed every check.
-        self._label_sets: dict[str, _LabelSet] = {}
+        self._label_sets: dict[str, _LabelSet] = {} if label_sets is None else label_sets
+        self._label_bound = _CACHED if label_sets is None else LABEL_SETS
         # Label-set skeletons (a="",b="") checked, with where "le" and "quantile" are.
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
         self._numbers: dict[str, bool] = {}
@@ -90,6 +101,7 @@ class PrometheusTextParser:
         lines = self.reader.complete_lines(data, first_line=self._line + 1)
         routes = self._routes
         label_sets = self._label_sets
+        label_bound = self._label_bound
         values = self._values
         heads = self._heads
         numbers = self._numbers
@@ -131,7 +143,7 @@ class PrometheusTextParser:
                             if quantile is None:
                                 quantile = self._is_number(last)
                         entry = ((*labels, (label, last)), True, le, quantile)
-                        if len(label_sets) < _CACHED:
+                        if len(label_sets) < label_bound:
                             label_sets[inner] = entry
                     else:
                         entry = self._label_set(inner)
@@ -252,7 +264,7 @@ class PrometheusTextParser:
         quantile_ok = quantile_at >= 0 and self._is_number(values[quantile_at])
         entry = (labels, True, le_ok, quantile_ok)
         label_sets = self._label_sets
-        if len(label_sets) < _CACHED:
+        if len(label_sets) < self._label_bound:
             label_sets[inner] = entry
         if parts[-1] == "":  # the set ends with a value: it has a head
             # The head passes every check whatever the value after it. Kept when the last
@@ -330,7 +342,7 @@ class PrometheusTextParser:
             lexing.has_number_label(labels, "le"),
             lexing.has_number_label(labels, "quantile"),
         )
-        if len(self._label_sets) < _CACHED:
+        if len(self._label_sets) < self._label_bound:
             self._label_sets[inner] = entry
         return entry
 

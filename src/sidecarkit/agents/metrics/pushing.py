@@ -153,6 +153,17 @@ def _encoded_labels(name: str, labels: Labels) -> bytes:
     return b"".join(out)
 
 
+_Series = tuple[bytes, bytes]
+"""A series' cached encodings: its TimeSeries up to its sample's value (for a sample with the
+push's timestamp), and its labels alone."""
+
+
+def _prefix(encoded: bytes, sample_head: bytes) -> bytes:
+    """A TimeSeries' bytes up to its sample's value: only the value and timestamp follow."""
+    size = len(encoded) + len(sample_head) + 8 + sample_head[1] - 9
+    return b"\x0a" + _length(size) + encoded + sample_head
+
+
 @dataclass(slots=True)
 class RemoteWriter:
     """remote_write to one URL.
@@ -169,7 +180,10 @@ class RemoteWriter:
     auth: Auth | None = None
     tls: ssl.SSLContext | None = None
     """The TLS context for an https receiver; None for the system's CAs."""
-    _labels: dict[str, dict[tuple[str, Labels], bytes]] = field(default_factory=dict)
+    _labels: dict[str, dict[tuple[str, Labels], _Series]] = field(default_factory=dict)
+    _fixed: dict[str, int] = field(default_factory=dict)
+    """By source, the size of a sample with the push's timestamp, which its cached prefixes
+    hold."""
     max_backlog_bytes: int = 32 << 20
     """Room for pushes the receiver has not taken yet (snappy-compressed bodies)."""
     journal: journaling.Journal | None = None
@@ -216,7 +230,7 @@ class RemoteWriter:
         without a timestamp get ``now_ms`` (the scrape's time), and series of the source's
         previous push that are gone get a stale marker."""
         old = self._labels.get(source, {})
-        new: dict[tuple[str, Labels], bytes] = {}
+        new: dict[tuple[str, Labels], _Series] = {}
         parts: list[bytes] = []
         add = parts.extend
         known = old.get
@@ -225,28 +239,34 @@ class RemoteWriter:
         lengths = _LENGTHS
         sample_head = b"\x12" + lengths[9 + len(default_ts)] + b"\x09"
         fixed = len(sample_head) + 8 + len(default_ts)
+        if fixed != self._fixed.get(source):  # the timestamp's length changed: new prefixes
+            self._fixed[source] = fixed
+            old = {
+                key: (_prefix(encoded, sample_head), encoded) for key, (_, encoded) in old.items()
+            }
+            known = old.get
         for family in families:
             for s in family.samples:
                 key = (s.name, s.labels)
-                encoded = known(key)
-                if encoded is None:
+                series = known(key)
+                if series is None:
                     encoded = _encoded_labels(s.name, s.labels)
+                    series = (_prefix(encoded, sample_head), encoded)
                 count = len(new)
-                new[key] = encoded
+                new[key] = series
                 if len(new) == count:
                     continue  # a series twice in one push: the receiver would refuse it
                 if s.timestamp is None:  # the usual case: the scrape's time, one sample size
-                    size = len(encoded) + fixed
-                    head = lengths[size] if size < 1 << 14 else _varint(size)
-                    add((b"\x0a", head, encoded, sample_head, pack(s.value), default_ts))
+                    add((series[0], pack(s.value), default_ts))
                     continue
+                encoded = series[1]
                 sample = b"\x09" + pack(s.value) + b"\x10" + _varint(round(s.timestamp * 1000))
                 size = len(encoded) + 2 + len(sample)
                 add((b"\x0a", _length(size), encoded, b"\x12", lengths[len(sample)], sample))
         stale = b"\x09" + pack(STALE_NAN) + default_ts
         gone = old.keys() - new.keys()
         for key in gone:
-            encoded = old[key]
+            encoded = old[key][1]
             size = len(encoded) + 2 + len(stale)
             add((b"\x0a", _length(size), encoded, b"\x12", lengths[len(stale)], stale))
         out = b"".join(parts)

@@ -80,6 +80,13 @@ class _Target:
     """When the last scrape started, in milliseconds since the epoch."""
     warned_silent: bool = False
     error: str = "not scraped yet"
+    text_label_sets: dict[str, Any] = field(default_factory=dict)
+    openmetrics_label_sets: dict[str, Any] = field(default_factory=dict)
+    """Label sets read by earlier scrapes, by their text (see the parsers' ``label_sets``):
+    a scrape reads only its new series' labels, and a series keeps one labels tuple."""
+    enriched: dict[int, tuple[relabeling.Labels, relabeling.Labels]] = field(default_factory=dict)
+    """Each labels tuple of the target's series with the target's labels added (see
+    ``relabeling.enrich``)."""
 
 
 class _Statsd(asyncio.DatagramProtocol):
@@ -203,16 +210,26 @@ class Agent:
                 content_type = r.headers.get("Content-Type", "")
                 parser: openmetrics.OpenMetricsParser | promtext.PrometheusTextParser
                 if content_type.startswith("application/openmetrics-text"):
-                    parser = openmetrics.OpenMetricsParser(limits)
+                    label_sets = target.openmetrics_label_sets
+                    parser = openmetrics.OpenMetricsParser(limits, label_sets=label_sets)
                 else:
-                    parser = promtext.PrometheusTextParser(limits)
+                    label_sets = target.text_label_sets
+                    parser = promtext.PrometheusTextParser(limits, label_sets=label_sets)
                 async for chunk in r.content.iter_chunked(1 << 16):
                     parser.feed(chunk)
                 families = parser.close()
             samples = sum(len(f.samples) for f in families)
+            if len(label_sets) > 2 * samples + 16384:  # series come and go: start afresh
+                label_sets.clear()
+            if len(target.enriched) > 2 * samples + 16384:
+                target.enriched.clear()
             families = relabeling.apply(families, self.settings.rules)
             target.families = relabeling.enrich(
-                families, target.labels, in_place=True, honor=target.honor
+                families,
+                target.labels,
+                in_place=True,
+                honor=target.honor,
+                cache=target.enriched,
             )
             target.source = merging.Source.of(target.spec.url, target.families)
             target.held = reading.estimate(lines=parser.reader.lines, size=parser.reader.fed)
