@@ -128,3 +128,17 @@ def test_segments_whose_bodies_were_all_taken_are_deleted(tmp_path: Path) -> Non
     assert journal.dropped_bodies == 0
     journal.close()
     assert journaling.Journal(tmp_path).replayed == []
+
+
+def test_after_closing_appends_fail_clearly_and_acknowledgements_are_kept_in_memory(
+    tmp_path: Path,
+) -> None:
+    journal = journaling.Journal(tmp_path)
+    entry = journal.append("t", b"late", 1)
+    journal.close()
+    journal.acknowledge(entry)  # a push finishing while the agent stops: no error
+    assert entry.done
+    with pytest.raises(OSError, match="closed"):
+        journal.append("t", b"later", 1)
+    # Its acknowledgement never reached the disk: sent again after a restart, not lost.
+    assert [e.seq for e in journaling.Journal(tmp_path).replayed] == [entry.seq]

@@ -308,3 +308,42 @@ def test_a_wal_that_cannot_be_kept_is_refused_with_the_fix(tmp_path: Path) -> No
     )
     assert code == 3
     assert "remote_write_wal_size must be at least 64KiB" in err
+
+
+def test_what_a_target_gone_since_left_in_the_wal_is_still_delivered(tmp_path: Path) -> None:
+    from tests.agents.metrics.test_targets import serving  # noqa: PLC0415
+
+    wal = tmp_path / "wal"
+    with counting_app() as app, serving(b"other_app_up 1\n") as other, switched_receiver() as url:
+        _Switch.down = True
+        common = (
+            "--interval",
+            "300ms",
+            "--remote-write-url",
+            url,
+            "--remote-write-wal-dir",
+            str(wal),
+        )
+        port = free_port()
+        first = _start("--target", app, *common, port=port, tmp=tmp_path)
+        try:
+            assert _wait(lambda: len(_Counting.scraped_at) >= 5, timeout=30)
+            time.sleep(0.5)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+        scraped = len(_Counting.scraped_at)
+        _Switch.down = False
+        # The new agent scrapes another target only: the first one's samples still go out.
+        second = _start("--target", other, *common, port=port, tmp=tmp_path)
+        try:
+            assert _wait(lambda: len(set(_received_values())) >= scraped - 1, timeout=60)
+            assert _wait(lambda: bool(_received_values("other_app_up")), timeout=30)
+        finally:
+            _stop(second)
+    got = _received_values()
+    assert got == sorted(got)
+    assert len(got) == len(set(got))

@@ -226,6 +226,8 @@ class Journal:
         """Write one request body before it is sent; OSError when the disk refuses."""
         name = source.encode()[:0xFFFF]
         with self._lock:
+            if self._fd < 0:
+                raise OSError("the WAL is closed (the agent is stopping)")
             seq = self._next_seq
             self._next_seq += 1
             head = _DATA.pack(seq, samples, len(name)) + name
@@ -237,7 +239,9 @@ class Journal:
         return entry
 
     def acknowledge(self, entry: Entry) -> None:
-        """The receiver took ``entry`` or refused it for good: it is never sent again."""
+        """The receiver took ``entry`` or refused it for good: it is never sent again. When
+        the acknowledgement cannot be written (a full disk, the log closed at exit), the body
+        is sent again after a restart: a duplicate the receiver stores once, never a loss."""
         with self._lock:
             if entry.done:
                 return
@@ -246,8 +250,17 @@ class Journal:
             self._entries.pop(entry.seq, None)
             segment = self._segment(entry.segment)
             segment.pending.discard(entry.seq)
-            if not entry.dropped:
-                self._write(_KIND_ACK, _ACK.pack(entry.seq))
+            if not entry.dropped and self._fd >= 0:
+                try:
+                    self._write(_KIND_ACK, _ACK.pack(entry.seq))
+                except OSError as exc:
+                    log.warning(
+                        "remote_write WAL in %s: cannot note that request %d was taken (%s); "
+                        "it will be sent again after a restart",
+                        self.directory,
+                        entry.seq,
+                        exc,
+                    )
             self._delete_settled()
 
     def read(self, entry: Entry) -> bytes:

@@ -424,8 +424,8 @@ class Agent:
             self.pushes[("remote_write", "dropped")] = dropped
 
     async def _drain(self, session: aiohttp.ClientSession, *, until: float) -> None:
-        """Send what waits for sources that push no more (a target gone since the WAL was
-        written); the others' bodies go first in their own next push."""
+        """Send what waits in the WAL for sources that push no more (a target gone since the
+        WAL was written); the others' bodies go first in their own next push."""
         assert self.writer is not None
         for source in self.writer.pending_sources():
             running = self._in_flight.get(("remote_write", source))
@@ -471,7 +471,7 @@ class Agent:
                         until=until,
                     ),
                 )
-            if self.writer is not None and self.writer.pending_sources():
+            if self._queues("remote_write") and self.writer and self.writer.pending_sources():
                 self._start_push(
                     "remote_write",
                     "backlog",
