@@ -73,3 +73,32 @@ def test_label_sets_kept_across_scrapes_read_alike_and_refuse_alike(make: Any, t
     with pytest.raises(ParseError) as cached:
         _read(make(label_sets=kept), wrong)
     assert str(cached.value) == str(fresh.value)
+
+
+def test_bucket_bounds_sorted_first_read_as_the_reference_parser_reads_them() -> None:
+    # The Python client sorts labels, so le comes first and the rest of a bucket run repeats.
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    text = "# TYPE h histogram\n"
+    for route in ("/a", "/b"):
+        for bound in ("0.005", "0.1", "+Inf"):
+            text += f'h_bucket{{le="{bound}",route="{route}"}} 1\n'
+        text += f'h_sum{{route="{route}"}} 1\nh_count{{route="{route}"}} 1\n'
+    text += '# TYPE s summary\ns{quantile="0.5",x="1"} 2\ns{quantile="0.9",x="1"} 3\n'
+    text += 's_sum{x="1"} 5\ns_count{x="1"} 2\n'
+    ours = sorted(
+        (s.name, tuple(sorted(s.labels)), s.value)
+        for f in promtext.parse(text.encode())
+        for s in f.samples
+    )
+    reference = sorted(
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    )
+    assert ours == reference
+    # A bound that is no number after a run of good ones is still refused, as a fresh parser
+    # refuses it.
+    bad = text.replace('le="0.1",route="/b"', 'le="fast",route="/b"')
+    with pytest.raises(ParseError, match="le"):
+        promtext.parse(bad.encode())

@@ -46,6 +46,8 @@ _Route = tuple[list[exposition.Sample], int, bool]
 _LabelSet = tuple[tuple[tuple[str, str], ...], bool, bool, bool]
 #: The text of a label set up to its last value, read: (the labels before, the last name,
 #: whether "le" and "quantile" are there as numbers, or None when the last label is it).
+#: Label sets whose first label is the one that varies down a run.
+_FIRST_VARIES: Final = ('le="', 'quantile="')
 _Head = tuple[tuple[tuple[str, str], ...], str, bool | None, bool | None]
 _NO_CHECK: Final = 1
 _LE: Final = 2
@@ -93,6 +95,7 @@ class PrometheusTextParser:
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
         self._numbers: dict[str, bool] = {}
         self._heads: dict[str, _Head] = {}
+        self._tails: dict[str, _Head] = {}
         self._last_head = ""
         # What follows a label set (or a name): " 1.5" -> 1.5; sample values repeat.
         self._values: dict[str, float] = {}
@@ -249,6 +252,27 @@ class PrometheusTextParser:
         """
         if "\\" in inner:
             return self._lexed_label_set(inner)
+        tail_key = ""
+        if inner.startswith(_FIRST_VARIES):
+            # A bucket bound or quantile sorted first (as the Python client writes them): the
+            # rest of the set repeats down the run, so it is remembered as a tail, the mirror
+            # of a head.
+            opened = inner.index('"') + 1
+            closed = inner.find('"', opened)
+            if closed > 0:
+                tail_key = inner[:opened] + inner[closed:]
+                tail = self._tails.get(tail_key)
+                if tail is not None:
+                    rest, name, le_ok, quantile_ok = tail
+                    value = inner[opened:closed]
+                    if le_ok is None:
+                        le_ok = self._is_number(value)
+                    if quantile_ok is None:
+                        quantile_ok = self._is_number(value)
+                    entry: _LabelSet = (((name, value), *rest), True, le_ok, quantile_ok)
+                    if len(self._label_sets) < self._label_bound:
+                        self._label_sets[inner] = entry
+                    return entry
         # ``_split_label_set``, in line: the hot path of every label set seen the first time.
         parts = inner.split('"')
         if not len(parts) % 2:  # an odd number of quotes: not a label set
@@ -266,6 +290,13 @@ class PrometheusTextParser:
         label_sets = self._label_sets
         if len(label_sets) < self._label_bound:
             label_sets[inner] = entry
+        if tail_key and 0 in (le_at, quantile_at) and len(self._tails) < _CACHED:
+            self._tails[tail_key] = (
+                labels[1:],
+                names[0],
+                None if le_at == 0 else le_ok,
+                None if quantile_at == 0 else quantile_ok,
+            )
         if parts[-1] == "":  # the set ends with a value: it has a head
             # The head passes every check whatever the value after it. Kept when the last
             # label is a bucket bound or a quantile (a run of them follows), when it is the
