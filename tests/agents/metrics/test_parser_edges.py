@@ -102,3 +102,33 @@ def test_bucket_bounds_sorted_first_read_as_the_reference_parser_reads_them() ->
     bad = text.replace('le="0.1",route="/b"', 'le="fast",route="/b"')
     with pytest.raises(ParseError, match="le"):
         promtext.parse(bad.encode())
+
+
+def test_openmetrics_bounds_sorted_first_read_as_the_reference_parser_reads_them() -> None:
+    from prometheus_client.openmetrics.parser import (  # noqa: PLC0415
+        text_string_to_metric_families,
+    )
+
+    text = "# TYPE h histogram\n"
+    for route in ("/a", "/b"):
+        for bound in ("0.005", "0.1", "+Inf"):
+            text += f'h_bucket{{le="{bound}",route="{route}"}} 1\n'
+        text += f'h_count{{route="{route}"}} 1\nh_sum{{route="{route}"}} 1\n'
+    text += '# TYPE s summary\ns{quantile="0.5",x="1"} 2\ns{quantile="0.9",x="1"} 3\n'
+    text += 's_count{x="1"} 2\ns_sum{x="1"} 5\n# EOF\n'
+    ours = sorted(
+        (s.name, tuple(sorted(s.labels)), s.value)
+        for f in openmetrics.parse(text.encode())
+        for s in f.samples
+    )
+    reference = sorted(
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for f in text_string_to_metric_families(text)  # type: ignore[no-untyped-call]
+        for s in f.samples
+    )
+    assert ours == reference
+    for bad in ('le="fast",route="/b"', 'le="NaN",route="/b"'):
+        with pytest.raises(ParseError):
+            openmetrics.parse(text.replace('le="0.1",route="/b"', bad).encode())
+    with pytest.raises(ParseError):
+        openmetrics.parse(text.replace('quantile="0.9"', 'quantile="1.5"').encode())
