@@ -8,7 +8,10 @@ measured). Measured, over the same window after a warm-up: each process's CPU se
 /proc), CPU per 1,000 samples delivered, its peak and final resident memory, and how long
 after its scrape each push arrived. A missing peer fails the run (exit 1).
 
-    python bench/metrics_agent.py [--series 10000,100000] [--seconds 30]
+    python bench/metrics_agent.py [--series 10000,100000] [--seconds 30] [--wal]
+
+``--wal`` gives the agent a remote_write WAL in the run's temporary directory (Prometheus
+always has its own).
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return peak, rss
 
 
-def run(series: int, seconds: float, prometheus: str, tmp: Path) -> None:
+def run(series: int, seconds: float, prometheus: str, tmp: Path, *, wal: bool = False) -> None:
     Target.body = kube_state_metrics(series)
     target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
@@ -145,6 +148,7 @@ def run(series: int, seconds: float, prometheus: str, tmp: Path) -> None:
                 f"{write}/sidecarkit",
                 "--log-level",
                 "warning",
+                *(["--remote-write-wal-dir", str(tmp / f"wal-{series}")] if wal else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -206,13 +210,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", default="10000,100000")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--wal", action="store_true", help="give the agent a remote_write WAL")
     args = parser.parse_args()
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         raise SystemExit("prometheus is missing: apt-get install prometheus")
     with tempfile.TemporaryDirectory() as tmp:
         for series in (int(s) for s in args.series.split(",")):
-            run(series, args.seconds, prometheus, Path(tmp))
+            run(series, args.seconds, prometheus, Path(tmp), wal=args.wal)
 
 
 if __name__ == "__main__":

@@ -651,6 +651,16 @@ cli.add_command(clustercli.repair, "repair")
     help="Push with Prometheus remote_write 1.0 to this URL.",
 )
 @click.option(
+    "--remote-write-wal-dir",
+    envvar="SIDECARKIT_METRICS_REMOTE_WRITE_WAL_DIR",
+    help="Keep unsent remote_write samples in a WAL here (survives outages and restarts).",
+)
+@click.option(
+    "--remote-write-wal-size",
+    envvar="SIDECARKIT_METRICS_REMOTE_WRITE_WAL_SIZE",
+    help="Most bytes of the WAL, 256MiB; past it the oldest samples are dropped, counted.",
+)
+@click.option(
     "--pushgateway-url",
     envvar="SIDECARKIT_METRICS_PUSHGATEWAY_URL",
     help="Push to this Pushgateway, grouped by the pod's identity.",
@@ -684,6 +694,8 @@ def agent_metrics(
     memory_limit: str | None,
     body_size_limit: str | None,
     remote_write_url: str | None,
+    remote_write_wal_dir: str | None,
+    remote_write_wal_size: str | None,
     pushgateway_url: str | None,
     push_interval: str | None,
     log_level: str,
@@ -717,6 +729,8 @@ def agent_metrics(
             "memory_limit": memory_limit,
             "body_size_limit": body_size_limit,
             "remote_write_url": remote_write_url,
+            "remote_write_wal_dir": remote_write_wal_dir,
+            "remote_write_wal_size": remote_write_wal_size,
             "pushgateway_url": pushgateway_url,
             "push_interval": push_interval,
         }

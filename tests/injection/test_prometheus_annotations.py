@@ -57,3 +57,16 @@ def test_two_pods_differing_only_in_the_port_annotation_get_different_sidecars()
     assert _targets(_pod({"prometheus.io/port": "9001"})) != _targets(
         _pod({"prometheus.io/port": "9002"})
     )
+
+
+def test_the_sidecar_reads_the_pods_annotations_as_they_change() -> None:
+    # prometheus.io/scheme, and annotations changed after injection, reach the agent through
+    # the Downward API file the profile mounts.
+    new, _ = inject(_pod({"prometheus.io/scheme": "https"}), Config(), Facts())
+    (agent,) = new["spec"]["initContainers"]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    path = env["SIDECARKIT_METRICS_ANNOTATIONS_FILE"]
+    (mount,) = [m for m in agent["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in new["spec"]["volumes"] if v["name"] == mount["name"]]
+    items = {i["path"]: i["fieldRef"]["fieldPath"] for i in volume["downwardAPI"]["items"]}
+    assert items[path.rsplit("/", 1)[1]] == "metadata.annotations"

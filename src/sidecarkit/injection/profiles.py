@@ -268,6 +268,9 @@ def _render_metrics(values: Mapping[str, str], ctx: Context) -> Parts:
             "value": f"http://127.0.0.1:{values['port']}{values['path']}" if scrape else "",
         },
         {"name": "SIDECARKIT_METRICS_INTERVAL", "value": values["interval"]},
+        # The pod's annotations as they are now, not as they were at injection: the agent
+        # follows prometheus.io/scrape|port|path|scheme changes, and reads the scheme.
+        {"name": "SIDECARKIT_METRICS_ANNOTATIONS_FILE", "value": f"{PODINFO_DIR}/annotations"},
     ]
     ports: list[Json] = []
     if values["statsd"] == "true":

@@ -269,9 +269,11 @@ def _prometheus() -> str:
 
 
 @contextmanager
-def prometheus(scrape_port: int, tmp: Path) -> Iterator[str]:
+def prometheus(scrape_port: int, tmp: Path, *, port: int | None = None) -> Iterator[str]:
+    """A real Prometheus with its TSDB in ``tmp``: started again on the same ``port`` and
+    ``tmp``, it is the same receiver after an outage."""
     binary = _prometheus()
-    port = free_port()
+    port = port or free_port()
     config = tmp / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecarkit.agents.metrics import discovering
+from sidecarkit.agents.metrics import discovering, settings
 from tests.agents.metrics.test_agent import IDENTITY, _samples, _wait, agent, instance
 from tests.agents.metrics.test_targets import serving
 
@@ -92,3 +92,71 @@ def test_the_agent_scrapes_the_target_its_pod_annotations_name(tmp_path: Path) -
         ):
             key = ("annotated_app_up", frozenset({instance(url), *IDENTITY}))
             assert _wait(lambda: _samples(admin).get(key) == 1)
+
+
+def test_the_annotations_win_over_the_given_target_with_their_scheme() -> None:
+    # The injection profile gives the agent a target made at injection time; the
+    # annotations it also gives say more (the scheme) and may change later.
+    given = (settings.Target("http://127.0.0.1:8080/metrics"),)
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8443",
+        "prometheus.io/scheme": "https",
+    }
+    (target,) = discovering.targets_from(annotations, where="a", fallback=given)
+    assert target.url == "https://127.0.0.1:8443/metrics"
+    # Our own annotation wins over its Prometheus twin, as at injection.
+    ours = {**annotations, "sidecarkit.io/metrics.port": "9000"}
+    (target,) = discovering.targets_from(ours, where="a", fallback=given)
+    assert target.url == "https://127.0.0.1:9000/metrics"
+    assert (
+        discovering.targets_from({"prometheus.io/scrape": "true"}, where="a", fallback=given)
+        == given
+    )
+    assert discovering.targets_from({}, where="a", fallback=given) == given
+    assert (
+        discovering.targets_from({"prometheus.io/scrape": "false"}, where="a", fallback=given) == ()
+    )
+
+
+def _annotate(path: Path, port: str, scrape: str = "true") -> None:
+    # The kubelet swaps a new file in, as here: never a half-written one.
+    new = path.with_suffix(".new")
+    new.write_text(f'prometheus.io/scrape="{scrape}"\nprometheus.io/port="{port}"\n')
+    new.replace(path)
+
+
+def test_the_agent_follows_its_pod_annotations_when_they_change(tmp_path: Path) -> None:
+    with (
+        serving(b"given_app_up 1\n") as given,
+        serving(b"first_app_up 1\n") as first,
+        serving(b"second_app_up 1\n") as second,
+    ):
+        annotations = tmp_path / "annotations"
+        _annotate(annotations, first.split(":")[2].split("/")[0])
+        args = ("--target", given, "--annotations-file", str(annotations), "--interval", "200ms")
+        with agent(*args, tmp=tmp_path) as (admin, _):
+            first_up = ("first_app_up", frozenset({instance(first), *IDENTITY}))
+            second_up = ("second_app_up", frozenset({instance(second), *IDENTITY}))
+            # The annotations name the target, not the one given at injection.
+            assert _wait(lambda: _samples(admin).get(first_up) == 1)
+            assert not any(name == "given_app_up" for name, _ in _samples(admin))
+            _annotate(annotations, second.split(":")[2].split("/")[0])
+            assert _wait(lambda: _samples(admin).get(second_up) == 1, timeout=30)
+            assert first_up not in _samples(admin)
+            _annotate(annotations, "1", scrape="false")
+            assert _wait(lambda: second_up not in _samples(admin), timeout=30)
+
+
+def test_a_wrong_annotation_beside_a_given_target_is_logged_not_fatal(tmp_path: Path) -> None:
+    # The injector leaves prometheus.io/port: http out with a warning; the agent must not
+    # refuse to start over it.
+    with serving(b"given_app_up 1\n") as given:
+        annotations = tmp_path / "annotations"
+        annotations.write_text('prometheus.io/scrape="true"\nprometheus.io/port="http"\n')
+        args = ("--target", given, "--annotations-file", str(annotations), "--interval", "200ms")
+        with agent(*args, tmp=tmp_path) as (admin, _):
+            key = ("given_app_up", frozenset({instance(given), *IDENTITY}))
+            assert _wait(lambda: _samples(admin).get(key) == 1)
+        log = next(tmp_path.glob("agent-*.log")).read_text()
+        assert "prometheus.io/port is http" in log

@@ -41,3 +41,94 @@ def test_a_dotted_name_needs_quotes_even_after_a_quoted_use() -> None:
 def test_a_timestamp_too_long_for_a_float_is_an_invalid_timestamp() -> None:
     with pytest.raises(ParseError, match="timestamp"):
         promtext.parse(b"x 1 " + b"9" * 400 + b"\n")
+
+
+def _read(parser: Any, body: bytes) -> list[Any]:
+    parser.feed(body)
+    return [(s.name, s.labels, s.value) for f in parser.close() for s in f.samples]
+
+
+@pytest.mark.parametrize(
+    ("make", "tail"),
+    [
+        pytest.param(promtext.PrometheusTextParser, b"", id="text"),
+        pytest.param(openmetrics.OpenMetricsParser, b"# EOF\n", id="om"),
+    ],
+)
+def test_label_sets_kept_across_scrapes_read_alike_and_refuse_alike(make: Any, tail: bytes) -> None:
+    # The agent keeps each target's label sets from one scrape to the next: a series seen
+    # before reads to the very same labels, and a line a fresh parser refuses is refused too.
+    first = b'# TYPE h histogram\nh_bucket{a="1",le="0.5"} 1\nh_bucket{a="1",le="+Inf"} 2\n'
+    first += b'h_count{a="1"} 2\nh_sum{a="1"} 1\n# TYPE g gauge\ng{a="1",le="x"} 3\n' + tail
+    kept: dict[str, Any] = {}
+    before = _read(make(label_sets=kept), first)
+    assert kept
+    again = _read(make(label_sets=kept), first)
+    assert again == before == _read(make(), first)
+    assert all(a[1] is b[1] for a, b in zip(again, before, strict=True))
+    # le="x" passed on a gauge; it is no bucket bound, and a cached label set must not say so.
+    wrong = b'# TYPE h histogram\nh_bucket{a="1",le="x"} 1\n' + tail
+    with pytest.raises(ParseError) as fresh:
+        _read(make(), wrong)
+    with pytest.raises(ParseError) as cached:
+        _read(make(label_sets=kept), wrong)
+    assert str(cached.value) == str(fresh.value)
+
+
+def test_bucket_bounds_sorted_first_read_as_the_reference_parser_reads_them() -> None:
+    # The Python client sorts labels, so le comes first and the rest of a bucket run repeats.
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    text = "# TYPE h histogram\n"
+    for route in ("/a", "/b"):
+        for bound in ("0.005", "0.1", "+Inf"):
+            text += f'h_bucket{{le="{bound}",route="{route}"}} 1\n'
+        text += f'h_sum{{route="{route}"}} 1\nh_count{{route="{route}"}} 1\n'
+    text += '# TYPE s summary\ns{quantile="0.5",x="1"} 2\ns{quantile="0.9",x="1"} 3\n'
+    text += 's_sum{x="1"} 5\ns_count{x="1"} 2\n'
+    ours = sorted(
+        (s.name, tuple(sorted(s.labels)), s.value)
+        for f in promtext.parse(text.encode())
+        for s in f.samples
+    )
+    reference = sorted(
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    )
+    assert ours == reference
+    # A bound that is no number after a run of good ones is still refused, as a fresh parser
+    # refuses it.
+    bad = text.replace('le="0.1",route="/b"', 'le="fast",route="/b"')
+    with pytest.raises(ParseError, match="le"):
+        promtext.parse(bad.encode())
+
+
+def test_openmetrics_bounds_sorted_first_read_as_the_reference_parser_reads_them() -> None:
+    from prometheus_client.openmetrics.parser import (  # noqa: PLC0415
+        text_string_to_metric_families,
+    )
+
+    text = "# TYPE h histogram\n"
+    for route in ("/a", "/b"):
+        for bound in ("0.005", "0.1", "+Inf"):
+            text += f'h_bucket{{le="{bound}",route="{route}"}} 1\n'
+        text += f'h_count{{route="{route}"}} 1\nh_sum{{route="{route}"}} 1\n'
+    text += '# TYPE s summary\ns{quantile="0.5",x="1"} 2\ns{quantile="0.9",x="1"} 3\n'
+    text += 's_count{x="1"} 2\ns_sum{x="1"} 5\n# EOF\n'
+    ours = sorted(
+        (s.name, tuple(sorted(s.labels)), s.value)
+        for f in openmetrics.parse(text.encode())
+        for s in f.samples
+    )
+    reference = sorted(
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for f in text_string_to_metric_families(text)  # type: ignore[no-untyped-call]
+        for s in f.samples
+    )
+    assert ours == reference
+    for bad in ('le="fast",route="/b"', 'le="NaN",route="/b"'):
+        with pytest.raises(ParseError):
+            openmetrics.parse(text.replace('le="0.1",route="/b"', bad).encode())
+    with pytest.raises(ParseError):
+        openmetrics.parse(text.replace('quantile="0.9"', 'quantile="1.5"').encode())

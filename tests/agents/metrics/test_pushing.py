@@ -259,3 +259,19 @@ def test_grouping_paths_encode_slashes() -> None:
         "/metrics/job/batch/pod/YS9i@base64"
     )
     assert pushing.grouping_path("j", [("pod", "")]) == "/metrics/job/j/pod/=@base64"
+
+
+def test_series_encoded_once_carry_each_pushs_timestamp_whatever_its_length() -> None:
+    # Each series' encoding up to its value is kept from push to push; a timestamp of another
+    # length (1 ms, then a 2023 time) must not reuse a prefix sized for the old one.
+    writer = pushing.RemoteWriter("http://127.0.0.1:1/api/v1/write")
+    for now_ms in (1, 1_700_000_000_000, 300, 1_700_000_000_500):
+        body = writer.body([_family("a", 1.5, job="x"), _family("b", 2.0)], now_ms=now_ms)
+        request = _decode(bytes(cramjam.snappy.decompress_raw(body)))
+        assert len(request) == 2
+        for _, _, series in request:
+            assert isinstance(series, bytes)
+            (sample,) = [inner for field, _, inner in _decode(series) if field == 2]
+            assert isinstance(sample, bytes)
+            parts = {n: p for n, _, p in _decode(sample)}
+            assert parts[2] == now_ms

@@ -80,3 +80,32 @@ def test_enrichment_keeps_the_apps_own_label_as_exported() -> None:
         "pod": "web-1",
         "namespace": "shop",
     }
+
+
+@pytest.mark.parametrize("honor", [False, True])
+def test_enrichment_kept_across_scrapes_gives_what_a_fresh_one_gives(honor: bool) -> None:
+    extra = (("pod", "web"), ("instance", "a:1"))
+    clash = (("pod", "from-app"), ("route", "/"))
+    plain = (("route", "/items"),)
+    cache: dict[int, tuple[relabeling.Labels, relabeling.Labels]] = {}
+
+    def enriched(
+        family: exposition.Family,
+        cache: dict[int, tuple[relabeling.Labels, relabeling.Labels]] | None = None,
+    ) -> list[relabeling.Labels]:
+        out = relabeling.enrich([family], extra, in_place=True, honor=honor, cache=cache)
+        return [s.labels for f in out for s in f.samples]
+
+    fresh = enriched(_family(("x", clash), ("x", plain)))
+    first = enriched(_family(("x", clash), ("x", plain)), cache=cache)
+    # The next scrape gives the same labels tuples (the parser keeps them): the same result,
+    # the very same enriched tuples.
+    second = enriched(_family(("x", clash), ("x", plain)), cache=cache)
+    assert first == second == fresh
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    # A tuple equal to a cached one but not it (its parser started afresh) is enriched anew.
+    equal = tuple(pair for pair in clash)
+    assert equal is not clash
+    third = enriched(_family(("x", equal), ("x", (("route", "/other"),))), cache=cache)
+    assert third[0] == fresh[0]
+    assert third[1] == (("route", "/other"), *extra)

@@ -3,9 +3,12 @@ and Prometheus's ``kubernetes-pods`` example job already use.
 
 The pod's annotations reach the agent as a Downward API file (``fieldRef:
 metadata.annotations``): one ``key="value"`` per line, the value quoted as Go quotes strings.
-``prometheus.io/scrape: "true"`` asks for a scrape; ``prometheus.io/port`` names the port
-(required here: the agent sees no container ports), ``prometheus.io/path`` the path
-(``/metrics``), ``prometheus.io/scheme`` ``http`` or ``https``. The app shares the pod's network
+The annotations decide the target when they hold ``prometheus.io/scrape`` (or the
+``sidecarkit.io/metrics.scrape`` of the injection profile); otherwise the targets the agent
+was given stay. ``prometheus.io/scrape: "true"`` asks for a scrape; ``prometheus.io/port``
+names the port (required here, unless the agent was given a target: it sees no container
+ports), ``prometheus.io/path`` the path (``/metrics``), ``prometheus.io/scheme`` ``http`` or
+``https``. The app shares the pod's network
 namespace, so the target is on 127.0.0.1. Pure but for ``read_targets``, which reads the
 file.
 """
@@ -39,12 +42,33 @@ def parse_annotations(text: str, *, where: str) -> dict[str, str]:
     return out
 
 
-def targets_from(annotations: Mapping[str, str], *, where: str) -> tuple[settings.Target, ...]:
-    """The target the ``prometheus.io/*`` annotations ask for, or none when they do not ask;
-    ValueError says which annotation is wrong and how to fix it."""
-    if annotations.get("prometheus.io/scrape", "").strip().lower() != "true":
+def _setting(annotations: Mapping[str, str], name: str) -> str | None:
+    """A setting from ``sidecarkit.io/metrics.<name>``, else ``prometheus.io/<name>``: ours
+    wins, as at injection."""
+    for key in (f"sidecarkit.io/metrics.{name}", f"prometheus.io/{name}"):
+        if key in annotations:
+            return annotations[key].strip()
+    return None
+
+
+def targets_from(
+    annotations: Mapping[str, str],
+    *,
+    where: str,
+    fallback: tuple[settings.Target, ...] = (),
+) -> tuple[settings.Target, ...]:
+    """The target the annotations ask for; ``fallback`` (the targets the agent was given)
+    when they do not speak: no ``scrape`` annotation, or no port with a fallback to keep.
+    ``sidecarkit.io/metrics.scrape|port|path`` win over their ``prometheus.io`` twins, as
+    they do at injection. ValueError says which annotation is wrong and how to fix it."""
+    scrape = _setting(annotations, "scrape")
+    if scrape is None:
+        return fallback
+    if scrape.lower() != "true":
         return ()
-    port = annotations.get("prometheus.io/port", "").strip()
+    port = _setting(annotations, "port") or ""
+    if not port and fallback:
+        return fallback
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(
             f"{where}: prometheus.io/scrape is true but prometheus.io/port is "
@@ -53,15 +77,17 @@ def targets_from(annotations: Mapping[str, str], *, where: str) -> tuple[setting
     scheme = annotations.get("prometheus.io/scheme", "http").strip().lower() or "http"
     if scheme not in ("http", "https"):
         raise ValueError(f"{where}: prometheus.io/scheme {scheme!r} is not http or https")
-    path = annotations.get("prometheus.io/path", "/metrics").strip() or "/metrics"
+    path = _setting(annotations, "path") or "/metrics"
     if not path.startswith("/"):
         path = "/" + path
     return (settings.Target(f"{scheme}://127.0.0.1:{int(port)}{path}"),)
 
 
-def read_targets(path: str) -> tuple[settings.Target, ...]:
-    """The target the pod's ``prometheus.io/*`` annotations name; ValueError when the file
-    cannot be read or an annotation is wrong."""
+def read_targets(
+    path: str, *, fallback: tuple[settings.Target, ...] = ()
+) -> tuple[settings.Target, ...]:
+    """The target the pod's annotations name (see ``targets_from``); ValueError when the
+    file cannot be read or an annotation is wrong."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -70,4 +96,4 @@ def read_targets(path: str) -> tuple[settings.Target, ...]:
             "annotations there"
         ) from exc
     annotations = parse_annotations(text, where=path)
-    return targets_from(annotations, where=path)
+    return targets_from(annotations, where=path, fallback=fallback)

@@ -55,8 +55,12 @@ _LabelSet = tuple[
     frozenset[tuple[str, str]] | None,
 ]
 _NO_LABELS: Final[_LabelSet] = ((), frozenset(), None, 0.0, None)
+#: Label sets whose first label is the one that varies down a run, braces included.
+_FIRST_VARIES: Final = ('{le="', '{quantile="')
 #: Entries per cache: label sets repeat, and hostile input cannot grow the caches further.
 _CACHED: Final = 16384
+#: Most label sets a cache kept across scrapes holds (``label_sets``): a large target's.
+LABEL_SETS: Final = 1 << 20
 
 
 class _Open:
@@ -121,7 +125,15 @@ class OpenMetricsParser:
     which accepts exactly the same lines and explains the rest.
     """
 
-    def __init__(self, limits: reading.Limits | None = None) -> None:
+    def __init__(
+        self,
+        limits: reading.Limits | None = None,
+        *,
+        label_sets: dict[str, _LabelSet] | None = None,
+    ) -> None:
+        """``label_sets``: a cache of label sets kept by the caller from one scrape of a
+        target to the next (its series repeat), so a known series is neither split nor
+        checked again and keeps its labels tuple; bounded by ``LABEL_SETS``."""
         self.reader = reading.Reader(limits)
         self.families: list[exposition.Family] = []
         self._line = 0
@@ -129,10 +141,15 @@ class OpenMetricsParser:
         self._open: _Open | None = None
         self._seen_names: set[str] = set()
         # The exact text of a label set that reads without errors, braces included.
-        self._label_sets: dict[str, _LabelSet] = {}
+        self._label_sets: dict[str, _LabelSet] = {} if label_sets is None else label_sets
+        self._label_bound = _CACHED if label_sets is None else LABEL_SETS
         # Label-set skeletons ({a="",b=""}) with distinct names, with where "le" and
         # "quantile" are (-1 when absent).
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
+        # The rest of label sets that start with le or quantile, after that first value.
+        self._tails: dict[
+            str, tuple[str, tuple[tuple[str, str], ...], frozenset[tuple[str, str]]]
+        ] = {}
 
     def feed(self, data: bytes) -> None:
         lines = self.reader.complete_lines(data, first_line=self._line + 1)
@@ -224,6 +241,27 @@ class OpenMetricsParser:
         """
         if "\\" in text:
             return self._lexed_label_set(text)
+        tail_key = ""
+        if text.startswith(_FIRST_VARIES):
+            # A bucket bound or quantile sorted first (as the Python client writes them): the
+            # rest of the set repeats down the run and is remembered, with its pairs.
+            opened = text.index('"') + 1
+            closed = text.find('"', opened)
+            if closed > 0:
+                tail_key = text[:opened] + text[closed:]
+                tail = self._tails.get(tail_key)
+                if tail is not None:
+                    name, rest, rest_pairs = tail
+                    value = text[opened:closed]
+                    found = _label_set_entry(
+                        ((name, value), *rest),
+                        value if name == "le" else None,
+                        value if name == "quantile" else None,
+                        rest=rest_pairs,
+                    )
+                    if len(self._label_sets) < self._label_bound:
+                        self._label_sets[text] = found
+                    return found
         parts = text.split('"')
         if not len(parts) % 2:  # an odd number of quotes: not a label set
             return None
@@ -243,8 +281,11 @@ class OpenMetricsParser:
             values[le] if le >= 0 else None,
             values[quantile] if quantile >= 0 else None,
         )
-        if len(self._label_sets) < _CACHED:
+        if len(self._label_sets) < self._label_bound:
             self._label_sets[text] = entry
+        if tail_key and (le, quantile) in ((0, -1), (-1, 0)) and len(self._tails) < _CACHED:
+            rest = entry[0][1:]
+            self._tails[tail_key] = (names[0], rest, frozenset(rest))
         return entry
 
     def _lexed_label_set(self, text: str) -> _LabelSet | None:
@@ -257,7 +298,7 @@ class OpenMetricsParser:
         if end != len(text) or len(values) != len(labels):
             return None
         entry = _label_set_entry(tuple(labels), values.get("le"), values.get("quantile"))
-        if len(self._label_sets) < _CACHED:
+        if len(self._label_sets) < self._label_bound:
             self._label_sets[text] = entry
         return entry
 
@@ -453,11 +494,16 @@ class OpenMetricsParser:
 
 
 def _label_set_entry(
-    labels: tuple[tuple[str, str], ...], le: str | None, quantile: str | None
+    labels: tuple[tuple[str, str], ...],
+    le: str | None,
+    quantile: str | None,
+    *,
+    rest: frozenset[tuple[str, str]] | None = None,
 ) -> _LabelSet:
     """What the quick path needs of a label set, with ``le`` and ``quantile`` checked as
-    ``_sample`` checks them for buckets and summary quantiles."""
-    pairs = frozenset(labels)
+    ``_sample`` checks them for buckets and summary quantiles. ``rest``: the pairs but the
+    first, when the first is the ``le`` or ``quantile`` given and the rest holds neither."""
+    pairs = frozenset(labels) if rest is None else rest | {labels[0]}
     without_le = None
     bound = 0.0
     if le is not None and le != "NaN":
@@ -467,7 +513,7 @@ def _label_set_entry(
             pass
         else:
             if not (math.isinf(bound) and bound > 0 and le != "+Inf"):
-                without_le = pairs - {("le", le)}
+                without_le = pairs - {("le", le)} if rest is None else rest
     without_quantile = None
     if quantile is not None:
         try:
@@ -475,7 +521,7 @@ def _label_set_entry(
         except ValueError:
             q = -1.0
         if 0.0 <= q <= 1.0:
-            without_quantile = pairs - {("quantile", quantile)}
+            without_quantile = pairs - {("quantile", quantile)} if rest is None else rest
     return labels, pairs, without_le, bound, without_quantile
 
 

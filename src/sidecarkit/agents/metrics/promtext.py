@@ -46,6 +46,8 @@ _Route = tuple[list[exposition.Sample], int, bool]
 _LabelSet = tuple[tuple[tuple[str, str], ...], bool, bool, bool]
 #: The text of a label set up to its last value, read: (the labels before, the last name,
 #: whether "le" and "quantile" are there as numbers, or None when the last label is it).
+#: Label sets whose first label is the one that varies down a run.
+_FIRST_VARIES: Final = ('le="', 'quantile="')
 _Head = tuple[tuple[tuple[str, str], ...], str, bool | None, bool | None]
 _NO_CHECK: Final = 1
 _LE: Final = 2
@@ -53,6 +55,8 @@ _QUANTILE: Final = 3
 _NO_LABELS: Final[_LabelSet] = ((), True, False, False)
 #: Entries per cache: routes and label sets repeat, and hostile input cannot grow them further.
 _CACHED: Final = 16384
+#: Most label sets a cache kept across scrapes holds (``label_sets``): a large target's.
+LABEL_SETS: Final = 1 << 20
 
 
 class PrometheusTextParser:
@@ -64,7 +68,15 @@ class PrometheusTextParser:
     error) goes to the full lexer, which accepts exactly the same lines and explains the rest.
     """
 
-    def __init__(self, limits: reading.Limits | None = None) -> None:
+    def __init__(
+        self,
+        limits: reading.Limits | None = None,
+        *,
+        label_sets: dict[str, _LabelSet] | None = None,
+    ) -> None:
+        """``label_sets``: a cache of label sets kept by the caller from one scrape of a
+        target to the next (its series repeat), so a known series is neither split nor
+        checked again and keeps its labels tuple; bounded by ``LABEL_SETS``."""
         self.reader = reading.Reader(limits)
         self.families: dict[str, exposition.Family] = {}
         self._line = 0
@@ -77,11 +89,13 @@ class PrometheusTextParser:
         # belong to as a part (x for x_sum).
         self._stems: set[str] = set()
         # The exact text inside the braces of a label set that passed every check.
-        self._label_sets: dict[str, _LabelSet] = {}
+        self._label_sets: dict[str, _LabelSet] = {} if label_sets is None else label_sets
+        self._label_bound = _CACHED if label_sets is None else LABEL_SETS
         # Label-set skeletons (a="",b="") checked, with where "le" and "quantile" are.
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
         self._numbers: dict[str, bool] = {}
         self._heads: dict[str, _Head] = {}
+        self._tails: dict[str, _Head] = {}
         self._last_head = ""
         # What follows a label set (or a name): " 1.5" -> 1.5; sample values repeat.
         self._values: dict[str, float] = {}
@@ -90,6 +104,7 @@ class PrometheusTextParser:
         lines = self.reader.complete_lines(data, first_line=self._line + 1)
         routes = self._routes
         label_sets = self._label_sets
+        label_bound = self._label_bound
         values = self._values
         heads = self._heads
         numbers = self._numbers
@@ -131,7 +146,7 @@ class PrometheusTextParser:
                             if quantile is None:
                                 quantile = self._is_number(last)
                         entry = ((*labels, (label, last)), True, le, quantile)
-                        if len(label_sets) < _CACHED:
+                        if len(label_sets) < label_bound:
                             label_sets[inner] = entry
                     else:
                         entry = self._label_set(inner)
@@ -237,6 +252,27 @@ class PrometheusTextParser:
         """
         if "\\" in inner:
             return self._lexed_label_set(inner)
+        tail_key = ""
+        if inner.startswith(_FIRST_VARIES):
+            # A bucket bound or quantile sorted first (as the Python client writes them): the
+            # rest of the set repeats down the run, so it is remembered as a tail, the mirror
+            # of a head.
+            opened = inner.index('"') + 1
+            closed = inner.find('"', opened)
+            if closed > 0:
+                tail_key = inner[:opened] + inner[closed:]
+                tail = self._tails.get(tail_key)
+                if tail is not None:
+                    rest, name, le_ok, quantile_ok = tail
+                    value = inner[opened:closed]
+                    if le_ok is None:
+                        le_ok = self._is_number(value)
+                    if quantile_ok is None:
+                        quantile_ok = self._is_number(value)
+                    entry: _LabelSet = (((name, value), *rest), True, le_ok, quantile_ok)
+                    if len(self._label_sets) < self._label_bound:
+                        self._label_sets[inner] = entry
+                    return entry
         # ``_split_label_set``, in line: the hot path of every label set seen the first time.
         parts = inner.split('"')
         if not len(parts) % 2:  # an odd number of quotes: not a label set
@@ -252,8 +288,15 @@ class PrometheusTextParser:
         quantile_ok = quantile_at >= 0 and self._is_number(values[quantile_at])
         entry = (labels, True, le_ok, quantile_ok)
         label_sets = self._label_sets
-        if len(label_sets) < _CACHED:
+        if len(label_sets) < self._label_bound:
             label_sets[inner] = entry
+        if tail_key and 0 in (le_at, quantile_at) and len(self._tails) < _CACHED:
+            self._tails[tail_key] = (
+                labels[1:],
+                names[0],
+                None if le_at == 0 else le_ok,
+                None if quantile_at == 0 else quantile_ok,
+            )
         if parts[-1] == "":  # the set ends with a value: it has a head
             # The head passes every check whatever the value after it. Kept when the last
             # label is a bucket bound or a quantile (a run of them follows), when it is the
@@ -330,7 +373,7 @@ class PrometheusTextParser:
             lexing.has_number_label(labels, "le"),
             lexing.has_number_label(labels, "quantile"),
         )
-        if len(self._label_sets) < _CACHED:
+        if len(self._label_sets) < self._label_bound:
             self._label_sets[inner] = entry
         return entry
 

@@ -30,7 +30,8 @@ from typing import Final
 import aiohttp
 import cramjam
 
-from sidecarkit.agents.metrics import exposition, rendering, settings
+from sidecarkit.agents.metrics import exposition, journaling, rendering, settings
+from sidecarkit.agents.metrics.journaling import Entry
 
 __all__ = [
     "STALE_NAN",
@@ -152,6 +153,17 @@ def _encoded_labels(name: str, labels: Labels) -> bytes:
     return b"".join(out)
 
 
+_Series = tuple[bytes, bytes]
+"""A series' cached encodings: its TimeSeries up to its sample's value (for a sample with the
+push's timestamp), and its labels alone."""
+
+
+def _prefix(encoded: bytes, sample_head: bytes) -> bytes:
+    """A TimeSeries' bytes up to its sample's value: only the value and timestamp follow."""
+    size = len(encoded) + len(sample_head) + 8 + sample_head[1] - 9
+    return b"\x0a" + _length(size) + encoded + sample_head
+
+
 @dataclass(slots=True)
 class RemoteWriter:
     """remote_write to one URL.
@@ -168,27 +180,57 @@ class RemoteWriter:
     auth: Auth | None = None
     tls: ssl.SSLContext | None = None
     """The TLS context for an https receiver; None for the system's CAs."""
-    _labels: dict[str, dict[tuple[str, Labels], bytes]] = field(default_factory=dict)
+    _labels: dict[str, dict[tuple[str, Labels], _Series]] = field(default_factory=dict)
+    _fixed: dict[str, int] = field(default_factory=dict)
+    """By source, the size of a sample with the push's timestamp, which its cached prefixes
+    hold."""
     max_backlog_bytes: int = 32 << 20
     """Room for pushes the receiver has not taken yet (snappy-compressed bodies)."""
-    _backlog: dict[str, collections.deque[bytes]] = field(default_factory=dict)
+    journal: journaling.Journal | None = None
+    """The WAL on disk; None keeps the backlog in memory only."""
+    _backlog: dict[str, collections.deque[Entry]] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _encoding: dict[str, asyncio.Lock] = field(default_factory=dict)
     backlog_bytes: int = 0
     dropped_bodies: int = 0
+    dropped_samples: int = 0
     sent_samples: int = 0
     failed_pushes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.journal is not None:
+            for entry in self.journal.replayed:
+                self._backlog.setdefault(entry.source, collections.deque()).append(entry)
 
     def sources(self) -> list[str]:
         """The sources pushed so far."""
         return list(self._labels)
 
+    def dropped(self) -> tuple[int, int]:
+        """Bodies and samples dropped before the receiver took them: past the backlog's room
+        (memory or the WAL's size), or when the WAL could not be written."""
+        journal = self.journal
+        if journal is None:
+            return self.dropped_bodies, self.dropped_samples
+        return (
+            self.dropped_bodies + journal.dropped_bodies,
+            self.dropped_samples + journal.dropped_samples,
+        )
+
     def body(
         self, families: Iterable[exposition.Family], *, now_ms: int, source: str = ""
     ) -> bytes:
-        """The request body for ``source``'s series: samples without a timestamp get
-        ``now_ms`` (the scrape's time), and series of the source's previous push that are
-        gone get a stale marker."""
+        """The request body for ``source``'s series (see ``_encode``)."""
+        return self._encode(families, now_ms=now_ms, source=source)[0]
+
+    def _encode(
+        self, families: Iterable[exposition.Family], *, now_ms: int, source: str = ""
+    ) -> tuple[bytes, int]:
+        """The request body for ``source``'s series and its number of samples: samples
+        without a timestamp get ``now_ms`` (the scrape's time), and series of the source's
+        previous push that are gone get a stale marker."""
         old = self._labels.get(source, {})
-        new: dict[tuple[str, Labels], bytes] = {}
+        new: dict[tuple[str, Labels], _Series] = {}
         parts: list[bytes] = []
         add = parts.extend
         known = old.get
@@ -197,32 +239,39 @@ class RemoteWriter:
         lengths = _LENGTHS
         sample_head = b"\x12" + lengths[9 + len(default_ts)] + b"\x09"
         fixed = len(sample_head) + 8 + len(default_ts)
+        if fixed != self._fixed.get(source):  # the timestamp's length changed: new prefixes
+            self._fixed[source] = fixed
+            old = {
+                key: (_prefix(encoded, sample_head), encoded) for key, (_, encoded) in old.items()
+            }
+            known = old.get
         for family in families:
             for s in family.samples:
                 key = (s.name, s.labels)
-                encoded = known(key)
-                if encoded is None:
+                series = known(key)
+                if series is None:
                     encoded = _encoded_labels(s.name, s.labels)
+                    series = (_prefix(encoded, sample_head), encoded)
                 count = len(new)
-                new[key] = encoded
+                new[key] = series
                 if len(new) == count:
                     continue  # a series twice in one push: the receiver would refuse it
                 if s.timestamp is None:  # the usual case: the scrape's time, one sample size
-                    size = len(encoded) + fixed
-                    head = lengths[size] if size < 1 << 14 else _varint(size)
-                    add((b"\x0a", head, encoded, sample_head, pack(s.value), default_ts))
+                    add((series[0], pack(s.value), default_ts))
                     continue
+                encoded = series[1]
                 sample = b"\x09" + pack(s.value) + b"\x10" + _varint(round(s.timestamp * 1000))
                 size = len(encoded) + 2 + len(sample)
                 add((b"\x0a", _length(size), encoded, b"\x12", lengths[len(sample)], sample))
         stale = b"\x09" + pack(STALE_NAN) + default_ts
-        for key in old.keys() - new.keys():
-            encoded = old[key]
+        gone = old.keys() - new.keys()
+        for key in gone:
+            encoded = old[key][1]
             size = len(encoded) + 2 + len(stale)
             add((b"\x0a", _length(size), encoded, b"\x12", lengths[len(stale)], stale))
         out = b"".join(parts)
         self._labels[source] = new
-        return bytes(cramjam.snappy.compress_raw(out))
+        return bytes(cramjam.snappy.compress_raw(out)), len(new) + len(gone)
 
     async def push(
         self,
@@ -235,42 +284,123 @@ class RemoteWriter:
     ) -> PushResult:
         """Send ``source``'s series, after any of its earlier pushes the receiver has not
         taken yet, oldest first (samples of one series must arrive in order). The body is
-        encoded in a worker thread, off the event loop that reads scrapes.
+        encoded (and written to the WAL, if there is one) in a worker thread, off the event
+        loop that reads scrapes.
 
         Each body is retried on 5xx, 429 and network errors until ``deadline`` (monotonic),
         each attempt's timeout ending there too; then it waits in the backlog for the next
-        push, so an outage shorter than the backlog's room (``max_backlog_bytes``) loses
-        nothing. A body the receiver refuses for good (another 4xx) is dropped, as Prometheus
-        drops it. Past the room, the oldest bodies are dropped and counted."""
+        push, so an outage shorter than the backlog's room (``max_backlog_bytes`` in memory,
+        the WAL's size on disk) loses nothing. A body the receiver refuses for good (another
+        4xx) is dropped, as Prometheus drops it. Past the room, the oldest bodies are dropped
+        and counted."""
         stamp = int(time.time() * 1000) if now_ms is None else now_ms
-        body = await asyncio.to_thread(self.body, list(families), now_ms=stamp, source=source)
-        self.sent_samples += len(self._labels.get(source, ()))
-        backlog = self._backlog.setdefault(source, collections.deque())
-        backlog.append(body)
-        self.backlog_bytes += len(body)
-        while self.backlog_bytes > self.max_backlog_bytes and len(backlog) > 1:
-            self.backlog_bytes -= len(backlog.popleft())
+        async with self._encoding.setdefault(source, asyncio.Lock()):  # bodies in push order
+            entry = await asyncio.to_thread(self._keep, list(families), stamp, source)
+            if entry is None:
+                return PushResult(False, 0, None, "the WAL cannot be written")
+            self.sent_samples += entry.samples
+            self._backlog.setdefault(source, collections.deque()).append(entry)
+        if self.journal is None:
+            self.backlog_bytes += entry.length
+            self._bound_memory(source)
+        elif self._locks.setdefault(source, asyncio.Lock()).locked():
+            # The bodies before it are being sent: this one joins them, read back from disk
+            # when its turn comes, so a slow receiver costs disk, not memory.
+            entry.body = None
+            return PushResult(True, 0, None, "queued in the WAL behind earlier bodies")
+        return await self.drain(session, source, deadline=deadline)
+
+    def _keep(self, families: list[exposition.Family], now_ms: int, source: str) -> Entry | None:
+        """Encode the body and write it to the WAL (a worker thread's part of ``push``)."""
+        body, samples = self._encode(families, now_ms=now_ms, source=source)
+        if self.journal is None:
+            return journaling.Entry(0, source, samples, -1, 0, len(body), body)
+        try:
+            return self.journal.append(source, body, samples)
+        except OSError as exc:
             self.dropped_bodies += 1
+            self.dropped_samples += samples
+            log.error(
+                "remote_write WAL in %s cannot be written (%s): this push is dropped; give the "
+                "agent a writable remote_write_wal_dir with room",
+                self.journal.directory,
+                exc,
+            )
+            return None
+
+    def _bound_memory(self, source: str) -> None:
+        backlog = self._backlog[source]
+        while self.backlog_bytes > self.max_backlog_bytes and len(backlog) > 1:
+            entry = backlog.popleft()
+            self.backlog_bytes -= entry.length
+            self.dropped_bodies += 1
+            self.dropped_samples += entry.samples
             log.warning(
                 "remote_write to %s: the backlog passed %d bytes; its oldest push is dropped "
-                '(counted in sidecarkit_metrics_pushes_total{result="dropped"})',
+                '(counted in sidecarkit_metrics_pushes_total{result="dropped"}); give '
+                "remote_write_wal_dir to keep more on disk",
                 self.url,
                 self.max_backlog_bytes,
             )
+
+    def pending_sources(self) -> list[str]:
+        """Sources with bodies the receiver has not taken yet (after a restart, the WAL's)."""
+        return [source for source, backlog in self._backlog.items() if backlog]
+
+    async def drain(
+        self, session: aiohttp.ClientSession, source: str, *, deadline: float
+    ) -> PushResult:
+        """Send ``source``'s waiting bodies in order until one fails or ``deadline``; one
+        drain per source at a time, so no body is sent twice at once. With a WAL the drain
+        goes on past ``deadline`` while the receiver takes bodies, and each request has the
+        whole ``timeout``: pushes made meanwhile queue on disk behind it."""
+        backlog = self._backlog.get(source)
+        lock = self._locks.setdefault(source, asyncio.Lock())
         result = PushResult(True, 0, None)
-        while backlog:
-            result = await self._send(session, backlog[0], deadline)
-            if not result.ok and (
-                result.status is None or result.status in (429,) or result.status >= 500
-            ):
-                return result  # retryable: it waits for the next push
-            self.backlog_bytes -= len(backlog.popleft())
+        async with lock:
+            while backlog:
+                entry = backlog[0]
+                if self.journal is None and result.attempts and time.monotonic() >= deadline:
+                    break  # the rest goes with the next push, in order
+                if entry.dropped:
+                    backlog.popleft()
+                    continue
+                try:
+                    body = entry.body
+                    if body is None and self.journal is not None:
+                        body = await asyncio.to_thread(self.journal.read, entry)
+                except OSError as exc:
+                    log.warning("remote_write WAL: record %d cannot be read: %s", entry.seq, exc)
+                    backlog.popleft()
+                    continue
+                assert body is not None
+                if self.journal is not None:
+                    # Pushes queue behind this one instead of being skipped, so a request
+                    # gets its whole timeout: one cut at the push's deadline may have reached
+                    # the receiver, and its resending would be a duplicate.
+                    deadline = max(deadline, time.monotonic() + self.timeout)
+                result = await self._send(session, body, deadline, entry)
+                if entry.dropped and not result.ok:
+                    backlog.popleft()  # counted as dropped when its segment went
+                    continue
+                if not result.ok and (
+                    result.status is None or result.status in (429,) or result.status >= 500
+                ):
+                    if self.journal is not None:
+                        entry.body = None  # on disk; read back when it is sent again
+                    return result  # retryable: it waits for the next push
+                backlog.popleft()
+                if self.journal is None:
+                    self.backlog_bytes -= entry.length
+                else:
+                    await asyncio.to_thread(self.journal.acknowledge, entry)
         return result
 
     async def _send(
-        self, session: aiohttp.ClientSession, body: bytes, deadline: float
+        self, session: aiohttp.ClientSession, body: bytes, deadline: float, entry: Entry
     ) -> PushResult:
-        """One request body, retried until ``deadline``."""
+        """One request body, retried until ``deadline``, or until the WAL's size bound
+        drops it (then it is counted as dropped, and so must not arrive)."""
         attempt, delay = 0, 0.05
         while True:
             attempt += 1
@@ -330,6 +460,8 @@ class RemoteWriter:
                 return PushResult(False, attempt, status, detail)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_backoff)
+            if entry.dropped:
+                return PushResult(False, attempt, status, "dropped at the WAL's size bound")
 
 
 def _segment(value: str) -> str:
@@ -417,4 +549,15 @@ def writer_for(config: settings.Settings) -> RemoteWriter | None:
                 f"remote_write_ca_file {config.remote_write_ca_file}: cannot load CA "
                 f"certificates ({exc}); give a readable PEM file"
             ) from exc
-    return RemoteWriter(config.remote_write_url, auth=auth, tls=tls)
+    journal = None
+    if config.remote_write_wal_dir:
+        try:
+            journal = journaling.Journal(
+                config.remote_write_wal_dir, max_bytes=config.remote_write_wal_size
+            )
+        except OSError as exc:
+            raise ValueError(
+                f"remote_write_wal_dir {config.remote_write_wal_dir}: cannot be written ({exc}); "
+                "give a writable directory (an emptyDir volume in a pod)"
+            ) from exc
+    return RemoteWriter(config.remote_write_url, auth=auth, tls=tls, journal=journal)

@@ -23,6 +23,7 @@ __all__ = ["ACTIONS", "Rule", "apply", "enrich", "rule_from"]
 
 ACTIONS: Final = ("replace", "keep", "drop", "labeldrop", "labelkeep", "labelmap")
 _GROUP: Final = re.compile(r"\$\{?(\w+)\}?")
+Labels = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,38 +148,48 @@ def enrich(
     *,
     in_place: bool = False,
     honor: bool = False,
+    cache: dict[int, tuple[Labels, Labels]] | None = None,
 ) -> list[exposition.Family]:
     """Add ``extra`` labels to every sample, as Prometheus adds a target's labels.
 
     A label the app set with the same name as one in ``extra`` is renamed ``exported_<name>``
     (``honor_labels: false``), or kept with the added one left out (``honor``).
     ``in_place`` changes the given samples instead of copying them: for families the caller
-    has just parsed and owns, it saves an object per sample.
+    has just parsed and owns, it saves an object per sample. ``cache``, kept by the caller
+    with the same ``extra`` and ``honor`` from one scrape to the next, maps a labels tuple
+    (by identity: the parsers give a known series the same tuple again) to its enriched one,
+    so a series keeps one enriched tuple too; it holds both, so an identity is never reused.
     """
     if not extra:
         return list(families)
     names = {k for k, _ in extra}
     tail = tuple(extra)
     out = []
+    known = cache.get if cache is not None else None
     for family in families:
         samples = family.samples if in_place else []
         for s in family.samples:
-            own = s.labels
-            added = tail
-            for k, _ in own:
-                if k in names:
-                    if honor:
-                        mine = {name for name, _ in own}
-                        added = tuple((n, v) for n, v in tail if n not in mine)
-                    else:
-                        own = tuple((f"exported_{k}" if k in names else k, v) for k, v in own)
-                    break
-            if in_place:
-                s.labels = own + added
+            original = own = s.labels
+            hit = known(id(own)) if known is not None else None
+            if hit is not None and hit[0] is own:
+                labels = hit[1]
             else:
-                samples.append(
-                    exposition.Sample(s.name, own + added, s.value, s.timestamp, s.exemplar)
-                )
+                added = tail
+                for k, _ in own:
+                    if k in names:
+                        if honor:
+                            mine = {name for name, _ in own}
+                            added = tuple((n, v) for n, v in tail if n not in mine)
+                        else:
+                            own = tuple((f"exported_{k}" if k in names else k, v) for k, v in own)
+                        break
+                labels = own + added
+                if cache is not None:
+                    cache[id(original)] = (original, labels)
+            if in_place:
+                s.labels = labels
+            else:
+                samples.append(exposition.Sample(s.name, labels, s.value, s.timestamp, s.exemplar))
         out.append(
             family
             if in_place

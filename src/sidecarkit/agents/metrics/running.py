@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -79,6 +80,13 @@ class _Target:
     """When the last scrape started, in milliseconds since the epoch."""
     warned_silent: bool = False
     error: str = "not scraped yet"
+    text_label_sets: dict[str, Any] = field(default_factory=dict)
+    openmetrics_label_sets: dict[str, Any] = field(default_factory=dict)
+    """Label sets read by earlier scrapes, by their text (see the parsers' ``label_sets``):
+    a scrape reads only its new series' labels, and a series keeps one labels tuple."""
+    enriched: dict[int, tuple[relabeling.Labels, relabeling.Labels]] = field(default_factory=dict)
+    """Each labels tuple of the target's series with the target's labels added (see
+    ``relabeling.enrich``)."""
 
 
 class _Statsd(asyncio.DatagramProtocol):
@@ -113,8 +121,20 @@ class Agent:
 
     def __init__(self, config: settings.Settings) -> None:
         self.settings = config
-        if not config.targets and config.annotations_file:
-            config = replace(config, targets=discovering.read_targets(config.annotations_file))
+        self._given = config.targets
+        """The targets the agent was given, kept while the pod's annotations do not speak."""
+        if config.annotations_file:
+            self._annotations = self._read_annotations(config.annotations_file)
+            try:
+                found = discovering.read_targets(config.annotations_file, fallback=config.targets)
+            except ValueError as exc:
+                if not config.targets:
+                    raise
+                # The injector ignored such an annotation with a warning: so does the agent,
+                # scraping the target it was given rather than failing to start.
+                log.warning("%s; scraping the targets given instead", exc)
+                found = config.targets
+            config = replace(config, targets=found)
             self.settings = config
         self.targets = [self._target(t) for t in config.targets]
         self.conflicts: dict[str, int] = {"type": 0, "duplicate": 0}
@@ -134,6 +154,8 @@ class Agent:
         self._tasks: asyncio.TaskGroup | None = None
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._skipping: set[tuple[str, str]] = set()
+        self._queued: set[asyncio.Task[None]] = set()
+        self._scrapers: dict[str, asyncio.Task[None]] = {}
         self.statsd_port: int | None = None
 
     def _target(self, spec: settings.Target) -> _Target:
@@ -188,16 +210,26 @@ class Agent:
                 content_type = r.headers.get("Content-Type", "")
                 parser: openmetrics.OpenMetricsParser | promtext.PrometheusTextParser
                 if content_type.startswith("application/openmetrics-text"):
-                    parser = openmetrics.OpenMetricsParser(limits)
+                    label_sets = target.openmetrics_label_sets
+                    parser = openmetrics.OpenMetricsParser(limits, label_sets=label_sets)
                 else:
-                    parser = promtext.PrometheusTextParser(limits)
+                    label_sets = target.text_label_sets
+                    parser = promtext.PrometheusTextParser(limits, label_sets=label_sets)
                 async for chunk in r.content.iter_chunked(1 << 16):
                     parser.feed(chunk)
                 families = parser.close()
             samples = sum(len(f.samples) for f in families)
+            if len(label_sets) > 2 * samples + 16384:  # series come and go: start afresh
+                label_sets.clear()
+            if len(target.enriched) > 2 * samples + 16384:
+                target.enriched.clear()
             families = relabeling.apply(families, self.settings.rules)
             target.families = relabeling.enrich(
-                families, target.labels, in_place=True, honor=target.honor
+                families,
+                target.labels,
+                in_place=True,
+                honor=target.honor,
+                cache=target.enriched,
             )
             target.source = merging.Source.of(target.spec.url, target.families)
             target.held = reading.estimate(lines=parser.reader.lines, size=parser.reader.fed)
@@ -261,6 +293,79 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
 
+    def _start_scraping(self, session: aiohttp.ClientSession, target: _Target) -> None:
+        assert self._tasks is not None
+        self._scrapers[target.spec.url] = self._tasks.create_task(
+            self._scrape_loop(session, target), name=f"scrape {target.spec.url}"
+        )
+
+    # -- following the pod's annotations ------------------------------------------------------
+    #
+    # The kubelet rewrites the Downward API file when the pod's annotations change (within its
+    # sync period, about a minute). The file is read again every few seconds; when the target
+    # it names changes, the old target's loop stops, its series leave the merged endpoint and
+    # get stale markers on remote_write, and the new target's loop starts.
+
+    @staticmethod
+    def _read_annotations(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    async def _watch_annotations(self, session: aiohttp.ClientSession) -> None:
+        path = self.settings.annotations_file
+        assert path is not None
+        every = min(5.0, self.settings.interval)
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every)
+            text = self._read_annotations(path)
+            if text == self._annotations or not text:
+                continue
+            self._annotations = text
+            try:
+                found = discovering.read_targets(path, fallback=self._given)
+            except ValueError as exc:
+                log.warning("the pod's annotations changed but name no target: %s", exc)
+                continue
+            await self._retarget(session, found)
+
+    async def _retarget(
+        self, session: aiohttp.ClientSession, found: tuple[settings.Target, ...]
+    ) -> None:
+        wanted = {t.url: t for t in found}
+        gone = [t for t in self.targets if t.spec.url not in wanted]
+        kept = {t.spec.url for t in self.targets} & wanted.keys()
+        if not gone and len(kept) == len(wanted):
+            return
+        log.info(
+            "the pod's annotations changed: scraping %s",
+            ", ".join(wanted) or "nothing",
+        )
+        for target in gone:
+            task = self._scrapers.pop(target.spec.url, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.targets = [t for t in self.targets if t.spec.url in wanted]
+        self.settings = replace(self.settings, targets=found)
+        for url, spec in wanted.items():
+            if url not in kept:
+                target = self._target(spec)
+                self.targets.append(target)
+                self._start_scraping(session, target)
+        if self.writer is not None:  # end the old target's series now, not in five minutes
+            until = time.monotonic() + self.settings.interval
+            for target in gone:
+                url = target.spec.url
+                self._start_push(
+                    "remote_write",
+                    url,
+                    functools.partial(self._write, session, [], source=url, at=None, until=until),
+                )
+
     # -- pushing ---------------------------------------------------------------------------
     #
     # remote_write sends each target's samples right after its scrape, stamped with the
@@ -274,6 +379,13 @@ class Agent:
     ) -> None:
         key = (to, source)
         running = self._in_flight.get(key)
+        if running is not None and not running.done() and self._queues(to):
+            # With a WAL nothing is skipped: the push joins the bodies waiting on disk.
+            if self._tasks is not None:
+                task = self._tasks.create_task(push(), name=f"{to} {source} queued")
+                self._queued.add(task)
+                task.add_done_callback(self._queued.discard)
+            return
         if running is not None and not running.done():
             self._count(to, "skipped")
             if key not in self._skipping:
@@ -288,6 +400,9 @@ class Agent:
         self._skipping.discard(key)
         if self._tasks is not None:
             self._in_flight[key] = self._tasks.create_task(push(), name=f"{to} {source}")
+
+    def _queues(self, to: str) -> bool:
+        return to == "remote_write" and self.writer is not None and self.writer.journal is not None
 
     def _count(self, to: str, result: str) -> None:
         self.pushes[(to, result)] = self.pushes.get((to, result), 0) + 1
@@ -304,8 +419,18 @@ class Agent:
         assert self.writer is not None
         result = await self.writer.push(session, families, deadline=until, source=source, now_ms=at)
         self._count("remote_write", "ok" if result.ok else "failed")
-        if self.writer.dropped_bodies:
-            self.pushes[("remote_write", "dropped")] = self.writer.dropped_bodies
+        dropped, _ = self.writer.dropped()
+        if dropped:
+            self.pushes[("remote_write", "dropped")] = dropped
+
+    async def _drain(self, session: aiohttp.ClientSession, *, until: float) -> None:
+        """Send what waits in the WAL for sources that push no more (a target gone since the
+        WAL was written); the others' bodies go first in their own next push."""
+        assert self.writer is not None
+        for source in self.writer.pending_sources():
+            running = self._in_flight.get(("remote_write", source))
+            if running is None or running.done():
+                await self.writer.drain(session, source, deadline=until)
 
     async def _push_gateway(self, session: aiohttp.ClientSession, *, until: float) -> None:
         assert self.settings.pushgateway_url
@@ -346,19 +471,27 @@ class Agent:
                         until=until,
                     ),
                 )
+            if self._queues("remote_write") and self.writer and self.writer.pending_sources():
+                self._start_push(
+                    "remote_write",
+                    "backlog",
+                    functools.partial(self._drain, session, until=until),
+                )
             if self.settings.pushgateway_url:
                 self._start_push(
                     "pushgateway",
                     "group",
                     functools.partial(self._push_gateway, session, until=until),
                 )
-        running = [t for t in self._in_flight.values() if not t.done()]
+        running = [t for t in (*self._in_flight.values(), *self._queued) if not t.done()]
         if running:
             await asyncio.wait(running, timeout=2)
         if self.writer is not None:  # leaving: end every series at once, not in five minutes
             until = time.monotonic() + 2
             for source in self.writer.sources():
                 await self.writer.push(session, [], deadline=until, source=source)
+            if self.writer.journal is not None:
+                self.writer.journal.close()
 
     # -- exposing --------------------------------------------------------------------------
 
@@ -406,7 +539,17 @@ class Agent:
                 self.aggregator.set_values_dropped,
                 self.aggregator.expired,
             ),
+            remote_write=self._remote_write_figures(),
         )
+
+    def _remote_write_figures(self) -> tuple[int, int | None, int] | None:
+        writer = self.writer
+        if writer is None:
+            return None
+        journal = writer.journal
+        if journal is None:
+            return writer.dropped()[1], None, 0
+        return writer.dropped()[1], journal.size, journal.corrupt_records
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -471,9 +614,9 @@ class Agent:
             async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
                 for target in self.targets:
-                    tasks.create_task(
-                        self._scrape_loop(session, target), name=f"scrape {target.spec.url}"
-                    )
+                    self._start_scraping(session, target)
+                if self.settings.annotations_file:
+                    tasks.create_task(self._watch_annotations(session), name="annotations")
                 if self.writer is not None or self.settings.pushgateway_url:
                     tasks.create_task(self._push_loop(session), name="push")
                 await self.stopping.wait()

@@ -44,9 +44,12 @@ def families(
     conflicts: Mapping[str, int],
     pushes: Mapping[tuple[str, str], int],
     statsd: tuple[int, int, int, int, int],
+    remote_write: tuple[int, int | None, int] | None = None,
 ) -> list[exposition.Family]:
     """The agent's own families; ``statsd`` is (packets, malformed lines, lines dropped at
-    the series limit, set values dropped at the set cap, series expired)."""
+    the series limit, set values dropped at the set cap, series expired); ``remote_write``
+    (samples dropped before the receiver took them, the WAL's bytes on disk or None without
+    one, WAL records found damaged)."""
     family = _family
     up = family("up", "gauge", "1 if the last scrape of the target succeeded.")
     duration = family("scrape_duration_seconds", "gauge", "How long the last scrape took.")
@@ -89,6 +92,39 @@ def families(
                 )
             )
         own.append(pushed)
+    if remote_write is not None:
+        dropped, wal_bytes, corrupt = remote_write
+        rows = [
+            (
+                "sidecarkit_metrics_remote_write_dropped_samples",
+                "counter",
+                dropped,
+                "Samples dropped before the remote_write receiver took them (the backlog or "
+                "the WAL full, or the WAL not writable).",
+            )
+        ]
+        if wal_bytes is not None:
+            rows.append(
+                (
+                    "sidecarkit_metrics_remote_write_wal_bytes",
+                    "gauge",
+                    wal_bytes,
+                    "Bytes remote_write's WAL takes on disk.",
+                )
+            )
+            rows.append(
+                (
+                    "sidecarkit_metrics_remote_write_wal_corrupt_records",
+                    "counter",
+                    corrupt,
+                    "WAL records found torn or damaged at start, never sent.",
+                )
+            )
+        for name, kind, value, help_text in rows:
+            f = family(name, kind, help_text)
+            sample = name + "_total" if kind == "counter" else name
+            f.samples.append(exposition.Sample(sample, (), value))
+            own.append(f)
     for name, value, help_text in (
         ("sidecarkit_metrics_statsd_packets", statsd[0], "StatsD packets received."),
         ("sidecarkit_metrics_statsd_malformed", statsd[1], "Malformed StatsD lines."),
