@@ -4,7 +4,8 @@
 command line is imported: the sidecars run in every pod that opts in, and the injection core,
 the YAML round-tripper and the HTTP client it would otherwise load cost them memory and
 start-up time for nothing. ``sidecarkit run`` likewise: its start-up time is the time before
-the pod's first container starts.
+the pod's first container starts, so a plain ``run`` command line does without click too
+(``runner.quick``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ def main() -> None:
         proxy.main(args=sys.argv[3:], prog_name="sidecarkit agent proxy")
         return
     if sys.argv[1:2] == ["run"]:
-        from sidecarkit.runner.command import run_pod  # noqa: PLC0415
+        from sidecarkit.runner import quick  # noqa: PLC0415
 
-        run_pod.main(args=sys.argv[2:], prog_name="sidecarkit run")
+        quick.main(sys.argv[2:])
         return
     from sidecarkit.cli import main as everything  # noqa: PLC0415
 

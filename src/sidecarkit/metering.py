@@ -91,7 +91,10 @@ class Histogram(_Metric):
         self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
 
     def observe(self, value: float, *labels: str) -> None:
-        counts, total = self.series.setdefault(labels, ([0] * (len(self.bounds) + 1), [0.0]))
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = ([0] * (len(self.bounds) + 1), [0.0])
+        counts, total = series
         counts[bisect.bisect_left(self.bounds, value)] += 1
         total[0] += value
 

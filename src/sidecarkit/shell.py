@@ -6,14 +6,14 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-import click
-
 from sidecarkit import errors
 
 __all__ = ["fail", "namespace_labels", "read"]
 
 
 def fail(exc: errors.SidecarkitError) -> NoReturn:
+    import click  # noqa: PLC0415 - `sidecarkit run` starts without click (runner.quick)
+
     click.echo(f"sidecarkit: error: {exc}", err=True)
     sys.exit(exc.exit_code)
 

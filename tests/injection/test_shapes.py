@@ -41,6 +41,14 @@ WRONG_CONTAINER_FIELDS = [
     ({"command": ["run", 5]}, "containers[0].command[1]"),
     ({"name": ["app"]}, "containers[0].name"),
     ({"restartPolicy": []}, "containers[0].restartPolicy"),
+    ({"name": ""}, "containers[0].name"),
+    ({"env": [{"name": "A"}, {"name": ""}]}, "containers[0].env[1].name"),
+    ({"env": [{"value": "1"}]}, "containers[0].env[0].name"),
+    ({"volumeMounts": [{"name": "v"}]}, "containers[0].volumeMounts[0].mountPath"),
+    ({"volumeMounts": [{"name": "", "mountPath": "/x"}]}, "containers[0].volumeMounts[0].name"),
+    ({"ports": [{"containerPort": True}]}, "containers[0].ports[0].containerPort"),
+    ({"ports": [{"containerPort": 80}, "80"]}, "containers[0].ports[1]"),
+    ({"command": ["run", None]}, "containers[0].command[1]"),
 ]
 
 
@@ -86,6 +94,21 @@ def test_a_pod_without_containers_is_refused_with_the_path(containers: Any) -> N
     deployment["spec"]["template"]["spec"]["containers"] = containers
     with pytest.raises(errors.ManifestError, match=r"spec\.template\.spec\.containers must"):
         inject(deployment, Config(), Facts())
+
+
+@pytest.mark.parametrize(("fields", "path"), WRONG_CONTAINER_FIELDS)
+def test_a_wrong_typed_field_in_a_later_container_is_named_by_its_path(
+    fields: dict[str, Any], path: str
+) -> None:
+    deployment = _deployment(env=[{"name": "A", "value": "1"}], ports=[{"containerPort": 80}])
+    spec = deployment["spec"]["template"]["spec"]
+    spec["containers"].append({"name": "second", "image": "nginx", **fields})
+    spec["initContainers"] = [{"name": "setup", "image": "busybox", "command": ["true"]}]
+    spec["volumes"] = [{"name": "data", "emptyDir": {}}]
+    with pytest.raises(errors.ManifestError) as caught:
+        inject(deployment, Config(), Facts())
+    later = path.replace("containers[0]", "containers[1]")
+    assert f"Deployment/web: spec.template.spec.{later} must be" in str(caught.value)
 
 
 def test_a_pod_that_does_not_opt_in_passes_through_whatever_its_shape() -> None:

@@ -12,7 +12,7 @@ anything; only then does the full check run, to name every conflict.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,13 @@ def _items(value: object) -> list[Mapping[str, Any]]:
     if isinstance(value, list):
         return [v for v in value if isinstance(v, dict)]
     return []
+
+
+def _values(value: object, key: str) -> Iterator[object]:
+    """``item.get(key)`` of each mapping in ``value`` if it is a list, in one pass."""
+    if isinstance(value, list):
+        return (item.get(key) for item in value if isinstance(item, dict))
+    return iter(())
 
 
 def _running(spec: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
@@ -198,28 +205,30 @@ def clashes(spec: Mapping[str, Any], added: Added) -> bool:
 
     False means it finds none. The pod's values are hashed here as ``check`` hashes them, so a
     pod whose values ``check`` cannot handle is sent to it too (True), and fails there as it
-    always has.
+    always has. Each collection is one ``isdisjoint`` over the pod's values: a fat pod has
+    hundreds of env vars and mounts, and this runs for every pod the webhook sees.
     """
     try:
         containers = _items(spec.get("containers"))
         init_containers = _items(spec.get("initContainers"))
-        for c in (*containers, *init_containers, *_items(spec.get("ephemeralContainers"))):
-            if c.get("name") in added.names:
-                return True
-        for c in (*containers, *(c for c in init_containers if c.get("restartPolicy") == "Always")):
-            for p in _items(c.get("ports")):
-                if (p.get("containerPort"), p.get("protocol") or "TCP") in added.ports:
-                    return True
-        for v in _items(spec.get("volumes")):
-            if v.get("name") in added.volumes:
-                return True
+        everyone = (*containers, *init_containers, *_items(spec.get("ephemeralContainers")))
+        if not added.names.keys().isdisjoint(c.get("name") for c in everyone):
+            return True
+        running = (*containers, *(c for c in init_containers if c.get("restartPolicy") == "Always"))
+        if not added.ports.keys().isdisjoint(
+            (p.get("containerPort"), p.get("protocol") or "TCP")
+            for c in running
+            for p in _items(c.get("ports"))
+        ):
+            return True
+        if not added.volumes.keys().isdisjoint(v.get("name") for v in _items(spec.get("volumes"))):
+            return True
+        mounts, env = added.mounts.keys(), added.env.keys()
         for c in containers:
-            for i in _items(c.get("volumeMounts")):
-                if i.get("mountPath") in added.mounts:
-                    return True
-            for i in _items(c.get("env")):
-                if i.get("name") in added.env:
-                    return True
+            if not mounts.isdisjoint(_values(c.get("volumeMounts"), "mountPath")):
+                return True
+            if not env.isdisjoint(_values(c.get("env"), "name")):
+                return True
     except TypeError:  # an unhashable value: let check meet it
         return True
     return False

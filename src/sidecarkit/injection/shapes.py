@@ -90,6 +90,80 @@ class _Checker:
                     raise self.fail(f"{path}.command[{index}]", "a string", arg)
 
 
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _mappings(value: object) -> bool:
+    """Whether ``value`` is absent or a list of mappings, as ``_Checker.items`` accepts."""
+    return value is None or (
+        isinstance(value, list) and all(isinstance(item, dict) for item in value)
+    )
+
+
+def _container_fits(c: Mapping[str, Any]) -> bool:
+    """Whether ``_Checker.container`` accepts ``c``: the same rules in one quick pass.
+
+    The webhook checks every container of every pod, and a fat pod has hundreds of env vars and
+    mounts, so the loops are written out; only when this says no does the checker walk the pod
+    again to name the field.
+    """
+    name, policy = c.get("name"), c.get("restartPolicy")
+    if not isinstance(name, str) or not name:
+        return False
+    if policy is not None and not isinstance(policy, str):
+        return False
+    ports = c.get("ports")
+    if ports is not None:
+        if not isinstance(ports, list):
+            return False
+        for port in ports:
+            if not isinstance(port, dict):
+                return False
+            number, protocol = port.get("containerPort"), port.get("protocol")
+            if not isinstance(number, int) or isinstance(number, bool):
+                return False
+            if protocol is not None and not isinstance(protocol, str):
+                return False
+    mounts = c.get("volumeMounts")
+    if mounts is not None:
+        if not isinstance(mounts, list):
+            return False
+        for mount in mounts:
+            if not isinstance(mount, dict):
+                return False
+            name, path = mount.get("name"), mount.get("mountPath")
+            if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
+                return False
+    env = c.get("env")
+    if env is not None:
+        if not isinstance(env, list):
+            return False
+        for item in env:
+            if not isinstance(item, dict):
+                return False
+            name = item.get("name")
+            if not isinstance(name, str) or not name:
+                return False
+    command = c.get("command")
+    return command is None or (
+        isinstance(command, list) and all(isinstance(arg, str) for arg in command)
+    )
+
+
+def _spec_fits(spec: Mapping[str, Any]) -> bool:
+    """Whether the containers and volumes of ``spec`` pass ``check`` (see ``_container_fits``)."""
+    for key in _CONTAINER_LISTS:
+        containers = spec.get(key)
+        if not _mappings(containers):
+            return False
+        for c in containers or ():
+            if not _container_fits(c):
+                return False
+    volumes = spec.get("volumes")
+    return _mappings(volumes) and all(_is_name(v.get("name")) for v in volumes or ())
+
+
 def check(template: Mapping[str, Any], *, path: str, target: str) -> None:
     """Raise ManifestError naming the first field of ``template`` of the wrong type.
 
@@ -114,14 +188,17 @@ def check(template: Mapping[str, Any], *, path: str, target: str) -> None:
     if host_network is not None and not isinstance(host_network, bool):
         raise checker.fail(f"{where}.hostNetwork", "true or false", host_network)
     checker.string(spec, "restartPolicy", where, required=False)
-    for key in _CONTAINER_LISTS:
-        for index, c in enumerate(checker.items(spec, key, where)):
-            checker.container(c, f"{where}.{key}[{index}]")
+    fits = _spec_fits(spec)
+    if not fits:  # find the first field that does not fit, to name it
+        for key in _CONTAINER_LISTS:
+            for index, c in enumerate(checker.items(spec, key, where)):
+                checker.container(c, f"{where}.{key}[{index}]")
     if not spec.get("containers"):
         raise errors.ManifestError(
             f"{target}: {where}.containers must list at least one container, got "
             f"{_kind(spec.get('containers'))}; a pod without containers is invalid, so add "
             "the app's container"
         )
-    for index, volume in enumerate(checker.items(spec, "volumes", where)):
-        checker.string(volume, "name", f"{where}.volumes[{index}]", required=True)
+    if not fits:
+        for index, volume in enumerate(checker.items(spec, "volumes", where)):
+            checker.string(volume, "name", f"{where}.volumes[{index}]", required=True)

@@ -15,14 +15,13 @@ nothing was started.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from typing import Any
 
 import click
 
 from sidecarkit import durations, errors, shell
+from sidecarkit.runner import quick
 
 __all__ = ["run_pod"]
 
@@ -31,30 +30,6 @@ def _not_nan(_ctx: click.Context, _param: click.Parameter, value: float) -> floa
     if math.isnan(value):
         raise click.BadParameter("nan is not a number; use one above 0, e.g. 0.01")
     return value
-
-
-def _documents(text: str, source: str) -> list[Any]:
-    """The manifest's documents as plain data; JSON without loading the YAML round-tripper."""
-    if text.lstrip().startswith("{"):
-        try:
-            return [json.loads(text)]
-        except ValueError:
-            pass  # the YAML reader says what is wrong, with the line and column
-    from sidecarkit.k8s import manifests  # noqa: PLC0415
-
-    return [manifests.to_plain(d.data) for d in manifests.load_stream(text, source=source)]
-
-
-def _inject(documents: list[Any], config_path: str | None) -> list[Any]:
-    from types import MappingProxyType  # noqa: PLC0415
-
-    from sidecarkit import configfiles  # noqa: PLC0415
-    from sidecarkit.injection import configs, facts, injecting  # noqa: PLC0415
-    from sidecarkit.k8s import manifests  # noqa: PLC0415
-
-    config = configfiles.load_config(config_path) if config_path else configs.Config()
-    cluster = facts.Facts(namespace_labels=MappingProxyType({"sidecarkit.io/inject": "true"}))
-    return [manifests.to_plain(injecting.inject(d, config, cluster)[0]) for d in documents]
 
 
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,32 +89,18 @@ def run_pod(
     Exits 0 when the pod Succeeded, else with the failing main container's exit code (1 when
     none applies); 2 when the manifest or an option is wrong.
     """
-    import shlex  # noqa: PLC0415
-
-    from sidecarkit.runner import launching  # noqa: PLC0415
-
     try:
-        source, text = shell.read(manifest)
-        documents = _documents(text, source)
-        if inject:
-            documents = _inject(documents, config_path)
-        overrides: dict[str, list[str]] = {}
-        for item in commands:
-            name, eq, command = item.partition("=")
-            if not eq or not name or not command.strip():
-                raise errors.InputError(
-                    f"--command {item!r}: write it as NAME='program args', e.g. app='python app.py'"
-                )
-            overrides[name] = shlex.split(command)
         try:
             seconds = durations.seconds(grace) if grace else None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--grace") from exc
-        code = launching.launch(
-            documents,
-            commands=overrides,
-            backoff_scale=backoff_scale,
+        code = quick.start(
+            manifest=manifest,
+            inject=inject,
+            config_path=config_path,
+            commands=commands,
             grace=seconds,
+            backoff_scale=backoff_scale,
             events_format=events_format,
             keep=keep,
             status=status,

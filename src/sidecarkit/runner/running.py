@@ -51,6 +51,8 @@ class Launch:
 
 @dataclass(slots=True)
 class _State:
+    """One container of the run: its spec, launch recipe, process and lifecycle flags."""
+
     spec: specs.ContainerSpec
     kind: str
     """``init``, ``sidecar`` or ``main``."""

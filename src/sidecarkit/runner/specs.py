@@ -70,6 +70,8 @@ class Handler:
 
 @dataclass(frozen=True, slots=True)
 class Probe:
+    """A container probe as the kubelet runs it: its action, timing and thresholds (seconds)."""
+
     handler: Handler
     initial_delay: float = 0.0
     period: float = 10.0
@@ -81,6 +83,8 @@ class Probe:
 
 @dataclass(frozen=True, slots=True)
 class EnvVar:
+    """One ``env`` entry: a literal value or where to read it from."""
+
     name: str
     value: str | None = None
     source: Mapping[str, Any] | None = None
@@ -89,6 +93,8 @@ class EnvVar:
 
 @dataclass(frozen=True, slots=True)
 class Mount:
+    """One ``volumeMounts`` entry of a container."""
+
     name: str
     path: str
     read_only: bool = False
@@ -97,6 +103,8 @@ class Mount:
 
 @dataclass(frozen=True, slots=True)
 class ContainerSpec:
+    """What the runner needs of one container (init, sidecar or main), read and checked."""
+
     name: str
     image: str
     command: tuple[str, ...] = ()
@@ -121,6 +129,8 @@ class ContainerSpec:
 
 @dataclass(frozen=True, slots=True)
 class Volume:
+    """One pod volume, by kind, with its source as written."""
+
     name: str
     kind: str
     """emptyDir, hostPath, configMap, secret, downwardAPI or projected."""
@@ -129,6 +139,12 @@ class Volume:
 
 @dataclass(frozen=True, slots=True)
 class PodSpec:
+    """The pod as the runner runs it, read and checked once before anything starts.
+
+    Each of these classes has a docstring, which is more than style: without one, ``dataclass``
+    computes a signature for a generated docstring, start-up time of every ``sidecarkit run``.
+    """
+
     name: str
     namespace: str
     labels: Mapping[str, str]

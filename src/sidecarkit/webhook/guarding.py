@@ -112,22 +112,44 @@ class Guard(asyncio.Protocol):
         self.inner = inner
         self.state = _HEADERS
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._forwarding = False
 
     # -- timers ----------------------------------------------------------------------------
+    #
+    # A keep-alive connection changes state three times per request; cancelling and making a
+    # timer each time cost more than a cached answer. So a state change only moves
+    # ``_deadline``, and one timer per connection is kept armed no later than it: at the
+    # deadline, or one ``_step`` (the shortest timeout) from when it was armed if that is
+    # sooner. Every new deadline is at least one step away, so it is never earlier than the
+    # armed timer; when the timer fires before the deadline it re-arms for what is left.
 
     def _arm(self, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        self._deadline = now + seconds
+        if self._timer is None:
+            self._timer = loop.call_at(min(self._deadline, now + self._step()), self._expire)
+
+    def _step(self) -> float:
+        limits = self.guards.limits
+        return min(limits.header_timeout, limits.body_timeout, limits.idle_timeout)
 
     def _expire(self) -> None:
         self._timer = None
-        if self.state != _BUSY:
-            self.guards.timed_out += 1
-            self.drop()
+        if self.state == _BUSY:  # no deadline while answering; request_done arms again
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        if now < self._deadline:
+            self._timer = self._loop.call_at(min(self._deadline, now + self._step()), self._expire)
+            return
+        self.guards.timed_out += 1
+        self.drop()
 
     def drop(self) -> None:
         """Close the connection now, whatever is buffered."""
@@ -139,10 +161,7 @@ class Guard(asyncio.Protocol):
         self._arm(self.guards.limits.body_timeout)
 
     def body_read(self) -> None:
-        self.state = _BUSY
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.state = _BUSY  # the armed timer, when it fires, finds the connection busy
 
     def request_done(self) -> None:
         self.state = _IDLE
@@ -153,6 +172,7 @@ class Guard(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TLS transport is a Transport in all but its class: no isinstance check.
         self.transport = transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
         if not self.guards.admit(self):
             transport.abort()
             return

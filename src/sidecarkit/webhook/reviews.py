@@ -8,12 +8,12 @@ everything after that is answered with a review, allowed or not.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NotRequired, TypedDict
 
 import orjson
+import pybase64
 
 from sidecarkit.webhook import patches
 
@@ -125,8 +125,13 @@ def _warnings(warnings: Sequence[str]) -> list[str]:
 
 
 def encode_patch(ops: Sequence[patches.Operation]) -> str:
-    """``ops`` as the response's ``patch`` field: base64 of the JSON; empty for no change."""
-    return base64.b64encode(orjson.dumps(list(ops))).decode() if ops else ""
+    """``ops`` as the response's ``patch`` field: base64 of the JSON; empty for no change.
+
+    pybase64 (SIMD) writes the same standard alphabet, with padding, as the standard library,
+    in a fraction of the time: a patch that inserts sidecars is kilobytes, and the standard
+    library's encoder was a tenth of the instructions of a whole admission.
+    """
+    return pybase64.b64encode_as_string(orjson.dumps(list(ops))) if ops else ""
 
 
 def allow(

@@ -155,6 +155,16 @@ class Server:
         self.lookup: namespaces.NamespaceLookup | None = None
         if settings.namespace_lookup:
             self.lookup = settings.lookup or namespaces.NamespaceLookup.in_cluster()
+        self._plain_facts = {
+            opted_in: facts.Facts(
+                kubernetes_version=settings.kubernetes_version,
+                namespace_labels=MappingProxyType(
+                    {policy.INJECT_LABEL: "true"} if opted_in else {}
+                ),
+            )
+            for opted_in in (False, True)
+        }
+        """Facts without a namespace lookup: by whether the namespace webhook was called."""
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -359,9 +369,11 @@ class Server:
     async def _facts(
         self, review: reviews.Review | None, *, namespace_opted_in: bool
     ) -> facts.Facts:
+        if self.lookup is None:  # the same facts for every review: made once
+            return self._plain_facts[namespace_opted_in]
         labels: dict[str, str] = {}
         namespace = review.request.get("namespace") if review is not None else None
-        if self.lookup is not None and isinstance(namespace, str) and namespace:
+        if isinstance(namespace, str) and namespace:
             found = await self.lookup.labels(namespace)
             labels.update(found or {})
         if namespace_opted_in:
