@@ -20,12 +20,17 @@ from typing import Any, Final
 
 from sidecarkit.agents.logs.files import digest
 
-__all__ = ["COPY_WINDOW", "Copies", "find_copy", "find_moved", "newcomers"]
+__all__ = ["COPY_WINDOW", "Copies", "compressed", "find_copy", "find_moved", "newcomers"]
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
 COPY_WINDOW: Final = 30.0
 """Seconds a truncated file's fingerprint is remembered, to recognise the copy made of it."""
+MTIME_SLACK: Final = 1.0
+"""Seconds before a look that a file's modification time may fall and still be new since it
+(timestamps are taken from a coarse clock)."""
+COMPRESSED: Final = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z")
+"""Endings of compressed rotations (logrotate's ``compress``): never read as text."""
 SCAN_LIMIT: Final = 10_000
 """Most directory entries looked at in one search: a search stays cheap in a huge directory."""
 
@@ -155,6 +160,12 @@ def find_moved(saved: dict[str, Any]) -> str | None:
         if st.st_dev == dev and stats.S_ISREG(st.st_mode):
             return entry.path
     return None
+
+
+def compressed(path: str) -> bool:
+    """``path`` is a compressed rotation (``app.log.2.gz``): its lines were read before it was
+    compressed, and its bytes are not lines."""
+    return path.endswith(COMPRESSED)
 
 
 def newcomers(directory: str, since: float, exclude: set[tuple[int, int]]) -> list[str]:

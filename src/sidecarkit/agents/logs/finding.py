@@ -83,6 +83,8 @@ class Finding:
     _copies: copies.Copies
     _restored: list[dict[str, Any]] | None
     _head_index: _Heads | None
+    _looked_wall: float
+    _missed: dict[str, tuple[float, set[str]]]
 
     def _open(self, path: str, saved: dict[str, Any] | None = None) -> TailedFile | None:
         raise NotImplementedError
@@ -169,6 +171,11 @@ class Finding:
             if len(head) >= len(f.head) or _rotated_name(new.path, f.path):
                 return True  # as long as its head, or too short to tell but named like a copy
         return False
+
+    def _unread(self, identity: tuple[int, int]) -> int:
+        """Order of opening: files saved with a position, then saved at 0, then new ones."""
+        saved = self._saved.get(identity)
+        return 2 if saved is None else 0 if saved.get("offset") else 1
 
     def _heads(self) -> _Heads:
         """The followed files by their first bytes, built once per look (``discover``)."""
@@ -275,7 +282,7 @@ class Finding:
                 self.unreadable.pop(path, None)
         # Files with a saved position first: one truncated while the agent was away must be
         # known as such before its copy is opened, whatever the copy is named.
-        found.sort(key=lambda item: (item[1].st_dev, item[1].st_ino) not in self._saved)
+        found.sort(key=lambda item: self._unread((item[1].st_dev, item[1].st_ino)))
         seen = set()
         room = 1024  # idle files closed per look at most, so a look stays cheap
         for path, st in found:
@@ -296,6 +303,8 @@ class Finding:
                 if room <= 0 or not self._close_idle():
                     continue
                 room -= 1
+            if saved is None and path in self._heads().paths:
+                self._note_rotation(path)  # a new file where a followed one was: renamed away
             self._open(path)
         for path in [p for p in self.unreadable if not os.path.lexists(p)]:
             del self.unreadable[path]
@@ -309,29 +318,51 @@ class Finding:
         if self._restored is not None:
             self._follow_newcomers(self._restored, seen)
             self._restored = None
+        missed, self._missed = self._missed, {}
+        for directory, (since, paths) in missed.items():
+            self._follow_missed(directory, paths, since, seen)
         for identity in [i for i in self._finished if i not in seen]:
             del self._finished[identity]
 
     def _follow_newcomers(self, entries: list[dict[str, Any]], seen: set[tuple[int, int]]) -> None:
         """Files that appeared next to a followed file while the agent was down, named as its
         rotations are (``app.log.3``), written to after the offsets were saved, and out of the
-        glob's reach: created and rotated away while the agent was down. Read from the start."""
+        glob's reach: created and rotated away while the agent was down."""
         if not self.saved_at:
             return
-        originals: dict[str, list[str]] = {}
+        originals: dict[str, set[str]] = {}
         for entry in entries:
             path = str(entry.get("path", ""))
-            originals.setdefault(os.path.dirname(path), []).append(path)
+            originals.setdefault(os.path.dirname(path), set()).add(path)
         for directory, paths in originals.items():
-            for path in copies.newcomers(directory, self.saved_at, {*seen, *self.files}):
-                if not any(_rotated_name(path, original) for original in paths):
-                    continue
-                f = self._open(path, {})
-                if f is not None:
-                    f.gone = True
-                    log.info(
-                        "%s appeared while the agent was down; reading it from the start", path
-                    )
+            self._follow_missed(directory, paths, self.saved_at, seen)
+
+    def _note_rotation(self, path: str) -> None:
+        """``path`` was rotated (truncated, or a new file took its name): other rotations may
+        have come and gone since the last look, in files named as its rotations are."""
+        if not self._looked_wall:
+            return
+        self._missed.setdefault(os.path.dirname(path), (self._looked_wall, set()))[1].add(path)
+
+    def _follow_missed(
+        self, directory: str, originals: set[str], since: float, seen: set[tuple[int, int]]
+    ) -> None:
+        """Files in ``directory`` written after ``since`` (wall clock), named as rotations of
+        ``originals``, that the glob does not match and no followed or finished file is: a
+        file created, written and rotated away (renamed, or copied and truncated) between two
+        looks, when the agent did not run (starved of CPU, or down). Its lines were never
+        read: read them, from where a truncated original was read up to if it is that one's
+        copy, else from the start."""
+        known = {*seen, *self.files, *self._finished, *self._saved}
+        for path in copies.newcomers(directory, since - copies.MTIME_SLACK, known):
+            if copies.compressed(path) or not any(_rotated_name(path, o) for o in originals):
+                continue
+            f = self._open(path)
+            if f is not None:
+                f.gone = True
+                log.info(
+                    "%s appeared since the last look; reading it from offset %d", path, f.position
+                )
 
     def _close_idle(self) -> bool:
         """Close one file with nothing left to read or confirm, to free its descriptor."""
@@ -422,6 +453,7 @@ class Finding:
         if not self._adopt_copy(original):
             self._remember(original)
             self._claim_waiting_copy()
+        self._note_rotation(f.path)
 
     def _adopt_copy(
         self, original: dict[str, Any], exclude: tuple[tuple[int, int], ...] = ()

@@ -121,6 +121,12 @@ class Tailer(Finding):
     """Wall-clock time of the saved offsets restored (0: unknown)."""
     _turn: int = 0
     _looked_at: float = float("-inf")
+    _looked_wall: float = 0.0
+    """Wall-clock time the last full look began (0: none yet)."""
+    _missed: dict[str, tuple[float, set[str]]] = field(default_factory=dict)
+    """Directories where a rotation was seen since the last look: the wall-clock time of the
+    look before it, and the rotated paths. Files named as their rotations that appeared since
+    may hold lines no look saw (``finding.Finding._follow_missed``)."""
     _head_index: Any = None
     _active: set[tuple[int, int]] = field(default_factory=set)
     _uncounted: dict[tuple[int, int], Chunk] = field(default_factory=dict)
@@ -178,7 +184,9 @@ class Tailer(Finding):
         saved = self._saved.pop(f.identity, None) if saved is None else saved
         if saved is not None:
             self._resume(f, saved, st.st_size)
-        else:
+        if saved is None or (saved and not f.position and not f.generation):
+            # Nothing read of it yet (a file saved at offset 0 too: one held as a possible copy
+            # when the agent was killed): it may be the copy of a file truncated meanwhile.
             if self._copies.sources:
                 self._resume_copy(f, st.st_size)
             if not f.position and self._is_copy_in_progress(f, st.st_size):
@@ -204,9 +212,11 @@ class Tailer(Finding):
         if full:
             # Every file, and the glob, looked at; in between only files with data to read.
             self._looked_at, self.look_now = now, False
+            wall = time.time()
             for f in list(self.files.values()):
                 self._check_truncated(f)
             self.discover()
+            self._looked_wall = wall
             for original in self._copies.expire():
                 self._lose(original)
             candidates = list(self.files.values())
