@@ -102,6 +102,10 @@ class TailedFile:
             out["generation"] = self.generation
         if self.size_seen > self.committed:
             out["size"] = self.size_seen
+        if self.position > self.committed:
+            # Read but not yet delivered: if the file is gone at the next start, these lines
+            # are lost and their number is known.
+            out["read"] = [self.position, self.line]
         return out
 
 

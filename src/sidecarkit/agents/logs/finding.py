@@ -35,6 +35,15 @@ IDLE: Final = 1.0
 """Seconds a file must have been quiet before it is closed to make room for another."""
 
 
+def _read_lines(entry: dict[str, Any]) -> int:
+    """Lines a saved entry had read past its delivered offset (0 when none or not known)."""
+    try:
+        read = entry.get("read")
+        return max(0, int(read[1]) - int(entry["line"])) if read else 0
+    except (KeyError, TypeError, ValueError, IndexError):
+        return 0
+
+
 def _rotated_name(path: str, original: str) -> bool:
     """``path`` is named as logrotate names copies of ``original`` (``app.log.1``,
     ``app.log-20260101``, ``app-1.log``): same directory, same name up to its first dot."""
@@ -75,6 +84,8 @@ class Finding:
     files: dict[tuple[int, int], TailedFile]
     truncations: int
     lost_bytes: int
+    lost_lines: int
+    losses: dict[str, int]
     unreadable: dict[str, str]
     changes: int
     saved_at: float
@@ -140,10 +151,16 @@ class Finding:
         for pushed_out in self._copies.remember(entry):
             self._lose(pushed_out)
 
+    def _count_loss(self, reason: str, size: int, lines: int = 0) -> None:
+        """``size`` bytes were lost, ``lines`` of them known lines (0: not known)."""
+        self.lost_bytes += size
+        self.lost_lines += lines
+        self.losses[reason] = self.losses.get(reason, 0) + 1
+
     def _lose(self, original: dict[str, Any]) -> None:
         """No copy of a truncated file turned up: what it held unread is gone."""
         if original["unread"]:
-            self.lost_bytes += original["unread"]
+            self._count_loss("truncated", original["unread"])
             log.warning(
                 "%s was truncated with %d bytes not yet read, and no copy of it was found: "
                 "they are lost (rotate by rename, or keep the copy next to the file)",
@@ -413,7 +430,7 @@ class Finding:
             offset = int(entry.get("offset", 0))
             unread = max(0, int(entry.get("size", offset)) - offset)
             if unread:
-                self.lost_bytes += unread
+                self._count_loss("deleted", unread, _read_lines(entry))
                 log.warning(
                     "%s was deleted (or moved out of its directory) with %d bytes written "
                     "and not delivered: they are lost",
@@ -482,7 +499,7 @@ class Finding:
         self._copies.alias(original["identity"], f.identity)
         short = original["size"] - f.size_seen
         if short > 0:
-            self.lost_bytes += short
+            self._count_loss("truncated_past_copy", short)
             log.warning(
                 "%s was truncated %d bytes past the end of its copy %s: they are lost",
                 original["path"],

@@ -97,7 +97,14 @@ class Tailer(Finding):
     truncations: int = 0
     """Truncations (copytruncate) seen: each may have dropped lines written just before it."""
     lost_bytes: int = 0
-    """Bytes known to be written and never read: truncated or deleted before they were."""
+    """Bytes known to be written and never delivered: truncated or deleted before they were."""
+    lost_lines: int = 0
+    """Lines of ``lost_bytes`` whose number is known: those read (and counted) but not yet
+    delivered when the agent stopped, of a file gone at the next start. Bytes lost before
+    they were read have no known number of lines and add nothing here."""
+    losses: dict[str, int] = field(default_factory=dict)
+    """Loss events by reason (``truncated``, ``truncated_past_copy``, ``deleted``): each
+    added to ``lost_bytes``, whether or not its lines are known."""
     unreadable: dict[str, str] = field(default_factory=dict)
     """Files the glob matches that could not be opened at the last look, with the reason."""
     bytes_read: int = 0
