@@ -86,6 +86,7 @@ class Finding:
     lost_bytes: int
     lost_lines: int
     losses: dict[str, int]
+    dirty: set[tuple[int, int]]
     unreadable: dict[str, str]
     changes: int
     saved_at: float
@@ -125,6 +126,7 @@ class Finding:
         f.position, f.line = original["position"], original["line"]
         f.committed, f.committed_line = original["committed"], original["committed_line"]
         self._copies.alias(original["identity"], f.identity)
+        self.dirty.add(f.identity)
         log.info(
             "%s is the copy of %s made before it was truncated; reading it from offset %d",
             f.path,
@@ -313,6 +315,7 @@ class Finding:
                     continue
                 # Written to again after it was let go (a writer kept it open): follow it again.
                 self._saved[identity] = self._finished.pop(identity)
+                self.dirty.add(identity)
             saved = self._saved.get(identity)
             if saved is not None and saved.get("idle") and st.st_size == saved.get("offset"):
                 continue  # closed while idle and still unchanged
@@ -340,6 +343,7 @@ class Finding:
             self._follow_missed(directory, paths, since, seen)
         for identity in [i for i in self._finished if i not in seen]:
             del self._finished[identity]
+            self.dirty.add(identity)
 
     def _follow_newcomers(self, entries: list[dict[str, Any]], seen: set[tuple[int, int]]) -> None:
         """Files that appeared next to a followed file while the agent was down, named as its
@@ -397,6 +401,7 @@ class Finding:
             entry = f.entry()
             entry["idle"] = True
             self._saved[f.identity] = entry
+            self.dirty.add(f.identity)
             os.close(f.fd)
             del self.files[f.identity]
             return True
@@ -408,6 +413,7 @@ class Finding:
         for entry in entries:
             identity = (int(entry["dev"]), int(entry["inode"]))
             self._saved.pop(identity, None)
+            self.dirty.add(identity)
             path = copies.find_moved(entry)
             if path is not None and entry.get("done"):
                 try:
@@ -458,6 +464,7 @@ class Finding:
             return
         self.truncations += 1
         self.changes += 1
+        self.dirty.add(f.identity)
         original = self._copy_source(f)
         f.generation += 1
         f.origin = None

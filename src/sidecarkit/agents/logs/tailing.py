@@ -115,6 +115,9 @@ class Tailer(Finding):
     left the glob meanwhile."""
     grown: int = 0
     """Bytes the files were seen to grow by: the saved sizes tell a restart what was lost."""
+    dirty: set[tuple[int, int]] = field(default_factory=set)
+    """Files whose saved entry changed (or went) since the last ``delta``: what a save of
+    changes only writes, so its cost follows what changed, not how many files are followed."""
     cutter: LongLines = field(init=False)
     _saved: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     """Positions of files not open: restored at start, or closed while idle."""
@@ -166,8 +169,26 @@ class Tailer(Finding):
         self._restored = list(entries)
         self.saved_at = saved_at
 
+    def delta(self) -> tuple[list[dict[str, Any]], list[list[int]]]:
+        """The entries that changed since the last call, and the ``[dev, inode]`` of those
+        gone; forgets the changes (``snapshot`` gives everything)."""
+        changed: list[dict[str, Any]] = []
+        gone: list[list[int]] = []
+        for identity in self.dirty:
+            f = self.files.get(identity)
+            entry = f.entry() if f is not None else None
+            if entry is None:
+                entry = self._finished.get(identity) or self._saved.get(identity)
+            if entry is None:
+                gone.append(list(identity))
+            else:
+                changed.append(entry)
+        self.dirty.clear()
+        return changed, gone
+
     def snapshot(self) -> list[dict[str, Any]]:
-        """Committed positions, to be saved."""
+        """Committed positions, to be saved: all of them (so the changes so far are taken)."""
+        self.dirty.clear()
         return [
             *(f.entry() for f in self.files.values()),
             *self._finished.values(),
@@ -201,6 +222,7 @@ class Tailer(Finding):
                 # its copy; if none comes, a copy someone made on purpose: a file like any.
                 f.waiting = time.monotonic() + COPY_WAIT
         self.files[f.identity] = f
+        self.dirty.add(f.identity)
         if self._head_index is not None:
             self._head_index.add(f)
         self.changes += 1
@@ -288,6 +310,7 @@ class Tailer(Finding):
             self.grown += max(0, size - f.size_seen)
             f.size_seen = size
             f.quiet_since = time.monotonic()
+            self.dirty.add(f.identity)
         if f.fingerprint_len < FINGERPRINT_BYTES and size > f.fingerprint_len:
             take_fingerprint(f, size)
         start = f.position + len(f.partial)
@@ -324,6 +347,7 @@ class Tailer(Finding):
             body, rest = self.cutter.cut(f, body, rest)
         f.partial = rest
         advance = consumed - len(rest)
+        self.dirty.add(f.identity)
         if not body:
             f.position += advance
             return None
@@ -380,6 +404,7 @@ class Tailer(Finding):
             self.grown += max(0, size - f.size_seen)
             f.size_seen = size
             f.quiet_since = time.monotonic()
+            self.dirty.add(f.identity)
         return time.monotonic() - f.quiet_since >= self.rotate_wait
 
     def _forget_if_done(self, f: TailedFile) -> None:
@@ -392,6 +417,7 @@ class Tailer(Finding):
         ):
             os.close(f.fd)
             self.files.pop(f.identity, None)
+            self.dirty.add(f.identity)
             self.changes += 1
             log.debug(
                 "%s (inode %d) read to offset %d, delivered: let go", f.path, f.inode, f.position
@@ -414,6 +440,7 @@ class Tailer(Finding):
         if offset <= f.committed:
             return
         f.committed, f.committed_line = offset, line
+        self.dirty.add(f.identity)
         self._forget_if_done(f)
 
     def lag(self) -> dict[str, int]:
@@ -455,6 +482,10 @@ class StdinTailer(Tailer):
 
     def snapshot(self) -> list[dict[str, Any]]:
         return []
+
+    def delta(self) -> tuple[list[dict[str, Any]], list[list[int]]]:
+        self.dirty.clear()
+        return [], []
 
     def poll(self, budget: int | None = None, *, final: bool = False) -> list[Chunk]:
         f = self.file
