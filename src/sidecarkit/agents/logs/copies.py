@@ -20,7 +20,15 @@ from typing import Any, Final
 
 from sidecarkit.agents.logs.files import digest
 
-__all__ = ["COPY_WINDOW", "Copies", "compressed", "find_copy", "find_moved", "newcomers"]
+__all__ = [
+    "COPY_WINDOW",
+    "Copies",
+    "compressed",
+    "find_copy",
+    "find_moved",
+    "newcomers",
+    "rotated_name",
+]
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
@@ -184,3 +192,12 @@ def newcomers(directory: str, since: float, exclude: set[tuple[int, int]]) -> li
         ):
             found.append((st.st_mtime, entry.path))
     return [path for _, path in sorted(found)]
+
+
+def rotated_name(path: str, original: str) -> bool:
+    """``path`` is named as logrotate names copies of ``original`` (``app.log.1``,
+    ``app.log-20260101``, ``app-1.log``): same directory, same name up to its first dot."""
+    if os.path.dirname(path) != os.path.dirname(original):
+        return False
+    stem = os.path.basename(original).split(".", 1)[0]
+    return os.path.basename(path).startswith(stem)

@@ -24,6 +24,7 @@ from sidecarkit.agents.logs.files import (
     TailedFile,
     digest,
     read_head,
+    read_lines,
     take_fingerprint,
 )
 
@@ -33,24 +34,6 @@ log = logging.getLogger("sidecarkit.agent.logs")
 
 IDLE: Final = 1.0
 """Seconds a file must have been quiet before it is closed to make room for another."""
-
-
-def _read_lines(entry: dict[str, Any]) -> int:
-    """Lines a saved entry had read past its delivered offset (0 when none or not known)."""
-    try:
-        read = entry.get("read")
-        return max(0, int(read[1]) - int(entry["line"])) if read else 0
-    except (KeyError, TypeError, ValueError, IndexError):
-        return 0
-
-
-def _rotated_name(path: str, original: str) -> bool:
-    """``path`` is named as logrotate names copies of ``original`` (``app.log.1``,
-    ``app.log-20260101``, ``app-1.log``): same directory, same name up to its first dot."""
-    if os.path.dirname(path) != os.path.dirname(original):
-        return False
-    stem = os.path.basename(original).split(".", 1)[0]
-    return os.path.basename(path).startswith(stem)
 
 
 _KEY: Final = 16
@@ -187,7 +170,7 @@ class Finding:
         for f in candidates:
             if f.gone or f.waiting or not f.head or head[: len(f.head)] != f.head[: len(head)]:
                 continue
-            if len(head) >= len(f.head) or _rotated_name(new.path, f.path):
+            if len(head) >= len(f.head) or copies.rotated_name(new.path, f.path):
                 return True  # as long as its head, or too short to tell but named like a copy
         return False
 
@@ -376,7 +359,7 @@ class Finding:
         copy, else from the start."""
         known = {*seen, *self.files, *self._finished, *self._saved}
         for path in copies.newcomers(directory, since - copies.MTIME_SLACK, known):
-            if copies.compressed(path) or not any(_rotated_name(path, o) for o in originals):
+            if copies.compressed(path) or not any(copies.rotated_name(path, o) for o in originals):
                 continue
             f = self._open(path)
             if f is not None:
@@ -436,7 +419,7 @@ class Finding:
             offset = int(entry.get("offset", 0))
             unread = max(0, int(entry.get("size", offset)) - offset)
             if unread:
-                self._count_loss("deleted", unread, _read_lines(entry))
+                self._count_loss("deleted", unread, read_lines(entry))
                 log.warning(
                     "%s was deleted (or moved out of its directory) with %d bytes written "
                     "and not delivered: they are lost",
