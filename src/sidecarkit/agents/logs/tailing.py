@@ -212,7 +212,9 @@ class Tailer(Finding):
         saved = self._saved.pop(f.identity, None) if saved is None else saved
         if saved is not None:
             self._resume(f, saved, st.st_size)
-        if saved is None or (saved and not f.position and not f.generation):
+        if saved is None or (
+            saved and not saved.get("idle") and not f.position and not f.generation
+        ):
             # Nothing read of it yet (a file saved at offset 0 too: one held as a possible copy
             # when the agent was killed): it may be the copy of a file truncated meanwhile.
             if self._copies.sources:
