@@ -11,6 +11,7 @@ duplicates stay within one request per crash.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -155,4 +156,85 @@ def test_a_copy_seen_before_its_original_was_truncated_is_not_read_again_after_a
     assert duplicates <= ROUNDS * receiver.largest_request, (
         f"{duplicates} duplicates after {ROUNDS} kills: the copies were read from their start"
     )
+    assert code == 0
+
+
+def test_copytruncate_rotations_under_random_stalls_and_kills_lose_no_line(
+    tmp_path: Path,
+) -> None:
+    """A writer copytruncates ``app.log`` every 10,000 lines at 15,000 lines a second while
+    the agent (glob ``app.log``) is frozen for 0.3-1.5 s at random moments, long enough for a
+    whole rotation to pass unseen, and killed twice. The writer copies and truncates with
+    nothing written in between, so no line may be missing."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    total, every, rate = 120_000, 10_000, 15_000.0
+    rng = random.Random(20261204)
+    with (
+        _cpu_hog(),
+        SequenceReceiver(total, every) as receiver,
+        (tmp_path / "agent.log").open("ab") as log,
+    ):
+        agent = AgentProcess(
+            str(folder / "app.log"),
+            receiver.url,
+            tmp_path / "state",
+            log,
+            "--batch-bytes",
+            "65536",
+            "--max-inflight",
+            "1048576",
+            "--log-level",
+            "debug",
+        )
+        writer: subprocess.Popen[bytes] | None = None
+        kills = 0
+        try:
+            agent.wait_ready()
+            writer = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("writer.py")),
+                    str(folder),
+                    str(total),
+                    str(every),
+                    str(rate),
+                    "copytruncate",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            kill_at = sorted(rng.sample(range(2, 12), 2))
+            for step in range(14):
+                if writer.poll() is not None:
+                    break
+                time.sleep(rng.uniform(0.1, 0.5))
+                if step in kill_at:
+                    agent.kill()
+                    kills += 1
+                    time.sleep(rng.uniform(0.0, 1.0))
+                    agent.restart()
+                    agent.wait_ready()
+                    continue
+                agent.proc.send_signal(signal.SIGSTOP)
+                time.sleep(rng.uniform(0.3, 1.5))
+                agent.proc.send_signal(signal.SIGCONT)
+            assert writer.wait(60) == 0
+            wait_for(lambda: receiver.unique >= total, 40)
+            lost = _lost_bytes(agent)
+        finally:
+            agent.proc.send_signal(signal.SIGCONT)
+            code = agent.stop()
+            if writer is not None and writer.poll() is None:
+                writer.kill()
+                writer.wait()
+    missing = _missing(receiver, total)
+    duplicates = receiver.received - receiver.unique
+    said = (tmp_path / "agent.log").read_text().replace(f"{folder}/", "").splitlines()
+    notes = "\nagent log:\n" + "\n".join(said[-60:])
+    assert not missing, (
+        f"{len(missing)} of {total} lines never arrived ({lost} bytes counted lost): "
+        f"{missing[0]}..{missing[-1]}{notes}"
+    )
+    assert duplicates <= kills * receiver.largest_request, f"{duplicates} duplicates{notes}"
+    assert lost == 0
     assert code == 0

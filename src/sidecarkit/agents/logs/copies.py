@@ -201,3 +201,20 @@ def rotated_name(path: str, original: str) -> bool:
         return False
     stem = os.path.basename(original).split(".", 1)[0]
     return os.path.basename(path).startswith(stem)
+
+
+def rotation_of(path: str, original: str) -> bool:
+    """``path`` is named as logrotate names rotations of ``original`` and nothing else:
+    ``app.log.1``, ``app.log-20260101`` (``app.log`` then ``.`` or ``-``), or ``app-20260101.log``
+    (dateext before the extension: the stem, ``-`` and a digit). Stricter than
+    ``rotated_name``: a sibling log such as ``app-access.log`` is not taken for a rotation."""
+    if os.path.dirname(path) != os.path.dirname(original):
+        return False
+    name, base = os.path.basename(path), os.path.basename(original)
+    if name.startswith((base + ".", base + "-")):
+        return True
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        return False
+    middle = name[len(stem) + 1 : -(len(ext) + 1)] if name.endswith("." + ext) else ""
+    return name.startswith(stem + "-") and middle[:1].isdigit()

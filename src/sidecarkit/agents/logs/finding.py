@@ -359,7 +359,7 @@ class Finding:
         copy, else from the start."""
         known = {*seen, *self.files, *self._finished, *self._saved}
         for path in copies.newcomers(directory, since - copies.MTIME_SLACK, known):
-            if copies.compressed(path) or not any(copies.rotated_name(path, o) for o in originals):
+            if copies.compressed(path) or not any(copies.rotation_of(path, o) for o in originals):
                 continue
             f = self._open(path)
             if f is not None:
@@ -427,13 +427,13 @@ class Finding:
                     unread,
                 )
 
-    def _check_truncated(self, f: TailedFile) -> None:
+    def _check_truncated(self, f: TailedFile, *, force: bool = False) -> None:
         """``copytruncate``: the file got shorter than it was seen to be, or no longer starts as
         it did (truncated, then written past where reading had got to before this look); read
         it again from 0, and what was not read yet from the copy."""
         try:
             size = os.fstat(f.fd).st_size
-            if (
+            if not force and (
                 size >= f.position
                 and size >= f.size_seen
                 and (

@@ -306,6 +306,8 @@ class Tailer(Finding):
             size = os.fstat(f.fd).st_size
         except OSError:
             return None
+        if size > f.size_seen and not f.gone:
+            self._grew(f)
         if size < f.position:
             self._check_truncated(f)
         elif size != f.size_seen:
@@ -334,6 +336,21 @@ class Tailer(Finding):
             return None
         self.bytes_read += len(data)
         return self._emit(f, data, final=final and start + len(data) >= size)
+
+    def _grew(self, f: TailedFile) -> None:
+        """``f`` grew. It may have been truncated and written past where reading had got to
+        meanwhile (a whole copytruncate between two reads, while the agent did not run): its
+        first bytes then differ from the known ones. With none known (it was empty), the copies
+        such a truncation would have left are looked for (``Finding._follow_missed``)."""
+        if not f.head:
+            if f.position == 0:
+                self._note_rotation(f.path)
+            return
+        try:
+            if os.pread(f.fd, len(f.head), 0) != f.head:
+                self._check_truncated(f, force=True)  # truncated and written again
+        except OSError:
+            return
 
     def _emit(self, f: TailedFile, data: bytes, *, final: bool) -> Chunk | None:
         if f.partial:
