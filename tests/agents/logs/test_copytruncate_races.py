@@ -27,6 +27,10 @@ from tests.agents.logs.sequences import SequenceReceiver
 ROUNDS = 3
 BLOCK = 2_000
 """Lines written in one go."""
+LEAD = 1 << 20
+"""``max_lead`` and ``max_inflight`` of the randomized test: what a crash may send again."""
+SHORTEST = 39
+"""Bytes of the shortest line ``writer.py`` writes."""
 
 
 @contextmanager
@@ -175,15 +179,19 @@ def test_copytruncate_rotations_under_random_stalls_and_kills_lose_no_line(
         SequenceReceiver(total, every) as receiver,
         (tmp_path / "agent.log").open("ab") as log,
     ):
+        config = tmp_path / "agent.yaml"
+        config.write_text(f"max_lead: {LEAD}\n")
         agent = AgentProcess(
             str(folder / "app.log"),
             receiver.url,
             tmp_path / "state",
             log,
+            "--config",
+            str(config),
             "--batch-bytes",
             "65536",
             "--max-inflight",
-            "1048576",
+            str(LEAD),
             "--log-level",
             "debug",
         )
@@ -203,7 +211,7 @@ def test_copytruncate_rotations_under_random_stalls_and_kills_lose_no_line(
                 ],
                 stdout=subprocess.DEVNULL,
             )
-            kill_at = sorted(rng.sample(range(2, 12), 2))
+            kill_at = sorted(rng.sample(range(1, 7), 2))
             for step in range(14):
                 if writer.poll() is not None:
                     break
@@ -229,12 +237,15 @@ def test_copytruncate_rotations_under_random_stalls_and_kills_lose_no_line(
                 writer.wait()
     missing = _missing(receiver, total)
     duplicates = receiver.received - receiver.unique
+    print(f"received {receiver.received}, unique {receiver.unique}, kills {kills}")
     said = (tmp_path / "agent.log").read_text().replace(f"{folder}/", "").splitlines()
     notes = "\nagent log:\n" + "\n".join(said[-60:])
     assert not missing, (
         f"{len(missing)} of {total} lines never arrived ({lost} bytes counted lost): "
         f"{missing[0]}..{missing[-1]}{notes}"
     )
-    assert duplicates <= kills * receiver.largest_request, f"{duplicates} duplicates{notes}"
+    # At least once: a crash sends again what was read and not yet confirmed, at most
+    # max_lead bytes (after a freeze the agent reads a backlog from several copies at once).
+    assert duplicates <= kills * LEAD // SHORTEST, f"{duplicates} duplicates{notes}"
     assert lost == 0
     assert code == 0
