@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 
 import _logs_files  # noqa: E402
 import _logs_http  # noqa: E402
+import _logs_offsets  # noqa: E402
 import _logs_pipeline  # noqa: E402
 import _measuring as m  # noqa: E402
 
@@ -417,6 +418,7 @@ def main() -> None:
                 repeat=args.repeat,
                 check=verify,
             )
+            missed += _logs_offsets.run(Path(tmp), args.files)
     if missed:
         print(f"\nFAILED: {len(missed)} target(s) missed:")
         for line in missed:

@@ -168,6 +168,45 @@ def test_a_file_deleted_while_the_agent_was_down_is_counted_as_lost_and_named(
     assert "lost" in said
 
 
+def test_lines_read_and_not_delivered_of_a_file_deleted_while_the_agent_was_down_are_lost_lines(
+    tmp_path: Path,
+) -> None:
+    """The agent read 1,000 lines it could not deliver (the receiver was down), then was
+    killed and the file deleted: those lines are lost, and their number is known."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    unread = numbered(1000, 1000)
+    store = offsets.OffsetStore(tmp_path / "state" / "offsets.json")
+
+    def read_ahead() -> int:
+        entries = store.load().get("app", [])
+        return max((int(e["read"][1]) - int(e["line"]) for e in entries if "read" in e), default=0)
+
+    with SequenceReceiver(2000, 2000) as receiver, (tmp_path / "agent.log").open("ab") as log:
+        agent = AgentProcess(str(logs / "*.log"), receiver.url, tmp_path / "state", log)
+        try:
+            (logs / "gone.log").write_bytes(numbered(0, 1000))
+            assert wait_for(lambda: receiver.unique == 1000, 30)
+            receiver.down()
+            with (logs / "gone.log").open("ab") as app:
+                app.write(unread)
+            assert wait_for(lambda: read_ahead() == 1000, 20), "the agent saves what it read"
+            agent.kill()
+            os.unlink(logs / "gone.log")
+            receiver.up()
+            agent.restart()
+            agent.wait_ready()
+            assert wait_for(
+                lambda: _counter(agent.metrics(), "sidecarkit_logs_lost_bytes_total") > 0, 10
+            )
+            samples = agent.metrics()
+        finally:
+            assert agent.stop() == 0
+    assert _counter(samples, "sidecarkit_logs_lost_bytes_total") == len(unread)
+    assert _counter(samples, "sidecarkit_logs_lost_lines_total") == 1000
+    assert samples['sidecarkit_logs_losses_total{source="app",reason="deleted"}'] == 1
+
+
 def test_elasticsearch_ids_stay_the_same_when_a_file_is_read_again_from_its_start(
     tmp_path: Path,
 ) -> None:

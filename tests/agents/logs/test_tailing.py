@@ -283,6 +283,26 @@ def test_unread_bytes_of_a_truncated_file_without_a_copy_are_counted_lost(
     assert t.lost_bytes == 2, "'c\\n' was written, never read, and no copy was followed"
 
 
+def test_a_loss_of_bytes_never_read_is_counted_as_an_event_with_no_lines_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Truncated before it was read, with no copy: how many lines the bytes held is not known,
+    so the loss is counted as an event by its reason and adds no lines."""
+    monkeypatch.setattr(copies, "COPY_WINDOW", 0.0)
+    log = tmp_path / "app.log"
+    log.write_text("a\n")
+    t = tailing.Tailer(str(log), read_size=2)
+    _commit_all(t, t.poll())
+    with log.open("a") as f:
+        f.write("b\nc\n")
+    t.poll()
+    (tmp_path / "archive").mkdir()
+    _copytruncate(log, tmp_path / "archive" / "app.log.1")
+    t.poll()
+    t.poll()
+    assert (t.lost_bytes, t.losses, t.lost_lines) == (2, {"truncated": 1}, 0)
+
+
 def test_a_copy_the_glob_does_not_match_is_read_up_to_where_the_file_was_truncated(
     tmp_path: Path,
 ) -> None:

@@ -20,12 +20,25 @@ from typing import Any, Final
 
 from sidecarkit.agents.logs.files import digest
 
-__all__ = ["COPY_WINDOW", "Copies", "find_copy", "find_moved", "newcomers"]
+__all__ = [
+    "COPY_WINDOW",
+    "Copies",
+    "compressed",
+    "find_copy",
+    "find_moved",
+    "newcomers",
+    "rotated_name",
+]
 
 log = logging.getLogger("sidecarkit.agent.logs")
 
 COPY_WINDOW: Final = 30.0
 """Seconds a truncated file's fingerprint is remembered, to recognise the copy made of it."""
+MTIME_SLACK: Final = 1.0
+"""Seconds before a look that a file's modification time may fall and still be new since it
+(timestamps are taken from a coarse clock)."""
+COMPRESSED: Final = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z")
+"""Endings of compressed rotations (logrotate's ``compress``): never read as text."""
 SCAN_LIMIT: Final = 10_000
 """Most directory entries looked at in one search: a search stays cheap in a huge directory."""
 
@@ -157,6 +170,12 @@ def find_moved(saved: dict[str, Any]) -> str | None:
     return None
 
 
+def compressed(path: str) -> bool:
+    """``path`` is a compressed rotation (``app.log.2.gz``): its lines were read before it was
+    compressed, and its bytes are not lines."""
+    return path.endswith(COMPRESSED)
+
+
 def newcomers(directory: str, since: float, exclude: set[tuple[int, int]]) -> list[str]:
     """Regular files in ``directory``, not in ``exclude``, modified after ``since`` (wall
     clock), oldest first."""
@@ -173,3 +192,29 @@ def newcomers(directory: str, since: float, exclude: set[tuple[int, int]]) -> li
         ):
             found.append((st.st_mtime, entry.path))
     return [path for _, path in sorted(found)]
+
+
+def rotated_name(path: str, original: str) -> bool:
+    """``path`` is named as logrotate names copies of ``original`` (``app.log.1``,
+    ``app.log-20260101``, ``app-1.log``): same directory, same name up to its first dot."""
+    if os.path.dirname(path) != os.path.dirname(original):
+        return False
+    stem = os.path.basename(original).split(".", 1)[0]
+    return os.path.basename(path).startswith(stem)
+
+
+def rotation_of(path: str, original: str) -> bool:
+    """``path`` is named as logrotate names rotations of ``original`` and nothing else:
+    ``app.log.1``, ``app.log-20260101`` (``app.log`` then ``.`` or ``-``), or ``app-20260101.log``
+    (dateext before the extension: the stem, ``-`` and a digit). Stricter than
+    ``rotated_name``: a sibling log such as ``app-access.log`` is not taken for a rotation."""
+    if os.path.dirname(path) != os.path.dirname(original):
+        return False
+    name, base = os.path.basename(path), os.path.basename(original)
+    if name.startswith((base + ".", base + "-")):
+        return True
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        return False
+    middle = name[len(stem) + 1 : -(len(ext) + 1)] if name.endswith("." + ext) else ""
+    return name.startswith(stem + "-") and middle[:1].isdigit()

@@ -14,7 +14,15 @@ import os
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["FINGERPRINT_BYTES", "Chunk", "LongLines", "TailedFile", "digest", "read_head"]
+__all__ = [
+    "FINGERPRINT_BYTES",
+    "Chunk",
+    "LongLines",
+    "TailedFile",
+    "digest",
+    "read_head",
+    "read_lines",
+]
 
 FINGERPRINT_BYTES: Final = 256
 """How many first bytes of a file make its fingerprint (fewer while the file is shorter)."""
@@ -102,7 +110,20 @@ class TailedFile:
             out["generation"] = self.generation
         if self.size_seen > self.committed:
             out["size"] = self.size_seen
+        if self.position > self.committed:
+            # Read but not yet delivered: if the file is gone at the next start, these lines
+            # are lost and their number is known.
+            out["read"] = [self.position, self.line]
         return out
+
+
+def read_lines(entry: dict[str, Any]) -> int:
+    """Lines a saved entry had read past its delivered offset (0 when none or not known)."""
+    try:
+        read = entry.get("read")
+        return max(0, int(read[1]) - int(entry["line"])) if read else 0
+    except (KeyError, TypeError, ValueError, IndexError):
+        return 0
 
 
 def read_head(fd: int, size: int) -> bytes:

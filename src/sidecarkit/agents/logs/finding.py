@@ -24,6 +24,7 @@ from sidecarkit.agents.logs.files import (
     TailedFile,
     digest,
     read_head,
+    read_lines,
     take_fingerprint,
 )
 
@@ -33,15 +34,6 @@ log = logging.getLogger("sidecarkit.agent.logs")
 
 IDLE: Final = 1.0
 """Seconds a file must have been quiet before it is closed to make room for another."""
-
-
-def _rotated_name(path: str, original: str) -> bool:
-    """``path`` is named as logrotate names copies of ``original`` (``app.log.1``,
-    ``app.log-20260101``, ``app-1.log``): same directory, same name up to its first dot."""
-    if os.path.dirname(path) != os.path.dirname(original):
-        return False
-    stem = os.path.basename(original).split(".", 1)[0]
-    return os.path.basename(path).startswith(stem)
 
 
 _KEY: Final = 16
@@ -75,6 +67,9 @@ class Finding:
     files: dict[tuple[int, int], TailedFile]
     truncations: int
     lost_bytes: int
+    lost_lines: int
+    losses: dict[str, int]
+    dirty: set[tuple[int, int]]
     unreadable: dict[str, str]
     changes: int
     saved_at: float
@@ -83,6 +78,8 @@ class Finding:
     _copies: copies.Copies
     _restored: list[dict[str, Any]] | None
     _head_index: _Heads | None
+    _looked_wall: float
+    _missed: dict[str, tuple[float, set[str]]]
 
     def _open(self, path: str, saved: dict[str, Any] | None = None) -> TailedFile | None:
         raise NotImplementedError
@@ -112,6 +109,7 @@ class Finding:
         f.position, f.line = original["position"], original["line"]
         f.committed, f.committed_line = original["committed"], original["committed_line"]
         self._copies.alias(original["identity"], f.identity)
+        self.dirty.add(f.identity)
         log.info(
             "%s is the copy of %s made before it was truncated; reading it from offset %d",
             f.path,
@@ -138,10 +136,16 @@ class Finding:
         for pushed_out in self._copies.remember(entry):
             self._lose(pushed_out)
 
+    def _count_loss(self, reason: str, size: int, lines: int = 0) -> None:
+        """``size`` bytes were lost, ``lines`` of them known lines (0: not known)."""
+        self.lost_bytes += size
+        self.lost_lines += lines
+        self.losses[reason] = self.losses.get(reason, 0) + 1
+
     def _lose(self, original: dict[str, Any]) -> None:
         """No copy of a truncated file turned up: what it held unread is gone."""
         if original["unread"]:
-            self.lost_bytes += original["unread"]
+            self._count_loss("truncated", original["unread"])
             log.warning(
                 "%s was truncated with %d bytes not yet read, and no copy of it was found: "
                 "they are lost (rotate by rename, or keep the copy next to the file)",
@@ -166,9 +170,14 @@ class Finding:
         for f in candidates:
             if f.gone or f.waiting or not f.head or head[: len(f.head)] != f.head[: len(head)]:
                 continue
-            if len(head) >= len(f.head) or _rotated_name(new.path, f.path):
+            if len(head) >= len(f.head) or copies.rotated_name(new.path, f.path):
                 return True  # as long as its head, or too short to tell but named like a copy
         return False
+
+    def _unread(self, identity: tuple[int, int]) -> int:
+        """Order of opening: files saved with a position, then saved at 0, then new ones."""
+        saved = self._saved.get(identity)
+        return 2 if saved is None else 0 if saved.get("offset") else 1
 
     def _heads(self) -> _Heads:
         """The followed files by their first bytes, built once per look (``discover``)."""
@@ -275,7 +284,7 @@ class Finding:
                 self.unreadable.pop(path, None)
         # Files with a saved position first: one truncated while the agent was away must be
         # known as such before its copy is opened, whatever the copy is named.
-        found.sort(key=lambda item: (item[1].st_dev, item[1].st_ino) not in self._saved)
+        found.sort(key=lambda item: self._unread((item[1].st_dev, item[1].st_ino)))
         seen = set()
         room = 1024  # idle files closed per look at most, so a look stays cheap
         for path, st in found:
@@ -289,6 +298,7 @@ class Finding:
                     continue
                 # Written to again after it was let go (a writer kept it open): follow it again.
                 self._saved[identity] = self._finished.pop(identity)
+                self.dirty.add(identity)
             saved = self._saved.get(identity)
             if saved is not None and saved.get("idle") and st.st_size == saved.get("offset"):
                 continue  # closed while idle and still unchanged
@@ -296,6 +306,8 @@ class Finding:
                 if room <= 0 or not self._close_idle():
                     continue
                 room -= 1
+            if saved is None and path in self._heads().paths:
+                self._note_rotation(path)  # a new file where a followed one was: renamed away
             self._open(path)
         for path in [p for p in self.unreadable if not os.path.lexists(p)]:
             del self.unreadable[path]
@@ -309,29 +321,52 @@ class Finding:
         if self._restored is not None:
             self._follow_newcomers(self._restored, seen)
             self._restored = None
+        missed, self._missed = self._missed, {}
+        for directory, (since, paths) in missed.items():
+            self._follow_missed(directory, paths, since, seen)
         for identity in [i for i in self._finished if i not in seen]:
             del self._finished[identity]
+            self.dirty.add(identity)
 
     def _follow_newcomers(self, entries: list[dict[str, Any]], seen: set[tuple[int, int]]) -> None:
         """Files that appeared next to a followed file while the agent was down, named as its
         rotations are (``app.log.3``), written to after the offsets were saved, and out of the
-        glob's reach: created and rotated away while the agent was down. Read from the start."""
+        glob's reach: created and rotated away while the agent was down."""
         if not self.saved_at:
             return
-        originals: dict[str, list[str]] = {}
+        originals: dict[str, set[str]] = {}
         for entry in entries:
             path = str(entry.get("path", ""))
-            originals.setdefault(os.path.dirname(path), []).append(path)
+            originals.setdefault(os.path.dirname(path), set()).add(path)
         for directory, paths in originals.items():
-            for path in copies.newcomers(directory, self.saved_at, {*seen, *self.files}):
-                if not any(_rotated_name(path, original) for original in paths):
-                    continue
-                f = self._open(path, {})
-                if f is not None:
-                    f.gone = True
-                    log.info(
-                        "%s appeared while the agent was down; reading it from the start", path
-                    )
+            self._follow_missed(directory, paths, self.saved_at, seen)
+
+    def _note_rotation(self, path: str) -> None:
+        """``path`` was rotated (truncated, or a new file took its name): other rotations may
+        have come and gone since the last look, in files named as its rotations are."""
+        if not self._looked_wall:
+            return
+        self._missed.setdefault(os.path.dirname(path), (self._looked_wall, set()))[1].add(path)
+
+    def _follow_missed(
+        self, directory: str, originals: set[str], since: float, seen: set[tuple[int, int]]
+    ) -> None:
+        """Files in ``directory`` written after ``since`` (wall clock), named as rotations of
+        ``originals``, that the glob does not match and no followed or finished file is: a
+        file created, written and rotated away (renamed, or copied and truncated) between two
+        looks, when the agent did not run (starved of CPU, or down). Its lines were never
+        read: read them, from where a truncated original was read up to if it is that one's
+        copy, else from the start."""
+        known = {*seen, *self.files, *self._finished, *self._saved}
+        for path in copies.newcomers(directory, since - copies.MTIME_SLACK, known):
+            if copies.compressed(path) or not any(copies.rotation_of(path, o) for o in originals):
+                continue
+            f = self._open(path)
+            if f is not None:
+                f.gone = True
+                log.info(
+                    "%s appeared since the last look; reading it from offset %d", path, f.position
+                )
 
     def _close_idle(self) -> bool:
         """Close one file with nothing left to read or confirm, to free its descriptor."""
@@ -349,6 +384,7 @@ class Finding:
             entry = f.entry()
             entry["idle"] = True
             self._saved[f.identity] = entry
+            self.dirty.add(f.identity)
             os.close(f.fd)
             del self.files[f.identity]
             return True
@@ -360,6 +396,7 @@ class Finding:
         for entry in entries:
             identity = (int(entry["dev"]), int(entry["inode"]))
             self._saved.pop(identity, None)
+            self.dirty.add(identity)
             path = copies.find_moved(entry)
             if path is not None and entry.get("done"):
                 try:
@@ -382,7 +419,7 @@ class Finding:
             offset = int(entry.get("offset", 0))
             unread = max(0, int(entry.get("size", offset)) - offset)
             if unread:
-                self.lost_bytes += unread
+                self._count_loss("deleted", unread, read_lines(entry))
                 log.warning(
                     "%s was deleted (or moved out of its directory) with %d bytes written "
                     "and not delivered: they are lost",
@@ -390,13 +427,13 @@ class Finding:
                     unread,
                 )
 
-    def _check_truncated(self, f: TailedFile) -> None:
+    def _check_truncated(self, f: TailedFile, *, force: bool = False) -> None:
         """``copytruncate``: the file got shorter than it was seen to be, or no longer starts as
         it did (truncated, then written past where reading had got to before this look); read
         it again from 0, and what was not read yet from the copy."""
         try:
             size = os.fstat(f.fd).st_size
-            if (
+            if not force and (
                 size >= f.position
                 and size >= f.size_seen
                 and (
@@ -410,6 +447,7 @@ class Finding:
             return
         self.truncations += 1
         self.changes += 1
+        self.dirty.add(f.identity)
         original = self._copy_source(f)
         f.generation += 1
         f.origin = None
@@ -422,6 +460,7 @@ class Finding:
         if not self._adopt_copy(original):
             self._remember(original)
             self._claim_waiting_copy()
+        self._note_rotation(f.path)
 
     def _adopt_copy(
         self, original: dict[str, Any], exclude: tuple[tuple[int, int], ...] = ()
@@ -450,7 +489,7 @@ class Finding:
         self._copies.alias(original["identity"], f.identity)
         short = original["size"] - f.size_seen
         if short > 0:
-            self.lost_bytes += short
+            self._count_loss("truncated_past_copy", short)
             log.warning(
                 "%s was truncated %d bytes past the end of its copy %s: they are lost",
                 original["path"],

@@ -210,6 +210,24 @@ class Agent:
                 ("source",),
             )
         )
+        self.m_lost_lines = m.add(
+            metering.Counter(
+                "sidecarkit_logs_lost_lines_total",
+                "Lines of the lost bytes whose number is known: read but not delivered before "
+                "the agent stopped, of a file gone when it started again. Bytes lost before "
+                "they were read have no known line count (see sidecarkit_logs_losses_total).",
+                ("source",),
+            )
+        )
+        self.m_losses = m.add(
+            metering.Counter(
+                "sidecarkit_logs_losses_total",
+                "Times bytes were lost, by reason: truncated (copytruncate, no copy found), "
+                "truncated_past_copy (written between the copy and the truncation), deleted "
+                "(while the agent was down).",
+                ("source", "reason"),
+            )
+        )
         self.m_unreadable = m.add(
             metering.Gauge(
                 "sidecarkit_logs_files_unreadable",
@@ -237,6 +255,9 @@ class Agent:
             self.m_cut.set(t.truncated_bytes, source.name)
             self.m_files.set(len(t.files), source.name)
             self.m_lost.values[(source.name,)] = t.lost_bytes
+            self.m_lost_lines.values[(source.name,)] = t.lost_lines
+            for reason, count in t.losses.items():
+                self.m_losses.values[(source.name, reason)] = count
             self.m_unreadable.set(len(t.unreadable), source.name)
         return 200, metering.CONTENT_TYPE, self.metrics.render()
 

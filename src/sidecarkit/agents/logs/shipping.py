@@ -382,7 +382,10 @@ class Shipper:
         if not sync and now - self._written_at < 10 * self._write_cost:
             return  # many files make a save dear: at most a tenth of the time goes to saving
         try:
-            self.store.save({s.name: s.tailer.snapshot() for s in self.sources}, sync=sync)
+            if self.store.wants_full:
+                self.store.save({s.name: s.tailer.snapshot() for s in self.sources}, sync=sync)
+            else:
+                self.store.append({s.name: s.tailer.delta() for s in self.sources}, sync=sync)
         except OSError as exc:
             log.error("cannot save offsets to %s: %s", self.store.path, exc)
             return

@@ -97,7 +97,14 @@ class Tailer(Finding):
     truncations: int = 0
     """Truncations (copytruncate) seen: each may have dropped lines written just before it."""
     lost_bytes: int = 0
-    """Bytes known to be written and never read: truncated or deleted before they were."""
+    """Bytes known to be written and never delivered: truncated or deleted before they were."""
+    lost_lines: int = 0
+    """Lines of ``lost_bytes`` whose number is known: those read (and counted) but not yet
+    delivered when the agent stopped, of a file gone at the next start. Bytes lost before
+    they were read have no known number of lines and add nothing here."""
+    losses: dict[str, int] = field(default_factory=dict)
+    """Loss events by reason (``truncated``, ``truncated_past_copy``, ``deleted``): each
+    added to ``lost_bytes``, whether or not its lines are known."""
     unreadable: dict[str, str] = field(default_factory=dict)
     """Files the glob matches that could not be opened at the last look, with the reason."""
     bytes_read: int = 0
@@ -108,6 +115,9 @@ class Tailer(Finding):
     left the glob meanwhile."""
     grown: int = 0
     """Bytes the files were seen to grow by: the saved sizes tell a restart what was lost."""
+    dirty: set[tuple[int, int]] = field(default_factory=set)
+    """Files whose saved entry changed (or went) since the last ``delta``: what a save of
+    changes only writes, so its cost follows what changed, not how many files are followed."""
     cutter: LongLines = field(init=False)
     _saved: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     """Positions of files not open: restored at start, or closed while idle."""
@@ -121,6 +131,12 @@ class Tailer(Finding):
     """Wall-clock time of the saved offsets restored (0: unknown)."""
     _turn: int = 0
     _looked_at: float = float("-inf")
+    _looked_wall: float = 0.0
+    """Wall-clock time the last full look began (0: none yet)."""
+    _missed: dict[str, tuple[float, set[str]]] = field(default_factory=dict)
+    """Directories where a rotation was seen since the last look: the wall-clock time of the
+    look before it, and the rotated paths. Files named as their rotations that appeared since
+    may hold lines no look saw (``finding.Finding._follow_missed``)."""
     _head_index: Any = None
     _active: set[tuple[int, int]] = field(default_factory=set)
     _uncounted: dict[tuple[int, int], Chunk] = field(default_factory=dict)
@@ -153,8 +169,26 @@ class Tailer(Finding):
         self._restored = list(entries)
         self.saved_at = saved_at
 
+    def delta(self) -> tuple[list[dict[str, Any]], list[list[int]]]:
+        """The entries that changed since the last call, and the ``[dev, inode]`` of those
+        gone; forgets the changes (``snapshot`` gives everything)."""
+        changed: list[dict[str, Any]] = []
+        gone: list[list[int]] = []
+        for identity in self.dirty:
+            f = self.files.get(identity)
+            entry = f.entry() if f is not None else None
+            if entry is None:
+                entry = self._finished.get(identity) or self._saved.get(identity)
+            if entry is None:
+                gone.append(list(identity))
+            else:
+                changed.append(entry)
+        self.dirty.clear()
+        return changed, gone
+
     def snapshot(self) -> list[dict[str, Any]]:
-        """Committed positions, to be saved."""
+        """Committed positions, to be saved: all of them (so the changes so far are taken)."""
+        self.dirty.clear()
         return [
             *(f.entry() for f in self.files.values()),
             *self._finished.values(),
@@ -178,7 +212,11 @@ class Tailer(Finding):
         saved = self._saved.pop(f.identity, None) if saved is None else saved
         if saved is not None:
             self._resume(f, saved, st.st_size)
-        else:
+        if saved is None or (
+            saved and not saved.get("idle") and not f.position and not f.generation
+        ):
+            # Nothing read of it yet (a file saved at offset 0 too: one held as a possible copy
+            # when the agent was killed): it may be the copy of a file truncated meanwhile.
             if self._copies.sources:
                 self._resume_copy(f, st.st_size)
             if not f.position and self._is_copy_in_progress(f, st.st_size):
@@ -186,6 +224,7 @@ class Tailer(Finding):
                 # its copy; if none comes, a copy someone made on purpose: a file like any.
                 f.waiting = time.monotonic() + COPY_WAIT
         self.files[f.identity] = f
+        self.dirty.add(f.identity)
         if self._head_index is not None:
             self._head_index.add(f)
         self.changes += 1
@@ -204,9 +243,11 @@ class Tailer(Finding):
         if full:
             # Every file, and the glob, looked at; in between only files with data to read.
             self._looked_at, self.look_now = now, False
+            wall = time.time()
             for f in list(self.files.values()):
                 self._check_truncated(f)
             self.discover()
+            self._looked_wall = wall
             for original in self._copies.expire():
                 self._lose(original)
             candidates = list(self.files.values())
@@ -265,12 +306,15 @@ class Tailer(Finding):
             size = os.fstat(f.fd).st_size
         except OSError:
             return None
+        if size > f.size_seen and not f.gone:
+            self._grew(f)
         if size < f.position:
             self._check_truncated(f)
         elif size != f.size_seen:
             self.grown += max(0, size - f.size_seen)
             f.size_seen = size
             f.quiet_since = time.monotonic()
+            self.dirty.add(f.identity)
         if f.fingerprint_len < FINGERPRINT_BYTES and size > f.fingerprint_len:
             take_fingerprint(f, size)
         start = f.position + len(f.partial)
@@ -293,6 +337,21 @@ class Tailer(Finding):
         self.bytes_read += len(data)
         return self._emit(f, data, final=final and start + len(data) >= size)
 
+    def _grew(self, f: TailedFile) -> None:
+        """``f`` grew. It may have been truncated and written past where reading had got to
+        meanwhile (a whole copytruncate between two reads, while the agent did not run): its
+        first bytes then differ from the known ones. With none known (it was empty), the copies
+        such a truncation would have left are looked for (``Finding._follow_missed``)."""
+        if not f.head:
+            if f.position == 0:
+                self._note_rotation(f.path)
+            return
+        try:
+            if os.pread(f.fd, len(f.head), 0) != f.head:
+                self._check_truncated(f, force=True)  # truncated and written again
+        except OSError:
+            return
+
     def _emit(self, f: TailedFile, data: bytes, *, final: bool) -> Chunk | None:
         if f.partial:
             data = f.partial + data
@@ -307,6 +366,7 @@ class Tailer(Finding):
             body, rest = self.cutter.cut(f, body, rest)
         f.partial = rest
         advance = consumed - len(rest)
+        self.dirty.add(f.identity)
         if not body:
             f.position += advance
             return None
@@ -363,6 +423,7 @@ class Tailer(Finding):
             self.grown += max(0, size - f.size_seen)
             f.size_seen = size
             f.quiet_since = time.monotonic()
+            self.dirty.add(f.identity)
         return time.monotonic() - f.quiet_since >= self.rotate_wait
 
     def _forget_if_done(self, f: TailedFile) -> None:
@@ -375,6 +436,7 @@ class Tailer(Finding):
         ):
             os.close(f.fd)
             self.files.pop(f.identity, None)
+            self.dirty.add(f.identity)
             self.changes += 1
             log.debug(
                 "%s (inode %d) read to offset %d, delivered: let go", f.path, f.inode, f.position
@@ -397,6 +459,7 @@ class Tailer(Finding):
         if offset <= f.committed:
             return
         f.committed, f.committed_line = offset, line
+        self.dirty.add(f.identity)
         self._forget_if_done(f)
 
     def lag(self) -> dict[str, int]:
@@ -438,6 +501,10 @@ class StdinTailer(Tailer):
 
     def snapshot(self) -> list[dict[str, Any]]:
         return []
+
+    def delta(self) -> tuple[list[dict[str, Any]], list[list[int]]]:
+        self.dirty.clear()
+        return [], []
 
     def poll(self, budget: int | None = None, *, final: bool = False) -> list[Chunk]:
         f = self.file
