@@ -17,7 +17,7 @@ def _fails(text: str, pattern: str) -> None:
 
 def test_an_empty_file_is_the_built_in_config() -> None:
     config = configfiles.parse_config("", source="c.yaml")
-    assert set(config.profiles) == {"logs", "metrics", "proxy", "mtls"}
+    assert set(config.profiles) == {"logs", "metrics", "proxy", "mtls", "auth"}
     assert config.default_profiles == ("logs", "metrics")
     assert config.mode is Mode.NATIVE
 

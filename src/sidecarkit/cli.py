@@ -491,6 +491,20 @@ def certs(
     metavar="CIDR",
     help="Where API server calls come from; adds a NetworkPolicy admitting only them.",
 )
+@click.option(
+    "--ca-dir",
+    type=click.Path(file_okay=False),
+    help="Also print the workload CA made by `sidecarkit ca init` (its Deployment, Service, "
+    "Secret and RBAC), as `sidecarkit ca install` does; the root key stays here.",
+)
+@click.option("--ca-namespace", default="sidecarkit", show_default=True, help="Where the CA runs.")
+@click.option(
+    "--ca-bundle-namespace",
+    "ca_bundle_namespaces",
+    multiple=True,
+    metavar="NS",
+    help="Put the CA's trust bundle ConfigMap (sidecarkit-ca-bundle) here; repeatable.",
+)
 def install(
     namespace: str,
     image: str,
@@ -503,6 +517,9 @@ def install(
     url: str | None,
     priority_class: str,
     apiserver_cidrs: tuple[str, ...],
+    ca_dir: str | None,
+    ca_namespace: str,
+    ca_bundle_namespaces: tuple[str, ...],
 ) -> None:
     """Print the manifests that deploy the webhook; pipe them to `kubectl apply -f -`."""
     from pathlib import Path  # noqa: PLC0415
@@ -555,6 +572,17 @@ def install(
                 apiserver_cidrs=apiserver_cidrs,
             )
         )
+        if ca_dir:
+            from sidecarkit.security import installing as ca_installing  # noqa: PLC0415
+
+            ca_spec = ca_command.read_install(
+                Path(ca_dir), ca_namespace, image, ca_bundle_namespaces
+            )
+            objects = installing.with_ca(
+                objects,
+                ca_installing.render(ca_spec),
+                webhook_namespace="" if url else namespace,  # --url prints no Namespace
+            )
     except errors.SidecarkitError as exc:
         shell.fail(exc)
     sys.stdout.write(manifests.dump_objects(objects))

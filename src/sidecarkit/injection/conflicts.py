@@ -77,6 +77,7 @@ def check(spec: Mapping[str, Any], rendered: Sequence[Rendered], *, target: str)
             elif name in names:
                 problems.append(
                     f"profiles {names[name]} and {r.profile} both add container {name!r}"
+                    + _one_proxy_hint(names[name], r.profile)
                 )
             names[name] = r.profile
         for c in r.parts.sidecars:
@@ -121,6 +122,18 @@ def check(spec: Mapping[str, Any], rendered: Sequence[Rendered], *, target: str)
             + ". Rename the pod's item, or change the profile's setting with a "
             "sidecarkit.io/<profile>.<key> annotation"
         )
+
+
+def _one_proxy_hint(first: str, second: str) -> str:
+    """``auth`` is the proxy with a policy; ``mtls`` and ``proxy`` take the same ``policy`` and
+    ``secret`` settings, so a pod that wants both says so on the other profile."""
+    if "auth" not in (first, second) or {first, second} - {"auth", "mtls", "proxy"}:
+        return ""
+    other = second if first == "auth" else first
+    return (
+        f" (one proxy per pod: drop auth and give sidecarkit.io/{other}.policy and "
+        f"sidecarkit.io/{other}.secret, which do what auth does)"
+    )
 
 
 def _app_conflicts(

@@ -1,9 +1,15 @@
-"""The built-in ``mtls`` profile: the proxy sidecar in front of the app's port, speaking mTLS.
+"""The built-in ``mtls`` and ``auth`` profiles: the proxy sidecar in front of the app's port,
+speaking mTLS, or checking end users against a policy.
 
 The proxy gets its workload certificate from ``sidecarkit ca serve`` with a projected
 ServiceAccount token (audience ``audience``, rotated by the kubelet) and trusts the root in a
 ConfigMap (``bundle``). Other sidecars reach the app on ``inbound-port``; with
 ``mtls: permissive`` plaintext clients still can, which is how a namespace migrates.
+
+``auth`` is the proxy in explicit-port mode with a required ``policy`` ConfigMap (JWT, API
+keys, rules, rate limits) and an optional ``secret`` the policy names files in. Both run the
+container ``sidecarkit-proxy``, so one pod takes one of them; ``mtls`` has the same ``policy``
+and ``secret`` settings for a pod that wants both.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Final
 from sidecarkit.injection import profiles as p
 from sidecarkit.injection import settings as _settings
 
-__all__ = ["IDENTITY_DIR", "mtls_profile"]
+__all__ = ["IDENTITY_DIR", "auth_profile", "mtls_profile"]
 
 IDENTITY_DIR: Final = "/var/run/secrets/sidecarkit"
 """Where the ``mtls`` profile mounts the projected token (``token/``) and the bundle (``ca/``)."""
@@ -111,8 +117,40 @@ def mtls_profile(image: str) -> p.Profile:
                 "admin-port", K.PORT, "15102", "Port of /healthz, /ready and /metrics of the proxy."
             ),
             p.policy_setting(),
+            p.secret_setting(),
             *p._resource_settings("10m", "32Mi", "128Mi"),
         ),
         render=_render_mtls,
+        builtin=True,
+    )
+
+
+def auth_profile(image: str) -> p.Profile:
+    """The ``proxy`` profile's explicit-port proxy, reduced to guarding the app: the policy is
+    what the profile is for, so it has no default and a pod without one is refused."""
+    K = _settings.Kind
+    policy = p.policy_setting()
+    return p.Profile(
+        name="auth",
+        description="Fronts the app's port with the proxy checking end users (JWT, API keys), "
+        "allow/deny rules and rate limits from a policy ConfigMap.",
+        settings=(
+            *p.COMMON_SETTINGS,
+            p._image_setting(image),
+            _settings.Setting("port", K.PORT, "8080", "The app's port the proxy fronts."),
+            _settings.Setting(
+                "inbound-port",
+                K.PORT,
+                "15006",
+                "Port the proxy listens on for the app's clients; point the Service here.",
+            ),
+            _settings.Setting(policy.name, policy.kind, None, policy.description, required=True),
+            p.secret_setting(),
+            _settings.Setting(
+                "admin-port", K.PORT, "15102", "Port of /healthz, /ready and /metrics of the proxy."
+            ),
+            *p._resource_settings("50m", "32Mi", "128Mi"),
+        ),
+        render=p._render_proxy,
         builtin=True,
     )

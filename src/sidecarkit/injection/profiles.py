@@ -1,10 +1,11 @@
-"""Profiles: named sets of sidecars, and the three that ship with sidecarkit.
+"""Profiles: named sets of sidecars, and the ones that ship with sidecarkit.
 
 A profile turns resolved settings into :class:`Parts`: the containers, volumes, and the mounts
 and env it adds to the app's containers. It does not decide where they go in the pod; placing
 them, checking conflicts and recording them is the same for every profile (``placing.py``).
 
-The built-in ``logs``, ``metrics`` and ``proxy`` profiles run ``sidecarkit agent ROLE`` from one
+The built-in ``logs``, ``metrics`` and ``proxy`` profiles (and ``mtls`` and ``auth``, in
+``meshing``) run ``sidecarkit agent ROLE`` from one
 image. A
 profile from the config file is a template of Kubernetes objects in which ``${setting}`` is
 replaced by the setting's value.
@@ -25,6 +26,7 @@ __all__ = [
     "COMMON_SETTINGS",
     "DEFAULT_IMAGE",
     "PROXY_POLICY_DIR",
+    "PROXY_SECRET_DIR",
     "Context",
     "Mode",
     "Parts",
@@ -33,6 +35,7 @@ __all__ = [
     "placeholders",
     "policy_parts",
     "policy_setting",
+    "secret_setting",
     "template_profile",
 ]
 
@@ -284,19 +287,40 @@ def _render_metrics(values: Mapping[str, str], ctx: Context) -> Parts:
 
 PROXY_CONFIG_DIR: Final = "/etc/sidecarkit/proxy"
 PROXY_POLICY_DIR: Final = "/etc/sidecarkit/policy"
+PROXY_SECRET_DIR: Final = "/etc/sidecarkit/auth"
+"""Where a proxy profile's ``secret`` is mounted; the policy file names its keys here."""
 
 
 def policy_parts(values: Mapping[str, str]) -> tuple[list[Json], list[Json], list[Json]]:
-    """(env, mounts, volumes) for a proxy profile's ``policy`` setting: the ConfigMap whose
-    ``policy.yaml`` holds authentication, authorization and rate limits, mounted as a directory
-    so that the proxy sees its updates (a subPath mount would not)."""
-    name = values.get("policy")
-    if not name:
-        return [], [], []
-    env = [{"name": "SIDECARKIT_PROXY_POLICY", "value": f"{PROXY_POLICY_DIR}/policy.yaml"}]
-    mounts = [{"name": "sidecarkit-proxy-policy", "mountPath": PROXY_POLICY_DIR, "readOnly": True}]
-    volumes = [{"name": "sidecarkit-proxy-policy", "configMap": {"name": name}}]
+    """(env, mounts, volumes) for a proxy profile's ``policy`` and ``secret`` settings: the
+    ConfigMap whose ``policy.yaml`` holds authentication, authorization and rate limits, and the
+    Secret holding what it names (API key hashes, a JWKS). Both are mounted as directories so
+    that the proxy sees their updates (a subPath mount would not)."""
+    env: list[Json] = []
+    mounts: list[Json] = []
+    volumes: list[Json] = []
+    if name := values.get("policy"):
+        env.append({"name": "SIDECARKIT_PROXY_POLICY", "value": f"{PROXY_POLICY_DIR}/policy.yaml"})
+        mounts.append(
+            {"name": "sidecarkit-proxy-policy", "mountPath": PROXY_POLICY_DIR, "readOnly": True}
+        )
+        volumes.append({"name": "sidecarkit-proxy-policy", "configMap": {"name": name}})
+    if secret := values.get("secret"):
+        mounts.append(
+            {"name": "sidecarkit-proxy-secret", "mountPath": PROXY_SECRET_DIR, "readOnly": True}
+        )
+        volumes.append({"name": "sidecarkit-proxy-secret", "secret": {"secretName": secret}})
     return env, mounts, volumes
+
+
+def secret_setting() -> _settings.Setting:
+    return _settings.Setting(
+        "secret",
+        _settings.Kind.NAME,
+        None,
+        f"Secret mounted read-only at {PROXY_SECRET_DIR} for the policy's files (api_keys.file, "
+        "jwks_file); the app never sees it.",
+    )
 
 
 def policy_setting() -> _settings.Setting:
@@ -396,6 +420,7 @@ def _proxy_profile(image: str) -> Profile:
                 "ConfigMap whose proxy.yaml holds upstreams and limits; reloaded on change.",
             ),
             policy_setting(),
+            secret_setting(),
             _settings.Setting(
                 "admin-port", K.PORT, "15102", "Port of /healthz, /ready and /metrics."
             ),
@@ -423,8 +448,8 @@ def _proxy_profile(image: str) -> Profile:
 
 
 def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
-    """The ``logs``, ``metrics``, ``proxy`` and ``mtls`` profiles, running ``sidecarkit agent`` from
-    ``image``."""
+    """The ``logs``, ``metrics``, ``proxy``, ``mtls`` and ``auth`` profiles, running
+    ``sidecarkit agent`` from ``image``."""
     K = _settings.Kind
     logs = Profile(
         name="logs",
@@ -503,7 +528,8 @@ def builtin_profiles(image: str = DEFAULT_IMAGE) -> dict[str, Profile]:
     from sidecarkit.injection import meshing  # noqa: PLC0415 - it builds on this module
 
     mtls = meshing.mtls_profile(image)
-    return {logs.name: logs, metrics.name: metrics, proxy.name: proxy, mtls.name: mtls}
+    auth = meshing.auth_profile(image)
+    return {each.name: each for each in (logs, metrics, proxy, mtls, auth)}
 
 
 _PLACEHOLDER: Final = re.compile(r"\$\$\{|\$\{([^}]*)\}")

@@ -28,7 +28,7 @@ import click
 from sidecarkit import durations, errors
 from sidecarkit.security import authority, proving, spiffe
 
-__all__ = ["ca"]
+__all__ = ["ca", "read_install"]
 
 log = logging.getLogger("sidecarkit.ca")
 
@@ -190,6 +190,26 @@ def install(
     from sidecarkit.security import installing  # noqa: PLC0415
 
     try:
+        spec = read_install(directory, namespace, image, bundle_namespaces, ttl, replicas)
+    except errors.ConfigError as exc:
+        _fail(str(exc))
+    click.echo(manifests.dump_objects(installing.render(spec)), nl=False)
+
+
+def read_install(
+    directory: Path,
+    namespace: str,
+    image: str,
+    bundle_namespaces: tuple[str, ...] = (),
+    ttl: str = "24h",
+    replicas: int = 2,
+) -> Any:
+    """The ``installing.Install`` for the CA in ``directory``, checked (the intermediate must
+    load and match the root); ``ca install`` and ``sidecarkit install --ca-dir`` both print it.
+    Raises ``errors.ConfigError`` naming the directory and the fix."""
+    from sidecarkit.security import installing  # noqa: PLC0415
+
+    try:
         durations.setting(ttl, "--ttl")
         pair = authority.Pair(
             (directory / "intermediate.crt").read_bytes(),
@@ -198,15 +218,16 @@ def install(
         root = (directory / "root.crt").read_bytes()
         auth = authority.load_authority(pair, root, source=str(directory))
     except OSError as exc:
-        _fail(f"cannot read the CA in {directory}: {exc.strerror} ({exc.filename}); "
-              "make one with `sidecarkit ca init --dir DIR`")  # fmt: skip
+        raise errors.ConfigError(
+            f"cannot read the CA in {directory}: {exc.strerror} ({exc.filename}); "
+            "make one with `sidecarkit ca init --dir DIR`"
+        ) from None
     except ValueError as exc:
-        _fail(str(exc))
-    spec = installing.Install(
+        raise errors.ConfigError(str(exc)) from None
+    return installing.Install(
         namespace, image, root, pair.cert, pair.key, auth.trust_domain,
         bundle_namespaces, replicas, ttl,
     )  # fmt: skip
-    click.echo(manifests.dump_objects(installing.render(spec)), nl=False)
 
 
 @ca.command("serve")

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from sidecarkit.injection import policy
 
-__all__ = ["Install", "render"]
+__all__ = ["Install", "namespace_object", "render", "with_ca"]
 
 NAME: Final = "sidecarkit-webhook"
 TLS_SECRET: Final = "sidecarkit-webhook-tls"
@@ -90,24 +90,39 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def namespace_object(name: str) -> Json:
+    """A namespace of sidecarkit's own: never injected, and held to the *restricted* Pod
+    Security Standard, which everything sidecarkit runs passes."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                **_labels(),
+                policy.INJECT_LABEL: "false",
+                "pod-security.kubernetes.io/enforce": "restricted",
+            },
+        },
+    }
+
+
+def with_ca(objects: list[Json], ca_objects: list[Json], *, webhook_namespace: str) -> list[Json]:
+    """The webhook's objects with the workload CA's (``security.installing.render``) before the
+    MutatingWebhookConfiguration, which stays last; with the CA's namespace first when it is
+    not the webhook's."""
+    spaces = {o["metadata"]["namespace"] for o in ca_objects if o["kind"] == "Deployment"}
+    added = [namespace_object(ns) for ns in sorted(spaces - {webhook_namespace})]
+    return [*objects[:-1], *added, *ca_objects, *objects[-1:]]
+
+
 def render(spec: Install) -> list[Json]:
     """Every object, in the order ``kubectl apply`` should create them."""
     ns = spec.namespace
     if spec.url:
         return [_webhook_configuration(spec)]
     objects: list[Json] = [
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": ns,
-                "labels": {
-                    **_labels(),
-                    policy.INJECT_LABEL: "false",
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                },
-            },
-        },
+        namespace_object(ns),
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
