@@ -152,6 +152,7 @@ async def run(shipper: shipping.Shipper, lane: Lane) -> None:
         if spooled is not None:
             assert lane.spool is not None
             lane.spool.remove(spooled)
+            shipper.progress.set()  # a drain waits for the spools too
         else:
             shipper.confirmed(lane, pending)
     if lane.retirement.retired:

@@ -461,11 +461,11 @@ class Shipper:
 
     async def drain(self, deadline: float) -> bool:
         """Read to the end of what was written, ship it, and wait for the sinks until
-        ``deadline`` (monotonic); True when everything read was confirmed."""
+        ``deadline`` (monotonic); True when everything read was confirmed (spools included)."""
         while time.monotonic() < deadline:
             read = self.read(final=True)
             self.seal()
-            if not read and not self.pending:
+            if not read and not self.pending and not self._spooled():
                 break
             if self._room() <= 0 or not read:
                 self.progress.clear()
@@ -474,7 +474,10 @@ class Shipper:
                         self.progress.wait(), max(0.0, deadline - time.monotonic())
                     )
         self.checkpoint(force=True)
-        return not self.pending
+        return not self.pending and not self._spooled()
+
+    def _spooled(self) -> bool:
+        return self.spools is not None and any(s.files for s in self.spools.by_name.values())
 
     async def close(self) -> None:
         every = [*self.lanes, *self.retired]
