@@ -171,6 +171,50 @@ def test_a_sink_stalled_far_past_max_lead_does_not_stop_the_others_and_gets_ever
     assert "spooling its batches" in said
 
 
+def test_a_full_spool_brings_back_the_pause_for_every_sink_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    audit_numbers = _audit_numbers()
+    limit = 256 << 10
+    with (
+        SequenceReceiver(STALL_TOTAL, STALL_SEGMENT) as audit,
+        SequenceReceiver(STALL_TOTAL, STALL_SEGMENT) as everything,
+        (tmp_path / "agent.log").open("ab") as log,
+    ):
+        config = _stalled_config(tmp_path, audit.url, everything.url)
+        agent = RoutedAgent(tmp_path, {**config, "spool_max": limit}, log)
+        spool = tmp_path / "state" / "spool" / "everything"
+        try:
+            _write_segments(logs, 0, 2)
+            assert wait_for(lambda: everything.unique == 2 * STALL_SEGMENT, 30)
+            everything.down()
+            _write_segments(logs, 2, STALL_TOTAL // STALL_SEGMENT)
+            assert wait_for(lambda: spool.is_dir() and any(spool.iterdir()), 60)
+            settled = -1
+            for _ in range(30):  # until two looks 2 s apart agree, at most a minute
+                if audit.unique == settled:
+                    break
+                settled = audit.unique
+                time.sleep(2.0)
+            assert audit.unique == settled, "the healthy sink never settled"
+            assert audit.unique < len(audit_numbers), "a full spool pauses reading for all"
+            stored = sum(f.stat().st_size for f in spool.iterdir())
+            assert limit <= stored <= limit + (256 << 10), "the spool stops near spool_max"
+            everything.up()
+            assert wait_for(lambda: everything.unique == STALL_TOTAL, 90), (
+                f"{len(_missing(everything, range(STALL_TOTAL)))} lines missing on everything"
+            )
+            assert wait_for(lambda: audit.unique == len(audit_numbers), 30)
+        finally:
+            assert agent.stop() == 0
+        assert list(everything.counts) == [1] * STALL_TOTAL, "every line exactly once"
+        assert audit.received == len(audit_numbers)
+        assert everything.out_of_order == 0
+        assert not any(spool.iterdir())
+
+
 def test_an_agent_killed_while_a_sink_is_spooled_sends_the_spool_after_a_restart_with_bounded_duplicates(
     tmp_path: Path,
 ) -> None:
