@@ -215,6 +215,92 @@ def test_a_full_spool_brings_back_the_pause_for_every_sink_and_loses_nothing(
         assert not any(spool.iterdir())
 
 
+def test_a_spooled_sink_sent_elsewhere_by_a_reload_delivers_its_spool_to_the_new_endpoint(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with (
+        SequenceReceiver(STALL_TOTAL, STALL_SEGMENT) as audit,
+        SequenceReceiver(STALL_TOTAL, STALL_SEGMENT) as everything,
+        SequenceReceiver(STALL_TOTAL, STALL_SEGMENT) as moved,
+        (tmp_path / "agent.log").open("ab") as log,
+    ):
+        config = _stalled_config(tmp_path, audit.url, everything.url)
+        agent = RoutedAgent(tmp_path, config, log)
+        spool = tmp_path / "state" / "spool" / "everything"
+        try:
+            _write_segments(logs, 0, 2)
+            assert wait_for(lambda: everything.unique == 2 * STALL_SEGMENT, 30)
+            everything.down()
+            _write_segments(logs, 2, 8)
+            assert wait_for(lambda: spool.is_dir() and len(list(spool.iterdir())) > 10, 60)
+            sinks = {**config["sinks"], "everything": {"kind": "http"}}
+            sinks["everything"]["endpoint"] = f"{moved.url}/ingest"
+            (tmp_path / "logs.yaml").write_text(
+                json.dumps({**config, "sinks": sinks, "port": agent.port})
+            )
+            agent.proc.send_signal(signal.SIGHUP)
+            _write_segments(logs, 8, STALL_TOTAL // STALL_SEGMENT)
+
+            def both() -> int:
+                return sum(
+                    1 for a, b in zip(everything.counts, moved.counts, strict=True) if a or b
+                )
+
+            assert wait_for(lambda: both() == STALL_TOTAL, 90), (
+                f"{STALL_TOTAL - both()} lines reached neither endpoint"
+            )
+            assert wait_for(lambda: not any(spool.iterdir()), 10)
+        finally:
+            assert agent.stop() == 0
+        combined = [a + b for a, b in zip(everything.counts, moved.counts, strict=True)]
+        assert combined == [1] * STALL_TOTAL, "every line once, on the old or the new endpoint"
+        assert moved.out_of_order == 0
+        assert everything.unique == 2 * STALL_SEGMENT, "the old endpoint stayed down"
+    said = (tmp_path / "agent.log").read_text()
+    assert "config reloaded (SIGHUP)" in said
+    assert "spooling its batches" in said
+
+
+def test_a_spooled_sink_a_reload_removes_gives_its_spool_up_after_drain_timeout_counted(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    audit_numbers = _audit_numbers()
+    with (
+        SequenceReceiver(STALL_TOTAL, STALL_SEGMENT) as audit,
+        SequenceReceiver(STALL_TOTAL, STALL_SEGMENT) as everything,
+        (tmp_path / "agent.log").open("ab") as log,
+    ):
+        config = {**_stalled_config(tmp_path, audit.url, everything.url), "drain_timeout": "2s"}
+        agent = RoutedAgent(tmp_path, config, log)
+        spool = tmp_path / "state" / "spool" / "everything"
+        try:
+            _write_segments(logs, 0, 2)
+            assert wait_for(lambda: everything.unique == 2 * STALL_SEGMENT, 30)
+            everything.down()
+            _write_segments(logs, 2, 8)
+            assert wait_for(lambda: spool.is_dir() and len(list(spool.iterdir())) > 10, 60)
+            sinks = {"audit": config["sinks"]["audit"]}
+            (tmp_path / "logs.yaml").write_text(
+                json.dumps({**config, "sinks": sinks, "port": agent.port})
+            )
+            agent.proc.send_signal(signal.SIGHUP)
+            _write_segments(logs, 8, STALL_TOTAL // STALL_SEGMENT)
+            assert wait_for(lambda: audit.unique == len(audit_numbers), 60)
+            assert wait_for(lambda: not any(spool.iterdir()), 30), "the spool is given up"
+            dropped = agent.metrics()['sidecarkit_logs_events_dropped_total{sink="everything"}']
+        finally:
+            assert agent.stop() == 0
+        assert everything.unique == 2 * STALL_SEGMENT
+        assert dropped > 0, "what the removed sink did not take is counted"
+        assert audit.received == len(audit_numbers)
+        store = offsets.OffsetStore(tmp_path / "state" / "offsets.json")
+        assert _offsets_at_end(store, [logs / "audit.log", logs / "app.log"])
+
+
 def test_an_agent_killed_while_a_sink_is_spooled_sends_the_spool_after_a_restart_with_bounded_duplicates(
     tmp_path: Path,
 ) -> None:
