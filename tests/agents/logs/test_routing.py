@@ -328,3 +328,24 @@ def test_check_config_prints_each_sinks_match_rule(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "  errors: stdout (takes level error or fatal)\n" in done.stdout
     assert "  rest: stdout (takes what no other rule takes)\n" in done.stdout
+    assert "spool of a stalled sink: none (a stalled sink pauses reading" in done.stdout
+
+
+def test_check_config_says_where_a_stalled_sink_is_spooled(tmp_path: Path) -> None:
+    config = tmp_path / "logs.yaml"
+    config.write_text(
+        f"paths: /tmp/none/*.log\noffsets_dir: {tmp_path}/state\nspool_max: 1048576\n"
+        "spool_after: 2s\nsinks:\n  a: {kind: stdout}\n  b: {kind: stdout}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecarkit", "agent", "logs", "--check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"spool of a stalled sink: {tmp_path}/state/spool, 1048576 bytes per sink, after 2 s\n"
+        in done.stdout
+    )

@@ -54,4 +54,13 @@ def check(settings: Settings) -> str:
     labels = ", ".join(f"{k}={v}" for k, v in settings.labels)
     lines.append(f"labels: {labels or 'none'}")
     lines.append(f"offsets: {settings.offsets_dir or 'not saved (no offsets_dir)'}")
+    tuning = settings.tuning
+    if len(settings.sinks) > 1:
+        lines.append(
+            f"spool of a stalled sink: {settings.offsets_dir}/spool, {tuning.spool_max} bytes "
+            f"per sink, after {tuning.spool_after:g} s"
+            if settings.offsets_dir and tuning.spool_max
+            else "spool of a stalled sink: none (a stalled sink pauses reading for all "
+            "once max_lead is reached)"
+        )
     return "\n".join(lines) + "\n"

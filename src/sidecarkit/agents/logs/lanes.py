@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecarkit.agents.logs import delivering, records, routing
+from sidecarkit.agents.logs import delivering, records, routing, spooling
 
 if TYPE_CHECKING:
     from sidecarkit.agents.logs import shipping
@@ -71,6 +73,12 @@ class Lane:
     after: Lane | None = None
     """The lane that replaces this one, which takes what this one has not sent."""
     retirement: delivering.Retirement = field(default_factory=delivering.Retirement)
+    spool: spooling.Spool | None = None
+    """Where this sink's batches go while it holds the others back (``spooling``)."""
+    batch: records.Batch | None = None
+    """The batch being delivered (``current``'s part for this sink)."""
+    spooled: Path | None = None
+    """The spool file of the batch being delivered: deleted, not confirmed, once it is taken."""
 
 
 def hand_over(old: Lane, new: Lane, item: Item, *, front: bool) -> None:
@@ -120,20 +128,33 @@ async def run(shipper: shipping.Shipper, lane: Lane) -> None:
         await asyncio.wait([lane.before.task])
     deliverer = shipper.deliverer
     while True:
-        item = lane.carry.popleft() if lane.carry else await lane.queue.get()
-        if item is None:
-            break
-        pending, batch = item
-        lane.current = pending
+        stored = lane.spool.oldest() if lane.spool is not None and not lane.carry else None
+        if stored is not None:  # spooled batches are older than any in memory
+            lane.spooled, batch, wall = stored
+            pending = Pending([], 0, time.monotonic() - max(0.0, time.time() - wall))
+        else:
+            item = lane.carry.popleft() if lane.carry else await lane.queue.get()
+            if item is None:
+                break
+            pending, batch = item
+            del item
+        lane.current, lane.batch = pending, batch
         try:
             left = await deliverer.deliver(lane.sink, batch, lane.retirement)
         finally:
-            lane.current = None
+            lane.current = lane.batch = None
+        spooled, lane.spooled = lane.spooled, None
         if left is not None and lane.after is not None:
-            hand_over(lane, lane.after, (pending, left), front=True)
+            if spooled is None:  # a spooled batch stays in the spool, for the new lane
+                hand_over(lane, lane.after, (pending, left), front=True)
             break
-        del item, batch, left  # the records go now, not when the next batch comes
-        shipper.confirmed(lane, pending)
+        del batch, left  # the records go now, not when the next batch comes
+        if spooled is not None:
+            assert lane.spool is not None
+            lane.spool.remove(spooled)
+            shipper.progress.set()  # a drain waits for the spools too
+        else:
+            shipper.confirmed(lane, pending)
     if lane.retirement.retired:
         if lane.retirement.dropped:
             log.error(
@@ -168,6 +189,8 @@ def swap(
         if running is None:
             assert sink is not None
             running = Lane(shipper.made, sink, spec)  # noqa: PLW2901 - the lane to run
+            if shipper.spools is not None:
+                running.spool = shipper.spools.get(sink.name)
             shipper.made += 1
         new.append(running)
     for lane in shipper.lanes:

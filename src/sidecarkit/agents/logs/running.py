@@ -144,6 +144,7 @@ class Agent:
             metrics=self.metrics,
             watcher=watcher,
             routes=[spec.match for spec in settings.sinks],
+            spool_dir=Path(settings.offsets_dir) / "spool" if settings.offsets_dir else None,
         )
         for lane, spec in zip(self.shipper.lanes, settings.sinks, strict=True):
             lane.spec = reloading.lane_spec(spec)
@@ -398,6 +399,8 @@ class Agent:
         deliverer, tuning = shipper.deliverer, new.tuning
         deliverer.retry_initial, deliverer.retry_max = tuning.retry_initial, tuning.retry_max
         deliverer.max_retries = tuning.max_retries
+        if shipper.spools is not None:
+            shipper.spools.resize(tuning.spool_max)
         self.settings = new
         return self._reloaded(
             True,

@@ -22,6 +22,8 @@ looks like this (every key optional)::
     batch_wait: 1s
     max_inflight: 2097152               # bytes read but not yet confirmed; reading pauses above
     max_lead: 8388608                   # bytes read past the committed offsets; pauses above
+    spool_max: 268435456                # per sink: bytes spooled while it holds the others back
+    spool_after: 5s                     # how long it must hold them back first
     max_line: 262144
     long_lines: split                   # or truncate
     retry_initial: 500ms
@@ -308,6 +310,8 @@ _TUNING: Final = {
     "retry_max": "seconds",
     "max_retries": "count0",
     "checkpoint_interval": "seconds",
+    "spool_max": "count0",
+    "spool_after": "seconds",
 }
 _KEYS: Final = (
     "sources",

@@ -23,7 +23,9 @@ not yet confirmed (a batch's records are let go as soon as each of its sinks has
 replays. One stalled sink therefore does not stop the others at once: they keep receiving until
 the records waiting for it fill ``max_inflight``, or until reading is ``max_lead`` bytes past its
 oldest unconfirmed batch; then reading pauses for all of them (back-pressure, nothing dropped)
-until it recovers. The lines wait in the file meanwhile.
+until it recovers. The lines wait in the file meanwhile. With ``offsets_dir`` set, a sink that
+holds the others back for ``spool_after`` seconds has its batches spooled to disk instead, up to
+``spool_max`` bytes, and the others go on (``spooling``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from sidecarkit import metering
@@ -45,9 +48,11 @@ from sidecarkit.agents.logs import (
     offsets,
     records,
     routing,
+    spooling,
     tailing,
     watching,
 )
+from sidecarkit.agents.logs.tuning import Tuning
 
 __all__ = ["Shipper", "Source", "Tuning"]
 
@@ -63,28 +68,6 @@ class Parser(Protocol):
     def feed(self, lines: list[str], first: int, now: float) -> list[records.Event]: ...
 
     def flush(self, now: float, *, force: bool = False) -> list[records.Event]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Tuning:
-    batch_bytes: int = 512 << 10
-    """A batch is sent once it carries this many bytes of input..."""
-    batch_wait: float = 1.0
-    """...or once its first line waited this many seconds."""
-    max_inflight: int = 2 << 20
-    """Bytes read but not yet confirmed by every sink; reading pauses above it. Four batches:
-    one being sent, the next ones ready; more only costs memory (about 2.5 times the bytes, as
-    Python objects)."""
-    max_lead: int = 8 << 20
-    """Bytes reading may run ahead of the committed offsets (at least ``max_inflight``): how far
-    the other sinks get while one sink stalls, and at most what a crash replays to them."""
-    poll: float = 0.25
-    """Seconds between looks at the files when there was nothing new."""
-    retry_initial: float = 0.5
-    retry_max: float = 30.0
-    max_retries: int | None = None
-    """Give up on a batch after this many retries (counted as dropped); ``None``: never."""
-    checkpoint_interval: float = 1.0
 
 
 @dataclass(slots=True, eq=False)
@@ -111,6 +94,7 @@ class Shipper:
         metrics: metering.Registry | None = None,
         watcher: watching.Watcher | None = None,
         routes: Sequence[routing.Match | None] | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         self.sources = sources
         self.watcher = watcher
@@ -121,6 +105,12 @@ class Shipper:
         self.tuning = tuning or Tuning()
         self.lanes = [lanes.Lane(n, sink) for n, sink in enumerate(sinks)]
         self.made = len(self.lanes)
+        self.spools = None
+        if spool_dir is not None and self.tuning.spool_max:  # 0: no spool
+            self.spools = spooling.Spools(spool_dir, self.tuning.spool_max)
+            self.spools.warn_unknown({sink.name for sink in sinks})
+        for lane in self.lanes:
+            lane.spool = self.spools.get(lane.sink.name) if self.spools is not None else None
         """Lanes made so far: the next one's index."""
         self.retired: set[lanes.Lane] = set()
         """Lanes a reload took away, finishing (or handing over) what they had."""
@@ -309,8 +299,7 @@ class Shipper:
         if self._groups:
             if self.router.everything:
                 for lane in self.lanes:
-                    pending.routes[lane.index] = batch.size
-                    lane.queue.put_nowait((pending, batch))
+                    self._send(lane, pending, batch)
             else:
                 self._route(pending, batch)
         self._groups, self._marks, self._sizes = [], [], []
@@ -338,8 +327,14 @@ class Shipper:
                 part = records.Batch(
                     route.groups, batch.labels, route.events, route.size, batch.seq
                 )
-            pending.routes[lane.index] = route.size
-            lane.queue.put_nowait((pending, part))
+            self._send(lane, pending, part)
+
+    def _send(self, lane: lanes.Lane, pending: lanes.Pending, part: records.Batch) -> None:
+        spool = lane.spool
+        if spool is not None and spool.takes(lane) and spool.write(part) is not None:
+            return  # taken by the spool: ``lane`` sends it from there, after the older ones
+        pending.routes[lane.index] = part.size
+        lane.queue.put_nowait((pending, part))
 
     def confirmed(self, lane: lanes.Lane, pending: lanes.Pending) -> None:
         """``lane``'s sink is done with its part of ``pending``: free what no other sink holds."""
@@ -441,6 +436,8 @@ class Shipper:
                 log.info("every app container is done; shipping the rest and exiting")
                 break
             room = self._room() > 0
+            if not room and self.spools is not None and spooling.spill(self, now):
+                room = self._room() > 0
             if read and room:
                 await asyncio.sleep(0)
                 continue
@@ -464,11 +461,11 @@ class Shipper:
 
     async def drain(self, deadline: float) -> bool:
         """Read to the end of what was written, ship it, and wait for the sinks until
-        ``deadline`` (monotonic); True when everything read was confirmed."""
+        ``deadline`` (monotonic); True when everything read was confirmed (spools included)."""
         while time.monotonic() < deadline:
             read = self.read(final=True)
             self.seal()
-            if not read and not self.pending:
+            if not read and not self.pending and not self._spooled():
                 break
             if self._room() <= 0 or not read:
                 self.progress.clear()
@@ -477,7 +474,10 @@ class Shipper:
                         self.progress.wait(), max(0.0, deadline - time.monotonic())
                     )
         self.checkpoint(force=True)
-        return not self.pending
+        return not self.pending and not self._spooled()
+
+    def _spooled(self) -> bool:
+        return self.spools is not None and any(s.files for s in self.spools.by_name.values())
 
     async def close(self) -> None:
         every = [*self.lanes, *self.retired]
@@ -502,7 +502,7 @@ class Shipper:
         now = time.monotonic()
         return {
             lane.sink.name: (
-                lane.pending_bytes,
+                lane.pending_bytes + (lane.spool.bytes if lane.spool is not None else 0),
                 now - lane.current.sealed_at if lane.current is not None else 0.0,
             )
             for lane in self.lanes
