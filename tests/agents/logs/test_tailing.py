@@ -427,3 +427,51 @@ def test_a_file_read_twice_in_one_poll_numbers_its_second_chunk_after_the_first(
             t.counted(chunk, chunk.data.count(b"\n"))
     assert more[0].first == 5
     t.close()
+
+
+_DENIED_RUN = """
+import json, logging, sys
+from sidecarkit.agents.logs import tailing
+logging.basicConfig(level=logging.WARNING)
+t = tailing.Tailer(sys.argv[1])
+first = [c.data.decode() for c in t.poll()]
+print(json.dumps([first, dict(t.unreadable)]), flush=True)
+sys.stdin.readline()  # the test makes the file readable
+second = [c.data.decode() for c in t.poll()]
+print(json.dumps([second, dict(t.unreadable)]), flush=True)
+t.close()
+"""
+
+
+def test_a_file_it_may_not_read_is_reported_by_name_and_read_once_it_may(tmp_path: Path) -> None:
+    """Root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (as a container's non-root user): a
+    mode-000 file is refused with EACCES; the agent names it and counts it unreadable instead of
+    skipping it silently, and reads it whole once its mode allows."""
+    (tmp_path / "open.log").write_text("open 1\nopen 2\n")
+    closed = tmp_path / "closed.log"
+    closed.write_text("closed 1\nclosed 2\n")
+    closed.chmod(0)
+    proc = subprocess.Popen(
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+         sys.executable, "-c", _DENIED_RUN, str(tmp_path / "*.log")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        first, unreadable = json.loads(proc.stdout.readline())
+        assert "".join(first).split() == ["open", "1", "open", "2"]
+        assert unreadable == {str(closed): os.strerror(errno.EACCES)}
+        closed.chmod(0o644)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        second, left = json.loads(proc.stdout.readline())
+        assert "".join(second).splitlines() == ["closed 1", "closed 2"]
+        assert left == {}
+        proc.wait(timeout=30)
+        log = proc.stderr.read()
+    finally:
+        proc.kill()
+    assert "closed.log" in log
+    assert "Permission denied" in log
