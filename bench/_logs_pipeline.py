@@ -112,6 +112,7 @@ def _agents(path: Path, ports: tuple[int, ...], run: Path) -> subprocess.Popen[b
         for n, port in enumerate(ports)
     )
     config.write_text(STAGES + "sinks:\n" + sinks)
+    m.compiled()
     env = dict(os.environ, SIDECARKIT_POD_NAME="bench-0", SIDECARKIT_POD_NAMESPACE="bench")
     command = [str(m.AGENT), "agent", "logs", "--config", str(config), "--paths", str(path)]
     command += ["--offsets-dir", str(run / "offsets"), "--port", "0"]

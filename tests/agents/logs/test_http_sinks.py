@@ -724,8 +724,8 @@ FILTER = "?filter_path=errors,items.*.status,items.*.error"
         ("loki", "https://gw/tenant/loki/api/v1/push", "https://gw/tenant/loki/api/v1/push"),
         ("otlp", "http://collector:4318", "http://collector:4318/v1/logs"),
         ("otlp", "http://collector:4318/custom/logs", "http://collector:4318/custom/logs"),
-        ("elasticsearch", "http://es:9200", f"http://es:9200/_bulk{FILTER}"),
-        ("elasticsearch", "http://proxy/es/", f"http://proxy/es/_bulk{FILTER}"),
+        ("elasticsearch", "http://es:9200", f"http://es:9200/logs-sidecarkit/_bulk{FILTER}"),
+        ("elasticsearch", "http://proxy/es/", f"http://proxy/es/logs-sidecarkit/_bulk{FILTER}"),
         (
             "elasticsearch",
             "http://es:9200/_bulk?pipeline=logs",
@@ -742,6 +742,35 @@ FILTER = "?filter_path=errors,items.*.status,items.*.error"
 def test_endpoint_paths(kind: str, endpoint: str, url: str) -> None:
     sink = sinks.create(spec(kind, endpoint))
     assert sink.client.settings.url == url  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "index", "url", "action"),
+    [
+        ("http://es:9200", "logs-app", "http://es:9200/logs-app/_bulk", b'{"create":{"_id":"'),
+        (
+            "http://es:9200/_bulk",
+            "logs-app",
+            "http://es:9200/_bulk",
+            b'{"create":{"_index":"logs-app","_id":"',
+        ),
+        (
+            "http://es:9200",
+            "logs-%Y",
+            "http://es:9200/_bulk",
+            b'{"create":{"_index":"logs-2023","_id":"',
+        ),
+    ],
+)
+def test_elasticsearch_names_a_fixed_index_in_the_url_and_the_id_alone_in_each_action(
+    endpoint: str, index: str, url: str, action: bytes
+) -> None:
+    sink = sinks.create(spec("elasticsearch", endpoint, index=index))
+    assert sink.client.settings.url == f"{url}{FILTER}"  # type: ignore[attr-defined]
+    when = 1_700_000_000 * 10**9  # in 2023
+    batch = records.Batch([records.Group(APP, "k", [(0, "x", None, when)], when)], {})
+    lines = sink.body(batch).split(b"\n")  # type: ignore[attr-defined]
+    assert lines[0].startswith(action)
 
 
 FACTORIES: dict[str, Callable[[sinks.Spec], records.Sink]] = {

@@ -46,8 +46,12 @@ def json_strings(raw: bytes) -> list[bytes]:
         except orjson.JSONEncodeError:  # lone surrogates: bytes that were not UTF-8
             encoded = orjson.dumps(records.clean(joined))
         del joined
-        out = encoded[1:-1].split(b"\x7f")
-        out.pop()
+        # Split with the quotes on, then drop them from the ends: a slice of the whole string
+        # first would copy it once more.
+        out = encoded.split(b"\x7f")
+        out.pop()  # the closing quote, after the last line's newline
+        if out:
+            out[0] = out[0][1:]
         return out
     text = raw.decode("utf-8", "surrogateescape")
     lines = text.split("\n")

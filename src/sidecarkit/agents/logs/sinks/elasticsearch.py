@@ -1,9 +1,9 @@
 """Elasticsearch and OpenSearch: the ``_bulk`` API with ``create`` and deterministic ids.
 
-``POST <endpoint>/_bulk`` with ``Content-Type: application/x-ndjson``, two lines per event and a
-final newline::
+``POST <endpoint>/<index>/_bulk`` with ``Content-Type: application/x-ndjson``, two lines per event
+and a final newline::
 
-    {"create":{"_index":"logs-sidecarkit","_id":"1f4c9a0e7b2d3c58-17"}}
+    {"create":{"_id":"1f4c9a0e7b2d3c58-17"}}
     {"@timestamp":"2026-08-21T10:11:12.123456789Z","message":"GET / 200",
      "log":{"file":{"path":"/var/log/app/app.log"}},"pod":"web-1","namespace":"shop"}
 
@@ -11,7 +11,9 @@ The document holds ``@timestamp`` (RFC 3339, UTC, nanoseconds), ``message``, ``l
 the batch's labels and the event's fields; on a name clash the shipper's keys win, so every
 document has the same core shape. ``create`` (not ``index``) is what data streams accept, and with
 an ``_id`` made from the file's identity and the event's line number it makes replays harmless: a
-document sent twice is refused the second time with 409, which counts as delivered.
+document sent twice is refused the second time with 409, which counts as delivered. An index with
+a date in it, or an endpoint already ending in ``/_bulk``, is named in each action line instead
+(``{"create":{"_index":"logs-2026.08.21","_id":...}}``).
 
 Answers: the request is 200 even when items fail. The URL asks for ``errors`` and each item's
 ``status`` and ``error`` alone (``filter_path``, unless the endpoint names its own); an answer
@@ -31,6 +33,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from typing import Any, Final
+from urllib.parse import quote
 
 import orjson
 
@@ -60,10 +63,10 @@ _ERRORS_FALSE: Final = re.compile(rb'[{,]\s*"errors"\s*:\s*false\s*[,}]')
 
 def create(spec: sinks.Spec) -> ElasticsearchSink:
     common, own = _http.settings(spec, path=None, own=OPTIONS, example="http://elasticsearch:9200")
-    common = _bulk_url(common)
     options = _http.Options(common.name, own)
     index = options.text("index") or DEFAULT_INDEX
     _check_index(common.name, index)
+    common, in_url = _bulk_url(common, index)
     api_key, key_file = options.text("api_key"), options.path("api_key_file")
     headers = None
     chosen = [
@@ -86,16 +89,25 @@ def create(spec: sinks.Spec) -> ElasticsearchSink:
     client = _http.Client(
         common, content_type="application/x-ndjson", headers=headers, limit=64 << 20
     )
-    return ElasticsearchSink(common.name, client, index=index)
+    return ElasticsearchSink(common.name, client, index=index, in_url=in_url)
 
 
-def _bulk_url(common: _http.Settings) -> _http.Settings:
+def _bulk_url(common: _http.Settings, index: str) -> tuple[_http.Settings, bool]:
+    """The ``_bulk`` URL, and whether it names the index.
+
+    A fixed index goes in the path (``/<index>/_bulk``) when the agent makes the path: action
+    lines then carry the ``_id`` alone: about 8 % fewer bytes per event to build, send and parse.
+    An endpoint already ending in ``/_bulk`` is kept as given, as is any index with a date in it;
+    their action lines name the index."""
     base, _, query = common.url.partition("?")
+    in_url = False
     if not base.rstrip("/").endswith("/_bulk"):
-        base = base.rstrip("/") + "/_bulk"
+        in_url = "%" not in index
+        name = f"/{quote(index, safe='')}" if in_url else ""
+        base = f"{base.rstrip('/')}{name}/_bulk"
     if not any(p.startswith("filter_path=") for p in query.split("&")):
         query = f"{query}&{FILTER_PATH}" if query else FILTER_PATH
-    return replace(common, url=f"{base}?{query}")
+    return replace(common, url=f"{base}?{query}"), in_url
 
 
 def _check_index(name: str, index: str) -> None:
@@ -135,7 +147,9 @@ class ElasticsearchSink:
 
     __slots__ = ("_actions", "_days", "_tails", "client", "index", "name", "raw")
 
-    def __init__(self, name: str, client: _http.Client, *, index: str = DEFAULT_INDEX) -> None:
+    def __init__(
+        self, name: str, client: _http.Client, *, index: str = DEFAULT_INDEX, in_url: bool = False
+    ) -> None:
         self.name = name
         self.raw = True
         """Groups of a ``raw`` source may come as their bytes alone (``Group.raw``, no events):
@@ -144,6 +158,8 @@ class ElasticsearchSink:
         self.index = index
         self._days: dict[int, bytes] = {}
         self._actions: bytes | None = None if "%" in index else self._action(index)
+        if in_url:  # the URL names the index: the action names the id alone
+            self._actions = b'{"create":{"_id":"'
         self._tails: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
 
     @staticmethod
