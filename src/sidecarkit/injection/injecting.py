@@ -172,7 +172,7 @@ def _inject_object(
                 "template that sidecarkit knows of; passed through",
             ),
         )
-    template = workloads.pod_template(obj, config.workloads)
+    template = workloads.pod_template(obj, config.workloads, path=path)
     if template is None:
         return obj, _skip(
             location,
@@ -220,7 +220,7 @@ def _inject_object(
         result = _copy_for_placing(obj, path)
     else:
         result = _own(obj, path, owned=owned, plain=plain)
-    new_template = workloads.pod_template(result, config.workloads)
+    new_template = workloads.pod_template(result, config.workloads, path=path)
     assert new_template is not None
     if old is not None:
         statuses.strip(new_template, old)
