@@ -58,6 +58,7 @@ def inject(
     location: str = "document 1",
     plain: bool = False,
     owned: bool = False,
+    record: placing.Record | None = None,
 ) -> tuple[Document, reports.Report]:
     """Return ``document`` with sidecars injected where it asks for them, and the report.
 
@@ -76,12 +77,17 @@ def inject(
     copied, so the result is ``document`` itself and only the report's ``changed`` tells
     whether anything was done. The CLI, which writes each document once and drops it, saves
     the copy, and ruamel's anchors and merge keys, which a copy loses, survive.
+
+    ``record`` is filled with what placing added, when it can say (``placing.Record``): the
+    webhook then answers with that instead of diffing the whole pod.
     """
     config = config or _default_config()
     cluster = cluster or facts.Facts()
+    if record is not None and isinstance(document, dict) and workloads.is_list(document):
+        record = None  # several templates, under items/N: not recorded
 
     def handle(obj: MutableMapping[str, Any], where: str) -> tuple[Any, reports.Decision]:
-        return _inject_object(obj, config, cluster, where, plain=plain, owned=owned)
+        return _inject_object(obj, config, cluster, where, plain=plain, owned=owned, record=record)
 
     return walk(document, handle, location)
 
@@ -152,6 +158,7 @@ def _inject_object(
     *,
     plain: bool,
     owned: bool,
+    record: placing.Record | None = None,
 ) -> tuple[Any, reports.Decision]:
     target = workloads.describe(obj)
     path = workloads.template_path(obj, config.workloads)
@@ -165,7 +172,7 @@ def _inject_object(
                 "template that sidecarkit knows of; passed through",
             ),
         )
-    template = workloads.pod_template(obj, config.workloads)
+    template = workloads.pod_template(obj, config.workloads, path=path)
     if template is None:
         return obj, _skip(
             location,
@@ -213,7 +220,7 @@ def _inject_object(
         result = _copy_for_placing(obj, path)
     else:
         result = _own(obj, path, owned=owned, plain=plain)
-    new_template = workloads.pod_template(result, config.workloads)
+    new_template = workloads.pod_template(result, config.workloads, path=path)
     assert new_template is not None
     if old is not None:
         statuses.strip(new_template, old)
@@ -241,12 +248,17 @@ def _inject_object(
 
     if plan.added is None or conflicts.clashes(spec, plan.added):
         conflicts.check(spec, rendered, target=target)
+    if record is not None:
+        record.uses += 1
+        record.path = "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in path)
     status, warnings = placing.place(
         new_template,
         rendered,
         run_to_completion=run_to_completion,
         prepared=plan.placement,
         share=plain,
+        # Stripping an earlier injection removes things: only a first injection is recorded.
+        record=record if old is None else None,
     )
     reasons.extend(warnings)
     summary = plan.summary

@@ -30,7 +30,15 @@ import orjson
 
 from sidecarkit.injection import conflicts, policy, profiles, reports, statuses
 
-__all__ = ["LIFECYCLE", "LIFECYCLE_DIR", "Placement", "lifecycle_parts", "place", "prepare"]
+__all__ = [
+    "LIFECYCLE",
+    "LIFECYCLE_DIR",
+    "Placement",
+    "Record",
+    "lifecycle_parts",
+    "place",
+    "prepare",
+]
 
 LIFECYCLE: Final = "@lifecycle"
 """The name under which the status records the run-to-completion plumbing."""
@@ -44,6 +52,97 @@ _LIFECYCLE_VOLUME: Final = {
 _LIFECYCLE_MOUNT: Final = {"name": "sidecarkit-lifecycle", "mountPath": LIFECYCLE_DIR}
 
 Json = Any
+
+
+class Record:
+    """What ``place`` added to one pod template, as the additions a JSON diff would list.
+
+    The webhook answers with a JSON Patch from the pod it was sent to the injected one.
+    Diffing the two walks the whole pod; placing knows what it adds, so it writes it down:
+    ``ops`` holds RFC 6902 ``add`` operations in the order, and with the list indexes, that
+    ``patches.diff`` gives them (tests/webhook/test_placed_patches.py holds
+    the two equal on every corpus and golden input). ``complete`` stays False whenever placing
+    did more than add keys and list items after the user's (legacy sidecars in front of the
+    app's containers, a created ``metadata``, a template that was stripped first, several
+    templates): the caller then diffs.
+    """
+
+    __slots__ = ("complete", "ops", "path", "uses")
+
+    def __init__(self) -> None:
+        self.ops: list[Json] = []
+        self.complete = False
+        self.path = ""
+        """The JSON pointer to the template, set before placing."""
+        self.uses = 0
+        """How many templates were injected while recording: only one can be recorded."""
+
+
+def _pointer(key: str) -> str:
+    return "/" + key.replace("~", "~0").replace("/", "~1")
+
+
+def _record(
+    record: Record,
+    template: MutableMapping[str, Any],
+    grown: dict[str, tuple[int, int]],
+    app: list[dict[str, Any]],
+    app_grown: list[dict[str, tuple[int, int]]],
+    added_annotations: list[str],
+) -> None:
+    """Fill ``record`` from what ``place`` added: ``grown`` maps a spec key to the indexes
+    [start, end) of the items it inserted (start -1: the list was created), ``app_grown`` the
+    same per app container."""
+    spec = template["spec"]
+    annotations = template["metadata"]["annotations"]
+    at = record.path
+    metadata: list[Json] = [
+        {"op": "add", "path": f"{at}/metadata/annotations{_pointer(k)}", "value": annotations[k]}
+        for k in added_annotations
+    ]
+    metadata.append(
+        {"op": "add", "path": at + _STATUS_POINTER, "value": annotations[policy.STATUS_ANNOTATION]}
+    )
+    body: list[Json] = []
+    for key in spec:  # in the spec's order, as a diff visits them
+        if key not in grown:
+            continue
+        if key == "containers":
+            for i, c in enumerate(app):
+                changes = app_grown[i]
+                if changes:
+                    for sub in c:
+                        if sub in changes:
+                            _adds(body, f"{at}/spec/containers/{i}/{sub}", c[sub], changes[sub])
+        else:
+            _adds(body, f"{at}/spec/{key}", spec[key], grown[key])
+    for key in template:
+        if key == "metadata":
+            metadata.extend(body)
+            record.ops = metadata
+            break
+        if key == "spec":
+            body.extend(metadata)
+            record.ops = body
+            break
+    record.complete = True
+
+
+_STATUS_POINTER: Final = "/metadata/annotations/" + policy.STATUS_ANNOTATION.replace("/", "~1")
+
+
+def _replaces(mapping: MutableMapping[str, Any], keys: tuple[str, str]) -> bool:
+    """Whether one of ``keys`` is in ``mapping`` but not as a list, which ``_list`` replaces."""
+    return any(key in mapping and not isinstance(mapping[key], list) for key in keys)
+
+
+def _adds(out: list[Json], path: str, items: list[Json], span: tuple[int, int]) -> None:
+    start, end = span
+    if start < 0:
+        out.append({"op": "add", "path": path, "value": items})
+    else:
+        for i in range(start, end):
+            out.append({"op": "add", "path": f"{path}/{i}", "value": items[i]})
 
 
 def lifecycle_parts() -> conflicts.Rendered:
@@ -272,12 +371,14 @@ def place(
     run_to_completion: bool,
     prepared: Placement | None = None,
     share: bool = False,
+    record: Record | None = None,
 ) -> tuple[statuses.Status, list[reports.Reason]]:
     """Add ``rendered`` to ``template`` in place; return the status record and any warnings.
 
     ``template`` has been stripped of earlier injections and checked for conflicts.
     ``prepared`` is ``prepare(rendered, ...)`` when the caller has it already. With ``share``,
     the parts are inserted themselves rather than copies: only for a result nobody modifies.
+    With ``record``, what is added is written down there too (``Record``).
     """
     spec = template["spec"]
     created: list[str] = []
@@ -320,32 +421,53 @@ def place(
         added_annotations.append(DEFAULT_CONTAINER_ANNOTATION)
 
     digest = placement.digest(wrapped, added_annotations)
+    # For ``record``: where items went, as [start, end) in each list (start -1: created).
+    # A null or wrong-typed list that placing replaces is a "replace", not an "add": diff it.
+    recordable = (
+        record is not None
+        and not created
+        and not placement.new_legacy
+        and not _replaces(spec, ("initContainers", "volumes"))
+    )
+    if recordable:
+        for c in app:
+            if _replaces(c, ("volumeMounts", "env")):
+                recordable = False
+    grown: dict[str, tuple[int, int]] = {}
+    app_grown: list[dict[str, tuple[int, int]]] = []
 
     if placement.new_init:
         inits = _list(spec, "initContainers", created, "spec.initContainers", before="containers")
+        fresh = bool(created) and created[-1] == "spec.initContainers"
         at = _after_network_setup(inits, rendered)
         inits[at:at] = placement.fresh("init", placement.new_init, share=share)
+        grown["initContainers"] = (-1, 0) if fresh else (at, at + len(placement.new_init))
     if placement.new_legacy:
         _list(spec, "containers", created, "spec.containers")[:0] = placement.fresh(
             "legacy", placement.new_legacy, share=share
         )
     if placement.volumes:
-        _list(spec, "volumes", created, "spec.volumes").extend(
-            placement.fresh("volumes", list(placement.volumes.values()), share=share)
-        )
+        volumes = _list(spec, "volumes", created, "spec.volumes")
+        start = -1 if created and created[-1] == "spec.volumes" else len(volumes)
+        volumes.extend(placement.fresh("volumes", list(placement.volumes.values()), share=share))
+        grown["volumes"] = (start, len(volumes))
     app_records: list[tuple[str, statuses.AppRecord]] = []
     app_record = statuses.AppRecord(tuple(mounts), tuple(env), False)
     for c in app:
         name = str(c.get("name"))
         path = f"spec.containers[{name}]"
+        changes: dict[str, tuple[int, int]] = {}
         if mounts:
-            _list(c, "volumeMounts", created, f"{path}.volumeMounts").extend(
-                placement.fresh("mounts", list(mounts.values()), share=share)
-            )
+            items = _list(c, "volumeMounts", created, f"{path}.volumeMounts")
+            start = -1 if created and created[-1] == f"{path}.volumeMounts" else len(items)
+            items.extend(placement.fresh("mounts", list(mounts.values()), share=share))
+            changes["volumeMounts"] = (start, len(items))
         if env:
-            _list(c, "env", created, f"{path}.env").extend(
-                placement.fresh("env", list(env.values()), share=share)
-            )
+            items = _list(c, "env", created, f"{path}.env")
+            start = -1 if created and created[-1] == f"{path}.env" else len(items)
+            items.extend(placement.fresh("env", list(env.values()), share=share))
+            changes["env"] = (start, len(items))
+        app_grown.append(changes)
         if name in wrapped:
             c["command"][:0] = statuses.wrapper(name)
             app_records.append((name, statuses.AppRecord(tuple(mounts), tuple(env), True)))
@@ -360,4 +482,8 @@ def place(
         created=tuple(created),
     )
     annotations[policy.STATUS_ANNOTATION] = statuses.encode(status)
+    if record is not None and recordable and len(app) == len(spec.get("containers") or ()):
+        if any(app_grown):
+            grown["containers"] = (0, 0)
+        _record(record, template, grown, app, app_grown, added_annotations)
     return status, reasons

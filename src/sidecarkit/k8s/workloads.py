@@ -107,14 +107,20 @@ def describe(obj: object) -> str:
 
 
 def pod_template(
-    obj: MutableMapping[str, Any], extra: Kinds = NO_KINDS
+    obj: MutableMapping[str, Any],
+    extra: Kinds = NO_KINDS,
+    *,
+    path: tuple[str, ...] | None = None,
 ) -> MutableMapping[str, Any] | None:
     """The pod template of a workload object, or None when the object has none.
 
     Raises ManifestError when a step of the path exists but is not a mapping, because then the
     object is broken in a way the user must fix, and silently skipping it would hide that.
+    ``path`` is ``template_path(obj, extra)`` when the caller has it already (the webhook
+    looks it up once per pod, not three times).
     """
-    path = template_path(obj, extra)
+    if path is None:
+        path = template_path(obj, extra)
     if path is None:
         return None
     node: Any = obj

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecarkit import errors
-from sidecarkit.injection import configs, facts, injecting, reports
+from sidecarkit.injection import configs, facts, injecting, placing, reports
 from sidecarkit.webhook import patches, reviews
 
 __all__ = ["Outcome", "Verdict", "admit", "answer", "decide"]
@@ -63,8 +63,11 @@ def decide(request: Mapping[str, Any], config: configs.Config, cluster: facts.Fa
             400, "request.object is missing or not an object; nothing to admit", "bad-object"
         )
     try:
-        new, report = injecting.inject(obj, config, cluster, location="request.object", plain=True)
-        ops = patches.diff(obj, new) if new is not obj else []
+        record = placing.Record()
+        new, report = injecting.inject(
+            obj, config, cluster, location="request.object", plain=True, record=record
+        )
+        ops = _patch(obj, new, record) if new is not obj else []
     except RecursionError:
         # orjson accepts 1,024 levels; no Kubernetes object comes near, Python's stack does.
         message = "sidecarkit: request.object nests too deeply to be a Kubernetes object"
@@ -93,6 +96,14 @@ def admit(review: reviews.Review, config: configs.Config, cluster: facts.Facts) 
     """Decide on ``review`` and render the answer; never raises."""
     verdict = decide(review.request, config, cluster)
     return Outcome(answer(review, verdict), verdict)
+
+
+def _patch(obj: dict[str, Any], new: Any, record: placing.Record) -> list[patches.Operation]:
+    """The operations from ``obj`` to its injected ``new``: what placing recorded, when it
+    could (the same operations, in the same order, as the diff), else the diff."""
+    if not record.complete or record.uses != 1:
+        return patches.diff(obj, new)
+    return record.ops
 
 
 def _reasons(report: reports.Report) -> tuple[reports.Reason, ...]:
