@@ -149,10 +149,11 @@ def test_inject_writes_each_document_before_it_reads_the_whole_stream() -> None:
         child.stdin.write((pod + "---\n" + pod + "---\n").encode())
         child.stdin.flush()
         seen = b""
+        waiting = select.poll()  # not select(): the test run may hold descriptors past 1024
+        waiting.register(child.stdout, select.POLLIN)
         deadline = time.monotonic() + 30
         while b"sidecarkit.io/status" not in seen and time.monotonic() < deadline:
-            ready, _, _ = select.select([child.stdout], [], [], 0.5)
-            if ready:
+            if waiting.poll(500):
                 chunk = os.read(child.stdout.fileno(), 65536)
                 if not chunk:
                     break

@@ -71,9 +71,10 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         """Answer after ``delay``, or stop at once when the client gives up and closes: then
         ``in_flight`` counts only the requests the agent still waits for."""
         end = time.monotonic() + delay
+        waiting = select.poll()  # not select(): the test run may hold descriptors past 1024
+        waiting.register(self.connection, select.POLLIN)
         while time.monotonic() < end:
-            readable, _, _ = select.select([self.connection], [], [], 0.02)
-            if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+            if waiting.poll(20) and self.connection.recv(1, socket.MSG_PEEK) == b"":
                 raise ConnectionResetError
 
     def log_message(self, format: str, *args: object) -> None:
