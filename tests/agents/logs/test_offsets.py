@@ -77,25 +77,28 @@ def test_a_save_after_one_of_thousands_of_files_moved_on_writes_that_file_only(
     """With thousands of files, a save after a batch costs what changed, not what is
     followed: the whole state is written once, then only the changed entry is appended."""
     t, paths = _followed(tmp_path, 2_000)
-    store = offsets.OffsetStore(tmp_path / "state" / "offsets.json")
-    assert store.wants_full
-    store.save({"app": t.snapshot()})
-    full = (tmp_path / "state" / "offsets.json").read_bytes()
-    with paths[1234].open("ab") as out:
-        out.write(b"second line\n")
-    for chunk in t.poll():
-        t.commit(chunk.file.identity, chunk.generation, chunk.end, chunk.file.line)
-    assert not store.wants_full
-    store.append({"app": t.delta()})
-    journal = store.journal.stat().st_size
-    assert journal < 1024, f"{journal} bytes appended for one file's new offset"
-    assert (tmp_path / "state" / "offsets.json").read_bytes() == full, "the state not rewritten"
-    loaded = offsets.OffsetStore(tmp_path / "state" / "offsets.json").load()["app"]
-    assert len(loaded) == 2_000
-    moved = next(e for e in loaded if e["path"] == str(paths[1234]))
-    assert (moved["offset"], moved["line"]) == (28, 2)
-    store.append({"app": t.delta()})
-    assert store.journal.stat().st_size == journal, "nothing changed: nothing appended"
+    try:
+        store = offsets.OffsetStore(tmp_path / "state" / "offsets.json")
+        assert store.wants_full
+        store.save({"app": t.snapshot()})
+        full = (tmp_path / "state" / "offsets.json").read_bytes()
+        with paths[1234].open("ab") as out:
+            out.write(b"second line\n")
+        for chunk in t.poll():
+            t.commit(chunk.file.identity, chunk.generation, chunk.end, chunk.file.line)
+        assert not store.wants_full
+        store.append({"app": t.delta()})
+        journal = store.journal.stat().st_size
+        assert journal < 1024, f"{journal} bytes appended for one file's new offset"
+        assert (tmp_path / "state" / "offsets.json").read_bytes() == full, "the state not rewritten"
+        loaded = offsets.OffsetStore(tmp_path / "state" / "offsets.json").load()["app"]
+        assert len(loaded) == 2_000
+        moved = next(e for e in loaded if e["path"] == str(paths[1234]))
+        assert (moved["offset"], moved["line"]) == (28, 2)
+        store.append({"app": t.delta()})
+        assert store.journal.stat().st_size == journal, "nothing changed: nothing appended"
+    finally:
+        t.close()  # its 2,000 descriptors, not left to the test run
 
 
 def test_a_torn_journal_line_is_ignored_with_what_follows_and_the_next_save_is_whole(
