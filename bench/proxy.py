@@ -106,6 +106,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TCK
 
 
+def medians(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per subject, the median of each figure over its rounds."""
+    return {
+        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for name, runs in rounds.items()
+    }
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -275,10 +283,7 @@ def main() -> int:
     finally:
         stop(backend)
         shutil.rmtree(d, ignore_errors=True)
-    results = {
-        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-        for name, runs in rounds.items()
-    }
+    results = medians(rounds)
     if args.rounds > 1:
         print(f"medians over {args.rounds} rounds:")
     ref = results["haproxy"]

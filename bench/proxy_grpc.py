@@ -24,18 +24,16 @@ printed and left out of its figure.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-TCK = os.sysconf("SC_CLK_TCK")
+from proxy import cpu_seconds, medians, stop, wait_port
+
 BACKEND, PROXY, ADMIN = 18780, 18700, 18790
 LOADS = {"c16m1": (16, 1), "c4m64": (4, 64)}
 MESSAGE = b"\x00\x00\x00\x00\x05hello"
@@ -84,34 +82,6 @@ inbound:
   app: 127.0.0.1:{backend}
   protocol: http2
 """
-
-
-def stop(*procs: subprocess.Popen[bytes]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TCK
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port} after {timeout}s")
 
 
 def h2load(d: Path, seconds: int, clients: int, streams: int) -> tuple[int, float, int]:
@@ -208,10 +178,7 @@ def main() -> int:
     finally:
         stop(backend)
         shutil.rmtree(d, ignore_errors=True)
-    results = {
-        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-        for name, runs in rounds.items()
-    }
+    results = medians(rounds)
     if args.rounds > 1:
         print(f"medians over {args.rounds} rounds:")
     ref = results["haproxy"]

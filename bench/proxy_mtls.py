@@ -27,7 +27,6 @@ import os
 import shutil
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy import BACKEND_CONF, cpu_seconds, wait_port, wrk
+from proxy import BACKEND_CONF, cpu_seconds, medians, wait_port, wrk
 from proxy import stop as stop_processes
 
 from sidecarkit.security import authority, spiffe
@@ -235,10 +234,7 @@ def main() -> int:
     finally:
         stop_processes(backend)
         shutil.rmtree(d, ignore_errors=True)
-    med = {
-        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-        for name, runs in rounds.items()
-    }
+    med = medians(rounds)
     small = med["sidecarkit"]["small_per_cpu_s"] / med["haproxy"]["small_per_cpu_s"]
     big = med["sidecarkit"]["big_per_cpu_s"] / med["haproxy"]["big_per_cpu_s"]
     print(f"medians over {args.rounds} rounds: sidecarkit / haproxy per CPU-second of the pair: "
