@@ -16,7 +16,8 @@ Here containers are plain processes, so the runner rebuilds that in three layers
    A process that both clears its environment and escapes its group, on a machine without a
    usable cgroup, is the one case left uncovered.
 
-A watchdog process holds the other end of a pipe from the runner. When the pipe closes,
+A watchdog process (``watchdog``, a script of its own so that it starts cheaply) holds the
+other end of a pipe from the runner. When the pipe closes,
 because the run ended or because the runner died (even by SIGKILL), it kills every process
 group it was told about, everything in the run's cgroups and everything carrying the run's
 mark, then removes the cgroups.
@@ -30,55 +31,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from sidecarkit.runner import watchdog
+
 __all__ = ["MARK", "Containment", "sweep"]
 
-MARK: Final = "SIDECARKIT_CONTAINER_ID"
+MARK: Final = watchdog.MARK
 """The environment variable that marks every process of a container run here."""
 
 _PR_SET_PDEATHSIG: Final = 1
-_SWEEPS: Final = 5
-"""Passes over /proc or a cgroup: a process forking while it is killed may leave a child."""
-
-
-def _pids() -> Iterator[int]:
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if entry.name.isdigit():
-                yield int(entry.name)
-
-
-def _marked(pid: int, needle: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = b"\0" + f.read()
-    except OSError:
-        return False
-    return needle in environ
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def sweep(prefix: str) -> int:
-    """SIGKILL every process whose mark starts with ``prefix``; how many were found."""
-    needle = f"\0{MARK}={prefix}".encode()
-    me = os.getpid()
-    total = 0
-    for _ in range(_SWEEPS):
-        found = [pid for pid in _pids() if pid != me and _marked(pid, needle)]
-        for pid in found:
-            _kill(pid)
-        total += len(found)
-        if not found:
-            break
-    return total
+sweep = watchdog.sweep
+_START_WATCHDOG: Final = (
+    "import sys; sys.path.append(sys.argv[1]); import watchdog; watchdog.main(sys.argv[2:])"
+)
+"""The watchdog module alone, by the bytecode cached next to it; -I -S keep sys.path to the
+standard library, so ``watchdog`` is ours."""
 
 
 def _cgroup_base() -> Path | None:
@@ -100,65 +70,6 @@ def _cgroup_base() -> Path | None:
     return None
 
 
-def _cgroup_kill(directory: Path) -> None:
-    kill_file = directory / "cgroup.kill"
-    if kill_file.exists():
-        with contextlib.suppress(OSError):
-            kill_file.write_text("1")
-    for _ in range(_SWEEPS):
-        try:
-            pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
-        except (OSError, ValueError):
-            return
-        if not pids:
-            return
-        for pid in pids:
-            _kill(pid)
-
-
-_WATCHDOG: Final = r"""
-import os, signal, sys, time
-sys.path[:0] = [sys.argv[3]]
-from sidecarkit.runner import containing
-prefix, cgroups = sys.argv[1], sys.argv[2]
-groups = set()
-for line in sys.stdin:
-    word, _, number = line.strip().partition(" ")
-    if word == "add":
-        groups.add(int(number))
-    elif word == "remove":
-        groups.discard(int(number))
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except OSError:
-        pass
-containing.sweep(prefix)
-if cgroups:
-    containing.remove_cgroups(cgroups)
-"""
-
-
-def remove_cgroups(top: str) -> None:
-    """Kill everything in the cgroup tree ``top`` and remove it (the watchdog's last act)."""
-    base = Path(top)
-    if not base.is_dir():
-        return
-    children = [p for p in base.iterdir() if p.is_dir()]
-    for child in children:
-        _cgroup_kill(child)
-    _cgroup_kill(base)
-    for directory in [*children, base]:
-        for _ in range(50):
-            try:
-                directory.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.01)  # killed processes leave once the kernel has finished them
-
-
 class Containment:
     """One run's processes: their groups, cgroups and mark, and the watchdog behind them."""
 
@@ -168,17 +79,16 @@ class Containment:
         self._cgroups: dict[str, Path | None] = {}
         libc = ctypes.CDLL(None, use_errno=True)
         self._prctl = libc.prctl
-        package = str(Path(__file__).resolve().parents[2])
         self._watchdog = subprocess.Popen(
             [
                 sys.executable,
                 "-I",
                 "-S",
                 "-c",
-                _WATCHDOG,
+                _START_WATCHDOG,
+                os.path.dirname(watchdog.__file__),
                 f"{self.run}.",
                 str(self._cgroup_top or ""),
-                package,
             ],
             stdin=subprocess.PIPE,
             text=True,
@@ -269,7 +179,7 @@ class Containment:
         """SIGKILL every process of ``container`` still alive, however it escaped its group."""
         cgroup = self._cgroups.get(container)
         if cgroup is not None:
-            _cgroup_kill(cgroup)
+            watchdog.cgroup_kill(str(cgroup))
         sweep(f"{self.run}.{container}")
 
     def close(self) -> None:
