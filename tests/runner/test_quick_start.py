@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecarkit.runner import quick
+from sidecarkit.runner import quick, specs
 
 _POD = {
     "apiVersion": "v1",
@@ -137,3 +137,32 @@ def test_a_command_line_it_does_not_take_goes_to_click_with_clicks_answer(
     else:
         assert result.returncode == 2
         assert "Error: " in result.stderr
+
+
+def test_the_runner_specs_are_built_without_compiling_generated_methods() -> None:
+    # A frozen dataclass compiles six methods at import (42 for the specs' seven classes), start-up
+    # time before the first container; a NamedTuple evaluates one constructor per class.
+    probe = (
+        "import sys, dataclasses, typing, collections\n"
+        "from sidecarkit.runner import podschema\n"
+        "count = [0]\n"
+        "def hook(event, args):\n"
+        "    if event == 'exec' and getattr(args[0], 'co_filename', '') == '<string>':\n"
+        "        count[0] += 1  # generated source; modules run from their files\n"
+        "sys.addaudithook(hook)\n"
+        "from sidecarkit.runner import specs\n"
+        "print(count[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) <= 7
+
+
+def test_a_spec_cannot_be_changed_and_has_no_instance_dict() -> None:
+    handler = specs.Handler("exec", command=("true",))
+    with pytest.raises(AttributeError):
+        handler.kind = "sleep"  # type: ignore[misc]
+    assert not hasattr(handler, "__dict__")
+    assert handler._replace(command=("false",)) == specs.Handler("exec", command=("false",))

@@ -16,7 +16,6 @@ at run time from pieces) is not seen, which is the limit of running without moun
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import re
@@ -244,8 +243,7 @@ def plan(
             rewritten[container.name] = _handlers_rewritten(container, rewrite)
     if problems:
         raise specs.SpecError(problems)
-    pod = dataclasses.replace(
-        pod,
+    pod = pod._replace(
         init_containers=tuple(rewritten[c.name] for c in pod.init_containers),
         containers=tuple(rewritten[c.name] for c in pod.containers),
     )
@@ -258,17 +256,16 @@ def _handlers_rewritten(container: specs.ContainerSpec, rewrite: Any) -> specs.C
     def handler(h: specs.Handler | None) -> specs.Handler | None:
         if h is None or h.kind != "exec":
             return h
-        return dataclasses.replace(h, command=tuple(rewrite(part) for part in h.command))
+        return h._replace(command=tuple(rewrite(part) for part in h.command))
 
     def probe(p: specs.Probe | None) -> specs.Probe | None:
         if p is None:
             return None
         new = handler(p.handler)
         assert new is not None
-        return dataclasses.replace(p, handler=new)
+        return p._replace(handler=new)
 
-    return dataclasses.replace(
-        container,
+    return container._replace(
         startup=probe(container.startup),
         liveness=probe(container.liveness),
         readiness=probe(container.readiness),

@@ -30,7 +30,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sidecarkit.runner import containing, probing, processes, specs
 
@@ -40,8 +40,7 @@ _FLOOR: Final = 2.0  # seconds every stop signal gets before SIGKILL (R39)
 Events = Callable[[Mapping[str, Any]], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Launch:
+class Launch(NamedTuple):
     """How to run one container here: argv, environment, working directory."""
 
     argv: Sequence[str]
