@@ -60,6 +60,46 @@ def test_a_plain_run_does_not_import_click(tmp_path: Path) -> None:
     assert "click" not in imported
 
 
+def test_a_plain_run_with_volumes_and_probes_imports_nothing_it_can_do_without(
+    tmp_path: Path,
+) -> None:
+    # Each of these cost milliseconds of CPU before the first container: pathlib (with
+    # urllib.parse and ipaddress), tempfile (with shutil, random and the compressors).
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "i",
+                    "command": ["sh", "-c", "test -d /scratch"],
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                    "startupProbe": {"exec": {"command": ["true"]}},
+                }
+            ],
+        },
+    }
+    path = tmp_path / "pod.json"
+    path.write_text(json.dumps(pod))
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sidecarkit", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line
+    }
+    assert "sidecarkit.runner.planning" in imported
+    assert not {"click", "pathlib", "urllib.parse", "tempfile"} & imported
+
+
 def test_the_options_of_a_plain_command_line_are_read_as_click_reads_them(tmp_path: Path) -> None:
     path = str(_pod(tmp_path))
     params = quick.parse(

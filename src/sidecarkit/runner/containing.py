@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Final
 
 from sidecarkit.runner import watchdog
@@ -51,22 +50,23 @@ _START_WATCHDOG: Final = (
 standard library, so ``watchdog`` is ours."""
 
 
-def _cgroup_base() -> Path | None:
+def _cgroup_base() -> str | None:
     """The directory of this process's cgroup in a hierarchy that can hold our children."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            lines = f.read().splitlines()
     except OSError:
         return None
-    root = Path("/sys/fs/cgroup")
+    root = "/sys/fs/cgroup"
     paths = {}
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        paths[controllers] = path.lstrip("/")
-    if (root / "cgroup.controllers").exists() and "" in paths:
-        return root / paths[""]
+        paths[controllers] = path.strip("/")
+    if os.path.exists(f"{root}/cgroup.controllers") and "" in paths:
+        return os.path.join(root, paths[""]).rstrip("/")
     for name in ("pids", "freezer"):
-        if name in paths and (root / name / "cgroup.procs").exists():
-            return root / name / paths[name]
+        if name in paths and os.path.exists(f"{root}/{name}/cgroup.procs"):
+            return os.path.join(root, name, paths[name]).rstrip("/")
     return None
 
 
@@ -76,7 +76,7 @@ class Containment:
     def __init__(self, *, cgroups: bool = True) -> None:
         self.run = os.urandom(6).hex()  # not uuid: it imports platform, 10 ms of start-up
         self._cgroup_top = self._make_cgroup_top() if cgroups else None
-        self._cgroups: dict[str, Path | None] = {}
+        self._cgroups: dict[str, str | None] = {}
         libc = ctypes.CDLL(None, use_errno=True)
         self._prctl = libc.prctl
         self._watchdog = subprocess.Popen(
@@ -88,7 +88,7 @@ class Containment:
                 _START_WATCHDOG,
                 os.path.dirname(watchdog.__file__),
                 f"{self.run}.",
-                str(self._cgroup_top or ""),
+                self._cgroup_top or "",
             ],
             stdin=subprocess.PIPE,
             text=True,
@@ -97,13 +97,13 @@ class Containment:
             stderr=subprocess.DEVNULL,
         )
 
-    def _make_cgroup_top(self) -> Path | None:
+    def _make_cgroup_top(self) -> str | None:
         base = _cgroup_base()
         if base is None:
             return None
-        top = base / f"sidecarkit-{self.run}"
+        top = f"{base}/sidecarkit-{self.run}"
         try:
-            top.mkdir()
+            os.mkdir(top)
         except OSError:
             return None
         return top
@@ -117,13 +117,13 @@ class Containment:
         """The environment entry every process of ``container`` carries."""
         return {MARK: f"{self.run}.{container}"}
 
-    def _cgroup(self, container: str) -> Path | None:
+    def _cgroup(self, container: str) -> str | None:
         if container not in self._cgroups:
-            directory = None
+            directory: str | None = None
             if self._cgroup_top is not None:
-                directory = self._cgroup_top / container
+                directory = f"{self._cgroup_top}/{container}"
                 try:
-                    directory.mkdir(exist_ok=True)
+                    os.makedirs(directory, exist_ok=True)
                 except OSError:
                     directory = None
             self._cgroups[container] = directory
@@ -132,7 +132,7 @@ class Containment:
     def preexec(self, container: str) -> Callable[[], None]:
         """What a process of ``container`` runs between fork and exec."""
         cgroup = self._cgroup(container)
-        procs = str(cgroup / "cgroup.procs").encode() if cgroup is not None else None
+        procs = f"{cgroup}/cgroup.procs".encode() if cgroup is not None else None
         prctl = self._prctl
 
         def child() -> None:  # pragma: no cover - runs in the child before exec
@@ -158,8 +158,8 @@ class Containment:
         """
         cgroup = self._cgroup(container)
         if cgroup is not None:
-            with contextlib.suppress(OSError):
-                (cgroup / "cgroup.procs").write_text(str(pid))
+            with contextlib.suppress(OSError), open(f"{cgroup}/cgroup.procs", "w") as f:
+                f.write(str(pid))
 
     def _say(self, line: str) -> None:
         stdin = self._watchdog.stdin
@@ -179,7 +179,7 @@ class Containment:
         """SIGKILL every process of ``container`` still alive, however it escaped its group."""
         cgroup = self._cgroups.get(container)
         if cgroup is not None:
-            watchdog.cgroup_kill(str(cgroup))
+            watchdog.cgroup_kill(cgroup)
         sweep(f"{self.run}.{container}")
 
     def close(self) -> None:

@@ -10,7 +10,6 @@ import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from sidecarkit.runner import containing, expanding, planning, processes, running
@@ -82,7 +81,7 @@ def _host() -> expanding.Host:
     )
 
 
-def _pod_directory() -> Path:
+def _pod_directory() -> str:
     """A new private directory for the pod's volumes, where ``tempfile.mkdtemp`` puts one.
 
     ``tempfile`` itself only when this cannot make it: it imports ``shutil``, ``random`` and
@@ -90,9 +89,9 @@ def _pod_directory() -> Path:
     """
     base = next((os.environ[v] for v in ("TMPDIR", "TEMP", "TMP") if os.environ.get(v)), "/tmp")
     for _ in range(10):
-        path = Path(base, f"sidecarkit-pod-{os.urandom(6).hex()}")
+        path = os.path.join(base, f"sidecarkit-pod-{os.urandom(6).hex()}")
         try:
-            path.mkdir(mode=0o700)
+            os.mkdir(path, 0o700)
         except FileExistsError:
             continue
         except OSError:
@@ -100,7 +99,7 @@ def _pod_directory() -> Path:
         return path
     import tempfile  # noqa: PLC0415
 
-    return Path(tempfile.mkdtemp(prefix="sidecarkit-pod-"))
+    return tempfile.mkdtemp(prefix="sidecarkit-pod-")
 
 
 def launch(

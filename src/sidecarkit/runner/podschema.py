@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 __all__ = ["Findings", "check_template"]
@@ -45,7 +45,8 @@ class Findings:
 
 @functools.cache
 def _types() -> Mapping[str, Mapping[str, str]]:
-    table = json.loads(Path(__file__).with_name("podfields.json").read_text())
+    with open(os.path.join(os.path.dirname(__file__), "podfields.json"), encoding="utf-8") as f:
+        table = json.load(f)
     return dict(table["types"])
 
 
