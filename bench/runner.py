@@ -23,6 +23,7 @@ every ``sidecarkit run`` would compile its sources again, which is no user's sta
 ``--no-compile`` measures that case instead.
 
     python bench/runner.py [--rounds 15] [--seconds 10] [--no-compile] [--baseline SRC]
+        [--without-cgroups]
 """
 
 from __future__ import annotations
@@ -263,6 +264,12 @@ def main() -> None:
         help="Also time the sidecarkit package under SRC (e.g. a checkout of main's src/), "
         "alternating with this one, to compare two versions under the same load.",
     )
+    parser.add_argument(
+        "--without-cgroups",
+        action="store_true",
+        help="Also time sidecarkit run with SIDECARKIT_RUN_CGROUPS=off, to show what joining "
+        "a cgroup per container costs on this machine.",
+    )
     args = parser.parse_args()
     baseline = Path(args.baseline).resolve() if args.baseline else None
     if baseline is not None and not (baseline / "sidecarkit" / "__init__.py").exists():
@@ -286,6 +293,9 @@ def main() -> None:
     command = [sys.executable, "-m", "sidecarkit", "run"]
     script = Starts("shell script", None, dict(os.environ))
     ways = [script, Starts("sidecarkit run", command, dict(os.environ))]
+    if args.without_cgroups:
+        env = {**os.environ, "SIDECARKIT_RUN_CGROUPS": "off"}
+        ways.append(Starts("sidecarkit run, SIDECARKIT_RUN_CGROUPS=off", command, env))
     if baseline is not None:
         env = {**os.environ, "PYTHONPATH": str(baseline)}
         ways.append(Starts(f"baseline {baseline}", command, env))

@@ -20,7 +20,6 @@ import functools
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 __all__ = ["Findings", "check_template"]
@@ -35,12 +34,14 @@ _FIXES: Final = {
 }
 
 
-@dataclass(slots=True)
 class Findings:
     """What the check found: errors always stop the run; unknown fields unless lenient."""
 
-    errors: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
+    __slots__ = ("errors", "unknown")
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.unknown: list[str] = []
 
 
 @functools.cache
