@@ -96,6 +96,25 @@ def _pod(log: Path) -> dict[str, Any]:
     }
 
 
+def _yaml(value: Any, indent: str = "") -> str:
+    """Block-style YAML for the pod, as people write it (scalars in JSON's quoting, valid YAML)."""
+    if isinstance(value, dict):
+        lines = []
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item:
+                lines.append(f"{indent}{key}:\n{_yaml(item, indent + '  ')}")
+            else:
+                lines.append(f"{indent}{key}: {json.dumps(item)}")
+        return "\n".join(lines)
+    if isinstance(value, list):
+        lines = []
+        for item in value:
+            text = _yaml(item, indent + "  ") if isinstance(item, dict | list) else json.dumps(item)
+            lines.append(f"{indent}- {text.lstrip()}")
+        return "\n".join(lines)
+    return json.dumps(value)
+
+
 def _script(log: Path) -> str:
     return "\n".join(
         [
@@ -112,8 +131,11 @@ def _script(log: Path) -> str:
 class Starts:
     """One way of starting the pod, measured over the rounds."""
 
-    def __init__(self, name: str, command: list[str] | None, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, command: list[str] | None, env: dict[str, str], *, yaml: bool = True
+    ) -> None:
         self.name = name
+        self.yaml = yaml
         self.command = command
         """``sidecarkit run`` with the manifest to follow, or None for the shell script."""
         self.env = env
@@ -124,8 +146,8 @@ class Starts:
     def once(self, tmp: Path) -> None:
         log = tmp / "log"
         log.unlink(missing_ok=True)
-        path = tmp / "pod.json"
-        path.write_text(json.dumps(_pod(log)))
+        path = tmp / ("pod.yaml" if self.yaml else "pod.json")
+        path.write_text(_yaml(_pod(log)) + "\n" if self.yaml else json.dumps(_pod(log)))
         if self.command is None:
             argv = ["sh", "-c", _script(log)]
         else:
@@ -265,6 +287,13 @@ def main() -> None:
         "alternating with this one, to compare two versions under the same load.",
     )
     parser.add_argument(
+        "--manifest",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="Write the pod as YAML (what people write; the YAML reader is start-up time) or "
+        "JSON (read without it).",
+    )
+    parser.add_argument(
         "--without-cgroups",
         action="store_true",
         help="Also time sidecarkit run with SIDECARKIT_RUN_CGROUPS=off, to show what joining "
@@ -292,16 +321,18 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f} (a busy machine inflates every figure)")
     command = [sys.executable, "-m", "sidecarkit", "run"]
     script = Starts("shell script", None, dict(os.environ))
-    ways = [script, Starts("sidecarkit run", command, dict(os.environ))]
+    yaml = args.manifest == "yaml"
+    ways = [script, Starts("sidecarkit run", command, dict(os.environ), yaml=yaml)]
     if args.without_cgroups:
         env = {**os.environ, "SIDECARKIT_RUN_CGROUPS": "off"}
-        ways.append(Starts("sidecarkit run, SIDECARKIT_RUN_CGROUPS=off", command, env))
+        ways.append(Starts("sidecarkit run, SIDECARKIT_RUN_CGROUPS=off", command, env, yaml=yaml))
     if baseline is not None:
         env = {**os.environ, "PYTHONPATH": str(baseline)}
-        ways.append(Starts(f"baseline {baseline}", command, env))
+        ways.append(Starts(f"baseline {baseline}", command, env, yaml=yaml))
     start_time(ways, args.rounds)
     print(
-        f"start, command to all 4 containers running, {args.rounds} rounds, each way once a "
+        f"start, a {args.manifest.upper()} manifest, command to all 4 containers running, "
+        f"{args.rounds} rounds, each way once a "
         f"round in rotating order:\n  shell script: all running {_spread(script.last)}"
     )
     for way in ways[1:]:
