@@ -69,9 +69,12 @@ def test_an_exec_probe_that_runs_on_joins_its_containers_cgroup(
     assert seen, "the probe never joined the container's cgroup"
 
 
-def test_an_exec_probe_that_ends_at_once_is_not_moved_into_a_cgroup(
-    containment: containing.Containment,
+def test_an_exec_probe_that_ends_before_the_join_delay_is_not_moved_into_a_cgroup(
+    containment: containing.Containment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A delay no loaded machine takes to run ``true``, so the test does not race the 50 ms.
+    monkeypatch.setattr(processes, "_JOIN_AFTER", 600.0)
+
     async def probe() -> int:
         return await processes.run_command(
             ["true"], env={}, cwd=None, container="app", containment=containment
