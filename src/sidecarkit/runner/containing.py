@@ -16,11 +16,10 @@ Here containers are plain processes, so the runner rebuilds that in three layers
    A process that both clears its environment and escapes its group, on a machine without a
    usable cgroup, is the one case left uncovered.
 
-A watchdog process (``watchdog``, a script of its own so that it starts cheaply) holds the
-other end of a pipe from the runner. When the pipe closes,
-because the run ended or because the runner died (even by SIGKILL), it kills every process
-group it was told about, everything in the run's cgroups and everything carrying the run's
-mark, then removes the cgroups.
+A watchdog process (``watchdog``, a module run on its own so that it starts cheaply) holds the
+other end of a pipe from the runner. When the pipe closes, because the run ended or because the
+runner died (even by SIGKILL), it kills every process group it was told about, everything in
+the run's cgroups and everything carrying the run's mark, then removes the cgroups.
 """
 
 from __future__ import annotations

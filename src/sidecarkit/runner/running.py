@@ -40,7 +40,8 @@ Events = Callable[[Mapping[str, Any]], None]
 
 
 class Launch(NamedTuple):
-    """How to run one container here: argv, environment, working directory."""
+    """How to run one container here: argv, environment, working directory (a NamedTuple, as
+    in ``specs``, for start-up)."""
 
     argv: Sequence[str]
     env: Mapping[str, str]
