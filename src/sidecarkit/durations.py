@@ -7,20 +7,21 @@ from typing import Any, Final
 
 __all__ = ["is_duration", "seconds", "setting"]
 
-_DURATION: Final = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+# Patterns, compiled on first use (``re`` caches them): compiling is start-up time otherwise.
+_DURATION: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_PART: Final = r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)"
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def is_duration(text: str) -> bool:
-    return _DURATION.match(text) is not None
+    return re.match(_DURATION, text) is not None
 
 
 def seconds(text: str) -> float:
     """A duration such as ``1m30s`` in seconds; ValueError when it is not one."""
-    if _DURATION.match(text) is None:
+    if re.match(_DURATION, text) is None:
         raise ValueError(f"{text!r} is not a duration such as 500ms, 15s or 1m30s")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(_PART, text))
 
 
 def setting(value: Any, where: str) -> float:

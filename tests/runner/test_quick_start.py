@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecarkit.runner import quick
+from sidecarkit.runner import quick, specs
 
 _POD = {
     "apiVersion": "v1",
@@ -58,6 +58,47 @@ def test_a_plain_run_does_not_import_click(tmp_path: Path) -> None:
     }
     assert "sidecarkit.runner.launching" in imported
     assert "click" not in imported
+
+
+def test_a_plain_run_with_volumes_and_probes_imports_nothing_it_can_do_without(
+    tmp_path: Path,
+) -> None:
+    # Each of these cost milliseconds of CPU before the first container: pathlib (with
+    # urllib.parse and ipaddress), tempfile (with shutil, random and the compressors),
+    # dataclasses (and the methods it compiles for each class).
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "i",
+                    "command": ["sh", "-c", "test -d /scratch"],
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                    "startupProbe": {"exec": {"command": ["true"]}},
+                }
+            ],
+        },
+    }
+    path = tmp_path / "pod.json"
+    path.write_text(json.dumps(pod))
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sidecarkit", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line
+    }
+    assert "sidecarkit.runner.planning" in imported
+    assert not {"click", "pathlib", "urllib.parse", "tempfile", "dataclasses"} & imported
 
 
 def test_the_options_of_a_plain_command_line_are_read_as_click_reads_them(tmp_path: Path) -> None:
@@ -137,3 +178,32 @@ def test_a_command_line_it_does_not_take_goes_to_click_with_clicks_answer(
     else:
         assert result.returncode == 2
         assert "Error: " in result.stderr
+
+
+def test_the_runner_specs_are_built_without_compiling_generated_methods() -> None:
+    # A frozen dataclass compiles six methods at import (42 for the specs' seven classes), start-up
+    # time before the first container; a NamedTuple evaluates one constructor per class.
+    probe = (
+        "import sys, dataclasses, typing, collections\n"
+        "from sidecarkit.runner import podschema\n"
+        "count = [0]\n"
+        "def hook(event, args):\n"
+        "    if event == 'exec' and getattr(args[0], 'co_filename', '') == '<string>':\n"
+        "        count[0] += 1  # generated source; modules run from their files\n"
+        "sys.addaudithook(hook)\n"
+        "from sidecarkit.runner import specs\n"
+        "print(count[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) <= 7
+
+
+def test_a_spec_cannot_be_changed_and_has_no_instance_dict() -> None:
+    handler = specs.Handler("exec", command=("true",))
+    with pytest.raises(AttributeError):
+        handler.kind = "sleep"  # type: ignore[misc]
+    assert not hasattr(handler, "__dict__")
+    assert handler._replace(command=("false",)) == specs.Handler("exec", command=("false",))

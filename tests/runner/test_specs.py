@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
 
-from sidecarkit.runner import expanding, specs
+from sidecarkit.runner import expanding, planning, specs
 
 
 def _pod(**spec: Any) -> dict[str, Any]:
@@ -315,3 +316,24 @@ def test_the_run_command_refuses_a_bad_pod_before_starting_anything(tmp_path: An
         "spec.containers[0].command: image 'example/app:1' cannot be pulled here" in result.stderr
     )
     assert "--command app='program args'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("/tmp/pod", "volumes", "data"),
+        ("/tmp/pod/", "a//b/", "./c"),
+        ("/v", "/abs/sub"),
+        ("/v", "a/../b"),
+        ("/v", ""),
+        ("/v", "."),
+        ("//net", "x"),
+        ("///three", "x"),
+        ("relative", "x/"),
+        (".",),
+        ("",),
+        ("/",),
+    ],
+)
+def test_volume_paths_are_joined_as_pathlib_joins_them(parts: tuple[str, ...]) -> None:
+    assert planning.join(*parts) == str(PurePosixPath(*parts))

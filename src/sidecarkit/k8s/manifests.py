@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 import io
 import itertools
+import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -315,7 +315,7 @@ def _splice(
     return _TOKEN.sub(lambda m: orjson.dumps(swapped[int(m.group(1))][2]).decode(), text)
 
 
-_NONCE: Final = secrets.token_hex(4)
+_NONCE: Final = os.urandom(4).hex()  # not secrets: hashlib and hmac are start-up time
 _TOKEN: Final = re.compile(rf"__sidecarkit_{_NONCE}_(\d+)__")
 _BLOCK_TOKEN: Final = re.compile(rf"^( *)- (__sidecarkit_{_NONCE}_(\d+)__)$", re.MULTILINE)
 

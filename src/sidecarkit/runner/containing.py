@@ -16,10 +16,10 @@ Here containers are plain processes, so the runner rebuilds that in three layers
    A process that both clears its environment and escapes its group, on a machine without a
    usable cgroup, is the one case left uncovered.
 
-A watchdog process holds the other end of a pipe from the runner. When the pipe closes,
-because the run ended or because the runner died (even by SIGKILL), it kills every process
-group it was told about, everything in the run's cgroups and everything carrying the run's
-mark, then removes the cgroups.
+A watchdog process (``watchdog``, a module run on its own so that it starts cheaply) holds the
+other end of a pipe from the runner. When the pipe closes, because the run ended or because the
+runner died (even by SIGKILL), it kills every process group it was told about, everything in
+the run's cgroups and everything carrying the run's mark, then removes the cgroups.
 """
 
 from __future__ import annotations
@@ -30,133 +30,43 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Final
+
+from sidecarkit.runner import watchdog
 
 __all__ = ["MARK", "Containment", "sweep"]
 
-MARK: Final = "SIDECARKIT_CONTAINER_ID"
+MARK: Final = watchdog.MARK
 """The environment variable that marks every process of a container run here."""
 
 _PR_SET_PDEATHSIG: Final = 1
-_SWEEPS: Final = 5
-"""Passes over /proc or a cgroup: a process forking while it is killed may leave a child."""
+sweep = watchdog.sweep
+_START_WATCHDOG: Final = (
+    "import sys; sys.path.append(sys.argv[1]); import watchdog; watchdog.main(sys.argv[2:])"
+)
+"""The watchdog module alone, by the bytecode cached next to it; -I -S keep sys.path to the
+standard library, so ``watchdog`` is ours."""
 
 
-def _pids() -> Iterator[int]:
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if entry.name.isdigit():
-                yield int(entry.name)
-
-
-def _marked(pid: int, needle: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = b"\0" + f.read()
-    except OSError:
-        return False
-    return needle in environ
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def sweep(prefix: str) -> int:
-    """SIGKILL every process whose mark starts with ``prefix``; how many were found."""
-    needle = f"\0{MARK}={prefix}".encode()
-    me = os.getpid()
-    total = 0
-    for _ in range(_SWEEPS):
-        found = [pid for pid in _pids() if pid != me and _marked(pid, needle)]
-        for pid in found:
-            _kill(pid)
-        total += len(found)
-        if not found:
-            break
-    return total
-
-
-def _cgroup_base() -> Path | None:
+def _cgroup_base() -> str | None:
     """The directory of this process's cgroup in a hierarchy that can hold our children."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            lines = f.read().splitlines()
     except OSError:
         return None
-    root = Path("/sys/fs/cgroup")
+    root = "/sys/fs/cgroup"
     paths = {}
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        paths[controllers] = path.lstrip("/")
-    if (root / "cgroup.controllers").exists() and "" in paths:
-        return root / paths[""]
+        paths[controllers] = path.strip("/")
+    if os.path.exists(f"{root}/cgroup.controllers") and "" in paths:
+        return os.path.join(root, paths[""]).rstrip("/")
     for name in ("pids", "freezer"):
-        if name in paths and (root / name / "cgroup.procs").exists():
-            return root / name / paths[name]
+        if name in paths and os.path.exists(f"{root}/{name}/cgroup.procs"):
+            return os.path.join(root, name, paths[name]).rstrip("/")
     return None
-
-
-def _cgroup_kill(directory: Path) -> None:
-    kill_file = directory / "cgroup.kill"
-    if kill_file.exists():
-        with contextlib.suppress(OSError):
-            kill_file.write_text("1")
-    for _ in range(_SWEEPS):
-        try:
-            pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
-        except (OSError, ValueError):
-            return
-        if not pids:
-            return
-        for pid in pids:
-            _kill(pid)
-
-
-_WATCHDOG: Final = r"""
-import os, signal, sys, time
-sys.path[:0] = [sys.argv[3]]
-from sidecarkit.runner import containing
-prefix, cgroups = sys.argv[1], sys.argv[2]
-groups = set()
-for line in sys.stdin:
-    word, _, number = line.strip().partition(" ")
-    if word == "add":
-        groups.add(int(number))
-    elif word == "remove":
-        groups.discard(int(number))
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except OSError:
-        pass
-containing.sweep(prefix)
-if cgroups:
-    containing.remove_cgroups(cgroups)
-"""
-
-
-def remove_cgroups(top: str) -> None:
-    """Kill everything in the cgroup tree ``top`` and remove it (the watchdog's last act)."""
-    base = Path(top)
-    if not base.is_dir():
-        return
-    children = [p for p in base.iterdir() if p.is_dir()]
-    for child in children:
-        _cgroup_kill(child)
-    _cgroup_kill(base)
-    for directory in [*children, base]:
-        for _ in range(50):
-            try:
-                directory.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.01)  # killed processes leave once the kernel has finished them
 
 
 class Containment:
@@ -165,20 +75,19 @@ class Containment:
     def __init__(self, *, cgroups: bool = True) -> None:
         self.run = os.urandom(6).hex()  # not uuid: it imports platform, 10 ms of start-up
         self._cgroup_top = self._make_cgroup_top() if cgroups else None
-        self._cgroups: dict[str, Path | None] = {}
+        self._cgroups: dict[str, str | None] = {}
         libc = ctypes.CDLL(None, use_errno=True)
         self._prctl = libc.prctl
-        package = str(Path(__file__).resolve().parents[2])
         self._watchdog = subprocess.Popen(
             [
                 sys.executable,
                 "-I",
                 "-S",
                 "-c",
-                _WATCHDOG,
+                _START_WATCHDOG,
+                os.path.dirname(watchdog.__file__),
                 f"{self.run}.",
-                str(self._cgroup_top or ""),
-                package,
+                self._cgroup_top or "",
             ],
             stdin=subprocess.PIPE,
             text=True,
@@ -187,13 +96,13 @@ class Containment:
             stderr=subprocess.DEVNULL,
         )
 
-    def _make_cgroup_top(self) -> Path | None:
+    def _make_cgroup_top(self) -> str | None:
         base = _cgroup_base()
         if base is None:
             return None
-        top = base / f"sidecarkit-{self.run}"
+        top = f"{base}/sidecarkit-{self.run}"
         try:
-            top.mkdir()
+            os.mkdir(top)
         except OSError:
             return None
         return top
@@ -207,13 +116,13 @@ class Containment:
         """The environment entry every process of ``container`` carries."""
         return {MARK: f"{self.run}.{container}"}
 
-    def _cgroup(self, container: str) -> Path | None:
+    def _cgroup(self, container: str) -> str | None:
         if container not in self._cgroups:
-            directory = None
+            directory: str | None = None
             if self._cgroup_top is not None:
-                directory = self._cgroup_top / container
+                directory = f"{self._cgroup_top}/{container}"
                 try:
-                    directory.mkdir(exist_ok=True)
+                    os.makedirs(directory, exist_ok=True)
                 except OSError:
                     directory = None
             self._cgroups[container] = directory
@@ -222,7 +131,7 @@ class Containment:
     def preexec(self, container: str) -> Callable[[], None]:
         """What a process of ``container`` runs between fork and exec."""
         cgroup = self._cgroup(container)
-        procs = str(cgroup / "cgroup.procs").encode() if cgroup is not None else None
+        procs = f"{cgroup}/cgroup.procs".encode() if cgroup is not None else None
         prctl = self._prctl
 
         def child() -> None:  # pragma: no cover - runs in the child before exec
@@ -248,8 +157,8 @@ class Containment:
         """
         cgroup = self._cgroup(container)
         if cgroup is not None:
-            with contextlib.suppress(OSError):
-                (cgroup / "cgroup.procs").write_text(str(pid))
+            with contextlib.suppress(OSError), open(f"{cgroup}/cgroup.procs", "w") as f:
+                f.write(str(pid))
 
     def _say(self, line: str) -> None:
         stdin = self._watchdog.stdin
@@ -269,7 +178,7 @@ class Containment:
         """SIGKILL every process of ``container`` still alive, however it escaped its group."""
         cgroup = self._cgroups.get(container)
         if cgroup is not None:
-            _cgroup_kill(cgroup)
+            watchdog.cgroup_kill(cgroup)
         sweep(f"{self.run}.{container}")
 
     def close(self) -> None:

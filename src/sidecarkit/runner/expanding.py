@@ -19,8 +19,7 @@ import binascii
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sidecarkit.runner import specs
 
@@ -45,9 +44,8 @@ _SUFFIXES: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Host:
-    """Facts about the machine a local pod runs on."""
+class Host(NamedTuple):
+    """Facts about the machine a local pod runs on (a NamedTuple for start-up, as in ``specs``)."""
 
     pod_ip: str = "127.0.0.1"
     host_ip: str = "127.0.0.1"
@@ -57,12 +55,11 @@ class Host:
     uid: str = "00000000-0000-0000-0000-000000000000"
 
 
-@dataclass(frozen=True, slots=True)
-class Objects:
+class Objects(NamedTuple):
     """ConfigMaps and Secrets of the manifest stream, by name, as plain strings."""
 
-    config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    config_maps: Mapping[str, Mapping[str, str]] = specs.NOTHING
+    secrets: Mapping[str, Mapping[str, str]] = specs.NOTHING
 
     @classmethod
     def from_documents(cls, documents: Sequence[Any]) -> Objects:

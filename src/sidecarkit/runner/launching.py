@@ -6,13 +6,10 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from sidecarkit.runner import containing, expanding, planning, processes, running
@@ -84,6 +81,27 @@ def _host() -> expanding.Host:
     )
 
 
+def _pod_directory() -> str:
+    """A new private directory for the pod's volumes, where ``tempfile.mkdtemp`` puts one.
+
+    ``tempfile`` itself only when this cannot make it: it imports ``shutil``, ``random`` and
+    the compressors, milliseconds of start-up before the first container.
+    """
+    base = next((os.environ[v] for v in ("TMPDIR", "TEMP", "TMP") if os.environ.get(v)), "/tmp")
+    for _ in range(10):
+        path = os.path.join(base, f"sidecarkit-pod-{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        except OSError:
+            break  # tempfile tries the next place: /var/tmp, /usr/tmp, the working directory
+        return path
+    import tempfile  # noqa: PLC0415
+
+    return tempfile.mkdtemp(prefix="sidecarkit-pod-")
+
+
 def launch(
     documents: Sequence[Any],
     *,
@@ -100,7 +118,7 @@ def launch(
     ``events_format`` None means text, or none when the live status table shows; the table
     shows on a terminal (``status`` auto) only when events were not asked for explicitly.
     """
-    root = Path(tempfile.mkdtemp(prefix="sidecarkit-pod-"))
+    root = _pod_directory()
     try:
         plan = planning.plan(documents, root=root, commands=commands, host=_host(), lenient=lenient)
         for field in plan.pod.ignored:
@@ -138,6 +156,8 @@ def launch(
         if keep:
             sys.stderr.write(f"volumes kept in {root}\n")
         else:
+            import shutil  # noqa: PLC0415 - at the end, not before the first container
+
             shutil.rmtree(root, ignore_errors=True)
 
 

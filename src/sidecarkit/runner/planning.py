@@ -16,14 +16,12 @@ at run time from pieces) is not seen, which is the limit of running without moun
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from sidecarkit.k8s import workloads
@@ -39,7 +37,7 @@ class Plan:
     """Everything needed to start the pod."""
 
     def __init__(
-        self, pod: specs.PodSpec, launches: dict[str, running.Launch], volumes: dict[str, Path]
+        self, pod: specs.PodSpec, launches: dict[str, running.Launch], volumes: dict[str, str]
     ) -> None:
         self.pod = pod
         self.launches = launches
@@ -77,31 +75,47 @@ def _template(documents: Sequence[Any]) -> tuple[Mapping[str, Any], str, str]:
     raise specs.SpecError(["no Pod or workload with a pod template in the manifests"])
 
 
-def _write_files(directory: Path, files: Mapping[str, str], *, mode: int = 0o644) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+def join(base: str, *parts: str) -> str:
+    """``str(PurePosixPath(base, *parts))``, without importing pathlib before the first container.
+
+    A later absolute part starts over; empty and ``.`` components go; ``..`` stays, as pathlib
+    leaves it.
+    """
+    path = base
+    for part in parts:
+        path = part if part.startswith("/") else f"{path}/{part}"
+    names = "/".join(n for n in path.split("/") if n not in ("", "."))
+    if path.startswith("/"):
+        return "//" + names if path.startswith("//") and not path.startswith("///") else "/" + names
+    return names or "."
+
+
+def _write_files(directory: str, files: Mapping[str, str], *, mode: int = 0o644) -> None:
+    os.makedirs(directory, exist_ok=True)
     for name, content in files.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        path.chmod(mode)
+        path = join(directory, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.chmod(path, mode)
 
 
 def _volumes(
     pod: specs.PodSpec,
-    root: Path,
+    root: str,
     objects: expanding.Objects,
     where: str,
-) -> dict[str, Path]:
-    paths: dict[str, Path] = {}
+) -> dict[str, str]:
+    paths: dict[str, str] = {}
     problems: list[str] = []
     for i, volume in enumerate(pod.volumes):
-        path = root / "volumes" / volume.name
+        path = join(root, "volumes", volume.name)
         source = volume.source
         if volume.kind == "emptyDir":
-            path.mkdir(parents=True, exist_ok=True)
-            path.chmod(0o777)
+            os.makedirs(path, exist_ok=True)
+            os.chmod(path, 0o777)
         elif volume.kind == "hostPath":
-            path = Path(str(source.get("path") or "/"))
+            path = join(str(source.get("path") or "/"))
         elif volume.kind in ("configMap", "secret"):
             name = str(source.get("name") or source.get("secretName") or "")
             table = objects.config_maps if volume.kind == "configMap" else objects.secrets
@@ -137,7 +151,7 @@ def _volumes(
                     }.get(field, "")
             _write_files(path, files)
         else:
-            path.mkdir(parents=True, exist_ok=True)  # projected and others: an empty directory
+            os.makedirs(path, exist_ok=True)  # projected and others: an empty directory
         paths[volume.name] = path
     if problems:
         raise specs.SpecError(problems)
@@ -191,7 +205,7 @@ def _rewriter(mounts: Sequence[tuple[str, str]]) -> Any:
 def plan(
     documents: Sequence[Any],
     *,
-    root: Path,
+    root: str | os.PathLike[str],
     commands: Mapping[str, Sequence[str]],
     host: expanding.Host,
     lenient: bool = False,
@@ -203,7 +217,7 @@ def plan(
     if busy:
         raise specs.SpecError(busy)
     objects = expanding.Objects.from_documents(documents)
-    volumes = _volumes(pod, root, objects, where)
+    volumes = _volumes(pod, os.fspath(root), objects, where)
     own = [sys.executable, "-m", "sidecarkit"]
     launches: dict[str, running.Launch] = {}
     problems: list[str] = []
@@ -214,7 +228,7 @@ def plan(
             mounts = [
                 (
                     m.path.rstrip("/") or "/",
-                    str(volumes[m.name] / m.sub_path) if m.sub_path else str(volumes[m.name]),
+                    join(volumes[m.name], m.sub_path) if m.sub_path else volumes[m.name],
                 )
                 for m in container.mounts
                 if m.name in volumes
@@ -244,8 +258,7 @@ def plan(
             rewritten[container.name] = _handlers_rewritten(container, rewrite)
     if problems:
         raise specs.SpecError(problems)
-    pod = dataclasses.replace(
-        pod,
+    pod = pod._replace(
         init_containers=tuple(rewritten[c.name] for c in pod.init_containers),
         containers=tuple(rewritten[c.name] for c in pod.containers),
     )
@@ -258,17 +271,16 @@ def _handlers_rewritten(container: specs.ContainerSpec, rewrite: Any) -> specs.C
     def handler(h: specs.Handler | None) -> specs.Handler | None:
         if h is None or h.kind != "exec":
             return h
-        return dataclasses.replace(h, command=tuple(rewrite(part) for part in h.command))
+        return h._replace(command=tuple(rewrite(part) for part in h.command))
 
     def probe(p: specs.Probe | None) -> specs.Probe | None:
         if p is None:
             return None
         new = handler(p.handler)
         assert new is not None
-        return dataclasses.replace(p, handler=new)
+        return p._replace(handler=new)
 
-    return dataclasses.replace(
-        container,
+    return container._replace(
         startup=probe(container.startup),
         liveness=probe(container.liveness),
         readiness=probe(container.readiness),

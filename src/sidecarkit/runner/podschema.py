@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 __all__ = ["Findings", "check_template"]
@@ -35,17 +34,20 @@ _FIXES: Final = {
 }
 
 
-@dataclass(slots=True)
 class Findings:
     """What the check found: errors always stop the run; unknown fields unless lenient."""
 
-    errors: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
+    __slots__ = ("errors", "unknown")
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.unknown: list[str] = []
 
 
 @functools.cache
 def _types() -> Mapping[str, Mapping[str, str]]:
-    table = json.loads(Path(__file__).with_name("podfields.json").read_text())
+    with open(os.path.join(os.path.dirname(__file__), "podfields.json"), encoding="utf-8") as f:
+        table = json.load(f)
     return dict(table["types"])
 
 

@@ -16,10 +16,12 @@ import contextlib
 import functools
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import Any
-from urllib.parse import SplitResult, urljoin, urlsplit
+from typing import TYPE_CHECKING, Any
 
 from sidecarkit.runner import containing, processes, specs
+
+if TYPE_CHECKING:
+    from urllib.parse import SplitResult
 
 __all__ = ["MAX_REDIRECTS", "PROBE_WARNING", "run_handler"]
 
@@ -103,6 +105,9 @@ def _netloc(host: str, port: int) -> str:
 
 
 async def _http_probe(handler: specs.Handler, port: int) -> tuple[bool, str]:
+    # Here, not at the top: urllib.parse (with ipaddress) is start-up time for every pod.
+    from urllib.parse import urljoin, urlsplit  # noqa: PLC0415
+
     scheme = "https" if handler.scheme == "HTTPS" else "http"
     path = handler.path if handler.path.startswith("/") else "/" + handler.path
     first = urlsplit(f"{scheme}://{_netloc(handler.host, port)}{path}")

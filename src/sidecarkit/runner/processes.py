@@ -30,6 +30,8 @@ Sink = Callable[[str, str, str, bool], None]
 MAX_LINE: Final = 16 * 1024
 """Bytes of one line handed over at once; longer lines come in parts (the CRI logger's size)."""
 _READ: Final = 64 * 1024
+_JOIN_AFTER: Final = 0.05
+"""Seconds an exec probe or hook runs before it joins its container's cgroup (``run_command``)."""
 _PIPE_GRACE: Final = 2.0
 """Seconds to drain output after a container is gone before its pipes are closed anyway."""
 
@@ -196,6 +198,12 @@ async def run_command(
     Cancelled (a timeout, the pod's end, a second interrupt), it kills the command's whole
     process group before it returns, so nothing it started lives on. What a command that
     finished left running stays, as in the container, until the container ends.
+
+    A command still running after ``_JOIN_AFTER`` joins its container's cgroup; one that ends
+    sooner (most probes) never does. On cgroup v1 a join waits for an RCU grace period of the
+    kernel, ~10 ms with the event loop blocked, once per probe per period otherwise; and the
+    join, from outside, never held what the command forked before it anyway: that carries the
+    container's mark and is in the command's process group, which are what kill it.
     """
     if containment is not None:
         env = {**env, **containment.mark(container)}
@@ -208,12 +216,20 @@ async def run_command(
         stderr=asyncio.subprocess.DEVNULL,
         start_new_session=True,
     )
+    joining: asyncio.TimerHandle | None = None
     if containment is not None:
-        containment.join(container, proc.pid)
         containment.watch(proc.pid)
+
+        def join() -> None:
+            if proc.returncode is None:  # not seen to exit: the pid is still the command's
+                containment.join(container, proc.pid)
+
+        joining = asyncio.get_running_loop().call_later(_JOIN_AFTER, join)
     try:
         return await proc.wait()
     finally:
+        if joining is not None:
+            joining.cancel()
         if proc.returncode is None:
             _killpg(proc.pid)
             with contextlib.suppress(ProcessLookupError):

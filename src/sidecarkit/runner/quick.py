@@ -112,8 +112,6 @@ def start(
     lenient: bool,
 ) -> int:
     """Read the manifest and run its pod; the exit code (see ``command``)."""
-    import shlex  # noqa: PLC0415
-
     from sidecarkit.runner import launching  # noqa: PLC0415
 
     source, text = shell.read(manifest)
@@ -121,6 +119,8 @@ def start(
     if inject:
         documents = _inject(documents, config_path)
     overrides: dict[str, list[str]] = {}
+    if commands:
+        import shlex  # noqa: PLC0415
     for item in commands:
         name, eq, command = item.partition("=")
         if not eq or not name or not command.strip():

@@ -29,8 +29,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sidecarkit.runner import containing, probing, processes, specs
 
@@ -40,33 +39,52 @@ _FLOOR: Final = 2.0  # seconds every stop signal gets before SIGKILL (R39)
 Events = Callable[[Mapping[str, Any]], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Launch:
-    """How to run one container here: argv, environment, working directory."""
+class Launch(NamedTuple):
+    """How to run one container here: argv, environment, working directory (a NamedTuple, as
+    in ``specs``, for start-up)."""
 
     argv: Sequence[str]
     env: Mapping[str, str]
     cwd: str | None = None
 
 
-@dataclass(slots=True)
 class _State:
-    """One container of the run: its spec, launch recipe, process and lifecycle flags."""
+    """One container of the run: its spec, launch recipe, process and lifecycle flags.
 
-    spec: specs.ContainerSpec
-    kind: str
-    """``init``, ``sidecar`` or ``main``."""
-    launch: Launch
-    process: processes.Process | None = None
-    restarts: int = 0
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    finished: bool = False
-    ready: bool = False
-    exit_code: int | None = None
-    backoff: float = 0.0
-    last_start: float = 0.0
-    probes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    """The running readiness and liveness loops, by kind."""
+    A plain class, not a dataclass: it is mutable state, compared by identity, and a dataclass
+    would compile its generated methods at start-up.
+    """
+
+    __slots__ = (
+        "backoff",
+        "exit_code",
+        "finished",
+        "kind",
+        "last_start",
+        "launch",
+        "probes",
+        "process",
+        "ready",
+        "restarts",
+        "spec",
+        "started",
+    )
+
+    def __init__(self, spec: specs.ContainerSpec, kind: str, launch: Launch) -> None:
+        self.spec = spec
+        self.kind = kind
+        """``init``, ``sidecar`` or ``main``."""
+        self.launch = launch
+        self.process: processes.Process | None = None
+        self.restarts = 0
+        self.started = asyncio.Event()
+        self.finished = False
+        self.ready = False
+        self.exit_code: int | None = None
+        self.backoff = 0.0
+        self.last_start = 0.0
+        self.probes: dict[str, asyncio.Task[None]] = {}
+        """The running readiness and liveness loops, by kind."""
 
 
 class PodRun:
