@@ -43,9 +43,14 @@ def test_the_quickstart_runs_with_logs_and_metrics_sidecars() -> None:
     assert [r["n"] for r in shipped] == list(range(len(shipped)))
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert {"container": "pod", "event": "succeeded"}.items() <= events[-1].items()
+    # Once the app has exited, a scrape that comes before the metrics sidecar's SIGTERM (a
+    # moment, longer on a busy machine) rightly finds no app: that one warning is not noise.
+    ended = out.index("demo app: done")
+    gone = "WARNING sidecarkit.agent.metrics: scrape of http://127.0.0.1:8080/metrics failed:"
     noise = [
         line
         for line in (out + result.stderr).splitlines()
-        if " WARNING " in line or " ERROR " in line or "Traceback" in line
+        if (" WARNING " in line or " ERROR " in line or "Traceback" in line)
+        and not (gone in line and line in out[ended:])
     ]
     assert not noise, "the quickstart's sidecars start quietly: a target not up yet is no warning"

@@ -113,16 +113,24 @@ def test_a_pre_stop_hook_cut_off_at_the_deadline_takes_its_children_with_it(
 ) -> None:
     # The kubelet kills the hook's exec session with the container: nothing of it survives.
     marker = "61.71"
+    up = tmp_path / "up"
     pod = _pod(
         {
-            "command": _FOREVER,
+            "command": [
+                "sh",
+                "-c",
+                f"trap 'exit 0' TERM; touch {up}; while :; do sleep 0.05; done",
+            ],
             "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", f"sleep {marker} & wait"]}}},
         },
         grace=1,
     )
     runner = _start(tmp_path, pod)
-    time.sleep(1.5)
+    # Once the container runs, the runner's SIGTERM handler is in place: a SIGTERM during
+    # Python's start-up (seconds, on a busy machine) would kill the runner before any hook.
+    assert _wait_for(up.exists, 20), "the container never started"
     runner.send_signal(signal.SIGTERM)
+    assert _wait_for(lambda: bool(_pids_with(marker)), 10), "the preStop hook never ran"
     runner.wait(timeout=30)
     assert _wait_for(lambda: not _pids_with(marker), 3), "the hook's child outlived the run"
 

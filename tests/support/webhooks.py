@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import http.client
 import json
 import signal
@@ -59,10 +60,21 @@ def make_tls(directory: Path) -> Tls:
     return tls
 
 
+_RECENT_PORTS: collections.deque[int] = collections.deque(maxlen=256)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, and none of the last 256 this returned: the kernel picks
+    ``bind(0)`` ports at random and may hand out the same one twice in a row, and tests often
+    take two or three ports for one process (which then refuses to listen twice)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _RECENT_PORTS:
+            _RECENT_PORTS.append(port)
+            return port
+    raise RuntimeError("no fresh loopback port in 100 tries")
 
 
 class Client:

@@ -49,6 +49,15 @@ def _wait_for(predicate: Any, timeout: float = 5.0) -> bool:
     return False
 
 
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` whole, by rename, as a ConfigMap update does: written in place, the
+    server (polling every 50 ms, in this process) could read it truncated and count one
+    reload more than the test expects."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    temp.replace(path)
+
+
 def test_config_reloads_and_a_bad_one_is_refused(
     tls: webhooks.Tls, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -67,14 +76,14 @@ def test_config_reloads_and_a_bad_one_is_refused(
         client = webhooks.Client(server.port, tls)
         assert _added_containers(client.review(webhooks.review_for(POD))) == ["sidecarkit-logs"]
 
-        config.write_text("defaultProfiles: [metrics]\n")
+        _replace(config, "defaultProfiles: [metrics]\n")
         assert _wait_for(
             lambda: (
                 _added_containers(client.review(webhooks.review_for(POD))) == ["sidecarkit-metrics"]
             )
         )
 
-        config.write_text("defaultProfiles: [metrics]\nmode: sometimes\n")
+        _replace(config, "defaultProfiles: [metrics]\nmode: sometimes\n")
         assert _wait_for(lambda: "new config refused" in caplog.text)
         assert "mode: must be one of native, legacy, auto" in caplog.text
         assert _added_containers(client.review(webhooks.review_for(POD))) == ["sidecarkit-metrics"]

@@ -62,14 +62,7 @@ class AgentProcess:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, env=self.env)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"the agent was not ready within {timeout} s")
+        wait_ready(self.port, timeout)
 
     def metrics(self) -> dict[str, float]:
         """Every sample of ``/metrics``, by its name with labels."""
@@ -99,6 +92,19 @@ class AgentProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def wait_ready(port: int, timeout: float = 30.0) -> None:
+    """Wait until the agent on ``port`` answers ``/ready``. Its SIGTERM handler is in place
+    by then: a SIGTERM sent sooner (Python still importing, on a busy machine) kills it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"the agent on port {port} was not ready within {timeout} s")
 
 
 def numbered(first: int, count: int, pad: int = 0) -> bytes:

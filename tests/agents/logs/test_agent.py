@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.agents.logs.agentproc import wait_ready
 from tests.support.webhooks import free_port
 
 
@@ -48,8 +49,9 @@ def test_ships_every_line_with_identity_and_resumes_after_a_restart(tmp_path: Pa
     logs.mkdir()
     app = logs / "app.log"
     app.write_text("".join(f"line {i}\n" for i in range(100)))
-    proc = _start(tmp_path, free_port())
-    time.sleep(1.0)
+    port = free_port()
+    proc = _start(tmp_path, port)
+    wait_ready(port)  # a SIGTERM sent while Python still imports kills the agent
     with app.open("a") as f:
         f.write("".join(f"line {i}\n" for i in range(100, 150)) + "last without newline")
     time.sleep(0.5)
@@ -63,8 +65,9 @@ def test_ships_every_line_with_identity_and_resumes_after_a_restart(tmp_path: Pa
     assert first[0]["namespace"] == "shop"
     with app.open("a") as f:
         f.write("\nafter restart\n")
-    proc = _start(tmp_path, free_port())
-    time.sleep(1.0)
+    port = free_port()
+    proc = _start(tmp_path, port)
+    wait_ready(port)
     proc.send_signal(signal.SIGTERM)
     second = _records(proc)
     assert [r["message"] for r in second] == ["", "after restart"], "nothing shipped twice"

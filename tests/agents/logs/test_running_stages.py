@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.agents.logs.agentproc import wait_for
+from tests.agents.logs.agentproc import wait_for, wait_ready
 from tests.support.webhooks import free_port
 
 STAGES = """
@@ -97,8 +96,9 @@ def test_filtered_lines_are_committed_so_a_restart_does_not_send_them_again(
     assert "n" not in first[0]
     with app.open("a") as f:
         f.write('level=info msg="after restart"\n')
-    proc = _start(config, free_port())
-    time.sleep(1.5)
+    port = free_port()
+    proc = _start(config, port)
+    wait_ready(port)  # on SIGTERM it reads to the end of the file first
     second = _stop(proc)
     assert [r["message"] for r in second] == ["after restart"], "no dropped line read twice"
 
@@ -120,8 +120,9 @@ def test_a_held_record_dropped_when_flushed_is_committed_too(tmp_path: Path) -> 
         f.write("after restart\n")
     # Without the grep stage, a record read again would show.
     config = _config(tmp_path, "stages:\n  - {type: multiline, start: '^\\S'}\n")
-    proc = _start(config, free_port())
-    time.sleep(1.5)
+    port = free_port()
+    proc = _start(config, port)
+    wait_ready(port)  # on SIGTERM it reads to the end of the file first
     second = _stop(proc)
     assert [r["message"] for r in second] == ["after restart"]
 

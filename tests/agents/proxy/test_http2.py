@@ -183,7 +183,12 @@ def test_a_cancelled_call_is_reset_at_the_app_and_leaves_nothing_in_flight(
     proxy = _inbound(tmp_path, app)
     with _channel(proxy.ports["inbound"]) as channel:
         call = _unary(channel).future(b"sleep:3", timeout=30)
-        time.sleep(0.5)
+        # The channel connects on this first call: on a busy machine that takes a while.
+        deadline = time.monotonic() + 2.5
+        while proxy.metric("requests_in_flight", direction="inbound") == 0 and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
         assert proxy.metric("requests_in_flight", direction="inbound") == 1
         call.cancel()
         assert call.cancelled()
@@ -204,7 +209,11 @@ def test_drain_finishes_the_calls_in_flight_and_says_goaway(tmp_path: Path, app:
         unary = _unary(channel)
         assert unary(b"warm", timeout=10) == b"app:warm"
         calls = [unary.future(b"sleep:1.5 %d" % i, timeout=30) for i in range(20)]
-        time.sleep(0.5)
+        deadline = time.monotonic() + 1  # each call takes 1.5 s at the app
+        while proxy.metric("requests_in_flight", direction="inbound") < 20 and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
         proxy.proc.send_signal(signal.SIGTERM)
         results = [call.result() for call in calls]
         with pytest.raises(grpc.RpcError) as caught:  # the port is closed after the GOAWAY

@@ -172,8 +172,12 @@ def test_requests_past_the_in_flight_limit_are_shed_with_503_and_retry_after(app
             socket.create_connection(("127.0.0.1", proxy.ports["inbound"]), 10) for _ in range(2)
         ]
         for s in socks:
-            s.sendall(b"GET /slow/1500 HTTP/1.1\r\nHost: a\r\n\r\n")
-        time.sleep(0.5)
+            s.sendall(b"GET /slow/5000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        deadline = time.monotonic() + 4  # both are answered after 5 s
+        while proxy.metric("requests_in_flight", direction="inbound") < 2 and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
         status, headers, _ = request(proxy.ports["inbound"], "/ok")
         assert status == 503
         assert headers["retry-after"] == "1"

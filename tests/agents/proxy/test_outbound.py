@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,20 @@ def _config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "proxy.yaml"
     path.write_text(text)
     return path
+
+
+def _answered_until(
+    port: int, done: Callable[[Counter[str]], bool], timeout: float = 30.0
+) -> Counter[str]:
+    """What answered rounds of ten requests, until ``done(seen)`` of the last round or
+    ``timeout`` s: ejections and the endpoints file's polling end on the proxy's clock, which a
+    busy machine slows."""
+    deadline = time.monotonic() + timeout
+    seen = _answered_by(port, 10)
+    while not done(seen) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen = _answered_by(port, 10)
+    return seen
 
 
 def _answered_by(port: int, count: int, path: str = "/ok", method: str = "GET") -> Counter[str]:
@@ -96,8 +110,7 @@ def test_an_ejected_endpoint_comes_back_after_it_recovers(
         assert proxy.metric("ejections", upstream="svc") >= 1
         revived = start_backend(tmp_path / "revived", port=victim.port)
         backends.append(revived)
-        time.sleep(1.5)
-        seen = _answered_by(proxy.ports["svc"], 60)
+        seen = _answered_until(proxy.ports["svc"], lambda seen: seen[f"200 {victim.port}"] > 0)
         assert seen[f"200 {victim.port}"] > 0, seen
     finally:
         proxy.stop()
@@ -161,11 +174,15 @@ def test_an_endpoints_file_is_followed_and_a_broken_one_keeps_the_last_endpoints
     try:
         assert _answered_by(proxy.ports["svc"], 5) == {f"200 {backends[0].port}": 5}
         eps.write_text(f"{backends[1].address}\n{backends[2].address}\n")
-        time.sleep(2.5)
+        wanted = {f"200 {backends[1].port}", f"200 {backends[2].port}"}
+        seen = _answered_until(proxy.ports["svc"], lambda seen: set(seen) == wanted)
         seen = _answered_by(proxy.ports["svc"], 30)
-        assert set(seen) == {f"200 {backends[1].port}", f"200 {backends[2].port}"}, seen
+        assert set(seen) == wanted, seen
         eps.write_text("not an address\n")
-        time.sleep(2.5)
+        deadline = time.monotonic() + 30
+        while proxy.metric("discovery_errors_total", upstream="svc") < 1:
+            assert time.monotonic() < deadline, "the broken endpoints file was never read"
+            time.sleep(0.2)
         seen = _answered_by(proxy.ports["svc"], 10)
         assert set(seen) <= {f"200 {backends[1].port}", f"200 {backends[2].port}"}, seen
         assert proxy.metric("discovery_errors_total", upstream="svc") >= 1
