@@ -81,6 +81,9 @@ class PrometheusTextParser:
         self.families: dict[str, exposition.Family] = {}
         self._line = 0
         self._typed: set[str] = set()
+        # Bare metric names already found valid ([a-zA-Z_:][a-zA-Z0-9_:]*): a family's name
+        # comes in its HELP, its TYPE and its samples.
+        self._bare: set[str] = set()
         # Bare sample name -> where its samples go. TYPE forgets the names it reroutes. "#"
         # and "" map to the empty tuple, so comments and blank lines leave the quick path at
         # once.
@@ -112,9 +115,60 @@ class PrometheusTextParser:
         value_and_timestamp = lexing.prometheus_value_and_timestamp
         families = self.families
         unescape_help = lexing.unescape_prometheus_help
+        bare = self._bare
+        typed = self._typed
+        stems = self._stems
+        family_of = exposition.Family
         number = self._line
         for line in lines:
             number += 1
+            if line[:2] == "# ":
+                # "# HELP name text" and "# TYPE name type" with a bare name, as in
+                # ``_comment``, and with TYPE's usual case of ``_type`` in line: a family's
+                # metadata costs about as much as its samples in small expositions.
+                self._line = number
+                keyword = line[2:7]
+                if keyword in {"HELP ", "TYPE "}:
+                    end = line.find(" ", 7)
+                    name = line[7:end]
+                    if name in bare:
+                        known_name = True
+                    elif name.isascii() and name.replace(":", "_").isidentifier():
+                        known_name = True
+                        if len(bare) < _CACHED:
+                            bare.add(name)
+                    else:
+                        known_name = False
+                    if end > 0 and known_name:
+                        text = line[end + 1 :].lstrip(_BLANKS)
+                        family = families.get(name)
+                        if keyword == "TYPE ":
+                            kind = _TYPES.get(text)
+                            if (
+                                kind is not None
+                                and name not in typed
+                                and name not in stems
+                                and (family is None or not family.samples)
+                            ):
+                                typed.add(name)
+                                if family is None:
+                                    family = families[name] = family_of(name, kind)
+                                else:
+                                    family.type = kind
+                                if len(routes) < _CACHED:
+                                    self._typed_routes(family)
+                                continue
+                            self._type(name, text)
+                            continue
+                        if family is None:
+                            families[name] = family_of(
+                                name, "untyped", unescape_help(text) if "\\" in text else text
+                            )
+                            continue
+                        self._help(name, text)
+                        continue
+                self._comment(line)
+                continue
             entry: _LabelSet | None
             head, close, rest = line.rpartition("}")
             if close:
@@ -181,29 +235,7 @@ class PrometheusTextParser:
                     samples.append(sample(name, entry[0], value, timestamp))
                     continue
             self._line = number
-            if name == "#" and not close:
-                # "# HELP name text" and "# TYPE name type" with a bare name, as in
-                # ``_comment``; anything else goes there.
-                keyword = rest[:5]
-                if keyword in {"HELP ", "TYPE "}:
-                    end = rest.find(" ", 5)
-                    name = rest[5:end]
-                    if end > 0 and name.isascii() and name.replace(":", "_").isidentifier():
-                        text = rest[end + 1 :].lstrip(_BLANKS)
-                        if keyword == "TYPE ":
-                            self._type(name, text)
-                            continue
-                        family = families.get(name)
-                        if family is None:
-                            families[name] = exposition.Family(
-                                name, "untyped", unescape_help(text) if "\\" in text else text
-                            )
-                            continue
-                        self._help(name, text)
-                        continue
-                self._comment(line)
-            else:
-                self._general(line)
+            self._general(line)
         self._line = number
         self.reader.check(lines, families.values())
 
@@ -216,8 +248,11 @@ class PrometheusTextParser:
 
     def _new_route(self, name: str) -> _Route | tuple[()]:
         """Where samples named ``name`` go, cached; ``()`` for what is not a bare name."""
-        if not (name.isascii() and name.replace(":", "_").isidentifier()):
-            return ()  # not a bare metric name: [a-zA-Z_:][a-zA-Z0-9_:]*
+        if name not in self._bare:
+            if not (name.isascii() and name.replace(":", "_").isidentifier()):
+                return ()  # not a bare metric name: [a-zA-Z_:][a-zA-Z0-9_:]*
+            if len(self._bare) < _CACHED:
+                self._bare.add(name)
         # ``_route``, with the suffix found by one split: the parts have no "_" after theirs.
         stem, _, part = name.rpartition("_")
         kinds = _PART_KINDS.get(part)
@@ -240,6 +275,30 @@ class PrometheusTextParser:
             if kinds is not None:
                 self._stems.add(stem)
         return route
+
+    def _typed_routes(self, family: exposition.Family) -> None:
+        """The routes ``_new_route`` would make for the sample names of a family just typed,
+        made now: the family's first samples then find them cached.
+
+        Only names whose route cannot depend on another family are made: the family's own
+        name unless it ends in a part's suffix (``x_sum`` may belong to a summary ``x``), and
+        the names of its parts (``x_bucket`` of a histogram ``x``). No TYPE can change them
+        later: a second TYPE for the name is an error.
+        """
+        name, kind = family.name, family.type
+        samples = family.samples
+        nonnegative = kind in ("histogram", "gaugehistogram")
+        routes, stems = self._routes, self._stems
+        if name.rpartition("_")[2] not in _PART_KINDS:
+            routes[name] = (samples, _QUANTILE if kind == "summary" else _NO_CHECK, nonnegative)
+            stems.add(name)
+        if kind in ("histogram", "gaugehistogram", "summary"):
+            for part, kinds in _PART_KINDS.items():
+                if kind in kinds:
+                    full = f"{name}_{part}"
+                    routes[full] = (samples, _LE if part == "bucket" else _NO_CHECK, nonnegative)
+                    stems.add(full)
+            stems.add(name)
 
     def _label_set(self, inner: str) -> _LabelSet | None:
         """The labels of ``{inner}`` when they pass every check a sample's labels get; None
