@@ -43,6 +43,11 @@ _QUICK: Final[dict[str, dict[str, int]]] = {
     "gauge": {"": _PLAIN},
     "unknown": {"": _PLAIN},
 }
+_QUICK_ITEMS: Final = {kind: tuple(checks.items()) for kind, checks in _QUICK.items()}
+#: The sample names of a family of each type that no later family may use, as suffixes.
+_CLAIMED: Final = {
+    kind: tuple(sorted({*suffixes, ""})) for kind, suffixes in exposition.FAMILY_SUFFIXES.items()
+}
 
 #: A label set read once per parser: (labels, their pairs as a set, the pairs without ``le``
 #: when ``le`` is a valid bucket bound, that bound, the pairs without ``quantile`` when it is a
@@ -67,7 +72,6 @@ class _Open:
     """The family being read, and what its samples so far imply."""
 
     __slots__ = (
-        "allowed",
         "buckets",
         "family",
         "group",
@@ -80,7 +84,6 @@ class _Open:
 
     def __init__(self, family: exposition.Family) -> None:
         self.family = family
-        self.allowed: tuple[str, ...] = (family.name,)
         self.started = False
         self.group: frozenset[tuple[str, str]] | None = None
         self.group_timestamp: float | None = None
@@ -93,10 +96,21 @@ class _Open:
     def set_type(self, kind: str) -> None:
         name = self.family.name
         self.family.type = kind
-        self.allowed = tuple(name + s for s in exposition.FAMILY_SUFFIXES[kind])
-        self.quick = {name + s: (code, s) for s, code in _QUICK.get(kind, {}).items()}
+        if kind not in ("gauge", "unknown"):  # those keep the name alone, as plain
+            quick = {}
+            for suffix, code in _QUICK_ITEMS.get(kind, ()):
+                quick[name + suffix] = (code, suffix)
+            self.quick = quick
         if kind in ("histogram", "gaugehistogram"):
             self.buckets = histograms.Buckets(name)
+
+    def allows(self, name: str) -> bool:
+        """Whether a sample named ``name`` belongs to this family, by its type (its name
+        alone while it has none)."""
+        family = self.family.name
+        return name.startswith(family) and name[len(family) :] in exposition.FAMILY_SUFFIXES.get(
+            self.family.type, ("",)
+        )
 
     def appended(
         self,
@@ -140,6 +154,8 @@ class OpenMetricsParser:
         self._eof = False
         self._open: _Open | None = None
         self._seen_names: set[str] = set()
+        # Metric names in metadata already found valid: HELP, TYPE and UNIT share them.
+        self._names: set[str] = set()
         # The exact text of a label set that reads without errors, braces included.
         self._label_sets: dict[str, _LabelSet] = {} if label_sets is None else label_sets
         self._label_bound = _CACHED if label_sets is None else LABEL_SETS
@@ -158,10 +174,39 @@ class OpenMetricsParser:
         number = self._line
         current = self._open
         quick = current.quick if current is not None and not self._eof else {}
+        unescape_help = lexing.unescape_openmetrics_help
+        suffixes = exposition.FAMILY_SUFFIXES
         group: frozenset[tuple[str, str]] | None
         entry: _LabelSet | None
         for line in lines:
             number += 1
+            if line[:2] == "# ":  # metadata (or "# EOF"): a family's first lines
+                self._line = number
+                parts = line.split(" ", 3)
+                if (
+                    len(parts) == 4
+                    and current is not None
+                    and not current.started
+                    and not self._eof
+                    and parts[2] == current.family.name
+                ):
+                    # The family's next metadata line: its usual cases of ``_metadata``.
+                    meta, text = parts[1], parts[3]
+                    family = current.family
+                    if meta == "HELP" and family.help is None:
+                        family.help = unescape_help(text)
+                        continue
+                    if meta == "TYPE" and not family.type and text in suffixes:
+                        current.set_type(text)
+                        quick = current.quick
+                        continue
+                if self._eof or line == "# EOF":
+                    self._text_line(line)
+                else:
+                    self._metadata(line)
+                current = self._open
+                quick = current.quick if current is not None and not self._eof else {}
+                continue
             brace = line.find("{")
             if brace < 0:
                 name, _, body = line.partition(" ")
@@ -339,9 +384,12 @@ class OpenMetricsParser:
         if len(parts) < 4 or parts[0] != "#":
             raise ParseError("expected '# TYPE|HELP|UNIT name text'", self._line)
         kind, name, text = parts[1], parts[2], parts[3]
-        match = exposition.METRIC_NAME.fullmatch(name)
-        if match is None:
-            raise ParseError(f"invalid metric name {name!r}", self._line, 3 + len(kind))
+        names = self._names
+        if name not in names:
+            if exposition.METRIC_NAME.fullmatch(name) is None:
+                raise ParseError(f"invalid metric name {name!r}", self._line, 3 + len(kind))
+            if len(names) < _CACHED:
+                names.add(name)
         current = self._open
         if current is not None and current.family.name == name:
             if current.started:
@@ -377,11 +425,13 @@ class OpenMetricsParser:
         family = current.family
         if not family.type:
             family.type = "unknown"
-        for suffix in {*exposition.FAMILY_SUFFIXES[family.type], ""}:
-            full = family.name + suffix
-            if full in self._seen_names:
-                raise ParseError(f"{full} clashes with an earlier family", self._line)
-            self._seen_names.add(full)
+        claimed = [*map(family.name.__add__, _CLAIMED[family.type])]
+        seen = self._seen_names
+        if not seen.isdisjoint(claimed):
+            for full in claimed:
+                if full in seen:
+                    raise ParseError(f"{full} clashes with an earlier family", self._line)
+        seen.update(claimed)
         if family.unit:
             if not family.name.endswith("_" + family.unit):
                 raise ParseError(
@@ -396,7 +446,7 @@ class OpenMetricsParser:
     def _sample(self, line: str) -> None:
         sample = lexing.read_openmetrics_sample(line, self._line)
         current = self._open
-        if current is None or sample.name not in current.allowed:
+        if current is None or not current.allows(sample.name):
             self._finish()
             current = self._open = _Open(exposition.Family(sample.name, "unknown"))
         current.started = True
