@@ -32,6 +32,8 @@ _TYPES: Final = {
 }
 _BLANKS: Final = " \t"
 _PARTS: Final = ("_bucket", "_sum", "_count")
+#: Types whose samples need no check beyond the name's: no quantile, no bucket, any sign.
+_PLAIN_KINDS: Final = frozenset({"counter", "gauge", "untyped"})
 #: The suffixes of ``_PARTS`` without their "_", with the family types they belong to.
 _PART_KINDS: Final = {
     "bucket": ("histogram", "gaugehistogram"),
@@ -126,7 +128,6 @@ class PrometheusTextParser:
                 # "# HELP name text" and "# TYPE name type" with a bare name, as in
                 # ``_comment``, and with TYPE's usual case of ``_type`` in line: a family's
                 # metadata costs about as much as its samples in small expositions.
-                self._line = number
                 keyword = line[2:7]
                 if keyword in {"HELP ", "TYPE "}:
                     end = line.find(" ", 7)
@@ -156,8 +157,14 @@ class PrometheusTextParser:
                                 else:
                                     family.type = kind
                                 if len(routes) < _CACHED:
-                                    self._typed_routes(family)
+                                    if kind in _PLAIN_KINDS:  # ``_typed_routes``, in line
+                                        if not name.endswith(_PARTS):
+                                            routes[name] = (family.samples, _NO_CHECK, False)
+                                            stems.add(name)
+                                    else:
+                                        self._typed_routes(family)
                                 continue
+                            self._line = number
                             self._type(name, text)
                             continue
                         if family is None:
@@ -165,8 +172,10 @@ class PrometheusTextParser:
                                 name, "untyped", unescape_help(text) if "\\" in text else text
                             )
                             continue
+                        self._line = number
                         self._help(name, text)
                         continue
+                self._line = number
                 self._comment(line)
                 continue
             entry: _LabelSet | None
@@ -289,7 +298,7 @@ class PrometheusTextParser:
         samples = family.samples
         nonnegative = kind in ("histogram", "gaugehistogram")
         routes, stems = self._routes, self._stems
-        if name.rpartition("_")[2] not in _PART_KINDS:
+        if not name.endswith(_PARTS):
             routes[name] = (samples, _QUANTILE if kind == "summary" else _NO_CHECK, nonnegative)
             stems.add(name)
         if kind in ("histogram", "gaugehistogram", "summary"):
