@@ -132,3 +132,23 @@ def test_openmetrics_bounds_sorted_first_read_as_the_reference_parser_reads_them
             openmetrics.parse(text.replace('le="0.1",route="/b"', bad).encode())
     with pytest.raises(ParseError):
         openmetrics.parse(text.replace('quantile="0.9"', 'quantile="1.5"').encode())
+
+
+def test_label_sets_with_the_trailing_comma_read_as_without_it() -> None:
+    # The Java client ends every label set with a comma; a set seen after one with the same
+    # head reads the same whichever way either ends.
+    body = b'# TYPE x gauge\nx{a="1",} 1\nx{a="2",} 2\nx{a="3"} 3\nx{a="4",} 4\nx{b="5",a="6",} 5\n'
+    parsed = promtext.parse(body)
+    assert [s.labels for s in parsed[0].samples] == [
+        (("a", "1"),),
+        (("a", "2"),),
+        (("a", "3"),),
+        (("a", "4"),),
+        (("b", "5"), ("a", "6")),
+    ]
+    blank = promtext.parse(b'x{a="1",} 1\nx{a="2" ,} 2\n')  # blanks between tokens are fine
+    assert [s.labels for s in blank[0].samples] == [(("a", "1"),), (("a", "2"),)]
+    for bad in (b'x{a=",} 2\n', b'x{a="2",,} 2\n', b'x{a="2"x,} 2\n'):
+        with pytest.raises(ParseError) as caught:
+            promtext.parse(b'x{a="1",} 1\n' + bad)
+        assert caught.value.line == 2

@@ -51,6 +51,10 @@ _LabelSet = tuple[tuple[tuple[str, str], ...], bool, bool, bool]
 #: Label sets whose first label is the one that varies down a run.
 _FIRST_VARIES: Final = ('le="', 'quantile="')
 _Head = tuple[tuple[tuple[str, str], ...], str, bool | None, bool | None]
+#: How a label set may end after its last value's opening quote and text; what may follow
+#: that closing quote.
+_LAST_CLOSE: Final = frozenset({'"', '",'})
+_AFTER_LAST: Final = frozenset({"", ","})
 _NO_CHECK: Final = 1
 _LE: Final = 2
 _QUANTILE: Final = 3
@@ -189,13 +193,16 @@ class PrometheusTextParser:
                     route = self._new_route(name)
                 if entry is None and route and brace:
                     # A new label set: its head known, append the last value (``_label_set``).
+                    # The last value runs from that "=\"" to the closing quote, which ends the
+                    # set or is followed by the one trailing comma the format allows.
                     cut = inner.rfind('="') + 2
                     known = heads.get(inner[:cut])
-                    last = inner[cut:-1]
+                    close_at = len(inner) - 1 if inner[-1:] == '"' else len(inner) - 2
+                    last = inner[cut:close_at]
                     if (
                         known is not None
-                        and cut < len(inner)
-                        and inner[-1] == '"'
+                        and cut <= close_at
+                        and inner[close_at:] in _LAST_CLOSE
                         and '"' not in last
                         and "\\" not in inner
                     ):
@@ -365,13 +372,13 @@ class PrometheusTextParser:
                 None if le_at == 0 else le_ok,
                 None if quantile_at == 0 else quantile_ok,
             )
-        if parts[-1] == "":  # the set ends with a value: it has a head
+        if parts[-1] in _AFTER_LAST:  # the set ends with a value: it has a head
             # The head passes every check whatever the value after it. Kept when the last
             # label is a bucket bound or a quantile (a run of them follows), when it is the
             # only label (its name alone, shared by the family's series), or the second time
             # in a row.
             at = len(labels) - 1
-            head_text = inner[: len(inner) - len(values[-1]) - 1]
+            head_text = inner[: len(inner) - len(values[-1]) - 1 - len(parts[-1])]
             if (at in (le_at, quantile_at, 0) or head_text == self._last_head) and len(
                 self._heads
             ) < _CACHED:
