@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
-from sidecarkit.agents.metrics import openmetrics, promtext
+from sidecarkit.agents.metrics import exposition, openmetrics, promtext
 from sidecarkit.agents.metrics.exposition import ParseError
 
 PARSERS = [pytest.param(promtext.parse, id="text"), pytest.param(openmetrics.parse, id="om")]
@@ -152,3 +153,14 @@ def test_label_sets_with_the_trailing_comma_read_as_without_it() -> None:
         with pytest.raises(ParseError) as caught:
             promtext.parse(b'x{a="1",} 1\n' + bad)
         assert caught.value.line == 2
+
+
+def test_the_quick_paths_fill_every_field_of_a_sample() -> None:
+    # The quick paths store a Sample's fields one by one instead of calling its __init__: a
+    # field added to Sample must be added there too (promtext.feed, openmetrics.feed).
+    fields = [f.name for f in dataclasses.fields(exposition.Sample)]
+    assert fields == ["name", "labels", "value", "timestamp", "exemplar"]
+    text = promtext.parse(b'# TYPE x gauge\nx{a="1"} 2\n')[0].samples[0]
+    assert text == exposition.Sample("x", (("a", "1"),), 2.0)
+    om = openmetrics.parse(b'# TYPE x gauge\nx{a="1"} 2\n# EOF\n')[0].samples[0]
+    assert om == exposition.Sample("x", (("a", "1"),), 2.0)
