@@ -177,6 +177,9 @@ class OpenMetricsParser:
         quick = current.quick if current is not None and not self._eof else {}
         unescape_help = lexing.unescape_openmetrics_help
         suffixes = exposition.FAMILY_SUFFIXES
+        names = self._names
+        metric_name = exposition.METRIC_NAME.fullmatch
+        family_of = exposition.Family
         group: frozenset[tuple[str, str]] | None
         entry: _LabelSet | None
         for line in lines:
@@ -184,23 +187,36 @@ class OpenMetricsParser:
             if line[:2] == "# ":  # metadata (or "# EOF"): a family's first lines
                 self._line = number
                 parts = line.split(" ", 3)
-                if (
-                    len(parts) == 4
-                    and current is not None
-                    and not current.started
-                    and not self._eof
-                    and parts[2] == current.family.name
-                ):
-                    # The family's next metadata line: its usual cases of ``_metadata``.
-                    meta, text = parts[1], parts[3]
-                    family = current.family
-                    if meta == "HELP" and family.help is None:
-                        family.help = unescape_help(text)
-                        continue
-                    if meta == "TYPE" and not family.type and text in suffixes:
-                        current.set_type(text)
-                        quick = current.quick
-                        continue
+                if len(parts) == 4 and not self._eof:
+                    meta, name, text = parts[1], parts[2], parts[3]
+                    if current is not None and name == current.family.name:
+                        # The family's next metadata line: its usual cases of ``_metadata``.
+                        family = current.family
+                        if current.started:
+                            pass  # metadata after samples: ``_metadata`` says so
+                        elif meta == "HELP" and family.help is None:
+                            family.help = unescape_help(text)
+                            continue
+                        elif meta == "TYPE" and not family.type and text in suffixes:
+                            current.set_type(text)
+                            quick = current.quick
+                            continue
+                    elif meta == "HELP" or (meta == "TYPE" and text in suffixes):
+                        # A new family's first metadata line, as ``_metadata`` reads it.
+                        known = name in names
+                        if not known and metric_name(name) is not None:
+                            known = True
+                            if len(names) < _CACHED:
+                                names.add(name)
+                        if known:
+                            self._finish()
+                            current = self._open = _Open(family_of(name, ""))
+                            if meta == "HELP":
+                                current.family.help = unescape_help(text)
+                            else:
+                                current.set_type(text)
+                            quick = current.quick
+                            continue
                 if self._eof or line == "# EOF":
                     self._text_line(line)
                 else:
