@@ -162,6 +162,8 @@ class OpenMetricsParser:
         # Label-set skeletons ({a="",b=""}) with distinct names, with where "le" and
         # "quantile" are (-1 when absent).
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
+        # ("le" or "quantile", its value) -> ``_bound`` or ``_quantile`` of the value.
+        self._verdicts: dict[tuple[str, str], tuple[bool, float]] = {}
         # The rest of label sets that start with le or quantile, after that first value.
         self._tails: dict[
             str, tuple[str, tuple[tuple[str, str], ...], frozenset[tuple[str, str]]]
@@ -321,13 +323,23 @@ class OpenMetricsParser:
                 tail_key = text[:opened] + text[closed:]
                 tail = self._tails.get(tail_key)
                 if tail is not None:
+                    # ``_label_set_entry`` for this case, with the verdict on the value cached:
+                    # bucket bounds and quantiles repeat down every run.
                     name, rest, rest_pairs = tail
                     value = text[opened:closed]
-                    found = _label_set_entry(
-                        ((name, value), *rest),
-                        value if name == "le" else None,
-                        value if name == "quantile" else None,
-                        rest=rest_pairs,
+                    first = (name, value)
+                    verdict = self._verdicts.get(first)
+                    if verdict is None:
+                        verdict = _bound(value) if name == "le" else _quantile(value)
+                        if len(self._verdicts) < _CACHED:
+                            self._verdicts[first] = verdict
+                    ok, bound = verdict
+                    found: _LabelSet = (
+                        (first, *rest),
+                        rest_pairs | {first},
+                        rest_pairs if ok and name == "le" else None,
+                        bound,
+                        rest_pairs if ok and name == "quantile" else None,
                     )
                     if len(self._label_sets) < self._label_bound:
                         self._label_sets[text] = found
@@ -581,23 +593,36 @@ def _label_set_entry(
     pairs = frozenset(labels) if rest is None else rest | {labels[0]}
     without_le = None
     bound = 0.0
-    if le is not None and le != "NaN":
-        try:
-            bound = exposition.parse_float(le)
-        except ValueError:
-            pass
-        else:
-            if not (math.isinf(bound) and bound > 0 and le != "+Inf"):
-                without_le = pairs - {("le", le)} if rest is None else rest
+    if le is not None:
+        ok, bound = _bound(le)
+        if ok:
+            without_le = pairs - {("le", le)} if rest is None else rest
     without_quantile = None
-    if quantile is not None:
-        try:
-            q = exposition.parse_float(quantile)
-        except ValueError:
-            q = -1.0
-        if 0.0 <= q <= 1.0:
-            without_quantile = pairs - {("quantile", quantile)} if rest is None else rest
+    if quantile is not None and _quantile(quantile)[0]:
+        without_quantile = pairs - {("quantile", quantile)} if rest is None else rest
     return labels, pairs, without_le, bound, without_quantile
+
+
+def _bound(le: str) -> tuple[bool, float]:
+    """Whether ``le`` is a bucket bound as ``_sample`` checks it (a number, not NaN, +Inf
+    written so), and its value (0.0 when it is no number)."""
+    if le == "NaN":
+        return False, 0.0
+    try:
+        bound = exposition.parse_float(le)
+    except ValueError:
+        return False, 0.0
+    return not (math.isinf(bound) and bound > 0 and le != "+Inf"), bound
+
+
+def _quantile(quantile: str) -> tuple[bool, float]:
+    """Whether ``quantile`` is a quantile in [0, 1] as ``_sample`` checks it (the float
+    is not used)."""
+    try:
+        q = exposition.parse_float(quantile)
+    except ValueError:
+        return False, 0.0
+    return 0.0 <= q <= 1.0, 0.0
 
 
 def parse(data: bytes) -> list[exposition.Family]:
