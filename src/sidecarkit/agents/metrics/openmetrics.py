@@ -186,10 +186,10 @@ class OpenMetricsParser:
         entry: _LabelSet | None
         for line in lines:
             number += 1
-            if line[:2] == "# ":  # metadata (or "# EOF"): a family's first lines
+            if line[:1] == "#":  # metadata (or "# EOF"): a family's first lines
                 self._line = number
                 parts = line.split(" ", 3)
-                if len(parts) == 4 and not self._eof:
+                if len(parts) == 4 and parts[0] == "#" and not self._eof:
                     meta, name, text = parts[1], parts[2], parts[3]
                     if current is not None and name == current.family.name:
                         # The family's next metadata line: its usual cases of ``_metadata``.

@@ -129,12 +129,12 @@ class PrometheusTextParser:
         number = self._line
         for line in lines:
             number += 1
-            if line[:2] == "# ":
+            if line.startswith("#"):
                 # "# HELP name text" and "# TYPE name type" with a bare name, as in
                 # ``_comment``, and with TYPE's usual case of ``_type`` in line: a family's
                 # metadata costs about as much as its samples in small expositions.
                 keyword = line[2:7]
-                if keyword in {"HELP ", "TYPE "}:
+                if keyword in {"HELP ", "TYPE "} and line[1] == " ":
                     end = line.find(" ", 7)
                     name = line[7:end]
                     if name in bare:
@@ -198,15 +198,17 @@ class PrometheusTextParser:
                     # set or is followed by the one trailing comma the format allows.
                     cut = inner.rfind('="') + 2
                     known = heads.get(inner[:cut])
-                    close_at = len(inner) - 1 if inner[-1:] == '"' else len(inner) - 2
-                    last = inner[cut:close_at]
-                    if (
-                        known is not None
-                        and cut <= close_at
-                        and inner[close_at:] in _LAST_CLOSE
-                        and '"' not in last
-                        and "\\" not in inner
-                    ):
+                    if known is not None:
+                        close_at = len(inner) - 1 if inner[-1] == '"' else len(inner) - 2
+                        last = inner[cut:close_at]
+                        if (
+                            cut > close_at
+                            or inner[close_at:] not in _LAST_CLOSE
+                            or '"' in last
+                            or "\\" in inner
+                        ):
+                            known = None
+                    if known is not None:
                         labels, label, le, quantile = known
                         if le is None:
                             le = numbers.get(last)
