@@ -228,9 +228,13 @@ PROMETHEUS_ACCEPT = (
 
 
 def fetch_every(url: str, interval: float, stop: threading.Event, fetched: list[int]) -> None:
-    """GET ``url`` every ``interval`` seconds as Prometheus would, noting each body's size;
-    a failed fetch is noted as -1."""
-    while not stop.wait(interval):
+    """GET ``url`` every ``interval`` seconds as Prometheus would (on a fixed schedule, not
+    ``interval`` after the last answer), noting each body's size; a failed fetch is -1."""
+    due = time.monotonic()
+    while True:
+        due += interval
+        if stop.wait(max(0.0, due - time.monotonic())):
+            return
         request = urllib.request.Request(url, headers={"Accept": PROMETHEUS_ACCEPT})
         try:
             with urllib.request.urlopen(request, timeout=interval) as r:

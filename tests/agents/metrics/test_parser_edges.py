@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -164,3 +165,20 @@ def test_the_quick_paths_fill_every_field_of_a_sample() -> None:
     assert text == exposition.Sample("x", (("a", "1"),), 2.0)
     om = openmetrics.parse(b'# TYPE x gauge\nx{a="1"} 2\n# EOF\n')[0].samples[0]
     assert om == exposition.Sample("x", (("a", "1"),), 2.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"# TYPE  gauge\n", "line 1: unknown type ''"),
+        (b"# HELP # x\n# TYPE # gauge\n", "line 1: invalid metric name '#'"),
+        (b"# HELP x y\n# TYPE x.y gauge\n", "line 2: invalid metric name 'x.y'"),
+        (b"# HELP x y\n# HELP x z\n", "line 2: second HELP for x"),
+        (b"# HELP x y\nx 1\n# TYPE x gauge\n", "line 3: TYPE for x after its samples"),
+    ],
+)
+def test_metadata_the_quick_path_passes_over_gets_the_full_paths_error(
+    body: bytes, error: str
+) -> None:
+    with pytest.raises(ParseError, match="^" + re.escape(error)):
+        promtext.parse(body)

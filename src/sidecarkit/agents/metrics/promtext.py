@@ -126,6 +126,7 @@ class PrometheusTextParser:
         typed = self._typed
         stems = self._stems
         family_of = exposition.Family
+        helped: str | None = None  # the name of the last HELP line read here, found valid
         number = self._line
         for line in lines:
             number += 1
@@ -137,11 +138,11 @@ class PrometheusTextParser:
                 if keyword in {"HELP ", "TYPE "} and line[1] == " ":
                     end = line.find(" ", 7)
                     name = line[7:end]
-                    if name in bare:
+                    if name == helped or name in bare:  # TYPE after its HELP, usually
                         known_name = True
                     elif name.isascii() and name.replace(":", "_").isidentifier():
                         known_name = True
-                        if len(bare) < _CACHED:
+                        if keyword == "TYPE " and len(bare) < _CACHED:
                             bare.add(name)
                     else:
                         known_name = False
@@ -172,6 +173,7 @@ class PrometheusTextParser:
                             self._line = number
                             self._type(name, text)
                             continue
+                        helped = name
                         if family is None:
                             families[name] = family_of(
                                 name, "untyped", unescape_help(text) if "\\" in text else text
