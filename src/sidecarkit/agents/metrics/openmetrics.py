@@ -197,7 +197,7 @@ class OpenMetricsParser:
                         if current.started:
                             pass  # metadata after samples: ``_metadata`` says so
                         elif meta == "HELP" and family.help is None:
-                            family.help = unescape_help(text)
+                            family.help = unescape_help(text) if "\\" in text else text
                             continue
                         elif meta == "TYPE" and not family.type and text in suffixes:
                             current.set_type(text)
@@ -214,7 +214,7 @@ class OpenMetricsParser:
                             self._finish()
                             current = self._open = _Open(family_of(name, ""))
                             if meta == "HELP":
-                                current.family.help = unescape_help(text)
+                                current.family.help = unescape_help(text) if "\\" in text else text
                             else:
                                 current.set_type(text)
                             quick = current.quick
