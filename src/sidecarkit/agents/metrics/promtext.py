@@ -32,6 +32,8 @@ _TYPES: Final = {
 }
 _BLANKS: Final = " \t"
 _PARTS: Final = ("_bucket", "_sum", "_count")
+#: How the HELP and TYPE lines of the usual shape begin.
+_METADATA: Final = ("# HELP ", "# TYPE ")
 #: Types whose samples need no check beyond the name's: no quantile, no bucket, any sign.
 _PLAIN_KINDS: Final = frozenset({"counter", "gauge", "untyped"})
 #: The suffixes of ``_PARTS`` without their "_", with the family types they belong to.
@@ -134,22 +136,22 @@ class PrometheusTextParser:
                 # "# HELP name text" and "# TYPE name type" with a bare name, as in
                 # ``_comment``, and with TYPE's usual case of ``_type`` in line: a family's
                 # metadata costs about as much as its samples in small expositions.
-                keyword = line[2:7]
-                if keyword in {"HELP ", "TYPE "} and line[1] == " ":
+                if line.startswith(_METADATA):
+                    is_type = line[2] == "T"
                     end = line.find(" ", 7)
                     name = line[7:end]
-                    if name == helped or name in bare:  # TYPE after its HELP, usually
+                    if is_type and (name == helped or name in bare):  # after its HELP, usually
                         known_name = True
                     elif name.isascii() and name.replace(":", "_").isidentifier():
                         known_name = True
-                        if keyword == "TYPE " and len(bare) < _CACHED:
+                        if is_type and len(bare) < _CACHED:
                             bare.add(name)
                     else:
                         known_name = False
                     if end > 0 and known_name:
                         text = line[end + 1 :].lstrip(_BLANKS)
                         family = families.get(name)
-                        if keyword == "TYPE ":
+                        if is_type:
                             kind = _TYPES.get(text)
                             if (
                                 kind is not None
