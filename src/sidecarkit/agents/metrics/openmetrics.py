@@ -180,7 +180,6 @@ class OpenMetricsParser:
         unescape_help = lexing.unescape_openmetrics_help
         suffixes = exposition.FAMILY_SUFFIXES
         names = self._names
-        metric_name = exposition.METRIC_NAME.fullmatch
         family_of = exposition.Family
         group: frozenset[tuple[str, str]] | None
         entry: _LabelSet | None
@@ -206,7 +205,8 @@ class OpenMetricsParser:
                     elif meta == "HELP" or (meta == "TYPE" and text in suffixes):
                         # A new family's first metadata line, as ``_metadata`` reads it.
                         known = name in names
-                        if not known and metric_name(name) is not None:
+                        # [a-zA-Z_:][a-zA-Z0-9_:]*, as METRIC_NAME, without a regex.
+                        if not known and name.isascii() and name.replace(":", "_").isidentifier():
                             known = True
                             if len(names) < _CACHED:
                                 names.add(name)
