@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
 import pytest
 
-from sidecarkit.agents.metrics import openmetrics, promtext
+from sidecarkit.agents.metrics import exposition, openmetrics, promtext
 from sidecarkit.agents.metrics.exposition import ParseError
 
 PARSERS = [pytest.param(promtext.parse, id="text"), pytest.param(openmetrics.parse, id="om")]
@@ -132,3 +134,51 @@ def test_openmetrics_bounds_sorted_first_read_as_the_reference_parser_reads_them
             openmetrics.parse(text.replace('le="0.1",route="/b"', bad).encode())
     with pytest.raises(ParseError):
         openmetrics.parse(text.replace('quantile="0.9"', 'quantile="1.5"').encode())
+
+
+def test_label_sets_with_the_trailing_comma_read_as_without_it() -> None:
+    # The Java client ends every label set with a comma; a set seen after one with the same
+    # head reads the same whichever way either ends.
+    body = b'# TYPE x gauge\nx{a="1",} 1\nx{a="2",} 2\nx{a="3"} 3\nx{a="4",} 4\nx{b="5",a="6",} 5\n'
+    parsed = promtext.parse(body)
+    assert [s.labels for s in parsed[0].samples] == [
+        (("a", "1"),),
+        (("a", "2"),),
+        (("a", "3"),),
+        (("a", "4"),),
+        (("b", "5"), ("a", "6")),
+    ]
+    blank = promtext.parse(b'x{a="1",} 1\nx{a="2" ,} 2\n')  # blanks between tokens are fine
+    assert [s.labels for s in blank[0].samples] == [(("a", "1"),), (("a", "2"),)]
+    for bad in (b'x{a=",} 2\n', b'x{a="2",,} 2\n', b'x{a="2"x,} 2\n'):
+        with pytest.raises(ParseError) as caught:
+            promtext.parse(b'x{a="1",} 1\n' + bad)
+        assert caught.value.line == 2
+
+
+def test_the_quick_paths_fill_every_field_of_a_sample() -> None:
+    # The quick paths store a Sample's fields one by one instead of calling its __init__: a
+    # field added to Sample must be added there too (promtext.feed, openmetrics.feed).
+    fields = [f.name for f in dataclasses.fields(exposition.Sample)]
+    assert fields == ["name", "labels", "value", "timestamp", "exemplar"]
+    text = promtext.parse(b'# TYPE x gauge\nx{a="1"} 2\n')[0].samples[0]
+    assert text == exposition.Sample("x", (("a", "1"),), 2.0)
+    om = openmetrics.parse(b'# TYPE x gauge\nx{a="1"} 2\n# EOF\n')[0].samples[0]
+    assert om == exposition.Sample("x", (("a", "1"),), 2.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"# TYPE  gauge\n", "line 1: unknown type ''"),
+        (b"# HELP # x\n# TYPE # gauge\n", "line 1: invalid metric name '#'"),
+        (b"# HELP x y\n# TYPE x.y gauge\n", "line 2: invalid metric name 'x.y'"),
+        (b"# HELP x y\n# HELP x z\n", "line 2: second HELP for x"),
+        (b"# HELP x y\nx 1\n# TYPE x gauge\n", "line 3: TYPE for x after its samples"),
+    ],
+)
+def test_metadata_the_quick_path_passes_over_gets_the_full_paths_error(
+    body: bytes, error: str
+) -> None:
+    with pytest.raises(ParseError, match="^" + re.escape(error)):
+        promtext.parse(body)

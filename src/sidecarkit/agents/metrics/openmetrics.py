@@ -43,6 +43,11 @@ _QUICK: Final[dict[str, dict[str, int]]] = {
     "gauge": {"": _PLAIN},
     "unknown": {"": _PLAIN},
 }
+_QUICK_ITEMS: Final = {kind: tuple(checks.items()) for kind, checks in _QUICK.items()}
+#: The sample names of a family of each type that no later family may use, as suffixes.
+_CLAIMED: Final = {
+    kind: tuple(sorted({*suffixes, ""})) for kind, suffixes in exposition.FAMILY_SUFFIXES.items()
+}
 
 #: A label set read once per parser: (labels, their pairs as a set, the pairs without ``le``
 #: when ``le`` is a valid bucket bound, that bound, the pairs without ``quantile`` when it is a
@@ -67,7 +72,6 @@ class _Open:
     """The family being read, and what its samples so far imply."""
 
     __slots__ = (
-        "allowed",
         "buckets",
         "family",
         "group",
@@ -80,7 +84,6 @@ class _Open:
 
     def __init__(self, family: exposition.Family) -> None:
         self.family = family
-        self.allowed: tuple[str, ...] = (family.name,)
         self.started = False
         self.group: frozenset[tuple[str, str]] | None = None
         self.group_timestamp: float | None = None
@@ -93,10 +96,21 @@ class _Open:
     def set_type(self, kind: str) -> None:
         name = self.family.name
         self.family.type = kind
-        self.allowed = tuple(name + s for s in exposition.FAMILY_SUFFIXES[kind])
-        self.quick = {name + s: (code, s) for s, code in _QUICK.get(kind, {}).items()}
+        if kind not in ("gauge", "unknown"):  # those keep the name alone, as plain
+            quick = {}
+            for suffix, code in _QUICK_ITEMS.get(kind, ()):
+                quick[name + suffix] = (code, suffix)
+            self.quick = quick
         if kind in ("histogram", "gaugehistogram"):
             self.buckets = histograms.Buckets(name)
+
+    def allows(self, name: str) -> bool:
+        """Whether a sample named ``name`` belongs to this family, by its type (its name
+        alone while it has none)."""
+        family = self.family.name
+        return name.startswith(family) and name[len(family) :] in exposition.FAMILY_SUFFIXES.get(
+            self.family.type, ("",)
+        )
 
     def appended(
         self,
@@ -140,12 +154,16 @@ class OpenMetricsParser:
         self._eof = False
         self._open: _Open | None = None
         self._seen_names: set[str] = set()
+        # Metric names in metadata already found valid: HELP, TYPE and UNIT share them.
+        self._names: set[str] = set()
         # The exact text of a label set that reads without errors, braces included.
         self._label_sets: dict[str, _LabelSet] = {} if label_sets is None else label_sets
         self._label_bound = _CACHED if label_sets is None else LABEL_SETS
         # Label-set skeletons ({a="",b=""}) with distinct names, with where "le" and
         # "quantile" are (-1 when absent).
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
+        # ("le" or "quantile", its value) -> ``_bound`` or ``_quantile`` of the value.
+        self._verdicts: dict[tuple[str, str], tuple[bool, float]] = {}
         # The rest of label sets that start with le or quantile, after that first value.
         self._tails: dict[
             str, tuple[str, tuple[tuple[str, str], ...], frozenset[tuple[str, str]]]
@@ -155,13 +173,59 @@ class OpenMetricsParser:
         lines = self.reader.complete_lines(data, first_line=self._line + 1)
         label_sets = self._label_sets
         sample = exposition.Sample
+        new = object.__new__
         number = self._line
         current = self._open
         quick = current.quick if current is not None and not self._eof else {}
+        unescape_help = lexing.unescape_openmetrics_help
+        suffixes = exposition.FAMILY_SUFFIXES
+        names = self._names
+        family_of = exposition.Family
         group: frozenset[tuple[str, str]] | None
         entry: _LabelSet | None
         for line in lines:
             number += 1
+            if line[:1] == "#":  # metadata (or "# EOF"): a family's first lines
+                self._line = number
+                parts = line.split(" ", 3)
+                if len(parts) == 4 and parts[0] == "#" and not self._eof:
+                    meta, name, text = parts[1], parts[2], parts[3]
+                    if current is not None and name == current.family.name:
+                        # The family's next metadata line: its usual cases of ``_metadata``.
+                        family = current.family
+                        if current.started:
+                            pass  # metadata after samples: ``_metadata`` says so
+                        elif meta == "HELP" and family.help is None:
+                            family.help = unescape_help(text) if "\\" in text else text
+                            continue
+                        elif meta == "TYPE" and not family.type and text in suffixes:
+                            current.set_type(text)
+                            quick = current.quick
+                            continue
+                    elif meta == "HELP" or (meta == "TYPE" and text in suffixes):
+                        # A new family's first metadata line, as ``_metadata`` reads it.
+                        known = name in names
+                        # [a-zA-Z_:][a-zA-Z0-9_:]*, as METRIC_NAME, without a regex.
+                        if not known and name.isascii() and name.replace(":", "_").isidentifier():
+                            known = True
+                            if len(names) < _CACHED:
+                                names.add(name)
+                        if known:
+                            self._finish()
+                            current = self._open = _Open(family_of(name, ""))
+                            if meta == "HELP":
+                                current.family.help = unescape_help(text) if "\\" in text else text
+                            else:
+                                current.set_type(text)
+                            quick = current.quick
+                            continue
+                if self._eof or line == "# EOF":
+                    self._text_line(line)
+                else:
+                    self._metadata(line)
+                current = self._open
+                quick = current.quick if current is not None and not self._eof else {}
+                continue
             brace = line.find("{")
             if brace < 0:
                 name, _, body = line.partition(" ")
@@ -218,7 +282,15 @@ class OpenMetricsParser:
                             current.seen_groups.add(group)
                         if group is not None:
                             current.started = True
-                            current.family.samples.append(sample(name, entry[0], value))
+                            # Sample(name, labels, value), stored field by field: the
+                            # dataclass's __init__, called from C, costs twice as much.
+                            made = new(sample)
+                            made.name = name
+                            made.labels = entry[0]
+                            made.value = value
+                            made.timestamp = None
+                            made.exemplar = None
+                            current.family.samples.append(made)
                             if current.buckets is not None:
                                 current.buckets.add(suffix, group, None, value, entry[3])
                             continue
@@ -251,13 +323,23 @@ class OpenMetricsParser:
                 tail_key = text[:opened] + text[closed:]
                 tail = self._tails.get(tail_key)
                 if tail is not None:
+                    # ``_label_set_entry`` for this case, with the verdict on the value cached:
+                    # bucket bounds and quantiles repeat down every run.
                     name, rest, rest_pairs = tail
                     value = text[opened:closed]
-                    found = _label_set_entry(
-                        ((name, value), *rest),
-                        value if name == "le" else None,
-                        value if name == "quantile" else None,
-                        rest=rest_pairs,
+                    first = (name, value)
+                    verdict = self._verdicts.get(first)
+                    if verdict is None:
+                        verdict = _bound(value) if name == "le" else _quantile(value)
+                        if len(self._verdicts) < _CACHED:
+                            self._verdicts[first] = verdict
+                    ok, bound = verdict
+                    found: _LabelSet = (
+                        (first, *rest),
+                        rest_pairs | {first},
+                        rest_pairs if ok and name == "le" else None,
+                        bound,
+                        rest_pairs if ok and name == "quantile" else None,
                     )
                     if len(self._label_sets) < self._label_bound:
                         self._label_sets[text] = found
@@ -339,9 +421,12 @@ class OpenMetricsParser:
         if len(parts) < 4 or parts[0] != "#":
             raise ParseError("expected '# TYPE|HELP|UNIT name text'", self._line)
         kind, name, text = parts[1], parts[2], parts[3]
-        match = exposition.METRIC_NAME.fullmatch(name)
-        if match is None:
-            raise ParseError(f"invalid metric name {name!r}", self._line, 3 + len(kind))
+        names = self._names
+        if name not in names:
+            if exposition.METRIC_NAME.fullmatch(name) is None:
+                raise ParseError(f"invalid metric name {name!r}", self._line, 3 + len(kind))
+            if len(names) < _CACHED:
+                names.add(name)
         current = self._open
         if current is not None and current.family.name == name:
             if current.started:
@@ -377,11 +462,13 @@ class OpenMetricsParser:
         family = current.family
         if not family.type:
             family.type = "unknown"
-        for suffix in {*exposition.FAMILY_SUFFIXES[family.type], ""}:
-            full = family.name + suffix
-            if full in self._seen_names:
-                raise ParseError(f"{full} clashes with an earlier family", self._line)
-            self._seen_names.add(full)
+        claimed = [*map(family.name.__add__, _CLAIMED[family.type])]
+        seen = self._seen_names
+        if not seen.isdisjoint(claimed):
+            for full in claimed:
+                if full in seen:
+                    raise ParseError(f"{full} clashes with an earlier family", self._line)
+        seen.update(claimed)
         if family.unit:
             if not family.name.endswith("_" + family.unit):
                 raise ParseError(
@@ -396,7 +483,7 @@ class OpenMetricsParser:
     def _sample(self, line: str) -> None:
         sample = lexing.read_openmetrics_sample(line, self._line)
         current = self._open
-        if current is None or sample.name not in current.allowed:
+        if current is None or not current.allows(sample.name):
             self._finish()
             current = self._open = _Open(exposition.Family(sample.name, "unknown"))
         current.started = True
@@ -506,23 +593,36 @@ def _label_set_entry(
     pairs = frozenset(labels) if rest is None else rest | {labels[0]}
     without_le = None
     bound = 0.0
-    if le is not None and le != "NaN":
-        try:
-            bound = exposition.parse_float(le)
-        except ValueError:
-            pass
-        else:
-            if not (math.isinf(bound) and bound > 0 and le != "+Inf"):
-                without_le = pairs - {("le", le)} if rest is None else rest
+    if le is not None:
+        ok, bound = _bound(le)
+        if ok:
+            without_le = pairs - {("le", le)} if rest is None else rest
     without_quantile = None
-    if quantile is not None:
-        try:
-            q = exposition.parse_float(quantile)
-        except ValueError:
-            q = -1.0
-        if 0.0 <= q <= 1.0:
-            without_quantile = pairs - {("quantile", quantile)} if rest is None else rest
+    if quantile is not None and _quantile(quantile)[0]:
+        without_quantile = pairs - {("quantile", quantile)} if rest is None else rest
     return labels, pairs, without_le, bound, without_quantile
+
+
+def _bound(le: str) -> tuple[bool, float]:
+    """Whether ``le`` is a bucket bound as ``_sample`` checks it (a number, not NaN, +Inf
+    written so), and its value (0.0 when it is no number)."""
+    if le == "NaN":
+        return False, 0.0
+    try:
+        bound = exposition.parse_float(le)
+    except ValueError:
+        return False, 0.0
+    return not (math.isinf(bound) and bound > 0 and le != "+Inf"), bound
+
+
+def _quantile(quantile: str) -> tuple[bool, float]:
+    """Whether ``quantile`` is a quantile in [0, 1] as ``_sample`` checks it (the float
+    is not used)."""
+    try:
+        q = exposition.parse_float(quantile)
+    except ValueError:
+        return False, 0.0
+    return 0.0 <= q <= 1.0, 0.0
 
 
 def parse(data: bytes) -> list[exposition.Family]:

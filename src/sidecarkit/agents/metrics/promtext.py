@@ -32,6 +32,10 @@ _TYPES: Final = {
 }
 _BLANKS: Final = " \t"
 _PARTS: Final = ("_bucket", "_sum", "_count")
+#: How the HELP and TYPE lines of the usual shape begin.
+_METADATA: Final = ("# HELP ", "# TYPE ")
+#: Types whose samples need no check beyond the name's: no quantile, no bucket, any sign.
+_PLAIN_KINDS: Final = frozenset({"counter", "gauge", "untyped"})
 #: The suffixes of ``_PARTS`` without their "_", with the family types they belong to.
 _PART_KINDS: Final = {
     "bucket": ("histogram", "gaugehistogram"),
@@ -49,6 +53,10 @@ _LabelSet = tuple[tuple[tuple[str, str], ...], bool, bool, bool]
 #: Label sets whose first label is the one that varies down a run.
 _FIRST_VARIES: Final = ('le="', 'quantile="')
 _Head = tuple[tuple[tuple[str, str], ...], str, bool | None, bool | None]
+#: How a label set may end after its last value's opening quote and text; what may follow
+#: that closing quote.
+_LAST_CLOSE: Final = frozenset({'"', '",'})
+_AFTER_LAST: Final = frozenset({"", ","})
 _NO_CHECK: Final = 1
 _LE: Final = 2
 _QUANTILE: Final = 3
@@ -81,6 +89,9 @@ class PrometheusTextParser:
         self.families: dict[str, exposition.Family] = {}
         self._line = 0
         self._typed: set[str] = set()
+        # Bare metric names already found valid ([a-zA-Z_:][a-zA-Z0-9_:]*): a family's name
+        # comes in its HELP, its TYPE and its samples.
+        self._bare: set[str] = set()
         # Bare sample name -> where its samples go. TYPE forgets the names it reroutes. "#"
         # and "" map to the empty tuple, so comments and blank lines leave the quick path at
         # once.
@@ -109,12 +120,73 @@ class PrometheusTextParser:
         heads = self._heads
         numbers = self._numbers
         sample = exposition.Sample
+        new = object.__new__
         value_and_timestamp = lexing.prometheus_value_and_timestamp
         families = self.families
         unescape_help = lexing.unescape_prometheus_help
+        bare = self._bare
+        typed = self._typed
+        stems = self._stems
+        family_of = exposition.Family
+        helped: str | None = None  # the name of the last HELP line read here, found valid
         number = self._line
         for line in lines:
             number += 1
+            if line.startswith("#"):
+                # "# HELP name text" and "# TYPE name type" with a bare name, as in
+                # ``_comment``, and with TYPE's usual case of ``_type`` in line: a family's
+                # metadata costs about as much as its samples in small expositions.
+                if line.startswith(_METADATA):
+                    is_type = line[2] == "T"
+                    end = line.find(" ", 7)
+                    name = line[7:end]
+                    if is_type and (name == helped or name in bare):  # after its HELP, usually
+                        known_name = True
+                    elif name.isascii() and name.replace(":", "_").isidentifier():
+                        known_name = True
+                        if is_type and len(bare) < _CACHED:
+                            bare.add(name)
+                    else:
+                        known_name = False
+                    if end > 0 and known_name:
+                        text = line[end + 1 :].lstrip(_BLANKS)
+                        family = families.get(name)
+                        if is_type:
+                            kind = _TYPES.get(text)
+                            if (
+                                kind is not None
+                                and name not in typed
+                                and name not in stems
+                                and (family is None or not family.samples)
+                            ):
+                                typed.add(name)
+                                if family is None:
+                                    family = families[name] = family_of(name, kind)
+                                else:
+                                    family.type = kind
+                                if len(routes) < _CACHED:
+                                    if kind in _PLAIN_KINDS:  # ``_typed_routes``, in line
+                                        if not name.endswith(_PARTS):
+                                            routes[name] = (family.samples, _NO_CHECK, False)
+                                            stems.add(name)
+                                    else:
+                                        self._typed_routes(family)
+                                continue
+                            self._line = number
+                            self._type(name, text)
+                            continue
+                        helped = name
+                        if family is None:
+                            families[name] = family_of(
+                                name, "untyped", unescape_help(text) if "\\" in text else text
+                            )
+                            continue
+                        self._line = number
+                        self._help(name, text)
+                        continue
+                self._line = number
+                self._comment(line)
+                continue
             entry: _LabelSet | None
             head, close, rest = line.rpartition("}")
             if close:
@@ -126,16 +198,21 @@ class PrometheusTextParser:
                     route = self._new_route(name)
                 if entry is None and route and brace:
                     # A new label set: its head known, append the last value (``_label_set``).
+                    # The last value runs from that "=\"" to the closing quote, which ends the
+                    # set or is followed by the one trailing comma the format allows.
                     cut = inner.rfind('="') + 2
                     known = heads.get(inner[:cut])
-                    last = inner[cut:-1]
-                    if (
-                        known is not None
-                        and cut < len(inner)
-                        and inner[-1] == '"'
-                        and '"' not in last
-                        and "\\" not in inner
-                    ):
+                    if known is not None:
+                        close_at = len(inner) - 1 if inner[-1] == '"' else len(inner) - 2
+                        last = inner[cut:close_at]
+                        if (
+                            cut > close_at
+                            or inner[close_at:] not in _LAST_CLOSE
+                            or '"' in last
+                            or "\\" in inner
+                        ):
+                            known = None
+                    if known is not None:
                         labels, label, le, quantile = known
                         if le is None:
                             le = numbers.get(last)
@@ -178,32 +255,18 @@ class PrometheusTextParser:
                             continue
                         value, timestamp = quick
                 if entry[check] and (value >= 0 or not nonnegative):
-                    samples.append(sample(name, entry[0], value, timestamp))
+                    # Sample(name, labels, value, timestamp), its fields stored here: the
+                    # dataclass's __init__, called from C, costs about twice as much.
+                    made = new(sample)
+                    made.name = name
+                    made.labels = entry[0]
+                    made.value = value
+                    made.timestamp = timestamp
+                    made.exemplar = None
+                    samples.append(made)
                     continue
             self._line = number
-            if name == "#" and not close:
-                # "# HELP name text" and "# TYPE name type" with a bare name, as in
-                # ``_comment``; anything else goes there.
-                keyword = rest[:5]
-                if keyword in {"HELP ", "TYPE "}:
-                    end = rest.find(" ", 5)
-                    name = rest[5:end]
-                    if end > 0 and name.isascii() and name.replace(":", "_").isidentifier():
-                        text = rest[end + 1 :].lstrip(_BLANKS)
-                        if keyword == "TYPE ":
-                            self._type(name, text)
-                            continue
-                        family = families.get(name)
-                        if family is None:
-                            families[name] = exposition.Family(
-                                name, "untyped", unescape_help(text) if "\\" in text else text
-                            )
-                            continue
-                        self._help(name, text)
-                        continue
-                self._comment(line)
-            else:
-                self._general(line)
+            self._general(line)
         self._line = number
         self.reader.check(lines, families.values())
 
@@ -216,8 +279,11 @@ class PrometheusTextParser:
 
     def _new_route(self, name: str) -> _Route | tuple[()]:
         """Where samples named ``name`` go, cached; ``()`` for what is not a bare name."""
-        if not (name.isascii() and name.replace(":", "_").isidentifier()):
-            return ()  # not a bare metric name: [a-zA-Z_:][a-zA-Z0-9_:]*
+        if name not in self._bare:
+            if not (name.isascii() and name.replace(":", "_").isidentifier()):
+                return ()  # not a bare metric name: [a-zA-Z_:][a-zA-Z0-9_:]*
+            if len(self._bare) < _CACHED:
+                self._bare.add(name)
         # ``_route``, with the suffix found by one split: the parts have no "_" after theirs.
         stem, _, part = name.rpartition("_")
         kinds = _PART_KINDS.get(part)
@@ -240,6 +306,30 @@ class PrometheusTextParser:
             if kinds is not None:
                 self._stems.add(stem)
         return route
+
+    def _typed_routes(self, family: exposition.Family) -> None:
+        """The routes ``_new_route`` would make for the sample names of a family just typed,
+        made now: the family's first samples then find them cached.
+
+        Only names whose route cannot depend on another family are made: the family's own
+        name unless it ends in a part's suffix (``x_sum`` may belong to a summary ``x``), and
+        the names of its parts (``x_bucket`` of a histogram ``x``). No TYPE can change them
+        later: a second TYPE for the name is an error.
+        """
+        name, kind = family.name, family.type
+        samples = family.samples
+        nonnegative = kind in ("histogram", "gaugehistogram")
+        routes, stems = self._routes, self._stems
+        if not name.endswith(_PARTS):
+            routes[name] = (samples, _QUANTILE if kind == "summary" else _NO_CHECK, nonnegative)
+            stems.add(name)
+        if kind in ("histogram", "gaugehistogram", "summary"):
+            for part, kinds in _PART_KINDS.items():
+                if kind in kinds:
+                    full = f"{name}_{part}"
+                    routes[full] = (samples, _LE if part == "bucket" else _NO_CHECK, nonnegative)
+                    stems.add(full)
+            stems.add(name)
 
     def _label_set(self, inner: str) -> _LabelSet | None:
         """The labels of ``{inner}`` when they pass every check a sample's labels get; None
@@ -297,13 +387,13 @@ class PrometheusTextParser:
                 None if le_at == 0 else le_ok,
                 None if quantile_at == 0 else quantile_ok,
             )
-        if parts[-1] == "":  # the set ends with a value: it has a head
+        if parts[-1] in _AFTER_LAST:  # the set ends with a value: it has a head
             # The head passes every check whatever the value after it. Kept when the last
             # label is a bucket bound or a quantile (a run of them follows), when it is the
             # only label (its name alone, shared by the family's series), or the second time
             # in a row.
             at = len(labels) - 1
-            head_text = inner[: len(inner) - len(values[-1]) - 1]
+            head_text = inner[: len(inner) - len(values[-1]) - 1 - len(parts[-1])]
             if (at in (le_at, quantile_at, 0) or head_text == self._last_head) and len(
                 self._heads
             ) < _CACHED:

@@ -51,6 +51,10 @@ class Limits:
     """The most the parse may hold, by ``estimate``."""
 
 
+#: No limits: shared by every reader given none (``Limits`` is frozen).
+_UNLIMITED: Final = Limits()
+
+
 class LimitExceeded(ValueError):
     """A scrape over one of its limits; ``limit`` names which (``body_bytes``, ``samples``,
     ``labels``, ``label_name_length``, ``label_value_length``, ``memory_bytes``)."""
@@ -75,7 +79,7 @@ class Reader:
     )
 
     def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()
+        self.limits = limits or _UNLIMITED
         self.fed = 0
         self.lines = 0
         self._pending: list[bytes] = []
