@@ -1,7 +1,7 @@
 """``sidecarkit agent proxy``: the listeners, the admin endpoint, discovery and the drain.
 
 Start-up order: services and their endpoints, then the listeners, then the admin endpoint,
-then ``/ready`` turns true. Start-up is a reload from nothing: ``_apply`` opens what the
+then ``/ready`` turns true. Start-up is a reload from nothing: ``applying.apply`` opens what the
 settings name, and on SIGHUP or a changed ``--config`` file the same code moves from the
 running settings to the new ones (``reloading`` says what changes); a file that does not load,
 or a port that cannot be opened, leaves everything as it was.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import signal
@@ -32,12 +31,9 @@ from typing import TYPE_CHECKING, Any
 from sidecarkit import errors, watching
 from sidecarkit.agents.proxy import (
     admin,
+    applying,
     discovery,
-    forwarding,
-    relaying,
-    reloading,
-    routetables,
-    routing,
+    draining,
     telemetry,
 )
 from sidecarkit.agents.proxy import settings as proxy_settings
@@ -168,229 +164,6 @@ class Agent:
 
         return {"/healthz": healthz, "/ready": ready, "/metrics": metrics}
 
-    def _service(
-        self,
-        listener: reloading.Listener,
-        settings: proxy_settings.Settings,
-        loop: asyncio.AbstractEventLoop,
-    ) -> Service:
-        up, inbound = listener.upstream, listener.inbound
-        if inbound is not None:
-            name = "app" if listener.key == "inbound" else f"app-{inbound.listen[1]}"
-            direction, balancer, host = "inbound", "round-robin", None
-        elif up is None:
-            name, direction, balancer, host = "http-proxy", "outbound", "round-robin", None
-        else:
-            name, direction, balancer, host = up.name, "outbound", up.balancer, up.host
-        service = Service(
-            name, direction=direction, balancer=balancer, host=host,
-            settings=settings, metrics=self.metrics, loop=loop,
-        )  # fmt: skip
-        kind = inbound.protocol if inbound is not None else listener.protocol
-        service.protocol = kind if kind in ("tcp", "http2") else "http"
-        self._secure(service, listener)
-        if service.protocol == "http":
-            self._guard(service)
-        return service
-
-    def _secure(self, service: Service, listener: reloading.Listener) -> None:
-        """mTLS toward upstreams (and their expected peer), the mesh on an mTLS inbound port."""
-        inbound, up = listener.inbound, listener.upstream
-        if inbound is not None and inbound.mtls != "off":
-            service.mesh = self.mesh
-        if up is not None and self.mesh is not None:
-            service.mesh_tls = self.mesh.outbound(up.peer)
-            service.tls = service.mesh_tls if up.mtls else None
-
-    def _guard(self, service: Service) -> None:
-        """Put the policy's stages on an HTTP listener: inbound ones share the key sets,
-        outbound ones and the HTTP proxy take the policy's ``outbound:`` section."""
-        if self.policy is None or self.sources is None:
-            return
-        from sidecarkit.agents.proxy import guarding  # noqa: PLC0415 - only with a policy
-
-        guard = guarding.Guard(
-            self.policy, authenticator=self.sources.active,
-            direction=service.direction, upstream=service.name,
-        )  # fmt: skip
-        if guard.direction == "inbound":
-            guard.fetch = self.sources.want
-            self.sources.listeners.append(guard.keys_arrived)
-        service.guard = guard
-        self.guards.append(guard)
-
-    def _discover(self, service: Service, listener: reloading.Listener) -> None:
-        """Start ``service``'s endpoint sources (the ones it had are stopped first)."""
-        self._forget(service)
-        s = self.settings
-        if listener.inbound is not None:
-            service.set_endpoints([listener.inbound.app])
-        up = listener.upstream
-        if up is None:
-            return
-        endpoints = list(up.endpoints)
-        if up.file:
-            source = discovery.FileSource(up.file)
-            endpoints += source.poll() or []
-            service.marks = source.marks
-            self.files.append((service, source))
-        if up.dns:
-            name = discovery.DnsSource(*up.dns, server=s.dns_server)
-            self.names.append((service, name))
-            if self.started:
-                name.due = 0.0  # resolved at the next tick
-        if up.kubernetes:
-            from sidecarkit.agents.proxy import kubewatch  # noqa: PLC0415 - only when used
-
-            watch = kubewatch.KubernetesSource(
-                *up.kubernetes, zone=s.zone, publish=service.set_endpoints
-            )
-            self.watches.append((service, watch))
-            if self.started:
-                self.watching[watch] = asyncio.get_running_loop().create_task(
-                    watch.run(), name=watch.path
-                )
-        service.set_endpoints(endpoints)
-
-    def _forget(self, service: Service) -> None:
-        self.files = [(svc, f) for svc, f in self.files if svc is not service]
-        self.names = [(svc, n) for svc, n in self.names if svc is not service]
-        for svc, watch in self.watches:
-            if svc is service:
-                task = self.watching.pop(watch, None)
-                if task is not None:
-                    task.cancel()
-        self.watches = [(svc, w) for svc, w in self.watches if svc is not service]
-
-    async def _listen(
-        self, service: Service, listener: reloading.Listener, address: tuple[str, int]
-    ) -> Any:
-        """The listener: plain, TLS-terminating, or an mTLS port (``securing.Acceptor``)."""
-        loop = asyncio.get_running_loop()
-        kind: Any = relaying.Client if service.protocol == "tcp" else forwarding.Downstream
-        if service.protocol == "http2":
-            from sidecarkit.agents.proxy import h2serving  # noqa: PLC0415 - only when used
-
-            kind = h2serving.Downstream
-        factory = functools.partial(kind, service)
-        host, port = address
-        inbound, header = listener.inbound, self.settings.timeouts.header
-        server: Any
-        if inbound is not None and self.mesh is not None and inbound.mtls != "off":
-            from sidecarkit.agents.proxy import securing  # noqa: PLC0415
-
-            server = securing.Acceptor(
-                loop, factory, mesh=self.mesh, mode=inbound.mtls, handshake_timeout=header,
-                http=service.protocol == "http",
-            )  # fmt: skip
-            await server.start(host, port)
-        else:
-            tls = None
-            if inbound is not None and inbound.tls is not None:
-                from sidecarkit.agents.proxy import terminating  # noqa: PLC0415
-
-                service.terminator = terminating.Terminator(inbound.tls)
-                tls = service.terminator.context
-            server = await loop.create_server(
-                factory, host, port, backlog=4096, reuse_address=True, ssl=tls,
-                ssl_handshake_timeout=header if tls else None,
-            )  # fmt: skip
-        log.info("%s %s listening on %s:%d", service.direction, service.name, host, port)
-        return server
-
-    async def _apply(self, new: proxy_settings.Settings) -> None:
-        """Make ``new`` the running settings; OSError (a port that cannot be opened) before
-        anything running was changed."""
-        loop = asyncio.get_running_loop()
-        old = self.settings
-        change = reloading.plan(old, new)
-        after = reloading.listeners(new)
-        before = reloading.listeners(old)
-        fresh = {key: self._service(after[key], new, loop) for key in change.add}
-        opened: dict[str, Any] = {}
-        ours = {
-            before[key].address for key in (*change.retire, *change.move) if before[key].address
-        }
-        later = []
-        try:
-            for key in (*change.add, *change.move):
-                address = after[key].address
-                if address is None:
-                    continue
-                if address in ours:  # a port this proxy gives up in the same reload
-                    later.append(key)
-                    continue
-                service = fresh.get(key) or self.keyed[key]
-                opened[key] = await self._listen(service, after[key], address)
-        except OSError:
-            for server in opened.values():
-                server.close()
-            raise
-        self.settings = new
-        for key in change.retire:
-            self._retire(self.keyed.pop(key))
-        for key in change.move:
-            service = self.keyed[key]
-            if service.server is not None:
-                service.server.close()
-            service.server = None
-        for key, service in fresh.items():
-            self.keyed[key] = service
-        for key in later:  # after the old listener on the port closed
-            address = after[key].address
-            assert address is not None  # only keys with an address are put in ``later``
-            try:
-                opened[key] = await self._listen(self.keyed[key], after[key], address)
-            except OSError as exc:  # the port was ours a moment ago: rare, and too late to undo
-                log.error(
-                    "%s: cannot listen on %s:%d (%s); it has no listener until the next reload",
-                    key, *address, exc,
-                )  # fmt: skip
-        for key, server in opened.items():
-            self.keyed[key].server = server
-        for key in (*change.keep, *change.move):
-            up = after[key].upstream
-            balancer, host = (up.balancer, up.host) if up else ("round-robin", None)
-            self.keyed[key].configure(new, balancer=balancer, host=host)
-            self._secure(self.keyed[key], after[key])
-        for key in (*change.add, *change.rediscover):
-            self._discover(self.keyed[key], after[key])
-        self.services = list(self.keyed.values())
-        self._route(new)
-        front = self.keyed.get("http-proxy")
-        if front is not None:
-            names: dict[str, Service] = {}
-            for key, listener in after.items():
-                up = listener.upstream
-                if up is not None and up.protocol == "http":  # http2: not through HTTP/1.1
-                    for name in (up.name, *up.hosts):
-                        names.setdefault(name, self.keyed[key])
-            front.router = routing.Router(names)
-
-    def _route(self, settings: proxy_settings.Settings | None) -> None:
-        """Attach each upstream's HTTPRoute rules (rebuilt whole on every reload and change
-        of the cluster's routes: cheap)."""
-        settings = settings or self.settings
-        routes = list(settings.routes)
-        if self.route_watch is not None:
-            routes += self.route_watch.routes(settings)
-        named = {
-            key.partition(":")[2]: svc for key, svc in self.keyed.items()
-            if key.startswith("upstream:") and svc.protocol == "http"
-        }  # fmt: skip
-        tables = routetables.build(
-            routes, named, timeouts=settings.timeouts, retries=settings.retries
-        )
-        for name, service in named.items():
-            service.routes = tables.get(name)
-
-    def _retire(self, service: Service) -> None:
-        """A service the new settings dropped: drain it as on SIGTERM, off the books."""
-        self._forget(service)
-        service.drain()
-        self.retired.append(service)
-        log.info("%s %s removed: draining its connections", service.direction, service.name)
-
     async def reload(self, reason: str) -> bool:
         """Load the settings again and apply them; a bad file or a port that cannot be opened
         leaves the running ones in force. True when the new settings run."""
@@ -401,7 +174,7 @@ class Agent:
                 new = self.load()
                 if new.inbound is None and not new.upstreams:
                     raise errors.ConfigError("nothing to proxy: no inbound: and no upstreams:")
-                await self._apply(new)
+                await applying.apply(self, new)
             except errors.SidecarkitError as exc:
                 return self._reloaded(False, f"reload ({reason}) refused: {exc}")
             except OSError as exc:
@@ -440,13 +213,15 @@ class Agent:
             await self.mesh.start(loop)
         self.start_settings = s
         self.settings = proxy_settings.Settings(admin=s.admin)  # nothing runs yet
-        await self._apply(s)
+        await applying.apply(self, s)
         self.started = True
         if s.kubernetes_routes:
             from sidecarkit.agents.proxy import routewatch  # noqa: PLC0415 - only when used
 
             self.route_watch = routewatch.RouteWatch(
-                s.kubernetes_routes, metrics=self.metrics, publish=lambda: self._route(None)
+                s.kubernetes_routes,
+                metrics=self.metrics,
+                publish=lambda: applying.route(self, None),
             )
             watch = self.route_watch
             self.watching[watch] = loop.create_task(watch.run(), name=watch.path)
@@ -483,7 +258,7 @@ class Agent:
         self.ready = False
         if self.interceptor is not None:
             self.interceptor.close()
-        await self._drain(loop)
+        await draining.drain(self, loop)
         ticker.cancel()
         for task in self.watching.values():
             task.cancel()
@@ -537,7 +312,7 @@ class Agent:
                 self.sources.tick(loop)
                 for guard in self.guards:
                     guard.tick(time.monotonic())
-            self._sweep(now)
+            draining.sweep(self, now)
             if self.config_watch is not None:
                 try:
                     contents = self.config_watch.changed()
@@ -556,16 +331,6 @@ class Agent:
                     name.due = math.inf  # until this question is answered
                     self._spawn(loop, self._resolve(service, name), name.path)
 
-    def _sweep(self, now: float) -> None:
-        """Tick the services a reload removed; drop each once its last connection closed."""
-        for service in list(self.retired):
-            service.tick(now)
-            if not service.connections:
-                for endpoint in service.balancer.endpoints:
-                    if endpoint.pool is not None:
-                        endpoint.pool.close()
-                self.retired.remove(service)
-
     async def _resolve(self, service: Service, name: discovery.DnsSource) -> None:
         try:
             endpoints = await name.resolve()
@@ -573,36 +338,3 @@ class Agent:
             name.due = asyncio.get_running_loop().time() + name.interval
         if endpoints is not None:
             service.set_endpoints(endpoints, name.weights)
-
-    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        drain = self.settings.drain
-        self.services += self.retired
-        log.info("draining: not ready; closing listeners in %.1fs", drain.delay)
-        if drain.delay:
-            await asyncio.sleep(drain.delay)
-        for service in self.services:
-            service.drain()
-        deadline = loop.time() + drain.grace
-        while loop.time() < deadline and any(svc.connections for svc in self.services):
-            await asyncio.sleep(0.05)
-            now = loop.time()
-            for service in self.services:
-                service.tick(now)  # closes connections idle since the drain began
-        left = sum(svc.in_flight for svc in self.services)
-        cut = sum(len(svc.connections) for svc in self.services)
-        for service in self.services:
-            for conn in list(service.connections):
-                conn.t.abort()
-            for endpoint in service.balancer.endpoints:
-                if endpoint.pool is not None:
-                    endpoint.pool.close()
-        for guard in self.guards:
-            guard.throttle.flush()
-        if self.mesh is not None:
-            self.mesh.flush()
-        if cut:
-            log.warning(
-                "drain grace over: cut %d connection(s), %d request(s) in flight", cut, left
-            )
-        else:
-            log.info("drained: every connection finished")

@@ -70,16 +70,27 @@ for the proxy to do anything)::
 
 Every error names the key and says what would be accepted, because the reader is usually
 looking at a crash-looping pod's log. This module does no I/O: the command reads the file.
+
+The simple sections (limits, timeouts, ...) are read here, by table; the ports (``inbound:``,
+``upstreams:``) in ``portsettings``, single values in ``settingvalues``, and the checks across
+keys in ``settingchecks``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
-from sidecarkit import durations
-from sidecarkit.agents.proxy import httproutes, tlsconfig
+from sidecarkit.agents.proxy import (
+    httproutes,
+    portsettings,
+    settingchecks,
+    settingvalues,
+    tlsconfig,
+)
+from sidecarkit.agents.proxy.portsettings import BALANCERS, Inbound, Upstream
+from sidecarkit.agents.proxy.settingvalues import parse_address, parse_kubernetes
 
 __all__ = [
     "BALANCERS",
@@ -98,56 +109,7 @@ __all__ = [
     "to_mapping",
 ]
 
-BALANCERS: Final = ("p2c-peak-ewma", "round-robin", "least-request")
-PROTOCOLS: Final = ("http", "http2", "tcp")
 IDEMPOTENT: Final = ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    listen: tuple[str, int] = ("0.0.0.0", 15006)
-    """Where clients of the app connect."""
-    app: tuple[str, int] = ("127.0.0.1", 8080)
-    """The app, on the pod's loopback."""
-    mtls: str = "off"
-    """``off``, ``permissive`` or ``strict`` (``tlsconfig``); needs ``identity``."""
-    tls: tlsconfig.Termination | None = None
-    """TLS termination with certificates from files, for clients outside the mesh."""
-    protocol: str = "http"
-    """``http`` (HTTP/1.1), ``http2`` (the app speaks h2c: a gRPC server), or ``tcp``: the
-    port's bytes are relayed to the app as they are (L4)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    name: str
-    listen: tuple[str, int] | None
-    """A loopback port the app calls instead of the service; None: only by HTTP-proxy mode."""
-    endpoints: tuple[tuple[str, int], ...] = ()
-    """Static endpoints."""
-    file: str | None = None
-    """A file of ``host:port`` lines, re-read when it changes."""
-    dns: tuple[str, int] | None = None
-    """A name whose A/AAAA records are the endpoints (a headless Service), or with port 0 an
-    SRV name (``_http._tcp.payments.shop``); asked again when the answer's TTL runs out."""
-    balancer: str = "p2c-peak-ewma"
-    host: str | None = None
-    """Host header sent upstream; None keeps the app's."""
-    protocol: str = "http"
-    """``http``, ``http2`` (the endpoints speak HTTP/2: h2c, or h2 inside mTLS; gRPC), or
-    ``tcp`` for an opaque L4 relay (one endpoint per connection)."""
-    hosts: tuple[str, ...] = ()
-    """Authorities (``name`` or ``name:port``) routed here in HTTP-proxy mode, besides ``name``."""
-    kubernetes: tuple[str, str, str] | None = None
-    """(service, namespace, port): the ready endpoints of the Service's EndpointSlices, followed
-    by list+watch. The port is the Service's port number or name."""
-    mtls: bool = False
-    """The endpoints have a sidecar: connect with mTLS (needs ``identity``)."""
-    peer: str | None = None
-    """With ``mtls``: the SPIFFE ID the endpoints must have; None takes any of the trust domain."""
-    addresses: tuple[tuple[str, int], ...] = ()
-    """In transparent mode, the destinations (a Service's ClusterIP:port) whose redirected
-    connections are this upstream's (``intercepting``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,281 +216,39 @@ class Settings:
     upstreams too, which need no ``listen`` of their own."""
 
 
-def parse_kubernetes(value: Any, where: str) -> tuple[str, str, str]:
-    """``SERVICE.NAMESPACE:PORT`` (a ``.svc.cluster.local`` suffix allowed) as its parts."""
-    text = str(value).strip()
-    host, sep, port = text.rpartition(":")
-    parts = host.split(".")
-    if len(parts) > 2 and parts[2] == "svc":
-        parts = parts[:2]
-    ok = (
-        sep
-        and port
-        and len(parts) == 2
-        and all(p and all(c.isalnum() or c == "-" for c in p) for p in parts)
-        and all(c.isalnum() or c == "-" for c in port)
-    )
-    if not ok:
-        raise ValueError(
-            f"{where}: {value!r} is not a Service; write SERVICE.NAMESPACE:PORT with the "
-            "Service's port number or name, e.g. payments.shop:8080 or payments.shop:http"
-        )
-    return parts[0], parts[1], port
-
-
-def parse_address(value: Any, where: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
-    """``host:port``, ``[v6]:port``, ``:port`` or a bare port number."""
-    text = str(value).strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "", text
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535 or (host and any(c in host for c in " /")):
-        raise ValueError(
-            f"{where}: {value!r} is not an address; write HOST:PORT such as 127.0.0.1:8080"
-        )
-    return host or default_host, port
-
-
-def _seconds(value: Any, where: str) -> float:
-    return durations.setting(value, where)
-
-
-def _whole(value: Any, where: str, *, low: int = 0) -> int:
-    if isinstance(value, bool):
-        value = "x"
-    try:
-        number = int(str(value).replace("_", ""))
-    except ValueError:
-        number = low - 1
-    if number < low:
-        raise ValueError(f"{where}: must be a whole number of at least {low}, not {value!r}")
-    return number
-
-
-def _ratio(value: Any, where: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if number < 0 or isinstance(value, bool):
-        raise ValueError(f"{where}: must be a number of at least 0, not {value!r}")
-    return number
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{where}: expected a mapping of keys, not {type(value).__name__}")
-    return value
-
-
-def _known(data: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
-    for key in data:
-        if key not in allowed:
-            raise ValueError(
-                f"{where}.{key}: unknown key; the keys here are {', '.join(allowed)}"
-                if where
-                else f"{key}: unknown key; the top-level keys are {', '.join(allowed)}"
-            )
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if isinstance(value, str):
-        return [part for part in (p.strip() for p in value.split(",")) if part]
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"{where}: expected a list, not {type(value).__name__}")
-    return list(value)
-
-
-def _section(
-    cls: Any, base: Any, data: Mapping[str, Any], where: str, kinds: dict[str, Any]
-) -> Any:
-    names = tuple(f.name.rstrip("_") for f in fields(cls))
-    _known(data, where, names)
-    changes = {}
-    for key, value in data.items():
-        attr = key + "_" if key == "try" else key
-        changes[attr] = kinds[key](value, f"{where}.{key}")
-    return replace(base, **changes)
-
-
-def _methods(value: Any, where: str) -> tuple[str, ...]:
-    out = []
-    for item in _list(value, where):
-        method = str(item).strip().upper()
-        if not method.isalpha():
-            raise ValueError(f"{where}: {item!r} is not an HTTP method such as GET")
-        out.append(method)
-    return tuple(out)
-
-
-def _statuses(value: Any, where: str) -> tuple[int, ...]:
-    out = []
-    for item in _list(value, where):
-        code = _whole(item, where, low=100)
-        if code > 599:
-            raise ValueError(f"{where}: {item!r} is not an HTTP status code (100-599)")
-        out.append(code)
-    return tuple(out)
-
-
-def _upstream(data: Any, where: str) -> Upstream:
-    data = _mapping(data, where)
-    allowed = (
-        "name", "listen", "endpoints", "file", "dns", "kubernetes", "balancer", "host", "hosts",
-        "protocol", "mtls", "peer", "addresses",
-    )  # fmt: skip
-    _known(data, where, allowed)
-    name = str(data.get("name", "")).strip()
-    if not name or not all(c.isalnum() or c in "-_." for c in name):
-        raise ValueError(f"{where}.name: give each upstream a name of letters, digits, -_. ")
-    listen = None
-    if data.get("listen") not in (None, "", "-"):
-        listen = parse_address(data["listen"], f"{where}.listen", default_host="127.0.0.1")
-    endpoints = tuple(
-        parse_address(e, f"{where}.endpoints[{i}]", default_host="127.0.0.1")
-        for i, e in enumerate(_list(data.get("endpoints", []), f"{where}.endpoints"))
-    )
-    file = data.get("file")
-    dns = None
-    if data.get("dns"):
-        text = str(data["dns"]).strip()
-        if text.startswith("_") and ":" not in text:
-            dns = (text, 0)  # SRV records carry the ports
-        else:
-            dns = parse_address(data["dns"], f"{where}.dns", default_host="")
-        if not dns[0] or (dns[1] == 0 and not dns[0].startswith("_")):
-            raise ValueError(
-                f"{where}.dns: give NAME:PORT for A/AAAA records, e.g. payments.shop.svc:8080, "
-                "or an SRV name without a port, e.g. _http._tcp.payments.shop.svc"
-            )
-    kubernetes = None
-    if data.get("kubernetes"):
-        kubernetes = parse_kubernetes(data["kubernetes"], f"{where}.kubernetes")
-    addresses = tuple(
-        parse_address(e, f"{where}.addresses[{i}]", default_host="")
-        for i, e in enumerate(_list(data.get("addresses", []), f"{where}.addresses"))
-    )
-    for i, (host, _) in enumerate(addresses):
-        if not host or not all(c.isdigit() or c == "." for c in host) or host.count(".") != 3:
-            raise ValueError(
-                f"{where}.addresses[{i}]: give the IPv4 address and port the app dials, "
-                "e.g. the Service's ClusterIP 10.96.0.7:80"
-            )
-    if not endpoints and not file and not dns and not kubernetes:
-        raise ValueError(
-            f"{where}: no endpoints; give endpoints: [host:port, ...], file: PATH, "
-            "dns: NAME:PORT or kubernetes: SERVICE.NAMESPACE:PORT"
-        )
-    balancer = str(data.get("balancer", "p2c-peak-ewma"))
-    if balancer not in BALANCERS:
-        raise ValueError(
-            f"{where}.balancer: {balancer!r} is unknown; use one of {', '.join(BALANCERS)}"
-        )
-    host = data.get("host")
-    hosts = tuple(str(h).strip() for h in _list(data.get("hosts", []), f"{where}.hosts"))
-    protocol = str(data.get("protocol", "http"))
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"{where}.protocol: {protocol!r} is unknown; use http, http2 or tcp")
-    if protocol in ("tcp", "http2") and listen is None:
-        raise ValueError(
-            f"{where}.listen: a {protocol} upstream needs its own port, e.g. 15003 "
-            "(HTTP-proxy mode serves HTTP/1.1 upstreams only)"
-        )
-    return Upstream(
-        name,
-        listen,
-        endpoints,
-        str(file) if file else None,
-        dns,
-        balancer,
-        str(host) if host else None,
-        protocol,
-        hosts,
-        kubernetes,
-        mtls=_bool(data.get("mtls", False), f"{where}.mtls"),
-        peer=tlsconfig.peer_id(data["peer"], f"{where}.peer") if data.get("peer") else None,
-        addresses=addresses,
-    )
-
-
 _LIMITS = {
-    "max_connections": lambda v, w: _whole(v, w, low=1),
-    "max_requests_in_flight": lambda v, w: _whole(v, w, low=1),
-    "max_header_bytes": lambda v, w: _whole(v, w, low=1024),
-    "max_headers": lambda v, w: _whole(v, w, low=1),
-    "max_body_bytes": _whole,
+    "max_connections": lambda v, w: settingvalues.whole(v, w, low=1),
+    "max_requests_in_flight": lambda v, w: settingvalues.whole(v, w, low=1),
+    "max_header_bytes": lambda v, w: settingvalues.whole(v, w, low=1024),
+    "max_headers": lambda v, w: settingvalues.whole(v, w, low=1),
+    "max_body_bytes": settingvalues.whole,
 }
-_TIMEOUTS = dict.fromkeys(("header", "idle", "connect", "request", "try"), _seconds)
+_TIMEOUTS = dict.fromkeys(("header", "idle", "connect", "request", "try"), settingvalues.seconds)
 _RETRIES = {
-    "methods": _methods,
-    "on_status": _statuses,
-    "attempts": lambda v, w: _whole(v, w, low=1),
-    "budget_ratio": _ratio,
-    "budget_floor": _ratio,
-    "budget_window": _seconds,
+    "methods": settingvalues.methods,
+    "on_status": settingvalues.statuses,
+    "attempts": lambda v, w: settingvalues.whole(v, w, low=1),
+    "budget_ratio": settingvalues.ratio,
+    "budget_floor": settingvalues.ratio,
+    "budget_window": settingvalues.seconds,
 }
 _OUTLIER = {
-    "consecutive_failures": lambda v, w: _whole(v, w, low=1),
-    "base_ejection": _seconds,
-    "max_ejection": _seconds,
-    "max_ejected_percent": _whole,
+    "consecutive_failures": lambda v, w: settingvalues.whole(v, w, low=1),
+    "base_ejection": settingvalues.seconds,
+    "max_ejection": settingvalues.seconds,
+    "max_ejected_percent": settingvalues.whole,
 }
 _POOL = {
-    "max_connections_per_endpoint": lambda v, w: _whole(v, w, low=1),
-    "max_idle_per_endpoint": _whole,
-    "idle_timeout": _seconds,
+    "max_connections_per_endpoint": lambda v, w: settingvalues.whole(v, w, low=1),
+    "max_idle_per_endpoint": settingvalues.whole,
+    "idle_timeout": settingvalues.seconds,
 }
-_DRAIN = {"delay": _seconds, "grace": _seconds}
+_DRAIN = {"delay": settingvalues.seconds, "grace": settingvalues.seconds}
 _TOP = (
     "admin", "inbound", "upstreams", "http_proxy", "limits", "timeouts", "retries", "outlier",
     "pool", "drain", "access_log", "zone", "dns_server", "identity", "policy", "routes",
     "kubernetes_routes", "transparent",
 )  # fmt: skip
-
-
-def _bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "on", "1"):
-        return True
-    if text in ("false", "no", "off", "0"):
-        return False
-    raise ValueError(f"{where}: {value!r} is not true or false")
-
-
-def _inbound(data: Any, where: str, inbound: Inbound) -> Inbound:
-    section = _mapping(data, where)
-    _known(section, where, ("listen", "app", "mtls", "tls", "protocol"))
-    if "listen" in section:
-        inbound = replace(inbound, listen=parse_address(section["listen"], f"{where}.listen"))
-    if "app" in section:
-        app = parse_address(section["app"], f"{where}.app", default_host="127.0.0.1")
-        inbound = replace(inbound, app=app)
-    if "mtls" in section:
-        inbound = replace(inbound, mtls=tlsconfig.mtls_mode(section["mtls"], f"{where}.mtls"))
-    if "protocol" in section:
-        protocol = str(section["protocol"])
-        if protocol not in ("http", "http2", "tcp"):
-            raise ValueError(
-                f"{where}.protocol: {protocol!r} is unknown; use http (HTTP/1.1), http2 "
-                "(an app that speaks h2c, such as a gRPC server) or tcp (bytes relayed as they are)"
-            )
-        inbound = replace(inbound, protocol=protocol)
-    if section.get("tls"):
-        tls = tlsconfig.termination_from(section["tls"], f"{where}.tls")
-        if inbound.protocol == "http2" and "alpn" not in section["tls"]:
-            tls = replace(tls, alpn=("h2", "http/1.1"))  # HTTP/2 clients need ALPN h2
-        inbound = replace(inbound, tls=tls)
-    return inbound
 
 
 def from_mapping(
@@ -538,7 +258,7 @@ def from_mapping(
     ``final=False`` leaves the checks across keys to a later layer (flags over a file)."""
     settings = base or Settings()
     try:
-        _known(data, "", _TOP)
+        settingvalues.known(data, "", _TOP)
         changes: dict[str, Any] = {}
         if "admin" in data:
             changes["admin"] = parse_address(data["admin"], "admin")
@@ -547,14 +267,25 @@ def from_mapping(
             if isinstance(given, list | tuple):  # several ports, each with its own app port
                 if not given:
                     raise ValueError("inbound: an empty list; give a mapping or leave it out")
-                more = [_inbound(e, f"inbound[{i}]", Inbound()) for i, e in enumerate(given)]
-                changes["inbound"] = _inbound(given[0], "inbound[0]", settings.inbound or Inbound())
+                more = [
+                    portsettings.inbound_from(e, f"inbound[{i}]", Inbound())
+                    for i, e in enumerate(given)
+                ]
+                changes["inbound"] = portsettings.inbound_from(
+                    given[0], "inbound[0]", settings.inbound or Inbound()
+                )
                 changes["more_inbound"] = tuple(more[1:])
             else:
-                changes["inbound"] = _inbound(given, "inbound", settings.inbound or Inbound())
+                changes["inbound"] = portsettings.inbound_from(
+                    given, "inbound", settings.inbound or Inbound()
+                )
         if "upstreams" in data:
-            items = _list(data["upstreams"], "upstreams") if data["upstreams"] else []
-            ups = tuple(_upstream(u, f"upstreams[{i}]") for i, u in enumerate(items))
+            items = (
+                settingvalues.listed(data["upstreams"], "upstreams") if data["upstreams"] else []
+            )
+            ups = tuple(
+                portsettings.upstream_from(u, f"upstreams[{i}]") for i, u in enumerate(items)
+            )
             changes["upstreams"] = settings.upstreams + ups
         for key, cls, kinds in (
             ("limits", Limits, _LIMITS),
@@ -565,14 +296,16 @@ def from_mapping(
             ("drain", Drain, _DRAIN),
         ):
             if key in data:
-                section = _mapping(data[key], key)
-                changes[key] = _section(cls, getattr(settings, key), section, key, kinds)
+                section = settingvalues.mapping(data[key], key)
+                changes[key] = settingvalues.section(
+                    cls, getattr(settings, key), section, key, kinds
+                )
         if data.get("http_proxy"):
             changes["http_proxy"] = parse_address(
                 data["http_proxy"], "http_proxy", default_host="127.0.0.1"
             )
         if "access_log" in data:
-            changes["access_log"] = _bool(data["access_log"], "access_log")
+            changes["access_log"] = settingvalues.boolean(data["access_log"], "access_log")
         if data.get("dns_server"):
             changes["dns_server"] = parse_address(
                 data["dns_server"], "dns_server", default_host="127.0.0.1"
@@ -594,100 +327,16 @@ def from_mapping(
                 )
             changes["kubernetes_routes"] = namespace
         if "routes" in data:
-            items = _list(data["routes"], "routes") if data["routes"] else []
+            items = settingvalues.listed(data["routes"], "routes") if data["routes"] else []
             changes["routes"] = tuple(
                 httproutes.from_mapping(r, f"routes[{i}]", index=i) for i, r in enumerate(items)
             )
         result = replace(settings, **changes)
         if final:
-            _check(result)
+            settingchecks.check(result)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from exc
     return result
-
-
-def _check(settings: Settings) -> None:
-    seen: dict[tuple[str, int], str] = {}
-    listeners = [("inbound.listen", settings.inbound.listen)] if settings.inbound else []
-    listeners += [
-        (f"inbound[{i}].listen", b.listen) for i, b in enumerate(settings.more_inbound, 1)
-    ]
-    listeners += [(f"upstreams[{u.name}].listen", u.listen) for u in settings.upstreams if u.listen]
-    if settings.http_proxy:
-        listeners.append(("http_proxy", settings.http_proxy))
-    if settings.transparent:
-        listeners.append(("transparent", settings.transparent))
-    listeners.append(("admin", settings.admin))
-    names = set()
-    for up in settings.upstreams:
-        # with routes, an upstream may be a backend (now, or after the next canary step); or
-        # it is reached through transparent mode
-        routed = bool(settings.routes or settings.kubernetes_routes or up.addresses)
-        if up.addresses and settings.transparent is None:
-            raise ValueError(
-                f"upstreams[{up.name}].addresses: only used in transparent mode; set "
-                "transparent: to the port proxy-init redirects to (e.g. 0.0.0.0:15001)"
-            )
-        if up.listen is None and settings.http_proxy is None and not routed:
-            raise ValueError(
-                f"upstreams[{up.name}].listen: missing; give the local port the app calls "
-                "(e.g. 15001), or set http_proxy to reach it by name"
-            )
-        if up.name in names:
-            raise ValueError(f"upstreams[{up.name}]: the name is used twice; give each its own")
-        names.add(up.name)
-    address: tuple[str, int] | None
-    for where, address in listeners:
-        if address is None:
-            continue
-        if address[1] and address in seen:
-            raise ValueError(
-                f"{where}: {address[0]}:{address[1]} is also {seen[address]}; "
-                "give each its own port"
-            )
-        seen[address] = where
-    for index, inbound in enumerate((settings.inbound, *settings.more_inbound)):
-        tlsconfig.check(
-            identity=settings.identity,
-            inbound=(inbound.mtls, inbound.tls) if inbound else None,
-            upstreams=[(u.name, u.mtls) for u in settings.upstreams],
-            where=f"inbound[{index}]" if settings.more_inbound else "inbound",
-        )
-    _check_routes(settings)
-    for index, inbound in enumerate((settings.inbound, *settings.more_inbound)):
-        if inbound is None or inbound.protocol != "http2":
-            if inbound is not None and inbound.tls is not None and "h2" in inbound.tls.alpn:
-                raise ValueError(
-                    f"inbound[{index}].tls.alpn: h2 needs protocol: http2 on this port "
-                    "(an app that speaks HTTP/2); drop h2 from alpn or set the protocol"
-                )
-            continue
-        if settings.policy:
-            raise ValueError(
-                f"policy: not enforced on HTTP/2 ports yet, and inbound[{index}] has "
-                "protocol: http2; drop the policy or serve that port as http"
-            )
-    if settings.outlier.max_ejected_percent > 100:
-        raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
-
-
-def _check_routes(settings: Settings) -> None:
-    http = {u.name for u in settings.upstreams if u.protocol == "http"}
-    for i, route in enumerate(settings.routes):
-        for name in route.parents:
-            if name not in http:
-                raise ValueError(
-                    f"routes[{i}].spec.parentRefs: {name!r} is not an http upstream; add it to "
-                    "upstreams: or attach the route to one of "
-                    + (", ".join(sorted(http)) or "none")
-                )
-        for r, rule in enumerate(route.rules):
-            for b, backend in enumerate(rule.backends):
-                if backend.name not in http:
-                    raise ValueError(
-                        f"routes[{i}].spec.rules[{r}].backendRefs[{b}]: {backend.name!r} is not "
-                        "an http upstream; add it to upstreams: (listen: is not needed)"
-                    )
 
 
 def to_mapping(settings: Settings) -> dict[str, Any]:
