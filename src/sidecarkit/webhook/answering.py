@@ -27,9 +27,8 @@ import asyncio
 import collections
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 import httptools
 
@@ -57,9 +56,9 @@ _REASONS: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A complete response."""
+class Answer(NamedTuple):
+    """A complete response (a tuple: one is made for every admission, and a frozen dataclass
+    cost four times as much to make)."""
 
     status: int
     body: bytes
@@ -129,32 +128,37 @@ class App(Protocol):
         """The request was answered, or its connection is gone; called once per ``begin``."""
 
 
-_date = ("", 0)
+_date = (b"", 0)
+_heads: dict[tuple[int, str, tuple[tuple[str, str], ...], bool], bytes] = {}
 
 
-def _date_header() -> str:
+def _date_header() -> bytes:
     global _date  # noqa: PLW0603 - one formatted Date per second for every connection
     now = int(time.time())
     if _date[1] != now:
-        _date = (formatdate(now, usegmt=True), now)
+        _date = (formatdate(now, usegmt=True).encode("ascii"), now)
     return _date[0]
 
 
-def head(status: int, answer: Answer, length: int, close: bool) -> bytes:
+def head(answer: Answer, close: bool) -> bytes:
     """The status line and header fields of ``answer``."""
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-        f"Content-Type: {answer.content_type}\r\nContent-Length: {length}\r\n"
-        f"Date: {_date_header()}\r\n"
-    ]
-    lines.extend(f"{name}: {value}\r\n" for name, value in answer.headers)
-    if close:
-        lines.append("Connection: close\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    key = (answer.status, answer.content_type, answer.headers, close)
+    fixed = _heads.get(key)
+    if fixed is None:  # a handful of kinds of answers: each head is made once
+        status, content_type, headers, _ = key
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n",
+            f"Content-Type: {content_type}\r\n",
+            *(f"{name}: {value}\r\n" for name, value in headers),
+            "Connection: close\r\n" if close else "",
+            "Date: ",
+        ]
+        fixed = _heads[key] = "".join(lines).encode("latin-1")
+    return b"%b%b\r\nContent-Length: %d\r\n\r\n" % (fixed, _date_header(), len(answer.body))
 
 
 _TOO_LARGE: Final = Answer(413, b"sidecarkit: request body too large\n", close=True)
+_HEAD_TOO_LARGE: Final = Answer(431, b"sidecarkit: request head too large\n", close=True)
 
 
 class _Refused(Exception):
@@ -196,8 +200,12 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.parsing is None:  # between requests or in a head: bound what a head may grow to
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
+            if self.in_head and self.head_bytes > MAX_HEAD:
+                self._stop(_HEAD_TOO_LARGE)
         except _Refused:
             pass
         except httptools.HttpParserCallbackError:
@@ -245,21 +253,14 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.url = b""
-        self.head_bytes = 0
         self.in_head = True
         self.expect = False
         self.declared = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self.head_bytes += len(url)
-        if self.head_bytes > MAX_HEAD:
-            self._stop(Answer(431, b"sidecarkit: request head too large\n", close=True))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value)
-        if self.head_bytes > MAX_HEAD:
-            self._stop(Answer(431, b"sidecarkit: request head too large\n", close=True))
         if len(name) == 6 and name.lower() == b"expect":
             if value.lower() != b"100-continue":
                 self._stop(Answer(417, b"sidecarkit: only 100-continue is expected\n", close=True))
@@ -269,6 +270,7 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.head_bytes = 0
         path, _, _ = self.url.partition(b"?")
         request = Request(
             self.parser.get_method(), path, self.parser.should_keep_alive(), self.loop.time()
@@ -348,8 +350,7 @@ class Connection(asyncio.Protocol):
 
     def _send(self, request: Request, answer: Answer) -> None:
         close = answer.close or not request.keep_alive or self.app.draining
-        body = answer.body
-        self.transport.write(head(answer.status, answer, len(body), close) + body)
+        self.transport.write(head(answer, close) + answer.body)
         if not request.answered:
             request.answered = True
             self.app.end(request)
@@ -373,8 +374,7 @@ class Connection(asyncio.Protocol):
             self.app.end(self.parsing)
             self.parsing = None
         if self.current is None and not self.queue:
-            body = answer.body
-            self.transport.write(head(answer.status, answer, len(body), True) + body)
+            self.transport.write(head(answer, True) + answer.body)
         self._close()
 
     def _close(self) -> None:
