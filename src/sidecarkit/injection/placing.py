@@ -146,6 +146,9 @@ def _record(
     record.complete = True
 
 
+_STATUSES: Final = 64
+"""Status records kept per placement (kinds of pods: app container names and what was created)."""
+
 _STATUS_POINTER: Final = "/metadata/annotations/" + policy.STATUS_ANNOTATION.replace("/", "~1")
 
 
@@ -225,6 +228,7 @@ class Placement:
         "_digests",
         "_items",
         "_json",
+        "_statuses",
         "env",
         "legacy_exit",
         "mounts",
@@ -262,6 +266,44 @@ class Placement:
         self._digests: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
         self._json: dict[str, bytes] = {}
         self._items: dict[str, list[bytes]] = {}
+        self._statuses: dict[tuple[object, ...], tuple[statuses.Status, str]] = {}
+
+    def status(
+        self,
+        digest: str,
+        app_names: list[str],
+        wrapped: set[str],
+        added_annotations: list[str],
+        created: list[str],
+    ) -> tuple[statuses.Status, str]:
+        """The status record of an injection of these parts, and its annotation text: the same
+        for every pod whose app containers have the same names (every pod of a Deployment).
+        Kept for ``_STATUSES`` kinds of pods at most, so odd names cannot grow it for ever."""
+        key = (
+            digest,
+            tuple(app_names),
+            tuple(sorted(wrapped)),
+            tuple(added_annotations),
+            tuple(created),
+        )
+        found = self._statuses.get(key)
+        if found is None:
+            mounts, env = tuple(self.mounts), tuple(self.env)
+            plain = statuses.AppRecord(mounts, env, False)
+            status = statuses.Status(
+                hash=digest,
+                profiles=self.records,
+                app=tuple(
+                    (name, statuses.AppRecord(mounts, env, True) if name in wrapped else plain)
+                    for name in app_names
+                ),
+                annotations=tuple(added_annotations),
+                created=tuple(created),
+            )
+            if len(self._statuses) >= _STATUSES:
+                self._statuses.clear()
+            found = self._statuses[key] = (status, statuses.encode(status))
+        return found
 
     def items_json(self, what: str, items: list[Json]) -> list[bytes]:
         """The JSON of each of ``items`` (the part called ``what``), made once."""
@@ -500,8 +542,6 @@ def place(
     if recordable:
         known["volumeMounts"] = placement.items_json("mounts", list(mounts.values()))
         known["env"] = placement.items_json("env", list(env.values()))
-    app_records: list[tuple[str, statuses.AppRecord]] = []
-    app_record = statuses.AppRecord(tuple(mounts), tuple(env), False)
     for c in app:
         name = str(c.get("name"))
         path = f"spec.containers[{name}]"
@@ -519,18 +559,9 @@ def place(
         app_grown.append(changes)
         if name in wrapped:
             c["command"][:0] = statuses.wrapper(name)
-            app_records.append((name, statuses.AppRecord(tuple(mounts), tuple(env), True)))
-        else:
-            app_records.append((name, app_record))
 
-    status = statuses.Status(
-        hash=digest,
-        profiles=placement.records,
-        app=tuple(app_records),
-        annotations=tuple(added_annotations),
-        created=tuple(created),
-    )
-    annotations[policy.STATUS_ANNOTATION] = statuses.encode(status)
+    status, text = placement.status(digest, app_names, wrapped, added_annotations, created)
+    annotations[policy.STATUS_ANNOTATION] = text
     if record is not None and recordable and len(app) == len(spec.get("containers") or ()):
         if any(app_grown):
             grown["containers"] = (0, 0)
