@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from sidecarkit import errors
 from sidecarkit.injection import configs, facts, injecting, placing
 from sidecarkit.k8s import workloads
-from sidecarkit.webhook import admitting, patches
+from sidecarkit.webhook import admitting, patches, reviews
 from tests.webhook.conftest import CORPUS
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -142,4 +142,5 @@ def test_the_answer_patch_equals_the_full_diff(name: str, obj: Any) -> None:
         return
     full = patches.diff(obj, new) if new is not obj else []
     assert list(verdict.ops) == full
+    assert verdict.patch == reviews.encode_patch(full), "the answer's bytes must be the diff's"
     assert jsonpatch.apply_patch(copy.deepcopy(obj), list(verdict.ops)) == new

@@ -67,15 +67,31 @@ class Record:
     templates): the caller then diffs.
     """
 
-    __slots__ = ("complete", "ops", "path", "uses")
+    __slots__ = ("complete", "known", "ops", "path", "uses")
 
     def __init__(self) -> None:
         self.ops: list[Json] = []
+        self.known: dict[int, bytes] = {}
+        """The JSON of an op's value by ``id`` of the op, when the placement had it already."""
         self.complete = False
         self.path = ""
         """The JSON pointer to the template, set before placing."""
         self.uses = 0
         """How many templates were injected while recording: only one can be recorded."""
+
+    def json(self) -> bytes:
+        """``orjson.dumps(self.ops)``, the same bytes, writing each inserted part from the JSON
+        its placement keeps: the sidecars are most of a patch and the same for every pod."""
+        known = self.known
+        fragment = orjson.Fragment
+        return orjson.dumps(
+            [
+                op
+                if (value := known.get(id(op))) is None
+                else {"op": "add", "path": op["path"], "value": fragment(value)}
+                for op in self.ops
+            ]
+        )
 
 
 def _pointer(key: str) -> str:
@@ -89,10 +105,11 @@ def _record(
     app: list[dict[str, Any]],
     app_grown: list[dict[str, tuple[int, int]]],
     added_annotations: list[str],
+    known: dict[str, list[bytes]],
 ) -> None:
     """Fill ``record`` from what ``place`` added: ``grown`` maps a spec key to the indexes
     [start, end) of the items it inserted (start -1: the list was created), ``app_grown`` the
-    same per app container."""
+    same per app container; ``known`` the JSON of the items inserted under each key."""
     spec = template["spec"]
     annotations = template["metadata"]["annotations"]
     at = record.path
@@ -113,9 +130,10 @@ def _record(
                 if changes:
                     for sub in c:
                         if sub in changes:
-                            _adds(body, f"{at}/spec/containers/{i}/{sub}", c[sub], changes[sub])
+                            path = f"{at}/spec/containers/{i}/{sub}"
+                            _adds(record, body, path, c[sub], changes[sub], known[sub])
         else:
-            _adds(body, f"{at}/spec/{key}", spec[key], grown[key])
+            _adds(record, body, f"{at}/spec/{key}", spec[key], grown[key], known[key])
     for key in template:
         if key == "metadata":
             metadata.extend(body)
@@ -128,6 +146,9 @@ def _record(
     record.complete = True
 
 
+_STATUSES: Final = 64
+"""Status records kept per placement (kinds of pods: app container names and what was created)."""
+
 _STATUS_POINTER: Final = "/metadata/annotations/" + policy.STATUS_ANNOTATION.replace("/", "~1")
 
 
@@ -136,13 +157,26 @@ def _replaces(mapping: MutableMapping[str, Any], keys: tuple[str, str]) -> bool:
     return any(key in mapping and not isinstance(mapping[key], list) for key in keys)
 
 
-def _adds(out: list[Json], path: str, items: list[Json], span: tuple[int, int]) -> None:
+def _adds(
+    record: Record,
+    out: list[Json],
+    path: str,
+    items: list[Json],
+    span: tuple[int, int],
+    known: list[bytes],
+) -> None:
+    """The ops adding ``items[start:end]``, or the whole list created (start -1), whose JSON
+    is ``known`` item by item."""
     start, end = span
     if start < 0:
-        out.append({"op": "add", "path": path, "value": items})
+        op = {"op": "add", "path": path, "value": items}
+        record.known[id(op)] = b"[%b]" % b",".join(known)
+        out.append(op)
     else:
         for i in range(start, end):
-            out.append({"op": "add", "path": f"{path}/{i}", "value": items[i]})
+            op = {"op": "add", "path": f"{path}/{i}", "value": items[i]}
+            record.known[id(op)] = known[i - start]
+            out.append(op)
 
 
 def lifecycle_parts() -> conflicts.Rendered:
@@ -192,7 +226,9 @@ class Placement:
 
     __slots__ = (
         "_digests",
+        "_items",
         "_json",
+        "_statuses",
         "env",
         "legacy_exit",
         "mounts",
@@ -229,6 +265,52 @@ class Placement:
         """env entries for each app container, by name."""
         self._digests: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
         self._json: dict[str, bytes] = {}
+        self._items: dict[str, list[bytes]] = {}
+        self._statuses: dict[tuple[object, ...], tuple[statuses.Status, str]] = {}
+
+    def status(
+        self,
+        digest: str,
+        app_names: list[str],
+        wrapped: set[str],
+        added_annotations: list[str],
+        created: list[str],
+    ) -> tuple[statuses.Status, str]:
+        """The status record of an injection of these parts, and its annotation text: the same
+        for every pod whose app containers have the same names (every pod of a Deployment).
+        Kept for ``_STATUSES`` kinds of pods at most, so odd names cannot grow it for ever."""
+        key = (
+            digest,
+            tuple(app_names),
+            tuple(sorted(wrapped)),
+            tuple(added_annotations),
+            tuple(created),
+        )
+        found = self._statuses.get(key)
+        if found is None:
+            mounts, env = tuple(self.mounts), tuple(self.env)
+            plain = statuses.AppRecord(mounts, env, False)
+            status = statuses.Status(
+                hash=digest,
+                profiles=self.records,
+                app=tuple(
+                    (name, statuses.AppRecord(mounts, env, True) if name in wrapped else plain)
+                    for name in app_names
+                ),
+                annotations=tuple(added_annotations),
+                created=tuple(created),
+            )
+            if len(self._statuses) >= _STATUSES:
+                self._statuses.clear()
+            found = self._statuses[key] = (status, statuses.encode(status))
+        return found
+
+    def items_json(self, what: str, items: list[Json]) -> list[bytes]:
+        """The JSON of each of ``items`` (the part called ``what``), made once."""
+        found = self._items.get(what)
+        if found is None:
+            found = self._items[what] = [orjson.dumps(item) for item in items]
+        return found
 
     def digest(self, wrapped: set[str], added_annotations: list[str]) -> str:
         """The content hash of an injection of these parts: equal hashes mean nothing to do."""
@@ -435,6 +517,7 @@ def place(
                 recordable = False
     grown: dict[str, tuple[int, int]] = {}
     app_grown: list[dict[str, tuple[int, int]]] = []
+    known: dict[str, list[bytes]] = {}
 
     if placement.new_init:
         inits = _list(spec, "initContainers", created, "spec.initContainers", before="containers")
@@ -442,6 +525,8 @@ def place(
         at = _after_network_setup(inits, rendered)
         inits[at:at] = placement.fresh("init", placement.new_init, share=share)
         grown["initContainers"] = (-1, 0) if fresh else (at, at + len(placement.new_init))
+        if recordable:
+            known["initContainers"] = placement.items_json("init", placement.new_init)
     if placement.new_legacy:
         _list(spec, "containers", created, "spec.containers")[:0] = placement.fresh(
             "legacy", placement.new_legacy, share=share
@@ -449,10 +534,14 @@ def place(
     if placement.volumes:
         volumes = _list(spec, "volumes", created, "spec.volumes")
         start = -1 if created and created[-1] == "spec.volumes" else len(volumes)
-        volumes.extend(placement.fresh("volumes", list(placement.volumes.values()), share=share))
+        added = list(placement.volumes.values())
+        volumes.extend(placement.fresh("volumes", added, share=share))
         grown["volumes"] = (start, len(volumes))
-    app_records: list[tuple[str, statuses.AppRecord]] = []
-    app_record = statuses.AppRecord(tuple(mounts), tuple(env), False)
+        if recordable:
+            known["volumes"] = placement.items_json("volumes", added)
+    if recordable:
+        known["volumeMounts"] = placement.items_json("mounts", list(mounts.values()))
+        known["env"] = placement.items_json("env", list(env.values()))
     for c in app:
         name = str(c.get("name"))
         path = f"spec.containers[{name}]"
@@ -470,20 +559,11 @@ def place(
         app_grown.append(changes)
         if name in wrapped:
             c["command"][:0] = statuses.wrapper(name)
-            app_records.append((name, statuses.AppRecord(tuple(mounts), tuple(env), True)))
-        else:
-            app_records.append((name, app_record))
 
-    status = statuses.Status(
-        hash=digest,
-        profiles=placement.records,
-        app=tuple(app_records),
-        annotations=tuple(added_annotations),
-        created=tuple(created),
-    )
-    annotations[policy.STATUS_ANNOTATION] = statuses.encode(status)
+    status, text = placement.status(digest, app_names, wrapped, added_annotations, created)
+    annotations[policy.STATUS_ANNOTATION] = text
     if record is not None and recordable and len(app) == len(spec.get("containers") or ()):
         if any(app_grown):
             grown["containers"] = (0, 0)
-        _record(record, template, grown, app, app_grown, added_annotations)
+        _record(record, template, grown, app, app_grown, added_annotations, known)
     return status, reasons

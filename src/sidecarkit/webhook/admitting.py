@@ -67,7 +67,7 @@ def decide(request: Mapping[str, Any], config: configs.Config, cluster: facts.Fa
         new, report = injecting.inject(
             obj, config, cluster, location="request.object", plain=True, record=record
         )
-        ops = _patch(obj, new, record) if new is not obj else []
+        ops, json = _patch(obj, new, record) if new is not obj else ([], None)
     except RecursionError:
         # orjson accepts 1,024 levels; no Kubernetes object comes near, Python's stack does.
         message = "sidecarkit: request.object nests too deeply to be a Kubernetes object"
@@ -80,9 +80,8 @@ def decide(request: Mapping[str, Any], config: configs.Config, cluster: facts.Fa
     reasons = _reasons(report)
     warnings = tuple(f"sidecarkit: {r.code}: {r.message}" for r in reasons if r.code.is_warning)
     reason = str(reasons[-1].code) if reasons else "none"
-    return Verdict(
-        "patched" if ops else "allowed", reason, tuple(ops), reviews.encode_patch(ops), warnings
-    )
+    patch = reviews.encode_patch(ops, json=json)
+    return Verdict("patched" if ops else "allowed", reason, tuple(ops), patch, warnings)
 
 
 def answer(review: reviews.Review, verdict: Verdict) -> bytes:
@@ -98,12 +97,15 @@ def admit(review: reviews.Review, config: configs.Config, cluster: facts.Facts) 
     return Outcome(answer(review, verdict), verdict)
 
 
-def _patch(obj: dict[str, Any], new: Any, record: placing.Record) -> list[patches.Operation]:
-    """The operations from ``obj`` to its injected ``new``: what placing recorded, when it
-    could (the same operations, in the same order, as the diff), else the diff."""
+def _patch(
+    obj: dict[str, Any], new: Any, record: placing.Record
+) -> tuple[list[patches.Operation], bytes | None]:
+    """The operations from ``obj`` to its injected ``new``, and their JSON if known: what
+    placing recorded, when it could (the same operations, in the same order, as the diff),
+    else the diff."""
     if not record.complete or record.uses != 1:
-        return patches.diff(obj, new)
-    return record.ops
+        return patches.diff(obj, new), None
+    return record.ops, record.json()
 
 
 def _reasons(report: reports.Report) -> tuple[reports.Reason, ...]:

@@ -1,10 +1,9 @@
-"""Connection limits around aiohttp's HTTP protocol: the timeouts and caps a public server needs.
+"""Connection limits around the webhook's HTTP protocol: the timeouts and caps it needs.
 
-aiohttp has a keep-alive timeout but no header-read timeout, no write deadline and no cap on
-connections, so a slowloris client (headers that never end) or one that pipelines requests and
+Without them a slowloris client (headers that never end) or one that pipelines requests and
 never reads the answers could hold a connection, and its buffers, for ever. Each connection's
-protocol is wrapped in a ``Guard`` that sits between the transport and aiohttp's handler and
-tracks where the connection is:
+protocol (``answering.Connection``) is wrapped in a ``Guard`` that sits between the transport
+and it, and is told by it where the connection is:
 
 - ``headers``: bytes of a request arrived (or the connection just opened) and its headers are
   not complete: closed after ``header_timeout``, however slowly the client keeps trickling;
@@ -59,17 +58,16 @@ class Limits:
 class Guards:
     """The live guarded connections of one listener, oldest first."""
 
-    def __init__(self, limits: Limits, inner: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, limits: Limits, inner: Callable[[Guard], asyncio.Protocol]) -> None:
         self.limits = limits
         self.inner = inner
         self.live: dict[Guard, None] = {}
-        self.by_handler: dict[asyncio.Protocol, Guard] = {}
         self.evicted = 0
         self.timed_out = 0
 
     def factory(self) -> Guard:
         """The protocol factory to hand to ``loop.create_server``."""
-        return Guard(self, self.inner())
+        return Guard(self, self.inner)
 
     def admit(self, guard: Guard) -> bool:
         """Register a new connection, evicting an old one at the cap; False: refuse this one."""
@@ -81,35 +79,25 @@ class Guards:
             self.forget(victim)  # now, not when its close completes: the cap holds meanwhile
             victim.drop()
         self.live[guard] = None
-        self.by_handler[guard.inner] = guard
         return True
 
     def forget(self, guard: Guard) -> None:
         self.live.pop(guard, None)
-        self.by_handler.pop(guard.inner, None)
 
-    def request_started(self, handler: object) -> None:
-        guard = self.by_handler.get(handler)  # type: ignore[call-overload]
-        if guard is not None:
-            guard.request_started()
-
-    def body_read(self, handler: object) -> None:
-        guard = self.by_handler.get(handler)  # type: ignore[call-overload]
-        if guard is not None:
-            guard.body_read()
-
-    def request_done(self, handler: object) -> None:
-        guard = self.by_handler.get(handler)  # type: ignore[call-overload]
-        if guard is not None:
-            guard.request_done()
+    def close_all(self) -> None:
+        """Close every connection (at the end of a shutdown): what is buffered is sent first."""
+        for guard in list(self.live):
+            self.forget(guard)
+            if guard.transport is not None and not guard.transport.is_closing():
+                guard.transport.close()
 
 
 class Guard(asyncio.Protocol):
-    """One connection: forwards everything to aiohttp's handler and enforces ``Limits``."""
+    """One connection: forwards everything to its HTTP protocol and enforces ``Limits``."""
 
-    def __init__(self, guards: Guards, inner: asyncio.Protocol) -> None:
+    def __init__(self, guards: Guards, inner: Callable[[Guard], asyncio.Protocol]) -> None:
         self.guards = guards
-        self.inner = inner
+        self.inner = inner(self)
         self.state = _HEADERS
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,16 +144,28 @@ class Guard(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
+    # Each is called again while the connection stays where it is (a head or body trickling
+    # in): only a change of state sets a new deadline, or a trickle would keep it open for ever.
+
+    def head_started(self) -> None:
+        """A request's head is arriving (pipelined behind answered ones)."""
+        if self.state != _HEADERS:
+            self.state = _HEADERS
+            self._arm(self.guards.limits.header_timeout)
+
     def request_started(self) -> None:
-        self.state = _READING
-        self._arm(self.guards.limits.body_timeout)
+        """A request's head is complete; its body is arriving."""
+        if self.state != _READING:
+            self.state = _READING
+            self._arm(self.guards.limits.body_timeout)
 
     def body_read(self) -> None:
         self.state = _BUSY  # the armed timer, when it fires, finds the connection busy
 
     def request_done(self) -> None:
-        self.state = _IDLE
-        self._arm(self.guards.limits.idle_timeout)
+        if self.state != _IDLE:
+            self.state = _IDLE
+            self._arm(self.guards.limits.idle_timeout)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 

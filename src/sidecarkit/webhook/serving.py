@@ -19,30 +19,34 @@ that fails to load is refused with a log line and the old one keeps serving; a n
 pair is loaded from the bytes of one read of both files, checked to match, so a half-written
 rotation (new certificate, old key) is simply tried again on the next tick.
 
-Connections are guarded (``guarding``: header, body, idle and write timeouts, a connection
-cap), admissions are capped, and bodies of ``offload_body`` bytes or more are decided in a worker
-process (``offloading``), so neither a slow client nor a huge pod holds up the others.
+HTTP/1.1 is spoken by ``answering`` (httptools; no web framework, whose request handling cost
+more than deciding an admission). Connections are guarded (``guarding``: header, body, idle and
+write timeouts, a connection cap), admissions are capped (a slot is taken when a request's head
+is in, so a body that dribbles in holds one), and bodies of ``offload_body`` bytes or more are
+decided in a worker process (``offloading``), so neither a slow client nor a huge pod holds up
+the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-
-from aiohttp import web
+from typing import Any
 
 from sidecarkit import configfiles, errors, metering, watching
 from sidecarkit.injection import configs, facts, policy
 from sidecarkit.webhook import (
     admitting,
+    answering,
     certificates,
     guarding,
     namespaces,
@@ -56,6 +60,14 @@ __all__ = ["Server", "Settings", "serve"]
 log = logging.getLogger("sidecarkit.webhook")
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_ADMISSIONS = frozenset((b"/inject", b"/inject/namespace"))
+_JSON = "application/json"
+_NOT_FOUND = answering.Answer(404, b"404: Not Found")
+_OVERLOADED = answering.Answer(
+    503, b"sidecarkit: too many admissions in progress; retry\n", headers=(("Retry-After", "1"),)
+)
+
+Route = Callable[[answering.Request], answering.Answer | Coroutine[Any, Any, answering.Answer]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +162,16 @@ class Server:
         self._cert_watch = watching.FileWatch((settings.tls_cert, settings.tls_key))
         self._verdicts = verdicts.Verdicts()
         self.guards: guarding.Guards | None = None
-        self._admissions = asyncio.Semaphore(settings.limits.max_admissions)
+        self._free_slots = settings.limits.max_admissions
+        self._slot_queue: collections.deque[answering.Request] = collections.deque()
+        """Admissions whose head came in at the cap, oldest first, waiting for a slot."""
+        self._routes: dict[bytes, tuple[bytes, Route]] = {
+            b"/inject": (b"POST", self._inject),
+            b"/inject/namespace": (b"POST", self._inject_namespace),
+            b"/healthz": (b"GET", self._healthz),
+            b"/readyz": (b"GET", self._readyz),
+            b"/metrics": (b"GET", self._metrics),
+        }
         self._offloader = offloading.Offloader(workers=settings.offload_workers)
         self.lookup: namespaces.NamespaceLookup | None = None
         if settings.namespace_lookup:
@@ -251,83 +272,93 @@ class Server:
                 self._reload_config()
             self._reload_certificate()
 
-    # -- handlers --------------------------------------------------------------------------
+    # -- handlers (answering.App) ----------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body)
-        route = self._tracked
-        app.router.add_post("/inject", route(self._inject))
-        app.router.add_post("/inject/namespace", route(self._inject_namespace))
-        app.router.add_get("/healthz", route(self._healthz))
-        app.router.add_get("/readyz", route(self._readyz))
-        app.router.add_get("/metrics", route(self._metrics))
-        return app
+    def begin(self, request: answering.Request) -> None:
+        """A request's head is in: count it in flight; an admission takes a slot or queues."""
+        self.in_flight += 1
+        if request.path in _ADMISSIONS:
+            if self._free_slots > 0:
+                self._free_slots -= 1
+                request.slot = True
+            else:
+                self._slot_queue.append(request)
 
-    def _tracked(
-        self, handler: Callable[[web.Request], Awaitable[web.Response]]
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        """``handler`` counted in flight and reported to the connection's guard.
+    def end(self, request: answering.Request) -> None:
+        """A request was answered or its connection lost: give its slot to the next in line."""
+        self.in_flight -= 1
+        if request.slot:
+            request.slot = False
+            while self._slot_queue:
+                waiting = self._slot_queue.popleft()
+                if not waiting.answered:
+                    waiting.slot = True
+                    if waiting.waiter is not None and not waiting.waiter.done():
+                        waiting.waiter.set_result(None)
+                    return
+            self._free_slots += 1
+        elif self._slot_queue and request in self._slot_queue:
+            self._slot_queue.remove(request)
 
-        A wrapper made once per route rather than an aiohttp middleware, whose chain is built
-        anew for every request and cost more than the rest of an answer from the cache.
-        """
+    def answer(
+        self, request: answering.Request
+    ) -> answering.Answer | Coroutine[Any, Any, answering.Answer]:
+        route = self._routes.get(request.path)
+        if route is None:
+            return _NOT_FOUND
+        method, handler = route
+        if request.method != method:
+            return answering.Answer(
+                405, b"405: Method Not Allowed", headers=(("Allow", method.decode()),)
+            )
+        return handler(request)
 
-        async def tracked(request: web.Request) -> web.Response:
-            self.in_flight += 1
-            guards, protocol = self.guards, request.protocol
-            if guards is not None:
-                guards.request_started(protocol)
+    def _inject(
+        self, request: answering.Request
+    ) -> answering.Answer | Coroutine[Any, Any, answering.Answer]:
+        return self._admit(request, namespace_opted_in=False)
+
+    def _inject_namespace(
+        self, request: answering.Request
+    ) -> answering.Answer | Coroutine[Any, Any, answering.Answer]:
+        return self._admit(request, namespace_opted_in=True)
+
+    def _admit(
+        self, request: answering.Request, *, namespace_opted_in: bool
+    ) -> answering.Answer | Coroutine[Any, Any, answering.Answer]:
+        body = request.body
+        if request.slot and self.lookup is None and len(body) < self.settings.offload_body:
+            # The usual case decides at once, on the loop, without a task: nothing to wait for.
+            return self._decide_small(body, self._plain_facts[namespace_opted_in])
+        return self._admit_waiting(request, body, namespace_opted_in=namespace_opted_in)
+
+    async def _admit_waiting(
+        self, request: answering.Request, body: bytes, *, namespace_opted_in: bool
+    ) -> answering.Answer:
+        if not request.slot:  # at the cap: wait until body_timeout after its head for a slot
+            loop = asyncio.get_running_loop()
+            request.waiter = loop.create_future()
+            left = request.started + self.settings.limits.body_timeout - loop.time()
             try:
-                response = await handler(request)
-                if self.draining:
-                    response.force_close()  # keep-alive clients should go to another replica
-                return response
-            finally:
-                self.in_flight -= 1
-                if guards is not None:
-                    guards.request_done(protocol)
-
-        return tracked
-
-    async def _inject(self, request: web.Request) -> web.Response:
-        return await self._admit(request, namespace_opted_in=False)
-
-    async def _inject_namespace(self, request: web.Request) -> web.Response:
-        return await self._admit(request, namespace_opted_in=True)
-
-    async def _admit(self, request: web.Request, *, namespace_opted_in: bool) -> web.Response:
-        if self._admissions.locked():  # at the cap: wait a while for a slot, then refuse
-            try:
-                async with asyncio.timeout(self.settings.limits.body_timeout):
-                    await self._admissions.acquire()
+                async with asyncio.timeout(max(left, 0.0)):
+                    await request.waiter
             except TimeoutError:
                 self.metrics.admissions.inc("invalid", "overloaded")
-                return web.Response(
-                    status=503,
-                    text="sidecarkit: too many admissions in progress; retry\n",
-                    headers={"Retry-After": "1"},
-                )
-        else:
-            await self._admissions.acquire()  # returns at once
-        try:
-            # The connection's guard drops it if the body takes longer than body_timeout.
-            body = await request.read()
-            if self.guards is not None:
-                self.guards.body_read(request.protocol)
-            if len(body) >= self.settings.offload_body:
-                return await self._admit_large(body, namespace_opted_in=namespace_opted_in)
-            return await self._admit_small(body, namespace_opted_in=namespace_opted_in)
-        finally:
-            self._admissions.release()
+                return _OVERLOADED
+            finally:
+                request.waiter = None
+        if len(body) >= self.settings.offload_body:
+            return await self._admit_large(body, namespace_opted_in=namespace_opted_in)
+        return await self._admit_small(body, namespace_opted_in=namespace_opted_in)
 
-    async def _admit_large(self, body: bytes, *, namespace_opted_in: bool) -> web.Response:
+    async def _admit_large(self, body: bytes, *, namespace_opted_in: bool) -> answering.Answer:
         """Decide in a worker process; the loop never parses the large body."""
         if self._offloader.full():
             self.metrics.admissions.inc("invalid", "large-review-queue-full")
-            return web.Response(
-                status=503,
-                text="sidecarkit: too many large reviews in progress; retry\n",
-                headers={"Retry-After": "1"},
+            return answering.Answer(
+                503,
+                b"sidecarkit: too many large reviews in progress; retry\n",
+                headers=(("Retry-After", "1"),),
             )
         started = time.perf_counter()
         cluster = await self._facts_for_body(body, namespace_opted_in=namespace_opted_in)
@@ -338,8 +369,8 @@ class Server:
         self.metrics.admissions.inc(done.decision, done.reason)
         self.metrics.latency.observe(time.perf_counter() - started)
         if done.status != 200:
-            return web.Response(status=done.status, body=done.body, content_type="text/plain")
-        return web.Response(body=done.body, content_type="application/json")
+            return answering.Answer(done.status, done.body)
+        return answering.Answer(200, done.body, _JSON)
 
     async def _facts_for_body(self, body: bytes, *, namespace_opted_in: bool) -> facts.Facts:
         if self.lookup is None:  # the usual case: no need to look into the body at all
@@ -350,21 +381,31 @@ class Server:
             return await self._facts(None, namespace_opted_in=namespace_opted_in)
         return await self._facts(review, namespace_opted_in=namespace_opted_in)
 
-    async def _admit_small(self, body: bytes, *, namespace_opted_in: bool) -> web.Response:
+    async def _admit_small(self, body: bytes, *, namespace_opted_in: bool) -> answering.Answer:
+        if self.lookup is None:
+            return self._decide_small(body, self._plain_facts[namespace_opted_in])
+        try:
+            review = reviews.parse(body)
+        except reviews.BadReview:
+            cluster = self._plain_facts[namespace_opted_in]  # refused below, without a lookup
+        else:
+            cluster = await self._facts(review, namespace_opted_in=namespace_opted_in)
+        return self._decide_small(body, cluster)
+
+    def _decide_small(self, body: bytes, cluster: facts.Facts) -> answering.Answer:
         started = time.perf_counter()
         try:
             review = reviews.parse(body)
         except reviews.BadReview as exc:
             self.metrics.admissions.inc("invalid", "bad-review")
-            return web.Response(status=400, text=f"sidecarkit: not an AdmissionReview: {exc}\n")
-        cluster = await self._facts(review, namespace_opted_in=namespace_opted_in)
+            return answering.Answer(400, f"sidecarkit: not an AdmissionReview: {exc}\n".encode())
         verdict = self._verdicts.get(review.request, self.config, cluster, body=body)
         if verdict.error is not None:
             log.error("admission %s failed: %s", review.uid, verdict.error, exc_info=verdict.error)
-        body = admitting.answer(review, verdict)
+        answer = admitting.answer(review, verdict)
         self.metrics.admissions.inc(verdict.decision, verdict.reason)
         self.metrics.latency.observe(time.perf_counter() - started)
-        return web.Response(body=body, content_type="application/json")
+        return answering.Answer(200, answer, _JSON)
 
     async def _facts(
         self, review: reviews.Review | None, *, namespace_opted_in: bool
@@ -383,38 +424,28 @@ class Server:
             namespace_labels=MappingProxyType(labels),
         )
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+    def _healthz(self, request: answering.Request) -> answering.Answer:
+        return answering.Answer(200, b"ok\n")
 
-    async def _readyz(self, request: web.Request) -> web.Response:
+    def _readyz(self, request: answering.Request) -> answering.Answer:
         if self.draining:
-            return web.Response(status=503, text="shutting down\n")
-        return web.Response(text="ready\n")
+            return answering.Answer(503, b"shutting down\n")
+        return answering.Answer(200, b"ready\n")
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    def _metrics(self, request: answering.Request) -> answering.Answer:
         self.metrics.in_flight.set(self.in_flight)
-        return web.Response(
-            body=self.metrics.registry.render(), headers={"Content-Type": metering.CONTENT_TYPE}
-        )
+        return answering.Answer(200, self.metrics.registry.render(), metering.CONTENT_TYPE)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, *, started: Callable[[int], None] | None = None) -> None:
         """Serve until ``stopping`` is set, then shut down in the documented order."""
         self.load_initial()
-        # Draining is ours (below); aiohttp's own shutdown only closes what is left, because it
-        # stops reading at once and so would cut off a request whose body is still arriving.
         limits = self.settings.limits
-        runner = web.AppRunner(
-            self.app(),
-            shutdown_timeout=1.0,
-            access_log=None,
-            handle_signals=False,
-            keepalive_timeout=limits.idle_timeout,
+        max_body = self.settings.max_body
+        self.guards = guarding.Guards(
+            limits, lambda guard: answering.Connection(self, guard, max_body)
         )
-        await runner.setup()
-        assert runner.server is not None
-        self.guards = guarding.Guards(limits, runner.server)
         loop = asyncio.get_running_loop()
         listener = await loop.create_server(
             self.guards.factory,
@@ -454,7 +485,7 @@ class Server:
                 log.warning(
                     "cancelling %d admission(s) still running at the deadline", self.in_flight
                 )
-            await runner.cleanup()
+            self.guards.close_all()
             self._offloader.close()
             if self.lookup is not None:
                 await self.lookup.close()
