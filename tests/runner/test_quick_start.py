@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sidecarkit.runner import quick, specs
+from tests.support.imports import imported_by
 
 _POD = {
     "apiVersion": "v1",
@@ -35,27 +36,7 @@ def _pod(tmp_path: Path) -> Path:
 
 def test_a_plain_run_does_not_import_click(tmp_path: Path) -> None:
     path = _pod(tmp_path)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-X",
-            "importtime",
-            "-m",
-            "sidecarkit",
-            "run",
-            str(path),
-            "--events",
-            "none",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    imported = {
-        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line
-    }
+    imported = imported_by("-m", "sidecarkit", "run", str(path), "--events", "none")
     assert "sidecarkit.runner.launching" in imported
     assert "click" not in imported
 
@@ -86,17 +67,7 @@ def test_a_plain_run_with_volumes_and_probes_imports_nothing_it_can_do_without(
     }
     path = tmp_path / "pod.json"
     path.write_text(json.dumps(pod))
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "sidecarkit", "run", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    imported = {
-        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line
-    }
+    imported = imported_by("-m", "sidecarkit", "run", str(path))
     assert "sidecarkit.runner.planning" in imported
     assert not {"click", "pathlib", "urllib.parse", "tempfile", "dataclasses"} & imported
 

@@ -7,34 +7,20 @@ import subprocess
 import sys
 
 from sidecarkit.runner import containing, watchdog
+from tests.support.imports import imported_by
 
 
 def test_the_watchdog_imports_nothing_beyond_the_few_standard_modules_it_needs() -> None:
     # The interpreter's own start-up imports (encodings, codecs, io, os, ...) are allowed; the
     # package, typing, re and pathlib would cost the runner's start-up some 20 ms of CPU.
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            "-X",
-            "importtime",
-            "-c",
-            containing._START_WATCHDOG,
-            os.path.dirname(watchdog.__file__),
-            "nothing-carries-this-mark.",
-            "",
-        ],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    imported = imported_by(
+        "-c",
+        containing._START_WATCHDOG,
+        os.path.dirname(watchdog.__file__),
+        "nothing-carries-this-mark.",
+        "",
+        interpreter=("-I", "-S"),
     )
-    assert result.returncode == 0, result.stderr
-    imported = {
-        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line
-    }
     assert "watchdog" in imported
     for heavy in ("sidecarkit", "typing", "re", "pathlib", "subprocess", "ctypes"):
         assert heavy not in imported
