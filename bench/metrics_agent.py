@@ -124,6 +124,14 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return peak, rss
 
 
+def _agent(target_url: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """``sidecarkit agent metrics`` scraping TARGET_URL every 5 s, serving on PORT."""
+    command = [sys.executable, "-m", "sidecarkit", "agent", "metrics", "--target", target_url]
+    command += ["--interval", "5s", "--port", str(port), "--statsd-port", "0"]
+    command += ["--log-level", "warning", *extra]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def run(series: int, seconds: float, prometheus: str, tmp: Path, *, wal: bool = False) -> None:
     Target.body = kube_state_metrics(series)
     target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
@@ -143,29 +151,12 @@ def run(series: int, seconds: float, prometheus: str, tmp: Path, *, wal: bool = 
         f"remote_write: [{{url: '{write}/prometheus'}}]\n"
     )
     procs = {
-        "sidecarkit": subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sidecarkit",
-                "agent",
-                "metrics",
-                "--target",
-                target_url,
-                "--interval",
-                "5s",
-                "--port",
-                str(free_port()),
-                "--statsd-port",
-                "0",
-                "--remote-write-url",
-                f"{write}/sidecarkit",
-                "--log-level",
-                "warning",
-                *(["--remote-write-wal-dir", str(tmp / f"wal-{series}")] if wal else []),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        "sidecarkit": _agent(
+            target_url,
+            free_port(),
+            "--remote-write-url",
+            f"{write}/sidecarkit",
+            *(["--remote-write-wal-dir", str(tmp / f"wal-{series}")] if wal else []),
         ),
         "prometheus": subprocess.Popen(
             [
@@ -261,27 +252,7 @@ def run_merged(series: int, seconds: float, prometheus: str, tmp: Path) -> float
     )
     port = free_port()
     procs = {
-        "sidecarkit": subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sidecarkit",
-                "agent",
-                "metrics",
-                "--target",
-                target_url,
-                "--interval",
-                "5s",
-                "--port",
-                str(port),
-                "--statsd-port",
-                "0",
-                "--log-level",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
+        "sidecarkit": _agent(target_url, port),
         "prometheus": subprocess.Popen(
             [
                 prometheus,
