@@ -221,3 +221,31 @@ def test_the_webhooks_sharing_path_gives_the_same_result_and_leaves_the_input(
     assert shared_report == report
     again, _ = inject(workload, CONFIG, OPTED_IN, plain=True)
     assert again == expected, "a cached plan gives the same answer the second time"
+
+
+@pytest.mark.parametrize(
+    ("profiles", "field", "item"),
+    [
+        ("logs", "volumeMounts", {"name": "mine", "mountPath": "/var/log/app"}),
+        ("secrets", "env", {"name": "SECRETS_DIR", "value": "/mine"}),
+        ("secrets", "volumeMounts", {"name": "mine", "mountPath": "/secrets"}),
+    ],
+)
+def test_an_app_mount_or_env_clash_in_a_later_container_is_found_on_the_cached_plan_path(
+    profiles: str, field: str, item: dict[str, Any]
+) -> None:
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {"sidecarkit.io/profiles": profiles}},
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "a", "env": [{"name": "OTHER", "value": "1"}]},
+                {"name": "b", "image": "b", field: [item]},
+            ],
+            "volumes": [{"name": "mine", "emptyDir": {}}],
+        },
+    }
+    for _ in range(2):  # the second time answers from the cached plan
+        with pytest.raises(errors.ConflictError, match="to container 'b', which has one"):
+            inject(copy.deepcopy(pod), CONFIG, OPTED_IN, plain=True)

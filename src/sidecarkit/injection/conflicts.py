@@ -220,7 +220,9 @@ def clashes(spec: Mapping[str, Any], added: Added) -> bool:
     False means it finds none. The pod's values are hashed here as ``check`` hashes them, so a
     pod whose values ``check`` cannot handle is sent to it too (True), and fails there as it
     always has. Each collection is one ``isdisjoint`` over the pod's values: a fat pod has
-    hundreds of env vars and mounts, and this runs for every pod the webhook sees.
+    hundreds of env vars and mounts, and this runs for every pod the webhook sees. The app's
+    mounts and env vars are read only when the profiles add some: ``check`` compares them with
+    nothing else, and ``shapes.check`` has already made them strings.
     """
     try:
         containers = _items(spec.get("containers"))
@@ -238,10 +240,10 @@ def clashes(spec: Mapping[str, Any], added: Added) -> bool:
         if not added.volumes.keys().isdisjoint(v.get("name") for v in _items(spec.get("volumes"))):
             return True
         mounts, env = added.mounts.keys(), added.env.keys()
-        for c in containers:
-            if not mounts.isdisjoint(_values(c.get("volumeMounts"), "mountPath")):
+        for c in containers if mounts or env else ():
+            if mounts and not mounts.isdisjoint(_values(c.get("volumeMounts"), "mountPath")):
                 return True
-            if not env.isdisjoint(_values(c.get("env"), "name")):
+            if env and not env.isdisjoint(_values(c.get("env"), "name")):
                 return True
     except TypeError:  # an unhashable value: let check meet it
         return True
