@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -333,7 +334,20 @@ def test_the_run_command_refuses_a_bad_pod_before_starting_anything(tmp_path: An
         (".",),
         ("",),
         ("/",),
+        ("/", "x"),
+        ("//", "x"),
+        ("/", "//x"),
+        ("//a", "/b"),
+        ("a", "//b", "c"),
+        ("///", "x"),
     ],
 )
 def test_volume_paths_are_joined_as_pathlib_joins_them(parts: tuple[str, ...]) -> None:
     assert planning.join(*parts) == str(PurePosixPath(*parts))
+
+
+def test_every_mix_of_roots_slashes_and_dots_joins_as_pathlib_joins_it() -> None:
+    atoms = ["", "/", "//", "///", "a", "/a", "//a", "a/", "./a", "a/..", "..", "."]
+    mixes = [p for n in (1, 2, 3) for p in itertools.product(atoms, repeat=n)]
+    wrong = [p for p in mixes if planning.join(*p) != str(PurePosixPath(*p))]
+    assert not wrong, wrong[:5]

@@ -7,6 +7,7 @@ paths and methods 404 and 405, and HTTP/1.0 or ``Connection: close`` end the con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -197,3 +198,134 @@ def test_a_client_that_asks_for_one_request_gets_its_answer_and_the_connection_c
     started = time.monotonic()
     assert reader.closed()
     assert time.monotonic() - started < 5
+
+
+def test_requests_before_a_malformed_one_are_answered_before_the_400(conn: ssl.SSLSocket) -> None:
+    conn.sendall(_post(_review("uid-a")) + _post(_review("uid-b")) + b"NOT HTTP AT ALL\r\n\r\n")
+    reader = _Reader(conn)
+    for uid in ("uid-a", "uid-b"):
+        status, _, answer = reader.response()
+        assert status == 200
+        assert json.loads(answer)["response"]["uid"] == uid
+    status, headers, body = reader.response()
+    assert (status, headers.get("connection")) == (400, "close"), body
+    assert reader.closed()
+
+
+def test_a_request_after_one_that_closes_the_connection_is_not_read_but_the_first_is_answered(
+    conn: ssl.SSLSocket,
+) -> None:
+    conn.sendall(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    reader = _Reader(conn)
+    status, headers, _ = reader.response()
+    assert (status, headers.get("connection")) == (200, "close")
+    assert reader.closed()
+    assert reader.buffer == b""
+
+
+def test_an_upgrade_request_is_answered_over_http_1_1_and_the_connection_closes(
+    conn: ssl.SSLSocket,
+) -> None:
+    conn.sendall(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+    )
+    reader = _Reader(conn)
+    status, headers, _ = reader.response()
+    assert (status, headers.get("connection")) == (200, "close")
+    assert reader.closed()
+
+
+@pytest.fixture(scope="module")
+def one_slot(tls: webhooks.Tls) -> Iterator[int]:
+    """A webhook that decides one admission at a time."""
+    with webhooks.process(tls, "--max-admissions", "1") as (_, port):
+        yield port
+
+
+def _connect(port: int, tls: webhooks.Tls) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def _in_flight(port: int, tls: webhooks.Tls) -> float:
+    client = webhooks.Client(port, tls)
+    try:
+        _, text = client.request("GET", "/metrics")
+    finally:
+        client.close()
+    for line in text.decode().splitlines():
+        if line.startswith("sidecarkit_webhook_in_flight_requests "):
+            return float(line.split()[1])
+    raise AssertionError("no sidecarkit_webhook_in_flight_requests in /metrics")
+
+
+def _settles_at(port: int, tls: webhooks.Tls, value: float) -> float:
+    deadline = time.monotonic() + 10
+    seen = _in_flight(port, tls)
+    while seen != value and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = _in_flight(port, tls)
+    return seen
+
+
+def _holding_the_slot(port: int, tls: webhooks.Tls) -> ssl.SSLSocket:
+    """A connection whose admission holds the only slot: its head is in, its body is not."""
+    holder = _connect(port, tls)
+    holder.sendall(
+        _post(b"")[: -len(b"Content-Length: 0\r\n\r\n")] + b"Content-Length: 100\r\n\r\n"
+    )
+    assert _settles_at(port, tls, 2) == 2  # the holder and the /metrics request itself
+    return holder
+
+
+def test_a_client_that_leaves_in_the_middle_of_a_pipelined_request_leaves_no_slot_taken(
+    one_slot: int, tls: webhooks.Tls
+) -> None:
+    for round_ in range(2):
+        holder = _holding_the_slot(one_slot, tls)
+        leaver = _connect(one_slot, tls)
+        # A complete review that must wait for the slot, then the head of another and a
+        # little of its body; then the client ends its side of the connection cleanly.
+        second = _post(_review("uid-never"))
+        leaver.sendall(_post(_review(f"uid-waits-{round_}")) + second[: len(second) - 40])
+        assert _settles_at(one_slot, tls, 3) == 3
+        leaver.settimeout(3)
+        with contextlib.suppress(OSError, ssl.SSLError):
+            leaver.unwrap()
+        leaver.close()
+        holder.sendall(b"x" * 100)
+        status, _, _ = _Reader(holder).response()
+        assert status == 400
+        holder.close()
+        assert _settles_at(one_slot, tls, 1) == 1  # only the /metrics request
+    client = webhooks.Client(one_slot, tls)
+    try:
+        status, answer = client.request("POST", "/inject", _review("uid-after"))
+    finally:
+        client.close()
+    assert status == 200, answer
+
+
+def test_pipelined_admissions_of_one_connection_wait_their_turn_without_queueing_for_slots(
+    one_slot: int, tls: webhooks.Tls
+) -> None:
+    holder = _holding_the_slot(one_slot, tls)
+    pipelining = _connect(one_slot, tls)
+    uids = [f"uid-p{i}" for i in range(5)]
+    pipelining.sendall(b"".join(_post(_review(uid)) for uid in uids))
+    # Only the first of the five is in flight (waiting for the slot); the others wait behind
+    # it on their connection, holding nothing of the server's.
+    assert _settles_at(one_slot, tls, 3) == 3
+    time.sleep(0.3)
+    assert _in_flight(one_slot, tls) == 2 + 1
+    holder.sendall(b"x" * 100)
+    assert _Reader(holder).response()[0] == 400
+    holder.close()
+    reader = _Reader(pipelining)
+    answered = [json.loads(reader.response()[2])["response"]["uid"] for _ in uids]
+    pipelining.close()
+    assert answered == uids

@@ -81,12 +81,17 @@ def join(base: str, *parts: str) -> str:
     A later absolute part starts over; empty and ``.`` components go; ``..`` stays, as pathlib
     leaves it.
     """
-    path = base
-    for part in parts:
-        path = part if part.startswith("/") else f"{path}/{part}"
-    names = "/".join(n for n in path.split("/") if n not in ("", "."))
-    if path.startswith("/"):
-        return "//" + names if path.startswith("//") and not path.startswith("///") else "/" + names
+    joined = (base, *parts)
+    start = 0
+    for i, part in enumerate(joined):
+        if part.startswith("/"):
+            start = i
+    names = "/".join(n for part in joined[start:] for n in part.split("/") if n not in ("", "."))
+    anchor = joined[start]
+    if anchor.startswith("/"):
+        # Exactly two leading slashes are kept, as POSIX leaves their meaning to the system.
+        two = anchor.startswith("//") and not anchor.startswith("///")
+        return ("//" if two else "/") + names
     return names or "."
 
 

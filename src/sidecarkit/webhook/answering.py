@@ -7,15 +7,20 @@ where parsing with httptools (the llhttp parser) and writing a prepared head tak
 The webhook serves five fixed paths, reads one body per request and answers with a complete
 body, which is all this module does:
 
-- a request's head is parsed by callbacks; at its end the server is told (``App.begin``:
-  counted in flight, an admission slot taken) and, for ``Expect: 100-continue``, the client is
-  told to go on; a declared body over ``max_body`` is answered 413 at once;
+- a request's head is parsed by callbacks; once it is complete and the request is first in its
+  connection's line, the server is told (``App.begin``: counted in flight, an admission slot
+  taken; a pipelined request begins when its turn comes, so a connection holds one slot at
+  most) and, for ``Expect: 100-continue``, the client is told to go on; a declared body over
+  ``max_body`` is answered 413 at once;
 - its body is collected (past ``max_body`` it is dropped, and 413 answered when it ends);
 - complete requests are answered one at a time in arrival order (pipelining). ``App.answer``
   returns the answer, or a coroutine for the few that wait (a slot, a worker process, a
   namespace lookup), which alone runs as a task;
 - reading pauses while ``PIPELINE_DEPTH`` requests wait or the client does not read its answers,
-  so neither a pipelining client nor a never-reading one makes the server buffer without bound.
+  so neither a pipelining client nor a never-reading one makes the server buffer without bound;
+- when reading must stop (a malformed request, an upgrade, the client's end of input) the
+  requests complete before that point are still answered, in order, then the connection closes;
+  an exception from the server is answered 500, logged, and closes the connection.
 
 The connection's timeouts and the connection cap are ``guarding``'s: this protocol tells its
 ``Guard`` where each request is (head, body, answering, idle).
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Coroutine
 from email.utils import formatdate
@@ -36,6 +42,8 @@ if TYPE_CHECKING:
     from sidecarkit.webhook import guarding
 
 __all__ = ["PIPELINE_DEPTH", "Answer", "App", "Connection", "Request"]
+
+log = logging.getLogger("sidecarkit.webhook")
 
 PIPELINE_DEPTH: Final = 8
 """Complete requests waiting on one connection before reading pauses."""
@@ -73,8 +81,10 @@ class Request:
 
     __slots__ = (
         "answered",
+        "begun",
         "chunks",
         "complete",
+        "continue_",
         "keep_alive",
         "method",
         "path",
@@ -98,6 +108,10 @@ class Request:
         self.answered = False
         self.slot = False
         """Holds one of the server's admission slots (``App.begin`` / ``App.end``)."""
+        self.begun = False
+        """``App.begin`` was called: ``App.end`` must be, once."""
+        self.continue_ = False
+        """The client waits for ``100 Continue`` before it sends the body."""
         self.waiter: asyncio.Future[None] | None = None
         """Set while the request waits for a slot."""
 
@@ -158,6 +172,9 @@ def head(answer: Answer, close: bool) -> bytes:
 
 
 _TOO_LARGE: Final = Answer(413, b"sidecarkit: request body too large\n", close=True)
+_NO_ANSWER: Final = Answer(0, b"")
+"""A refusal that answers nothing itself: the connection closes after the queued answers."""
+_FAILED: Final = Answer(500, b"sidecarkit: internal error; see the webhook's log\n", close=True)
 _HEAD_TOO_LARGE: Final = Answer(431, b"sidecarkit: request head too large\n", close=True)
 
 
@@ -191,6 +208,10 @@ class Connection(asyncio.Protocol):
         self.read_paused = False
         self.closed = False
         self.refusal: Answer | None = None
+        self.finishing = False
+        """Reading is over (a refusal, an upgrade, the client's end of input): answer what is
+        queued, then ``last`` if any, and close."""
+        self.last: Answer | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -198,7 +219,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.finishing:
             return
         if self.parsing is None:  # between requests or in a head: bound what a head may grow to
             self.head_bytes += len(data)
@@ -212,7 +233,13 @@ class Connection(asyncio.Protocol):
             if self.refusal is None:
                 raise
         except httptools.HttpParserUpgrade:
-            self.refusal = Answer(400, b"sidecarkit: protocol upgrades are not supported\n")
+            # A complete request asking for an upgrade is answered as HTTP/1.1 (the upgrade is
+            # ignored, as RFC 9110 allows); one whose body would follow (CONNECT) is refused.
+            self.refusal = (
+                Answer(400, b"sidecarkit: protocol upgrades are not supported\n", close=True)
+                if self.parsing is not None
+                else _NO_ANSWER
+            )
         except httptools.HttpParserError as exc:
             detail = str(exc).encode("utf-8", "replace")
             self.refusal = Answer(400, b"sidecarkit: malformed HTTP request: %s\n" % detail)
@@ -222,10 +249,12 @@ class Connection(asyncio.Protocol):
         self._pump()
 
     def eof_received(self) -> bool:
-        # Keep the connection open to answer what was asked; close once nothing is left.
+        # A request still arriving never will: it ends here. Complete ones are answered, then
+        # the connection closes (``_pump``).
+        self._end_parsing()
         if self.current is None and not self.queue:
             return False
-        self.parsing = None
+        self.finishing = True
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -234,9 +263,8 @@ class Connection(asyncio.Protocol):
         self.queue.clear()
         self.current = self.parsing = None
         for request in pending:
-            if request is not None and not request.answered:
-                request.answered = True
-                self.app.end(request)
+            if request is not None:
+                self._end(request)
         if self.task is not None:
             self.task.cancel()
             self.task = None
@@ -277,17 +305,20 @@ class Connection(asyncio.Protocol):
         )
         if self.declared > self.max_body:
             request.too_large = True
-        self.app.begin(request)
         self.parsing = request
         if self.current is None and not self.queue:
+            # Only the request at the head of the line is in flight (and holds an admission
+            # slot while its body arrives); pipelined ones begin when their turn comes, so one
+            # connection never holds more than one slot.
+            self._begin(request)
             self.guard.request_started()
         if self.expect:
             if request.too_large:  # the body was not sent: answer now, nothing to skip
-                self.parsing = None
-                request.answered = True
-                self.app.end(request)
+                self._end_parsing()
                 self._stop(_TOO_LARGE)
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.continue_ = True
+            if self.current is None and not self.queue:  # else after the answers before it
+                self._continue(request)
 
     def on_body(self, data: bytes) -> None:
         request = self.parsing
@@ -319,7 +350,12 @@ class Connection(asyncio.Protocol):
             if request.too_large:
                 self._send(request, _TOO_LARGE)
                 continue
-            answer = self.app.answer(request)
+            self._begin(request)
+            try:
+                answer = self.app.answer(request)
+            except Exception:
+                log.exception("answering %s %s failed", request.method, request.path)
+                answer = _FAILED
             if isinstance(answer, Answer):
                 self._send(request, answer)
             else:
@@ -327,13 +363,23 @@ class Connection(asyncio.Protocol):
                 self.task = self.loop.create_task(self._finish(request, answer))
         if self.closed:
             return
+        if self.finishing:
+            if self.current is None and not queue:
+                if self.last is not None:
+                    self.transport.write(head(self.last, True) + self.last.body)
+                self._close()
+            return
         if self.write_paused or len(queue) >= PIPELINE_DEPTH:
             self._pause()
         elif self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
         if self.current is None and not queue:
-            if self.parsing is not None:
+            parsing = self.parsing
+            if parsing is not None:
+                self._begin(parsing)
+                if parsing.continue_:
+                    self._continue(parsing)
                 self.guard.request_started()
             elif self.in_head:
                 self.guard.head_started()
@@ -341,7 +387,11 @@ class Connection(asyncio.Protocol):
                 self.guard.request_done()
 
     async def _finish(self, request: Request, making: Coroutine[Any, Any, Answer]) -> None:
-        answer = await making
+        try:
+            answer = await making
+        except Exception:
+            log.exception("answering %s %s failed", request.method, request.path)
+            answer = _FAILED
         self.task = None
         self.current = None
         if not self.closed:
@@ -349,13 +399,36 @@ class Connection(asyncio.Protocol):
             self._pump()
 
     def _send(self, request: Request, answer: Answer) -> None:
-        close = answer.close or not request.keep_alive or self.app.draining
+        close = (
+            answer.close
+            or not request.keep_alive
+            or self.app.draining
+            or (self.finishing and self.last is None and not self.queue)
+        )
         self.transport.write(head(answer, close) + answer.body)
-        if not request.answered:
-            request.answered = True
-            self.app.end(request)
+        self._end(request)
         if close:
             self._close()
+
+    def _begin(self, request: Request) -> None:
+        if not request.begun:
+            request.begun = True
+            self.app.begin(request)
+
+    def _end(self, request: Request) -> None:
+        if not request.answered:
+            request.answered = True
+            if request.begun:
+                self.app.end(request)
+
+    def _end_parsing(self) -> None:
+        if self.parsing is not None:
+            self._end(self.parsing)
+            self.parsing = None
+
+    def _continue(self, request: Request) -> None:
+        request.continue_ = False
+        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _pause(self) -> None:
         if not self.read_paused and not self.closed:
@@ -367,15 +440,14 @@ class Connection(asyncio.Protocol):
         raise _Refused
 
     def _refuse(self, answer: Answer) -> None:
-        """Answer a request that cannot be read on and close: what follows it cannot be trusted
-        to start a request. Requests queued before it are dropped with the connection."""
-        if self.parsing is not None and not self.parsing.answered:
-            self.parsing.answered = True
-            self.app.end(self.parsing)
-            self.parsing = None
-        if self.current is None and not self.queue:
-            self.transport.write(head(answer, True) + answer.body)
-        self._close()
+        """Stop reading: what follows cannot be trusted to start a request. The requests
+        complete before it are answered first, in order; then ``answer`` (unless it is
+        ``_NO_ANSWER``), and the connection closes."""
+        self._end_parsing()
+        self.finishing = True
+        self.last = None if answer is _NO_ANSWER else answer
+        self._pause()
+        self._pump()
 
     def _close(self) -> None:
         self.closed = True
