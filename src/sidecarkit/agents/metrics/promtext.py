@@ -57,7 +57,6 @@ _Head = tuple[tuple[tuple[str, str], ...], str, bool | None, bool | None]
 #: that closing quote.
 _LAST_CLOSE: Final = frozenset({'"', '",'})
 _AFTER_LAST: Final = frozenset({"", ","})
-_Pair = tuple[str, str]
 _NO_CHECK: Final = 1
 _LE: Final = 2
 _QUANTILE: Final = 3
@@ -105,9 +104,8 @@ class PrometheusTextParser:
         self._label_bound = _CACHED if label_sets is None else LABEL_SETS
         # Label-set skeletons (a="",b="") checked, with where "le" and "quantile" are.
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
-        # Label pairs made, by name then value, and each skeleton's maps of them in order.
-        self._pairs: dict[str, dict[str, _Pair]] = {}
-        self._pair_maps: dict[str, tuple[dict[str, _Pair], ...]] = {}
+        # Label pairs made, reused by later label sets.
+        self._pairs = exposition.LabelPairs()
         self._numbers: dict[str, bool] = {}
         self._heads: dict[str, _Head] = {}
         self._tails: dict[str, _Head] = {}
@@ -377,19 +375,7 @@ class PrometheusTextParser:
             return self._lexed_label_set(inner)
         names, le_at, quantile_at = shape
         values = parts[1::2]
-        # Each (name, value) pair is taken from the parser's pairs when seen before: series
-        # share most of their pairs (namespace, node, container...), and a pair not made is a
-        # tracked object fewer for the garbage collector to walk.
-        pair_maps = self._pair_maps.get(skeleton) or self._pair_map(skeleton, names)
-        made = []
-        for label, value, known in zip(names, values, pair_maps):  # noqa: B905 (as above)
-            pair = known.get(value)
-            if pair is None:
-                pair = (label, value)
-                if len(known) < _CACHED:
-                    known[value] = pair
-            made.append(pair)
-        labels = tuple(made)
+        labels = self._pairs.of(skeleton, names, values)
         le_ok = le_at >= 0 and self._is_number(values[le_at])
         quantile_ok = quantile_at >= 0 and self._is_number(values[quantile_at])
         entry = (labels, True, le_ok, quantile_ok)
@@ -421,13 +407,6 @@ class PrometheusTextParser:
                 )
             self._last_head = head_text
         return entry
-
-    def _pair_map(self, skeleton: str, names: tuple[str, ...]) -> tuple[dict[str, _Pair], ...]:
-        """The pairs made so far of each label of a skeleton, by value (shared by name)."""
-        maps = tuple(self._pairs.setdefault(name, {}) for name in names)
-        if len(self._pair_maps) < _CACHED:
-            self._pair_maps[skeleton] = maps
-        return maps
 
     def _split_label_set(self, inner: str) -> tuple[tuple[str, ...], list[str], int, int] | None:
         """Names, values and where ``le`` and ``quantile`` are (-1 when absent) of the label
