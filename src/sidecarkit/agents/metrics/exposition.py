@@ -134,6 +134,9 @@ class LabelPairs:
 
 #: Most pairs kept per label name, and most skeletons, by ``LabelPairs``.
 _PAIRS: Final = 16384
+#: Label sets a parser reads (or knows from earlier scrapes) before it reuses pairs: below
+#: that the collector has little to walk, and a lookup per pair costs more than it saves.
+PAIRS_AFTER: Final = 1024
 
 
 def parse_float(text: str) -> float:

@@ -361,7 +361,9 @@ class OpenMetricsParser:
         names, le, quantile = shape
         values = parts[1::2]
         entry = _label_set_entry(
-            self._pairs.of(skeleton, names, values),
+            self._pairs.of(skeleton, names, values)
+            if len(self._label_sets) >= exposition.PAIRS_AFTER
+            else (*zip(names, values),),  # noqa: B905 (as many values as names, by the skeleton)
             values[le] if le >= 0 else None,
             values[quantile] if quantile >= 0 else None,
         )

@@ -375,7 +375,11 @@ class PrometheusTextParser:
             return self._lexed_label_set(inner)
         names, le_at, quantile_at = shape
         values = parts[1::2]
-        labels = self._pairs.of(skeleton, names, values)
+        labels = (
+            self._pairs.of(skeleton, names, values)
+            if len(self._label_sets) >= exposition.PAIRS_AFTER
+            else (*zip(names, values),)  # noqa: B905 (as many values as names, by the skeleton)
+        )
         le_ok = le_at >= 0 and self._is_number(values[le_at])
         quantile_ok = quantile_at >= 0 and self._is_number(values[quantile_at])
         entry = (labels, True, le_ok, quantile_ok)
