@@ -182,3 +182,24 @@ def test_metadata_the_quick_path_passes_over_gets_the_full_paths_error(
 ) -> None:
     with pytest.raises(ParseError, match="^" + re.escape(error)):
         promtext.parse(body)
+
+
+@pytest.mark.parametrize("parse", PARSERS)
+def test_series_that_share_a_label_pair_share_one_pair_object(parse: Any) -> None:
+    # Fewer objects per sample is less work for the garbage collector on every large scrape:
+    # once a parser has read many label sets, a pair seen before (namespace and node here,
+    # across two families) is the same tuple.
+    series = 3 * exposition.PAIRS_AFTER
+    lines = ["# TYPE a gauge"]
+    lines += [f'a{{namespace="shop",pod="web-{i}",node="n1"}} 1' for i in range(series)]
+    lines += ["# TYPE b gauge", 'b{node="n1",namespace="shop"} 1']
+    if parse is openmetrics.parse:
+        lines.append("# EOF")
+    families = parse(("\n".join(lines) + "\n").encode())
+    pairs = [pair for family in families for s in family.samples for pair in s.labels]
+    shared = [p for p in pairs if p == ("namespace", "shop")]
+    assert len(shared) == series + 1
+    assert len({id(p) for p in shared}) <= exposition.PAIRS_AFTER + 1
+    assert len({id(p) for p in pairs if p == ("node", "n1")}) <= exposition.PAIRS_AFTER + 1
+    pods = sorted(int(p[1][4:]) for p in pairs if p[0] == "pod")
+    assert pods == list(range(series))

@@ -162,6 +162,8 @@ class OpenMetricsParser:
         # Label-set skeletons ({a="",b=""}) with distinct names, with where "le" and
         # "quantile" are (-1 when absent).
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
+        # Label pairs made, reused by later label sets.
+        self._pairs = exposition.LabelPairs()
         # ("le" or "quantile", its value) -> ``_bound`` or ``_quantile`` of the value.
         self._verdicts: dict[tuple[str, str], tuple[bool, float]] = {}
         # The rest of label sets that start with le or quantile, after that first value.
@@ -359,7 +361,9 @@ class OpenMetricsParser:
         names, le, quantile = shape
         values = parts[1::2]
         entry = _label_set_entry(
-            (*zip(names, values),),  # noqa: B905 (as many values as names, by the skeleton)
+            self._pairs.of(skeleton, names, values)
+            if len(self._label_sets) >= exposition.PAIRS_AFTER
+            else (*zip(names, values),),  # noqa: B905 (as many values as names, by the skeleton)
             values[le] if le >= 0 else None,
             values[quantile] if quantile >= 0 else None,
         )

@@ -104,6 +104,8 @@ class PrometheusTextParser:
         self._label_bound = _CACHED if label_sets is None else LABEL_SETS
         # Label-set skeletons (a="",b="") checked, with where "le" and "quantile" are.
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
+        # Label pairs made, reused by later label sets.
+        self._pairs = exposition.LabelPairs()
         self._numbers: dict[str, bool] = {}
         self._heads: dict[str, _Head] = {}
         self._tails: dict[str, _Head] = {}
@@ -373,7 +375,11 @@ class PrometheusTextParser:
             return self._lexed_label_set(inner)
         names, le_at, quantile_at = shape
         values = parts[1::2]
-        labels = (*zip(names, values),)  # noqa: B905 (as many values as names, by the skeleton)
+        labels = (
+            self._pairs.of(skeleton, names, values)
+            if len(self._label_sets) >= exposition.PAIRS_AFTER
+            else (*zip(names, values),)  # noqa: B905 (as many values as names, by the skeleton)
+        )
         le_ok = le_at >= 0 and self._is_number(values[le_at])
         quantile_ok = quantile_at >= 0 and self._is_number(values[quantile_at])
         entry = (labels, True, le_ok, quantile_ok)
