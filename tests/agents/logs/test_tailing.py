@@ -475,3 +475,37 @@ def test_a_file_it_may_not_read_is_reported_by_name_and_read_once_it_may(tmp_pat
         proc.kill()
     assert "closed.log" in log
     assert "Permission denied" in log
+
+
+def test_a_file_opened_empty_and_copytruncated_while_reading_is_held_back_is_read_from_its_copy(
+    tmp_path: Path,
+) -> None:
+    # The glob names the live file only. While a sink holds reading back (a budget of 0) the
+    # file fills, is copied away and truncated, fills again and is renamed away; then the agent
+    # is killed. The file's first bytes, known only from the looks made while held back, are
+    # what tells the restarted agent that the text it had not read is in the copy.
+    log = tmp_path / "app.log"
+    log.write_bytes(b"")
+    t = tailing.Tailer(str(tmp_path / "*.log"))
+    assert t.poll() == []
+    with log.open("a") as f:
+        f.write("".join(f"old {i}\n" for i in range(50)))
+    assert t.poll(0) == []  # held back: nothing read, but the file is looked at
+    _copytruncate(log, tmp_path / "app.log.1")
+    log.write_text("".join(f"new {i}\n" for i in range(80)))
+    os.rename(log, tmp_path / "app.log.2")
+    log.write_text("".join(f"newer {i}\n" for i in range(5)))
+    saved = t.snapshot()
+    t.close()  # the agent is killed before it looks again
+    again = tailing.Tailer(str(tmp_path / "*.log"))
+    again.restore(saved)
+    lines: list[str] = []
+    for _ in range(10):
+        lines += _lines(again.poll())
+    again.close()
+    expected = [
+        *(f"old {i}" for i in range(50)),
+        *(f"new {i}" for i in range(80)),
+        *(f"newer {i}" for i in range(5)),
+    ]
+    assert sorted(lines) == sorted(expected)

@@ -246,6 +246,8 @@ class Tailer(Finding):
             wall = time.time()
             for f in list(self.files.values()):
                 self._check_truncated(f)
+                if f.identity in self.files:
+                    self._observe(f)
             self.discover()
             self._looked_wall = wall
             for original in self._copies.expire():
@@ -301,7 +303,13 @@ class Tailer(Finding):
         f.waiting = 0.0
         return True
 
-    def _read(self, f: TailedFile, limit: int, *, final: bool) -> Chunk | None:
+    def _observe(self, f: TailedFile) -> int | None:
+        """Look at ``f``'s size and first bytes; its size, or None when it cannot be looked at.
+
+        Done on every read and on every full look, so also while reading is held back: the
+        first bytes of a file opened (nearly) empty are known before a ``copytruncate`` can
+        replace them, which is how that truncation is told from growth later, after a restart
+        too."""
         try:
             size = os.fstat(f.fd).st_size
         except OSError:
@@ -317,6 +325,12 @@ class Tailer(Finding):
             self.dirty.add(f.identity)
         if f.fingerprint_len < FINGERPRINT_BYTES and size > f.fingerprint_len:
             take_fingerprint(f, size)
+        return size
+
+    def _read(self, f: TailedFile, limit: int, *, final: bool) -> Chunk | None:
+        size = self._observe(f)
+        if size is None:
+            return None
         start = f.position + len(f.partial)
         if start >= size:
             if final and (f.partial or f.skipping):
