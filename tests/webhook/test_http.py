@@ -212,31 +212,27 @@ def test_requests_before_a_malformed_one_are_answered_before_the_400(conn: ssl.S
     assert reader.closed()
 
 
-def test_a_request_after_one_that_closes_the_connection_is_not_read_but_the_first_is_answered(
-    conn: ssl.SSLSocket,
-) -> None:
-    conn.sendall(
+@pytest.mark.parametrize(
+    "sent",
+    [
+        # a second request after one that closes the connection is not read
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
+        # an upgrade is ignored (RFC 9110): answered over HTTP/1.1, nothing after it is read
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    ],
+    ids=["after-connection-close", "upgrade"],
+)
+def test_a_request_that_ends_reading_is_answered_and_the_connection_closes(
+    conn: ssl.SSLSocket, sent: bytes
+) -> None:
+    conn.sendall(sent)
     reader = _Reader(conn)
     status, headers, _ = reader.response()
     assert (status, headers.get("connection")) == (200, "close")
     assert reader.closed()
     assert reader.buffer == b""
-
-
-def test_an_upgrade_request_is_answered_over_http_1_1_and_the_connection_closes(
-    conn: ssl.SSLSocket,
-) -> None:
-    conn.sendall(
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
-    )
-    reader = _Reader(conn)
-    status, headers, _ = reader.response()
-    assert (status, headers.get("connection")) == (200, "close")
-    assert reader.closed()
 
 
 @pytest.fixture(scope="module")
