@@ -35,6 +35,11 @@ section is optional::
           paths: [/api]
           headers: {x-tenant: [acme, "beta-*"]}
           subjects: ["*"]             # any authenticated user (JWT sub or API key name)
+          ports: [8080]               # on these inbound ports only (default: every one)
+        - name: db-clients            # on a protocol: tcp port: peers and namespaces only
+          action: allow
+          namespaces: [shop]
+          ports: [5432]
     rate_limits:
       - name: per-client
         key: client_ip                # or header:NAME, subject, peer
@@ -76,6 +81,7 @@ from typing import Final
 
 __all__ = [
     "ALGORITHMS",
+    "HTTP_FIELDS",
     "ApiKeys",
     "Authentication",
     "Decision",
@@ -150,6 +156,16 @@ class Rule:
     shadow: bool = False
     """Evaluated, counted and logged as if enforced, but never decides (Envoy's
     ``shadow_rules``, Istio's dry-run): to try a rule on real traffic before enforcing it."""
+    ports: tuple[int, ...] = ()
+    """Inbound ports (as the proxy listens on them) the rule applies on; empty: every one.
+    Istio's ``to.operation.ports``: what keeps an HTTP rule off a ``protocol: tcp`` port."""
+
+    def http_fields(self) -> tuple[str, ...]:
+        """The conditions that need an HTTP request: an L4 connection has none of them."""
+        return tuple(key for key in HTTP_FIELDS if getattr(self, key))
+
+
+HTTP_FIELDS: Final = ("methods", "paths", "headers", "subjects")
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +260,19 @@ class Policy:
         """The decision the rules would make with the shadow ones enforced too."""
         assert self._audit is not None
         return self._audit.authorize(request)
+
+    def on_port(self, port: int) -> Policy:
+        """The policy as one inbound port sees it: the rules whose ``ports`` leave it out are
+        dropped (decided once, when a listener takes the policy). Default deny stays the whole
+        policy's: a port no enforced rule names is denied everything when some rule is
+        enforced elsewhere, as an Istio ALLOW policy denies a port none of its rules name."""
+        if self.rules is None or not any(r.ports for r in self.rules):
+            return self
+        kept = tuple(r for r in self.rules if not r.ports or port in r.ports)
+        return compile_policy(
+            self.authentication, kept, self.rate_limits, self.outbound,
+            enforced=any(not r.shadow for r in self.rules),
+        )  # fmt: skip
 
     def limits_for(self, request: Request) -> list[RateLimit]:
         """The rate limits whose methods and paths take in this request."""
@@ -432,26 +461,31 @@ def compile_policy(
     rules: tuple[Rule, ...] | None,
     rate_limits: tuple[RateLimit, ...] = (),
     outbound: Policy | None = None,
+    *,
+    enforced: bool | None = None,
 ) -> Policy:
     """A policy with its rules turned into matchers once, so a request costs calls, not
     interpretation of the file.
 
     Shadow rules are left out of the enforced decision; when every rule is a shadow one,
     nothing is enforced (as if the section were absent, not an empty deny-all). ``audit``
-    decides with all of them."""
+    decides with all of them. ``enforced`` overrides that test (``Policy.on_port``: the
+    rules of one port are a part of the file, whose other rules may be enforced)."""
     rules_seen = rules or ()
-    enforced = tuple(r for r in rules_seen if not r.shadow)
+    enforcing = tuple(r for r in rules_seen if not r.shadow)
+    if enforced is None:
+        enforced = rules is not None and (bool(enforcing) or not rules_seen)
     audit = None
-    if len(enforced) < len(rules_seen):
+    if len(enforcing) < len(rules_seen):
         audit = compile_policy(None, tuple(replace(r, shadow=False) for r in rules_seen))
     return Policy(
         authentication=authentication,
         rules=rules,
         rate_limits=rate_limits,
         outbound=outbound,
-        _deny=tuple((r.name, _rule_matcher(r)) for r in enforced if r.action == "deny"),
-        _allow=tuple((r.name, _rule_matcher(r)) for r in enforced if r.action == "allow"),
+        _deny=tuple((r.name, _rule_matcher(r)) for r in enforcing if r.action == "deny"),
+        _allow=tuple((r.name, _rule_matcher(r)) for r in enforcing if r.action == "allow"),
         _limits=tuple((x, _scope_matcher(x)) for x in rate_limits),
-        _enforced=rules is not None and (bool(enforced) or not rules_seen),
+        _enforced=enforced,
         _audit=audit,
     )
