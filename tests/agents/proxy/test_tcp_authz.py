@@ -260,6 +260,32 @@ def _two_ports() -> tuple[int, int]:
         return int(a.getsockname()[1]), int(b.getsockname()[1])
 
 
+def test_a_settings_reload_that_puts_a_tcp_port_under_an_http_rule_is_refused(
+    tmp_path: Path, app: CountingEcho
+) -> None:
+    http, tcp = _two_ports()
+    config = tmp_path / "proxy.yaml"
+    config.write_text(f"inbound:\n  - {{listen: '127.0.0.1:{http}', app: '127.0.0.1:1'}}\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("authorization:\n  rules: [{name: reads, action: allow, methods: [GET]}]\n")
+    proxy = start_proxy(
+        "--policy", str(policy), "--log-level", "info", config=config,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    fresh = tmp_path / "proxy.new"
+    fresh.write_text(
+        config.read_text() + f"  - {{listen: '127.0.0.1:{tcp}', app: '127.0.0.1:{app.port}', "
+        "protocol: tcp}\n"
+    )
+    fresh.rename(config)
+    _until(lambda: proxy.metric("config_reloads_total", result="failure") == 1, "not refused")
+    with pytest.raises(ConnectionRefusedError):  # the port was not opened
+        socket.create_connection(("127.0.0.1", tcp), 10).close()
+    log = _log(proxy)
+    assert f"(reads): methods match HTTP requests, and inbound port {tcp} is protocol: tcp" in log
+    assert app.accepted == 0
+
+
 def _dry_run(tmp_path: Path, inbound: str, policy: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "proxy.yaml"
     config.write_text(f"inbound:\n{inbound}")
