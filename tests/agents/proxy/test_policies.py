@@ -201,6 +201,13 @@ def test_a_port_sees_the_rules_for_it_and_default_deny_is_the_whole_policys() ->
     assert other.authorize(request("GET", peer=FRONTEND)) == policies.Decision(False, "default")
     unscoped = policy({"action": "allow", "peers": [FRONTEND]})
     assert unscoped.on_port(8080) is unscoped  # nothing to drop: the same compiled policy
+    limited = policyfiles.from_mapping(
+        {"rate_limits": [{"name": "db", "rate": "5/s", "ports": [5432]}, {"rate": "9/s"}]},
+        source="policy.yaml",
+    )
+    assert [x.name for x in limited.on_port(5432).rate_limits] == ["db", "rate_limits[1]"]
+    assert [x.name for x in limited.on_port(8080).rate_limits] == ["rate_limits[1]"]
+    assert limited.on_port(8080).authorize(request()).allowed  # no rules: nothing enforced
 
 
 def test_a_port_whose_rules_are_all_shadow_ones_follows_the_rest_of_the_file() -> None:

@@ -187,6 +187,25 @@ def test_a_shadow_rule_counts_and_logs_what_it_would_refuse_and_the_bytes_flow(
     assert app.accepted == 2
 
 
+def test_a_rate_limit_per_peer_closes_the_connections_past_its_burst_and_counts_them(
+    tmp_path: Path, ca: CaProcess, clients: dict[str, ssl.SSLContext], app: CountingEcho
+) -> None:
+    rules = (
+        "authorization:\n  rules: [{name: shop, action: allow, namespaces: [shop]}]\n"
+        "rate_limits: [{name: per-peer, key: peer, rate: 1/h, burst: 2}]\n"
+    )
+    proxy, port = _proxy(tmp_path, ca, app, rules)
+    assert _exchange(port, clients["shop/frontend"], b"one") == b"one"
+    assert _exchange(port, clients["shop/frontend"], b"two") == b"two"
+    assert _exchange(port, clients["shop/frontend"], b"three") == b""  # its bucket is empty
+    assert _exchange(port, clients["shop/intruder"], b"own bucket") == b"own bucket"
+    assert proxy.metric("tcp_ratelimit_limited_total", limit="per-peer", upstream="app") == 1
+    assert proxy.metric("tcp_authz_allow_total", rule="shop") == 4
+    log = _log(proxy)
+    assert "refused tcp connection: limit per-peer" in log
+    assert app.accepted == 3
+
+
 def test_a_reloaded_policy_decides_new_connections_and_connections_already_up_stay(
     tmp_path: Path, ca: CaProcess, clients: dict[str, ssl.SSLContext], app: CountingEcho
 ) -> None:
@@ -321,14 +340,19 @@ HTTP = "  - {listen: '127.0.0.1:8080', app: '127.0.0.1:18080'}\n"
          "authorization.rules[0].ports: 5433 is not an inbound port of this proxy "
          "(they are 5432, 8080)"),
         (TCP, "authentication:\n  api_keys: {file: /etc/keys}\n",
-         "authentication and rate limits apply to HTTP requests, and every inbound port is "
-         "protocol: tcp"),
-        (TCP, "rate_limits: [{key: peer, rate: 5/s}]\n",
-         "authentication and rate limits apply to HTTP requests, and every inbound port is "
-         "protocol: tcp"),
+         "authentication applies to HTTP requests, and every inbound port is protocol: tcp"),
+        (TCP, "rate_limits: [{name: tenants, key: 'header:x-tenant', rate: 5/s}]\n",
+         "rate_limits[0] (tenants): key header:x-tenant needs HTTP requests, and inbound port "
+         "5432 is protocol: tcp; key it on client_ip or peer alone"),
+        (TCP + HTTP, "rate_limits: [{key: client_ip, rate: 5/s, methods: [POST]}]\n",
+         "rate_limits[0] (rate_limits[0]): methods needs HTTP requests, and inbound port 5432 is "
+         "protocol: tcp; give the limit ports: [8080] (its HTTP ports) or key it on client_ip"),
+        (TCP + HTTP, "rate_limits: [{key: peer, rate: 5/s, ports: [80]}]\n",
+         "rate_limits[0].ports: 80 is not an inbound port of this proxy"),
     ],
     ids=["methods-on-tcp", "paths-on-a-shared-rule", "headers-and-subjects", "unknown-port",
-         "api-keys-on-tcp", "rate-limit-on-tcp"],
+         "api-keys-on-tcp", "header-limit-on-tcp", "method-limit-beside-http",
+         "limit-on-an-unknown-port"],
 )  # fmt: skip
 def test_a_policy_that_cannot_hold_on_a_tcp_port_stops_the_proxy_naming_the_rule_and_the_fix(
     tmp_path: Path, inbound: str, policy: str, message: str
@@ -350,4 +374,7 @@ def test_rules_on_peers_and_namespaces_or_kept_to_http_ports_start_beside_a_tcp_
     out = _dry_run(tmp_path, TCP + HTTP, policy)
     assert out.returncode == 0, out.stderr
     out = _dry_run(tmp_path, TCP, "authorization:\n  rules: [{action: allow, peers: ['*']}]\n")
+    assert out.returncode == 0, out.stderr
+    limits = "rate_limits: [{key: peer, rate: 5/s}, {key: client_ip, rate: 50/s}]\n"
+    out = _dry_run(tmp_path, TCP, limits)
     assert out.returncode == 0, out.stderr

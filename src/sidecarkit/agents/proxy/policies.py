@@ -45,6 +45,7 @@ section is optional::
         key: client_ip                # or header:NAME, subject, peer
         rate: 100/s                   # or 6000/m, 10/h
         burst: 200                    # default: one second's worth
+        ports: [8080]                 # default: every inbound port (tcp: per connection)
     outbound:                         # what the app may call: outbound ports, HTTP-proxy mode
       authorization:
         rules:
@@ -183,6 +184,13 @@ class RateLimit:
     """Its bucket fills and empties, an empty one is counted and logged, nothing is refused."""
     headers: bool = False
     """Admitted responses carry ``RateLimit-*`` fields too (429s always do)."""
+    ports: tuple[int, ...] = ()
+    """Inbound ports the limit applies on; empty: every one (on a tcp port: per connection)."""
+
+    def http_fields(self) -> tuple[str, ...]:
+        """What needs an HTTP request: a key an L4 connection lacks, methods, paths."""
+        key = () if self.key in ("client_ip", "peer") else (f"key {self.key}",)
+        return (*key, *(name for name in ("methods", "paths") if getattr(self, name)))
 
 
 class Request:
@@ -266,12 +274,15 @@ class Policy:
         dropped (decided once, when a listener takes the policy). Default deny stays the whole
         policy's: a port no enforced rule names is denied everything when some rule is
         enforced elsewhere, as an Istio ALLOW policy denies a port none of its rules name."""
-        if self.rules is None or not any(r.ports for r in self.rules):
+        rules = self.rules
+        scoped = rules is not None and any(r.ports for r in rules)
+        if not scoped and not any(x.ports for x in self.rate_limits):
             return self
-        kept = tuple(r for r in self.rules if not r.ports or port in r.ports)
+        kept = None if rules is None else tuple(r for r in rules if not r.ports or port in r.ports)
+        limits = tuple(x for x in self.rate_limits if not x.ports or port in x.ports)
         return compile_policy(
-            self.authentication, kept, self.rate_limits, self.outbound,
-            enforced=any(not r.shadow for r in self.rules),
+            self.authentication, kept, limits, self.outbound,
+            enforced=rules is not None and (not rules or any(not r.shadow for r in rules)),
         )  # fmt: skip
 
     def limits_for(self, request: Request) -> list[RateLimit]:

@@ -187,8 +187,8 @@ def _sided(data: Mapping[str, Any], where: str, *, outbound: bool) -> None:
     if outbound:
         if data.get("ports"):
             raise ValueError(
-                f"{where}.ports: ports are the proxy's inbound ports; an outbound rule names "
-                "where the request goes with upstreams:"
+                f"{where}.ports: ports are the proxy's inbound ports; outbound, name where "
+                "the request goes with upstreams:"
             )
         for key in _INBOUND_ONLY:
             if data.get(key):
@@ -210,7 +210,7 @@ _PER: Final = {"s": 1.0, "second": 1.0, "m": 60.0, "minute": 60.0, "h": 3600.0, 
 def _rate_limit(data: Any, where: str, index: int, *, outbound: bool = False) -> policies.RateLimit:
     data = _mapping(data, where)
     allowed = ("name", "key", "rate", "burst", "methods", "paths", "upstreams", "shadow",
-               "headers")  # fmt: skip
+               "headers", "ports")  # fmt: skip
     _known(data, where, allowed)
     _sided(data, where, outbound=outbound)
     key = str(data.get("key", "client_ip")).strip()
@@ -243,6 +243,7 @@ def _rate_limit(data: Any, where: str, index: int, *, outbound: bool = False) ->
         upstreams=_strings(data.get("upstreams"), f"{where}.upstreams"),
         shadow=_bool(data.get("shadow", False), f"{where}.shadow"),
         headers=_bool(data.get("headers", False), f"{where}.headers"),
+        ports=_ports(data.get("ports"), f"{where}.ports"),
     )
 
 
