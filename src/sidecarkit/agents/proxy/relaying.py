@@ -12,10 +12,10 @@ marks ``mtls``) is dialled with this workload's certificate and its identity che
 ``peer``; an inbound ``protocol: tcp`` port with ``mtls: strict|permissive`` is accepted by
 ``securing.Acceptor``, and a client whose certificate carries no identity of the trust domain
 is cut before any byte reaches the app, as is one the policy's rules deny (``tcpguarding``).
-asyncio's TLS transports cannot half-close: over an
-mTLS hop, one side's FIN ends the connection once the bytes before it were delivered, so a
-protocol that answers after the client's FIN (rare: databases and brokers end with a message
-of their own) needs a plaintext hop.
+asyncio's TLS transports cannot half-close: over an mTLS hop, one side's FIN ends the
+connection once the bytes before it were delivered, so a protocol that answers after the
+client's FIN (rare: databases and brokers end with a message of their own) needs a plaintext
+hop.
 
 A Protocol relay moves about 3 GB per CPU-second here, above haproxy's ``mode tcp``, so there
 is no zero-copy path (``splice`` saved 14 % in the research, at the price of a thread-free but
