@@ -172,12 +172,54 @@ def test_subjects_name_authenticated_users_and_star_means_any() -> None:
         ({"authentication": {"jwt": [{"issuer": "i", "jwks_file": "f", "algorithms": ["none"]}]}},
          "'none' is not accepted"),
         ({"authentication": {"api_keys": {"header": "x-key"}}}, "authentication.api_keys.file: missing"),
+        ({"authorization": {"rules": [{"action": "allow", "ports": ["http"]}]}},
+         "authorization.rules[0].ports[0]: 'http' is not a port number such as 8080"),
+        ({"authorization": {"rules": [{"action": "allow", "ports": [70000]}]}},
+         "authorization.rules[0].ports[0]: 70000 is not a port number"),
+        ({"outbound": {"authorization": {"rules": [{"action": "allow", "ports": [80]}]}}},
+         "outbound.authorization.rules[0].ports: ports are the proxy's inbound ports"),
     ],
 )  # fmt: skip
 def test_a_bad_policy_names_the_key_and_the_fix(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=r"^policy\.yaml: ") as caught:
         policyfiles.from_mapping(data, source="policy.yaml")
     assert message in str(caught.value)
+
+
+def test_a_port_sees_the_rules_for_it_and_default_deny_is_the_whole_policys() -> None:
+    p = policy(
+        {"name": "reads", "action": "allow", "methods": ["GET"], "ports": [8080]},
+        {"name": "db", "action": "allow", "peers": [FRONTEND], "ports": [5432]},
+        {"name": "no-batch", "action": "deny", "peers": [BATCH]},
+    )
+    web, db, other = p.on_port(8080), p.on_port(5432), p.on_port(9000)
+    assert web.authorize(request("GET")) == policies.Decision(True, "reads")
+    assert not web.authorize(request("GET", peer=BATCH)).allowed  # a rule on every port
+    assert web.authorize(request("POST", peer=FRONTEND)) == policies.Decision(False, "default")
+    assert db.authorize(request("GET")) == policies.Decision(False, "default")
+    assert db.authorize(request("POST", peer=FRONTEND)) == policies.Decision(True, "db")
+    assert other.authorize(request("GET", peer=FRONTEND)) == policies.Decision(False, "default")
+    unscoped = policy({"action": "allow", "peers": [FRONTEND]})
+    assert unscoped.on_port(8080) is unscoped  # nothing to drop: the same compiled policy
+    limited = policyfiles.from_mapping(
+        {"rate_limits": [{"name": "db", "rate": "5/s", "ports": [5432]}, {"rate": "9/s"}]},
+        source="policy.yaml",
+    )
+    assert [x.name for x in limited.on_port(5432).rate_limits] == ["db", "rate_limits[1]"]
+    assert [x.name for x in limited.on_port(8080).rate_limits] == ["rate_limits[1]"]
+    assert limited.on_port(8080).authorize(request()).allowed  # no rules: nothing enforced
+
+
+def test_a_port_whose_rules_are_all_shadow_ones_follows_the_rest_of_the_file() -> None:
+    shadow_only = policy({"name": "try", "action": "deny", "ports": [5432], "shadow": True})
+    assert shadow_only.on_port(5432).authorize(request()).allowed  # nothing is enforced
+    assert not shadow_only.on_port(5432).audit(request()).allowed
+    mixed = policy(
+        {"name": "try", "action": "allow", "ports": [5432], "shadow": True},
+        {"name": "web", "action": "allow", "ports": [8080]},
+    )
+    assert not mixed.on_port(5432).authorize(request()).allowed  # "web" is enforced: deny
+    assert mixed.on_port(5432).audit(request()) == policies.Decision(True, "try")
 
 
 def test_rate_limits_are_scoped_by_method_and_path() -> None:

@@ -166,12 +166,13 @@ def _echo(port: int, payload: bytes) -> bytes:
     return got
 
 
-def test_a_policy_for_inbound_http_on_a_proxy_whose_only_inbound_port_is_tcp_is_refused(
+def test_authentication_on_a_proxy_whose_only_inbound_port_is_tcp_is_refused(
     tmp_path: Path,
 ) -> None:
-    """Rules that could guard nothing would read as protection the port does not have."""
+    """Authentication that could guard nothing would read as protection the port does not
+    have (rules on such a port: test_tcp_authz)."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text("authorization:\n  rules: [{action: allow, methods: [GET]}]\n")
+    policy.write_text("authentication:\n  api_keys: {file: /etc/keys}\n")
     config = tmp_path / "proxy.yaml"
     config.write_text("inbound: {listen: '127.0.0.1:0', app: '127.0.0.1:5432', protocol: tcp}\n")
     out = subprocess.run(

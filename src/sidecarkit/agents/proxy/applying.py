@@ -58,6 +58,7 @@ def _service(
     _secure(agent, service, listener)
     if service.protocol == "http":
         _guard(agent, service)
+    _gate(agent, service, listener)
     return service
 
 
@@ -87,6 +88,29 @@ def _guard(agent: running.Agent, service: Service) -> None:
         agent.sources.listeners.append(guard.keys_arrived)
     service.guard = guard
     agent.guards.append(guard)
+
+
+def _gate(agent: running.Agent, service: Service, listener: reloading.Listener) -> None:
+    """An inbound port's view of the rules (those whose ``ports`` leave it out dropped): a
+    tcp port gets a ``tcpguarding.Gate``, an HTTP port's guard takes the view. Called again
+    for a listener a reload keeps or moves to another port."""
+    inbound = listener.inbound
+    if inbound is None or agent.policy is None:
+        return
+    from sidecarkit.agents.proxy import tcpguarding  # noqa: PLC0415 - only with a policy
+
+    port = inbound.listen[1]
+    if service.protocol == "tcp" and service.gate is None:
+        service.gate = tcpguarding.Gate(agent.policy, port=port, upstream=service.name)
+        agent.gates.append(service.gate)
+    elif service.gate is not None and service.gate.port != port:
+        service.gate.port = port
+        service.gate.take(agent.policy)
+    elif service.guard is not None and agent.scopes.get(service.guard) != port:
+        agent.scopes[service.guard] = port
+        view = agent.policy.on_port(port)
+        if view is not agent.policy or service.guard.policy is not agent.policy:
+            service.guard.take(view, service.guard.authenticator)
 
 
 def _discover(agent: running.Agent, service: Service, listener: reloading.Listener) -> None:
@@ -224,6 +248,7 @@ async def apply(agent: running.Agent, new: proxy_settings.Settings) -> None:
         balancer, host = (up.balancer, up.host) if up else ("round-robin", None)
         agent.keyed[key].configure(new, balancer=balancer, host=host)
         _secure(agent, agent.keyed[key], after[key])
+        _gate(agent, agent.keyed[key], after[key])
     for key in (*change.add, *change.rediscover):
         _discover(agent, agent.keyed[key], after[key])
     agent.services = list(agent.keyed.values())

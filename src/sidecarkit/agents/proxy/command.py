@@ -300,12 +300,10 @@ def proxy(
                 f"{config.policy}: a policy guards the inbound listener; give --inbound and --app"
                 " (or put rules on what the app calls under outbound:)"
             )
-        ports = (config.inbound, *config.more_inbound) if config.inbound else ()
-        if inbound_parts and ports and all(p.protocol == "tcp" for p in ports):
-            raise errors.ConfigError(
-                f"{config.policy}: authentication, rules and rate limits apply to HTTP, and every "
-                "inbound port is protocol: tcp; give an http port, or use mtls: strict there"
-            )
+        if policy is not None:  # rules on tcp ports: peers and namespaces only
+            from sidecarkit.agents.proxy import tcpguarding  # noqa: PLC0415
+
+            tcpguarding.check(policy, config, source=str(config.policy))
         h2 = [up.name for up in config.upstreams if up.protocol == "http2"]
         if policy is not None and policy.outbound is not None and h2:
             raise errors.ConfigError(

@@ -35,11 +35,17 @@ section is optional::
           paths: [/api]
           headers: {x-tenant: [acme, "beta-*"]}
           subjects: ["*"]             # any authenticated user (JWT sub or API key name)
+          ports: [8080]               # on these inbound ports only (default: every one)
+        - name: db-clients            # on a protocol: tcp port: peers and namespaces only
+          action: allow
+          namespaces: [shop]
+          ports: [5432]
     rate_limits:
       - name: per-client
         key: client_ip                # or header:NAME, subject, peer
         rate: 100/s                   # or 6000/m, 10/h
         burst: 200                    # default: one second's worth
+        ports: [8080]                 # default: every inbound port (tcp: per connection)
     outbound:                         # what the app may call: outbound ports, HTTP-proxy mode
       authorization:
         rules:
@@ -76,6 +82,7 @@ from typing import Final
 
 __all__ = [
     "ALGORITHMS",
+    "HTTP_FIELDS",
     "ApiKeys",
     "Authentication",
     "Decision",
@@ -150,6 +157,16 @@ class Rule:
     shadow: bool = False
     """Evaluated, counted and logged as if enforced, but never decides (Envoy's
     ``shadow_rules``, Istio's dry-run): to try a rule on real traffic before enforcing it."""
+    ports: tuple[int, ...] = ()
+    """Inbound ports (as the proxy listens on them) the rule applies on; empty: every one.
+    Istio's ``to.operation.ports``: what keeps an HTTP rule off a ``protocol: tcp`` port."""
+
+    def http_fields(self) -> tuple[str, ...]:
+        """The conditions that need an HTTP request: an L4 connection has none of them."""
+        return tuple(key for key in HTTP_FIELDS if getattr(self, key))
+
+
+HTTP_FIELDS: Final = ("methods", "paths", "headers", "subjects")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +184,13 @@ class RateLimit:
     """Its bucket fills and empties, an empty one is counted and logged, nothing is refused."""
     headers: bool = False
     """Admitted responses carry ``RateLimit-*`` fields too (429s always do)."""
+    ports: tuple[int, ...] = ()
+    """Inbound ports the limit applies on; empty: every one (on a tcp port: per connection)."""
+
+    def http_fields(self) -> tuple[str, ...]:
+        """What needs an HTTP request: a key an L4 connection lacks, methods, paths."""
+        key = () if self.key in ("client_ip", "peer") else (f"key {self.key}",)
+        return (*key, *(name for name in ("methods", "paths") if getattr(self, name)))
 
 
 class Request:
@@ -244,6 +268,22 @@ class Policy:
         """The decision the rules would make with the shadow ones enforced too."""
         assert self._audit is not None
         return self._audit.authorize(request)
+
+    def on_port(self, port: int) -> Policy:
+        """The policy as one inbound port sees it: the rules whose ``ports`` leave it out are
+        dropped (decided once, when a listener takes the policy). Default deny stays the whole
+        policy's: a port no enforced rule names is denied everything when some rule is
+        enforced elsewhere, as an Istio ALLOW policy denies a port none of its rules name."""
+        rules = self.rules
+        scoped = rules is not None and any(r.ports for r in rules)
+        if not scoped and not any(x.ports for x in self.rate_limits):
+            return self
+        kept = None if rules is None else tuple(r for r in rules if not r.ports or port in r.ports)
+        limits = tuple(x for x in self.rate_limits if not x.ports or port in x.ports)
+        return compile_policy(
+            self.authentication, kept, limits, self.outbound,
+            enforced=rules is not None and (not rules or any(not r.shadow for r in rules)),
+        )  # fmt: skip
 
     def limits_for(self, request: Request) -> list[RateLimit]:
         """The rate limits whose methods and paths take in this request."""
@@ -432,26 +472,31 @@ def compile_policy(
     rules: tuple[Rule, ...] | None,
     rate_limits: tuple[RateLimit, ...] = (),
     outbound: Policy | None = None,
+    *,
+    enforced: bool | None = None,
 ) -> Policy:
     """A policy with its rules turned into matchers once, so a request costs calls, not
     interpretation of the file.
 
     Shadow rules are left out of the enforced decision; when every rule is a shadow one,
     nothing is enforced (as if the section were absent, not an empty deny-all). ``audit``
-    decides with all of them."""
+    decides with all of them. ``enforced`` overrides that test (``Policy.on_port``: the
+    rules of one port are a part of the file, whose other rules may be enforced)."""
     rules_seen = rules or ()
-    enforced = tuple(r for r in rules_seen if not r.shadow)
+    enforcing = tuple(r for r in rules_seen if not r.shadow)
+    if enforced is None:
+        enforced = rules is not None and (bool(enforcing) or not rules_seen)
     audit = None
-    if len(enforced) < len(rules_seen):
+    if len(enforcing) < len(rules_seen):
         audit = compile_policy(None, tuple(replace(r, shadow=False) for r in rules_seen))
     return Policy(
         authentication=authentication,
         rules=rules,
         rate_limits=rate_limits,
         outbound=outbound,
-        _deny=tuple((r.name, _rule_matcher(r)) for r in enforced if r.action == "deny"),
-        _allow=tuple((r.name, _rule_matcher(r)) for r in enforced if r.action == "allow"),
+        _deny=tuple((r.name, _rule_matcher(r)) for r in enforcing if r.action == "deny"),
+        _allow=tuple((r.name, _rule_matcher(r)) for r in enforcing if r.action == "allow"),
         _limits=tuple((x, _scope_matcher(x)) for x in rate_limits),
-        _enforced=rules is not None and (bool(enforced) or not rules_seen),
+        _enforced=enforced,
         _audit=audit,
     )

@@ -141,7 +141,7 @@ _INBOUND_ONLY: Final = ("peers", "namespaces", "subjects")
 def _rule(data: Any, where: str, index: int, *, outbound: bool = False) -> policies.Rule:
     data = _mapping(data, where)
     allowed = ("name", "action", "peers", "namespaces", "methods", "paths", "headers", "subjects",
-               "upstreams", "shadow")  # fmt: skip
+               "upstreams", "shadow", "ports")  # fmt: skip
     _known(data, where, allowed)
     _sided(data, where, outbound=outbound)
     action = data.get("action")
@@ -167,12 +167,29 @@ def _rule(data: Any, where: str, index: int, *, outbound: bool = False) -> polic
         subjects=_strings(data.get("subjects"), f"{where}.subjects"),
         upstreams=_strings(data.get("upstreams"), f"{where}.upstreams"),
         shadow=_bool(data.get("shadow", False), f"{where}.shadow"),
+        ports=_ports(data.get("ports"), f"{where}.ports"),
     )
+
+
+def _ports(value: Any, where: str) -> tuple[int, ...]:
+    items = value if isinstance(value, list | tuple) else [] if value is None else [value]
+    out = []
+    for i, item in enumerate(items):
+        text = str(item).strip()
+        if isinstance(item, bool) or not text.isdigit() or not 0 < int(text) < 65536:
+            raise ValueError(f"{where}[{i}]: {item!r} is not a port number such as 8080")
+        out.append(int(text))
+    return tuple(out)
 
 
 def _sided(data: Mapping[str, Any], where: str, *, outbound: bool) -> None:
     """Refuse a key that cannot match on this side, rather than a rule that never matches."""
     if outbound:
+        if data.get("ports"):
+            raise ValueError(
+                f"{where}.ports: ports are the proxy's inbound ports; outbound, name where "
+                "the request goes with upstreams:"
+            )
         for key in _INBOUND_ONLY:
             if data.get(key):
                 raise ValueError(
@@ -193,7 +210,7 @@ _PER: Final = {"s": 1.0, "second": 1.0, "m": 60.0, "minute": 60.0, "h": 3600.0, 
 def _rate_limit(data: Any, where: str, index: int, *, outbound: bool = False) -> policies.RateLimit:
     data = _mapping(data, where)
     allowed = ("name", "key", "rate", "burst", "methods", "paths", "upstreams", "shadow",
-               "headers")  # fmt: skip
+               "headers", "ports")  # fmt: skip
     _known(data, where, allowed)
     _sided(data, where, outbound=outbound)
     key = str(data.get("key", "client_ip")).strip()
@@ -226,6 +243,7 @@ def _rate_limit(data: Any, where: str, index: int, *, outbound: bool = False) ->
         upstreams=_strings(data.get("upstreams"), f"{where}.upstreams"),
         shadow=_bool(data.get("shadow", False), f"{where}.shadow"),
         headers=_bool(data.get("headers", False), f"{where}.headers"),
+        ports=_ports(data.get("ports"), f"{where}.ports"),
     )
 
 

@@ -3,16 +3,19 @@
 Checked once a second by content hash, as the endpoints files are, so a ConfigMap's ``..data``
 symlink swap is seen. A new file is checked whole before anything changes: a file that does not
 parse or names a bad key keeps the last good policy, logs why with the key and the fix, and
-counts ``policy_reloads_total{result="error"}``. Rules and rate limits take effect from the next
-request; limits kept with the same name, rate and burst keep their buckets. A change to
-``authentication`` is applied once its new key sources were read (``keysources.Sources.update``),
-then the whole new file at once, so rules never run against the old authentication's users.
+counts ``policy_reloads_total{result="error"}``; so does one that cannot hold on the running
+inbound ports (``tcpguarding.check``). Rules and rate limits take effect from the next
+request, and on a tcp port from the next connection (one already relayed stays); limits kept
+with the same name, rate and burst keep their buckets. A change to ``authentication`` is
+applied once its new key sources were read (``keysources.Sources.update``), then the whole new
+file at once, so rules never run against the old authentication's users.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 
 from sidecarkit import errors
 from sidecarkit.agents.proxy import policies, policyfiles
@@ -31,6 +34,8 @@ class PolicyFile:
         self.errors = 0
         self.reported = (0, 0)
         """(reloads, errors) already added to the registry's counters."""
+        self.check: Callable[[policies.Policy], None] | None = None
+        """Raises ConfigError for a policy that cannot hold on the running ports."""
 
     def _digest(self) -> bytes:
         try:
@@ -49,6 +54,8 @@ class PolicyFile:
 
         try:
             new = policyfiles.from_mapping(configfiles.load_mapping(self.path), source=self.path)
+            if self.check is not None:
+                self.check(new)
         except (ValueError, errors.SidecarkitError) as exc:
             self.errors += 1
             log.warning("policy not reloaded: %s; the last good policy stays", exc)

@@ -11,10 +11,11 @@ Both hops can be mTLS, as for HTTP: an upstream with ``mtls: true`` (or an endpo
 marks ``mtls``) is dialled with this workload's certificate and its identity checked against
 ``peer``; an inbound ``protocol: tcp`` port with ``mtls: strict|permissive`` is accepted by
 ``securing.Acceptor``, and a client whose certificate carries no identity of the trust domain
-is cut before any byte reaches the app. asyncio's TLS transports cannot half-close: over an
-mTLS hop, one side's FIN ends the connection once the bytes before it were delivered, so a
-protocol that answers after the client's FIN (rare: databases and brokers end with a message
-of their own) needs a plaintext hop.
+is cut before any byte reaches the app, as is one the policy's rules deny (``tcpguarding``).
+asyncio's TLS transports cannot half-close: over an mTLS hop, one side's FIN ends the
+connection once the bytes before it were delivered, so a protocol that answers after the
+client's FIN (rare: databases and brokers end with a message of their own) needs a plaintext
+hop.
 
 A Protocol relay moves about 3 GB per CPU-second here, above haproxy's ``mode tcp``, so there
 is no zero-copy path (``splice`` saved 14 % in the research, at the price of a thread-free but
@@ -116,8 +117,12 @@ class Client(_Side):
         if len(service.connections) >= service.limits.max_connections or service.draining:
             self.t.abort()
             return
-        if service.mesh is not None and service.mesh.peer(transport) is None:
+        verified = b"" if service.mesh is None else service.mesh.peer(transport)
+        if verified is None:
             self.t.abort()  # a certificate without an identity of ours (logged, counted)
+            return
+        if service.gate is not None and not service.gate.admit(transport, verified):
+            self.t.abort()  # denied by the policy (logged, counted): the app is not dialled
             return
         service.connections.add(self)
         self.t.pause_reading()

@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # TLS, JWT and cryptography (~12 MB) load only in a proxy tha
         policies,
         policyreloading,
         securing,
+        tcpguarding,
     )
 
 __all__ = ["Agent"]
@@ -70,12 +71,17 @@ class Agent:
         self.sources: keysources.Sources | None = None
         self.policy_file: policyreloading.PolicyFile | None = None
         self.guards: list[guarding.Guard] = []
+        self.gates: list[tcpguarding.Gate] = []
+        """The policy on tcp inbound ports, one per port."""
+        self.scopes: dict[guarding.Guard, int] = {}
+        """The inbound port of each inbound guard: it takes the rules that apply there."""
         if policy is not None:  # JWT and crypto libraries cost ~12 MB: loaded only for a policy
             from sidecarkit.agents.proxy import keysources, policyreloading  # noqa: PLC0415
 
             self.sources = keysources.Sources(policy)
             if settings.policy:
                 self.policy_file = policyreloading.PolicyFile(settings.policy, policy)
+                self.policy_file.check = self._check_policy
         self.mesh: securing.Mesh | None = None
         self.start_settings = settings
         """What the process started with: ``identity`` and ``policy`` are not reloaded."""
@@ -141,6 +147,8 @@ class Agent:
                 source.reported = source.errors
             for guard in self.guards:
                 guard.export(self.metrics)
+            for gate in self.gates:
+                gate.export(self.metrics)
             if self.sources is not None:
                 self.metrics.add_counter(
                     "policy_key_errors_total",
@@ -174,6 +182,8 @@ class Agent:
                 new = self.load()
                 if new.inbound is None and not new.upstreams:
                     raise errors.ConfigError("nothing to proxy: no inbound: and no upstreams:")
+                if self.policy is not None:  # the running policy on the new inbound ports
+                    self._check_policy(self.policy, new)
                 await applying.apply(self, new)
             except errors.SidecarkitError as exc:
                 return self._reloaded(False, f"reload ({reason}) refused: {exc}")
@@ -272,7 +282,20 @@ class Agent:
         authenticator = await self.sources.update(new)
         self.policy = new  # for listeners a settings reload adds
         for guard in self.guards:
-            guard.take(new, authenticator)
+            port = self.scopes.get(guard)
+            guard.take(new if port is None else new.on_port(port), authenticator)
+        for gate in self.gates:
+            gate.take(new)
+
+    def _check_policy(
+        self, policy: policies.Policy, settings: proxy_settings.Settings | None = None
+    ) -> None:
+        """ConfigError when ``policy`` cannot hold on the inbound ports (``tcpguarding``)."""
+        from sidecarkit.agents.proxy import tcpguarding  # noqa: PLC0415 - only with a policy
+
+        settings = settings or self.settings
+        source = self.start_settings.policy or "the policy"
+        tcpguarding.check(policy, settings, source=source)
 
     async def _intercept(self, loop: asyncio.AbstractEventLoop, address: tuple[str, int]) -> None:
         from sidecarkit.agents.proxy import intercepting  # noqa: PLC0415 - only when used
@@ -312,6 +335,8 @@ class Agent:
                 self.sources.tick(loop)
                 for guard in self.guards:
                     guard.tick(time.monotonic())
+                for gate in self.gates:
+                    gate.tick(time.monotonic())
             draining.sweep(self, now)
             if self.config_watch is not None:
                 try:

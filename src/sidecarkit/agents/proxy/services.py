@@ -78,6 +78,8 @@ class Service:
         """``tcp`` for an L4 relay (``relaying``), ``http2`` for HTTP/2 endpoints."""
         self.guard: Any = None
         """The policy's stages (``guarding.Guard``) on this listener; None: no policy."""
+        self.gate: Any = None
+        """A tcp inbound port's policy (``tcpguarding.Gate``); None: no policy."""
         self.terminator: Any = None
         """Inbound with ``tls``: the ``terminating.Terminator`` whose certificates it serves."""
         self.router: routing.Router[Service] | None = None
