@@ -25,7 +25,7 @@ import pytest
 from sidecarkit.agents.proxy import tokens
 from tests.agents.proxy import jwts, support
 from tests.agents.proxy.support import Proxy, start_proxy
-from tests.agents.proxy.test_http2 import App, _channel, _unary, start_app
+from tests.agents.proxy.test_http2 import App, _channel, _outbound, _unary, start_app
 from tests.agents.proxy.test_tokens import _malformed
 
 
@@ -391,3 +391,31 @@ def test_refusals_on_http2_are_logged_with_their_request_id(tmp_path: Path, app:
     assert answer.status == 403
     assert re.search(r"refused 403 authz: rule default; method=POST path='/nope' .*"
                      r"request_id=call-42", log_of(proxy))  # fmt: skip
+
+
+# -- outbound --------------------------------------------------------------------------------
+def test_outbound_rules_and_limits_decide_the_apps_grpc_calls_to_an_http2_upstream(
+    tmp_path: Path, app: App
+) -> None:
+    (tmp_path / "policy.yaml").write_text(
+        "outbound:\n  authorization:\n    rules:\n"
+        "      - {name: echo-unary, action: allow, upstreams: [echo], paths: [/test.Echo/Unary]}\n"
+        "  rate_limits:\n"
+        "    - {name: to-echo, key: upstream, upstreams: [echo], rate: 1/m, burst: 3}\n"
+    )
+    proxy = _outbound(tmp_path, [app.address], f"policy: {tmp_path / 'policy.yaml'}\n")
+    codes = []
+    with _channel(proxy.ports["echo"]) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            list(channel.stream_stream("/test.Echo/Stream")(iter([b"1"]), timeout=10))
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        for _ in range(4):
+            try:
+                codes.append(_unary(channel)(b"x", timeout=10))
+            except grpc.RpcError as error:
+                codes.append(error.code())
+    assert codes == [b"app:x", b"app:x", b"app:x", grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert proxy.metric("http_authz_deny_total", direction="outbound", rule="default") == 1
+    assert proxy.metric("http_ratelimit_limited_total", upstream="echo", limit="to-echo") == 1
+    assert proxy.metric("request_total", direction="outbound", endpoint=app.address) == 3
+    assert proxy.stop() == 0
