@@ -273,6 +273,23 @@ def test_a_thousand_malformed_tokens_on_http2_get_401s_never_a_5xx_or_a_crash(
     assert "more like it not logged" in log
 
 
+def test_an_api_key_on_a_grpc_call_is_replaced_by_its_name_and_a_wrong_one_is_unauthenticated(
+    tmp_path: Path, app: App
+) -> None:
+    keyfile = tmp_path / "keys"
+    keyfile.write_text(tokens.hash_line("reporting", "k-456", b"0123456789abcdef") + "\n")
+    proxy = start(tmp_path, app, f"authentication:\n  api_keys:\n    file: {keyfile}\n")
+    metadata = (("x-api-key", "k-456"), ("x-api-key-name", "forged"))
+    with _channel(proxy.ports["inbound"]) as channel:
+        unary = _unary(channel)
+        assert unary(b"meta:x-api-key-name", metadata=metadata, timeout=10) == b"reporting"
+        assert unary(b"meta:x-api-key", metadata=metadata, timeout=10) == b""
+        with pytest.raises(grpc.RpcError) as caught:
+            unary(b"x", metadata=(("x-api-key", "k-999"),), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "refused 401 authn: unknown API key" in log_of(proxy)
+
+
 # -- authorization ---------------------------------------------------------------------------
 RULES = """
 authorization:
@@ -375,6 +392,20 @@ def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_per
         codes = {f.exception().code() for f in futures if f.exception() is not None}
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert "Traceback" not in log_of(proxy)
+
+
+def test_admitted_grpc_calls_carry_the_ratelimit_fields_when_the_limit_asks_for_them(
+    tmp_path: Path, app: App
+) -> None:
+    proxy = start(
+        tmp_path, app,
+        "rate_limits:\n  - {name: per-client, key: client_ip, rate: 1/m, burst: 5, headers: true}\n",
+    )  # fmt: skip
+    answers = exchange(proxy.ports["inbound"], [("/test.Echo/Unary", GRPC, grpc_message(b"x"))] * 2)
+    assert [a.grpc_status for a in answers] == ["0", "0"]
+    assert sorted(a.head["ratelimit-remaining"] for a in answers) == ["3", "4"]
+    assert {a.head["ratelimit-limit"] for a in answers} == {"5"}
+    assert proxy.stop() == 0
 
 
 def test_a_policy_and_an_http2_port_start_together() -> None:
