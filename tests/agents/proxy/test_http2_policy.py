@@ -254,7 +254,7 @@ def test_a_thousand_malformed_tokens_on_http2_get_401s_never_a_5xx_or_a_crash(
     good = keys["rsa"].sign()
     statuses: dict[tuple[int, str | None], int] = {}
     for _ in range(20):
-        batch = [_malformed(rng, good).strip(" \t") for _ in range(50)]
+        batch = [_malformed(rng, good).strip(" \t") or "x" for _ in range(50)]
         calls = [("/test.Echo/Unary", (*GRPC, *bearer(token)), grpc_message(b"x"))
                  for token in batch]  # fmt: skip
         for answer in exchange(port, calls):
@@ -335,6 +335,33 @@ def test_a_call_no_rule_allows_is_permission_denied_and_an_ambiguous_path_gets_4
     assert "refused 400 path:" in log
 
 
+def test_a_changed_policy_file_applies_to_new_grpc_calls_without_a_restart(
+    tmp_path: Path, app: App
+) -> None:
+    proxy = start(tmp_path, app, RULES)
+    port = proxy.ports["inbound"]
+    with _channel(port) as channel:
+        assert _unary(channel)(b"before", timeout=10) == b"app:before"
+        fresh = tmp_path / "fresh.yaml"
+        fresh.write_text(RULES.replace("/test.Echo/Unary", "/test.Echo/Stream"))
+        fresh.rename(tmp_path / "policy.yaml")
+        deadline = time.monotonic() + 15
+        code = None
+        while code is None:
+            try:
+                _unary(channel)(b"x", timeout=10)
+            except grpc.RpcError as error:
+                code = error.code()
+            else:
+                assert time.monotonic() < deadline, "the changed policy was not applied"
+                time.sleep(0.2)
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        stream = channel.stream_stream("/test.Echo/Stream")
+        assert list(stream(iter([b"1"]), timeout=10)) == [b"app:1"]
+    assert proxy.metric("policy_reloads_total", result="ok") == 1
+    assert proxy.stop() == 0
+
+
 def test_a_shadow_rule_on_http2_is_counted_and_logged_but_lets_the_call_through(
     tmp_path: Path, app: App
 ) -> None:
@@ -353,7 +380,7 @@ def test_a_shadow_rule_on_http2_is_counted_and_logged_but_lets_the_call_through(
 def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_percent(
     tmp_path: Path, app: App
 ) -> None:
-    rate, burst = 100, 200
+    rate, burst = 100, 400
     proxy = start(
         tmp_path, app,
         f"rate_limits:\n  - name: per-client\n    key: client_ip\n    rate: {rate}/s\n"
@@ -363,8 +390,9 @@ def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_per
     admitted = limited = 0
     refusal = Answer()
     calls = [("/test.Echo/Unary", GRPC, grpc_message(b"x"))] * 50
-    started = time.monotonic()
-    while time.monotonic() - started < 3.0 and admitted + limited < 100_000:
+    started = sent = time.monotonic()
+    while sent - started < 3.0 and admitted + limited < 100_000:
+        sent = time.monotonic()  # each batch is decided as it arrives, before the app answers
         for answer in exchange(port, calls):
             if answer.grpc_status == "0":
                 admitted += 1
@@ -372,7 +400,7 @@ def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_per
                 assert (answer.status, answer.grpc_status) == (200, "8"), answer
                 limited += 1
                 refusal = answer
-    elapsed = time.monotonic() - started
+    elapsed = sent - started  # from the first batch to the last one
     expected = burst + rate * elapsed
     print(f"admitted {admitted}, expected {expected:.0f}, refused {limited} in {elapsed:.2f} s")
     assert limited > admitted  # it was a burst: far more asked than allowed
@@ -381,12 +409,14 @@ def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_per
     assert refusal.head["retry-after"] == "1"
     assert refusal.head["ratelimit-limit"] == str(burst)
     assert refusal.head["ratelimit-remaining"] == "0"
-    assert refusal.head["ratelimit-policy"] == f"{burst};w=2"
+    assert refusal.head["ratelimit-policy"] == f"{burst};w=4"
     assert proxy.metric("http_ratelimit_limited_total", limit="per-client") == limited
     # the bucket is empty: plain HTTP/2 requests get the 429 itself
     answers = exchange(port, [("/test.Echo/Unary", GRPC, grpc_message(b"x"))] * 40
                        + [("/test.Echo/Unary", (), b"x")] * 10)  # fmt: skip
-    assert [(a.status, a.head["retry-after"]) for a in answers[40:]] == [(429, "1")] * 10
+    refused = [a for a in answers[40:] if a.status == 429]  # a token may come due meanwhile
+    assert len(refused) >= 5
+    assert {a.head["retry-after"] for a in refused} == {"1"}
     with _channel(port) as channel:  # and a gRPC client sees RESOURCE_EXHAUSTED
         futures = [_unary(channel).future(b"x", timeout=10) for _ in range(50)]
         codes = {f.exception().code() for f in futures if f.exception() is not None}
