@@ -93,3 +93,8 @@ def test_the_policys_refusals_keep_their_fields_and_map_to_grpcs_statuses() -> N
     assert head[4:] == extra
     head, _ = h2heads.local_answer(429, b"slow down\n", grpc=False, extra=extra)
     assert [v for n, v in head if n == b"retry-after"] == [b"3"]  # the policy's, not a second
+
+
+def test_a_grpc_message_is_percent_encoded_as_grpc_says() -> None:
+    head, _ = h2heads.local_answer(403, "forbidden by policy (régle 100%)\n".encode(), grpc=True)
+    assert dict(head)[b"grpc-message"] == b"forbidden by policy (r%C3%A9gle 100%25)"

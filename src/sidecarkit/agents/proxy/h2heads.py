@@ -138,7 +138,7 @@ def local_answer(
     ``grpc-message``, the extra fields kept, as Envoy answers a gRPC call it refuses."""
     if grpc:
         code = GRPC_FOR_HTTP.get(status, 2)
-        message = detail.strip().replace(b"%", b"%25").replace(b"\n", b" ")
+        message = _percent(detail.strip())
         head = [
             (b":status", b"200"),
             (b"content-type", b"application/grpc"),
@@ -156,6 +156,12 @@ def local_answer(
     if status in (503, 429) and not any(name == b"retry-after" for name, _ in extra):
         head.append((b"retry-after", b"1"))
     return head, detail
+
+
+def _percent(text: bytes) -> bytes:
+    """``grpc-message`` encoding (gRPC's PROTOCOL-HTTP2.md): printable ASCII but ``%`` as is,
+    any other byte as ``%XX``; a policy's rule names may be UTF-8."""
+    return b"".join(bytes((c,)) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in text)
 
 
 def fields(lines: bytes) -> Headers:
