@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -243,6 +244,39 @@ def test_a_token_with_a_new_kid_waits_for_the_key_set_and_then_reaches_the_app(
     assert proxy.metric("requests_in_flight", direction="inbound") == 0
     log = log_of(proxy)
     assert "refused 401 authn: unknown kid 'rsa-3'; key set unavailable: http://127.0.0.1:" in log
+
+
+def test_while_a_call_waits_for_a_key_set_others_on_its_connection_go_on_and_it_can_be_cancelled(
+    tmp_path: Path, app: App, jwks: jwts.JwksServer, keys: dict[str, jwts.Key]
+) -> None:
+    proxy = start(tmp_path, app, authentication(jwks.url))
+    time.sleep(tokens.REFETCH_EVERY + 0.2)  # the start-up fetch no longer counts as recent
+    jwks.stop()
+    with socket.socket() as silent:  # the issuer's address accepts but never answers
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", jwks.port))
+        silent.listen(8)
+        stranger = jwts.Key("RS256", "rsa-9").sign()
+        with _channel(proxy.ports["inbound"]) as channel:
+            unary = _unary(channel)
+            assert unary(b"warm", metadata=bearer(keys["rsa"].sign()), timeout=10) == b"app:warm"
+            cancelled = unary.future(b"x", metadata=bearer(stranger), timeout=30)
+            waiting = unary.future(b"y", metadata=bearer(stranger), timeout=30)
+            deadline = time.monotonic() + 10
+            while proxy.metric("requests_in_flight", direction="inbound") < 2:
+                assert time.monotonic() < deadline, "the calls did not reach the proxy"
+                time.sleep(0.05)
+            # the fetch hangs: a call with a known key on the same connection is not held up
+            assert unary(b"z", metadata=bearer(keys["rsa"].sign()), timeout=10) == b"app:z"
+            cancelled.cancel()
+            with pytest.raises(grpc.RpcError) as caught:
+                waiting.result()
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED  # the fetch timed out
+    assert proxy.metric("requests_in_flight", direction="inbound") == 0
+    assert proxy.metric("request_total", direction="inbound", endpoint=app.address) == 2
+    log = log_of(proxy)
+    assert "refused 401 authn: unknown kid 'rsa-9'" in log
+    assert "Traceback" not in log
 
 
 def test_a_thousand_malformed_tokens_on_http2_get_401s_never_a_5xx_or_a_crash(
