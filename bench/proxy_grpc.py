@@ -13,12 +13,17 @@ Two loads: ``c16m1`` (16 connections, one call at a time on each) and ``c4m64`` 
 connections, 64 calls in flight on each). The second against the first, for the same proxy,
 shows whether a call costs more when many streams share a connection (it should not).
 
-No ratio goal yet. A missing peer or tool (haproxy, nginx, h2load, taskset) fails the run, as
-does a failed call through sidecarkit or haproxy. nginx's ``grpc_pass`` fails a few calls in a
-thousand against this backend ("upstream sent frame for unknown stream", nginx 1.22): they are
-printed and left out of its figure.
+``sidecarkit-jwt`` is the same proxy with a policy that requires an RS256 JWT on every call
+(keys from a JWKS file, ``sub`` forwarded; ``proxy_auth.policy_files``): every proxy gets the
+same calls with one valid token, so the two sidecarkit figures differ only by the policy's
+stages on each stream. Goal: JWT-checked >= 0.8x sidecarkit, as ``bench/proxy_auth.py`` asks
+on HTTP/1.1; no ratio goal against haproxy yet. A missing peer or tool (haproxy, nginx,
+h2load, taskset) fails the run, as does a failed call through sidecarkit or haproxy. nginx's
+``grpc_pass`` fails a few calls in a thousand against this backend ("upstream sent frame for
+unknown stream", nginx 1.22): they are printed and left out of its figure.
 
-    python bench/proxy_grpc.py [--duration 10] [--rounds 3] [--only sidecarkit,haproxy,nginx]
+    python bench/proxy_grpc.py [--duration 10] [--rounds 3]
+        [--only sidecarkit,sidecarkit-jwt,haproxy,nginx]
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from proxy import cpu_seconds, medians, stop, wait_port
+from proxy_auth import policy_files
 
 BACKEND, PROXY, ADMIN = 18780, 18700, 18790
 LOADS = {"c16m1": (16, 1), "c4m64": (4, 64)}
@@ -86,9 +93,11 @@ inbound:
 
 def h2load(d: Path, seconds: int, clients: int, streams: int) -> tuple[int, float, int]:
     """(calls that succeeded, wall seconds, calls that failed) of one h2load run on core 1."""
+    token = (d / "token").read_text()
     cmd = ["taskset", "-c", "1", "h2load", "-t1", f"-c{clients}", f"-m{streams}",
            f"-D{seconds}", "-d", str(d / "request.bin"),
            "-H", "content-type: application/grpc", "-H", "te: trailers",
+           "-H", f"authorization: Bearer {token}",
            f"http://127.0.0.1:{PROXY}/test.Echo/Unary"]  # fmt: skip
     started = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -101,6 +110,16 @@ def h2load(d: Path, seconds: int, clients: int, streams: int) -> tuple[int, floa
     if errored or int(codes.group(1)) < ok or not ok:
         raise SystemExit(f"failed calls through the proxy:\n{out}")
     return ok, wall, failed
+
+
+def _check_tokens_verified() -> None:
+    """h2load counts a refused call (HTTP 200, ``grpc-status: 16``) as a success: the proxy's
+    counters must show every token verified and none refused."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    ok = re.search(r'^http_authn_total\{[^}]*result="ok"[^}]*\} (\S+)$', text, re.M)
+    if ok is None or float(ok.group(1)) == 0 or "http_authn_refused_total{" in text:
+        raise SystemExit("sidecarkit-jwt: tokens were not verified, or some were refused")
 
 
 def measure(name: str, argv: list[str], d: Path, seconds: int) -> dict[str, float]:
@@ -116,6 +135,8 @@ def measure(name: str, argv: list[str], d: Path, seconds: int) -> dict[str, floa
             result[f"{label}_rps"] = calls / wall
             result[f"{label}_per_cpu_s"] = calls / cpu if cpu else 0.0
             result[f"{label}_util"] = cpu / wall
+        if name == "sidecarkit-jwt":
+            _check_tokens_verified()
     finally:
         stop(proc)
     if result["failed"] and name != "nginx":
@@ -126,7 +147,7 @@ def measure(name: str, argv: list[str], d: Path, seconds: int) -> dict[str, floa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per h2load run")
-    parser.add_argument("--only", default="sidecarkit,haproxy,nginx")
+    parser.add_argument("--only", default="sidecarkit,sidecarkit-jwt,haproxy,nginx")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each proxy, in turn")
     args = parser.parse_args()
     missing = [t for t in ("haproxy", "nginx", "h2load", "taskset") if shutil.which(t) is None]
@@ -148,6 +169,8 @@ def main() -> int:
     (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=PROXY, backend=BACKEND))
     (d / "haproxy.cfg").write_text(HAPROXY_CONF.format(port=PROXY, backend=BACKEND))
     (d / "proxy.yaml").write_text(SIDECARKIT_CONF.format(admin=ADMIN, port=PROXY, backend=BACKEND))
+    jwt_only, _, token = policy_files(d)
+    (d / "token").write_text(token)
     proxies = {
         "haproxy": ["haproxy", "-db", "-f", str(d / "haproxy.cfg")],
         "nginx": ["nginx", "-c", str(d / "nginx.conf")],
@@ -156,6 +179,7 @@ def main() -> int:
             "--config", str(d / "proxy.yaml"), "--log-level", "warning",
         ],
     }  # fmt: skip
+    proxies["sidecarkit-jwt"] = [*proxies["sidecarkit"], "--policy", str(jwt_only)]
     backend = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", str(d / "backend.conf")])
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     try:
@@ -165,7 +189,7 @@ def main() -> int:
                 rounds[name].append(measure(name, proxies[name], d, args.duration))
                 r = rounds[name][-1]
                 print(
-                    f"{name:10s} "
+                    f"{name:14s} "
                     + " | ".join(
                         f"{label} {r[f'{label}_rps']:7.0f} calls/s "
                         f"{r[f'{label}_per_cpu_s']:7.0f} calls/CPU-s "
@@ -188,8 +212,18 @@ def main() -> int:
         )
         many = r["c4m64_per_cpu_s"] / r["c16m1_per_cpu_s"]
         print(
-            f"{name:10s} / haproxy per proxy-CPU-second: {per}; "
+            f"{name:14s} / haproxy per proxy-CPU-second: {per}; "
             f"64 streams a connection vs 1: {many:.2f}x calls/CPU-s"
+        )
+    if "sidecarkit" in results and "sidecarkit-jwt" in results:
+        plain, checked = results["sidecarkit"], results["sidecarkit-jwt"]
+        ratios = {label: checked[f"{label}_per_cpu_s"] / plain[f"{label}_per_cpu_s"]
+                  for label in LOADS}  # fmt: skip
+        worst = min(ratios.values())
+        print(
+            "JWT-checked / plain sidecarkit per proxy-CPU-second: "
+            + ", ".join(f"{label} {r:.2f}x" for label, r in ratios.items())
+            + f"; goal >= 0.8x: {'met' if worst >= 0.8 else 'MISSED'} ({worst:.2f})"
         )
     return 0
 

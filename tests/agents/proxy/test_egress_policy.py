@@ -152,23 +152,3 @@ def test_an_outbound_rule_on_what_cannot_be_known_stops_the_proxy_with_the_fix(
     assert out.returncode == 3
     assert message in out.stderr
     assert "Traceback" not in out.stderr
-
-
-def test_outbound_rules_beside_an_http2_upstream_stop_the_proxy_rather_than_go_unenforced(
-    tmp_path: Path,
-) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(EGRESS)
-    config = tmp_path / "proxy.yaml"
-    config.write_text(
-        "upstreams:\n  - {name: payments, listen: '127.0.0.1:0', endpoints: ['127.0.0.1:2'],"
-        " protocol: http2}\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "sidecarkit", "agent", "proxy", "--config", str(config),
-         "--policy", str(policy), "--dry-run"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert out.returncode == 3, out.stderr
-    assert "upstream payments has protocol: http2; serve it as http or drop outbound:" in out.stderr
-    assert "Traceback" not in out.stderr

@@ -69,3 +69,32 @@ def test_the_proxys_own_answer_to_grpc_is_trailers_only_with_the_mapped_status()
     assert dict(head)[b":status"] == b"503"
     assert dict(head)[b"retry-after"] == b"1"
     assert body == b"busy\n"
+
+
+def test_the_policys_refusals_keep_their_fields_and_map_to_grpcs_statuses() -> None:
+    extra = h2heads.fields(
+        b'www-authenticate: Bearer realm="orders"\r\nretry-after: 3\r\nratelimit-limit: 5\r\n'
+    )
+    assert extra == [
+        (b"www-authenticate", b'Bearer realm="orders"'),
+        (b"retry-after", b"3"),
+        (b"ratelimit-limit", b"5"),
+    ]
+    codes = {s: dict(h2heads.local_answer(s, b"no", grpc=True)[0])[b"grpc-status"]
+             for s in (400, 401, 403, 429)}  # fmt: skip
+    assert codes == {400: b"13", 401: b"16", 403: b"7", 429: b"8"}
+    head, _ = h2heads.local_answer(429, b"rate limit x exceeded\n", grpc=True, extra=extra)
+    assert head[:4] == [
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", b"8"),
+        (b"grpc-message", b"rate limit x exceeded"),
+    ]
+    assert head[4:] == extra
+    head, _ = h2heads.local_answer(429, b"slow down\n", grpc=False, extra=extra)
+    assert [v for n, v in head if n == b"retry-after"] == [b"3"]  # the policy's, not a second
+
+
+def test_a_grpc_message_is_percent_encoded_as_grpc_says() -> None:
+    head, _ = h2heads.local_answer(403, "forbidden by policy (régle 100%)\n".encode(), grpc=True)
+    assert dict(head)[b"grpc-message"] == b"forbidden by policy (r%C3%A9gle 100%25)"

@@ -282,10 +282,6 @@ def test_bad_http2_settings_name_the_key_and_the_fix() -> None:
             {"upstreams": [{"name": "a", "endpoints": ["x:1"], "protocol": "http2"}]},
             "upstreams[0].listen: a http2 upstream needs its own port",
         ),
-        (
-            {"inbound": {"protocol": "http2"}, "policy": "/p.yaml"},
-            "policy: not enforced on HTTP/2 ports yet",
-        ),
     ]
     for data, message in bad:
         with pytest.raises(ValueError, match=r"^proxy\.yaml: ") as caught:

@@ -77,3 +77,35 @@ def test_grpc_calls_cross_the_mesh_as_http2_inside_mtls_with_the_callers_identit
         _unary(plain)(b"sneak", timeout=5)
     assert client.stop() == 0
     assert server.stop() == 0
+
+
+def test_a_rule_on_the_callers_spiffe_id_decides_grpc_calls_across_the_mesh(
+    tmp_path: Path, ca: CaProcess, app: App
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "authorization:\n  rules:\n"
+        "    - {name: mesh, action: allow, namespaces: [shop]}\n"
+        f"    - {{name: no-client-streams, action: deny, peers: ['{CLIENT_ID}'],\n"
+        "       paths: [/test.Echo/Stream]}\n"
+    )
+    server_config = _config(
+        tmp_path / "server.yaml", ca, "web", "inbound:\n  mtls: strict\n  protocol: http2\n"
+    )
+    server = start_proxy("--policy", str(policy), config=server_config, inbound_app=app.address)
+    listen = free_port()
+    upstreams = (
+        "upstreams:\n"
+        f"  - {{name: web, listen: {listen}, endpoints: ['127.0.0.1:{server.ports['inbound']}'],\n"
+        f"     protocol: http2, mtls: true, peer: '{SERVER_ID}'}}\n"
+    )
+    client = start_proxy(config=_config(tmp_path / "client.yaml", ca, "client", upstreams))
+    with _channel(listen) as channel:
+        assert _unary(channel)(b"allowed", timeout=10) == b"app:allowed"
+        with pytest.raises(grpc.RpcError) as caught:
+            list(channel.stream_stream("/test.Echo/Stream")(iter([b"1"]), timeout=10))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert server.metric("http_authz_allow_total", rule="mesh") == 1
+    assert server.metric("http_authz_deny_total", rule="no-client-streams") == 1
+    assert client.stop() == 0
+    assert server.stop() == 0

@@ -56,7 +56,7 @@ def _service(
     kind = inbound.protocol if inbound is not None else listener.protocol
     service.protocol = kind if kind in ("tcp", "http2") else "http"
     _secure(agent, service, listener)
-    if service.protocol == "http":
+    if service.protocol != "tcp":
         _guard(agent, service)
     _gate(agent, service, listener)
     return service
@@ -73,13 +73,14 @@ def _secure(agent: running.Agent, service: Service, listener: reloading.Listener
 
 
 def _guard(agent: running.Agent, service: Service) -> None:
-    """Put the policy's stages on an HTTP listener: inbound ones share the key sets,
+    """Put the policy's stages on an HTTP/1.1 or HTTP/2 listener: inbound ones share the key sets,
     outbound ones and the HTTP proxy take the policy's ``outbound:`` section."""
     if agent.policy is None or agent.sources is None:
         return
-    from sidecarkit.agents.proxy import guarding  # noqa: PLC0415 - only with a policy
+    from sidecarkit.agents.proxy import guarding, h2guarding  # noqa: PLC0415 - only with a policy
 
-    guard = guarding.Guard(
+    kind = h2guarding.StreamGuard if service.protocol == "http2" else guarding.Guard
+    guard = kind(
         agent.policy, authenticator=agent.sources.active,
         direction=service.direction, upstream=service.name,
     )  # fmt: skip

@@ -304,12 +304,6 @@ def proxy(
             from sidecarkit.agents.proxy import tcpguarding  # noqa: PLC0415
 
             tcpguarding.check(policy, config, source=str(config.policy))
-        h2 = [up.name for up in config.upstreams if up.protocol == "http2"]
-        if policy is not None and policy.outbound is not None and h2:
-            raise errors.ConfigError(
-                f"{config.policy}: outbound: rules are not enforced on HTTP/2 upstreams yet, and "
-                f"upstream {h2[0]} has protocol: http2; serve it as http or drop outbound:"
-            )
     except ValueError as exc:
         _fail(errors.ConfigError(str(exc)))
     except errors.SidecarkitError as exc:

@@ -1,7 +1,8 @@
 """The security stages on a listener's request path: authenticate, authorize, rate-limit.
 
 Called once per request head by ``forwarding`` (``Guard.stop``), after the head was checked
-and before the request is dispatched. In order:
+and before the request is dispatched; on an HTTP/2 port once per stream, by ``h2guarding``
+(the same stages: only how a refusal is answered and the request rewritten differ). In order:
 
 ====================  ========================================================================
 stage                 outcome
@@ -108,6 +109,10 @@ class Guard:
         """Exchanges waiting for an issuer's key set, by issuer."""
         self.fetch: Callable[[str], None] | None = None
         """Asks for an issuer's key set to be fetched now (``keysources.Sources.want``)."""
+        self.forward: Callable[[Any, list[tuple[bytes, bytes, bytes]], frozenset[bytes], bytes],
+                               None] = _rewrite  # fmt: skip
+        """Removes the fields in ``strip`` from the request going upstream and adds the
+        verified ones (a function, not a method: one call on the hot path)."""
         self.take(policy, self.authenticator)
 
     def take(
@@ -219,19 +224,23 @@ class Guard:
                 path, why = policies.normal_path(ex.target)
                 if why:
                     self._refuse(ex, 400, b"%s\n" % why.encode(), "path", why, down)
-                    down.service.in_flight -= 1
-                    if down.queue and down.queue[0] is ex:
-                        ex.dispatch()
+                    self._resume(down, ex, answered=True)
                     continue
             outcome = None
             if self.authenticator is not None:  # None: the new policy authenticates nobody
                 outcome = self.authenticator.authenticate(headers)
             if outcome is not None and outcome.kind == tokens.PENDING:  # still unknown: refuse
                 outcome = tokens.Outcome(tokens.REFUSED, reason="unknown kid after a refetch")
-            if self._after_authentication(down, ex, path, headers, raw, outcome):
-                down.service.in_flight -= 1  # counted as in flight when it began to wait
-            if down.queue and down.queue[0] is ex:
-                ex.dispatch()
+            answered = self._after_authentication(down, ex, path, headers, raw, outcome)
+            self._resume(down, ex, answered=answered)
+
+    def _resume(self, down: Any, ex: Any, *, answered: bool) -> None:
+        """Go on with a request that waited for a key set: answered here, or let through.
+        HTTP/1.1 answers in order, so it goes once it is first in its connection's queue."""
+        if answered:
+            down.service.in_flight -= 1  # counted as in flight when it began to wait
+        if down.queue and down.queue[0] is ex:
+            ex.dispatch()
 
     def _after_authentication(
         self,
@@ -259,7 +268,7 @@ class Guard:
                 strip = outcome.strip or strip
         if self.open:  # authentication alone: no rule to ask, no bucket to fill
             self.unruled += 1
-            _rewrite(ex, raw, strip, add)
+            self.forward(ex, raw, strip, add)
             return False
         if self.rules_read_headers:  # the rules see verified claims only, never the client's
             headers = {k: v for k, v in headers.items() if k not in strip}
@@ -282,7 +291,7 @@ class Guard:
             return True
         if log.isEnabledFor(logging.DEBUG):
             log.debug("allow rule=%s %s", decision.rule, _who(down, ex, subject))
-        _rewrite(ex, raw, strip, add)
+        self.forward(ex, raw, strip, add)
         return False
 
     def _limited(self, down: Downstream, ex: Exchange, request: policies.Request) -> bool:
@@ -362,16 +371,21 @@ class Guard:
         extra: bytes = b"",
     ) -> bool:
         ex.status = status
-        # keep-alive: the body of a refused request is read and dropped, so a client that sends
-        # it anyway is not reset mid-upload before it read the answer
-        ex.local = heads.simple_response(status, body, close=False, extra=extra)
-        down.service.local.requests += 1
-        down.service.local.respond(status, 0.0)
+        self._answer(down, ex, status, body, extra)
         self.throttle.info(
             f"{status} {kind}: {reason[:24]}", "refused %d %s: %s; %s",
             status, kind, reason, _who(down, ex, subject),
         )  # fmt: skip
         return True
+
+    def _answer(self, down: Any, ex: Any, status: int, body: bytes, extra: bytes) -> None:
+        """The refusal as the request's answer, counted as the listener's own (``extra``:
+        header lines). On HTTP/1.1, keep-alive: the body of a refused request is read and
+        dropped, so a client that sends it anyway is not reset mid-upload before it read the
+        answer."""
+        ex.local = heads.simple_response(status, body, close=False, extra=extra)
+        down.service.local.requests += 1
+        down.service.local.respond(status, 0.0)
 
     def _count(self, metric: str, label: str, value: str) -> None:
         key = (metric, label, value)

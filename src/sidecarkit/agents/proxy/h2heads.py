@@ -15,12 +15,14 @@ says, so a gRPC client sees UNAVAILABLE for a 502, not a protocol error.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
     "GRPC_FOR_HTTP",
     "Request",
+    "fields",
     "grpc_status",
     "local_answer",
     "request",
@@ -35,13 +37,15 @@ GRPC_FOR_HTTP: Final = {
     403: 7,  # PERMISSION_DENIED
     404: 12,  # UNIMPLEMENTED
     413: 8,  # RESOURCE_EXHAUSTED
-    429: 14,  # UNAVAILABLE
+    429: 8,  # RESOURCE_EXHAUSTED: what Envoy's rate_limited_as_resource_exhausted sends
     431: 8,
     502: 14,
     503: 14,
     504: 4,  # DEADLINE_EXCEEDED
 }
-"""gRPC status codes for the proxy's own HTTP answers (doc/http-grpc-status-mapping.md)."""
+"""gRPC status codes for the proxy's own HTTP answers (doc/http-grpc-status-mapping.md). A
+rate limit's 429 is RESOURCE_EXHAUSTED, not the table's UNAVAILABLE: gRPC clients with a retry
+policy retry UNAVAILABLE at once, which a refused caller should not do."""
 
 _HOP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                          b"upgrade", b"http2-settings"))  # fmt: skip
@@ -125,24 +129,47 @@ def grpc_status(headers: Headers) -> int | None:
     return None
 
 
-def local_answer(status: int, detail: bytes, *, grpc: bool) -> tuple[Headers, bytes]:
-    """The head (and body) of an answer the proxy makes itself. To gRPC: a trailers-only
-    response, HTTP 200 with the mapped ``grpc-status`` and the detail as ``grpc-message``."""
+def local_answer(
+    status: int, detail: bytes, *, grpc: bool, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[Headers, bytes]:
+    """The head (and body) of an answer the proxy makes itself, with the ``extra`` fields
+    (the policy's ``www-authenticate``, ``retry-after``, ``ratelimit-*``). To gRPC: a
+    trailers-only response, HTTP 200 with the mapped ``grpc-status`` and the detail as
+    ``grpc-message``, the extra fields kept, as Envoy answers a gRPC call it refuses."""
     if grpc:
         code = GRPC_FOR_HTTP.get(status, 2)
-        message = detail.strip().replace(b"%", b"%25").replace(b"\n", b" ")
+        message = _percent(detail.strip())
         head = [
             (b":status", b"200"),
             (b"content-type", b"application/grpc"),
             (b"grpc-status", str(code).encode()),
             (b"grpc-message", message),
+            *extra,
         ]
         return head, b""
     head = [
         (b":status", str(status).encode()),
         (b"content-type", b"text/plain"),
         (b"content-length", str(len(detail)).encode()),
+        *extra,
     ]
-    if status in (503, 429):
+    if status in (503, 429) and not any(name == b"retry-after" for name, _ in extra):
         head.append((b"retry-after", b"1"))
     return head, detail
+
+
+def _percent(text: bytes) -> bytes:
+    """``grpc-message`` encoding (gRPC's PROTOCOL-HTTP2.md): printable ASCII but ``%`` as is,
+    any other byte as ``%XX``; a policy's rule names may be UTF-8."""
+    return b"".join(bytes((c,)) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in text)
+
+
+def fields(lines: bytes) -> Headers:
+    """``name: value\\r\\n`` lines (the policy's answers and verified claims, lower-case
+    names, values without CR or LF) as HTTP/2 fields."""
+    out: Headers = []
+    for line in lines.split(b"\r\n"):
+        name, sep, value = line.partition(b": ")
+        if sep:
+            out.append((name.lower(), value))
+    return out

@@ -6,7 +6,8 @@ section 3.4) makes it an HTTP/2 connection; on TLS, ALPN ``h2`` does so at once.
 is HTTP/1.1: it is answered 505 and closed, since the endpoints behind this port speak only
 HTTP/2.
 
-Each request stream becomes an ``h2streams.Stream``, balanced on its own. Limits: at most
+Each request stream becomes an ``h2streams.Stream``, decided by the listener's policy
+(``h2guarding``) when it has one, and balanced on its own. Limits: at most
 ``MAX_STREAMS`` streams at once per connection (``SETTINGS_MAX_CONCURRENT_STREAMS``), the
 listener's ``max_requests_in_flight`` (past it 503 / UNAVAILABLE), ``max_headers`` (431) and
 ``max_header_bytes`` (``SETTINGS_MAX_HEADER_LIST_SIZE``); the header timeout runs from the
@@ -61,6 +62,8 @@ class Downstream(h2wire.Side):
         self.closing = False
         self.last_sid = 0
         self.lost = False
+        self.headers: list[tuple[bytes, bytes]] = []
+        """The fields of the stream the policy is deciding (``h2guarding``)."""
 
     # -- transport -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -215,10 +218,10 @@ class Downstream(h2wire.Side):
         service.in_flight += 1
         if len(headers) > service.limits.max_headers:
             stream.answer(431, b"too many request headers\n")
-        elif service.guard is not None:  # fail closed: the policy's stages speak HTTP/1.1
-            stream.answer(501, b"the policy is not enforced on HTTP/2 streams\n")
         elif service.in_flight > service.limits.max_requests_in_flight:
             stream.answer(503, b"too many requests in flight\n")
+        elif service.guard is not None and service.guard.check(self, stream, headers):
+            pass  # answered by the policy, or waiting for a key set
         else:
             stream.dispatch()
 

@@ -56,8 +56,10 @@ class Stream:
         "down",
         "ended",
         "endpoint",
+        "gate",
         "grpc",
         "grpc_code",
+        "more_head",
         "pending",
         "replay",
         "replay_bytes",
@@ -107,6 +109,20 @@ class Stream:
         self.sent_bytes = 0
         self.timer: asyncio.TimerHandle | None = None
         self.source = h2wire.Source(down, sid)
+        self.gate: Any = None
+        """Set while the policy waits (for a key set) before it lets the stream go on."""
+        self.more_head = b""
+        """Fields the proxy adds to the response head (the policy's ``RateLimit-*``), as
+        header lines."""
+
+    @property
+    def method(self) -> bytes:
+        return self.req.method
+
+    @property
+    def target(self) -> bytes:
+        """The ``:path``: what the policy's path stage reads, as a request line's target."""
+        return self.req.path
 
     # -- dispatch ------------------------------------------------------------------------
     def dispatch(self) -> None:
@@ -247,7 +263,12 @@ class Stream:
             self.timer = None
         self.grpc_code = h2heads.grpc_status(headers)  # a trailers-only answer has it here
         self.ended = end
-        self.down.send_head(self.sid, h2heads.response_headers(headers), end)
+        out = h2heads.response_headers(headers)
+        if self.more_head:  # the proxy's fields replace the endpoint's of the same names
+            more = h2heads.fields(self.more_head)
+            names = {name for name, _ in more}
+            out = [(n, v) for n, v in out if n not in names] + more
+        self.down.send_head(self.sid, out, end)
         self.try_started = now  # from here: the latency to the head, kept for the metrics
 
     def response_data(self, data: bytes, flow: int) -> None:
@@ -318,8 +339,10 @@ class Stream:
         self.answer(504, b"the request timed out\n")
 
     # -- endings -------------------------------------------------------------------------
-    def answer(self, status: int, detail: bytes) -> None:
-        """The proxy's own answer (only before the endpoint's head)."""
+    def answer(
+        self, status: int, detail: bytes, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """The proxy's own answer (only before the endpoint's head), with ``extra`` fields."""
         if self.done:
             return
         if self.responded:
@@ -330,7 +353,7 @@ class Stream:
             self.up.reset(self.usid, _CANCEL)
             self.up.done(self.usid)
             self.up = None
-        head, body = h2heads.local_answer(status, detail, grpc=self.grpc)
+        head, body = h2heads.local_answer(status, detail, grpc=self.grpc, extra=extra or ())
         self.status = status
         self.grpc_code = h2heads.GRPC_FOR_HTTP.get(status, 2) if self.grpc else None
         self.ended = True

@@ -68,17 +68,12 @@ def check(settings: Settings) -> None:
         )
     _check_routes(settings)
     for index, inbound in enumerate((settings.inbound, *settings.more_inbound)):
-        if inbound is None or inbound.protocol != "http2":
-            if inbound is not None and inbound.tls is not None and "h2" in inbound.tls.alpn:
-                raise ValueError(
-                    f"inbound[{index}].tls.alpn: h2 needs protocol: http2 on this port "
-                    "(an app that speaks HTTP/2); drop h2 from alpn or set the protocol"
-                )
+        if inbound is None or inbound.protocol == "http2" or inbound.tls is None:
             continue
-        if settings.policy:
+        if "h2" in inbound.tls.alpn:
             raise ValueError(
-                f"policy: not enforced on HTTP/2 ports yet, and inbound[{index}] has "
-                "protocol: http2; drop the policy or serve that port as http"
+                f"inbound[{index}].tls.alpn: h2 needs protocol: http2 on this port "
+                "(an app that speaks HTTP/2); drop h2 from alpn or set the protocol"
             )
     if settings.outlier.max_ejected_percent > 100:
         raise ValueError("outlier.max_ejected_percent: must be between 0 and 100")
