@@ -14,7 +14,10 @@ endpoint of ``bench/webhook.py``, each under cachegrind, sent the reviews one af
 one keep-alive connection (instructions of the server process only; its timers add about
 ±10 k), and the ratio of the two per workload.
 
-    python bench/webhook_core.py [--reviews 300] [--servers]
+Both measure the compiled build the image ships (``make compiled``, see ``bench/_building.py``);
+``--pure`` measures the Python sources.
+
+    python bench/webhook_core.py [--reviews 300] [--servers] [--pure]
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ def _serve(workload: str, count: int, total: int) -> None:
     asyncio.run(answer(bodies[20 : 20 + count]))
 
 
+ENV: dict[str, str] = {}
+"""The environment of the measured sidecarkit process (``_building.environment``)."""
+
+
 def _instructions(workload: str, count: int, total: int) -> int:
     out = subprocess.run(
         [
@@ -75,6 +82,7 @@ def _instructions(workload: str, count: int, total: int) -> int:
         text=True,
         timeout=1800,
         check=False,
+        env=ENV,
     )
     match = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
     if out.returncode != 0 or match is None:
@@ -128,6 +136,7 @@ def _server_instructions(which: str, workload: str, count: int, tmp: Path) -> in
         ],
         stderr=subprocess.PIPE,
         text=True,
+        env=ENV if which == "webhook" else None,
     )
     try:
         context = ssl.create_default_context(cafile=str(tmp / "ca.crt"))
@@ -188,9 +197,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reviews", type=int, default=300)
     parser.add_argument("--servers", action="store_true", help="Whole servers, TLS included.")
+    parser.add_argument("--pure", action="store_true", help="The Python sources, not compiled.")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is missing: apt-get install valgrind")
+    sys.path[:0] = [str(ROOT / "bench")]
+    import _building  # noqa: PLC0415
+
+    ENV.update(_building.environment(pure=args.pure))
     if args.servers:
         servers(args.reviews)
         return

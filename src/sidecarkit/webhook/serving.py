@@ -456,7 +456,7 @@ class Server:
             backlog=1024,
             reuse_address=True,
         )
-        sockets = list(listener.sockets)
+        sockets = list(getattr(listener, "sockets", ()))  # asyncio: a tuple; uvloop: a list
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         log.info("serving admission reviews on https://%s:%s", self.settings.host, self.port)
         if started is not None:
