@@ -43,7 +43,12 @@ _QUICK: Final[dict[str, dict[str, int]]] = {
     "gauge": {"": _PLAIN},
     "unknown": {"": _PLAIN},
 }
-_QUICK_ITEMS: Final = {kind: tuple(checks.items()) for kind, checks in _QUICK.items()}
+#: Per type, each suffix with its sample names' route (check, suffix), made once. A family
+#: not yet typed keeps its name alone, as plain; types not here take the full path.
+_ROUTES: Final = {
+    kind: tuple((suffix, (code, suffix)) for suffix, code in checks.items())
+    for kind, checks in {**_QUICK, "": {"": _PLAIN}}.items()
+}
 #: The sample names of a family of each type that no later family may use, as suffixes.
 _CLAIMED: Final = {
     kind: tuple(sorted({*suffixes, ""})) for kind, suffixes in exposition.FAMILY_SUFFIXES.items()
@@ -60,8 +65,8 @@ _LabelSet = tuple[
     frozenset[tuple[str, str]] | None,
 ]
 _NO_LABELS: Final[_LabelSet] = ((), frozenset(), None, 0.0, None)
-#: Label sets whose first label is the one that varies down a run, braces included.
-_FIRST_VARIES: Final = ('{le="', '{quantile="')
+#: Label sets whose first label is the one that varies down a run.
+_FIRST_VARIES: Final = ('le="', 'quantile="')
 #: Entries per cache: label sets repeat, and hostile input cannot grow the caches further.
 _CACHED: Final = 16384
 #: Most label sets a cache kept across scrapes holds (``label_sets``): a large target's.
@@ -82,25 +87,35 @@ class _Open:
         "started",
     )
 
-    def __init__(self, family: exposition.Family) -> None:
-        self.family = family
+    def __init__(self, name: str, kind: str = "") -> None:
+        """A family ``name`` of type ``kind`` ("" until its TYPE)."""
+        # Family(name, kind), its fields stored here: a family is opened every few lines
+        # of a small exposition, and the dataclass's __init__ costs a call more.
+        family = self.family = object.__new__(exposition.Family)
+        family.name = name
+        family.type = kind
+        family.help = family.unit = None
+        family.samples = []
         self.started = False
         self.group: frozenset[tuple[str, str]] | None = None
         self.group_timestamp: float | None = None
         self.group_series: set[tuple[str, frozenset[tuple[str, str]]]] = set()
         self.seen_groups: set[frozenset[tuple[str, str]]] = set()
         # Sample name -> (what the quick path checks, suffix); names not here take the full path.
-        self.quick: dict[str, tuple[int, str]] = {family.name: (_PLAIN, "")}
-        self.buckets: histograms.Buckets | None = None
+        quick: dict[str, tuple[int, str]] = {}
+        for suffix, route in _ROUTES.get(kind, ()):
+            quick[name + suffix] = route
+        self.quick = quick
+        self.buckets = histograms.Buckets(name) if kind in ("histogram", "gaugehistogram") else None
 
     def set_type(self, kind: str) -> None:
+        """Type the family opened without one."""
         name = self.family.name
         self.family.type = kind
-        if kind not in ("gauge", "unknown"):  # those keep the name alone, as plain
-            quick = {}
-            for suffix, code in _QUICK_ITEMS.get(kind, ()):
-                quick[name + suffix] = (code, suffix)
-            self.quick = quick
+        quick = {}
+        for suffix, route in _ROUTES.get(kind, ()):
+            quick[name + suffix] = route
+        self.quick = quick
         if kind in ("histogram", "gaugehistogram"):
             self.buckets = histograms.Buckets(name)
 
@@ -156,16 +171,18 @@ class OpenMetricsParser:
         self._seen_names: set[str] = set()
         # Metric names in metadata already found valid: HELP, TYPE and UNIT share them.
         self._names: set[str] = set()
-        # The exact text of a label set that reads without errors, braces included.
+        # The exact text of a label set that reads without errors, inside its braces.
         self._label_sets: dict[str, _LabelSet] = {} if label_sets is None else label_sets
         self._label_bound = _CACHED if label_sets is None else LABEL_SETS
-        # Label-set skeletons ({a="",b=""}) with distinct names, with where "le" and
+        # Label-set skeletons (a="",b="") with distinct names, with where "le" and
         # "quantile" are (-1 when absent).
         self._shapes: dict[str, tuple[tuple[str, ...], int, int]] = {}
         # Label pairs made, reused by later label sets.
         self._pairs = exposition.LabelPairs()
         # ("le" or "quantile", its value) -> ``_bound`` or ``_quantile`` of the value.
         self._verdicts: dict[tuple[str, str], tuple[bool, float]] = {}
+        # A sample's text after its labels that reads as a lone value: values repeat.
+        self._values: dict[str, float] = {}
         # The rest of label sets that start with le or quantile, after that first value.
         self._tails: dict[
             str, tuple[str, tuple[tuple[str, str], ...], frozenset[tuple[str, str]]]
@@ -176,13 +193,13 @@ class OpenMetricsParser:
         label_sets = self._label_sets
         sample = exposition.Sample
         new = object.__new__
+        values = self._values
         number = self._line
         current = self._open
         quick = current.quick if current is not None and not self._eof else {}
         unescape_help = lexing.unescape_openmetrics_help
         suffixes = exposition.FAMILY_SUFFIXES
         names = self._names
-        family_of = exposition.Family
         group: frozenset[tuple[str, str]] | None
         entry: _LabelSet | None
         for line in lines:
@@ -214,11 +231,11 @@ class OpenMetricsParser:
                                 names.add(name)
                         if known:
                             self._finish()
-                            current = self._open = _Open(family_of(name, ""))
                             if meta == "HELP":
+                                current = self._open = _Open(name)
                                 current.family.help = unescape_help(text) if "\\" in text else text
                             else:
-                                current.set_type(text)
+                                current = self._open = _Open(name, text)
                             quick = current.quick
                             continue
                 if self._eof or line == "# EOF":
@@ -228,35 +245,34 @@ class OpenMetricsParser:
                 current = self._open
                 quick = current.quick if current is not None and not self._eof else {}
                 continue
-            brace = line.find("{")
-            if brace < 0:
+            # Split by partition: str.find and startswith parse their arguments, which costs
+            # more than the search. The label set ends at the first "} " the label-set check
+            # accepts: a "}" before it is inside a value, or the check fails (full path).
+            name, brace, body = line.partition("{")
+            if brace:
+                route = quick.get(name)
+                if route is not None:
+                    text, brace, body = body.partition("} ")
+                    if brace:
+                        entry = label_sets.get(text) or self._label_set(text)
+                    else:
+                        route = None
+            else:
                 name, _, body = line.partition(" ")
                 route = quick.get(name)
                 entry = _NO_LABELS
-            else:
-                name = line[:brace]
-                route = quick.get(name)
-                if route is not None:
-                    close = line.find("}", brace)
-                    text = line[brace : close + 1]
-                    entry = label_sets.get(text) or self._label_set(text)
-                    if line.startswith(" ", close + 1):
-                        body = line[close + 2 :]
-                    else:
-                        route = None
             # Quick when the value stands alone after one space: no timestamp, no exemplar.
-            if (
-                route is not None
-                and entry is not None
-                and current is not None
-                and "_" not in body
-                and body == body.strip()
-            ):
-                try:
-                    value = float(body)
-                except ValueError:
-                    pass  # the full path says why
-                else:
+            if route is not None and entry is not None and current is not None:
+                value = values.get(body)
+                if value is None and "_" not in body and body == body.strip():
+                    try:
+                        value = float(body)
+                    except ValueError:
+                        pass  # the full path says why
+                    else:
+                        if len(values) < _CACHED:
+                            values[body] = value
+                if value is not None:
                     kind, suffix = route
                     if kind == _PLAIN:
                         group = entry[1]
@@ -273,17 +289,18 @@ class OpenMetricsParser:
                         if group is current.group or group == current.group:
                             series = (name, entry[1])
                             if series in current.group_series:
-                                current.started = True
                                 continue  # the same sample again: kept once, as in ``_group``
                             current.group_series.add(series)
                         elif group in current.seen_groups:
                             group = None  # the full path explains
                         else:
+                            # A family's first group comes here: it has started (a group
+                            # is only set once it has, here or in ``_group``).
+                            current.started = True
                             current.group_series = {(name, entry[1])}
                             current.group = group
                             current.seen_groups.add(group)
                         if group is not None:
-                            current.started = True
                             # Sample(name, labels, value), stored field by field: the
                             # dataclass's __init__, called from C, costs twice as much.
                             made = new(sample)
@@ -307,7 +324,7 @@ class OpenMetricsParser:
         )
 
     def _label_set(self, text: str) -> _LabelSet | None:
-        """The labels of ``{...}`` when they read without errors and their names are
+        """The labels of ``{text}`` when they read without errors and their names are
         distinct; None for anything else, which the full path then reads (or explains).
 
         Without a backslash, splitting on quotes gives the skeleton's pieces and the values in
@@ -352,7 +369,7 @@ class OpenMetricsParser:
         skeleton = '""'.join(parts[0::2])
         shape = self._shapes.get(skeleton)
         if shape is None:
-            names = exposition.label_names(skeleton, strict=False)
+            names = exposition.label_names("{" + skeleton + "}", strict=False)
             if names is None or len(set(names)) != len(names):
                 return None
             shape = exposition.label_shape(names)
@@ -376,12 +393,13 @@ class OpenMetricsParser:
 
     def _lexed_label_set(self, text: str) -> _LabelSet | None:
         """``_label_set`` for label sets with escapes, by the full lexer."""
+        braced = "{" + text + "}"
         try:
-            labels, end, _ = exposition.read_labels(text, 0, line=0, strict=False)
+            labels, end, _ = exposition.read_labels(braced, 0, line=0, strict=False)
         except ParseError:
             return None
         values = dict(labels)
-        if end != len(text) or len(values) != len(labels):
+        if end != len(braced) or len(values) != len(labels):
             return None
         entry = _label_set_entry(tuple(labels), values.get("le"), values.get("quantile"))
         if len(self._label_sets) < self._label_bound:
@@ -437,8 +455,7 @@ class OpenMetricsParser:
                 raise ParseError(f"metadata for {name} after its samples", self._line)
         else:
             self._finish()
-            current = self._open = _Open(exposition.Family(name, "unknown"))
-            current.family.type = ""
+            current = self._open = _Open(name)
         family = current.family
         if kind == "HELP":
             if family.help is not None:
@@ -489,7 +506,7 @@ class OpenMetricsParser:
         current = self._open
         if current is None or not current.allows(sample.name):
             self._finish()
-            current = self._open = _Open(exposition.Family(sample.name, "unknown"))
+            current = self._open = _Open(sample.name, "unknown")
         current.started = True
         family = current.family
         name, kind = family.name, family.type or "unknown"

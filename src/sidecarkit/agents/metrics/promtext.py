@@ -32,8 +32,6 @@ _TYPES: Final = {
 }
 _BLANKS: Final = " \t"
 _PARTS: Final = ("_bucket", "_sum", "_count")
-#: How the HELP and TYPE lines of the usual shape begin.
-_METADATA: Final = ("# HELP ", "# TYPE ")
 #: Types whose samples need no check beyond the name's: no quantile, no bucket, any sign.
 _PLAIN_KINDS: Final = frozenset({"counter", "gauge", "untyped"})
 #: The suffixes of ``_PARTS`` without their "_", with the family types they belong to.
@@ -134,27 +132,27 @@ class PrometheusTextParser:
         number = self._line
         for line in lines:
             number += 1
-            if line.startswith("#"):
+            if line[:1] == "#":
                 # "# HELP name text" and "# TYPE name type" with a bare name, as in
                 # ``_comment``, and with TYPE's usual case of ``_type`` in line: a family's
-                # metadata costs about as much as its samples in small expositions.
-                if line.startswith(_METADATA):
-                    is_type = line[2] == "T"
-                    end = line.find(" ", 7)
-                    name = line[7:end]
-                    if is_type and (name == helped or name in bare):  # after its HELP, usually
-                        known_name = True
-                    elif name.isascii() and name.replace(":", "_").isidentifier():
-                        known_name = True
-                        if is_type and len(bare) < _CACHED:
-                            bare.add(name)
-                    else:
-                        known_name = False
-                    if end > 0 and known_name:
-                        text = line[end + 1 :].lstrip(_BLANKS)
-                        family = families.get(name)
-                        if is_type:
+                # metadata costs about as much as its samples in small expositions. One
+                # split finds the keyword, the name and the text (str.find and startswith,
+                # which parse their arguments, cost more).
+                parts = line.split(" ", 3)
+                if len(parts) == 4 and parts[0] == "#":
+                    _, keyword, name, text = parts
+                    if keyword == "TYPE":
+                        if name == helped or name in bare:  # after its HELP, usually
+                            known_name = True
+                        elif name.isascii() and name.replace(":", "_").isidentifier():
+                            known_name = True
+                            if len(bare) < _CACHED:
+                                bare.add(name)
+                        else:
+                            known_name = False
+                        if known_name:
                             kind = _TYPES.get(text)
+                            family = families.get(name)
                             if (
                                 kind is not None
                                 and name not in typed
@@ -163,7 +161,13 @@ class PrometheusTextParser:
                             ):
                                 typed.add(name)
                                 if family is None:
-                                    family = families[name] = family_of(name, kind)
+                                    # Family(name, kind), its fields stored here (see Sample).
+                                    family = new(family_of)
+                                    family.name = name
+                                    family.type = kind
+                                    family.help = family.unit = None
+                                    family.samples = []
+                                    families[name] = family
                                 else:
                                     family.type = kind
                                 if len(routes) < _CACHED:
@@ -175,13 +179,23 @@ class PrometheusTextParser:
                                         self._typed_routes(family)
                                 continue
                             self._line = number
-                            self._type(name, text)
+                            self._type(name, text.lstrip(_BLANKS))
                             continue
+                    elif keyword == "HELP" and (
+                        name.isascii() and name.replace(":", "_").isidentifier()
+                    ):
                         helped = name
+                        if text[:1] in _BLANKS:
+                            text = text.lstrip(_BLANKS)
+                        family = families.get(name)
                         if family is None:
-                            families[name] = family_of(
-                                name, "untyped", unescape_help(text) if "\\" in text else text
-                            )
+                            family = new(family_of)
+                            family.name = name
+                            family.type = "untyped"
+                            family.help = unescape_help(text) if "\\" in text else text
+                            family.unit = None
+                            family.samples = []
+                            families[name] = family
                             continue
                         self._line = number
                         self._help(name, text)
