@@ -205,10 +205,9 @@ class OpenMetricsParser:
         for line in lines:
             number += 1
             if line[:1] == "#":  # metadata (or "# EOF"): a family's first lines
-                self._line = number
                 parts = line.split(" ", 3)
                 if len(parts) == 4 and parts[0] == "#" and not self._eof:
-                    meta, name, text = parts[1], parts[2], parts[3]
+                    _, meta, name, text = parts
                     if current is not None and name == current.family.name:
                         # The family's next metadata line: its usual cases of ``_metadata``.
                         family = current.family
@@ -221,23 +220,23 @@ class OpenMetricsParser:
                             current.set_type(text)
                             quick = current.quick
                             continue
-                    elif meta == "HELP" or (meta == "TYPE" and text in suffixes):
-                        # A new family's first metadata line, as ``_metadata`` reads it.
-                        known = name in names
+                    elif ((meta == "TYPE" and text in suffixes) or meta == "HELP") and (
                         # [a-zA-Z_:][a-zA-Z0-9_:]*, as METRIC_NAME, without a regex.
-                        if not known and name.isascii() and name.replace(":", "_").isidentifier():
-                            known = True
-                            if len(names) < _CACHED:
-                                names.add(name)
-                        if known:
-                            self._finish()
-                            if meta == "HELP":
-                                current = self._open = _Open(name)
-                                current.family.help = unescape_help(text) if "\\" in text else text
-                            else:
-                                current = self._open = _Open(name, text)
-                            quick = current.quick
-                            continue
+                        name in names or (name.isascii() and name.replace(":", "_").isidentifier())
+                    ):
+                        # A new family's first metadata line, as ``_metadata`` reads it.
+                        if len(names) < _CACHED:
+                            names.add(name)
+                        self._line = number
+                        self._finish()
+                        if meta == "HELP":
+                            current = self._open = _Open(name)
+                            current.family.help = unescape_help(text) if "\\" in text else text
+                        else:
+                            current = self._open = _Open(name, text)
+                        quick = current.quick
+                        continue
+                self._line = number
                 if self._eof or line == "# EOF":
                     self._text_line(line)
                 else:
@@ -292,7 +291,11 @@ class OpenMetricsParser:
                                 continue  # the same sample again: kept once, as in ``_group``
                             current.group_series.add(series)
                         elif group in current.seen_groups:
-                            group = None  # the full path explains
+                            self._line = number  # the full path explains
+                            self._text_line(line)
+                            current = self._open
+                            quick = current.quick if current is not None and not self._eof else {}
+                            continue
                         else:
                             # A family's first group comes here: it has started (a group
                             # is only set once it has, here or in ``_group``).
@@ -300,19 +303,18 @@ class OpenMetricsParser:
                             current.group_series = {(name, entry[1])}
                             current.group = group
                             current.seen_groups.add(group)
-                        if group is not None:
-                            # Sample(name, labels, value), stored field by field: the
-                            # dataclass's __init__, called from C, costs twice as much.
-                            made = new(sample)
-                            made.name = name
-                            made.labels = entry[0]
-                            made.value = value
-                            made.timestamp = None
-                            made.exemplar = None
-                            current.family.samples.append(made)
-                            if current.buckets is not None:
-                                current.buckets.add(suffix, group, None, value, entry[3])
-                            continue
+                        # Sample(name, labels, value), stored field by field: the
+                        # dataclass's __init__, called from C, costs twice as much.
+                        made = new(sample)
+                        made.name = name
+                        made.labels = entry[0]
+                        made.value = value
+                        made.timestamp = None
+                        made.exemplar = None
+                        current.family.samples.append(made)
+                        if current.buckets is not None:
+                            current.buckets.add(suffix, group, None, value, entry[3])
+                        continue
             self._line = number
             self._text_line(line)
             current = self._open

@@ -46,14 +46,12 @@ _PART_KINDS: Final = {
 _Route = tuple[list[exposition.Sample], int, bool]
 #: A checked label set: (labels, True, has a numeric "le", has a numeric "quantile").
 _LabelSet = tuple[tuple[tuple[str, str], ...], bool, bool, bool]
-#: The text of a label set up to its last value, read: (the labels before, the last name,
+#: The text of a label set before its last ``="``, read: (the labels before, the last name,
 #: whether "le" and "quantile" are there as numbers, or None when the last label is it).
 #: Label sets whose first label is the one that varies down a run.
 _FIRST_VARIES: Final = ('le="', 'quantile="')
 _Head = tuple[tuple[tuple[str, str], ...], str, bool | None, bool | None]
-#: How a label set may end after its last value's opening quote and text; what may follow
-#: that closing quote.
-_LAST_CLOSE: Final = frozenset({'"', '",'})
+#: What may follow the closing quote of a label set's last value.
 _AFTER_LAST: Final = frozenset({"", ","})
 _NO_CHECK: Final = 1
 _LE: Final = 2
@@ -128,7 +126,9 @@ class PrometheusTextParser:
         typed = self._typed
         stems = self._stems
         family_of = exposition.Family
-        helped: str | None = None  # the name of the last HELP line read here, found valid
+        # The name of the last HELP line read here, found valid, and its family.
+        helped: str | None = None
+        helped_family: exposition.Family | None = None
         number = self._line
         for line in lines:
             number += 1
@@ -142,54 +142,57 @@ class PrometheusTextParser:
                 if len(parts) == 4 and parts[0] == "#":
                     _, keyword, name, text = parts
                     if keyword == "TYPE":
-                        if name == helped or name in bare:  # after its HELP, usually
-                            known_name = True
+                        if name == helped:  # after its HELP, usually: its family is known
+                            family = helped_family
+                        elif name in bare:
+                            family = families.get(name)
                         elif name.isascii() and name.replace(":", "_").isidentifier():
-                            known_name = True
                             if len(bare) < _CACHED:
                                 bare.add(name)
-                        else:
-                            known_name = False
-                        if known_name:
-                            kind = _TYPES.get(text)
                             family = families.get(name)
-                            if (
-                                kind is not None
-                                and name not in typed
-                                and name not in stems
-                                and (family is None or not family.samples)
-                            ):
-                                typed.add(name)
-                                if family is None:
-                                    # Family(name, kind), its fields stored here (see Sample).
-                                    family = new(family_of)
-                                    family.name = name
-                                    family.type = kind
-                                    family.help = family.unit = None
-                                    family.samples = []
-                                    families[name] = family
-                                else:
-                                    family.type = kind
-                                if len(routes) < _CACHED:
-                                    if kind in _PLAIN_KINDS:  # ``_typed_routes``, in line
-                                        if not name.endswith(_PARTS):
-                                            routes[name] = (family.samples, _NO_CHECK, False)
-                                            stems.add(name)
-                                    else:
-                                        self._typed_routes(family)
-                                continue
+                        else:
                             self._line = number
-                            self._type(name, text.lstrip(_BLANKS))
+                            self._comment(line)
                             continue
-                    elif keyword == "HELP" and (
-                        name.isascii() and name.replace(":", "_").isidentifier()
+                        kind = _TYPES.get(text)
+                        if (
+                            kind is not None
+                            and name not in typed
+                            and name not in stems
+                            and (family is None or not family.samples)
+                        ):
+                            typed.add(name)
+                            if family is None:
+                                # Family(name, kind), its fields stored here (see Sample).
+                                family = new(family_of)
+                                family.name = name
+                                family.type = kind
+                                family.help = family.unit = None
+                                family.samples = []
+                                families[name] = family
+                            else:
+                                family.type = kind
+                            if len(routes) < _CACHED:
+                                if kind in _PLAIN_KINDS:  # ``_typed_routes``, in line
+                                    if not name.endswith(_PARTS):
+                                        routes[name] = (family.samples, _NO_CHECK, False)
+                                        stems.add(name)
+                                else:
+                                    self._typed_routes(family)
+                            continue
+                        self._line = number
+                        self._type(name, text.lstrip(_BLANKS))
+                        continue
+                    if (
+                        keyword == "HELP"
+                        and name.isascii()
+                        and name.replace(":", "_").isidentifier()
                     ):
+                        text = text.lstrip(_BLANKS)
+                        family = helped_family = families.get(name)
                         helped = name
-                        if text[:1] in _BLANKS:
-                            text = text.lstrip(_BLANKS)
-                        family = families.get(name)
                         if family is None:
-                            family = new(family_of)
+                            family = helped_family = new(family_of)
                             family.name = name
                             family.type = "untyped"
                             family.help = unescape_help(text) if "\\" in text else text
@@ -214,19 +217,14 @@ class PrometheusTextParser:
                     route = self._new_route(name)
                 if entry is None and route and brace:
                     # A new label set: its head known, append the last value (``_label_set``).
-                    # The last value runs from that "=\"" to the closing quote, which ends the
-                    # set or is followed by the one trailing comma the format allows.
-                    cut = inner.rfind('="') + 2
-                    known = heads.get(inner[:cut])
+                    # The head is the text before the last "=\""; the last value runs from
+                    # there to the next quote, which ends the set or is followed by the one
+                    # trailing comma the format allows.
+                    before, _, after = inner.rpartition('="')
+                    known = heads.get(before)
                     if known is not None:
-                        close_at = len(inner) - 1 if inner[-1] == '"' else len(inner) - 2
-                        last = inner[cut:close_at]
-                        if (
-                            cut > close_at
-                            or inner[close_at:] not in _LAST_CLOSE
-                            or '"' in last
-                            or "\\" in inner
-                        ):
+                        last, quote, after = after.partition('"')
+                        if not quote or after not in _AFTER_LAST or "\\" in inner:
                             known = None
                     if known is not None:
                         labels, label, le, quantile = known
@@ -413,7 +411,7 @@ class PrometheusTextParser:
             # only label (its name alone, shared by the family's series), or the second time
             # in a row.
             at = len(labels) - 1
-            head_text = inner[: len(inner) - len(values[-1]) - 1 - len(parts[-1])]
+            head_text = inner[: len(inner) - len(values[-1]) - 3 - len(parts[-1])]
             if (at in (le_at, quantile_at, 0) or head_text == self._last_head) and len(
                 self._heads
             ) < _CACHED:
