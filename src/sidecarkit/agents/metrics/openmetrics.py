@@ -335,7 +335,7 @@ class OpenMetricsParser:
         if "\\" in text:
             return self._lexed_label_set(text)
         tail_key = ""
-        if text.startswith(_FIRST_VARIES):
+        if text[:1] in "lq" and text.startswith(_FIRST_VARIES):
             # A bucket bound or quantile sorted first (as the Python client writes them): the
             # rest of the set repeats down the run and is remembered, with its pairs.
             opened = text.index('"') + 1
@@ -369,29 +369,42 @@ class OpenMetricsParser:
         if not len(parts) % 2:  # an odd number of quotes: not a label set
             return None
         skeleton = '""'.join(parts[0::2])
-        shape = self._shapes.get(skeleton)
+        shape = self._shapes.get(skeleton) or self._shape(skeleton)
         if shape is None:
-            names = exposition.label_names("{" + skeleton + "}", strict=False)
-            if names is None or len(set(names)) != len(names):
-                return None
-            shape = exposition.label_shape(names)
-            if len(self._shapes) < _CACHED:
-                self._shapes[skeleton] = shape
+            return None
         names, le, quantile = shape
         values = parts[1::2]
-        entry = _label_set_entry(
+        label_sets = self._label_sets
+        labels = (
             self._pairs.of(skeleton, names, values)
-            if len(self._label_sets) >= exposition.PAIRS_AFTER
-            else (*zip(names, values),),  # noqa: B905 (as many values as names, by the skeleton)
-            values[le] if le >= 0 else None,
-            values[quantile] if quantile >= 0 else None,
+            if len(label_sets) >= exposition.PAIRS_AFTER
+            else (*zip(names, values),)  # noqa: B905 (as many values as names, by the skeleton)
         )
-        if len(self._label_sets) < self._label_bound:
-            self._label_sets[text] = entry
+        if le < 0 and quantile < 0:  # ``_label_set_entry`` of the usual case, in line
+            entry: _LabelSet = (labels, frozenset(labels), None, 0.0, None)
+        else:
+            entry = _label_set_entry(
+                labels,
+                values[le] if le >= 0 else None,
+                values[quantile] if quantile >= 0 else None,
+            )
+        if len(label_sets) < self._label_bound:
+            label_sets[text] = entry
         if tail_key and (le, quantile) in ((0, -1), (-1, 0)) and len(self._tails) < _CACHED:
             rest = entry[0][1:]
             self._tails[tail_key] = (names[0], rest, frozenset(rest))
         return entry
+
+    def _shape(self, skeleton: str) -> tuple[tuple[str, ...], int, int] | None:
+        """The label names of a skeleton inside its braces (``a="",b=""``) with the positions
+        of ``le`` and ``quantile`` (-1 when absent), if it is valid and its names distinct."""
+        names = exposition.label_names("{" + skeleton + "}", strict=False)
+        if names is None or len(set(names)) != len(names):
+            return None
+        shape = exposition.label_shape(names)
+        if len(self._shapes) < _CACHED:
+            self._shapes[skeleton] = shape
+        return shape
 
     def _lexed_label_set(self, text: str) -> _LabelSet | None:
         """``_label_set`` for label sets with escapes, by the full lexer."""
