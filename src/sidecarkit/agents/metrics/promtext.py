@@ -219,13 +219,16 @@ class PrometheusTextParser:
                     # A new label set: its head known, append the last value (``_label_set``).
                     # The head is the text before the last "=\""; the last value runs from
                     # there to the next quote, which ends the set or is followed by the one
-                    # trailing comma the format allows.
-                    before, _, after = inner.rpartition('="')
-                    known = heads.get(before)
-                    if known is not None:
-                        last, quote, after = after.partition('"')
-                        if not quote or after not in _AFTER_LAST or "\\" in inner:
-                            known = None
+                    # trailing comma the format allows. (No head is known in expositions
+                    # whose series each differ early in their label sets.)
+                    known = None
+                    if heads:
+                        before, _, after = inner.rpartition('="')
+                        known = heads.get(before)
+                        if known is not None:
+                            last, quote, after = after.partition('"')
+                            if not quote or after not in _AFTER_LAST or "\\" in inner:
+                                known = None
                     if known is not None:
                         labels, label, le, quantile = known
                         if le is None:
@@ -357,7 +360,7 @@ class PrometheusTextParser:
         if "\\" in inner:
             return self._lexed_label_set(inner)
         tail_key = ""
-        if inner.startswith(_FIRST_VARIES):
+        if inner[:1] in "lq" and inner.startswith(_FIRST_VARIES):
             # A bucket bound or quantile sorted first (as the Python client writes them): the
             # rest of the set repeats down the run, so it is remembered as a tail, the mirror
             # of a head.
@@ -392,8 +395,11 @@ class PrometheusTextParser:
             if len(self._label_sets) >= exposition.PAIRS_AFTER
             else (*zip(names, values),)  # noqa: B905 (as many values as names, by the skeleton)
         )
-        le_ok = le_at >= 0 and self._is_number(values[le_at])
-        quantile_ok = quantile_at >= 0 and self._is_number(values[quantile_at])
+        if le_at < 0 and quantile_at < 0:
+            le_ok = quantile_ok = False
+        else:
+            le_ok = le_at >= 0 and self._is_number(values[le_at])
+            quantile_ok = quantile_at >= 0 and self._is_number(values[quantile_at])
         entry = (labels, True, le_ok, quantile_ok)
         label_sets = self._label_sets
         if len(label_sets) < self._label_bound:
