@@ -167,6 +167,24 @@ def test_the_quick_paths_fill_every_field_of_a_sample() -> None:
     assert om == exposition.Sample("x", (("a", "1"),), 2.0)
 
 
+def test_the_quick_paths_fill_every_field_of_a_family() -> None:
+    # Families are made field by field too, wherever a HELP or TYPE opens one on a quick path
+    # (promtext.feed for each, openmetrics._Open): a field added to Family must be added there.
+    fields = [f.name for f in dataclasses.fields(exposition.Family)]
+    assert fields == ["name", "type", "help", "unit", "samples"]
+    sample = exposition.Sample("x", (), 1.0)
+    text = b"# HELP x Help.\n# TYPE x gauge\n# TYPE y counter\nx 1\n"
+    assert promtext.parse(text) == [
+        exposition.Family("x", "gauge", "Help.", None, [sample]),
+        exposition.Family("y", "counter"),
+    ]
+    om = b"# HELP x Help.\n# TYPE x gauge\nx 1\n# TYPE y counter\n# HELP y Y.\n# EOF\n"
+    assert openmetrics.parse(om) == [
+        exposition.Family("x", "gauge", "Help.", None, [sample]),
+        exposition.Family("y", "counter", "Y."),
+    ]
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
