@@ -498,13 +498,21 @@ class OpenMetricsParser:
         family = current.family
         if not family.type:
             family.type = "unknown"
-        claimed = [*map(family.name.__add__, _CLAIMED[family.type])]
         seen = self._seen_names
-        if not seen.isdisjoint(claimed):
-            for full in claimed:
-                if full in seen:
-                    raise ParseError(f"{full} clashes with an earlier family", self._line)
-        seen.update(claimed)
+        name = family.name
+        # The sample names the family claims: for the types of ``_ROUTES``, its name and the
+        # names its quick routes hold, already made and hashed; else made here.
+        quick = current.quick if family.type in _ROUTES else None
+        if quick is not None and name not in seen and seen.isdisjoint(quick):
+            seen.add(name)
+            seen.update(quick)
+        else:
+            claimed = [*map(name.__add__, _CLAIMED[family.type])]
+            if not seen.isdisjoint(claimed):
+                for full in claimed:
+                    if full in seen:
+                        raise ParseError(f"{full} clashes with an earlier family", self._line)
+            seen.update(claimed)
         if family.unit:
             if not family.name.endswith("_" + family.unit):
                 raise ParseError(
