@@ -86,6 +86,9 @@ class _Open:
         "seen_groups",
         "started",
     )
+    #: The (name, labels) of the current group's samples: set with the family's first group,
+    #: since every group starts one (here in ``feed`` or in ``_group``) before it is read.
+    group_series: set[tuple[str, frozenset[tuple[str, str]]]]
 
     def __init__(self, name: str, kind: str = "") -> None:
         """A family ``name`` of type ``kind`` ("" until its TYPE)."""
@@ -99,7 +102,6 @@ class _Open:
         self.started = False
         self.group: frozenset[tuple[str, str]] | None = None
         self.group_timestamp: float | None = None
-        self.group_series: set[tuple[str, frozenset[tuple[str, str]]]] = set()
         self.seen_groups: set[frozenset[tuple[str, str]]] = set()
         # Sample name -> (what the quick path checks, suffix); names not here take the full path.
         quick: dict[str, tuple[int, str]] = {}
@@ -199,7 +201,6 @@ class OpenMetricsParser:
         quick = current.quick if current is not None and not self._eof else {}
         unescape_help = lexing.unescape_openmetrics_help
         suffixes = exposition.FAMILY_SUFFIXES
-        names = self._names
         group: frozenset[tuple[str, str]] | None
         entry: _LabelSet | None
         for line in lines:
@@ -220,13 +221,14 @@ class OpenMetricsParser:
                             current.set_type(text)
                             quick = current.quick
                             continue
-                    elif ((meta == "TYPE" and text in suffixes) or meta == "HELP") and (
+                    elif (
+                        ((meta == "TYPE" and text in suffixes) or meta == "HELP")
                         # [a-zA-Z_:][a-zA-Z0-9_:]*, as METRIC_NAME, without a regex.
-                        name in names or (name.isascii() and name.replace(":", "_").isidentifier())
+                        and name.isascii()
+                        and name.replace(":", "_").isidentifier()
                     ):
-                        # A new family's first metadata line, as ``_metadata`` reads it.
-                        if len(names) < _CACHED:
-                            names.add(name)
+                        # A new family's first metadata line, as ``_metadata`` reads it (a
+                        # name comes once here: families do not interleave).
                         self._line = number
                         self._finish()
                         if meta == "HELP":
