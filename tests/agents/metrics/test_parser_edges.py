@@ -169,7 +169,8 @@ def test_the_quick_paths_fill_every_field_of_a_sample() -> None:
 
 def test_the_quick_paths_fill_every_field_of_a_family() -> None:
     # Families are made field by field too, wherever a HELP or TYPE opens one on a quick path
-    # (promtext.feed for each, openmetrics._Open): a field added to Family must be added there.
+    # (promtext.feed for each, openmetrics_full.OpenFamily): a field added to Family must be
+    # added there.
     fields = [f.name for f in dataclasses.fields(exposition.Family)]
     assert fields == ["name", "type", "help", "unit", "samples"]
     sample = exposition.Sample("x", (), 1.0)

@@ -375,7 +375,8 @@ class PrometheusTextParser(FullPath):
                     if len(self._label_sets) < self._label_bound:
                         self._label_sets[inner] = entry
                     return entry
-        # ``_split_label_set``, in line: the hot path of every label set seen the first time.
+        # The hot path of every label set seen the first time: split on quotes, the skeleton
+        # checked once per parser.
         parts = inner.split('"')
         if not len(parts) % 2:  # an odd number of quotes: not a label set
             return self._lexed_label_set(inner)
