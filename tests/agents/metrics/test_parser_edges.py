@@ -167,6 +167,25 @@ def test_the_quick_paths_fill_every_field_of_a_sample() -> None:
     assert om == exposition.Sample("x", (("a", "1"),), 2.0)
 
 
+def test_the_quick_paths_fill_every_field_of_a_family() -> None:
+    # Families are made field by field too, wherever a HELP or TYPE opens one on a quick path
+    # (promtext.feed for each, openmetrics_full.OpenFamily): a field added to Family must be
+    # added there.
+    fields = [f.name for f in dataclasses.fields(exposition.Family)]
+    assert fields == ["name", "type", "help", "unit", "samples"]
+    sample = exposition.Sample("x", (), 1.0)
+    text = b"# HELP x Help.\n# TYPE x gauge\n# TYPE y counter\nx 1\n"
+    assert promtext.parse(text) == [
+        exposition.Family("x", "gauge", "Help.", None, [sample]),
+        exposition.Family("y", "counter"),
+    ]
+    om = b"# HELP x Help.\n# TYPE x gauge\nx 1\n# TYPE y counter\n# HELP y Y.\n# EOF\n"
+    assert openmetrics.parse(om) == [
+        exposition.Family("x", "gauge", "Help.", None, [sample]),
+        exposition.Family("y", "counter", "Y."),
+    ]
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
@@ -203,3 +222,24 @@ def test_series_that_share_a_label_pair_share_one_pair_object(parse: Any) -> Non
     assert len({id(p) for p in pairs if p == ("node", "n1")}) <= exposition.PAIRS_AFTER + 1
     pods = sorted(int(p[1][4:]) for p in pairs if p[0] == "pod")
     assert pods == list(range(series))
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"# TYPE a gauge\na 1\n# TYPE b gauge\n# TYPE a gauge\n# EOF\n", "line 5: a clashes"),
+        (b"# TYPE a_total gauge\n# TYPE a counter\n# EOF\n", "line 3: a_total clashes"),
+        (b"# TYPE a counter\n# TYPE a_total gauge\n# EOF\n", "line 3: a_total clashes"),
+        (b"# TYPE a_bucket gauge\n# TYPE a histogram\n# EOF\n", "line 3: a_bucket clashes"),
+        (b"# TYPE a summary\n# TYPE a_count gauge\n# EOF\n", "line 3: a_count clashes"),
+        (b"# TYPE a_info gauge\n# TYPE a info\n# EOF\n", "line 3: a_info clashes"),
+    ],
+)
+def test_an_openmetrics_family_whose_sample_names_another_family_claimed_is_refused(
+    body: bytes, error: str
+) -> None:
+    # A family's claimed names are taken from its quick routes for the usual types (the
+    # name, and x_total, x_bucket... made once) and made for the others: both ways name
+    # the first clash the same.
+    with pytest.raises(ParseError, match="^" + re.escape(error) + " with an earlier family$"):
+        openmetrics.parse(body)
