@@ -56,5 +56,6 @@ def environment(*, pure: bool = False, probe: str = "sidecarkit.webhook.serving"
 
 def use(*, pure: bool = False, probe: str = "sidecarkit.agents.proxy.forwarding") -> None:
     """Make every process this benchmark starts from now on run the build it measures."""
+    env = environment(pure=pure, probe=probe)
     os.environ.clear()
-    os.environ.update(environment(pure=pure, probe=probe))
+    os.environ.update(env)
