@@ -26,7 +26,8 @@ run: $(STAMP)
 test: $(STAMP) $(COMPILED)
 	$(BIN)/python -m pytest
 	SIDECARKIT_EXPECT_COMPILED=1 PYTHONPATH=build/compiled $(BIN)/python -m pytest \
-		tests/injection tests/webhook tests/k8s tests/test_golden.py tests/test_explain.py
+		tests/injection tests/webhook tests/k8s tests/test_golden.py tests/test_explain.py \
+		tests/agents/proxy
 
 ## compiled: the package as the image builds it (setup.py: mypyc), in build/compiled
 compiled: $(COMPILED)

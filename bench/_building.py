@@ -9,6 +9,7 @@ on the measured process's PYTHONPATH and checks there that the modules really ar
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -24,6 +25,15 @@ for name in sys.argv[1:]:
     if not path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
         sys.exit(f"{name} is not compiled: {path}")
 """
+
+
+def option(parser: argparse.ArgumentParser) -> None:
+    """The ``--pure`` option of every benchmark that measures a compiled path."""
+    parser.add_argument(
+        "--pure",
+        action="store_true",
+        help="Measure the Python sources, not the compiled build the image ships.",
+    )
 
 
 def environment(*, pure: bool = False, probe: str = "sidecarkit.webhook.serving") -> dict[str, str]:
@@ -42,3 +52,10 @@ def environment(*, pure: bool = False, probe: str = "sidecarkit.webhook.serving"
     if checked.returncode != 0:
         raise SystemExit(f"build/compiled is not what it should be: {checked.stderr.strip()}")
     return env
+
+
+def use(*, pure: bool = False, probe: str = "sidecarkit.agents.proxy.forwarding") -> None:
+    """Make every process this benchmark starts from now on run the build it measures."""
+    env = environment(pure=pure, probe=probe)
+    os.environ.clear()
+    os.environ.update(env)

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _building
+
 TCK = os.sysconf("SC_CLK_TCK")
 BACKEND, PROXY = 18480, 18400
 HEADERS = [f"x-bench-header-{i}: {'v' * 24}-{i}" for i in range(12)]
@@ -225,7 +227,9 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--only", default="sidecarkit,haproxy,nginx")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each proxy, in turn")
+    _building.option(parser)
     args = parser.parse_args()
+    _building.use(pure=args.pure)
     needed = ("haproxy", "nginx", "wrk", "taskset", "curl")
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:

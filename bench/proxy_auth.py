@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _building
 import jwt
 import proxy as harness
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -115,7 +116,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant, in turn")
+    _building.option(parser)
     args = parser.parse_args()
+    _building.use(pure=args.pure)
     missing = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
     if missing:
         print(f"FAIL: tool missing: {', '.join(missing)} (apt-get install nginx wrk)")

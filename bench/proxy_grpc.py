@@ -38,6 +38,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import _building
 from proxy import cpu_seconds, medians, stop, wait_port
 from proxy_auth import policy_files
 
@@ -149,7 +150,9 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per h2load run")
     parser.add_argument("--only", default="sidecarkit,sidecarkit-jwt,haproxy,nginx")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each proxy, in turn")
+    _building.option(parser)
     args = parser.parse_args()
+    _building.use(pure=args.pure)
     missing = [t for t in ("haproxy", "nginx", "h2load", "taskset") if shutil.which(t) is None]
     if missing:
         print(

@@ -15,10 +15,12 @@ objects made and freed; not the system calls, the event loop or TLS. The request
 the 12 extra headers of ``bench/proxy.py``; the response is nginx's (8 fields), 100 bytes or
 64 KiB. Also printed: Python function calls per request (cProfile's count, built-ins included).
 
-    python bench/proxy_instructions.py [--baseline REV]
+    python bench/proxy_instructions.py [--baseline REV] [--compiled]
 
 ``REV`` (default ``main``) is exported with ``git archive`` and measured the same way; the run
-prints this tree / baseline. Fails (exit 1) when valgrind or git is missing.
+prints this tree / baseline. ``--compiled`` measures this tree as the image builds it
+(build/compiled, see ``bench/_building.py``) against the baseline's sources. Fails (exit 1)
+when valgrind or git is missing.
 """
 
 from __future__ import annotations
@@ -148,6 +150,11 @@ def per_request(src: Path, script: Path, size: int) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default="main", help="git revision to compare with")
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="Measure this tree as the image builds it (build/compiled, mypyc), not its sources.",
+    )
     args = parser.parse_args()
     missing = [tool for tool in ("valgrind", "git") if shutil.which(tool) is None]
     if missing:
@@ -162,7 +169,14 @@ def main() -> int:
             capture_output=True, check=True,
         ).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
-        trees = {"this tree": ROOT / "src", f"baseline {args.baseline}": d / "src"}
+        tree = ROOT / "src"
+        if args.compiled:
+            sys.path[:0] = [str(ROOT / "bench")]
+            import _building  # noqa: PLC0415
+
+            _building.environment()  # builds build/compiled and checks it
+            tree = _building.COMPILED
+        trees = {"this tree": tree, f"baseline {args.baseline}": d / "src"}
         for label, size in (("100 B", 100), ("64 KiB", 65536)):
             results = {name: per_request(src, script, size) for name, src in trees.items()}
             for name, (insn, calls) in results.items():

@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _building
 import proxy as throughput
 
 HERE = Path(__file__).resolve().parent
@@ -84,7 +85,9 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000, help="requests per second")
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each, in turn")
+    _building.option(parser)
     args = parser.parse_args()
+    _building.use(pure=args.pure)
     missing = [t for t in ("haproxy", "nginx", "taskset", "go") if shutil.which(t) is None]
     if missing:
         print(f"FAIL: peer or tool missing: {', '.join(missing)} (apt-get install haproxy nginx)")

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _building
 from proxy import BACKEND_CONF, cpu_seconds, medians, wait_port, wrk
 from proxy import stop as stop_processes
 
@@ -190,7 +191,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each pair, in turn")
+    _building.option(parser)
     args = parser.parse_args()
+    _building.use(pure=args.pure)
     missing = [t for t in ("haproxy", "nginx", "wrk", "taskset") if shutil.which(t) is None]
     if missing:
         print(

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _building
 from proxy import BACKEND_CONF, rss_mb, wait_port
 from proxy import stop as stop_processes
 from proxy_mtls import BACKEND, HAPROXY_B, SIDECARKIT_B, B, certificates
@@ -76,7 +77,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=500, help="connections held")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each, in turn")
+    _building.option(parser)
     args = parser.parse_args()
+    _building.use(pure=args.pure)
     missing = [t for t in ("haproxy", "nginx") if shutil.which(t) is None]
     if missing:
         print(f"FAIL: peer missing: {', '.join(missing)} (apt-get install haproxy nginx)")

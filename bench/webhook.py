@@ -460,11 +460,7 @@ def main() -> None:
         default=True,
         help="Also time small reviews under huge pods and slowloris.",
     )
-    parser.add_argument(
-        "--pure",
-        action="store_true",
-        help="Measure the Python sources, not the compiled build the image ships.",
-    )
+    _building.option(parser)
     args = parser.parse_args()
     env = _building.environment(pure=args.pure)
     if shutil.which("wrk") is None:

@@ -197,13 +197,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reviews", type=int, default=300)
     parser.add_argument("--servers", action="store_true", help="Whole servers, TLS included.")
-    parser.add_argument("--pure", action="store_true", help="The Python sources, not compiled.")
-    args = parser.parse_args()
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is missing: apt-get install valgrind")
     sys.path[:0] = [str(ROOT / "bench")]
     import _building  # noqa: PLC0415
 
+    _building.option(parser)
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is missing: apt-get install valgrind")
     ENV.update(_building.environment(pure=args.pure))
     if args.servers:
         servers(args.reviews)

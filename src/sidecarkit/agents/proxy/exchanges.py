@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from sidecarkit.agents.proxy import heads, pools, routetables, services
@@ -41,7 +42,7 @@ PAUSE_TUNNEL: Final = 8
 
 _CHUNK_END: Final = b"0\r\n\r\n"
 
-now = time.monotonic
+now: Callable[[], float] = time.monotonic
 """The clock of latencies and the balancer: uvloop's ``loop.time()`` ticks in whole ms."""
 _now = now
 

@@ -110,8 +110,9 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.tcp.read += len(data)
-        if self.tunnel is not None:
-            self.tunnel.write(data)
+        tunnel = self.tunnel  # tested as a local: the parser's callbacks below may set it
+        if tunnel is not None:
+            tunnel.write(data)
             return
         if self.ex is None:  # bytes with no request: the app broke the protocol
             self.close()
@@ -122,10 +123,11 @@ class Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:  # a 101: what follows is the tunnel's
             rest = data[upgrade.args[0] :] if upgrade.args else b""
-            if self.tunnel is None:
+            tunnel = self.tunnel  # set by the 101's callbacks
+            if tunnel is None:
                 self.close()
             elif rest:
-                self.tunnel.write(rest)
+                tunnel.write(rest)
         except httptools.HttpParserError:
             self.close()
         finally:
