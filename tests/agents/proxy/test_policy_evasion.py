@@ -1,0 +1,178 @@
+"""Attacks on the policy from the pod network: requests shaped so that what the proxy decides
+is not what the app serves.
+
+- h2c smuggling: an HTTP/1.1 request offering ``Upgrade: h2c``, allowed by the rules, that the
+  app accepts, turns the connection into an opaque HTTP/2 tunnel whose later requests the
+  policy never sees. The app here is ``H2cApp``, a local server implementing RFC 7540
+  section 3.2's upgrade with the ``h2`` library (as hypercorn and other ``h2``-based servers
+  do), since no Debian server upgrades an h2c request on a plain port.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from tests.agents.proxy import support
+from tests.agents.proxy.support import start_proxy
+
+
+class H2cApp:
+    """Answers HTTP/1.1 requests with ``http1 <path>``; one offering ``Upgrade: h2c`` with an
+    ``HTTP2-Settings`` field is answered 101 and then served as HTTP/2, each stream with
+    ``h2 <path>``. Records the request heads it received."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.heads: list[bytes] = []
+        self.h2_paths: list[bytes] = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join(10)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                with contextlib.suppress(OSError):
+                    self._connection(conn)
+
+    def _connection(self, conn: socket.socket) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            self.heads.append(head)
+            lines = head.split(b"\r\n")
+            path = lines[0].split(b" ")[1]
+            fields = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                fields[name.strip().lower()] = value.strip()
+            if fields.get(b"upgrade", b"").lower() == b"h2c" and b"http2-settings" in fields:
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n"
+                             b"upgrade: h2c\r\n\r\n")  # fmt: skip
+                self._h2(conn, fields[b"http2-settings"], path, data)
+                return
+            body = b"http1 " + path
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+
+    def _h2(self, conn: socket.socket, settings: bytes, path: bytes, data: bytes) -> None:
+        h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        h2conn.initiate_upgrade_connection(settings)
+        self._answer(h2conn, 1, path)  # the upgraded request is stream 1
+        conn.sendall(h2conn.data_to_send())
+        while True:
+            for event in h2conn.receive_data(data) if data else ():
+                if isinstance(event, h2.events.RequestReceived):
+                    fields = dict(event.headers)
+                    self._answer(h2conn, event.stream_id, fields[b":path"])
+            conn.sendall(h2conn.data_to_send())
+            data = conn.recv(65536)
+            if not data:
+                return
+
+    def _answer(self, h2conn: h2.connection.H2Connection, sid: int, path: bytes) -> None:
+        self.h2_paths.append(path)
+        body = b"h2 " + path
+        h2conn.send_headers(sid, [(b":status", b"200"), (b"content-length", b"%d" % len(body))])
+        h2conn.send_data(sid, body, end_stream=True)
+
+
+@pytest.fixture
+def h2c_app() -> Iterator[H2cApp]:
+    app = H2cApp()
+    yield app
+    app.stop()
+
+
+def test_an_h2c_upgrade_is_not_offered_to_the_app_so_no_request_escapes_the_policy(
+    tmp_path: Path, h2c_app: H2cApp
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "authorization:\n  rules:\n    - {name: public, action: allow, paths: [/public]}\n"
+    )
+    proxy = start_proxy("--policy", str(policy), inbound_app=h2c_app.address)
+    try:
+        port = proxy.ports["inbound"]
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        settings = client.initiate_upgrade_connection()
+        offer = (
+            b"GET /public HTTP/1.1\r\nhost: app\r\nconnection: upgrade\r\nupgrade: h2c\r\n"
+            b"http2-settings: %s\r\n\r\n" % settings
+        )
+        with support.connection(port, 10) as s:
+            s.sendall(offer)
+            status, _, body = support.read_response(s)
+            assert (status, body) == (200, b"http1 /public")  # served as HTTP/1.1
+            # had the app upgraded, this would be an HTTP/2 stream nobody decided
+            client.send_headers(3, [(":method", "GET"), (":scheme", "http"),
+                                    (":authority", "app"), (":path", "/admin")],
+                                end_stream=True)  # fmt: skip
+            s.sendall(client.data_to_send())
+            s.settimeout(10)
+            rest = b""
+            with contextlib.suppress(OSError):
+                rest = s.recv(65536)
+        assert b"h2 /admin" not in rest
+        assert h2c_app.h2_paths == []
+        assert all(b"h2c" not in head.lower() for head in h2c_app.heads)
+        assert all(b"http2-settings" not in head.lower() for head in h2c_app.heads)
+        # the plain request for /admin is still refused
+        assert support.request(port, "/admin")[0] == 403
+    finally:
+        proxy.stop()
+
+
+def test_an_h2c_upgrade_offered_beside_websocket_keeps_the_websocket_offer(
+    tmp_path: Path, h2c_app: H2cApp
+) -> None:
+    proxy = start_proxy(inbound_app=h2c_app.address)
+    try:
+        key = base64.b64encode(b"0123456789abcdef")
+        offer = (
+            b"GET /chat HTTP/1.1\r\nhost: app\r\nconnection: upgrade, http2-settings\r\n"
+            b"upgrade: h2c, websocket\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n"
+            b"sec-websocket-key: %s\r\nsec-websocket-version: 13\r\n\r\n" % key
+        )
+        with support.connection(proxy.ports["inbound"], 10) as s:
+            s.sendall(offer)
+            status, _, body = support.read_response(s)
+        assert (status, body) == (200, b"http1 /chat")
+        head = h2c_app.heads[-1].lower()
+        assert b"upgrade: websocket\r\n" in head + b"\r\n"
+        assert b"h2c" not in head
+        assert b"http2-settings" not in head
+    finally:
+        proxy.stop()
