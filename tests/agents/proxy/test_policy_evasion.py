@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +23,7 @@ import h2.events
 import pytest
 
 from tests.agents.proxy import support
-from tests.agents.proxy.support import free_port, start_proxy
-from tests.agents.proxy.test_tcp_authz import (  # noqa: F401 - fixtures
-    RULES,
-    CountingEcho,
-    _exchange,
-    _identity,
-    app,
-    ca,
-    clients,
-)
-from tests.security.support import CaProcess
+from tests.agents.proxy.support import start_proxy
 
 
 class H2cApp:
@@ -185,37 +174,5 @@ def test_an_h2c_upgrade_offered_beside_websocket_keeps_the_websocket_offer(
         assert b"upgrade: websocket\r\n" in head + b"\r\n"
         assert b"h2c" not in head
         assert b"http2-settings" not in head
-    finally:
-        proxy.stop()
-
-
-def test_a_plaintext_client_on_a_permissive_tcp_port_has_no_identity_and_is_closed_unrelayed(
-    tmp_path: Path, ca: CaProcess, clients: dict[str, ssl.SSLContext], app: CountingEcho
-) -> None:
-    """``mtls: permissive`` lets plaintext in; with rules on peers it is denied like any
-    connection no rule allows, before the app is dialled."""
-    port = free_port()
-    config = tmp_path / "proxy.yaml"
-    config.write_text(
-        _identity(ca) + f"inbound:\n  listen: 127.0.0.1:{port}\n  app: 127.0.0.1:{app.port}\n"
-        "  protocol: tcp\n  mtls: permissive\n"
-    )
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(RULES)
-    proxy = start_proxy("--policy", str(policy), config=config)
-    try:
-        for payload in (b"plain bytes", b"GET / HTTP/1.1\r\n"):
-            with socket.create_connection(("127.0.0.1", port), 10) as s:
-                s.settimeout(10)
-                got = b""
-                with contextlib.suppress(OSError):
-                    s.sendall(payload)
-                    got = s.recv(100)
-                assert got == b"", payload
-        assert (app.accepted, app.received) == (0, 0)
-        assert _exchange(port, clients["shop/frontend"], b"ping") == b"ping"
-        assert app.accepted == 1
-        assert proxy.metric("tcp_authz_deny_total", rule="default", upstream="app") == 2
-        assert proxy.metric("tcp_authz_allow_total", rule="frontend", upstream="app") == 1
     finally:
         proxy.stop()
