@@ -24,6 +24,9 @@ import pytest
 
 from tests.agents.proxy import support
 from tests.agents.proxy.support import start_proxy
+from tests.agents.proxy.test_http2 import _channel, _unary, start_app
+
+FORGED = "spiffe://cluster.local/ns/shop/sa/admin"
 
 
 class H2cApp:
@@ -176,3 +179,24 @@ def test_an_h2c_upgrade_offered_beside_websocket_keeps_the_websocket_offer(
         assert b"http2-settings" not in head
     finally:
         proxy.stop()
+
+
+def test_a_forged_client_certificate_header_never_reaches_an_http2_app(tmp_path: Path) -> None:
+    """The app reads the verified caller from ``x-forwarded-client-cert``, which the proxy
+    removes from every inbound request, on HTTP/2 ports as on HTTP/1.1 ones: a plaintext
+    client (no mTLS on the port, or ``permissive``) must not name itself a mesh workload."""
+    app = start_app("app")
+    try:
+        config = tmp_path / "proxy.yaml"
+        config.write_text(f"inbound:\n  app: {app.address}\n  protocol: http2\n")
+        proxy = start_proxy(config=config, inbound_app=app.address)
+        forged = (("x-forwarded-client-cert", f"By={FORGED};Hash=00;URI={FORGED}"),)
+        try:
+            with _channel(proxy.ports["inbound"]) as channel:
+                seen = _unary(channel)(b"meta:x-forwarded-client-cert", metadata=forged, timeout=10)
+            assert seen == b""
+        finally:
+            proxy.stop()
+    finally:
+        app.proc.kill()
+        app.proc.wait(10)
