@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +201,69 @@ def test_a_forged_client_certificate_header_never_reaches_an_http2_app(tmp_path:
     finally:
         app.proc.kill()
         app.proc.wait(10)
+
+
+def test_an_http2_method_that_is_not_a_token_is_refused_and_cannot_forge_log_fields(
+    tmp_path: Path,
+) -> None:
+    """HTTP/1.1's parser only takes token methods; HTTP/2's ``:method`` is any bytes but CR, LF
+    and NUL. A refusal's log line puts the method first, unquoted: ``GET peer=...`` would read
+    as a peer the proxy never verified. RFC 9110 makes a method a token; nghttp2 (Envoy)
+    refuses others as malformed, and so does the proxy."""
+    app = start_app("app")
+    try:
+        (tmp_path / "policy.yaml").write_text(
+            "authorization:\n  rules:\n"
+            "    - {name: calls, action: allow, methods: [POST], paths: [/test.Echo/Unary]}\n"
+        )
+        config = tmp_path / "proxy.yaml"
+        config.write_text(f"inbound:\n  app: {app.address}\n  protocol: http2\n")
+        proxy = start_proxy(
+            "--policy", str(tmp_path / "policy.yaml"), "--log-level", "info",
+            config=config, inbound_app=app.address,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        forged = f"GET peer={FORGED} subject=root"
+        try:
+            answers = _h2_calls(proxy.ports["inbound"], [forged, "P@ST"])
+            assert [a[b":status"] for a in answers] == [b"400", b"400"]
+            assert proxy.metric("http_authz_deny_total") == 0  # refused before the policy
+            assert proxy.metric("request_total", direction="inbound", endpoint=app.address) == 0
+        finally:
+            proxy.stop()
+        assert proxy.proc.stderr is not None
+        log = proxy.proc.stderr.read().decode()
+        assert FORGED not in log
+        assert "Traceback" not in log
+    finally:
+        app.proc.kill()
+        app.proc.wait(10)
+
+
+def _h2_calls(port: int, methods: list[str]) -> list[dict[bytes, bytes]]:
+    """The response head of a request with each ``:method`` (sent unchecked), one stream each."""
+    config = h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+    )
+    conn = h2.connection.H2Connection(config)
+    conn.initiate_connection()
+    heads: dict[int, dict[bytes, bytes]] = {}
+    with support.connection(port, 10) as s:
+        for method in methods:
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", method), (":scheme", "http"),
+                                    (":authority", "app"), (":path", "/test.Echo/Unary")],
+                              end_stream=True)  # fmt: skip
+            heads[sid] = {}
+        s.sendall(conn.data_to_send())
+        ended: set[int] = set()
+        while len(ended) < len(heads):
+            data = s.recv(65536)
+            assert data, "the proxy closed the connection"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    heads[event.stream_id] = dict(event.headers)
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    ended.add(event.stream_id)
+            s.sendall(conn.data_to_send())
+    return [heads[sid] for sid in sorted(heads)]
