@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import socket
 import subprocess
 import threading
@@ -267,3 +268,46 @@ def _h2_calls(port: int, methods: list[str]) -> list[dict[bytes, bytes]]:
                     ended.add(event.stream_id)
             s.sendall(conn.data_to_send())
     return [heads[sid] for sid in sorted(heads)]
+
+
+def test_a_request_id_the_client_chose_cannot_add_fields_to_a_refusals_log_line(
+    tmp_path: Path,
+) -> None:
+    """``x-request-id`` is the client's: logged as is, ``r1 peer=spiffe://...`` would put a
+    second peer on the line, one the proxy never verified. A value that is not a plain token
+    is quoted, so the line still parses into the fields the proxy wrote."""
+    app = support.start_backend(tmp_path / "app")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "authorization:\n  rules:\n    - {name: reads, action: allow, methods: [GET]}\n"
+    )
+    proxy = start_proxy(
+        "--policy", str(policy), "--log-level", "info", inbound_app=app.address,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        port = proxy.ports["inbound"]
+        forged = f"r1 peer={FORGED} subject=root"
+        assert support.request(port, "/x", method="POST", body=b"x",
+                               headers={"x-request-id": forged})[0] == 403  # fmt: skip
+        assert support.request(port, "/x", method="POST", body=b"x",
+                               headers={"x-request-id": "call-42"})[0] == 403  # fmt: skip
+    finally:
+        proxy.stop()
+        app.kill()
+    assert proxy.proc.stderr is not None
+    lines = [ln for ln in proxy.proc.stderr.read().decode().splitlines() if "refused 403" in ln]
+    assert len(lines) == 2, lines
+    fields = [_fields(line.partition("; ")[2]) for line in lines]
+    assert [f["peer"] for f in fields] == [["-"], ["-"]]
+    assert [f["subject"] for f in fields] == [["-"], ["-"]]
+    assert fields[0]["request_id"] == [repr(forged)]
+    assert fields[1]["request_id"] == ["call-42"]  # a plain one is written as it was
+
+
+def _fields(text: str) -> dict[str, list[str]]:
+    """``key=value`` pairs, a value bare or quoted as Python's repr quotes it."""
+    out: dict[str, list[str]] = {}
+    for key, value in re.findall(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)", text):
+        out.setdefault(key, []).append(value)
+    return out
