@@ -423,7 +423,7 @@ def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_per
     port = proxy.ports["inbound"]
     admitted = limited = 0
     refusal = Answer()
-    calls = [("/test.Echo/Unary", GRPC, grpc_message(b"x"))] * 50
+    calls = [("/test.Echo/Unary", GRPC, grpc_message(b"x"))] * 100  # one exchange's most
     # each batch is decided as it arrives, before the app answers; a batch with a refusal found
     # the bucket empty, every token due since the start taken: the window ends when the last
     # such batch was sent (a slow batch before the last one leaves tokens unused, which a
