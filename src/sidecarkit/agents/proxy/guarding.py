@@ -487,7 +487,8 @@ def _who(down: Downstream, ex: Exchange, subject: str) -> str:
     )
 
 
-_PLAIN: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:@/+")
+_PLAIN: Final = frozenset(map(chr, range(0x21, 0x7F))) - set("=\"'\\")
+"""Printable ASCII but the characters that start a field or a quoted value."""
 
 
 def _bare(value: str) -> str:
