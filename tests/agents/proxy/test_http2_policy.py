@@ -463,9 +463,13 @@ def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_per
     refused = [a for a in answers[40:] if a.status == 429]  # a token may come due meanwhile
     assert len(refused) >= 5
     assert {a.head["retry-after"] for a in refused} == {"1"}
+    codes: set[grpc.StatusCode] = set()
     with _channel(port) as channel:  # and a gRPC client sees RESOURCE_EXHAUSTED
-        futures = [_unary(channel).future(b"x", timeout=10) for _ in range(50)]
-        codes = {f.exception().code() for f in futures if f.exception() is not None}
+        for _ in range(10):  # the channel's setup may let the bucket refill on a loaded box
+            futures = [_unary(channel).future(b"x", timeout=10) for _ in range(100)]
+            codes |= {f.exception().code() for f in futures if f.exception() is not None}
+            if grpc.StatusCode.RESOURCE_EXHAUSTED in codes:
+                break
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert "Traceback" not in log_of(proxy)
 
