@@ -27,6 +27,7 @@ def test_an_inbound_request_gets_the_client_appended_and_a_request_id() -> None:
     assert len(req.request_id) == 36
     assert fields[b"te"] == b"trailers"  # gRPC needs it
     assert fields[b"traceparent"] == REQUEST[-1][1]  # untouched
+    assert b"x-forwarded-client-cert" not in fields  # no verified peer: the forged one goes
     assert [n for n, _ in req.headers[:4]] == [b":method", b":scheme", b":path", b":authority"]
 
 

@@ -423,10 +423,17 @@ def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_per
     port = proxy.ports["inbound"]
     admitted = limited = 0
     refusal = Answer()
-    calls = [("/test.Echo/Unary", GRPC, grpc_message(b"x"))] * 50
+    calls = [("/test.Echo/Unary", GRPC, grpc_message(b"x"))] * 100  # one exchange's most
+    # each batch is decided as it arrives, before the app answers; a batch with a refusal found
+    # the bucket empty, every token due since the start taken: the window ends when the last
+    # such batch was sent (a slow batch before the last one leaves tokens unused, which a
+    # window ending at the last batch would expect to see taken)
+    end = 0.0
+    admitted_by_end = 0
     started = sent = time.monotonic()
     while sent - started < 3.0 and admitted + limited < 100_000:
-        sent = time.monotonic()  # each batch is decided as it arrives, before the app answers
+        sent = time.monotonic()
+        refused_here = False
         for answer in exchange(port, calls):
             if answer.grpc_status == "0":
                 admitted += 1
@@ -434,11 +441,16 @@ def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_per
                 assert (answer.status, answer.grpc_status) == (200, "8"), answer
                 limited += 1
                 refusal = answer
-    elapsed = sent - started  # from the first batch to the last one
+                refused_here = True
+        if refused_here:
+            end, admitted_by_end = sent, admitted
+    elapsed = end - started  # from the first batch to the last one that found it empty
     expected = burst + rate * elapsed
-    print(f"admitted {admitted}, expected {expected:.0f}, refused {limited} in {elapsed:.2f} s")
+    print(f"admitted {admitted_by_end}, expected {expected:.0f}, refused {limited} in "
+          f"{elapsed:.2f} s")  # fmt: skip
     assert limited > admitted  # it was a burst: far more asked than allowed
-    assert abs(admitted - expected) <= 0.02 * expected
+    assert elapsed > 2.0  # the window is most of the run
+    assert abs(admitted_by_end - expected) <= 0.02 * expected
     assert refusal.head["grpc-message"] == "rate limit per-client exceeded"
     assert refusal.head["retry-after"] == "1"
     assert refusal.head["ratelimit-limit"] == str(burst)
@@ -451,9 +463,13 @@ def test_a_burst_of_grpc_calls_is_admitted_at_the_configured_rate_within_two_per
     refused = [a for a in answers[40:] if a.status == 429]  # a token may come due meanwhile
     assert len(refused) >= 5
     assert {a.head["retry-after"] for a in refused} == {"1"}
+    codes: set[grpc.StatusCode] = set()
     with _channel(port) as channel:  # and a gRPC client sees RESOURCE_EXHAUSTED
-        futures = [_unary(channel).future(b"x", timeout=10) for _ in range(50)]
-        codes = {f.exception().code() for f in futures if f.exception() is not None}
+        for _ in range(10):  # the channel's setup may let the bucket refill on a loaded box
+            futures = [_unary(channel).future(b"x", timeout=10) for _ in range(100)]
+            codes |= {f.exception().code() for f in futures if f.exception() is not None}
+            if grpc.StatusCode.RESOURCE_EXHAUSTED in codes:
+                break
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert "Traceback" not in log_of(proxy)
 

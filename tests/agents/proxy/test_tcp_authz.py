@@ -378,3 +378,35 @@ def test_rules_on_peers_and_namespaces_or_kept_to_http_ports_start_beside_a_tcp_
     limits = "rate_limits: [{key: peer, rate: 5/s}, {key: client_ip, rate: 50/s}]\n"
     out = _dry_run(tmp_path, TCP, limits)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_plaintext_client_on_a_permissive_tcp_port_has_no_identity_and_is_closed_unrelayed(
+    tmp_path: Path, ca: CaProcess, clients: dict[str, ssl.SSLContext], app: CountingEcho
+) -> None:
+    """``mtls: permissive`` lets plaintext in; with rules on peers it is denied like any
+    connection no rule allows, before the app is dialled."""
+    port = free_port()
+    config = tmp_path / "proxy.yaml"
+    config.write_text(
+        _identity(ca) + f"inbound:\n  listen: 127.0.0.1:{port}\n  app: 127.0.0.1:{app.port}\n"
+        "  protocol: tcp\n  mtls: permissive\n"
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(RULES)
+    proxy = start_proxy("--policy", str(policy), config=config)
+    try:
+        for payload in (b"plain bytes", b"GET / HTTP/1.1\r\n"):
+            with socket.create_connection(("127.0.0.1", port), 10) as s:
+                s.settimeout(10)
+                got = b""
+                with contextlib.suppress(OSError):
+                    s.sendall(payload)
+                    got = s.recv(100)
+                assert got == b"", payload
+        assert (app.accepted, app.received) == (0, 0)
+        assert _exchange(port, clients["shop/frontend"], b"ping") == b"ping"
+        assert app.accepted == 1
+        assert proxy.metric("tcp_authz_deny_total", rule="default", upstream="app") == 2
+        assert proxy.metric("tcp_authz_allow_total", rule="frontend", upstream="app") == 1
+    finally:
+        proxy.stop()

@@ -221,3 +221,84 @@ def test_connections_from_outside_to_the_apps_port_reach_it_through_the_inbound_
     assert 'request_total{direction="inbound",upstream="app",endpoint="127.0.0.1:8080"} 1' in (
         metrics
     )
+
+
+H2C_APP = """
+import socket, sys
+def frame(kind, flags, sid, payload):
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+def literal(name, value):  # HPACK: literal without indexing, new name, no Huffman
+    return b"\\0" + bytes((len(name),)) + name + bytes((len(value),)) + value
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 10)
+out = b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + frame(4, 0, 0, b"")
+for sid, path in ((1, b"/test.Echo/Unary"), (3, b"/test.Admin/Drop")):
+    block = b"".join(literal(n, v) for n, v in (
+        (b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"echo"), (b":path", path),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers")))
+    out += frame(1, 4, sid, block) + frame(0, 1, sid, b"\\0\\0\\0\\0\\2hi")
+s.sendall(out)
+seen, ended, got = b"", set(), {}
+while ended != {1, 3}:
+    chunk = s.recv(65536)
+    if not chunk:
+        print("closed", seen[:60])
+        sys.exit(0)
+    seen += chunk
+    while len(seen) >= 9 and len(seen) >= 9 + int.from_bytes(seen[:3], "big"):
+        size = int.from_bytes(seen[:3], "big")
+        kind, flags, sid = seen[3], seen[4], int.from_bytes(seen[5:9], "big") & 0x7FFFFFFF
+        payload, seen = seen[9:9 + size], seen[9 + size:]
+        if kind == 0 and sid in (1, 3):
+            got[sid] = got.get(sid, b"") + payload
+        if kind in (0, 1) and flags & 1:
+            ended.add(sid)
+        if kind == 3 or kind == 7:
+            ended.add(sid)
+print(got.get(1, b"")[5:].decode(), got.get(3, b"-")[5:].decode() or "-")
+"""
+
+
+def test_redirected_h2c_calls_to_an_http2_upstream_are_served_as_http2_under_its_policy(
+    netns: str, tmp_path: Path
+) -> None:
+    grpc_app = inside(netns, sys.executable, str(support.HERE / "grpcbackend.py"), "18090", "app")
+    assert grpc_app.stdout is not None
+    assert grpc_app.stdout.readline() == b"ready\n"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "outbound:\n  authorization:\n    rules:\n"
+        "      - {name: unary, action: allow, upstreams: [echo], paths: [/test.Echo/Unary]}\n"
+    )
+    config = tmp_path / "proxy.yaml"
+    config.write_text(json.dumps({
+        "admin": f"127.0.0.1:{ADMIN}",
+        "transparent": "127.0.0.1:15001",
+        "policy": str(policy),
+        "upstreams": [{"name": "echo", "protocol": "http2", "listen": "127.0.0.1:15003",
+                       "addresses": ["10.96.0.30:50051"],
+                       "endpoints": ["127.0.0.1:18090"]}],
+    }))  # fmt: skip
+    init = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "sidecarkit", "agent", "proxy-init",
+         "--redirect-to", "15001", "--proxy-uid", "0", "--include", "10.96.0.0/16"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    proxy = inside(netns, sys.executable, "-m", "sidecarkit", "agent", "proxy", "--config",
+                   str(config), "--log-level", "warning", stdout=None)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "ready" not in admin(netns, "/ready") and time.monotonic() < deadline:
+        assert proxy.poll() is None, "the proxy exited"
+        time.sleep(0.2)
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, "setpriv", "--reuid", "65534", "--regid", "65534",
+         "--clear-groups", "/usr/bin/python3", "-c", H2C_APP, "10.96.0.30", "50051"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # the allowed call reaches the app; the other one is refused by the outbound rules
+    assert done.stdout.split() == ["app:hi", "-"]
+    metrics = admin(netns, "/metrics")
+    assert 'http_authz_deny_total{direction="outbound",upstream="echo",rule="default"} 1' in (
+        metrics
+    )

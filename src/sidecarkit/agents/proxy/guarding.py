@@ -482,9 +482,20 @@ def _who(down: Downstream, ex: Exchange, subject: str) -> str:
     return (
         f"method={ex.method.decode('latin-1')} path={ex.target[:200].decode('latin-1')!r} "
         f"client={down.client.decode()} peer={policies.peer_identity(down.peer) or '-'} "
-        f"subject={subject[:100] or '-'} "
-        f"request_id={ex.req.request_id.decode('latin-1')}"
+        f"subject={_bare(subject[:100]) or '-'} "
+        f"request_id={_bare(ex.req.request_id[:200].decode('latin-1'))}"
     )
+
+
+_PLAIN: Final = frozenset(map(chr, range(0x21, 0x7F))) - set("=\"'\\")
+"""Printable ASCII but the characters that start a field or a quoted value."""
+
+
+def _bare(value: str) -> str:
+    """``value`` as is when it is one plain word (a UUID, a user name), else quoted: the
+    client chose it (``x-request-id``, a token's ``sub``), and a space in it would add
+    fields such as a second ``peer=`` to the line."""
+    return value if _PLAIN.issuperset(value) else repr(value)
 
 
 def _rewrite(

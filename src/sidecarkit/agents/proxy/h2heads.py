@@ -95,8 +95,8 @@ def request(
         elif forwarded and name == b"forwarded":
             fwd = value if not fwd else fwd + b", " + value
             continue
-        elif name == b"x-forwarded-client-cert" and peer is not None:
-            continue  # the proxy's word on the caller, never the client's
+        elif name == b"x-forwarded-client-cert" and (forwarded or peer is not None):
+            continue  # the proxy's word on the caller, never the client's (plaintext too)
         elif name in _HOP:
             continue
         out.append((name, value))

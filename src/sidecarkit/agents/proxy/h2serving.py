@@ -41,10 +41,17 @@ log = logging.getLogger("sidecarkit.agent.proxy")
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_STREAMS: Final = 250
 """Streams open at once on one client connection."""
+LINGER: Final = 2.0
+"""Seconds a connection ended by a connection error reads (and drops) what the client still
+sends before it closes."""
 DRAIN_IDLE: Final = 1.0
 """Seconds an empty connection stays open after its GOAWAY (the client reads it first)."""
 
 _REFUSED: Final = int(h2.errors.ErrorCodes.REFUSED_STREAM)
+_TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+"""A method is a token of these (RFC 9110 section 5.6.2), as HTTP/1.1's parser insists: any
+other byte is refused with 400 before the policy logs the method unquoted, as nghttp2 refuses
+it for Envoy."""
 
 
 class Downstream(h2wire.Side):
@@ -121,6 +128,8 @@ class Downstream(h2wire.Side):
 
     def data_received(self, data: bytes) -> None:
         self.tcp.read += len(data)
+        if self.closed:  # lingering after a connection error: dropped
+            return
         if self.sniffing:
             self.seen += data
             if len(self.seen) < len(PREFACE) and PREFACE.startswith(self.seen):
@@ -137,11 +146,28 @@ class Downstream(h2wire.Side):
             self.service.local.requests += 1
             self.service.local.respond(400, 0.0)
             self.flush()
-            self.t.close()
+            self._linger()
             return
         for event in events:
             self._event(event)
         self.mark()
+
+    def _linger(self) -> None:
+        """End the connection after a connection error's GOAWAY without a reset: the GOAWAY
+        is followed by a FIN, and what the client still sends is read and dropped until it
+        closes (``LINGER`` seconds at most). Closed at once with bytes unread, the socket
+        answers a reset that can overtake the GOAWAY (nginx's lingering close, for the same
+        reason). Its streams end now: nothing more is written."""
+        self.closed = True
+        for stream in list(self.streams.values()):
+            stream.client_reset()
+        self.streams.clear()
+        t: Any = self.t
+        if not t.can_write_eof():  # TLS: the close_notify ends it in order
+            t.close()
+            return
+        t.write_eof()
+        self.loop.call_later(LINGER, t.close)
 
     def _not_http2(self) -> None:
         """Not the preface: an HTTP/1.x request line gets a 505 (the endpoints behind this
@@ -216,7 +242,9 @@ class Downstream(h2wire.Side):
         stream = Stream(self, sid, service, req)
         self.streams[sid] = stream
         service.in_flight += 1
-        if len(headers) > service.limits.max_headers:
+        if req.method.translate(None, _TCHAR):  # h2 lets any byte but CR, LF, NUL through
+            stream.answer(400, b"the :method is not a token (RFC 9110 section 9.1)\n")
+        elif len(headers) > service.limits.max_headers:
             stream.answer(431, b"too many request headers\n")
         elif service.in_flight > service.limits.max_requests_in_flight:
             stream.answer(503, b"too many requests in flight\n")

@@ -18,7 +18,11 @@ unambiguous framing: ``Content-Length`` or ``chunked``. ``X-Forwarded-For`` and 
 get the client's address appended (inbound), ``X-Request-Id`` is added when missing;
 ``traceparent`` and everything else pass untouched. The one exception to the drop: a request
 asking for an upgrade (``Upgrade`` with ``Connection: upgrade``) keeps both, since the endpoint
-must see them to answer 101.
+must see them to answer 101, but never offers ``h2c`` (nor passes ``HTTP2-Settings``), as
+Envoy and mitmproxy drop it: an app that took it would turn the connection into HTTP/2 the
+proxy only tunnels, every later request unseen by the policy, the metrics and the routes
+(h2c smuggling). The request is served as HTTP/1.1; an app that speaks HTTP/2 is put behind a
+``protocol: http2`` port.
 
 No I/O here: the protocol classes call these with the parsed pieces and write the bytes.
 """
@@ -125,6 +129,7 @@ _SPECIAL: Final = {
     b"upgrade": _UPGRADE, b"content-length": _LENGTH, b"transfer-encoding": _TE,
     b"connection": _CONNECTION, b"host": _HOST, b"x-request-id": _RID,
     b"x-forwarded-for": _XFF, b"forwarded": _FORWARDED, b"x-forwarded-client-cert": _XFCC,
+    b"http2-settings": _HOP,  # only meaningful with an h2c upgrade, never forwarded
 }  # fmt: skip
 """Request fields that need more than copying: one dict lookup a field finds them."""
 
@@ -215,6 +220,8 @@ def build_request(
         return out
     if named:
         lines = _drop_named(lines, named)
+    if upgrade and b"h2c" in upgrade.lower():
+        upgrade = _without_h2c(upgrade)
     if upgrade and wants_upgrade:
         out.upgrade = upgrade
         lines.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade)
@@ -324,3 +331,9 @@ def simple_response(status: int, body: bytes, *, close: bool, extra: bytes = b""
         b"connection: close\r\n" if close else b"",
         body,
     )
+
+
+def _without_h2c(upgrade: bytes) -> bytes:
+    """``Upgrade``'s protocols but ``h2c`` (see the module docstring); b"" when none is left."""
+    kept = [p.strip() for p in upgrade.split(b",") if p.strip() and p.strip().lower() != b"h2c"]
+    return b", ".join(kept)

@@ -5,9 +5,10 @@ to the ``transparent:`` port. Each connection accepted there still knows where t
 to go: ``getsockopt(SOL_IP, SO_ORIGINAL_DST)`` gives the address REDIRECT replaced. That
 address picks the upstream whose ``addresses:`` list it (a Service's ClusterIP and port, as
 Istio keys its outbound listeners); the connection is then served as if it had come to that
-upstream's own port (HTTP with balancing, retries and metrics, or the L4 relay). A destination
-no upstream claims passes through untouched to where the app sent it, as Istio's
-PassthroughCluster does (``upstream="passthrough"`` in the metrics).
+upstream's own port (HTTP/1.1, or HTTP/2 for a ``protocol: http2`` upstream, with balancing,
+retries, metrics and the outbound policy; or the L4 relay). A destination no upstream claims
+passes through untouched to where the app sent it, as Istio's PassthroughCluster does
+(``upstream="passthrough"`` in the metrics).
 
 The choice is made in ``connection_made``, before any byte is read, by handing the transport
 to the chosen protocol (``set_protocol``): nothing per request changes.
@@ -83,6 +84,10 @@ class Interceptor:
             service = self._passthrough(destination)
         if service.protocol == "tcp":
             return relaying.Client(service)
+        if service.protocol == "http2":  # the app speaks h2c to it, as to the upstream's port
+            from sidecarkit.agents.proxy import h2serving  # noqa: PLC0415 - only when used
+
+            return h2serving.Downstream(service)
         return forwarding.Downstream(service)
 
     def _passthrough(self, destination: tuple[str, int]) -> services.Service:
