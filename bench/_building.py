@@ -59,3 +59,13 @@ def use(*, pure: bool = False, probe: str = "sidecarkit.agents.proxy.forwarding"
     env = environment(pure=pure, probe=probe)
     os.environ.clear()
     os.environ.update(env)
+
+
+def export_sources(revision: str, into: Path) -> Path:
+    """The ``src`` tree of git ``revision`` written under ``into``, for a benchmark that
+    compares this tree with another revision in the same run; returns its path."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"

@@ -33,6 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _building
 import metrics  # bench/metrics.py: the inputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,11 +99,7 @@ def main() -> int:
         d = Path(tmp)
         script = d / "workload.py"
         script.write_text(WORKLOAD)
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", args.baseline, "src"],
-            capture_output=True, check=True,
-        ).stdout  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
+        baseline = _building.export_sources(args.baseline, d)
         jvm_text, jvm_om = metrics.jvm_client()
         inputs = {
             "node_exporter.prom": (metrics.node_exporter(), 1),
@@ -120,7 +117,7 @@ def main() -> int:
             path = d / name
             path.write_bytes(body)
             mine = per_parse(ROOT / "src", script, path, "ours", scale)
-            base = per_parse(d / "src", script, path, "ours", scale)
+            base = per_parse(baseline, script, path, "ours", scale)
             client = per_parse(ROOT / "src", script, path, "client", 10 * scale)
             print(
                 f"{name:<30} {mine:11.0f} {base:11.0f} {client:12.0f} {mine / base:9.3f} "

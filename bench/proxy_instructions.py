@@ -33,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _building
+
 ROOT = Path(__file__).resolve().parent.parent
 N1, N2 = 1000, 6000
 
@@ -164,19 +166,12 @@ def main() -> int:
         d = Path(tmp)
         script = d / "workload.py"
         script.write_text(WORKLOAD)
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", args.baseline, "src"],
-            capture_output=True, check=True,
-        ).stdout  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
+        baseline = _building.export_sources(args.baseline, d)
         tree = ROOT / "src"
         if args.compiled:
-            sys.path[:0] = [str(ROOT / "bench")]
-            import _building  # noqa: PLC0415
-
             _building.environment()  # builds build/compiled and checks it
             tree = _building.COMPILED
-        trees = {"this tree": tree, f"baseline {args.baseline}": d / "src"}
+        trees = {"this tree": tree, f"baseline {args.baseline}": baseline}
         for label, size in (("100 B", 100), ("64 KiB", 65536)):
             results = {name: per_request(src, script, size) for name, src in trees.items()}
             for name, (insn, calls) in results.items():
