@@ -1,10 +1,11 @@
 """Build hook: compile the request-path modules to C with mypyc when asked.
 
-``SIDECARKIT_COMPILE=1 pip install --no-build-isolation .`` (with mypy installed) compiles the
-modules listed under ``[tool.sidecarkit] compiled`` in pyproject.toml; the Containerfile builds
-the image this way and ``make compiled`` builds the same thing into build/compiled for the tests
-and benchmarks. Without the variable (an editable install, a plain ``pip install``) nothing is
-compiled and the same modules run as Python: both builds pass the same tests.
+``SIDECARKIT_COMPILE=1 pip install --no-build-isolation .`` (with mypy and the project's
+dependencies installed: mypyc type-checks against them) compiles the modules listed under
+``[tool.sidecarkit] compiled`` in pyproject.toml; the Containerfile builds the image this way
+and ``make compiled`` builds the same thing into build/compiled for the tests and benchmarks.
+Without the variable (an editable install, a plain ``pip install``) nothing is compiled and the
+same modules run as Python: both builds pass the same tests.
 """
 
 from __future__ import annotations
