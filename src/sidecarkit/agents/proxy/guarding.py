@@ -43,6 +43,9 @@ __all__ = ["Guard"]
 log = logging.getLogger("sidecarkit.agent.proxy.policy")
 
 LOG_BURST: Final = 10
+
+Forward = Callable[[Any, list[tuple[bytes, bytes, bytes]], frozenset[bytes], bytes], None]
+"""Rewrites a request going upstream: (request, fields seen, names to strip, fields to add)."""
 _OPEN: Final = policies.Policy()
 
 
@@ -109,11 +112,14 @@ class Guard:
         """Exchanges waiting for an issuer's key set, by issuer."""
         self.fetch: Callable[[str], None] | None = None
         """Asks for an issuer's key set to be fetched now (``keysources.Sources.want``)."""
-        self.forward: Callable[[Any, list[tuple[bytes, bytes, bytes]], frozenset[bytes], bytes],
-                               None] = _rewrite  # fmt: skip
+        self.forward = self._forwarder()
         """Removes the fields in ``strip`` from the request going upstream and adds the
         verified ones (a function, not a method: one call on the hot path)."""
         self.take(policy, self.authenticator)
+
+    def _forwarder(self) -> Forward:
+        """The request rewrite of this listener's protocol (HTTP/1.1: the head's bytes)."""
+        return _rewrite
 
     def take(
         self, policy: policies.Policy, authenticator: tokens.Authenticator | None = None

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from sidecarkit.agents.proxy import guarding, h2heads
 
 if TYPE_CHECKING:
-    from sidecarkit.agents.proxy import policies, tokens
     from sidecarkit.agents.proxy.h2serving import Downstream
     from sidecarkit.agents.proxy.h2streams import Stream
 
@@ -34,17 +33,8 @@ __all__ = ["StreamGuard"]
 class StreamGuard(guarding.Guard):
     """One HTTP/2 listener's policy, its buckets and its counters."""
 
-    def __init__(
-        self,
-        policy: policies.Policy,
-        *,
-        authenticator: tokens.Authenticator | None,
-        direction: str,
-        upstream: str,
-    ) -> None:
-        super().__init__(policy, authenticator=authenticator, direction=direction,
-                         upstream=upstream)  # fmt: skip
-        self.forward = _rewrite
+    def _forwarder(self) -> guarding.Forward:
+        return _rewrite
 
     def check(self, down: Downstream, stream: Stream, headers: list[tuple[bytes, bytes]]) -> bool:
         """Run the stages on a new stream; True when it was answered here or waits for a key
