@@ -443,8 +443,9 @@ class Server:
         self.load_initial()
         limits = self.settings.limits
         max_body = self.settings.max_body
+        outbox = answering.Outbox()
         self.guards = guarding.Guards(
-            limits, lambda guard: answering.Connection(self, guard, max_body)
+            limits, lambda guard: answering.Connection(self, guard, max_body, outbox)
         )
         loop = asyncio.get_running_loop()
         listener = await loop.create_server(
@@ -485,6 +486,7 @@ class Server:
                 log.warning(
                     "cancelling %d admission(s) still running at the deadline", self.in_flight
                 )
+            outbox.flush()  # answers made in this turn go out before the connections close
             self.guards.close_all()
             self._offloader.close()
             if self.lookup is not None:
