@@ -1,4 +1,4 @@
-"""Answers made in one turn of the event loop leave together at its end (``answering.Outbox``).
+"""Answers made in one turn of the event loop leave together at its end (``outboxes.Outbox``).
 
 A client waiting on several connections is then woken once per burst of answers instead of
 once per answer. Shown on a real webhook process (pipelined answers arrive in one TLS record,
@@ -15,7 +15,7 @@ import socket
 import ssl
 from typing import Any
 
-from sidecarkit.webhook import answering, guarding
+from sidecarkit.webhook import answering, guarding, outboxes
 from tests.support import webhooks
 
 POD = {
@@ -174,7 +174,7 @@ class _App:
 
 
 def _connections(
-    count: int, app: _App, outbox: answering.Outbox, log: list[tuple[str, Any]]
+    count: int, app: _App, outbox: outboxes.Outbox, log: list[tuple[str, Any]]
 ) -> list[guarding.Guard]:
     guards = guarding.Guards(
         guarding.Limits(), lambda guard: answering.Connection(app, guard, 1 << 20, outbox)
@@ -193,7 +193,7 @@ _GET = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
 def test_answers_of_one_turn_are_written_at_its_end_one_write_per_connection() -> None:
     async def scenario() -> None:
         clock, log = [0.0], list[tuple[str, Any]]()
-        outbox = answering.Outbox(clock=lambda: clock[0])
+        outbox = outboxes.Outbox(clock=lambda: clock[0])
         first, second = _connections(2, _App(clock), outbox, log)
         first.data_received(_GET * 3)
         second.data_received(_GET * 2)
@@ -211,7 +211,7 @@ def test_answers_of_one_turn_are_written_at_its_end_one_write_per_connection() -
 def test_an_answer_waits_for_the_others_no_longer_than_the_hold() -> None:
     async def scenario() -> None:
         clock, log = [0.0], list[tuple[str, Any]]()
-        outbox = answering.Outbox(hold=0.001, clock=lambda: clock[0])
+        outbox = outboxes.Outbox(hold=0.001, clock=lambda: clock[0])
         (guard,) = _connections(1, _App(clock, tick=0.0006), outbox, log)
         guard.data_received(_GET * 5)
         # Made at 0.6, 1.2 and 1.8 ms: the third finds the first held for 1.2 ms, past the hold.
@@ -225,7 +225,7 @@ def test_an_answer_waits_for_the_others_no_longer_than_the_hold() -> None:
 def test_one_connection_holds_at_most_64_kib_of_answers() -> None:
     async def scenario() -> None:
         clock, log = [0.0], list[tuple[str, Any]]()
-        outbox = answering.Outbox(clock=lambda: clock[0])
+        outbox = outboxes.Outbox(clock=lambda: clock[0])
         (guard,) = _connections(1, _App(clock, size=20_000), outbox, log)
         guard.data_received(_GET * 5)
         assert [data.count(b"HTTP/1.1 200") for _, data in log] == [4]  # 80 KB >= 64 KiB
@@ -238,7 +238,7 @@ def test_one_connection_holds_at_most_64_kib_of_answers() -> None:
 def test_held_answers_are_written_before_the_connection_closes() -> None:
     async def scenario() -> None:
         clock, log = [0.0], list[tuple[str, Any]]()
-        outbox = answering.Outbox(clock=lambda: clock[0])
+        outbox = outboxes.Outbox(clock=lambda: clock[0])
         (guard,) = _connections(1, _App(clock), outbox, log)
         guard.data_received(_GET * 2 + b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert [data if data == "close" else data.count(b"HTTP/1.1 200") for _, data in log] == [

@@ -17,7 +17,7 @@ body, which is all this module does:
   returns the answer, or a coroutine for the few that wait (a slot, a worker process, a
   namespace lookup), which alone runs as a task;
 - answers are written at the end of the event loop's turn, together with the others made in
-  it (``Outbox``), so a client is woken once per burst rather than once per answer;
+  it (``outboxes.Outbox``), so a client is woken once per burst rather than once per answer;
 - reading pauses while ``PIPELINE_DEPTH`` requests wait or the client does not read its answers,
   so neither a pipelining client nor a never-reading one makes the server buffer without bound;
 - when reading must stop (a malformed request, an upgrade, the client's end of input) the
@@ -34,23 +34,21 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 import httptools
 
 if TYPE_CHECKING:
-    from sidecarkit.webhook import guarding
+    from sidecarkit.webhook import guarding, outboxes
 
 __all__ = [
-    "FLUSH_AFTER",
     "FLUSH_AT",
     "PIPELINE_DEPTH",
     "Answer",
     "App",
     "Connection",
-    "Outbox",
     "Request",
 ]
 
@@ -60,8 +58,6 @@ PIPELINE_DEPTH: Final = 8
 """Complete requests waiting on one connection before reading pauses."""
 MAX_HEAD: Final = 64 * 1024
 """Bytes of a request's line and header fields at most; beyond, 431 and the connection closes."""
-FLUSH_AFTER: Final = 0.001
-"""Seconds an answer may wait for the others of its turn (``Outbox``)."""
 FLUSH_AT: Final = 64 * 1024
 """Bytes of answers one connection holds at most before they are written."""
 
@@ -197,47 +193,12 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing; the answer is in ``Connection.refusal``."""
 
 
-class Outbox:
-    """Answers made in one turn of the event loop, written together at its end.
-
-    Written as soon as each is made, a busy server's answers leave one decision apart, and each
-    wakes a client waiting on several connections again; the wake-up is paid by the writer,
-    and cost more than deciding a distinct pod (under wrk: the client switched context for
-    nearly every answer, and the server's CPU per distinct admission fell by two fifths once
-    answers were held). Held to the end of the turn, they leave in one burst, as a framework
-    that answers from tasks sends them. An answer waits at most ``hold`` seconds for the
-    others: past that, everything held is written at once.
-    """
-
-    def __init__(
-        self, hold: float = FLUSH_AFTER, clock: Callable[[], float] = time.perf_counter
-    ) -> None:
-        self.hold = hold
-        self.clock = clock
-        self.waiting: list[Connection] = []
-        self.since = 0.0
-        """When the first answer now held was made."""
-
-    def add(self, connection: Connection) -> None:
-        """``connection`` holds answers to write (called once until it is flushed)."""
-        if not self.waiting:
-            self.since = self.clock()
-            asyncio.get_running_loop().call_soon(self.flush)
-        self.waiting.append(connection)
-
-    def overdue(self) -> bool:
-        return bool(self.waiting) and self.clock() - self.since >= self.hold
-
-    def flush(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        for connection in waiting:
-            connection.flush()
-
-
 class Connection(asyncio.Protocol):
     """One client connection (inside its ``Guard``, which owns the transport's timeouts)."""
 
-    def __init__(self, app: App, guard: guarding.Guard, max_body: int, outbox: Outbox) -> None:
+    def __init__(
+        self, app: App, guard: guarding.Guard, max_body: int, outbox: outboxes.Outbox
+    ) -> None:
         self.app = app
         self.guard = guard
         self.max_body = max_body
@@ -477,7 +438,7 @@ class Connection(asyncio.Protocol):
             self.outbox.flush()
 
     def flush(self) -> None:
-        """Write the answers held for the end of the turn (``Outbox``)."""
+        """Write the answers held for the end of the turn (``outboxes.Outbox``)."""
         outgoing = self.outgoing
         if outgoing:
             self.outgoing = []

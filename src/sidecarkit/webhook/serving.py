@@ -51,6 +51,7 @@ from sidecarkit.webhook import (
     guarding,
     namespaces,
     offloading,
+    outboxes,
     reviews,
     verdicts,
 )
@@ -443,7 +444,7 @@ class Server:
         self.load_initial()
         limits = self.settings.limits
         max_body = self.settings.max_body
-        outbox = answering.Outbox()
+        outbox = outboxes.Outbox()
         self.guards = guarding.Guards(
             limits, lambda guard: answering.Connection(self, guard, max_body, outbox)
         )
