@@ -48,6 +48,27 @@ def test_an_outbound_request_keeps_its_headers_and_takes_the_upstreams_authority
     assert req.request_id == b"abc"
 
 
+def test_request_trailers_lose_the_proxys_own_fields_and_what_the_policy_strips() -> None:
+    trailers = [
+        (b"x-forwarded-client-cert", b"forged"),
+        (b"x-forwarded-for", b"10.9.9.9"),
+        (b"forwarded", b"for=10.9.9.9"),
+        (b"x-user", b"root"),
+        (b"x-checksum", b"abc"),
+    ]
+    strip = frozenset({b"x-user"})
+    inbound = h2heads.request_trailers(trailers, forwarded=True, peer=None, strip=strip)
+    assert inbound == [(b"x-checksum", b"abc")]
+    # outbound (the app's own calls): nothing is written in the head, so only the policy's
+    outbound = h2heads.request_trailers(trailers, forwarded=False, peer=None, strip=strip)
+    assert [n for n, _ in outbound] == [
+        b"x-forwarded-client-cert", b"x-forwarded-for", b"forwarded", b"x-checksum"
+    ]  # fmt: skip
+    # a verified caller's connection: the head carries the proxy's certificate field
+    verified = h2heads.request_trailers(trailers, forwarded=False, peer=b"URI=x", strip=strip)
+    assert b"x-forwarded-client-cert" not in dict(verified)
+
+
 def test_grpc_status_is_read_from_trailers_and_an_unreadable_one_is_unknown() -> None:
     assert h2heads.grpc_status([(b"grpc-status", b"0"), (b"grpc-message", b"")]) == 0
     assert h2heads.grpc_status([(b"grpc-status", b"14")]) == 14

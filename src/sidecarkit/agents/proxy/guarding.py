@@ -133,6 +133,13 @@ class Guard:
             policy, authenticator = policy.outbound or _OPEN, None
         previous, self.authenticator = self.authenticator, authenticator
         self.strip = authenticator.always_strip if authenticator is not None else frozenset()
+        self.trailer_strip = (
+            self.strip | {b"authorization", authenticator.key_header} - {b""}
+            if authenticator is not None
+            else self.strip
+        )
+        """Fields removed from a request's trailers (HTTP/2): what only the proxy may set,
+        and the credentials, which no stage checks there."""
         spec = policy.authentication
         self.required = spec is not None and spec.required
         self.realm = spec.realm.encode() if spec is not None else b""

@@ -4,7 +4,9 @@ A request's block is checked by ``h2`` as it arrives (RFC 9113 section 8.2: lowe
 connection-specific fields, ``te`` only as ``trailers``, the pseudo-fields in place). What the
 proxy adds is what it adds to HTTP/1.1 requests (``heads``): inbound, the client's address in
 ``x-forwarded-for`` and ``forwarded`` and the verified caller in ``x-forwarded-client-cert``;
-``x-request-id`` when missing; ``:authority`` replaced when the upstream sets ``host``.
+``x-request-id`` when missing; ``:authority`` replaced when the upstream sets ``host``. A
+request's trailer block loses every field the proxy writes in the head or the policy removes
+from it: nothing checks a trailer, and some servers merge trailers into the request's fields.
 
 gRPC (``content-type: application/grpc...``) reports its outcome in the ``grpc-status``
 trailer, or in the head of a "trailers-only" response. Answers the proxy makes itself to a gRPC
@@ -26,6 +28,7 @@ __all__ = [
     "grpc_status",
     "local_answer",
     "request",
+    "request_trailers",
     "response_headers",
 ]
 
@@ -111,6 +114,24 @@ def request(
     if peer:
         out.append((b"x-forwarded-client-cert", peer))
     return Request(out, method, path, grpc, request_id)
+
+
+def request_trailers(
+    headers: Headers, *, forwarded: bool, peer: bytes | None, strip: frozenset[bytes]
+) -> Headers:
+    """The trailer block sent to the endpoint for a request's trailers from the client:
+    connection-specific fields dropped, and the fields ``request`` writes itself in the head
+    (as it would remove them there) and the policy's ``strip`` (claims, credentials)."""
+    out: Headers = []
+    for name, value in headers:
+        if name in _HOP or name in strip:
+            continue
+        if name == b"x-forwarded-client-cert" and (forwarded or peer is not None):
+            continue
+        if forwarded and name in (b"x-forwarded-for", b"forwarded"):
+            continue
+        out.append((name, value))
+    return out
 
 
 def response_headers(headers: Headers) -> Headers:

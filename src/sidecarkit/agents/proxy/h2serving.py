@@ -210,7 +210,12 @@ class Downstream(h2wire.Side):
         elif kind is h2.events.TrailersReceived:
             stream = streams.get(event.stream_id)
             if stream is not None:
-                stream.req_trailers = h2heads.response_headers(event.headers)
+                service = self.service
+                guard = service.guard
+                stream.req_trailers = h2heads.request_trailers(
+                    event.headers, forwarded=service.forwarded, peer=self.peer,
+                    strip=guard.trailer_strip if guard is not None else frozenset(),
+                )  # fmt: skip
         elif kind is h2.events.WindowUpdated:
             if event.stream_id:
                 out = self.out.get(event.stream_id)
