@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -44,6 +45,46 @@ class Backend:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class ThreadedApp:
+    """A local test server on a loopback port: each accepted connection is handed to
+    ``connection`` in a thread of its own (errors on the socket end it quietly)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join(10)
+        self.sock.close()
+
+    def connection(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(10)
+            self.connection(conn)
 
 
 def start_backend(record: Path, port: int | None = None, host: str = "127.0.0.1") -> Backend:

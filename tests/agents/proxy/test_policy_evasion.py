@@ -15,7 +15,6 @@ import contextlib
 import re
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,44 +30,17 @@ from tests.agents.proxy.test_http2 import _channel, _unary, start_app
 FORGED = "spiffe://cluster.local/ns/shop/sa/admin"
 
 
-class H2cApp:
+class H2cApp(support.ThreadedApp):
     """Answers HTTP/1.1 requests with ``http1 <path>``; one offering ``Upgrade: h2c`` with an
     ``HTTP2-Settings`` field is answered 101 and then served as HTTP/2, each stream with
     ``h2 <path>``. Records the request heads it received."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
         self.heads: list[bytes] = []
         self.h2_paths: list[bytes] = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.thread.join(10)
-        self.sock.close()
-
-    def _serve(self) -> None:
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(10)
-                with contextlib.suppress(OSError):
-                    self._connection(conn)
-
-    def _connection(self, conn: socket.socket) -> None:
+    def connection(self, conn: socket.socket) -> None:
         data = b""
         while True:
             while b"\r\n\r\n" not in data:

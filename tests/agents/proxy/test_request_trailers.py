@@ -13,9 +13,7 @@ request trailers it received.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,61 +28,33 @@ from tests.agents.proxy.support import start_proxy
 FORGED = "spiffe://cluster.local/ns/shop/sa/admin"
 
 
-class TrailerApp:
+class TrailerApp(support.ThreadedApp):
     """Answers every request 200 ``ok`` once it ends; keeps (head, trailers) per request."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
         self.requests: list[tuple[dict[bytes, bytes], dict[bytes, bytes]]] = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.thread.join(10)
-        self.sock.close()
-
-    def _serve(self) -> None:
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
-
-    def _connection(self, conn: socket.socket) -> None:
+    def connection(self, conn: socket.socket) -> None:
         h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         h2conn.initiate_connection()
         heads: dict[int, dict[bytes, bytes]] = {}
         trailers: dict[int, dict[bytes, bytes]] = {}
-        with conn, contextlib.suppress(OSError):
-            conn.settimeout(10)
+        conn.sendall(h2conn.data_to_send())
+        while data := conn.recv(65536):
+            for event in h2conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    heads[event.stream_id] = dict(event.headers)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    trailers[event.stream_id] = dict(event.headers)
+                elif isinstance(event, h2.events.DataReceived):
+                    h2conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    sid = event.stream_id
+                    self.requests.append((heads.pop(sid, {}), trailers.pop(sid, {})))
+                    h2conn.send_headers(sid, [(b":status", b"200"), (b"content-length", b"2")])
+                    h2conn.send_data(sid, b"ok", end_stream=True)
             conn.sendall(h2conn.data_to_send())
-            while data := conn.recv(65536):
-                for event in h2conn.receive_data(data):
-                    if isinstance(event, h2.events.RequestReceived):
-                        heads[event.stream_id] = dict(event.headers)
-                    elif isinstance(event, h2.events.TrailersReceived):
-                        trailers[event.stream_id] = dict(event.headers)
-                    elif isinstance(event, h2.events.DataReceived):
-                        h2conn.acknowledge_received_data(
-                            event.flow_controlled_length, event.stream_id
-                        )
-                    elif isinstance(event, h2.events.StreamEnded):
-                        sid = event.stream_id
-                        self.requests.append((heads.pop(sid, {}), trailers.pop(sid, {})))
-                        h2conn.send_headers(sid, [(b":status", b"200"), (b"content-length", b"2")])
-                        h2conn.send_data(sid, b"ok", end_stream=True)
-                conn.sendall(h2conn.data_to_send())
 
 
 @pytest.fixture
