@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sidecarkit.agents.proxy import running
+    from sidecarkit.agents.proxy.services import Service
 
 __all__ = ["drain", "sweep"]
 
@@ -28,6 +29,23 @@ def sweep(agent: running.Agent, now: float) -> None:
                 if endpoint.pool is not None:
                     endpoint.pool.close()
             agent.retired.remove(service)
+            _unguard(agent, service)
+
+
+def _unguard(agent: running.Agent, service: Service) -> None:
+    """Let a gone service's policy stages go: their rate-limit buckets (up to a key table
+    each), their key-set waiters and their per-tick work. What they counted stays exported."""
+    guard, gate = service.guard, service.gate
+    if guard is not None:
+        guard.export(agent.metrics)  # what it counted since the last scrape
+        agent.guards = [g for g in agent.guards if g is not guard]
+        agent.scopes.pop(guard, None)
+        if agent.sources is not None:
+            listeners = agent.sources.listeners
+            listeners[:] = [f for f in listeners if f != guard.keys_arrived]
+    if gate is not None:
+        gate.export(agent.metrics)
+        agent.gates = [g for g in agent.gates if g is not gate]
 
 
 async def drain(agent: running.Agent, loop: asyncio.AbstractEventLoop) -> None:
