@@ -174,10 +174,15 @@ class _App:
 
 
 def _connections(
-    count: int, app: _App, outbox: outboxes.Outbox, log: list[tuple[str, Any]]
+    count: int,
+    app: _App,
+    outbox: outboxes.Outbox,
+    log: list[tuple[str, Any]],
+    limits: guarding.Limits | None = None,
 ) -> list[guarding.Guard]:
     guards = guarding.Guards(
-        guarding.Limits(), lambda guard: answering.Connection(app, guard, 1 << 20, outbox)
+        limits or guarding.Limits(),
+        lambda guard: answering.Connection(app, guard, 1 << 20, outbox),
     )
     made = []
     for i in range(count):
@@ -247,5 +252,29 @@ def test_held_answers_are_written_before_the_connection_closes() -> None:
         ]
         await asyncio.sleep(0)
         assert len(log) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_evicted_at_the_cap_still_sends_the_answers_it_holds() -> None:
+    """At the connection cap a new connection closes the longest-open idle one; one that has
+    just been answered is idle, its answer still held for the end of the turn."""
+
+    async def scenario() -> None:
+        clock, log = [0.0], list[tuple[str, Any]]()
+        outbox = outboxes.Outbox(clock=lambda: clock[0])
+        limits = guarding.Limits(max_connections=1)
+        (first,) = _connections(1, _App(clock), outbox, log, limits)
+        first.data_received(_GET)
+        guards = first.guards
+        second = guards.factory()
+        second.connection_made(_Transport(log, "c1"))  # type: ignore[arg-type]
+        assert guards.evicted == 1
+        assert [
+            (name, data if data == "close" else data.count(b"HTTP/1.1 200")) for name, data in log
+        ] == [
+            ("c0", 1),
+            ("c0", "close"),
+        ]
 
     asyncio.run(scenario())

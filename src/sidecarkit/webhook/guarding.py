@@ -140,8 +140,12 @@ class Guard(asyncio.Protocol):
         self.drop()
 
     def drop(self) -> None:
-        """Close the connection now, whatever is buffered."""
+        """Close the connection now, whatever is buffered; answers already made and held for
+        the end of the turn (``outboxes``) are written first."""
         if self.transport is not None and not self.transport.is_closing():
+            flush = getattr(self.inner, "flush", None)
+            if flush is not None:
+                flush()
             self.transport.abort()
 
     # Each is called again while the connection stays where it is (a head or body trickling
