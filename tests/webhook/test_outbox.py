@@ -10,6 +10,7 @@ hold (a fake clock) nor past 64 KiB held on one connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
@@ -75,11 +76,16 @@ class _TlsClient:
         try:
             while True:
                 self.plain += self.tls.read(65536)
-        except ssl.SSLWantReadError:
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):  # more to come; the server's end
             pass
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, *, then_close: bool = False) -> None:
+        """Send ``data``; with ``then_close``, the TLS close_notify right behind it, in the
+        same segment (the client's end of input arrives with its last requests)."""
         self.tls.write(data)
+        if then_close:
+            with contextlib.suppress(ssl.SSLWantReadError):
+                self.tls.unwrap()
         self._flush()
 
     def responses(self, count: int) -> list[bytes]:
@@ -115,6 +121,21 @@ def test_pipelined_answers_leave_in_one_burst_not_one_record_each(
         # One write of the eight answers is one or two records; writing each as it is made
         # was eight. (Three allows for a turn cut short by the hold on a loaded machine.)
         assert client.records - before <= 3, client.records - before
+    finally:
+        client.sock.close()
+
+
+def test_requests_that_arrive_with_the_clients_end_of_input_are_answered(
+    server: int, tls: webhooks.Tls
+) -> None:
+    """The TLS layer hands the last requests and the end of input over in one step; their
+    answers, held for the end of the turn, must leave before the connection closes."""
+    client = _TlsClient(server, tls)
+    try:
+        uids = ["last-1", "last-2"]
+        client.send(b"".join(_post(uid) for uid in uids), then_close=True)
+        bodies = client.responses(len(uids))
+        assert [json.loads(b)["response"]["uid"] for b in bodies] == uids
     finally:
         client.sock.close()
 
@@ -276,5 +297,17 @@ def test_a_connection_evicted_at_the_cap_still_sends_the_answers_it_holds() -> N
             ("c0", 1),
             ("c0", "close"),
         ]
+
+    asyncio.run(scenario())
+
+
+def test_answers_held_when_the_client_ends_its_input_are_written_before_it_returns() -> None:
+    async def scenario() -> None:
+        clock, log = [0.0], list[tuple[str, Any]]()
+        outbox = outboxes.Outbox(clock=lambda: clock[0])
+        (guard,) = _connections(1, _App(clock), outbox, log)
+        guard.data_received(_GET * 2)
+        guard.eof_received()  # the transport starts closing once this returns
+        assert [data.count(b"HTTP/1.1 200") for _, data in log] == [2]
 
     asyncio.run(scenario())

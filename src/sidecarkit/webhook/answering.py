@@ -267,7 +267,9 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # A request still arriving never will: it ends here. Complete ones are answered, then
-        # the connection closes (``_pump``).
+        # the connection closes (``_pump``). Answers held for the end of the turn go now: the
+        # transport starts closing once this returns False (and, under TLS, whatever it returns).
+        self.flush()
         self._end_parsing()
         if self.current is None and not self.queue:
             return False
