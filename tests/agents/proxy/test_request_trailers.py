@@ -4,7 +4,8 @@ A client may end a request with a trailer block. The policy decides on the head,
 from it the credential and every field only the proxy may set (the verified claims, the API
 key's name, ``x-forwarded-client-cert``); the same names in a trailer were sent on to the app,
 where a framework that merges trailers into the request's fields reads a claim the proxy never
-verified. Other trailers (checksums, gRPC-style status) still reach the app, as through Envoy.
+verified, or a field a rule decided on with another value. Other trailers (checksums) still
+reach the app, as through Envoy.
 
 The app is ``TrailerApp``: a local HTTP/2 (prior knowledge) server written with the ``h2``
 library that records each request's head and trailers, since no Debian server reports the
@@ -112,6 +113,8 @@ def test_trailers_cannot_forge_claims_credentials_or_the_verified_caller(
         f"    - issuer: {jwts.ISSUER}\n      audiences: [{jwts.AUDIENCE}]\n"
         f"      jwks_url: {jwks.url}\n"
         "      claims_to_headers: {sub: x-user, groups: x-groups}\n"
+        "authorization:\n  rules:\n"
+        "    - {name: tenant-a, action: allow, headers: {x-tenant: [a]}}\n"
     )
     proxy = _start(tmp_path, trailer_app, policy)
     try:
@@ -121,10 +124,13 @@ def test_trailers_cannot_forge_claims_credentials_or_the_verified_caller(
             ("x-groups", "admins"),
             ("authorization", "Bearer not-checked"),
             ("x-forwarded-client-cert", f"By={FORGED};URI={FORGED}"),
+            ("x-tenant", "b"),  # the rule allowed the head's tenant, not this one
             ("x-checksum", "sha256=abc"),
         ]
         status = _post_with_trailers(
-            proxy.ports["inbound"], [("authorization", f"Bearer {token}")], forged
+            proxy.ports["inbound"],
+            [("authorization", f"Bearer {token}"), ("x-tenant", "a")],
+            forged,
         )
         assert status == 200
         (head, trailers) = trailer_app.requests[-1]

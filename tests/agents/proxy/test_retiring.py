@@ -5,13 +5,18 @@ the process, with up to a key table of buckets per limit."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from sidecarkit.agents.proxy import draining, guarding, policyfiles, tcpguarding, telemetry
 
 
-def test_a_retired_service_takes_its_policy_stages_with_it_and_its_counts_stay_exported() -> None:
+def test_a_retired_service_takes_its_policy_stages_with_it_and_its_counts_stay_exported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     policy = policyfiles.from_mapping(
         {"rate_limits": [{"name": "per-client", "key": "client_ip", "rate": "10/s"}]},
         source="policy.yaml",
@@ -21,6 +26,7 @@ def test_a_retired_service_takes_its_policy_stages_with_it_and_its_counts_stay_e
     gate = tcpguarding.Gate(policy, port=15007, upstream="db")
     gone.counts[("http_ratelimit_limited_total", "limit", "per-client")] = 3  # not scraped yet
     gate.counts[("tcp_ratelimit_limited_total", "limit", "per-client")] = 2
+    gone.throttle.skipped["rate-limited"] = 40  # log lines held back this second
     busy = SimpleNamespace(
         guard=kept, gate=None, connections={object()}, balancer=SimpleNamespace(endpoints=[]),
         tick=lambda now: None,
@@ -34,6 +40,7 @@ def test_a_retired_service_takes_its_policy_stages_with_it_and_its_counts_stay_e
         sources=SimpleNamespace(listeners=[kept.keys_arrived, gone.keys_arrived]),
         metrics=telemetry.Registry(),
     )  # fmt: skip
+    caplog.set_level(logging.INFO, logger="sidecarkit.agent.proxy")
     draining.sweep(agent, 0.0)
     assert agent.retired == [busy]  # a connection still open: kept, guard and all
     assert agent.guards == [kept]

@@ -38,6 +38,7 @@ def _unguard(agent: running.Agent, service: Service) -> None:
     guard, gate = service.guard, service.gate
     if guard is not None:
         guard.export(agent.metrics)  # what it counted since the last scrape
+        guard.throttle.flush()  # and the log lines it held back
         agent.guards = [g for g in agent.guards if g is not guard]
         agent.scopes.pop(guard, None)
         if agent.sources is not None:
@@ -45,6 +46,7 @@ def _unguard(agent: running.Agent, service: Service) -> None:
             listeners[:] = [f for f in listeners if f != guard.keys_arrived]
     if gate is not None:
         gate.export(agent.metrics)
+        gate.throttle.flush()
         agent.gates = [g for g in agent.gates if g is not gate]
 
 

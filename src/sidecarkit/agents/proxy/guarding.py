@@ -133,13 +133,6 @@ class Guard:
             policy, authenticator = policy.outbound or _OPEN, None
         previous, self.authenticator = self.authenticator, authenticator
         self.strip = authenticator.always_strip if authenticator is not None else frozenset()
-        self.trailer_strip = (
-            self.strip | {b"authorization", authenticator.key_header} - {b""}
-            if authenticator is not None
-            else self.strip
-        )
-        """Fields removed from a request's trailers (HTTP/2): what only the proxy may set,
-        and the credentials, which no stage checks there."""
         spec = policy.authentication
         self.required = spec is not None and spec.required
         self.realm = spec.realm.encode() if spec is not None else b""
@@ -164,7 +157,8 @@ class Guard:
             {b"authorization", *self.strip, *rule_headers, *limit_headers}
             | ({authenticator.key_header} if authenticator is not None else set())
         )
-        """The request fields any stage reads or may remove."""
+        """The request fields any stage reads or may remove; an HTTP/2 request's trailers lose
+        them all (no stage reads a trailer, and some servers merge trailers into the fields)."""
         self.wanted_sizes = frozenset(len(name) for name in self.wanted)
         read = [(x.paths, x.shadow) for x in policy.rules or ()]
         read += [(x.paths, x.shadow) for x in policy.rate_limits]

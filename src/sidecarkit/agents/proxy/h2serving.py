@@ -209,13 +209,8 @@ class Downstream(h2wire.Side):
                 stream.request_end(stream.req_trailers)
         elif kind is h2.events.TrailersReceived:
             stream = streams.get(event.stream_id)
-            if stream is not None:
-                service = self.service
-                guard = service.guard
-                stream.req_trailers = h2heads.request_trailers(
-                    event.headers, forwarded=service.forwarded, peer=self.peer,
-                    strip=guard.trailer_strip if guard is not None else frozenset(),
-                )  # fmt: skip
+            if stream is not None:  # filtered when sent, once the policy decided the stream
+                stream.req_trailers = event.headers
         elif kind is h2.events.WindowUpdated:
             if event.stream_id:
                 out = self.out.get(event.stream_id)

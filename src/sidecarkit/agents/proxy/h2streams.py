@@ -166,7 +166,7 @@ class Stream:
             self.down.ack(self.sid, self.unacked)
             self.unacked = 0
         if self.req_ended and not end:
-            up.send_end(self.usid, self.req_trailers)
+            up.send_end(self.usid, self._trailers())
 
     def connect_failed(self, error: BaseException) -> None:
         if self.done:
@@ -225,7 +225,21 @@ class Stream:
         self.req_ended = True
         self.req_trailers = trailers
         if self.up is not None:
-            self.up.send_end(self.usid, trailers)
+            self.up.send_end(self.usid, self._trailers())
+
+    def _trailers(self) -> list[tuple[bytes, bytes]] | None:
+        """The client's trailers as sent on, with the fields of the policy in force now
+        (the stream was decided by it) and the proxy's own fields taken out."""
+        trailers = self.req_trailers
+        if trailers is None:
+            return None
+        service = self.service
+        guard = service.guard
+        kept = h2heads.request_trailers(
+            trailers, forwarded=service.forwarded, peer=self.down.peer,
+            strip=guard.wanted if guard is not None else frozenset(),
+        )  # fmt: skip
+        return kept or None  # none left: the stream ends with its data
 
     def client_reset(self) -> None:
         """The client cancelled the stream."""
